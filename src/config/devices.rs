@@ -1,0 +1,98 @@
+//! The `devices:` list: tells device kinds apart by `kind` and hands each
+//! entry to the config struct of its adapter.
+//!
+//! Owns the list of kinds this build knows. Adding a kind means one arm here
+//! and one struct beside its adapter in `southbound/`. Must not validate
+//! adapter-specific fields (the adapter structs do that).
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use super::Report;
+use crate::southbound::simulated::SimulatedConfig;
+
+/// Device kinds this build accepts, as written in `kind:`.
+pub const DEVICE_KINDS: &[&str] = &["simulated"];
+
+/// Kinds that the design names but this build does not have yet.
+const PLANNED_KINDS: &[&str] = &["modbus-tcp", "modbus-rtu", "serial"];
+
+/// One entry of `devices:`.
+#[derive(Debug, Clone)]
+pub enum DeviceConfig {
+    Simulated(SimulatedConfig),
+}
+
+impl DeviceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            DeviceConfig::Simulated(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DeviceConfig::Simulated(_) => "simulated",
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
+    match serde_path_to_error::deserialize(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            report.add_serde(path, e);
+            None
+        }
+    }
+}
+
+/// Parses every device entry; problems go to `report`, bad entries are skipped.
+pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceConfig> {
+    let mut out = Vec::with_capacity(values.len());
+    for (i, value) in values.into_iter().enumerate() {
+        let path = format!("devices[{i}]");
+        let Value::Mapping(mut map) = value else {
+            report.add(
+                path,
+                "a device must be a mapping with at least `name` and `kind`",
+            );
+            continue;
+        };
+        let kind = match map.remove("kind") {
+            Some(Value::String(k)) => k,
+            Some(_) => {
+                report.add(
+                    format!("{path}.kind"),
+                    format!("must be one of: {}", DEVICE_KINDS.join(", ")),
+                );
+                continue;
+            }
+            None => {
+                report.add(
+                    path,
+                    format!("missing `kind` (one of: {})", DEVICE_KINDS.join(", ")),
+                );
+                continue;
+            }
+        };
+        let value = Value::Mapping(map);
+        let parsed = match kind.as_str() {
+            "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
+            other => {
+                let why = if PLANNED_KINDS.contains(&other) {
+                    format!("device kind `{other}` is not available in this build yet")
+                } else {
+                    format!("unknown device kind `{other}`")
+                };
+                report.add(
+                    format!("{path}.kind"),
+                    format!("{why}; kinds available: {}", DEVICE_KINDS.join(", ")),
+                );
+                None
+            }
+        };
+        out.extend(parsed);
+    }
+    out
+}

@@ -1,0 +1,137 @@
+//! The `fieldgate` command line: parses arguments, sets up logging, loads the
+//! config, calls into the library and maps errors to exit codes
+//! (0 success, 78 configuration error, 1 any other failure).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fieldgate::config::{self, ConfigError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// sysexits.h EX_CONFIG: the configuration is wrong.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "fieldgate",
+    version,
+    about = "IoT gateway: field devices to MQTT, with an embedded broker"
+)]
+struct Cli {
+    /// Config file.
+    #[arg(short = 'c', long = "config", global = true, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format: text (colours only on a terminal) or json.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run,
+    /// Validate the config and print the plan.
+    Check,
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},rumqttd=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+    }
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        ConfigError::Read { .. } | ConfigError::Invalid { .. } => ExitCode::from(EXIT_CONFIG),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    match cli.command {
+        Command::Check => match config::load(&cli.config) {
+            Ok(cfg) => {
+                print!("{}", fieldgate::plan::render(&cfg));
+                println!("config OK: {}", cli.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Run => {
+            let cfg = match config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            match run(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn run(cfg: config::Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(wait_for_signals(shutdown.clone()));
+        let result = fieldgate::run(cfg, shutdown).await;
+        signals.abort();
+        result.map_err(anyhow::Error::from)
+    })
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at once.
+async fn wait_for_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    warn!("second signal: exiting now");
+    std::process::exit(1);
+}

@@ -1,0 +1,68 @@
+//! The plan `fieldgate check` prints: what the gateway would do with this
+//! config (broker listeners, devices, points and their topics).
+//!
+//! Owns the wording of the plan. Must not start anything or touch the network.
+
+use std::fmt::Write;
+
+use crate::config::{Config, DeviceConfig};
+use crate::rules::DefaultMapping;
+
+/// Renders the plan as text for a terminal.
+pub fn render(config: &Config) -> String {
+    let mut s = String::new();
+    let gw = &config.gateway.id;
+    let mapping = DefaultMapping::new(gw, &config.rules);
+    let _ = writeln!(
+        s,
+        "gateway {gw} (data in {})",
+        config.gateway.data_dir.display()
+    );
+    let _ = writeln!(s, "broker  mqtt://{}", config.broker.listen);
+    if let Some(tls) = &config.broker.tls {
+        let _ = writeln!(s, "        mqtts://{}", tls.listen);
+    }
+    if let Some(ws) = config.broker.websocket {
+        let _ = writeln!(s, "        ws://{ws}");
+    }
+    let auth = if config.broker.users.is_empty() {
+        "anonymous clients allowed".to_string()
+    } else {
+        format!("{} user(s), anonymous refused", config.broker.users.len())
+    };
+    let _ = writeln!(
+        s,
+        "        {auth}, max {} connections, max payload {}",
+        config.broker.max_connections, config.broker.max_payload
+    );
+    let _ = writeln!(s, "status  {gw}/status (retained online/offline)");
+    let _ = writeln!(
+        s,
+        "rules   default mapping: topic {:?}, qos {}, retain {}",
+        config.rules.topic,
+        config.rules.qos.as_u8(),
+        config.rules.retain
+    );
+    let _ = writeln!(s, "devices {}", config.devices.len());
+    for dev in &config.devices {
+        match dev {
+            DeviceConfig::Simulated(c) => {
+                let _ = writeln!(
+                    s,
+                    "  {} (simulated, every {}) status {gw}/status/{}",
+                    c.name, c.poll, c.name
+                );
+                for p in &c.points {
+                    let topic = mapping.topic(&c.name, &p.name);
+                    let unit = p
+                        .unit
+                        .as_deref()
+                        .map(|u| format!(" [{u}]"))
+                        .unwrap_or_default();
+                    let _ = writeln!(s, "    {:<16} {:?}{unit} -> {topic}", p.name, p.signal);
+                }
+            }
+        }
+    }
+    s
+}

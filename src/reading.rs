@@ -1,0 +1,191 @@
+//! The types that flow between stages: [`Reading`] (southbound -> rules) and
+//! [`Publish`] (rules -> broker and bridge), plus [`Qos`].
+//!
+//! Owns only plain data and its JSON form. Must not know about channels,
+//! the broker or any device protocol.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One sampled value of a device point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+impl Value {
+    /// The value as JSON. Non-finite floats have no JSON form and become `null`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// How much a reading can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    Good,
+    Bad,
+    Stale,
+}
+
+impl Quality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Bad => "bad",
+            Quality::Stale => "stale",
+        }
+    }
+}
+
+/// One sampled value: what a source hands to the rules stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device: Arc<str>,
+    pub point: Arc<str>,
+    pub value: Value,
+    pub unit: Option<Arc<str>>,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    pub quality: Quality,
+}
+
+impl Reading {
+    /// The default payload of the design (§4):
+    /// `{"value": 21.5, "unit": "°C", "ts": 1763773200123, "quality": "good"}`.
+    pub fn to_payload(&self) -> Bytes {
+        let mut map = serde_json::Map::with_capacity(4);
+        map.insert("value".into(), self.value.to_json());
+        if let Some(unit) = &self.unit {
+            map.insert("unit".into(), serde_json::Value::String(unit.to_string()));
+        }
+        map.insert("ts".into(), serde_json::Value::from(self.ts));
+        map.insert("quality".into(), self.quality.as_str().into());
+        Bytes::from(serde_json::Value::Object(map).to_string())
+    }
+}
+
+/// MQTT quality of service. In YAML it is written 0, 1 or 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Qos {
+    AtMostOnce,
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+impl Qos {
+    pub fn from_u8(v: u8) -> Option<Qos> {
+        match v {
+            0 => Some(Qos::AtMostOnce),
+            1 => Some(Qos::AtLeastOnce),
+            2 => Some(Qos::ExactlyOnce),
+            _ => None,
+        }
+    }
+
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+            Qos::ExactlyOnce => 2,
+        }
+    }
+}
+
+impl Serialize for Qos {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.as_u8())
+    }
+}
+
+impl<'de> Deserialize<'de> for Qos {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        u8::try_from(v)
+            .ok()
+            .and_then(Qos::from_u8)
+            .ok_or_else(|| serde::de::Error::custom(format!("qos must be 0, 1 or 2, not {v}")))
+    }
+}
+
+/// An MQTT message on its way to the local broker (and, through forward
+/// filters, to the bridge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: Qos,
+    pub retain: bool,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_omits_missing_unit() {
+        let r = Reading {
+            device: "d".into(),
+            point: "p".into(),
+            value: Value::Float(21.5),
+            unit: None,
+            ts: 5,
+            quality: Quality::Good,
+        };
+        assert_eq!(
+            r.to_payload(),
+            Bytes::from_static(br#"{"value":21.5,"ts":5,"quality":"good"}"#)
+        );
+    }
+
+    #[test]
+    fn payload_with_unit_and_nan() {
+        let r = Reading {
+            device: "d".into(),
+            point: "p".into(),
+            value: Value::Float(f64::NAN),
+            unit: Some("°C".into()),
+            ts: 7,
+            quality: Quality::Bad,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.to_payload()).unwrap();
+        assert_eq!(v["value"], serde_json::Value::Null);
+        assert_eq!(v["unit"], "°C");
+        assert_eq!(v["quality"], "bad");
+    }
+}

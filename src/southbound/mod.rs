@@ -1,0 +1,87 @@
+//! Southbound: the sources that read field devices and turn samples into
+//! [`Reading`]s. One adapter per file; this file holds the [`Source`] trait,
+//! the context every source gets, and [`build_all`], which makes the sources
+//! for the configured devices.
+//!
+//! Owns the contract between adapters and the pipeline. Must not publish
+//! readings itself (that is the rules stage) nor touch the broker directly:
+//! sources only send into the channels of their [`SourceContext`].
+
+pub mod simulated;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DeviceConfig;
+use crate::ops::status;
+use crate::reading::{Publish, Reading};
+
+/// A boxed future a source runs as.
+pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A running unit of the southbound side: one device, or one serial bus
+/// shared by several devices.
+pub trait Source: Send + 'static {
+    /// A name for logs (the device, or the bus's port).
+    fn name(&self) -> &str;
+    /// Polls until `ctx.cancel` fires. Errors are the source's own business:
+    /// it reports them in device status and keeps going.
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture;
+}
+
+/// What a source may use. Cheap to clone.
+///
+/// Channel policy: both channels are bounded and never drop. A full
+/// `readings` channel makes the source wait (its next poll is late), which is
+/// the back-pressure a slow rules stage should cause.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub gateway: Arc<str>,
+    readings: mpsc::Sender<Reading>,
+    publishes: mpsc::Sender<Publish>,
+    pub cancel: CancellationToken,
+}
+
+impl SourceContext {
+    pub fn new(
+        gateway: Arc<str>,
+        readings: mpsc::Sender<Reading>,
+        publishes: mpsc::Sender<Publish>,
+        cancel: CancellationToken,
+    ) -> Self {
+        SourceContext {
+            gateway,
+            readings,
+            publishes,
+            cancel,
+        }
+    }
+
+    /// Hands a reading to the rules stage. Returns `false` when the pipeline
+    /// has shut down (the source should stop).
+    pub async fn send(&self, reading: Reading) -> bool {
+        self.readings.send(reading).await.is_ok()
+    }
+
+    /// Publishes the retained `{gateway}/status/{device}` message.
+    pub async fn set_status(&self, device: &str, online: bool, error: Option<&str>) -> bool {
+        let p = status::device(&self.gateway, device, online, error);
+        self.publishes.send(p).await.is_ok()
+    }
+}
+
+/// Makes one source per device (or per shared bus) from the config.
+pub fn build_all(devices: &[DeviceConfig]) -> Vec<Box<dyn Source>> {
+    devices
+        .iter()
+        .map(|d| match d {
+            DeviceConfig::Simulated(c) => {
+                Box::new(simulated::Simulated::new(c.clone())) as Box<dyn Source>
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,343 @@
+//! Shared test support: the real `fieldgate` binary on a temporary config,
+//! free ports, and a real MQTT client (rumqttc) that collects messages.
+//!
+//! Everything waits on events (a message, a listening port, a process exit)
+//! with a deadline; nothing sleeps to synchronise.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_fieldgate");
+
+/// A TCP port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind port 0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Runs `fieldgate ARGS` to completion.
+pub fn fieldgate(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run fieldgate")
+}
+
+/// A temporary directory holding a config file.
+pub struct ConfigDir {
+    pub dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl ConfigDir {
+    /// Writes `yaml` as `fieldgate.yaml` in a fresh temporary directory.
+    pub fn new(yaml: &str) -> ConfigDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fieldgate.yaml");
+        std::fs::write(&path, yaml).expect("write config");
+        ConfigDir { dir, path }
+    }
+
+    /// Writes another file beside the config.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, content).expect("write file");
+        p
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+/// A running `fieldgate run` process. Killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub cfg: ConfigDir,
+    /// The embedded broker's port.
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+/// Returns `yaml` with `{port}` and `{data_dir}` filled in.
+pub fn fill(yaml: &str, port: u16, data_dir: &Path) -> String {
+    yaml.replace("{port}", &port.to_string())
+        .replace("{data_dir}", data_dir.to_str().expect("utf-8 path"))
+}
+
+impl Gateway {
+    /// Starts the real binary on `yaml` (with `{port}` = a free port and
+    /// `{data_dir}` = a temporary directory) and waits until its broker listens.
+    pub fn start(yaml: &str) -> Gateway {
+        Self::start_with_env(yaml, &[])
+    }
+
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let port = free_port();
+        let cfg = ConfigDir::new("");
+        let data = cfg.dir.path().join("data");
+        std::fs::write(&cfg.path, fill(yaml, port, &data)).expect("write config");
+        Self::spawn(cfg, port, env)
+    }
+
+    /// Starts the binary on an existing config directory (for restarts).
+    pub fn spawn(cfg: ConfigDir, port: u16, env: &[(&str, &str)]) -> Gateway {
+        let log = cfg
+            .dir
+            .path()
+            .join(format!("fieldgate-{}.log", std::process::id()));
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "-c", cfg.path_str()])
+            .env("RUST_LOG", "info,rumqttd=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn fieldgate");
+        let mut gw = Gateway {
+            child,
+            cfg,
+            port,
+            log,
+        };
+        gw.wait_listening(Duration::from_secs(20));
+        gw
+    }
+
+    fn wait_listening(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "fieldgate exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if self.log_text().contains("fieldgate running") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "fieldgate did not start within {within:?}; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).expect("send signal");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(within)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "fieldgate did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A message as a subscriber received it.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {:?}",
+                self.topic, self.payload
+            )
+        })
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// A real MQTT client (rumqttc) subscribed to some filters.
+pub struct Sub {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    /// Messages taken out by `wait_for` but not matched, in arrival order.
+    pub seen: Vec<Msg>,
+}
+
+/// Connection options for a test client on the embedded broker.
+pub fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    o
+}
+
+impl Sub {
+    /// Connects anonymously and subscribes to `filters` at `qos`; returns once SUBACK arrived.
+    pub async fn connect(port: u16, filters: &[&str], qos: QoS) -> Sub {
+        Self::connect_with(
+            options(&format!("test-sub-{}", free_port()), port),
+            filters,
+            qos,
+        )
+        .await
+    }
+
+    pub async fn connect_with(opts: MqttOptions, filters: &[&str], qos: QoS) -> Sub {
+        let (client, mut el) = AsyncClient::new(opts, 1024);
+        for f in filters {
+            client.subscribe(*f, qos).await.expect("queue subscribe");
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let mut ready_tx = Some(ready_tx);
+        let want = filters.len();
+        tokio::spawn(async move {
+            let mut acks = 0;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks == want {
+                            if let Some(t) = ready_tx.take() {
+                                let _ = t.send(Ok(()));
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.clone(),
+                            qos: p.qos,
+                            retain: p.retain,
+                        };
+                        if tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(t) = ready_tx.take() {
+                            let _ = t.send(Err(e.to_string()));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("subscriber could not connect: {e}"),
+            other => panic!("subscriber got no SUBACK: {other:?}"),
+        }
+        Sub {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next message, or panic after `within`.
+    pub async fn next(&mut self, within: Duration) -> Msg {
+        match tokio::time::timeout(within, self.rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => panic!("subscriber connection ended"),
+            Err(_) => panic!("no message within {within:?}"),
+        }
+    }
+
+    /// The next message, or `None` after `within`.
+    pub async fn try_next(&mut self, within: Duration) -> Option<Msg> {
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits for the first message matching `pred`; others are kept in `seen`.
+    pub async fn wait_for(&mut self, within: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) if pred(&m) => return m,
+                Ok(Some(m)) => self.seen.push(m),
+                Ok(None) => panic!("subscriber connection ended"),
+                Err(_) => panic!(
+                    "no matching message within {within:?}; saw {} others: {:?}",
+                    self.seen.len(),
+                    self.seen
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .map(|m| (&m.topic, m.text()))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Waits for a message on exactly `topic`.
+    pub async fn wait_topic(&mut self, topic: &str, within: Duration) -> Msg {
+        self.wait_for(within, |m| m.topic == topic).await
+    }
+}
