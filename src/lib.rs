@@ -62,10 +62,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let publisher_link = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
         let broker = Broker::new(&broker_cfg)?;
         let link = broker.link("fieldgate-publisher")?;
+        let commands = broker.link("fieldgate-commands")?;
         broker.start()?;
-        Ok(link)
+        Ok((link, commands))
     })
     .await??;
+    let (publisher_link, commands_link) = publisher_link;
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
@@ -91,10 +93,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         pub_tx.clone(),
         sources_cancel.clone(),
     );
-    for source in southbound::build_all(&config.devices) {
+    let mut routes = southbound::commands::Routes::new();
+    for source in southbound::build_all(&config.devices, &mut routes) {
         info!(source = source.name(), "starting source");
         tracker.spawn(source.run(ctx.clone()));
     }
+    tracker.spawn(
+        southbound::commands::run(
+            gateway.clone(),
+            commands_link,
+            routes,
+            pub_tx.clone(),
+            sources_cancel.clone(),
+        )
+        .instrument(info_span!("commands")),
+    );
     drop(ctx);
     tracker.close();
     info!(

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use crate::config::{Config, DeviceConfig};
 use crate::rules::DefaultMapping;
+use crate::southbound::modbus;
 
 /// Renders the plan as text for a terminal.
 pub fn render(config: &Config) -> String {
@@ -62,6 +63,8 @@ pub fn render(config: &Config) -> String {
                     let _ = writeln!(s, "    {:<16} {:?}{unit} -> {topic}", p.name, p.signal);
                 }
             }
+            DeviceConfig::ModbusTcp(c) => modbus::describe::tcp(&mut s, gw, c, &mapping),
+            DeviceConfig::ModbusRtu(c) => modbus::describe::rtu(&mut s, gw, c, &mapping),
         }
     }
     s

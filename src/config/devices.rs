@@ -9,30 +9,37 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::Report;
+use crate::southbound::modbus::{ModbusRtuConfig, ModbusTcpConfig};
 use crate::southbound::simulated::SimulatedConfig;
 
 /// Device kinds this build accepts, as written in `kind:`.
-pub const DEVICE_KINDS: &[&str] = &["simulated"];
+pub const DEVICE_KINDS: &[&str] = &["simulated", "modbus-tcp", "modbus-rtu"];
 
 /// Kinds that the design names but this build does not have yet.
-const PLANNED_KINDS: &[&str] = &["modbus-tcp", "modbus-rtu", "serial"];
+const PLANNED_KINDS: &[&str] = &["serial"];
 
 /// One entry of `devices:`.
 #[derive(Debug, Clone)]
 pub enum DeviceConfig {
     Simulated(SimulatedConfig),
+    ModbusTcp(ModbusTcpConfig),
+    ModbusRtu(ModbusRtuConfig),
 }
 
 impl DeviceConfig {
     pub fn name(&self) -> &str {
         match self {
             DeviceConfig::Simulated(c) => &c.name,
+            DeviceConfig::ModbusTcp(c) => &c.name,
+            DeviceConfig::ModbusRtu(c) => &c.name,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             DeviceConfig::Simulated(_) => "simulated",
+            DeviceConfig::ModbusTcp(_) => "modbus-tcp",
+            DeviceConfig::ModbusRtu(_) => "modbus-rtu",
         }
     }
 }
@@ -79,6 +86,8 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceCo
         let value = Value::Mapping(map);
         let parsed = match kind.as_str() {
             "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
+            "modbus-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusTcp),
+            "modbus-rtu" => typed(value, &path, report).map(DeviceConfig::ModbusRtu),
             other => {
                 let why = if PLANNED_KINDS.contains(&other) {
                     format!("device kind `{other}` is not available in this build yet")

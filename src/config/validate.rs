@@ -25,6 +25,7 @@ pub(super) fn check(config: &Config, report: &mut Report) {
     }
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut rtu = Vec::new();
     for (i, dev) in config.devices.iter().enumerate() {
         let path = format!("devices[{i}]");
         let name = dev.name();
@@ -49,8 +50,15 @@ pub(super) fn check(config: &Config, report: &mut Report) {
         }
         match dev {
             DeviceConfig::Simulated(c) => c.validate(&path, report),
+            DeviceConfig::ModbusTcp(c) => c.validate(&path, report),
+            DeviceConfig::ModbusRtu(c) => {
+                c.validate(&path, report);
+                rtu.push((path.clone(), c));
+            }
         }
     }
+
+    crate::southbound::modbus::validate_buses(&rtu, report);
 
     check_topic_template(&config.rules.topic, "rules.topic", report);
     config.broker.validate("broker", report);

@@ -7,6 +7,8 @@
 //! readings itself (that is the rules stage) nor touch the broker directly:
 //! sources only send into the channels of their [`SourceContext`].
 
+pub mod commands;
+pub mod modbus;
 pub mod simulated;
 
 use std::future::Future;
@@ -67,6 +69,11 @@ impl SourceContext {
         self.readings.send(reading).await.is_ok()
     }
 
+    /// Publishes a message that is not a reading (a write result).
+    pub async fn publish(&self, p: Publish) -> bool {
+        self.publishes.send(p).await.is_ok()
+    }
+
     /// Publishes the retained `{gateway}/status/{device}` message.
     pub async fn set_status(&self, device: &str, online: bool, error: Option<&str>) -> bool {
         let p = status::device(&self.gateway, device, online, error);
@@ -74,14 +81,23 @@ impl SourceContext {
     }
 }
 
-/// Makes one source per device (or per shared bus) from the config.
-pub fn build_all(devices: &[DeviceConfig]) -> Vec<Box<dyn Source>> {
-    devices
-        .iter()
-        .map(|d| match d {
-            DeviceConfig::Simulated(c) => {
-                Box::new(simulated::Simulated::new(c.clone())) as Box<dyn Source>
+/// Makes one source per device (or per shared bus) from the config, and
+/// registers the command queues of sources that accept writes in `routes`.
+pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec<Box<dyn Source>> {
+    let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(devices.len());
+    let mut rtu = Vec::new();
+    for d in devices {
+        match d {
+            DeviceConfig::Simulated(c) => out.push(Box::new(simulated::Simulated::new(c.clone()))),
+            DeviceConfig::ModbusTcp(c) => {
+                out.push(Box::new(modbus::TcpDevice::new(c.clone(), routes)))
             }
-        })
-        .collect()
+            // devices sharing a port become one source: the bus
+            DeviceConfig::ModbusRtu(c) => rtu.push(c),
+        }
+    }
+    for bus in modbus::buses(&rtu) {
+        out.push(Box::new(modbus::RtuBus::new(bus, routes)));
+    }
+    out
 }

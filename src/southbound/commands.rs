@@ -1,0 +1,240 @@
+//! Device commands: the one entry point for writes is a publish on the local
+//! broker to `{gateway}/{device}/{point}/set` (local clients, and later the
+//! bridge mapping upstream command topics onto the same local topics).
+//!
+//! Owns the command task (an in-process broker link subscribed to
+//! `{gateway}/+/+/set`), the routes from device names to the sources that
+//! own them, payload parsing, and the `.../set/result` message. Must not
+//! talk to devices: it hands each command to its source's bounded queue.
+//!
+//! Drop policy: a command for a source whose queue is full is refused at
+//! once with `{"ok": false, "error": "device ... busy ..."}` and counted in
+//! [`Stats::refused_busy`]; commands are never queued without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::Packet;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::reading::{Publish, Qos, Value};
+
+/// Commands a source may have waiting before new ones are refused.
+pub const QUEUE_CAPACITY: usize = 16;
+
+/// One `.../set` publish, routed to the source that owns `device`.
+#[derive(Debug, Clone)]
+pub struct WriteCommand {
+    pub device: String,
+    pub point: String,
+    pub payload: Bytes,
+}
+
+/// Counters of the command path.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub routed: AtomicU64,
+    /// Refused because the owning source's queue was full.
+    pub refused_busy: AtomicU64,
+    /// Refused because no source accepts writes for the device.
+    pub refused_unroutable: AtomicU64,
+}
+
+/// Device name -> the command queue of the source that owns it.
+#[derive(Default)]
+pub struct Routes {
+    map: HashMap<String, mpsc::Sender<WriteCommand>>,
+    pub stats: Arc<Stats>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Routes::default()
+    }
+
+    /// A new queue for a source; register its devices with [`Routes::add`].
+    pub fn queue() -> (mpsc::Sender<WriteCommand>, mpsc::Receiver<WriteCommand>) {
+        mpsc::channel(QUEUE_CAPACITY)
+    }
+
+    pub fn add(&mut self, device: &str, tx: mpsc::Sender<WriteCommand>) {
+        self.map.insert(device.to_string(), tx);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The `{gateway}/+/+/set` filter the command task subscribes to.
+pub fn filter(gateway: &str) -> String {
+    format!("{gateway}/+/+/set")
+}
+
+/// `(device, point)` of a `{gateway}/{device}/{point}/set` topic.
+pub fn parse_topic<'a>(gateway: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = topic.strip_prefix(gateway)?.strip_prefix('/')?;
+    let rest = rest.strip_suffix("/set")?;
+    let (device, point) = rest.split_once('/')?;
+    (!device.is_empty() && !point.is_empty() && !point.contains('/')).then_some((device, point))
+}
+
+/// The value of a command payload: JSON `21.5`, `true`, `"auto"`, or
+/// `{"value": ...}`. A payload that is not JSON at all is taken as a string.
+pub fn parse_value(payload: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(payload).map_err(|_| "the payload is not UTF-8".to_string())?;
+    let json: serde_json::Value = match serde_json::from_str(text) {
+        Ok(j) => j,
+        Err(_) if !text.trim().is_empty() => return Ok(Value::String(text.to_string())),
+        Err(_) => return Err("the payload is empty".into()),
+    };
+    let json = match json {
+        serde_json::Value::Object(mut m) => match m.remove("value") {
+            Some(v) if m.is_empty() => v,
+            Some(_) => return Err("an object payload may only hold \"value\"".into()),
+            None => return Err("an object payload needs \"value\"".into()),
+        },
+        other => other,
+    };
+    match json {
+        serde_json::Value::Bool(b) => Ok(Value::Bool(b)),
+        serde_json::Value::String(s) => Ok(Value::String(s)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Ok(Value::Int(i)),
+            None => n
+                .as_f64()
+                .map(Value::Float)
+                .ok_or_else(|| format!("{n} is not a usable number")),
+        },
+        other => Err(format!(
+            "expected a number, bool or string, got {other}"
+        )),
+    }
+}
+
+/// The `{gateway}/{device}/{point}/set/result` message.
+pub fn result(gateway: &str, device: &str, point: &str, r: &Result<(), String>) -> Publish {
+    let body = match r {
+        Ok(()) => serde_json::json!({"ok": true}),
+        Err(e) => serde_json::json!({"ok": false, "error": e}),
+    };
+    Publish {
+        topic: format!("{gateway}/{device}/{point}/set/result"),
+        payload: Bytes::from(body.to_string()),
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    }
+}
+
+/// Subscribes `link` to `{gateway}/+/+/set` and routes every command until
+/// `cancel` fires. Replies to commands it cannot route go to `publishes`.
+pub async fn run(
+    gateway: Arc<str>,
+    link: (LinkTx, LinkRx),
+    routes: Routes,
+    publishes: mpsc::Sender<Publish>,
+    cancel: CancellationToken,
+) {
+    let (mut tx, mut rx) = link;
+    if let Err(e) = tx.subscribe(filter(&gateway)) {
+        error!(error = %e, "cannot subscribe to command topics; writes are disabled");
+        return;
+    }
+    loop {
+        let n = tokio::select! {
+            _ = cancel.cancelled() => break,
+            n = rx.next() => n,
+        };
+        let packet = match n {
+            Ok(Some(n)) => match Option::<Packet>::from(n) {
+                Some(p) => p,
+                None => {
+                    if rx.wake().await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            },
+            Ok(None) => continue,
+            Err(e) => {
+                error!(error = %e, "command link closed; writes stop");
+                break;
+            }
+        };
+        let Packet::Publish(p, _) = packet else {
+            continue;
+        };
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        routes.stats.received.fetch_add(1, Ordering::Relaxed);
+        let Some((device, point)) = parse_topic(&gateway, &topic) else {
+            continue;
+        };
+        let cmd = WriteCommand {
+            device: device.to_string(),
+            point: point.to_string(),
+            payload: p.payload.clone(),
+        };
+        debug!(device, point, "write command");
+        let refusal = match routes.map.get(device) {
+            None => {
+                routes.stats.refused_unroutable.fetch_add(1, Ordering::Relaxed);
+                Some(format!("device {device:?} does not exist or does not accept writes"))
+            }
+            Some(q) => match q.try_send(cmd.clone()) {
+                Ok(()) => {
+                    routes.stats.routed.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    routes.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                    warn!(device, point, "command queue full; write refused");
+                    Some(format!(
+                        "device {device} busy: {QUEUE_CAPACITY} writes already waiting; nothing was written"
+                    ))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    Some(format!("device {device} is stopping; nothing was written"))
+                }
+            },
+        };
+        if let Some(e) = refusal {
+            let reply = result(&gateway, &cmd.device, &cmd.point, &Err(e));
+            if publishes.send(reply).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics() {
+        assert_eq!(parse_topic("gw", "gw/boiler/setpoint/set"), Some(("boiler", "setpoint")));
+        assert_eq!(parse_topic("gw", "gw/boiler/setpoint"), None);
+        assert_eq!(parse_topic("gw", "gw2/boiler/setpoint/set"), None);
+        assert_eq!(parse_topic("gw", "gw/boiler/a/b/set"), None);
+    }
+
+    #[test]
+    fn payloads() {
+        assert_eq!(parse_value(b"21.5"), Ok(Value::Float(21.5)));
+        assert_eq!(parse_value(b"-3"), Ok(Value::Int(-3)));
+        assert_eq!(parse_value(b"true"), Ok(Value::Bool(true)));
+        assert_eq!(parse_value(br#""auto""#), Ok(Value::String("auto".into())));
+        assert_eq!(parse_value(br#"{"value": 7}"#), Ok(Value::Int(7)));
+        assert_eq!(parse_value(b"auto"), Ok(Value::String("auto".into())));
+        assert!(parse_value(br#"{"v": 7}"#).is_err());
+        assert!(parse_value(b"[1,2]").is_err());
+        assert!(parse_value(b"null").is_err());
+        assert!(parse_value(b"").is_err());
+    }
+}

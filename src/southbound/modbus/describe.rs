@@ -1,0 +1,129 @@
+//! The Modbus part of `fieldgate check`: per device, its points and the
+//! read requests one poll cycle sends after merging.
+//!
+//! Owns the wording. Must not touch the network.
+
+use std::fmt::Write;
+
+use super::points::{DataType, Order, PointConfig};
+use super::{Common, ModbusRtuConfig, ModbusTcpConfig};
+use crate::rules::DefaultMapping;
+
+fn layout(p: &PointConfig) -> String {
+    let ty = p.data_type();
+    let order = match (ty.registers(p.length), p.word_order, p.byte_order) {
+        (_, _, _) if p.table.is_bits() || ty == DataType::Bool => String::new(),
+        (_, _, Order::Big) if ty == DataType::String => String::new(),
+        (_, _, Order::Little) if ty == DataType::String => " (BA)".into(),
+        (1, _, Order::Big) => String::new(),
+        (1, _, Order::Little) => " (BA)".into(),
+        (_, Order::Big, Order::Big) => " (ABCD)".into(),
+        (_, Order::Little, Order::Big) => " (CDAB)".into(),
+        (_, Order::Big, Order::Little) => " (BADC)".into(),
+        (_, Order::Little, Order::Little) => " (DCBA)".into(),
+    };
+    order
+}
+
+fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &DefaultMapping) {
+    for p in &c.points {
+        let ty = p.data_type();
+        let mut what = format!(
+            "{} {} {}{}",
+            p.table.as_str(),
+            c.protocol_address(p),
+            ty.as_str(),
+            layout(p)
+        );
+        if let Some(len) = p.length {
+            let _ = write!(what, "[{len}]");
+        }
+        if let Some(b) = p.bit {
+            let _ = write!(what, " bit {b}");
+        }
+        if let Some(k) = p.scale {
+            let _ = write!(what, " *{k}");
+        }
+        if let Some(o) = p.offset {
+            let _ = write!(what, " {o:+}");
+        }
+        if let Some(u) = &p.unit {
+            let _ = write!(what, " [{u}]");
+        }
+        if p.writable {
+            what.push_str(" writable");
+        }
+        let _ = writeln!(
+            s,
+            "    {:<16} {what} -> {}",
+            p.name,
+            mapping.topic(name, &p.name)
+        );
+    }
+    let plan = c.plan();
+    let _ = writeln!(
+        s,
+        "    requests per poll: {} (one per point: {}; max_gap {}, max_registers_per_request {})",
+        plan.len(),
+        c.unmerged_requests(),
+        c.max_gap,
+        c.max_registers_per_request
+    );
+    for r in &plan {
+        let names: Vec<&str> = r
+            .spans
+            .iter()
+            .map(|sp| c.points[sp.point].name.as_str())
+            .collect();
+        let unit = match (r.table.is_bits(), r.count) {
+            (true, 1) => "bit",
+            (true, _) => "bits",
+            (false, 1) => "register",
+            (false, _) => "registers",
+        };
+        let _ = writeln!(
+            s,
+            "      FC{:02} {r} ({} {unit}): {}",
+            r.table.read_fc(),
+            r.count,
+            names.join(", ")
+        );
+    }
+}
+
+fn timing(c: &Common) -> String {
+    format!(
+        "unit {}, every {}, timeout {}, retries {}",
+        c.unit, c.poll, c.timeout, c.retries
+    )
+}
+
+/// The plan of one `modbus-tcp` device.
+pub fn tcp(s: &mut String, gw: &str, c: &ModbusTcpConfig, mapping: &DefaultMapping) {
+    let _ = writeln!(
+        s,
+        "  {} (modbus-tcp {}, {}) status {gw}/status/{}",
+        c.name,
+        c.address,
+        timing(&c.common()),
+        c.name
+    );
+    points_and_requests(s, &c.name, &c.common(), mapping);
+}
+
+/// The plan of one `modbus-rtu` device.
+pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMapping) {
+    let _ = writeln!(
+        s,
+        "  {} (modbus-rtu on {} {} {}{}{}, {}) status {gw}/status/{}",
+        c.name,
+        c.port.display(),
+        c.baud,
+        c.data_bits,
+        c.parity.letter(),
+        c.stop_bits,
+        timing(&c.common()),
+        c.name
+    );
+    points_and_requests(s, &c.name, &c.common(), mapping);
+}

@@ -1,0 +1,276 @@
+//! The poll state machine of one Modbus device, shared by TCP devices and
+//! the units of a serial bus: walks the planned requests, decodes replies
+//! into readings, retries, splits refused merged requests, backs off from a
+//! dead device with jitter, and keeps `{gateway}/status/{device}` current.
+//!
+//! Owns the device's timing and status. Must not own a transport: every
+//! request goes through the [`Link`] its caller lends for one step, so a bus
+//! can interleave several devices and a failed read publishes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_modbus::{ExceptionCode, Response};
+use tracing::{debug, info, warn};
+
+use super::link::{self, CallError, Link};
+use super::plan::ReadRequest;
+use super::points::Codec;
+use super::Common;
+use crate::reading::{Quality, Reading, Value, now_ms};
+use crate::southbound::SourceContext;
+
+/// Shortest first wait before probing a device that stopped answering.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+
+/// One point at run time.
+#[derive(Debug, Clone)]
+pub(super) struct PointRt {
+    pub name: Arc<str>,
+    pub unit: Option<Arc<str>>,
+    pub codec: Codec,
+    pub writable: bool,
+    /// 0-based protocol address.
+    pub start: u16,
+}
+
+/// One device's poll state.
+pub(super) struct Poller {
+    pub name: Arc<str>,
+    pub unit: u8,
+    pub poll: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    backoff_max: Duration,
+    pub write_multiple: bool,
+    pub points: Vec<PointRt>,
+    requests: Vec<ReadRequest>,
+    cursor: usize,
+    attempt: u32,
+    cycle_due: Instant,
+    cycle_errors: Vec<String>,
+    /// Whether the device answered its last request.
+    pub online: bool,
+    failures: u32,
+    /// When this device wants the link next.
+    pub next_due: Instant,
+    last_status: Option<(bool, Option<String>)>,
+}
+
+impl Poller {
+    pub fn new(name: &str, common: &Common) -> Self {
+        let points = common
+            .points
+            .iter()
+            .map(|p| PointRt {
+                name: p.name.as_str().into(),
+                unit: p.unit.as_deref().map(Arc::from),
+                codec: p.codec(),
+                writable: p.writable,
+                start: common.protocol_address(p),
+            })
+            .collect();
+        let now = Instant::now();
+        Poller {
+            name: name.into(),
+            unit: common.unit,
+            poll: common.poll.get(),
+            timeout: common.timeout.get(),
+            retries: common.retries,
+            backoff_max: common.backoff_max.get(),
+            write_multiple: common.write_multiple,
+            points,
+            requests: common.plan(),
+            cursor: 0,
+            attempt: 0,
+            cycle_due: now,
+            cycle_errors: Vec::new(),
+            online: true,
+            failures: 0,
+            next_due: now,
+            last_status: None,
+        }
+    }
+
+    /// The wait before the next probe of a device that failed `failures`
+    /// times in a row: doubling from max(poll, 500ms) up to `backoff_max`,
+    /// then a random cut of up to half ("equal jitter"), so devices that
+    /// died together do not probe in lockstep.
+    fn backoff(&self) -> Duration {
+        let base = self.poll.max(BACKOFF_MIN);
+        let exp = self.failures.saturating_sub(1).min(20);
+        let d = base.saturating_mul(1 << exp).min(self.backoff_max);
+        let half = d / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    /// Runs requests from where the device left off until its cycle ends or
+    /// a request needs to wait (retry, backoff). Sets `next_due`. Returns
+    /// `false` when the pipeline has closed.
+    pub async fn step<L: Link>(&mut self, link: &mut L, ctx: &SourceContext) -> bool {
+        if self.cursor == 0 && self.attempt == 0 {
+            self.cycle_errors.clear();
+            self.cycle_due = self.next_due;
+        }
+        while let Some(req) = self.requests.get(self.cursor).cloned() {
+            let r = link.call(self.unit, req.to_request(), self.timeout).await;
+            let r = r.and_then(|resp| self.decode(&req, resp));
+            match r {
+                Ok(values) => {
+                    self.online = true;
+                    self.attempt = 0;
+                    self.cursor += 1;
+                    let ts = now_ms();
+                    for (i, value) in values {
+                        let p = &self.points[i];
+                        let reading = Reading {
+                            device: self.name.clone(),
+                            point: p.name.clone(),
+                            value,
+                            unit: p.unit.clone(),
+                            ts,
+                            quality: Quality::Good,
+                        };
+                        if !ctx.send(reading).await {
+                            return false;
+                        }
+                    }
+                }
+                Err(CallError::Exception(ExceptionCode::IllegalDataAddress))
+                    if req.spans.len() > 1 =>
+                {
+                    let parts = req.split();
+                    info!(
+                        device = %self.name, unit = self.unit, request = %req, parts = parts.len(),
+                        "device refused a merged read (IllegalDataAddress): reading its points one by one"
+                    );
+                    self.online = true;
+                    self.attempt = 0;
+                    self.requests.splice(self.cursor..=self.cursor, parts);
+                }
+                Err(e) if e.is_no_answer() => {
+                    if self.online && self.attempt < self.retries {
+                        self.attempt += 1;
+                        debug!(device = %self.name, unit = self.unit, request = %req, error = %e, attempt = self.attempt, "retrying");
+                        // yield the link: a bus serves other devices first
+                        self.next_due = Instant::now();
+                        return true;
+                    }
+                    let msg = format!("{req} (unit {}): {e}", self.unit);
+                    if self.online {
+                        warn!(device = %self.name, unit = self.unit, error = %msg, "device offline");
+                    }
+                    self.online = false;
+                    self.failures = self.failures.saturating_add(1);
+                    self.attempt = 0;
+                    self.cursor = 0;
+                    self.next_due = Instant::now() + self.backoff();
+                    return self.status(false, Some(msg), ctx).await;
+                }
+                Err(e) => {
+                    let retry = matches!(e, CallError::BadReply(_) | CallError::Garbled { .. });
+                    if retry && self.attempt < self.retries {
+                        self.attempt += 1;
+                        self.next_due = Instant::now();
+                        return true;
+                    }
+                    debug!(device = %self.name, unit = self.unit, request = %req, error = %e, "read failed");
+                    self.online = true;
+                    self.attempt = 0;
+                    self.cursor += 1;
+                    self.cycle_errors.push(format!("{req} (unit {}): {e}", self.unit));
+                }
+            }
+        }
+        // cycle complete
+        if self.failures > 0 {
+            info!(device = %self.name, unit = self.unit, "device answers again");
+        }
+        self.failures = 0;
+        self.cursor = 0;
+        let now = Instant::now();
+        let next = self.cycle_due + self.poll;
+        self.next_due = if next < now { now } else { next };
+        let error = (!self.cycle_errors.is_empty()).then(|| self.cycle_errors.join("; "));
+        self.status(true, error, ctx).await
+    }
+
+    /// Publishes the device status when it changed.
+    async fn status(&mut self, online: bool, error: Option<String>, ctx: &SourceContext) -> bool {
+        let now = (online, error);
+        if self.last_status.as_ref() == Some(&now) {
+            return true;
+        }
+        let ok = ctx.set_status(&self.name, now.0, now.1.as_deref()).await;
+        self.last_status = Some(now);
+        ok
+    }
+
+    /// Publishes `offline` on shutdown.
+    pub async fn stopped(&mut self, ctx: &SourceContext) {
+        self.status(false, Some("gateway stopped".into()), ctx).await;
+    }
+
+    /// The values of the points a reply serves, by point index.
+    fn decode(&self, req: &ReadRequest, resp: Response) -> Result<Vec<(usize, Value)>, CallError> {
+        let mut out = Vec::with_capacity(req.spans.len());
+        if req.table.is_bits() {
+            let bits = link::bits(resp, req.count)?;
+            for s in &req.spans {
+                let b = bits[usize::from(s.start - req.start)];
+                out.push((s.point, self.points[s.point].codec.decode_bit(b)));
+            }
+        } else {
+            let words = link::registers(resp, req.count)?;
+            for s in &req.spans {
+                let at = usize::from(s.start - req.start);
+                let slice = &words[at..at + usize::from(s.count)];
+                let v = self.points[s.point]
+                    .codec
+                    .decode_words(slice)
+                    .map_err(|e| CallError::BadReply(format!("point {}: {e}", self.points[s.point].name)))?;
+                out.push((s.point, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads one point now (after a write) and hands the value on.
+    pub async fn read_back<L: Link>(
+        &mut self,
+        link: &mut L,
+        point: usize,
+        ctx: &SourceContext,
+    ) -> Result<(), CallError> {
+        let p = &self.points[point];
+        let req = ReadRequest {
+            table: p.codec.table,
+            start: p.start,
+            count: p.codec.length,
+            spans: vec![super::plan::Span {
+                point,
+                table: p.codec.table,
+                start: p.start,
+                count: p.codec.length,
+            }],
+        };
+        let resp = link.call(self.unit, req.to_request(), self.timeout).await?;
+        let values = self.decode(&req, resp)?;
+        let ts = now_ms();
+        for (i, value) in values {
+            let p = &self.points[i];
+            ctx.send(Reading {
+                device: self.name.clone(),
+                point: p.name.clone(),
+                value,
+                unit: p.unit.clone(),
+                ts,
+                quality: Quality::Good,
+            })
+            .await;
+        }
+        Ok(())
+    }
+}

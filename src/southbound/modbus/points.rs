@@ -1,0 +1,405 @@
+//! Modbus points: the `points:` entries of a Modbus device, and the exact
+//! conversion between register contents and [`Value`]s in both directions
+//! (types, word and byte order, `bit`, `scale` and `offset`).
+//!
+//! Owns `PointConfig` and the bit-level encoding. Must not do I/O: every
+//! function here is pure and unit-tested against hand-computed registers.
+
+use serde::Deserialize;
+
+use crate::reading::Value;
+
+/// The four Modbus data tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    Coil,
+    Discrete,
+    Holding,
+    Input,
+}
+
+impl Table {
+    /// `true` for the single-bit tables (coils, discrete inputs).
+    pub fn is_bits(self) -> bool {
+        matches!(self, Table::Coil | Table::Discrete)
+    }
+
+    /// The most items one read request may cover (Modbus application protocol §6).
+    pub fn protocol_limit(self) -> u16 {
+        if self.is_bits() { 2000 } else { 125 }
+    }
+
+    /// The read function code.
+    pub fn read_fc(self) -> u8 {
+        match self {
+            Table::Coil => 1,
+            Table::Discrete => 2,
+            Table::Holding => 3,
+            Table::Input => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::Discrete => "discrete",
+            Table::Holding => "holding",
+            Table::Input => "input",
+        }
+    }
+}
+
+/// The type a point's registers hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    Bool,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+    String,
+}
+
+impl DataType {
+    /// Registers a value of this type spans (`string` uses its `length`).
+    pub fn registers(self, length: Option<u16>) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String => length.unwrap_or(1),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String => "string",
+        }
+    }
+}
+
+/// `big` (most significant first, the Modbus default) or `little`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Big,
+    Little,
+}
+
+/// One entry of a Modbus device's `points:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    pub name: String,
+    pub table: Table,
+    /// Register (or coil) number as the datasheet prints it; see `address_base`.
+    pub address: u32,
+    /// Defaults to `bool` on coil/discrete tables and with `bit`, else `u16`.
+    #[serde(rename = "type")]
+    pub data_type: Option<DataType>,
+    /// Registers of a `string`.
+    pub length: Option<u16>,
+    #[serde(default)]
+    pub word_order: Order,
+    #[serde(default)]
+    pub byte_order: Order,
+    /// One bit (0 = least significant) of a 16-bit register, read as bool.
+    pub bit: Option<u8>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// A validated point, ready to decode and encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codec {
+    pub table: Table,
+    pub data_type: DataType,
+    pub length: u16,
+    pub word_order: Order,
+    pub byte_order: Order,
+    pub bit: Option<u8>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+}
+
+impl PointConfig {
+    /// The effective type.
+    pub fn data_type(&self) -> DataType {
+        self.data_type.unwrap_or(if self.table.is_bits() || self.bit.is_some() {
+            DataType::Bool
+        } else {
+            DataType::U16
+        })
+    }
+
+    /// Items (registers or bits) this point spans.
+    pub fn count(&self) -> u16 {
+        if self.table.is_bits() {
+            1
+        } else {
+            self.data_type().registers(self.length)
+        }
+    }
+
+    pub fn codec(&self) -> Codec {
+        Codec {
+            table: self.table,
+            data_type: self.data_type(),
+            length: self.count(),
+            word_order: self.word_order,
+            byte_order: self.byte_order,
+            bit: self.bit,
+            scale: self.scale,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Why a value could not be decoded or encoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CodecError {
+    #[error("expected {expected} registers, got {got}")]
+    Length { expected: usize, got: usize },
+    #[error("expected {expected}, got {got}")]
+    WrongType { expected: &'static str, got: String },
+    #[error("{value} is out of range for {ty} (allowed {min} to {max})")]
+    OutOfRange {
+        value: String,
+        ty: &'static str,
+        min: String,
+        max: String,
+    },
+    #[error("the string is {got} bytes long; this point holds at most {max}")]
+    TooLong { got: usize, max: usize },
+    #[error("{0} is not a finite number")]
+    NotFinite(f64),
+}
+
+/// The bytes of `words` in value order (most significant first), after
+/// undoing the configured word and byte order.
+fn ordered_bytes(words: &[u16], word_order: Order, byte_order: Order) -> Vec<u8> {
+    let mut out = Vec::with_capacity(words.len() * 2);
+    let mut push = |w: u16| {
+        let [hi, lo] = w.to_be_bytes();
+        match byte_order {
+            Order::Big => out.extend_from_slice(&[hi, lo]),
+            Order::Little => out.extend_from_slice(&[lo, hi]),
+        }
+    };
+    match word_order {
+        Order::Big => words.iter().copied().for_each(&mut push),
+        Order::Little => words.iter().rev().copied().for_each(&mut push),
+    }
+    out
+}
+
+/// The inverse of [`ordered_bytes`]: registers in address order.
+fn words_from_bytes(bytes: &[u8], word_order: Order, byte_order: Order) -> Vec<u16> {
+    let mut words: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| {
+            let (a, b) = (c[0], c.get(1).copied().unwrap_or(0));
+            match byte_order {
+                Order::Big => u16::from_be_bytes([a, b]),
+                Order::Little => u16::from_be_bytes([b, a]),
+            }
+        })
+        .collect();
+    if word_order == Order::Little {
+        words.reverse();
+    }
+    words
+}
+
+/// The shortest decimal that reads back as the same `f32`, as an `f64`
+/// (so `0.1f32` publishes as `0.1`, not `0.10000000149011612`).
+fn f32_to_f64(v: f32) -> f64 {
+    if !v.is_finite() {
+        return f64::from(v);
+    }
+    v.to_string().parse::<f64>().unwrap_or(f64::from(v))
+}
+
+impl Codec {
+    fn scaled(&self) -> bool {
+        self.scale.is_some() || self.offset.is_some()
+    }
+
+    fn apply_scale(&self, raw: f64) -> f64 {
+        raw * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0)
+    }
+
+    /// Decodes a point from its registers (in address order).
+    pub fn decode_words(&self, words: &[u16]) -> Result<Value, CodecError> {
+        let want = usize::from(self.length);
+        if words.len() != want {
+            return Err(CodecError::Length {
+                expected: want,
+                got: words.len(),
+            });
+        }
+        if let Some(bit) = self.bit {
+            return Ok(Value::Bool(words[0] >> bit & 1 == 1));
+        }
+        let bytes = ordered_bytes(words, self.word_order, self.byte_order);
+        let mut be = [0u8; 8];
+        let n = bytes.len().min(8);
+        be[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+        let raw = u64::from_be_bytes(be);
+        let value = match self.data_type {
+            DataType::Bool => return Ok(Value::Bool(raw != 0)),
+            DataType::String => {
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                let s = String::from_utf8_lossy(&bytes[..end]);
+                return Ok(Value::String(s.trim_end().to_string()));
+            }
+            DataType::U16 | DataType::U32 => Value::Int(raw as i64),
+            DataType::I16 => Value::Int(i64::from(raw as u16 as i16)),
+            DataType::I32 => Value::Int(i64::from(raw as u32 as i32)),
+            DataType::U64 => match i64::try_from(raw) {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Float(raw as f64),
+            },
+            DataType::I64 => Value::Int(raw as i64),
+            DataType::F32 => Value::Float(f32_to_f64(f32::from_bits(raw as u32))),
+            DataType::F64 => Value::Float(f64::from_bits(raw)),
+        };
+        if !self.scaled() {
+            return Ok(value);
+        }
+        let x = match value {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+            other => return Ok(other),
+        };
+        Ok(Value::Float(self.apply_scale(x)))
+    }
+
+    /// Decodes a bool point from a coil or discrete input.
+    pub fn decode_bit(&self, bit: bool) -> Value {
+        Value::Bool(bit)
+    }
+
+    /// Encodes a value for a register point: registers in address order.
+    pub fn encode_words(&self, value: &Value) -> Result<Vec<u16>, CodecError> {
+        let bytes: Vec<u8> = match self.data_type {
+            DataType::String => {
+                let Value::String(s) = value else {
+                    return Err(wrong("a string", value));
+                };
+                let max = usize::from(self.length) * 2;
+                if s.len() > max {
+                    return Err(CodecError::TooLong { got: s.len(), max });
+                }
+                let mut b = s.as_bytes().to_vec();
+                b.resize(max, 0);
+                b
+            }
+            DataType::Bool => {
+                let Value::Bool(b) = value else {
+                    return Err(wrong("true or false", value));
+                };
+                vec![0, u8::from(*b)]
+            }
+            DataType::F32 => {
+                let x = self.unscale(value)?;
+                if x.is_finite() && x.abs() > f64::from(f32::MAX) {
+                    return Err(range(x, "f32", f32::MIN, f32::MAX));
+                }
+                (x as f32).to_bits().to_be_bytes().to_vec()
+            }
+            DataType::F64 => self.unscale(value)?.to_bits().to_be_bytes().to_vec(),
+            int => {
+                let raw = self.integer(value, int)?;
+                let n = usize::from(int.registers(None)) * 2;
+                raw.to_be_bytes()[8 - n..].to_vec()
+            }
+        };
+        Ok(words_from_bytes(&bytes, self.word_order, self.byte_order))
+    }
+
+    /// The raw number the value stands for: `(value - offset) / scale`.
+    fn unscale(&self, value: &Value) -> Result<f64, CodecError> {
+        let v = match value {
+            Value::Int(i) => *i as f64,
+            Value::Float(f) => *f,
+            other => return Err(wrong("a number", other)),
+        };
+        if !v.is_finite() {
+            return Err(CodecError::NotFinite(v));
+        }
+        Ok((v - self.offset.unwrap_or(0.0)) / self.scale.unwrap_or(1.0))
+    }
+
+    /// An integer type's raw bits (two's complement in the low bytes).
+    fn integer(&self, value: &Value, ty: DataType) -> Result<u64, CodecError> {
+        let (min, max): (i128, i128) = match ty {
+            DataType::U16 => (0, i128::from(u16::MAX)),
+            DataType::I16 => (i128::from(i16::MIN), i128::from(i16::MAX)),
+            DataType::U32 => (0, i128::from(u32::MAX)),
+            DataType::I32 => (i128::from(i32::MIN), i128::from(i32::MAX)),
+            DataType::U64 => (0, i128::from(u64::MAX)),
+            _ => (i128::from(i64::MIN), i128::from(i64::MAX)),
+        };
+        let n: i128 = match value {
+            Value::Int(i) if !self.scaled() => i128::from(*i),
+            Value::Float(f) if !self.scaled() && f.fract() != 0.0 => {
+                return Err(wrong("a whole number", value));
+            }
+            Value::Int(_) | Value::Float(_) => {
+                let x = self.unscale(value)?.round();
+                if x < min as f64 || x > max as f64 {
+                    return Err(range(x, ty.as_str(), min, max));
+                }
+                x as i128
+            }
+            other => return Err(wrong("a number", other)),
+        };
+        if n < min || n > max {
+            return Err(range(n, ty.as_str(), min, max));
+        }
+        Ok(n as u64)
+    }
+}
+
+fn wrong(expected: &'static str, got: &Value) -> CodecError {
+    let got = match got {
+        Value::Bool(b) => format!("the bool {b}"),
+        Value::Int(i) => format!("the number {i}"),
+        Value::Float(f) => format!("the number {f}"),
+        Value::String(s) => format!("the string {s:?}"),
+    };
+    CodecError::WrongType { expected, got }
+}
+
+fn range<A: ToString, B: ToString>(value: A, ty: &'static str, min: B, max: B) -> CodecError {
+    CodecError::OutOfRange {
+        value: value.to_string(),
+        ty,
+        min: min.to_string(),
+        max: max.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "points_tests.rs"]
+mod tests;
