@@ -2,5 +2,7 @@
 //! `fieldgate` binary and real peers on loopback (see DESIGN.md §7).
 
 mod config_errors;
+mod modbus;
+mod modbus_server;
 mod skeleton;
 mod support;

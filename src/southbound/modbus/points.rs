@@ -244,8 +244,14 @@ impl Codec {
         self.scale.is_some() || self.offset.is_some()
     }
 
+    /// `raw * scale + offset`, rounded to 15 significant digits so float
+    /// noise does not show (`3 * 0.1` publishes as `0.3`).
     fn apply_scale(&self, raw: f64) -> f64 {
-        raw * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0)
+        let x = raw * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0);
+        if !x.is_finite() {
+            return x;
+        }
+        format!("{x:.14e}").parse().unwrap_or(x)
     }
 
     /// Decodes a point from its registers (in address order).

@@ -195,7 +195,11 @@ fn bits_of_a_register() {
 #[test]
 fn scale_and_offset_both_ways() {
     let c = holding("i16", ", scale: 0.1, offset: -40");
-    assert_eq!(c.decode_words(&[615]), Ok(Value::Float(615.0 * 0.1 - 40.0)));
+    assert_eq!(c.decode_words(&[615]), Ok(Value::Float(21.5)));
+    assert_eq!(
+        holding("u16", ", scale: 0.1").decode_words(&[3]),
+        Ok(Value::Float(0.3))
+    );
     // 21.5 = raw * 0.1 - 40  =>  raw = 615
     assert_eq!(c.encode_words(&Value::Float(21.5)), Ok(vec![615]));
     assert_eq!(c.encode_words(&Value::Int(-40)), Ok(vec![0]));

@@ -1,0 +1,453 @@
+//! Modbus TCP and RTU against real tokio-modbus servers: exact values of
+//! every type and order, merged reads and their split, bad replies and
+//! exceptions, server restart, a silent unit on a shared bus, and writes.
+
+use std::time::Duration;
+
+use rumqttc::QoS;
+use serde_json::{Value, json};
+
+use crate::modbus_server::{Fault, Registers, RtuServer, TcpServer};
+use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
+
+const SECS: Duration = Duration::from_secs(10);
+
+fn header(gw: &str) -> String {
+    format!(
+        "gateway:\n  id: {gw}\n  data_dir: \"{{data_dir}}\"\nbroker:\n  listen: \"127.0.0.1:{{port}}\"\ndevices:\n"
+    )
+}
+
+/// Waits for a reading on `topic` and returns its JSON.
+async fn reading(sub: &mut Sub, topic: &str) -> Value {
+    sub.wait_topic(topic, SECS).await.json()
+}
+
+async fn status_where(sub: &mut Sub, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    sub.wait_for(SECS, |m| m.topic == topic && pred(&m.json()))
+        .await
+        .json()
+}
+
+const TYPES_POINTS: &str = r#"
+      - { name: u16_p, table: holding, address: 0, type: u16 }
+      - { name: i16_p, table: holding, address: 1, type: i16 }
+      - { name: u32_abcd, table: holding, address: 2, type: u32 }
+      - { name: u32_cdab, table: holding, address: 4, type: u32, word_order: little }
+      - { name: i32_badc, table: holding, address: 6, type: i32, byte_order: little }
+      - { name: f32_dcba, table: holding, address: 8, type: f32, word_order: little, byte_order: little }
+      - { name: f32_abcd, table: holding, address: 10, type: f32 }
+      - { name: u64_p, table: holding, address: 12, type: u64 }
+      - { name: i64_p, table: holding, address: 16, type: i64 }
+      - { name: f64_p, table: holding, address: 20, type: f64 }
+      - { name: label, table: holding, address: 24, type: string, length: 4 }
+      - { name: temp, table: input, address: 0, type: i16, scale: 0.1, offset: -40, unit: "°C" }
+      - { name: status_word, table: input, address: 1 }
+      - { name: alarm, table: input, address: 1, bit: 15 }
+      - { name: ready, table: input, address: 1, bit: 1 }
+      - { name: pump, table: coil, address: 5 }
+      - { name: valve, table: coil, address: 6 }
+      - { name: door, table: discrete, address: 3 }
+"#;
+
+fn types_registers() -> Registers {
+    let regs = Registers::default();
+    let f64_bits = 6.02214076e23f64.to_bits();
+    regs.unit(1, |b| {
+        b.set_holding(0, &[0xFFFE, 0xFFFE]);
+        b.set_holding(2, &[0x1122, 0x3344]);
+        b.set_holding(4, &[0x3344, 0x1122]);
+        b.set_holding(6, &[0xA4F8, 0xEB32]); // -123456789 = F8A432EB as BADC
+        b.set_holding(8, &[0x79E9, 0xF642]); // 123.456f32 = 42F6E979 as DCBA
+        b.set_holding(10, &[0xBF00, 0x0000]); // -0.5
+        b.set_holding(12, &[0x0000, 0x0100, 0x0000, 0x0005]);
+        b.set_holding(16, &[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE]);
+        b.set_holding(
+            20,
+            &[
+                (f64_bits >> 48) as u16,
+                (f64_bits >> 32) as u16,
+                (f64_bits >> 16) as u16,
+                f64_bits as u16,
+            ],
+        );
+        b.set_holding(24, &[0x5055, 0x4D50, 0x2D37, 0x0000]); // "PUMP-7"
+        b.set_input(0, &[615, 0x8001]);
+        b.coils.insert(5, true);
+        b.coils.insert(6, false);
+        b.discrete.insert(3, false);
+    });
+    regs
+}
+
+#[tokio::test]
+async fn every_type_and_order_is_published_exactly_with_merged_reads() {
+    let regs = types_registers();
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let yaml = format!(
+        "{}  - name: plc\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 200ms\n    timeout: 500ms\n    points:{TYPES_POINTS}",
+        header("gw-mb"),
+        server.addr
+    );
+
+    // the plan: 18 points in 4 requests
+    let cfg = ConfigDir::new(&crate::support::fill(&yaml, 1883, std::path::Path::new("/tmp")));
+    let out = fieldgate(&["check", "-c", cfg.path_str()]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{plan}");
+    assert!(
+        plan.contains("requests per poll: 4 (one per point: 18;"),
+        "{plan}"
+    );
+    assert!(plan.contains("FC03 holding 0..=27 (28 registers)"), "{plan}");
+
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-mb/#"], QoS::AtLeastOnce).await;
+    let st = status_where(&mut sub, "gw-mb/status/plc", |_| true).await;
+    assert_eq!(st["state"], "online", "{st}");
+    assert!(st.get("error").is_none(), "{st}");
+
+    let expect: [(&str, Value); 18] = [
+        ("u16_p", json!(65534)),
+        ("i16_p", json!(-2)),
+        ("u32_abcd", json!(0x1122_3344)),
+        ("u32_cdab", json!(0x1122_3344)),
+        ("i32_badc", json!(-123_456_789)),
+        ("f32_dcba", json!(123.456)),
+        ("f32_abcd", json!(-0.5)),
+        ("u64_p", json!(0x0100_0000_0005i64)),
+        ("i64_p", json!(-2)),
+        ("f64_p", json!(6.02214076e23)),
+        ("label", json!("PUMP-7")),
+        ("temp", json!(21.5)),
+        ("status_word", json!(0x8001)),
+        ("alarm", json!(true)),
+        ("ready", json!(false)),
+        ("pump", json!(true)),
+        ("valve", json!(false)),
+        ("door", json!(false)),
+    ];
+    for (point, value) in &expect {
+        let r = reading(&mut sub, &format!("gw-mb/plc/{point}")).await;
+        assert_eq!(&r["value"], value, "{point}: {r}");
+        assert_eq!(r["quality"], "good");
+    }
+    let temp = reading(&mut sub, "gw-mb/plc/temp").await;
+    assert_eq!(temp["unit"], "°C");
+
+    // what the server saw: exactly the 4 merged requests, cycle after cycle
+    let seen: std::collections::HashSet<String> = regs
+        .lock()
+        .log
+        .iter()
+        .map(|(_, r)| format!("{r:?}"))
+        .collect();
+    let mut seen: Vec<String> = seen.into_iter().collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            "ReadCoils(5, 2)",
+            "ReadDiscreteInputs(3, 1)",
+            "ReadHoldingRegisters(0, 28)",
+            "ReadInputRegisters(0, 2)",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn refused_merged_read_is_split_and_exceptions_name_the_register() {
+    let regs = Registers::default();
+    regs.unit(1, |b| {
+        b.set_holding(0, &[7]);
+        b.set_holding(5, &[9]); // 1..=4 do not exist
+    });
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let yaml = format!(
+        "{}  - name: dev\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 200ms\n    timeout: 500ms\n    points:\n      - {{ name: a, table: holding, address: 0 }}\n      - {{ name: b, table: holding, address: 5 }}\n      - {{ name: missing, table: holding, address: 40 }}\n",
+        header("gw-sp"),
+        server.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-sp/#"], QoS::AtLeastOnce).await;
+    let st = status_where(&mut sub, "gw-sp/status/dev", |s| s.get("error").is_some()).await;
+    assert_eq!(reading(&mut sub, "gw-sp/dev/a").await["value"], 7);
+    assert_eq!(reading(&mut sub, "gw-sp/dev/b").await["value"], 9);
+    assert_eq!(st["state"], "online", "the device answers: {st}");
+    assert_eq!(
+        st["error"],
+        "holding 40 (unit 1): exception IllegalDataAddress (0x02)"
+    );
+    // no value for the failed point, ever
+    assert!(
+        sub.seen.iter().all(|m| m.topic != "gw-sp/dev/missing"),
+        "a failed read must publish nothing"
+    );
+    // the status is retained: a late subscriber gets it at once
+    let mut late = Sub::connect(gw.port, &["gw-sp/status/dev"], QoS::AtLeastOnce).await;
+    let m = late.next(SECS).await;
+    assert!(m.retain, "device status must be retained");
+    assert_eq!(m.json()["error"], st["error"]);
+    let log: Vec<String> = regs.lock().log.iter().map(|(_, r)| format!("{r:?}")).collect();
+    let merged = log.iter().filter(|r| *r == "ReadHoldingRegisters(0, 6)").count();
+    assert_eq!(merged, 1, "the merged read is tried once, then split: {log:?}");
+    assert!(log.contains(&"ReadHoldingRegisters(5, 1)".to_string()), "{log:?}");
+}
+
+#[tokio::test]
+async fn bad_replies_fail_the_read_and_polling_goes_on() {
+    let regs = Registers::default();
+    regs.unit(1, |b| {
+        b.set_holding(0, &[1, 2]);
+        b.set_holding(100, &[3]);
+        b.set_input(0, &[4]);
+    });
+    regs.lock().faults.insert((1, 0), Fault::ShortReply);
+    regs.lock().faults.insert((1, 100), Fault::WrongFunction);
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let yaml = format!(
+        "{}  - name: dev\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 200ms\n    timeout: 500ms\n    retries: 0\n    points:\n      - {{ name: pair, table: holding, address: 0, type: u32 }}\n      - {{ name: far, table: holding, address: 100 }}\n      - {{ name: good, table: input, address: 0 }}\n",
+        header("gw-bad"),
+        server.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-bad/#"], QoS::AtLeastOnce).await;
+    let st = status_where(&mut sub, "gw-bad/status/dev", |s| s.get("error").is_some()).await;
+    let err = st["error"].as_str().expect("error text");
+    assert!(
+        err.contains("holding 0..=1 (unit 1): bad reply: 1 registers in reply to a read of 2"),
+        "{err}"
+    );
+    assert!(err.contains("holding 100 (unit 1): bad reply: function code 0x04 in reply to 0x03"), "{err}");
+    assert_eq!(st["state"], "online");
+    // the healthy point keeps coming, the bad ones publish nothing
+    for _ in 0..3 {
+        assert_eq!(reading(&mut sub, "gw-bad/dev/good").await["value"], 4);
+    }
+    assert!(sub.seen.iter().all(|m| m.topic != "gw-bad/dev/pair" && m.topic != "gw-bad/dev/far"));
+
+    // the device heals: values arrive and the status clears
+    regs.lock().faults.clear();
+    assert_eq!(reading(&mut sub, "gw-bad/dev/pair").await["value"], 0x0001_0002);
+    assert_eq!(reading(&mut sub, "gw-bad/dev/far").await["value"], 3);
+    status_where(&mut sub, "gw-bad/status/dev", |s| {
+        s["state"] == "online" && s.get("error").is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_restart_goes_offline_then_reconnects() {
+    let regs = Registers::default();
+    regs.unit(1, |b| b.set_holding(0, &[42]));
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let addr = server.addr;
+    let yaml = format!(
+        "{}  - name: dev\n    kind: modbus-tcp\n    address: \"{addr}\"\n    poll: 100ms\n    timeout: 300ms\n    backoff_max: 1s\n    points:\n      - {{ name: v, table: holding, address: 0 }}\n  - name: other\n    kind: simulated\n    poll: 100ms\n    points:\n      - {{ name: c, signal: counter }}\n",
+        header("gw-rs")
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-rs/#"], QoS::AtLeastOnce).await;
+    assert_eq!(reading(&mut sub, "gw-rs/dev/v").await["value"], 42);
+
+    server.stop().await;
+    let st = status_where(&mut sub, "gw-rs/status/dev", |s| s["state"] == "offline").await;
+    let err = st["error"].as_str().expect("error");
+    assert!(err.starts_with("holding 0 (unit 1): "), "{err}");
+
+    // while it is down, the other device keeps its pace
+    let t0 = std::time::Instant::now();
+    for _ in 0..10 {
+        sub.wait_topic("gw-rs/other/c", SECS).await;
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+    regs.unit(1, |b| b.set_holding(0, &[43]));
+    let _server = TcpServer::start(regs.clone(), &addr.to_string()).await;
+    status_where(&mut sub, "gw-rs/status/dev", |s| s["state"] == "online").await;
+    sub.wait_for(SECS, |m| m.topic == "gw-rs/dev/v" && m.json()["value"] == 43)
+        .await;
+}
+
+/// Publishes `payload` on `{topic}/set` and returns the result JSON.
+async fn set(sub: &mut Sub, topic: &str, payload: &str) -> Value {
+    sub.client
+        .publish(format!("{topic}/set"), QoS::AtLeastOnce, false, payload.to_string())
+        .await
+        .expect("publish set");
+    reading(sub, &format!("{topic}/set/result")).await
+}
+
+#[tokio::test]
+async fn writes_encode_the_point_and_read_back() {
+    let regs = Registers::default();
+    regs.unit(1, |b| {
+        b.set_holding(0, &[0; 16]);
+        b.coils.insert(3, false);
+        b.set_input(0, &[5]);
+    });
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let yaml = format!(
+        "{}  - name: plc\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 1s\n    timeout: 500ms\n    points:\n      - {{ name: setpoint, table: holding, address: 0, type: i16, scale: 0.1, offset: -40, writable: true }}\n      - {{ name: flow, table: holding, address: 1, type: u32, word_order: little, writable: true }}\n      - {{ name: gain, table: holding, address: 3, type: f32, byte_order: little, writable: true }}\n      - {{ name: tag, table: holding, address: 5, type: string, length: 2, writable: true }}\n      - {{ name: pump, table: coil, address: 3, writable: true }}\n      - {{ name: fixed, table: holding, address: 7 }}\n      - {{ name: ghost, table: holding, address: 300, writable: true }}\n      - {{ name: sensor, table: input, address: 0 }}\n  - name: sim\n    kind: simulated\n    points:\n      - {{ name: x, signal: counter }}\n",
+        header("gw-wr"),
+        server.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-wr/#"], QoS::AtLeastOnce).await;
+    status_where(&mut sub, "gw-wr/status/plc", |s| s["state"] == "online").await;
+
+    // i16 with scale and offset: 21.5 -> (21.5 + 40) / 0.1 = 615, FC6
+    assert_eq!(set(&mut sub, "gw-wr/plc/setpoint", "21.5").await, json!({"ok": true}));
+    assert_eq!(regs.holding(1, 0, 1), vec![615]);
+    let back = sub
+        .wait_for(SECS, |m| m.topic == "gw-wr/plc/setpoint" && m.json()["value"] == 21.5)
+        .await;
+    assert_eq!(back.json()["quality"], "good");
+    assert!(regs
+        .lock()
+        .log
+        .iter()
+        .any(|(_, r)| format!("{r:?}") == "WriteSingleRegister(0, 615)"));
+
+    // u32 CDAB through {"value": ...}, FC16
+    assert_eq!(
+        set(&mut sub, "gw-wr/plc/flow", r#"{"value": 305419896}"#).await,
+        json!({"ok": true})
+    );
+    assert_eq!(regs.holding(1, 1, 2), vec![0x5678, 0x1234]);
+
+    // f32 BADC
+    assert_eq!(set(&mut sub, "gw-wr/plc/gain", "1.5").await, json!({"ok": true}));
+    let b = 1.5f32.to_bits();
+    let (hi, lo) = ((b >> 16) as u16, b as u16);
+    assert_eq!(regs.holding(1, 3, 2), vec![hi.swap_bytes(), lo.swap_bytes()]);
+
+    // string
+    assert_eq!(set(&mut sub, "gw-wr/plc/tag", r#""AB1""#).await, json!({"ok": true}));
+    assert_eq!(regs.holding(1, 5, 2), vec![0x4142, 0x3100]);
+    sub.wait_for(SECS, |m| m.topic == "gw-wr/plc/tag" && m.json()["value"] == "AB1")
+        .await;
+
+    // coil, FC5
+    assert_eq!(set(&mut sub, "gw-wr/plc/pump", "true").await, json!({"ok": true}));
+    assert_eq!(regs.coil(1, 3), Some(true));
+    sub.wait_for(SECS, |m| m.topic == "gw-wr/plc/pump" && m.json()["value"] == true)
+        .await;
+
+    // refusals: nothing is written
+    let before = regs.lock().units[&1].clone();
+    let writes_before = writes(&regs);
+    let cases: [(&str, &str, &str); 9] = [
+        ("gw-wr/plc/setpoint", "10000", "out of range"),
+        ("gw-wr/plc/setpoint", "true", "expected a number"),
+        ("gw-wr/plc/flow", "-1", "out of range"),
+        ("gw-wr/plc/flow", "1.5", "whole number"),
+        ("gw-wr/plc/pump", "\"on\"", "a coil takes true or false"),
+        ("gw-wr/plc/tag", "\"ABCDE\"", "at most 4"),
+        ("gw-wr/plc/fixed", "1", "not writable"),
+        ("gw-wr/plc/nope", "1", "has no point \"nope\""),
+        ("gw-wr/sim/x", "1", "does not accept writes"),
+    ];
+    for (topic, payload, why) in cases {
+        let r = set(&mut sub, topic, payload).await;
+        assert_eq!(r["ok"], false, "{topic} {payload}: {r}");
+        let e = r["error"].as_str().expect("error text");
+        assert!(e.contains(why), "{topic} {payload}: {e}");
+    }
+    assert_eq!(writes(&regs), writes_before, "a refused write must not reach the device");
+    assert_eq!(regs.lock().units[&1].holding, before.holding);
+
+    // the device refuses: the exception comes back
+    let r = set(&mut sub, "gw-wr/plc/ghost", "1").await;
+    assert_eq!(r["ok"], false);
+    assert_eq!(
+        r["error"],
+        "writing ghost (unit 1, write holding 300) failed: exception IllegalDataAddress (0x02)"
+    );
+}
+
+fn writes(regs: &Registers) -> usize {
+    regs.lock()
+        .log
+        .iter()
+        .filter(|(_, r)| format!("{r:?}").starts_with("Write"))
+        .count()
+}
+
+/// Timestamps (ms) of `n` readings on `topic`.
+async fn stamps(sub: &mut Sub, topic: &str, n: usize) -> Vec<i64> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let m = sub.wait_topic(topic, SECS).await.json();
+        out.push(m["ts"].as_i64().expect("ts"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {
+    let regs = Registers::default();
+    regs.unit(1, |b| {
+        b.set_holding(0, &[0x4049, 0x0FDB]); // 3.1415927f32
+        b.coils.insert(0, false);
+    });
+    regs.unit(2, |b| b.set_input(10, &[0x0002, 0x0001])); // u32 CDAB = 0x00010002
+    regs.unit(3, |b| b.set_holding(0, &[1]));
+    regs.lock().silent.insert(3);
+    let server = RtuServer::start(regs.clone());
+    let dev = |name: &str, unit: u8, points: &str| {
+        format!(
+            "  - name: {name}\n    kind: modbus-rtu\n    port: {}\n    baud: 19200\n    parity: even\n    unit: {unit}\n    poll: 100ms\n    timeout: 200ms\n    backoff_max: 5s\n    points:\n{points}",
+            server.path
+        )
+    };
+    let yaml = format!(
+        "{}{}{}{}",
+        header("gw-rtu"),
+        dev(
+            "one",
+            1,
+            "      - { name: pi, table: holding, address: 0, type: f32 }\n      - { name: relay, table: coil, address: 0, writable: true }\n"
+        ),
+        dev(
+            "two",
+            2,
+            "      - { name: energy, table: input, address: 10, type: u32, word_order: little }\n"
+        ),
+        dev("three", 3, "      - { name: v, table: holding, address: 0, writable: true }\n"),
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-rtu/#"], QoS::AtLeastOnce).await;
+    assert_eq!(reading(&mut sub, "gw-rtu/one/pi").await["value"], json!(3.1415927));
+    assert_eq!(reading(&mut sub, "gw-rtu/two/energy").await["value"], json!(0x0001_0002));
+    let st = status_where(&mut sub, "gw-rtu/status/three", |s| s["state"] == "offline").await;
+    assert_eq!(
+        st["error"],
+        "holding 0 (unit 3): no reply within 200ms",
+        "{st}"
+    );
+
+    // with unit 3 silent (200 ms per attempt) units 1 and 2 keep ~100 ms
+    let one = stamps(&mut sub, "gw-rtu/one/pi", 41).await;
+    let two = stamps(&mut sub, "gw-rtu/two/energy", 11).await;
+    let avg = |v: &[i64]| (v[v.len() - 1] - v[0]) as f64 / (v.len() - 1) as f64;
+    let (a1, a2) = (avg(&one), avg(&two));
+    eprintln!("RTU poll interval with a silent unit: one {a1:.1} ms, two {a2:.1} ms (poll 100 ms)");
+    assert!(a1 < 150.0, "unit 1 slowed to {a1:.1} ms per reading");
+    assert!(a2 < 150.0, "unit 2 slowed to {a2:.1} ms per reading");
+    // the silent unit is probed with backoff, not every cycle
+    let probes = regs.requests_of(3);
+    assert!(probes <= 10, "unit 3 was asked {probes} times");
+
+    // a write on the bus
+    assert_eq!(set(&mut sub, "gw-rtu/one/relay", "1").await, json!({"ok": true}));
+    assert_eq!(regs.coil(1, 0), Some(true));
+    // a write to the silent unit fails with a clear error, and costs one timeout
+    let r = set(&mut sub, "gw-rtu/three/v", "5").await;
+    assert_eq!(r["ok"], false);
+    assert_eq!(
+        r["error"],
+        "writing v (unit 3, write holding 0) failed: no reply within 200ms"
+    );
+    drop(server);
+}
