@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
-use crate::modbus_server::{Fault, Registers, RtuServer, TcpServer};
+use crate::modbus_server::{Fault, RawRtuDevice, Registers, RtuServer, TcpServer};
 use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
 
 const SECS: Duration = Duration::from_secs(10);
@@ -23,7 +23,16 @@ async fn reading(sub: &mut Sub, topic: &str) -> Value {
     sub.wait_topic(topic, SECS).await.json()
 }
 
+/// Waits until the device status on `topic` satisfies `pred`. Status and
+/// readings travel different channels, so the latest status may already
+/// sit among the messages an earlier wait skipped: it is looked at first.
 async fn status_where(sub: &mut Sub, topic: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    if let Some(i) = sub.seen.iter().rposition(|m| m.topic == topic) {
+        let m = sub.seen.remove(i);
+        if pred(&m.json()) {
+            return m.json();
+        }
+    }
     sub.wait_for(SECS, |m| m.topic == topic && pred(&m.json()))
         .await
         .json()
@@ -450,4 +459,57 @@ async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {
         "writing v (unit 3, write holding 0) failed: no reply within 200ms"
     );
     drop(server);
+}
+
+#[tokio::test]
+async fn crc_errors_on_rtu_fail_the_read_and_polling_goes_on() {
+    let device = RawRtuDevice::start(1234);
+    let yaml = format!(
+        "{}  - name: meter\n    kind: modbus-rtu\n    port: {}\n    unit: 9\n    poll: 100ms\n    timeout: 200ms\n    retries: 0\n    points:\n      - {{ name: v, table: holding, address: 4 }}\n",
+        header("gw-crc"),
+        device.path
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-crc/#"], QoS::AtLeastOnce).await;
+    let st = status_where(&mut sub, "gw-crc/status/meter", |s| s.get("error").is_some()).await;
+    assert_eq!(st["state"], "online", "garbled replies still mean the unit is there: {st}");
+    let err = st["error"].as_str().expect("error");
+    assert!(
+        err.starts_with("holding 4 (unit 9): garbled reply (7 bytes"),
+        "{err}"
+    );
+    assert!(sub.seen.iter().all(|m| m.topic != "gw-crc/meter/v"));
+    device.corrupt.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reading(&mut sub, "gw-crc/meter/v").await["value"], 1234);
+    status_where(&mut sub, "gw-crc/status/meter", |s| {
+        s["state"] == "online" && s.get("error").is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn late_replies_after_a_timeout_never_shift_values() {
+    let regs = Registers::default();
+    regs.unit(1, |b| b.set_holding(0, &[1]));
+    regs.lock().delay = Duration::from_millis(400);
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let yaml = format!(
+        "{}  - name: slow\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 100ms\n    timeout: 250ms\n    backoff_max: 1s\n    points:\n      - {{ name: v, table: holding, address: 0 }}\n",
+        header("gw-late"),
+        server.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-late/#"], QoS::AtLeastOnce).await;
+    let st = status_where(&mut sub, "gw-late/status/slow", |s| s["state"] == "offline").await;
+    assert_eq!(st["error"], "holding 0 (unit 1): no reply within 250ms");
+    assert!(sub.seen.iter().all(|m| m.topic != "gw-late/slow/v"));
+
+    // the device speeds up and its value changes: every value published
+    // from now on is the current one, never a late reply to an old request
+    regs.unit(1, |b| b.set_holding(0, &[2]));
+    regs.lock().delay = Duration::ZERO;
+    status_where(&mut sub, "gw-late/status/slow", |s| s["state"] == "online").await;
+    for _ in 0..5 {
+        assert_eq!(reading(&mut sub, "gw-late/slow/v").await["value"], 2);
+    }
 }

@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -59,6 +61,8 @@ pub struct State {
     pub log: Vec<(u8, Request<'static>)>,
     /// Faults by (unit, start address of a read).
     pub faults: HashMap<(u8, u16), Fault>,
+    /// Replies are held back this long (a slow device: late replies).
+    pub delay: Duration,
 }
 
 /// Shared server state: the test reads and changes it while the server runs.
@@ -178,10 +182,17 @@ impl Service for Registers {
     type Request = SlaveRequest<'static>;
     type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = future::Ready<Result<Self::Response, Self::Exception>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Exception>> + Send>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        future::ready(self.answer(req))
+        let delay = self.lock().delay;
+        let answer = self.answer(req);
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            answer
+        })
     }
 }
 
@@ -253,6 +264,67 @@ impl RtuServer {
 }
 
 impl Drop for RtuServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The Modbus RTU CRC (CRC-16/MODBUS), appended little-endian.
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0xFFFF;
+    for &b in data {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+        }
+    }
+    crc
+}
+
+/// A hand-made RTU device on a pty: answers every FC3 request of 1 register
+/// with `value`, and corrupts the CRC while `corrupt` is set. For faults the
+/// tokio-modbus server cannot make.
+pub struct RawRtuDevice {
+    pub path: String,
+    pub corrupt: Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<()>,
+    _slave: tokio_serial::SerialStream,
+}
+
+impl RawRtuDevice {
+    pub fn start(value: u16) -> RawRtuDevice {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_serial::SerialPort;
+        let (mut master, slave) = tokio_serial::SerialStream::pair().expect("pty pair");
+        let path = slave.name().expect("pty slave has a path");
+        let corrupt = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let c = corrupt.clone();
+        let task = tokio::spawn(async move {
+            let mut req = [0u8; 8];
+            while master.read_exact(&mut req).await.is_ok() {
+                let [hi, lo] = value.to_be_bytes();
+                let mut reply = vec![req[0], 3, 2, hi, lo];
+                let mut crc = crc16(&reply);
+                if c.load(Ordering::Relaxed) {
+                    crc ^= 0x5555;
+                }
+                reply.extend_from_slice(&crc.to_le_bytes());
+                if master.write_all(&reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+        RawRtuDevice {
+            path,
+            corrupt,
+            task,
+            _slave: slave,
+        }
+    }
+}
+
+impl Drop for RawRtuDevice {
     fn drop(&mut self) {
         self.task.abort();
     }
