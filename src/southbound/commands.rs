@@ -112,9 +112,7 @@ pub fn parse_value(payload: &[u8]) -> Result<Value, String> {
                 .map(Value::Float)
                 .ok_or_else(|| format!("{n} is not a usable number")),
         },
-        other => Err(format!(
-            "expected a number, bool or string, got {other}"
-        )),
+        other => Err(format!("expected a number, bool or string, got {other}")),
     }
 }
 
@@ -183,8 +181,13 @@ pub async fn run(
         debug!(device, point, "write command");
         let refusal = match routes.map.get(device) {
             None => {
-                routes.stats.refused_unroutable.fetch_add(1, Ordering::Relaxed);
-                Some(format!("device {device:?} does not exist or does not accept writes"))
+                routes
+                    .stats
+                    .refused_unroutable
+                    .fetch_add(1, Ordering::Relaxed);
+                Some(format!(
+                    "device {device:?} does not exist or does not accept writes"
+                ))
             }
             Some(q) => match q.try_send(cmd.clone()) {
                 Ok(()) => {
@@ -218,7 +221,10 @@ mod tests {
 
     #[test]
     fn topics() {
-        assert_eq!(parse_topic("gw", "gw/boiler/setpoint/set"), Some(("boiler", "setpoint")));
+        assert_eq!(
+            parse_topic("gw", "gw/boiler/setpoint/set"),
+            Some(("boiler", "setpoint"))
+        );
         assert_eq!(parse_topic("gw", "gw/boiler/setpoint"), None);
         assert_eq!(parse_topic("gw", "gw2/boiler/setpoint/set"), None);
         assert_eq!(parse_topic("gw", "gw/boiler/a/b/set"), None);

@@ -100,7 +100,11 @@ async fn every_type_and_order_is_published_exactly_with_merged_reads() {
     );
 
     // the plan: 18 points in 4 requests
-    let cfg = ConfigDir::new(&crate::support::fill(&yaml, 1883, std::path::Path::new("/tmp")));
+    let cfg = ConfigDir::new(&crate::support::fill(
+        &yaml,
+        1883,
+        std::path::Path::new("/tmp"),
+    ));
     let out = fieldgate(&["check", "-c", cfg.path_str()]);
     let plan = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{plan}");
@@ -108,7 +112,10 @@ async fn every_type_and_order_is_published_exactly_with_merged_reads() {
         plan.contains("requests per poll: 4 (one per point: 18;"),
         "{plan}"
     );
-    assert!(plan.contains("FC03 holding 0..=27 (28 registers)"), "{plan}");
+    assert!(
+        plan.contains("FC03 holding 0..=27 (28 registers)"),
+        "{plan}"
+    );
 
     let gw = Gateway::start(&yaml);
     let mut sub = Sub::connect(gw.port, &["gw-mb/#"], QoS::AtLeastOnce).await;
@@ -197,10 +204,24 @@ async fn refused_merged_read_is_split_and_exceptions_name_the_register() {
     let m = late.next(SECS).await;
     assert!(m.retain, "device status must be retained");
     assert_eq!(m.json()["error"], st["error"]);
-    let log: Vec<String> = regs.lock().log.iter().map(|(_, r)| format!("{r:?}")).collect();
-    let merged = log.iter().filter(|r| *r == "ReadHoldingRegisters(0, 6)").count();
-    assert_eq!(merged, 1, "the merged read is tried once, then split: {log:?}");
-    assert!(log.contains(&"ReadHoldingRegisters(5, 1)".to_string()), "{log:?}");
+    let log: Vec<String> = regs
+        .lock()
+        .log
+        .iter()
+        .map(|(_, r)| format!("{r:?}"))
+        .collect();
+    let merged = log
+        .iter()
+        .filter(|r| *r == "ReadHoldingRegisters(0, 6)")
+        .count();
+    assert_eq!(
+        merged, 1,
+        "the merged read is tried once, then split: {log:?}"
+    );
+    assert!(
+        log.contains(&"ReadHoldingRegisters(5, 1)".to_string()),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]
@@ -227,17 +248,27 @@ async fn bad_replies_fail_the_read_and_polling_goes_on() {
         err.contains("holding 0..=1 (unit 1): bad reply: 1 registers in reply to a read of 2"),
         "{err}"
     );
-    assert!(err.contains("holding 100 (unit 1): bad reply: function code 0x04 in reply to 0x03"), "{err}");
+    assert!(
+        err.contains("holding 100 (unit 1): bad reply: function code 0x04 in reply to 0x03"),
+        "{err}"
+    );
     assert_eq!(st["state"], "online");
     // the healthy point keeps coming, the bad ones publish nothing
     for _ in 0..3 {
         assert_eq!(reading(&mut sub, "gw-bad/dev/good").await["value"], 4);
     }
-    assert!(sub.seen.iter().all(|m| m.topic != "gw-bad/dev/pair" && m.topic != "gw-bad/dev/far"));
+    assert!(
+        sub.seen
+            .iter()
+            .all(|m| m.topic != "gw-bad/dev/pair" && m.topic != "gw-bad/dev/far")
+    );
 
     // the device heals: values arrive and the status clears
     regs.lock().faults.clear();
-    assert_eq!(reading(&mut sub, "gw-bad/dev/pair").await["value"], 0x0001_0002);
+    assert_eq!(
+        reading(&mut sub, "gw-bad/dev/pair").await["value"],
+        0x0001_0002
+    );
     assert_eq!(reading(&mut sub, "gw-bad/dev/far").await["value"], 3);
     status_where(&mut sub, "gw-bad/status/dev", |s| {
         s["state"] == "online" && s.get("error").is_none()
@@ -274,14 +305,21 @@ async fn server_restart_goes_offline_then_reconnects() {
     regs.unit(1, |b| b.set_holding(0, &[43]));
     let _server = TcpServer::start(regs.clone(), &addr.to_string()).await;
     status_where(&mut sub, "gw-rs/status/dev", |s| s["state"] == "online").await;
-    sub.wait_for(SECS, |m| m.topic == "gw-rs/dev/v" && m.json()["value"] == 43)
-        .await;
+    sub.wait_for(SECS, |m| {
+        m.topic == "gw-rs/dev/v" && m.json()["value"] == 43
+    })
+    .await;
 }
 
 /// Publishes `payload` on `{topic}/set` and returns the result JSON.
 async fn set(sub: &mut Sub, topic: &str, payload: &str) -> Value {
     sub.client
-        .publish(format!("{topic}/set"), QoS::AtLeastOnce, false, payload.to_string())
+        .publish(
+            format!("{topic}/set"),
+            QoS::AtLeastOnce,
+            false,
+            payload.to_string(),
+        )
         .await
         .expect("publish set");
     reading(sub, &format!("{topic}/set/result")).await
@@ -306,17 +344,23 @@ async fn writes_encode_the_point_and_read_back() {
     status_where(&mut sub, "gw-wr/status/plc", |s| s["state"] == "online").await;
 
     // i16 with scale and offset: 21.5 -> (21.5 + 40) / 0.1 = 615, FC6
-    assert_eq!(set(&mut sub, "gw-wr/plc/setpoint", "21.5").await, json!({"ok": true}));
+    assert_eq!(
+        set(&mut sub, "gw-wr/plc/setpoint", "21.5").await,
+        json!({"ok": true})
+    );
     assert_eq!(regs.holding(1, 0, 1), vec![615]);
     let back = sub
-        .wait_for(SECS, |m| m.topic == "gw-wr/plc/setpoint" && m.json()["value"] == 21.5)
+        .wait_for(SECS, |m| {
+            m.topic == "gw-wr/plc/setpoint" && m.json()["value"] == 21.5
+        })
         .await;
     assert_eq!(back.json()["quality"], "good");
-    assert!(regs
-        .lock()
-        .log
-        .iter()
-        .any(|(_, r)| format!("{r:?}") == "WriteSingleRegister(0, 615)"));
+    assert!(
+        regs.lock()
+            .log
+            .iter()
+            .any(|(_, r)| format!("{r:?}") == "WriteSingleRegister(0, 615)")
+    );
 
     // u32 CDAB through {"value": ...}, FC16
     assert_eq!(
@@ -326,22 +370,38 @@ async fn writes_encode_the_point_and_read_back() {
     assert_eq!(regs.holding(1, 1, 2), vec![0x5678, 0x1234]);
 
     // f32 BADC
-    assert_eq!(set(&mut sub, "gw-wr/plc/gain", "1.5").await, json!({"ok": true}));
+    assert_eq!(
+        set(&mut sub, "gw-wr/plc/gain", "1.5").await,
+        json!({"ok": true})
+    );
     let b = 1.5f32.to_bits();
     let (hi, lo) = ((b >> 16) as u16, b as u16);
-    assert_eq!(regs.holding(1, 3, 2), vec![hi.swap_bytes(), lo.swap_bytes()]);
+    assert_eq!(
+        regs.holding(1, 3, 2),
+        vec![hi.swap_bytes(), lo.swap_bytes()]
+    );
 
     // string
-    assert_eq!(set(&mut sub, "gw-wr/plc/tag", r#""AB1""#).await, json!({"ok": true}));
+    assert_eq!(
+        set(&mut sub, "gw-wr/plc/tag", r#""AB1""#).await,
+        json!({"ok": true})
+    );
     assert_eq!(regs.holding(1, 5, 2), vec![0x4142, 0x3100]);
-    sub.wait_for(SECS, |m| m.topic == "gw-wr/plc/tag" && m.json()["value"] == "AB1")
-        .await;
+    sub.wait_for(SECS, |m| {
+        m.topic == "gw-wr/plc/tag" && m.json()["value"] == "AB1"
+    })
+    .await;
 
     // coil, FC5
-    assert_eq!(set(&mut sub, "gw-wr/plc/pump", "true").await, json!({"ok": true}));
+    assert_eq!(
+        set(&mut sub, "gw-wr/plc/pump", "true").await,
+        json!({"ok": true})
+    );
     assert_eq!(regs.coil(1, 3), Some(true));
-    sub.wait_for(SECS, |m| m.topic == "gw-wr/plc/pump" && m.json()["value"] == true)
-        .await;
+    sub.wait_for(SECS, |m| {
+        m.topic == "gw-wr/plc/pump" && m.json()["value"] == true
+    })
+    .await;
 
     // refusals: nothing is written
     let before = regs.lock().units[&1].clone();
@@ -363,7 +423,11 @@ async fn writes_encode_the_point_and_read_back() {
         let e = r["error"].as_str().expect("error text");
         assert!(e.contains(why), "{topic} {payload}: {e}");
     }
-    assert_eq!(writes(&regs), writes_before, "a refused write must not reach the device");
+    assert_eq!(
+        writes(&regs),
+        writes_before,
+        "a refused write must not reach the device"
+    );
     assert_eq!(regs.lock().units[&1].holding, before.holding);
 
     // the device refuses: the exception comes back
@@ -423,16 +487,25 @@ async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {
             2,
             "      - { name: energy, table: input, address: 10, type: u32, word_order: little }\n"
         ),
-        dev("three", 3, "      - { name: v, table: holding, address: 0, writable: true }\n"),
+        dev(
+            "three",
+            3,
+            "      - { name: v, table: holding, address: 0, writable: true }\n"
+        ),
     );
     let gw = Gateway::start(&yaml);
     let mut sub = Sub::connect(gw.port, &["gw-rtu/#"], QoS::AtLeastOnce).await;
-    assert_eq!(reading(&mut sub, "gw-rtu/one/pi").await["value"], json!(3.1415927));
-    assert_eq!(reading(&mut sub, "gw-rtu/two/energy").await["value"], json!(0x0001_0002));
+    assert_eq!(
+        reading(&mut sub, "gw-rtu/one/pi").await["value"],
+        json!(3.1415927)
+    );
+    assert_eq!(
+        reading(&mut sub, "gw-rtu/two/energy").await["value"],
+        json!(0x0001_0002)
+    );
     let st = status_where(&mut sub, "gw-rtu/status/three", |s| s["state"] == "offline").await;
     assert_eq!(
-        st["error"],
-        "holding 0 (unit 3): no reply within 200ms",
+        st["error"], "holding 0 (unit 3): no reply within 200ms",
         "{st}"
     );
 
@@ -449,7 +522,10 @@ async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {
     assert!(probes <= 10, "unit 3 was asked {probes} times");
 
     // a write on the bus
-    assert_eq!(set(&mut sub, "gw-rtu/one/relay", "1").await, json!({"ok": true}));
+    assert_eq!(
+        set(&mut sub, "gw-rtu/one/relay", "1").await,
+        json!({"ok": true})
+    );
     assert_eq!(regs.coil(1, 0), Some(true));
     // a write to the silent unit fails with a clear error, and costs one timeout
     let r = set(&mut sub, "gw-rtu/three/v", "5").await;
@@ -471,15 +547,23 @@ async fn crc_errors_on_rtu_fail_the_read_and_polling_goes_on() {
     );
     let gw = Gateway::start(&yaml);
     let mut sub = Sub::connect(gw.port, &["gw-crc/#"], QoS::AtLeastOnce).await;
-    let st = status_where(&mut sub, "gw-crc/status/meter", |s| s.get("error").is_some()).await;
-    assert_eq!(st["state"], "online", "garbled replies still mean the unit is there: {st}");
+    let st = status_where(&mut sub, "gw-crc/status/meter", |s| {
+        s.get("error").is_some()
+    })
+    .await;
+    assert_eq!(
+        st["state"], "online",
+        "garbled replies still mean the unit is there: {st}"
+    );
     let err = st["error"].as_str().expect("error");
     assert!(
         err.starts_with("holding 4 (unit 9): garbled reply (7 bytes"),
         "{err}"
     );
     assert!(sub.seen.iter().all(|m| m.topic != "gw-crc/meter/v"));
-    device.corrupt.store(false, std::sync::atomic::Ordering::Relaxed);
+    device
+        .corrupt
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(reading(&mut sub, "gw-crc/meter/v").await["value"], 1234);
     status_where(&mut sub, "gw-crc/status/meter", |s| {
         s["state"] == "online" && s.get("error").is_none()

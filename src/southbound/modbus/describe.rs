@@ -11,7 +11,7 @@ use crate::rules::DefaultMapping;
 
 fn layout(p: &PointConfig) -> String {
     let ty = p.data_type();
-    let order = match (ty.registers(p.length), p.word_order, p.byte_order) {
+    match (ty.registers(p.length), p.word_order, p.byte_order) {
         (_, _, _) if p.table.is_bits() || ty == DataType::Bool => String::new(),
         (_, _, Order::Big) if ty == DataType::String => String::new(),
         (_, _, Order::Little) if ty == DataType::String => " (BA)".into(),
@@ -21,8 +21,7 @@ fn layout(p: &PointConfig) -> String {
         (_, Order::Little, Order::Big) => " (CDAB)".into(),
         (_, Order::Big, Order::Little) => " (BADC)".into(),
         (_, Order::Little, Order::Little) => " (DCBA)".into(),
-    };
-    order
+    }
 }
 
 fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &DefaultMapping) {

@@ -15,10 +15,10 @@ use tokio::time::Instant;
 use tokio_modbus::{ExceptionCode, Response};
 use tracing::{debug, info, warn};
 
+use super::Common;
 use super::link::{self, CallError, Link};
 use super::plan::ReadRequest;
 use super::points::Codec;
-use super::Common;
 use crate::reading::{Quality, Reading, Value, now_ms};
 use crate::southbound::SourceContext;
 
@@ -180,7 +180,8 @@ impl Poller {
                     self.online = true;
                     self.attempt = 0;
                     self.cursor += 1;
-                    self.cycle_errors.push(format!("{req} (unit {}): {e}", self.unit));
+                    self.cycle_errors
+                        .push(format!("{req} (unit {}): {e}", self.unit));
                 }
             }
         }
@@ -210,7 +211,8 @@ impl Poller {
 
     /// Publishes `offline` on shutdown.
     pub async fn stopped(&mut self, ctx: &SourceContext) {
-        self.status(false, Some("gateway stopped".into()), ctx).await;
+        self.status(false, Some("gateway stopped".into()), ctx)
+            .await;
     }
 
     /// The values of the points a reply serves, by point index.
@@ -230,7 +232,9 @@ impl Poller {
                 let v = self.points[s.point]
                     .codec
                     .decode_words(slice)
-                    .map_err(|e| CallError::BadReply(format!("point {}: {e}", self.points[s.point].name)))?;
+                    .map_err(|e| {
+                        CallError::BadReply(format!("point {}: {e}", self.points[s.point].name))
+                    })?;
                 out.push((s.point, v));
             }
         }

@@ -229,10 +229,7 @@ impl Common {
         if rtu && !(1..=247).contains(&self.unit) {
             report.add(
                 format!("{path}.unit"),
-                format!(
-                    "unit {} is not a valid RTU unit id (1 to 247)",
-                    self.unit
-                ),
+                format!("unit {} is not a valid RTU unit id (1 to 247)", self.unit),
             );
         }
         if !(1..=125).contains(&self.max_registers_per_request) {
@@ -321,7 +318,9 @@ impl Common {
                 format!("{pp}.length"),
                 "a string needs `length` (in registers)",
             ),
-            (DataType::String, Some(n)) if n == 0 || n > self.max_registers_per_request.min(125) => {
+            (DataType::String, Some(n))
+                if n == 0 || n > self.max_registers_per_request.min(125) =>
+            {
                 report.add(
                     format!("{pp}.length"),
                     format!(
@@ -357,10 +356,7 @@ impl Common {
                     format!("`{key}` applies to numeric types only, not {}", ty.as_str()),
                 );
             } else if !v.is_finite() || (key == "scale" && v == 0.0) {
-                report.add(
-                    format!("{pp}.{key}"),
-                    format!("{v} is not a usable {key}"),
-                );
+                report.add(format!("{pp}.{key}"), format!("{v} is not a usable {key}"));
             }
         }
         if p.writable && !matches!(p.table, points::Table::Coil | points::Table::Holding) {
@@ -377,14 +373,16 @@ impl Common {
 
 impl ModbusTcpConfig {
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
-        let ok = self
-            .address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = self.address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !ok {
             report.add(
                 format!("{path}.address"),
-                format!("{:?} is not host:port (e.g. 192.168.1.50:502)", self.address),
+                format!(
+                    "{:?} is not host:port (e.g. 192.168.1.50:502)",
+                    self.address
+                ),
             );
         }
         self.common().validate(path, false, report);

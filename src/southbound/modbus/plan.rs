@@ -49,7 +49,11 @@ impl ReadRequest {
 
     /// One request per point, for a request the device refused as a whole.
     pub fn split(&self) -> Vec<ReadRequest> {
-        self.spans.iter().copied().map(ReadRequest::single).collect()
+        self.spans
+            .iter()
+            .copied()
+            .map(ReadRequest::single)
+            .collect()
     }
 
     /// The tokio-modbus request.
@@ -176,7 +180,10 @@ mod tests {
             .map(|i| span(i, Table::Holding, i as u16, 1))
             .collect();
         let r = merge(&spans, L);
-        assert_eq!(ranges(&r), vec![(Table::Holding, 0, 125), (Table::Holding, 125, 75)]);
+        assert_eq!(
+            ranges(&r),
+            vec![(Table::Holding, 0, 125), (Table::Holding, 125, 75)]
+        );
         let r = merge(
             &spans,
             Limits {
@@ -187,7 +194,10 @@ mod tests {
         assert_eq!(r.len(), 4);
         assert!(r.iter().all(|q| q.count <= 50));
         // a multi-register point is never cut in two
-        let spans = [span(0, Table::Holding, 0, 30), span(1, Table::Holding, 30, 30)];
+        let spans = [
+            span(0, Table::Holding, 0, 30),
+            span(1, Table::Holding, 30, 30),
+        ];
         let r = merge(
             &spans,
             Limits {
@@ -195,7 +205,10 @@ mod tests {
                 max_registers: 40,
             },
         );
-        assert_eq!(ranges(&r), vec![(Table::Holding, 0, 30), (Table::Holding, 30, 30)]);
+        assert_eq!(
+            ranges(&r),
+            vec![(Table::Holding, 0, 30), (Table::Holding, 30, 30)]
+        );
     }
 
     #[test]
@@ -204,7 +217,10 @@ mod tests {
             .map(|i| span(i, Table::Coil, i as u16, 1))
             .collect();
         let r = merge(&spans, L);
-        assert_eq!(ranges(&r), vec![(Table::Coil, 0, 2000), (Table::Coil, 2000, 100)]);
+        assert_eq!(
+            ranges(&r),
+            vec![(Table::Coil, 0, 2000), (Table::Coil, 2000, 100)]
+        );
     }
 
     #[test]

@@ -144,11 +144,12 @@ pub struct Codec {
 impl PointConfig {
     /// The effective type.
     pub fn data_type(&self) -> DataType {
-        self.data_type.unwrap_or(if self.table.is_bits() || self.bit.is_some() {
-            DataType::Bool
-        } else {
-            DataType::U16
-        })
+        self.data_type
+            .unwrap_or(if self.table.is_bits() || self.bit.is_some() {
+                DataType::Bool
+            } else {
+                DataType::U16
+            })
     }
 
     /// Items (registers or bits) this point spans.

@@ -155,7 +155,12 @@ fn f64_round_trips() {
     let b = (-1234.5678f64).to_bits();
     assert_eq!(
         words,
-        vec![b as u16, (b >> 16) as u16, (b >> 32) as u16, (b >> 48) as u16]
+        vec![
+            b as u16,
+            (b >> 16) as u16,
+            (b >> 32) as u16,
+            (b >> 48) as u16
+        ]
     );
     assert_eq!(c.decode_words(&words), Ok(Value::Float(-1234.5678)));
 }

@@ -261,11 +261,8 @@ impl RtuBus {
             .collect();
         let mut link = RtuLink::new(self.cfg.clone());
         let mut commands_open = true;
-        loop {
-            // the unit due first; ties go to config order
-            let Some(next) = (0..pollers.len()).min_by_key(|&i| pollers[i].next_due) else {
-                break;
-            };
+        // the unit due first; ties go to config order
+        while let Some(next) = (0..pollers.len()).min_by_key(|&i| pollers[i].next_due) {
             let due = pollers[next].next_due;
             tokio::select! {
                 biased;

@@ -76,11 +76,11 @@ impl Link for TcpLink {
             Ok(r) => link::classify(r),
             Err(_) => Err(CallError::Timeout(timeout)),
         };
-        if let Err(e) = &r {
-            if e.needs_reset() {
-                // out of step after a timeout or a bad reply: start afresh
-                self.ctx = None;
-            }
+        if let Err(e) = &r
+            && e.needs_reset()
+        {
+            // out of step after a timeout or a bad reply: start afresh
+            self.ctx = None;
         }
         r
     }

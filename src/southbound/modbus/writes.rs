@@ -47,11 +47,18 @@ pub(super) async fn handle<L: Link>(
     let outcome = write(poller, link, &cmd, ctx).await;
     match &outcome {
         Ok(()) => info!(device = %cmd.device, point = %cmd.point, "write done"),
-        Err(e) => warn!(device = %cmd.device, point = %cmd.point, error = %e, "write refused or failed"),
+        Err(e) => {
+            warn!(device = %cmd.device, point = %cmd.point, error = %e, "write refused or failed")
+        }
     }
     let result = outcome.map_err(|e| e.to_string());
-    ctx.publish(commands::result(&ctx.gateway, &cmd.device, &cmd.point, &result))
-        .await
+    ctx.publish(commands::result(
+        &ctx.gateway,
+        &cmd.device,
+        &cmd.point,
+        &result,
+    ))
+    .await
 }
 
 async fn write<L: Link>(
@@ -97,7 +104,10 @@ async fn write<L: Link>(
             }
         }
         Table::Holding => {
-            let words = p.codec.encode_words(&value).map_err(|e| bad(e.to_string()))?;
+            let words = p
+                .codec
+                .encode_words(&value)
+                .map_err(|e| bad(e.to_string()))?;
             if words.len() == 1 && !poller.write_multiple {
                 Request::WriteSingleRegister(p.start, words[0])
             } else {
