@@ -70,8 +70,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
 
-    let publisher =
-        tokio::spawn(broker::publisher(publisher_link, pub_rx).instrument(info_span!("publisher")));
+    let publisher = tokio::spawn(
+        broker::publisher(publisher_link, pub_rx, ops::status::gateway_topic(&gateway))
+            .instrument(info_span!("publisher")),
+    );
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(ops::status::gateway(&gateway, true)).await;
 
