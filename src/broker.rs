@@ -346,8 +346,13 @@ pub async fn publisher(
                 let Some(p) = p else { break };
                 if !valid_publish_topic(&p.topic) {
                     warn!(topic = %p.topic, "dropping publish with an invalid topic");
+                    crate::ops::metrics::get()
+                        .publish_dropped
+                        .get_or_create(&crate::ops::metrics::labels("reason", "invalid_topic"))
+                        .inc();
                     continue;
                 }
+                crate::ops::metrics::get().published.inc();
                 if p.topic == echo_topic {
                     last_echo = Some(p.payload.clone());
                 }

@@ -48,6 +48,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Http(#[from] ops::http::HttpError),
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -67,8 +69,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     })
     .await??;
 
+    let ops_cancel = CancellationToken::new();
+    if let Some(m) = &config.metrics {
+        ops::http::serve(m, gateway.to_string(), ops_cancel.clone()).await?;
+    }
+
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
+    let queues: Vec<Box<dyn ops::notify::QueueLen>> = vec![
+        Box::new(ops::notify::Queue {
+            name: "readings",
+            sender: read_tx.downgrade(),
+        }),
+        Box::new(ops::notify::Queue {
+            name: "publishes",
+            sender: pub_tx.downgrade(),
+        }),
+    ];
 
     let publisher = tokio::spawn(
         broker::publisher(publisher_link, pub_rx, ops::status::gateway_topic(&gateway))
@@ -99,6 +116,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     drop(ctx);
     tracker.close();
+    ops::notify::ready();
+    tokio::spawn(ops::notify::run(queues, ops_cancel.clone()).instrument(info_span!("notify")));
     info!(
         gateway = %gateway,
         devices = config.devices.len(),
@@ -108,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     shutdown.cancelled().await;
     info!("shutting down: stopping sources");
+    ops::notify::stopping();
     sources_cancel.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
         .await
@@ -130,6 +150,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     {
         warn!("broker link did not drain in time");
     }
+    ops_cancel.cancel();
     info!("fieldgate stopped");
     Ok(())
 }
