@@ -43,14 +43,14 @@ pub struct Queue<T> {
 pub trait QueueLen: Send + Sync {
     fn name(&self) -> &'static str;
     /// `None` once the channel is closed.
-    fn len(&self) -> Option<usize>;
+    fn queued(&self) -> Option<usize>;
 }
 
 impl<T: Send + 'static> QueueLen for Queue<T> {
     fn name(&self) -> &'static str {
         self.name
     }
-    fn len(&self) -> Option<usize> {
+    fn queued(&self) -> Option<usize> {
         self.sender
             .upgrade()
             .map(|s| s.max_capacity() - s.capacity())
@@ -69,7 +69,7 @@ pub fn stuck(
     }
     queues
         .iter()
-        .find(|q| q.len().is_some_and(|n| n > 0))
+        .find(|q| q.queued().is_some_and(|n| n > 0))
         .map(|q| q.name())
 }
 
