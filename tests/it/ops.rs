@@ -145,3 +145,42 @@ async fn systemd_gets_ready_watchdog_status_and_stopping() {
     });
     assert_eq!(gw.wait_exit(SECS).code(), Some(0));
 }
+
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/fieldgate.service"
+    ))
+    .expect("read unit");
+    for want in [
+        "Type=notify",
+        "WatchdogSec=",
+        "RestartPreventExitStatus=78",
+        "ExecStartPre=/usr/bin/fieldgate check",
+    ] {
+        assert!(unit.contains(want), "unit lacks {want}");
+    }
+    // verify the unit as installed, with the binary under test in place of /usr/bin/fieldgate
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fieldgate.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/fieldgate", crate::support::BIN),
+    )
+    .expect("write unit");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian package systemd) must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("fieldgate.service:"),
+        "systemd-analyze verify: {text}"
+    );
+}
