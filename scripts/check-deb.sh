@@ -5,9 +5,10 @@ set -euo pipefail
 deb=$1
 fail() { echo "check-deb: $*" >&2; exit 1; }
 contents=$(dpkg-deb -c "$deb")
-for f in ./usr/bin/fieldgate ./etc/fieldgate/fieldgate.yaml ./lib/systemd/system/fieldgate.service ./usr/share/doc/fieldgate/README; do
-  grep -q " $f\$" <<<"$contents" || grep -q " ${f#.}\$" <<<"$contents" || fail "missing $f"
+for f in ./usr/bin/fieldgate ./etc/fieldgate/fieldgate.yaml ./usr/share/doc/fieldgate/README; do
+  grep -q " $f\$" <<<"$contents" || fail "missing $f"
 done
+grep -qE " \./(usr/)?lib/systemd/system/fieldgate\.service\$" <<<"$contents" || fail "missing the systemd unit"
 [ "$(dpkg-deb -f "$deb" Architecture)" = arm64 ] || fail "architecture is $(dpkg-deb -f "$deb" Architecture)"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 dpkg-deb -e "$deb" "$work/ctl"
