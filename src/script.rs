@@ -152,6 +152,15 @@ pub enum ScriptError {
         name: &'static str,
         arity: usize,
     },
+    /// After a call, the script's state (`this`) was over the limits; the
+    /// caller should reset it.
+    #[error("{at}: in fn {function}: the script's state (`this`) grew too large ({entries} entries, {text} bytes of text; limits max_map_size, max_string_size)")]
+    StateTooLarge {
+        at: At,
+        function: String,
+        entries: usize,
+        text: usize,
+    },
     /// A call failed; `limit` tells a sandbox limit (operations, call depth,
     /// sizes) from an ordinary script error.
     #[error("{at}: {message}")]
@@ -165,7 +174,10 @@ pub enum ScriptError {
 impl ScriptError {
     /// Whether a sandbox limit stopped the call.
     pub fn is_limit(&self) -> bool {
-        matches!(self, ScriptError::Runtime { limit: true, .. })
+        matches!(
+            self,
+            ScriptError::Runtime { limit: true, .. } | ScriptError::StateTooLarge { .. }
+        )
     }
 
     /// The script position, when there is one.
@@ -174,6 +186,7 @@ impl ScriptError {
             ScriptError::Read { .. } => None,
             ScriptError::Compile { at, .. }
             | ScriptError::MissingFn { at, .. }
+            | ScriptError::StateTooLarge { at, .. }
             | ScriptError::Runtime { at, .. } => Some(at),
         }
     }
@@ -265,13 +278,11 @@ impl Script {
         let (entries, text) = state_size(state);
         let max_text = engine.max_string_size().saturating_mul(STATE_TEXT_FACTOR);
         if entries > engine.max_map_size() || (max_text > 0 && text > max_text) {
-            return Err(ScriptError::Runtime {
+            return Err(ScriptError::StateTooLarge {
                 at: At::new(&self.name, Position::NONE),
-                message: format!(
-                    "in fn {name}: the script's state (`this`) grew too large \
-                     ({entries} entries, {text} bytes of text; limits max_map_size, max_string_size)"
-                ),
-                limit: true,
+                function: name.to_string(),
+                entries,
+                text,
             });
         }
         Ok(out)
