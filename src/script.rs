@@ -252,8 +252,10 @@ impl Script {
     }
 
     /// Calls `fn name(args)` with `this` bound to `state`, within the
-    /// engine's limits. Top-level statements are not run: a script's
-    /// functions are its interface.
+    /// engine's limits. The script's top-level statements (if any) run
+    /// before each call, so that `const NAME = ...;` declared there is
+    /// reachable in functions as `global::NAME`; keep the top level to
+    /// constants.
     ///
     /// After the call, `state` must stay within the limits: at most
     /// `max_map_size` entries (map entries and array elements, nested ones
@@ -269,7 +271,7 @@ impl Script {
         args: impl FuncArgs,
     ) -> Result<Dynamic, ScriptError> {
         let opts = CallFnOptions::new()
-            .eval_ast(false)
+            .eval_ast(true)
             .rewind_scope(true)
             .bind_this_ptr(state);
         let out = engine

@@ -141,10 +141,21 @@ fn this_keeps_state_between_calls() {
     let (e, s) = compile("fn f(x) {\n  this.n = (this.n ?? 0) + x;\n  this.n\n}");
     let mut this = Dynamic::from_map(Default::default());
     for _ in 0..3 {
-        s.call(&e, &mut this, "f", (2_i64,)).expect("call");
+        let _ = s.call(&e, &mut this, "f", (2_i64,)).expect("call");
     }
     let out = s.call(&e, &mut this, "f", (2_i64,)).expect("call");
     assert_eq!(out.as_int(), Ok(8));
+}
+
+#[test]
+fn top_level_constants_are_reached_through_global() {
+    let out = call(
+        "const LIMIT = 40;\nfn f(x) { x > global::LIMIT }",
+        "f",
+        Dynamic::from_int(50),
+    )
+    .expect("call");
+    assert_eq!(out.as_bool(), Ok(true));
 }
 
 #[test]
@@ -155,6 +166,7 @@ fn json_helpers_round_trip() {
         Dynamic::from(ImmutableString::from(r#"{"a":"s","b":[1,2.5,null,true]}"#)),
     )
     .expect("call");
+    // Rhai maps keep keys sorted: so does their JSON
     assert_eq!(out.to_string(), r#"{"a":"s","b":[1,3.5,null,true]}"#);
     let bad = call("fn f(x) {\n parse_json(x) }", "f", Dynamic::from(ImmutableString::from("{")))
         .unwrap_err();
@@ -188,4 +200,5 @@ fn payloads_from_script_values() {
     assert_eq!(&to_payload(&Dynamic::from_blob(blob))[..], &[0u8, 255]);
     assert_eq!(&to_payload(&Dynamic::from_int(7))[..], b"7");
 }
+
 
