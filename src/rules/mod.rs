@@ -18,6 +18,8 @@ mod reload;
 mod stage;
 mod state;
 #[cfg(test)]
+mod examples_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
