@@ -357,7 +357,7 @@ pub fn state_size(v: &Dynamic) -> (usize, usize) {
 fn describe(err: &EvalAltResult) -> String {
     let text = match err {
         EvalAltResult::ErrorTooManyOperations(..) => {
-            "too many operations: the script was stopped (rules limits.max_operations)".to_string()
+            "too many operations: the script was stopped (limits.max_operations)".to_string()
         }
         EvalAltResult::ErrorStackOverflow(..) => {
             "too many nested calls: the script was stopped (limits.max_call_levels)".to_string()

@@ -20,6 +20,8 @@ mod state;
 #[cfg(test)]
 mod examples_tests;
 #[cfg(test)]
+mod stage_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

@@ -2,5 +2,6 @@
 //! `fieldgate` binary and real peers on loopback (see DESIGN.md §7).
 
 mod config_errors;
+mod rules;
 mod skeleton;
 mod support;
