@@ -73,10 +73,10 @@ fn parse_value(text: &str) -> (Value, Option<&str>) {
         "false" => return (Value::Bool(false), None),
         _ => {}
     }
-    if let Some((n, unit)) = text.split_once(char::is_whitespace) {
-        if let Some(v) = number(n) {
-            return (v, Some(unit.trim()));
-        }
+    if let Some((n, unit)) = text.split_once(char::is_whitespace)
+        && let Some(v) = number(n)
+    {
+        return (v, Some(unit.trim()));
     }
     if let Ok(serde_json::Value::String(s)) = serde_json::from_str(text) {
         return (Value::String(s), None);
