@@ -202,6 +202,12 @@ impl RulesEngine {
         failures
     }
 
+    /// Forgets the publishes of a call that did not finish (after a panic
+    /// the stage caught), so they cannot leak into the next reading's.
+    pub fn discard_pending(&mut self) {
+        api::lock(&self.ctx).out.clear();
+    }
+
     /// Readings the helpers let through untracked because their memory was
     /// full, and readings `last` did not remember (see `state.rs`).
     pub fn untracked(&self) -> u64 {

@@ -88,3 +88,36 @@ async fn the_stage_drains_every_reading_then_returns() {
         "in order, none lost"
     );
 }
+
+#[test]
+fn a_panic_in_the_engine_drops_one_reading_not_the_stage() {
+    let (_d, p) = super::tests::script(
+        "fn on_reading(r) {\n  publish(\"partial\", r.value);\n  if r.value == 0 { boom(); }\n  emit(r);\n}",
+    );
+    let mut engine = super::tests::engine_for(&[p]);
+    // A native function that panics stands in for a bug in Rhai or our API.
+    engine
+        .engine
+        .register_fn("boom", || -> bool { panic!("simulated bug") });
+    let (work_tx, work_rx) = mpsc::channel(4);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let batch = vec![
+        reading("d", "p", Value::Int(0), 1),
+        reading("d", "p", Value::Int(1), 2),
+    ];
+    work_tx
+        .try_send(stage::Work::Batch(batch))
+        .expect("room for one batch");
+    drop(work_tx);
+    std::thread::spawn(move || stage::worker(engine, work_rx, out_tx))
+        .join()
+        .expect("the worker survives the panic");
+    let mut got = Vec::new();
+    while let Ok(p) = out_rx.try_recv() {
+        got.push((p.topic, p.payload.to_vec()));
+    }
+    // only the second reading's publishes: the first one's partial publish is gone
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], ("partial".to_string(), b"1".to_vec()));
+    assert_eq!(got[1].0, "gw/d/p");
+}
