@@ -6,7 +6,8 @@
 //! - [`config`]: the YAML schema, loading and validation with YAML paths;
 //! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
 //! - [`southbound`]: one source per device kind (`simulated` so far);
-//! - [`rules`]: readings to publishes (the default mapping);
+//! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
+//! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: the embedded rumqttd and its in-process links;
 //! - [`ops`]: status topics;
 //! - [`plan`]: what `fieldgate check` prints.
@@ -21,6 +22,7 @@ pub mod ops;
 pub mod plan;
 pub mod reading;
 pub mod rules;
+pub mod script;
 pub mod southbound;
 
 use std::sync::Arc;

@@ -3,5 +3,6 @@
 
 mod config_errors;
 mod ops;
+mod rules;
 mod skeleton;
 mod support;
