@@ -6,7 +6,8 @@
 //! - [`config`]: the YAML schema, loading and validation with YAML paths;
 //! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
 //! - [`southbound`]: one source per device kind (`simulated` so far);
-//! - [`rules`]: readings to publishes (the default mapping);
+//! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
+//! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: the embedded rumqttd and its in-process links;
 //! - [`ops`]: status topics;
 //! - [`plan`]: what `fieldgate check` prints.
@@ -21,6 +22,7 @@ pub mod ops;
 pub mod plan;
 pub mod reading;
 pub mod rules;
+pub mod script;
 pub mod southbound;
 
 use std::sync::Arc;
@@ -48,6 +50,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Http(#[from] ops::http::HttpError),
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -69,11 +73,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     .await??;
     let (publisher_link, commands_link) = publisher_link;
 
+    let ops_cancel = CancellationToken::new();
+    if let Some(m) = &config.metrics {
+        ops::http::serve(m, gateway.to_string(), ops_cancel.clone()).await?;
+    }
+
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
+    let queues: Vec<Box<dyn ops::notify::QueueLen>> = vec![
+        Box::new(ops::notify::Queue {
+            name: "readings",
+            sender: read_tx.downgrade(),
+        }),
+        Box::new(ops::notify::Queue {
+            name: "publishes",
+            sender: pub_tx.downgrade(),
+        }),
+    ];
 
-    let publisher =
-        tokio::spawn(broker::publisher(publisher_link, pub_rx).instrument(info_span!("publisher")));
+    let publisher = tokio::spawn(
+        broker::publisher(publisher_link, pub_rx, ops::status::gateway_topic(&gateway))
+            .instrument(info_span!("publisher")),
+    );
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(ops::status::gateway(&gateway, true)).await;
 
@@ -110,6 +131,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     drop(ctx);
     tracker.close();
+    ops::notify::ready();
+    tokio::spawn(ops::notify::run(queues, ops_cancel.clone()).instrument(info_span!("notify")));
     info!(
         gateway = %gateway,
         devices = config.devices.len(),
@@ -119,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     shutdown.cancelled().await;
     info!("shutting down: stopping sources");
+    ops::notify::stopping();
     sources_cancel.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
         .await
@@ -141,6 +165,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     {
         warn!("broker link did not drain in time");
     }
+    ops_cancel.cancel();
     info!("fieldgate stopped");
     Ok(())
 }

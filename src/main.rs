@@ -46,6 +46,25 @@ enum Command {
     Run,
     /// Validate the config and print the plan.
     Check,
+    /// Rule scripts (see `rules test --help`).
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Feed readings through the configured rules and show what would be
+    /// published, without starting anything. Exits 1 if a script failed.
+    Test {
+        /// A reading: device/point=value, e.g. boiler/temperature=21.5,
+        /// "boiler/temperature=21.5 °C", line1/mode=auto. Repeat for several.
+        #[arg(short = 'r', long = "reading", required = true)]
+        readings: Vec<String>,
+        /// Reading time between successive readings (for rate_limit and
+        /// deadband max_age), e.g. 1s.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        every: std::time::Duration,
+    },
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -82,6 +101,26 @@ fn main() -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
+        Command::Rules(RulesCommand::Test { readings, every }) => {
+            let cfg = match config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            match fieldgate::rules::cli::test(&cfg, &readings, every) {
+                Ok(report) => {
+                    print!("{}", report.text);
+                    if report.failures == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run => {
             let cfg = match config::load(&cli.config) {
                 Ok(c) => c,

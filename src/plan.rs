@@ -37,13 +37,25 @@ pub fn render(config: &Config) -> String {
         config.broker.max_connections, config.broker.max_payload
     );
     let _ = writeln!(s, "status  {gw}/status (retained online/offline)");
+    let what = if config.rules.scripts.is_empty() {
+        "default mapping"
+    } else {
+        "scripts (each sees every reading, in order); emit(r) uses"
+    };
     let _ = writeln!(
         s,
-        "rules   default mapping: topic {:?}, qos {}, retain {}",
+        "rules   {what}: topic {:?}, qos {}, retain {}",
         config.rules.topic,
         config.rules.qos.as_u8(),
         config.rules.retain
     );
+    for script in &config.rules.scripts {
+        let _ = writeln!(
+            s,
+            "        script {} (fn on_reading; compiled OK)",
+            config.resolve_path(script).display()
+        );
+    }
     let _ = writeln!(s, "devices {}", config.devices.len());
     for dev in &config.devices {
         match dev {

@@ -21,6 +21,7 @@ pub use locate::{Location, Locations};
 pub use types::{ByteSize, Duration, Secret, SecretSource};
 
 use crate::broker::BrokerConfig;
+use crate::ops::http::MetricsConfig;
 use crate::rules::RulesConfig;
 
 /// Default config file path.
@@ -35,6 +36,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub devices: Vec<DeviceConfig>,
     pub rules: RulesConfig,
+    /// The metrics and health endpoint; off when absent.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `gateway:`: identity and where state lives.
@@ -65,9 +68,8 @@ struct RawConfig {
     /// Parsed by the bridge issue; rejected by validation until then.
     #[serde(default)]
     uplink: Option<serde_yaml_ng::Value>,
-    /// Parsed by the operations issue; rejected by validation until then.
     #[serde(default)]
-    metrics: Option<serde_yaml_ng::Value>,
+    metrics: Option<MetricsConfig>,
 }
 
 /// One thing wrong with the config, at a YAML path.
@@ -183,16 +185,16 @@ impl<'a> Report<'a> {
         let inner = err.into_inner();
         let mut message = inner.to_string();
         // An unknown key is reported at its parent: point at the key itself.
-        if let Some(rest) = message.strip_prefix("unknown field `") {
-            if let Some(key) = rest.split('`').next() {
-                let child = if path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                };
-                if self.locations.find(&child) != self.locations.find(&path) {
-                    path = child;
-                }
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some(key) = rest.split('`').next()
+        {
+            let child = if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
+            if self.locations.find(&child) != self.locations.find(&path) {
+                path = child;
             }
         }
         let mut location = self.locations.find(&path);
@@ -257,12 +259,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "the uplink (store-and-forward bridge) is not available in this build yet",
         );
     }
-    if raw.metrics.is_some() {
-        report.add(
-            "metrics",
-            "the metrics endpoint is not available in this build yet",
-        );
-    }
     let devices = devices::parse_all(raw.devices, &mut report);
     let config = Config {
         source: path.to_path_buf(),
@@ -270,6 +266,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         broker: raw.broker,
         devices,
         rules: raw.rules,
+        metrics: raw.metrics,
     };
     validate::check(&config, &mut report);
     report.finish(path)?;

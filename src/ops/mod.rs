@@ -1,7 +1,10 @@
-//! Operations: what an operator sees of the running gateway. Status topics
-//! now; metrics, health and systemd notification join here.
+//! Operations: what an operator sees of the running gateway: status topics,
+//! metrics and health over HTTP, systemd notification and watchdog.
 //!
-//! Owns the status topic names and payloads. Must not poll devices or own
-//! pipeline state: it only formats what other stages report.
+//! Must not poll devices or own pipeline state: it formats and exports what
+//! other stages report.
 
+pub mod http;
+pub mod metrics;
+pub mod notify;
 pub mod status;

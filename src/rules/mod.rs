@@ -1,32 +1,62 @@
-//! The rules stage: turns [`Reading`]s into [`Publish`]es, through the
-//! default mapping (this file and `mapping.rs`) or Rhai scripts (issue 4).
+//! The rules stage: turns [`Reading`]s into [`Publish`]es, through Rhai
+//! scripts (`fn on_reading(r)`, DESIGN.md §5) or, without scripts, the
+//! default mapping (this file and `mapping.rs`).
+//!
+//! Files: `api.rs` (what scripts see: the reading object, `emit`,
+//! `publish`, helpers), `state.rs` (helper memory), `engine.rs` (scripts,
+//! state, one call per reading), `reload.rs` (SIGHUP), `stage.rs` (the
+//! blocking worker), `cli.rs` (`fieldgate rules test`).
 //!
 //! Owns `RulesConfig` and the stage loop. Must not talk to devices or the
 //! broker: it reads one channel and writes another.
 
+mod api;
+pub mod cli;
+mod engine;
+#[cfg(test)]
+mod examples_tests;
 mod mapping;
+mod reload;
+mod stage;
+#[cfg(test)]
+mod stage_tests;
+mod state;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{error, info, info_span};
 
+pub use api::ScriptReading;
+pub use engine::{ENTRY, Failure, RulesEngine, ScriptCounters};
 pub use mapping::TopicTemplate;
+pub use reload::Reloaded;
 
 use crate::config::{Config, Report};
 use crate::reading::{Publish, Qos, Reading};
+use crate::script::Limits;
+
+/// Readings handed to the script worker at most at once.
+pub const BATCH: usize = 256;
+/// Batches queued for the worker (bounded: back-pressure, no drops).
+pub const WORK_CAPACITY: usize = 4;
 
 /// `rules:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
-    /// Rhai scripts, relative to the config file's folder.
+    /// Rhai scripts, relative to the config file's folder; each defines
+    /// `fn on_reading(r)` and sees every reading, in this order.
     pub scripts: Vec<PathBuf>,
     /// Topic template with `{gateway}`, `{device}`, `{point}`.
     pub topic: String,
     pub qos: Qos,
     pub retain: bool,
+    /// Sandbox limits of every call.
+    pub limits: Limits,
 }
 
 impl Default for RulesConfig {
@@ -36,17 +66,26 @@ impl Default for RulesConfig {
             topic: "{gateway}/{device}/{point}".to_string(),
             qos: Qos::AtLeastOnce,
             retain: false,
+            limits: Limits::default(),
         }
     }
 }
 
 impl RulesConfig {
-    pub(crate) fn validate(&self, _config: &Config, path: &str, report: &mut Report) {
-        if !self.scripts.is_empty() {
-            report.add(
-                format!("{path}.scripts"),
-                "rule scripts are not available in this build yet",
-            );
+    /// Checks the limits and compiles every script (a compile error names
+    /// `file:line:column`).
+    pub(crate) fn validate(&self, config: &Config, path: &str, report: &mut Report) {
+        self.limits.validate(&format!("{path}.limits"), report);
+        if self.scripts.is_empty() {
+            return;
+        }
+        let engine = crate::script::engine(&self.limits);
+        for (i, p) in self.scripts.iter().enumerate() {
+            let resolved = config.resolve_path(p);
+            let name = resolved.display().to_string();
+            if let Err(e) = engine::compile(&engine, &resolved, &name) {
+                report.add(format!("{path}.scripts[{i}]"), e.to_string());
+            }
         }
     }
 }
@@ -86,17 +125,54 @@ impl DefaultMapping {
 }
 
 /// Runs the stage until `readings` closes (all sources stopped), then
-/// returns; dropping `out` lets the next stage finish in turn.
+/// returns once every reading received was processed; dropping `out` lets
+/// the next stage finish in turn.
+///
+/// Scripts run on a blocking thread (see `stage.rs`); this task forwards
+/// readings in batches and turns SIGHUP into a reload (see `reload.rs`).
 pub async fn run(
     config: &Config,
     mut readings: mpsc::Receiver<Reading>,
     out: mpsc::Sender<Publish>,
 ) {
-    let mapping = DefaultMapping::new(&config.gateway.id, &config.rules);
-    while let Some(r) = readings.recv().await {
-        if out.send(mapping.map(&r)).await.is_err() {
-            debug!("publish channel closed; rules stage stops");
-            break;
+    let mut hup = reload::hangups();
+    let (engine, errors) = RulesEngine::from_config(config);
+    for e in &errors {
+        // Config loading compiled them a moment ago: the file changed since.
+        error!("rule script not loaded (send SIGHUP once fixed): {e}");
+    }
+    if engine.has_scripts() {
+        let names: Vec<_> = engine.counters().into_iter().map(|(n, _)| n).collect();
+        info!(scripts = ?names, "rules: scripts loaded");
+    } else {
+        info!(topic = %config.rules.topic, "rules: default mapping");
+    }
+    let (work_tx, work_rx) = mpsc::channel(WORK_CAPACITY);
+    let span = info_span!("rules-worker");
+    let worker =
+        tokio::task::spawn_blocking(move || span.in_scope(|| stage::worker(engine, work_rx, out)));
+    let mut buf = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            n = readings.recv_many(&mut buf, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let batch = std::mem::replace(&mut buf, Vec::with_capacity(BATCH));
+                if work_tx.send(stage::Work::Batch(batch)).await.is_err() {
+                    break;
+                }
+            }
+            () = reload::next_hangup(&mut hup) => {
+                info!("SIGHUP: reloading rule scripts");
+                if work_tx.send(stage::Work::Reload).await.is_err() {
+                    break;
+                }
+            }
         }
+    }
+    drop(work_tx);
+    if let Err(e) = worker.await {
+        error!("rules worker failed: {e}");
     }
 }

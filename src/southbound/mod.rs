@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeviceConfig;
-use crate::ops::status;
+use crate::ops::{metrics, status};
 use crate::reading::{Publish, Reading};
 
 /// A boxed future a source runs as.
@@ -66,6 +66,10 @@ impl SourceContext {
     /// Hands a reading to the rules stage. Returns `false` when the pipeline
     /// has shut down (the source should stop).
     pub async fn send(&self, reading: Reading) -> bool {
+        metrics::get()
+            .readings
+            .get_or_create(&metrics::labels("device", &reading.device))
+            .inc();
         self.readings.send(reading).await.is_ok()
     }
 
@@ -76,6 +80,7 @@ impl SourceContext {
 
     /// Publishes the retained `{gateway}/status/{device}` message.
     pub async fn set_status(&self, device: &str, online: bool, error: Option<&str>) -> bool {
+        metrics::get().set_device(device, online, error);
         let p = status::device(&self.gateway, device, online, error);
         self.publishes.send(p).await.is_ok()
     }

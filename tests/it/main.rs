@@ -4,5 +4,7 @@
 mod config_errors;
 mod modbus;
 mod modbus_server;
+mod ops;
+mod rules;
 mod skeleton;
 mod support;

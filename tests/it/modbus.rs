@@ -461,7 +461,7 @@ async fn stamps(sub: &mut Sub, topic: &str, n: usize) -> Vec<i64> {
 async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {
     let regs = Registers::default();
     regs.unit(1, |b| {
-        b.set_holding(0, &[0x4049, 0x0FDB]); // 3.1415927f32
+        b.set_holding(0, &[0x4387, 0xE9FC]); // 271.828f32
         b.coils.insert(0, false);
     });
     regs.unit(2, |b| b.set_input(10, &[0x0002, 0x0001])); // u32 CDAB = 0x00010002
@@ -497,7 +497,7 @@ async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {
     let mut sub = Sub::connect(gw.port, &["gw-rtu/#"], QoS::AtLeastOnce).await;
     assert_eq!(
         reading(&mut sub, "gw-rtu/one/pi").await["value"],
-        json!(3.1415927)
+        json!(271.828)
     );
     assert_eq!(
         reading(&mut sub, "gw-rtu/two/energy").await["value"],

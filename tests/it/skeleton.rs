@@ -32,6 +32,11 @@ async fn readings_arrive_as_json_at_the_poll_rate() {
 
     let status = sub.wait_topic("gw-sk/status", SECS).await;
     assert_eq!(status.text(), "online");
+    // it was published (the first subscriber may have seen it live): a
+    // subscriber that comes later gets it retained
+    let mut late = Sub::connect(gw.port, &["gw-sk/status"], QoS::AtLeastOnce).await;
+    let status = late.next(SECS).await;
+    assert_eq!(status.text(), "online");
     assert!(status.retain, "gateway status must be retained");
     let dev = sub.wait_topic("gw-sk/status/tank", SECS).await;
     assert_eq!(dev.json()["state"], "online");

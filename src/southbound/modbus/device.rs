@@ -19,6 +19,7 @@ use super::Common;
 use super::link::{self, CallError, Link};
 use super::plan::ReadRequest;
 use super::points::Codec;
+use crate::ops::metrics;
 use crate::reading::{Quality, Reading, Value, now_ms};
 use crate::southbound::SourceContext;
 
@@ -116,6 +117,7 @@ impl Poller {
         }
         while let Some(req) = self.requests.get(self.cursor).cloned() {
             let r = link.call(self.unit, req.to_request(), self.timeout).await;
+            count(&self.name, &r);
             let r = r.and_then(|resp| self.decode(&req, resp));
             match r {
                 Ok(values) => {
@@ -260,7 +262,9 @@ impl Poller {
                 count: p.codec.length,
             }],
         };
-        let resp = link.call(self.unit, req.to_request(), self.timeout).await?;
+        let resp = link.call(self.unit, req.to_request(), self.timeout).await;
+        count(&self.name, &resp);
+        let resp = resp?;
         let values = self.decode(&req, resp)?;
         let ts = now_ms();
         for (i, value) in values {
@@ -276,5 +280,22 @@ impl Poller {
             .await;
         }
         Ok(())
+    }
+}
+
+/// Records one request in the Modbus metrics (requests, errors, timeouts
+/// per device).
+pub(super) fn count(device: &str, r: &Result<Response, CallError>) {
+    let m = metrics::get();
+    let l = metrics::labels("device", device);
+    m.modbus_requests.get_or_create(&l).inc();
+    match r {
+        Ok(_) => {}
+        Err(CallError::Timeout(_)) => {
+            m.modbus_timeouts.get_or_create(&l).inc();
+        }
+        Err(_) => {
+            m.modbus_errors.get_or_create(&l).inc();
+        }
     }
 }

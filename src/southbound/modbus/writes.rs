@@ -124,7 +124,9 @@ async fn write<L: Link>(
     let attempts = 1 + if poller.online { poller.retries } else { 0 };
     let mut last = None;
     for _ in 0..attempts {
-        match link.call(poller.unit, req.clone(), poller.timeout).await {
+        let r = link.call(poller.unit, req.clone(), poller.timeout).await;
+        super::device::count(&poller.name, &r);
+        match r {
             Ok(_) => {
                 last = None;
                 break;

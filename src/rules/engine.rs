@@ -1,0 +1,221 @@
+//! The rules engine: the configured scripts, their state, and one
+//! [`RulesEngine::process`] per reading.
+//!
+//! Several scripts: each script's `on_reading(r)` sees every reading, in
+//! the order the scripts are listed, each with its own copy of the reading
+//! and its own state; their publishes go out in that order. Without scripts
+//! the default mapping applies. A call that fails publishes nothing (its
+//! publishes so far are discarded), is counted, and is returned to the
+//! caller to log; the other scripts still run.
+//!
+//! Owns script slots, per-script state (`this`) and counters. Must not
+//! block on channels or log per reading (the stage in `mod.rs` does that),
+//! so that the CLI (`fieldgate rules test`) and benchmarks can drive it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rhai::{Dynamic, Engine};
+
+use super::api::{self, Defaults, ScriptReading, SharedCtx};
+use super::{DefaultMapping, RulesConfig, TopicTemplate};
+use crate::config::Config;
+use crate::reading::{Publish, Reading};
+use crate::script::{self, Script, ScriptError};
+
+/// The function every rule script defines.
+pub const ENTRY: &str = "on_reading";
+
+/// Counters of one script, readable while the stage runs.
+#[derive(Debug, Default)]
+pub struct ScriptCounters {
+    /// Calls of `on_reading`.
+    pub calls: AtomicU64,
+    /// Calls that failed (including limits).
+    pub errors: AtomicU64,
+    /// Calls stopped by a sandbox limit (also counted in `errors`).
+    pub limit_exceeded: AtomicU64,
+    /// Successful reloads.
+    pub reloads: AtomicU64,
+    /// Reloads that kept the old version because the new one did not compile.
+    pub reload_failures: AtomicU64,
+}
+
+pub(super) struct Slot {
+    /// The configured path, resolved against the config file's folder.
+    pub path: PathBuf,
+    /// How messages name the file.
+    pub name: Arc<str>,
+    /// `None` while the file has never compiled (only after a start-up race
+    /// with an edit: `fieldgate check` and config loading compile it first).
+    pub script: Option<Script>,
+    /// `this` of the script.
+    pub state: Dynamic,
+    pub counters: Arc<ScriptCounters>,
+}
+
+/// One failed call, for the caller to log.
+#[derive(Debug)]
+pub struct Failure {
+    /// Position of the script in `rules.scripts`.
+    pub index: usize,
+    pub script: Arc<str>,
+    pub error: ScriptError,
+    /// Errors of this script so far, this one included.
+    pub errors_total: u64,
+}
+
+/// Scripts, their state and the helpers' memory.
+pub struct RulesEngine {
+    pub(super) engine: Engine,
+    pub(super) slots: Vec<Slot>,
+    ctx: SharedCtx,
+    mapping: DefaultMapping,
+}
+
+fn empty_state() -> Dynamic {
+    Dynamic::from_map(rhai::Map::new())
+}
+
+/// Compiles a rule script with `engine` and checks it defines `on_reading(r)`.
+pub(super) fn compile(
+    engine: &Engine,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<Script, ScriptError> {
+    let s = Script::compile_file(engine, path, name)?;
+    s.require_fn(ENTRY, 1)?;
+    Ok(s)
+}
+
+impl RulesEngine {
+    /// Builds the engine for `config.rules`, compiling every script. Scripts
+    /// that fail to compile are returned as errors and left empty (they
+    /// publish nothing until a reload compiles them).
+    pub fn from_config(config: &Config) -> (RulesEngine, Vec<ScriptError>) {
+        let paths = config
+            .rules
+            .scripts
+            .iter()
+            .map(|p| config.resolve_path(p))
+            .collect();
+        Self::new(&config.gateway.id, &config.rules, paths)
+    }
+
+    /// Builds the engine for resolved script `paths`.
+    pub fn new(
+        gateway: &str,
+        cfg: &RulesConfig,
+        paths: Vec<PathBuf>,
+    ) -> (RulesEngine, Vec<ScriptError>) {
+        let defaults = Arc::new(Defaults {
+            gateway: gateway.to_string(),
+            topic: TopicTemplate::parse(&cfg.topic),
+            qos: cfg.qos,
+            retain: cfg.retain,
+        });
+        let ctx = SharedCtx::default();
+        let mut engine = script::engine(&cfg.limits);
+        api::register(&mut engine, defaults, ctx.clone());
+        let mut errors = Vec::new();
+        let slots: Vec<Slot> = paths
+            .into_iter()
+            .map(|path| {
+                let name: Arc<str> = path.display().to_string().into();
+                let script = compile(&engine, &path, &name)
+                    .map_err(|e| errors.push(e))
+                    .ok();
+                Slot {
+                    path,
+                    name,
+                    script,
+                    state: empty_state(),
+                    counters: Arc::default(),
+                }
+            })
+            .collect();
+        api::lock(&ctx).helpers = slots.iter().map(|_| Default::default()).collect();
+        let engine = RulesEngine {
+            engine,
+            slots,
+            ctx,
+            mapping: DefaultMapping::new(gateway, cfg),
+        };
+        (engine, errors)
+    }
+
+    /// Whether scripts are configured (otherwise the default mapping applies).
+    pub fn has_scripts(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// The scripts' names and counters, in order.
+    pub fn counters(&self) -> Vec<(Arc<str>, Arc<ScriptCounters>)> {
+        self.slots
+            .iter()
+            .map(|s| (s.name.clone(), s.counters.clone()))
+            .collect()
+    }
+
+    /// Runs every script on `r`, appending what they publish to `out`.
+    /// Returns the calls that failed.
+    pub fn process(&mut self, r: &Reading, out: &mut Vec<Publish>) -> Vec<Failure> {
+        if self.slots.is_empty() {
+            out.push(self.mapping.map(r));
+            return Vec::new();
+        }
+        let mut failures = Vec::new();
+        let sr = ScriptReading::new(r);
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(script) = &slot.script else { continue };
+            api::lock(&self.ctx).script = i;
+            slot.counters.calls.fetch_add(1, Ordering::Relaxed);
+            let result = script.call(
+                &self.engine,
+                &mut slot.state,
+                ENTRY,
+                (Dynamic::from(sr.clone()),),
+            );
+            let mut ctx = api::lock(&self.ctx);
+            match result {
+                Ok(_) => out.append(&mut ctx.out),
+                Err(error) => {
+                    ctx.out.clear();
+                    if matches!(error, ScriptError::StateTooLarge { .. }) {
+                        slot.state = empty_state();
+                    }
+                    if error.is_limit() {
+                        slot.counters.limit_exceeded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let errors_total = slot.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    crate::ops::metrics::get()
+                        .rule_errors
+                        .get_or_create(&crate::ops::metrics::labels("script", &slot.name))
+                        .inc();
+                    failures.push(Failure {
+                        index: i,
+                        script: slot.name.clone(),
+                        error,
+                        errors_total,
+                    });
+                }
+            }
+        }
+        api::lock(&self.ctx).last.update(r);
+        failures
+    }
+
+    /// Forgets the publishes of a call that did not finish (after a panic
+    /// the stage caught), so they cannot leak into the next reading's.
+    pub fn discard_pending(&mut self) {
+        api::lock(&self.ctx).out.clear();
+    }
+
+    /// Readings the helpers let through untracked because their memory was
+    /// full, and readings `last` did not remember (see `state.rs`).
+    pub fn untracked(&self) -> u64 {
+        let ctx = api::lock(&self.ctx);
+        ctx.helpers.iter().map(|h| h.untracked).sum::<u64>() + ctx.last.untracked
+    }
+}

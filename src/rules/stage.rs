@@ -1,0 +1,147 @@
+//! The rules stage's worker: a blocking thread (tokio's blocking pool) that
+//! owns the [`RulesEngine`], so a heavy script never stalls the async
+//! runtime. It takes batches of readings and reload requests from the async
+//! side (`run` in `mod.rs`), sends publishes on with back-pressure, and logs
+//! script errors.
+//!
+//! Error log policy: every failure is counted (per script, see
+//! [`ScriptCounters`](super::ScriptCounters)); the log gets at most
+//! [`LOG_BURST`] lines per script per [`LOG_WINDOW`], then one line saying
+//! how many were not logged. A panic while processing a reading (a bug, not
+//! a script error) drops that reading, is logged, and the stage goes on.
+//! Must not touch signals or the readings channel.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::engine::{Failure, RulesEngine};
+use crate::reading::{Publish, Reading};
+
+/// Log lines per script per window before errors are only counted.
+pub const LOG_BURST: u32 = 5;
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// What the async side hands the worker.
+pub(super) enum Work {
+    Batch(Vec<Reading>),
+    Reload,
+}
+
+#[derive(Default)]
+struct Throttle {
+    since: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Logs failures within the per-script budget.
+struct ErrorLog {
+    per_script: Vec<Throttle>,
+}
+
+impl ErrorLog {
+    fn report(&mut self, index: usize, f: &Failure, r: &Reading) {
+        let t = &mut self.per_script[index];
+        let now = Instant::now();
+        if t.since.is_none_or(|s| now.duration_since(s) >= LOG_WINDOW) {
+            if t.suppressed > 0 {
+                warn!(
+                    script = %f.script,
+                    not_logged = t.suppressed,
+                    errors_total = f.errors_total,
+                    "rule script errors not logged in the last {LOG_WINDOW:?}"
+                );
+            }
+            *t = Throttle {
+                since: Some(now),
+                ..Throttle::default()
+            };
+        }
+        if t.logged < LOG_BURST {
+            t.logged += 1;
+            warn!(
+                script = %f.script,
+                line = f.error.at().and_then(|a| a.line),
+                column = f.error.at().and_then(|a| a.column),
+                device = %r.device,
+                point = %r.point,
+                errors_total = f.errors_total,
+                "rule script error: {}; reading {}/{}={} ({})",
+                f.error,
+                r.device,
+                r.point,
+                r.value,
+                r.quality.as_str()
+            );
+        } else {
+            t.suppressed += 1;
+        }
+    }
+}
+
+/// Processes work until the async side closes `work`; returns when every
+/// reading handed over was processed, or when `out` closed.
+pub(super) fn worker(
+    mut engine: RulesEngine,
+    mut work: mpsc::Receiver<Work>,
+    out: mpsc::Sender<Publish>,
+) {
+    let mut log = ErrorLog {
+        per_script: engine
+            .counters()
+            .iter()
+            .map(|_| Throttle::default())
+            .collect(),
+    };
+    let mut pubs = Vec::new();
+    'work: while let Some(w) = work.blocking_recv() {
+        match w {
+            Work::Batch(batch) => {
+                for r in &batch {
+                    // Rhai should never panic; if it does, lose this reading,
+                    // not the stage (a dead stage would stop every source).
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        engine.process(r, &mut pubs)
+                    }));
+                    match run {
+                        Ok(failures) => {
+                            for f in failures {
+                                log.report(f.index, &f, r);
+                            }
+                        }
+                        Err(_) => {
+                            error!(
+                                device = %r.device,
+                                point = %r.point,
+                                "rules engine panicked on a reading; the reading is dropped"
+                            );
+                            engine.discard_pending();
+                            pubs.clear();
+                        }
+                    }
+                    for p in pubs.drain(..) {
+                        if out.blocking_send(p).is_err() {
+                            debug!("publish channel closed; rules stage stops");
+                            break 'work;
+                        }
+                    }
+                }
+            }
+            Work::Reload => engine.reload_and_log(),
+        }
+    }
+    for (name, c) in engine.counters() {
+        use std::sync::atomic::Ordering::Relaxed;
+        info!(
+            script = %name,
+            calls = c.calls.load(Relaxed),
+            errors = c.errors.load(Relaxed),
+            limit_exceeded = c.limit_exceeded.load(Relaxed),
+            reloads = c.reloads.load(Relaxed),
+            reload_failures = c.reload_failures.load(Relaxed),
+            "rule script totals"
+        );
+    }
+}
