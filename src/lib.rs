@@ -5,7 +5,7 @@
 //! Module map (see DESIGN.md §2):
 //! - [`config`]: the YAML schema, loading and validation with YAML paths;
 //! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
-//! - [`southbound`]: one source per device kind (`simulated` so far);
+//! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: the embedded rumqttd and its in-process links;
