@@ -3,6 +3,7 @@
 
 mod config_errors;
 mod modbus;
+mod modbus_rtu;
 mod modbus_server;
 mod ops;
 mod rules;
