@@ -287,9 +287,13 @@ async fn server_restart_goes_offline_then_reconnects() {
     regs.unit(1, |b| b.set_holding(0, &[42]));
     let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
     let addr = server.addr;
+    let healthy = Registers::default();
+    healthy.unit(1, |b| b.set_input(0, &[5]));
+    let other = TcpServer::start(healthy.clone(), "127.0.0.1:0").await;
     let yaml = format!(
-        "{}  - name: dev\n    kind: modbus-tcp\n    address: \"{addr}\"\n    poll: 100ms\n    timeout: 300ms\n    backoff_max: 1s\n    points:\n      - {{ name: v, table: holding, address: 0 }}\n  - name: other\n    kind: simulated\n    poll: 100ms\n    points:\n      - {{ name: c, signal: counter }}\n",
-        header("gw-rs")
+        "{}  - name: dev\n    kind: modbus-tcp\n    address: \"{addr}\"\n    poll: 100ms\n    timeout: 300ms\n    backoff_max: 1s\n    points:\n      - {{ name: v, table: holding, address: 0 }}\n  - name: other\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 100ms\n    points:\n      - {{ name: c, table: input, address: 0 }}\n",
+        header("gw-rs"),
+        other.addr
     );
     let gw = Gateway::start(&yaml);
     let mut sub = Sub::connect(gw.port, &["gw-rs/#"], QoS::AtLeastOnce).await;
@@ -496,4 +500,46 @@ fn modbus_config_mistakes_name_the_yaml_path_and_line() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+#[tokio::test]
+async fn write_multiple_uses_fc15_and_fc16_for_single_items() {
+    let regs = Registers::default();
+    regs.unit(7, |b| {
+        b.set_holding(10, &[0]);
+        b.coils.insert(2, false);
+    });
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let yaml = format!(
+        "{}  - name: old\n    kind: modbus-tcp\n    address: \"{}\"\n    unit: 7\n    poll: 1s\n    write_multiple: true\n    address_base: 1\n    points:\n      - {{ name: level, table: holding, address: 11, writable: true }}\n      - {{ name: fan, table: coil, address: 3, writable: true }}\n",
+        header("gw-fc"),
+        server.addr
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-fc/#"], QoS::AtLeastOnce).await;
+    status_where(&mut sub, "gw-fc/status/old", |s| s["state"] == "online").await;
+    assert_eq!(
+        set(&mut sub, "gw-fc/old/level", "513").await,
+        json!({"ok": true})
+    );
+    assert_eq!(
+        set(&mut sub, "gw-fc/old/fan", "true").await,
+        json!({"ok": true})
+    );
+    assert_eq!(regs.holding(7, 10, 1), vec![513]);
+    assert_eq!(regs.coil(7, 2), Some(true));
+    let log: Vec<String> = regs
+        .lock()
+        .log
+        .iter()
+        .map(|(u, r)| format!("{u} {r:?}"))
+        .filter(|r| r.contains("Write"))
+        .collect();
+    assert_eq!(
+        log,
+        vec![
+            "7 WriteMultipleRegisters(10, [513])",
+            "7 WriteMultipleCoils(2, [true])"
+        ]
+    );
 }
