@@ -543,3 +543,24 @@ async fn write_multiple_uses_fc15_and_fc16_for_single_items() {
         ]
     );
 }
+
+#[test]
+fn the_example_config_checks_and_shows_the_merged_requests() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/modbus.yaml");
+    let out = fieldgate(&["check", "-c", path]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{plan}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // boiler: 9 points in 5 requests; meter: 3 points (1-based addresses) in 1
+    assert!(
+        plan.contains("requests per poll: 5 (one per point: 9;"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("FC04 input 100..=107 (8 registers): energy, power, voltage"),
+        "{plan}"
+    );
+}
