@@ -316,6 +316,11 @@ impl Sub {
 
     /// Waits for the first message matching `pred`; others are kept in `seen`.
     pub async fn wait_for(&mut self, within: Duration, pred: impl Fn(&Msg) -> bool) -> Msg {
+        // messages set aside by an earlier wait count too: brokers send
+        // retained messages in no particular order
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
