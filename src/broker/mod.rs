@@ -1,0 +1,189 @@
+//! The embedded MQTT broker (rumqttd): maps `broker:` to rumqttd's settings,
+//! starts its router and listeners, and gives the gateway in-process links
+//! to publish and subscribe without a TCP loopback client.
+//!
+//! Owns the rumqttd router, the listener threads ([`listener`]) and the
+//! local links. Must not know about devices or rules: it moves
+//! [`crate::reading::Publish`]es ([`publisher`]).
+//!
+//! rumqttd has no graceful shutdown: its threads end with the process. Its
+//! connection tasks can panic on malformed input; tokio catches those per
+//! connection, so the release profile must keep `panic = "unwind"`.
+//! [`log_panics`] (installed by [`Broker::start`]) logs every panic through
+//! tracing; see [`listener`] for the panics that need more than a log line.
+//! README.md "Embedded broker: MQTT conformance" lists what rumqttd 0.20
+//! gets wrong and what the gateway does about it.
+
+mod config;
+pub mod listener;
+mod publisher;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
+use rumqttd::protocol::v4::V4;
+use rumqttd::{
+    ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig,
+};
+use tracing::info;
+
+pub use config::{BrokerConfig, BrokerTls, BrokerUser};
+pub use listener::{LISTENER_RESTARTS, PANICS, log_panics};
+pub use publisher::{publisher, valid_publish_topic};
+
+use config::connection_settings;
+use listener::ServerFactory;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("broker listener {addr} did not come up within {waited:?}")]
+    NotListening { addr: SocketAddr, waited: Duration },
+    #[error("broker user {username}: {reason}")]
+    User { username: String, reason: String },
+    #[error("cannot open in-process link {name}: {reason}")]
+    Link { name: String, reason: String },
+    #[error("cannot start broker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Router slots kept for the gateway's own in-process links (publisher,
+/// bridge) on top of `broker.max_connections`.
+pub const LOCAL_LINKS: usize = 4;
+
+/// Opens an in-process link on the router (it captures rumqttd's router handle).
+type LinkFactory =
+    Box<dyn Fn(&str) -> Result<(LinkTx, LinkRx), rumqttd::local::LinkError> + Send + Sync>;
+
+/// The router (running from [`Broker::new`]) and the listeners to start.
+pub struct Broker {
+    link: LinkFactory,
+    servers: ServerFactory,
+    listeners: Vec<(ServerSettings, LinkType)>,
+    listen: SocketAddr,
+}
+
+fn server(
+    name: &str,
+    listen: SocketAddr,
+    tls: Option<TlsConfig>,
+    conn: &ConnectionSettings,
+) -> ServerSettings {
+    ServerSettings {
+        name: name.to_string(),
+        listen,
+        tls,
+        next_connection_delay_ms: 0,
+        connections: conn.clone(),
+    }
+}
+
+/// Fails early, with the address in the message, when a port is taken.
+fn probe_bind(addr: SocketAddr) -> Result<(), BrokerError> {
+    TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| BrokerError::Listen { addr, source })
+}
+
+impl Broker {
+    /// Starts the router. Listeners start with [`Broker::start`].
+    pub fn new(cfg: &BrokerConfig) -> Result<Broker, BrokerError> {
+        let conn = connection_settings(cfg)?;
+        probe_bind(cfg.listen)?;
+        let mut listeners = vec![(server("mqtt", cfg.listen, None, &conn), LinkType::Remote)];
+        if let Some(tls) = &cfg.tls {
+            probe_bind(tls.listen)?;
+            let t = TlsConfig::Rustls {
+                capath: None,
+                certpath: tls.cert_file.display().to_string(),
+                keypath: tls.key_file.display().to_string(),
+            };
+            listeners.push((
+                server("mqtts", tls.listen, Some(t), &conn),
+                LinkType::Remote,
+            ));
+        }
+        if let Some(addr) = cfg.websocket {
+            probe_bind(addr)?;
+            listeners.push((server("ws", addr, None, &conn), LinkType::Websocket));
+        }
+        let segment = (cfg.max_payload.as_usize() * 4).max(1024 * 1024);
+        let router = RouterConfig {
+            // room for the gateway's own in-process links
+            max_connections: cfg.max_connections + LOCAL_LINKS,
+            max_outgoing_packet_count: 200,
+            max_segment_size: segment,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = Router::new(0, router).spawn();
+        let for_links = router_tx.clone();
+        Ok(Broker {
+            link: Box::new(move |name| {
+                LinkBuilder::new(name, for_links.clone())
+                    .build()
+                    .map(|(tx, rx, _ack)| (tx, rx))
+            }),
+            servers: Arc::new(move |settings| Server::new(settings, router_tx.clone(), V4)),
+            listeners,
+            listen: cfg.listen,
+        })
+    }
+
+    /// An in-process link; take all links before [`Broker::start`].
+    pub fn link(&self, name: &str) -> Result<(LinkTx, LinkRx), BrokerError> {
+        (self.link)(name).map_err(|e| BrokerError::Link {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Starts the listeners, each on its own supervised thread, and waits
+    /// until the plain MQTT listener accepts connections.
+    pub fn start(self) -> Result<(), BrokerError> {
+        log_panics();
+        for (settings, kind) in self.listeners {
+            listener::spawn(settings, kind, self.servers.clone())?;
+        }
+        let listen = self.listen;
+        let waited = Duration::from_secs(10);
+        let deadline = Instant::now() + waited;
+        while Instant::now() < deadline {
+            if is_listening(listen.port()) {
+                info!(%listen, "embedded broker listening");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err(BrokerError::NotListening {
+            addr: listen,
+            waited,
+        })
+    }
+}
+
+/// `true` when some socket listens on TCP `port` (read from /proc/net, so
+/// the check makes no connection the broker would log). The port was free a
+/// moment before the broker bound it, so the listener is the broker's.
+fn is_listening(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines().skip(1).any(|l| {
+                let mut cols = l.split_whitespace();
+                let local = cols.nth(1).unwrap_or("");
+                let state = cols.nth(1).unwrap_or("");
+                state == "0A" && format!("{local} ").ends_with(&needle)
+            })
+        })
+    })
+}

@@ -1,0 +1,540 @@
+//! Bad and heavy clients: malformed and random packets, floods, 1,000
+//! clients at once, `max_connections`, `max_payload`, a subscriber that
+//! never reads. After each, the gateway process is alive and a normal client
+//! still publishes and receives.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rumqttc::{Packet, QoS};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use super::raw::{self, ConnectOutcome};
+use super::{Client, SECS, opts, yaml};
+use crate::support::{Gateway, Sub};
+
+/// Heavy tests (floods, many clients) take turns: on a small machine they
+/// would otherwise starve each other's gateways into client-side timeouts.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The gateway is alive and routes a message from a new publisher to a new subscriber.
+async fn still_serving(gw: &mut Gateway, tag: &str) {
+    assert!(
+        gw.child.try_wait().expect("try_wait").is_none(),
+        "the gateway exited; log:\n{}",
+        gw.log_text()
+    );
+    let topic = format!("ok/{tag}");
+    let mut sub = Sub::connect(gw.port, &[&topic], QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(opts(&format!("ok-pub-{tag}"), gw.port)).await;
+    publisher
+        .client
+        .publish(&topic, QoS::AtLeastOnce, false, "alive")
+        .await
+        .expect("queue publish");
+    publisher
+        .wait_incoming(SECS, |p| matches!(p, Packet::PubAck(_)))
+        .await;
+    assert_eq!(sub.wait_topic(&topic, SECS).await.text(), "alive");
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS line");
+    kb * 1024
+}
+
+fn connected(id: &str) -> Vec<u8> {
+    raw::connect(id, true, 30, None, None)
+}
+
+/// Byte sequences a broker must survive: each is written on a fresh connection.
+fn malformed_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let with_connect = |id: &str, tail: &[u8]| {
+        let mut v = connected(id);
+        v.extend_from_slice(tail);
+        v
+    };
+    let valid = connected("m-half");
+    let mut cases = vec![
+        ("connack to the broker", vec![0x20, 0x02, 0x00, 0x00]),
+        ("reserved type 0", vec![0x00, 0x00]),
+        ("reserved type 15", vec![0xF0, 0x00]),
+        ("connect with bad flags", {
+            let mut v = connected("m-flags");
+            v[0] = 0x1F;
+            v
+        }),
+        ("connect, wrong protocol name", {
+            let mut v = connected("m-proto");
+            v[4] = b'X';
+            v
+        }),
+        ("connect, protocol level 99", {
+            let mut v = connected("m-level");
+            v[8] = 99;
+            v
+        }),
+        (
+            "connect, length longer than the packet",
+            vec![0x10, 0x40, 0x00, 0x04, b'M', b'Q'],
+        ),
+        (
+            "connect, length shorter than the fields",
+            vec![0x10, 0x03, 0x00, 0x04, b'M', b'Q', b'T', b'T', 4, 2, 0, 30],
+        ),
+        ("half a connect", valid[..valid.len() / 2].to_vec()),
+        (
+            "huge remaining length",
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0x7F, 0x00, 0x01, b'a'],
+        ),
+        (
+            "five-byte remaining length",
+            vec![0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        ),
+        (
+            "publish before connect",
+            raw::publish("m/x", b"x", 0, false, 0),
+        ),
+        (
+            "connack after connect",
+            with_connect("m-connack", &[0x20, 0x02, 0x00, 0x00]),
+        ),
+        (
+            "suback after connect",
+            with_connect("m-suback", &[0x90, 0x03, 0x00, 0x01, 0x00]),
+        ),
+        (
+            "unsuback after connect",
+            with_connect("m-unsuback", &[0xB0, 0x02, 0x00, 0x01]),
+        ),
+        (
+            "pingresp after connect",
+            with_connect("m-pingresp", &[0xD0, 0x00]),
+        ),
+        ("second connect", {
+            let second = connected("m-second");
+            with_connect("m-twice", &second)
+        }),
+        (
+            "publish qos 3",
+            with_connect("m-qos3", &[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]),
+        ),
+        (
+            "publish with a wildcard topic",
+            with_connect("m-wild", &raw::publish("m/#", b"x", 0, false, 0)),
+        ),
+        (
+            "publish with an empty topic",
+            with_connect("m-empty", &raw::publish("", b"x", 0, false, 0)),
+        ),
+        (
+            "publish topic longer than packet",
+            with_connect("m-tlen", &[0x30, 0x03, 0x00, 0x09, b'a']),
+        ),
+        (
+            "publish topic invalid utf-8",
+            with_connect("m-utf8", &[0x30, 0x05, 0x00, 0x02, 0xC3, 0x28, b'x']),
+        ),
+        (
+            "qos 1 publish without packet id",
+            with_connect("m-nopkid", &[0x32, 0x03, 0x00, 0x01, b'a']),
+        ),
+        (
+            "qos 1 publish with packet id 0",
+            with_connect("m-pkid0", &raw::publish("m/a", b"x", 1, false, 0)),
+        ),
+        (
+            "subscribe with bad flags",
+            with_connect(
+                "m-subflags",
+                &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00],
+            ),
+        ),
+        (
+            "subscribe without filters",
+            with_connect("m-subempty", &[0x82, 0x02, 0x00, 0x01]),
+        ),
+        (
+            "subscribe qos 3",
+            with_connect("m-subqos", &raw::subscribe(1, "m/a", 3)),
+        ),
+        (
+            "subscribe to an invalid filter",
+            with_connect("m-badfilter", &raw::subscribe(1, "m/#/a", 0)),
+        ),
+        (
+            "subscribe to an empty filter",
+            with_connect("m-nofilter", &raw::subscribe(1, "", 0)),
+        ),
+        (
+            "unsubscribe without filters",
+            with_connect("m-unsubempty", &[0xA2, 0x02, 0x00, 0x01]),
+        ),
+        (
+            "puback for an unknown id",
+            with_connect("m-puback", &[0x40, 0x02, 0x12, 0x34]),
+        ),
+        (
+            "pubrec for an unknown id",
+            with_connect("m-pubrec", &[0x50, 0x02, 0x12, 0x34]),
+        ),
+        (
+            "pubrel for an unknown id",
+            with_connect("m-pubrel", &[0x62, 0x02, 0x12, 0x34]),
+        ),
+        (
+            "pubcomp for an unknown id",
+            with_connect("m-pubcomp", &[0x70, 0x02, 0x12, 0x34]),
+        ),
+        (
+            "disconnect with a body",
+            with_connect("m-disc", &[0xE0, 0x01, 0x00]),
+        ),
+        (
+            "pingreq flood",
+            with_connect("m-pingflood", &raw::PINGREQ.repeat(20_000)),
+        ),
+        ("publish flood", {
+            let one = raw::publish("m/flood", &[7u8; 100], 0, false, 0);
+            with_connect("m-pubflood", &one.repeat(20_000))
+        }),
+        ("subscribe flood", {
+            let mut tail = Vec::new();
+            for i in 1..=2_000u16 {
+                tail.extend(raw::subscribe(i, &format!("m/s/{i}"), 1));
+            }
+            with_connect("m-subflood", &tail)
+        }),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
+    for i in 0..150 {
+        let n = rng.random_range(1..2048);
+        let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+        cases.push(if i % 2 == 0 {
+            ("random bytes", bytes)
+        } else {
+            ("connect, then random bytes", with_connect("m-rand", &bytes))
+        });
+    }
+    for i in 0..150u32 {
+        // valid packets with a few bytes flipped
+        let mut v = connected("m-flip");
+        v.extend(raw::subscribe(1, "m/flip/#", 1));
+        v.extend(raw::publish("m/flip/a", b"payload", 1, true, 2));
+        for _ in 0..3 {
+            let at = rng.random_range(0..v.len());
+            v[at] = rng.random();
+        }
+        let _ = i;
+        cases.push(("valid packets with flipped bytes", v));
+    }
+    cases
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_random_packets_leave_the_gateway_serving() {
+    let _turn = HEAVY.lock().await;
+    let mut gw = Gateway::start(&yaml(""));
+    let port = gw.port;
+    let mut bystander = Sub::connect(port, &["ok/#"], QoS::AtLeastOnce).await;
+    let mut tasks = JoinSet::new();
+    for (name, bytes) in malformed_cases() {
+        tasks.spawn(async move {
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+                return (name, false);
+            };
+            let _ = s.write_all(&bytes).await;
+            // the broker closes it, or it stays half-open: both are fine; give it a moment
+            let closed = raw::closed_within(&mut s, Duration::from_millis(1500)).await;
+            (name, closed)
+        });
+    }
+    let mut open = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (name, closed) = r.expect("case task");
+        if !closed {
+            open.push(name);
+        }
+    }
+    still_serving(&mut gw, "after-malformed").await;
+    // a client connected before the storm is still served
+    assert_eq!(
+        bystander
+            .wait_topic("ok/after-malformed", SECS)
+            .await
+            .text(),
+        "alive"
+    );
+
+    let log = gw.log_text();
+    let panics = log.matches("broker connection task panicked").count();
+    eprintln!(
+        "malformed input: {panics} connection-task panic(s) logged; still open after 1.5s: {open:?}"
+    );
+    // any panic in rumqttd is logged by the gateway's hook, never as a bare panic message
+    assert_eq!(
+        log.matches("panicked at").count(),
+        0,
+        "a panic escaped the gateway's panic log:\n{log}"
+    );
+}
+
+/// Connects like a real client would: retry (every 50 ms) until CONNACK 0 or `within`.
+async fn connect_eventually(port: u16, id: &str, within: Duration) -> TcpStream {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (s, outcome) = raw::connect_raw(port, &connected(id)).await;
+        if matches!(outcome, ConnectOutcome::ConnAck { code: 0, .. }) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} could not connect within {within:?}: {outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// rumqttd 0.20 leaves a stale will entry when a link fails after CONNECT;
+/// the next CONNECT with that client id panics while holding the will map's
+/// lock, poisoning it for every later connection. The gateway logs the
+/// panic and replaces the listener.
+#[tokio::test]
+async fn a_client_resetting_right_after_connect_does_not_kill_the_listener() {
+    let mut gw = Gateway::start(&yaml(""));
+    for _ in 0..20 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        let mut s = sock
+            .connect(([127, 0, 0, 1], gw.port).into())
+            .await
+            .expect("connect");
+        s.write_all(&connected("reset-victim"))
+            .await
+            .expect("write");
+        s.set_linger(Some(Duration::ZERO))
+            .expect("linger 0: close sends RST");
+        drop(s);
+    }
+    connect_eventually(gw.port, "after-reset", SECS).await;
+    still_serving(&mut gw, "after-reset").await;
+    let log = gw.log_text();
+    if log.contains("broker connection task panicked") {
+        assert!(
+            log.contains("restarting the listener"),
+            "a poisoning panic without a listener restart:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_refused_when_full_can_retry_with_the_same_id() {
+    let mut gw = Gateway::start(&yaml("max_connections: 2"));
+    let mut held = Vec::new();
+    loop {
+        let (s, o) = raw::connect_raw(gw.port, &connected(&format!("full-{}", held.len()))).await;
+        if !matches!(o, ConnectOutcome::ConnAck { code: 0, .. }) {
+            break;
+        }
+        held.push(s);
+        assert!(
+            held.len() <= 2 + fieldgate::broker::LOCAL_LINKS,
+            "never full"
+        );
+    }
+    let (_s, o) = raw::connect_raw(gw.port, &connected("retrier")).await;
+    assert_eq!(
+        o,
+        ConnectOutcome::ClosedWithoutConnAck,
+        "refused while full"
+    );
+    let mut leaving = held.pop().expect("a held client");
+    leaving
+        .write_all(&raw::DISCONNECT)
+        .await
+        .expect("disconnect");
+    assert!(raw::closed_within(&mut leaving, SECS).await);
+    drop(held);
+    // the retry with the same id panics inside rumqttd; the listener is replaced
+    connect_eventually(gw.port, "retrier", SECS).await;
+    connect_eventually(gw.port, "someone-else", SECS).await;
+    still_serving(&mut gw, "after-full").await;
+    let log = gw.log_text();
+    assert!(log.contains("broker connection task panicked"), "{log}");
+    assert!(log.contains("restarting the listener"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_clients_connect_at_once() {
+    let _turn = HEAVY.lock().await;
+    let mut gw = Gateway::start(&yaml("max_connections: 1100"));
+    let port = gw.port;
+    let mut tasks = JoinSet::new();
+    for i in 0..1000 {
+        tasks.spawn(async move { raw::connect_raw(port, &connected(&format!("many-{i}"))).await });
+    }
+    let mut streams = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (s, outcome) = r.expect("client task");
+        assert_eq!(
+            outcome,
+            ConnectOutcome::ConnAck {
+                session_present: false,
+                code: 0
+            }
+        );
+        streams.push(s);
+    }
+    assert_eq!(streams.len(), 1000);
+    still_serving(&mut gw, "after-thousand").await;
+}
+
+#[tokio::test]
+async fn max_connections_refuses_clients_over_the_limit() {
+    let mut gw = Gateway::start(&yaml("max_connections: 5"));
+    let limit = 5 + fieldgate::broker::LOCAL_LINKS;
+    let mut held = Vec::new();
+    let mut refused = None;
+    for i in 0..=limit {
+        let (s, outcome) = raw::connect_raw(gw.port, &connected(&format!("lim-{i}"))).await;
+        match outcome {
+            ConnectOutcome::ConnAck { code: 0, .. } => held.push(s),
+            other => {
+                refused = Some((i, other));
+                break;
+            }
+        }
+    }
+    let (at, _) = refused.expect("no client was refused");
+    assert!(
+        (5..=limit).contains(&at),
+        "refused client number {at} (limit 5 clients + {} gateway links)",
+        fieldgate::broker::LOCAL_LINKS
+    );
+    // a slot frees when a client leaves
+    let mut leaving = held.pop().expect("a held client");
+    leaving
+        .write_all(&raw::DISCONNECT)
+        .await
+        .expect("disconnect");
+    assert!(raw::closed_within(&mut leaving, SECS).await);
+    let (_s, outcome) = raw::connect_raw(gw.port, &connected("lim-again")).await;
+    assert!(
+        matches!(outcome, ConnectOutcome::ConnAck { code: 0, .. }),
+        "{outcome:?}"
+    );
+    drop(held);
+    still_serving(&mut gw, "after-limit").await;
+}
+
+#[tokio::test]
+async fn max_payload_drops_the_oversized_publisher_only() {
+    let _turn = HEAVY.lock().await;
+    let mut gw = Gateway::start(&yaml("max_payload: 1KiB"));
+    let mut sub = Sub::connect(gw.port, &["big/#"], QoS::AtLeastOnce).await;
+    let mut big = Client::connect(opts("big-pub", gw.port)).await;
+    big.client
+        .publish("big/x", QoS::AtLeastOnce, false, vec![b'x'; 4096])
+        .await
+        .expect("queue publish");
+    big.wait_closed(SECS).await;
+    // a publish that declares 200 MB is cut off at the header
+    let mut huge = connected("big-huge");
+    huge.extend_from_slice(&[0x30, 0x80, 0xDA, 0xC4, 0x5F, 0x00, 0x01, b'a']);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    s.write_all(&huge).await.expect("write");
+    assert!(
+        raw::closed_within(&mut s, SECS).await,
+        "oversized header not refused"
+    );
+
+    let mut small = Client::connect(opts("small-pub", gw.port)).await;
+    small
+        .client
+        .publish("big/y", QoS::AtLeastOnce, false, vec![b'y'; 512])
+        .await
+        .expect("queue publish");
+    small
+        .wait_incoming(SECS, |p| matches!(p, Packet::PubAck(_)))
+        .await;
+    let m = sub.next(SECS).await;
+    assert_eq!((m.topic.as_str(), m.payload.len()), ("big/y", 512));
+    still_serving(&mut gw, "after-payload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_does_not_grow_memory() {
+    let _turn = HEAVY.lock().await;
+    let mut gw = Gateway::start(&yaml(""));
+    let pid = gw.child.id();
+    // two stuck subscribers (QoS 0 and QoS 1) with small receive buffers
+    let mut stuck = Vec::new();
+    for (i, q) in [0u8, 1].into_iter().enumerate() {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut s = sock
+            .connect(([127, 0, 0, 1], gw.port).into())
+            .await
+            .expect("connect");
+        s.write_all(&connected(&format!("stuck-{i}")))
+            .await
+            .expect("connect");
+        s.write_all(&raw::subscribe(1, "flood/#", q))
+            .await
+            .expect("subscribe");
+        stuck.push(s);
+    }
+    let mut live = Sub::connect(gw.port, &["flood/end"], QoS::AtLeastOnce).await;
+    let before = rss(pid);
+
+    const N: usize = 60_000;
+    let payload = vec![b'f'; 1024];
+    let mut publisher = Client::connect(opts("flood-pub", gw.port)).await;
+    for i in 0..N {
+        publisher
+            .client
+            .publish(
+                format!("flood/{}", i % 10),
+                QoS::AtMostOnce,
+                false,
+                payload.clone(),
+            )
+            .await
+            .expect("queue publish");
+    }
+    publisher
+        .client
+        .publish("flood/end", QoS::AtLeastOnce, false, "end")
+        .await
+        .expect("queue publish");
+    publisher
+        .wait_incoming(Duration::from_secs(60), |p| matches!(p, Packet::PubAck(_)))
+        .await;
+    live.wait_topic("flood/end", Duration::from_secs(30)).await;
+    let after = rss(pid);
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "slow subscriber: RSS {} KiB -> {} KiB after {} MiB published",
+        before / 1024,
+        after / 1024,
+        N / 1024
+    );
+    assert!(
+        grown < 24 * 1024 * 1024,
+        "RSS grew by {} KiB while {} MiB went to subscribers that never read",
+        grown / 1024,
+        N / 1024
+    );
+    drop(stuck);
+    still_serving(&mut gw, "after-flood").await;
+}
