@@ -59,8 +59,8 @@ pub enum BrokerError {
 pub const LOCAL_LINKS: usize = 4;
 
 /// Opens an in-process link on the router (it captures rumqttd's router handle).
-type LinkFactory =
-    Box<dyn Fn(&str) -> Result<(LinkTx, LinkRx), rumqttd::local::LinkError> + Send + Sync>;
+/// The error is rumqttd's `LinkError`, rendered (it is over 800 bytes).
+type LinkFactory = Box<dyn Fn(&str) -> Result<(LinkTx, LinkRx), String> + Send + Sync>;
 
 /// The router (running from [`Broker::new`]) and the listeners to start.
 pub struct Broker {
@@ -132,6 +132,7 @@ impl Broker {
                 LinkBuilder::new(name, for_links.clone())
                     .build()
                     .map(|(tx, rx, _ack)| (tx, rx))
+                    .map_err(|e| e.to_string())
             }),
             servers: Arc::new(move |settings| Server::new(settings, router_tx.clone(), V4)),
             listeners,
@@ -141,9 +142,9 @@ impl Broker {
 
     /// An in-process link; take all links before [`Broker::start`].
     pub fn link(&self, name: &str) -> Result<(LinkTx, LinkRx), BrokerError> {
-        (self.link)(name).map_err(|e| BrokerError::Link {
+        (self.link)(name).map_err(|reason| BrokerError::Link {
             name: name.to_string(),
-            reason: e.to_string(),
+            reason,
         })
     }
 

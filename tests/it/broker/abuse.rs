@@ -313,6 +313,8 @@ async fn a_client_resetting_right_after_connect_does_not_kill_the_listener() {
     let mut gw = Gateway::start(&yaml(""));
     for _ in 0..20 {
         let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        // linger 0: closing sends RST instead of FIN
+        sock.set_zero_linger().expect("linger 0");
         let mut s = sock
             .connect(([127, 0, 0, 1], gw.port).into())
             .await
@@ -320,8 +322,6 @@ async fn a_client_resetting_right_after_connect_does_not_kill_the_listener() {
         s.write_all(&connected("reset-victim"))
             .await
             .expect("write");
-        s.set_linger(Some(Duration::ZERO))
-            .expect("linger 0: close sends RST");
         drop(s);
     }
     connect_eventually(gw.port, "after-reset", SECS).await;
