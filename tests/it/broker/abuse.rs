@@ -538,3 +538,43 @@ async fn a_subscriber_that_never_reads_does_not_grow_memory() {
     drop(stuck);
     still_serving(&mut gw, "after-flood").await;
 }
+
+/// A QoS 1 subscriber that never acknowledges gets at most the in-flight
+/// window of unacknowledged messages; the broker keeps serving others.
+#[tokio::test]
+async fn a_subscriber_that_never_acks_gets_a_bounded_in_flight_window() {
+    let mut gw = Gateway::start(&yaml(""));
+    let (mut s, outcome) = raw::connect_raw(gw.port, &connected("no-acks")).await;
+    assert!(matches!(outcome, ConnectOutcome::ConnAck { code: 0, .. }));
+    s.write_all(&raw::subscribe(1, "inflight/#", 1))
+        .await
+        .expect("subscribe");
+    let mut live = Sub::connect(gw.port, &["inflight/#"], QoS::AtLeastOnce).await;
+    let mut publisher = Client::connect(opts("inflight-pub", gw.port)).await;
+    for i in 0..300 {
+        publisher
+            .client
+            .publish(format!("inflight/{i}"), QoS::AtLeastOnce, false, "x")
+            .await
+            .expect("queue publish");
+    }
+    // the acknowledging subscriber gets all 300
+    for _ in 0..300 {
+        live.next(SECS).await;
+    }
+    // the silent one: count PUBLISHes until the broker stops sending
+    let mut unacked = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), raw::read_packet(&mut s)).await {
+            Ok(Some((first, _))) if first & 0xF0 == 0x30 => unacked += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    eprintln!("unacknowledged QoS 1 publishes sent: {unacked}");
+    assert!(
+        (1..=100).contains(&unacked),
+        "{unacked} unacknowledged publishes in flight (window 100)"
+    );
+    still_serving(&mut gw, "after-inflight").await;
+}
