@@ -550,7 +550,7 @@ async fn a_subscriber_that_never_acks_gets_a_bounded_in_flight_window() {
         .await
         .expect("subscribe");
     let mut live = Sub::connect(gw.port, &["inflight/#"], QoS::AtLeastOnce).await;
-    let mut publisher = Client::connect(opts("inflight-pub", gw.port)).await;
+    let publisher = Client::connect(opts("inflight-pub", gw.port)).await;
     for i in 0..300 {
         publisher
             .client
