@@ -2,8 +2,9 @@
 //! starts its router and listeners, and gives the gateway in-process links
 //! to publish and subscribe without a TCP loopback client.
 //!
-//! Owns the rumqttd router, the listener threads ([`listener`]) and the
-//! local links. Must not know about devices or rules: it moves
+//! Owns the rumqttd router, the listener threads ([`listener`]: plain MQTT
+//! and websocket, run by rumqttd; [`tls_front`]: TLS, terminated by
+//! fieldgate and relayed to the plain listener) and the local links. Must not know about devices or rules: it moves
 //! [`crate::reading::Publish`]es ([`publisher`]).
 //!
 //! rumqttd has no graceful shutdown: its threads end with the process. Its
@@ -17,6 +18,7 @@
 mod config;
 pub mod listener;
 mod publisher;
+pub mod tls_front;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -24,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::v4::V4;
-use rumqttd::{
-    ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig,
-};
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tracing::info;
 
 pub use config::{BrokerConfig, BrokerTls, BrokerUser};
@@ -50,6 +50,11 @@ pub enum BrokerError {
     User { username: String, reason: String },
     #[error("cannot open in-process link {name}: {reason}")]
     Link { name: String, reason: String },
+    #[error("broker TLS {path}: {reason}")]
+    Tls {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("cannot start broker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -72,19 +77,18 @@ pub struct Broker {
     link: LinkFactory,
     servers: ServerFactory,
     listeners: Vec<(ServerSettings, LinkType)>,
+    /// The TLS listener (bound) and its acceptor: fieldgate terminates TLS
+    /// ([`tls_front`]).
+    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    max_connections: usize,
     listen: SocketAddr,
 }
 
-fn server(
-    name: &str,
-    listen: SocketAddr,
-    tls: Option<TlsConfig>,
-    conn: &ConnectionSettings,
-) -> ServerSettings {
+fn server(name: &str, listen: SocketAddr, conn: &ConnectionSettings) -> ServerSettings {
     ServerSettings {
         name: name.to_string(),
         listen,
-        tls,
+        tls: None,
         next_connection_delay_ms: 0,
         connections: conn.clone(),
     }
@@ -102,22 +106,22 @@ impl Broker {
     pub fn new(cfg: &BrokerConfig) -> Result<Broker, BrokerError> {
         let conn = connection_settings(cfg)?;
         probe_bind(cfg.listen)?;
-        let mut listeners = vec![(server("mqtt", cfg.listen, None, &conn), LinkType::Remote)];
-        if let Some(tls) = &cfg.tls {
-            probe_bind(tls.listen)?;
-            let t = TlsConfig::Rustls {
-                capath: None,
-                certpath: tls.cert_file.display().to_string(),
-                keypath: tls.key_file.display().to_string(),
-            };
-            listeners.push((
-                server("mqtts", tls.listen, Some(t), &conn),
-                LinkType::Remote,
-            ));
-        }
+        let mut listeners = vec![(server("mqtt", cfg.listen, &conn), LinkType::Remote)];
+        let tls = match &cfg.tls {
+            Some(tls) => {
+                let acceptor = tls_front::acceptor(tls)?;
+                let listener =
+                    TcpListener::bind(tls.listen).map_err(|source| BrokerError::Listen {
+                        addr: tls.listen,
+                        source,
+                    })?;
+                Some((listener, acceptor))
+            }
+            None => None,
+        };
         if let Some(addr) = cfg.websocket {
             probe_bind(addr)?;
-            listeners.push((server("ws", addr, None, &conn), LinkType::Websocket));
+            listeners.push((server("ws", addr, &conn), LinkType::Websocket));
         }
         // Each subscription filter keeps a log of recent messages of at most
         // SEGMENT_COUNT segments; a subscriber that falls further behind
@@ -146,6 +150,8 @@ impl Broker {
             }),
             servers: Arc::new(move |settings| Server::new(settings, router_tx.clone(), V4)),
             listeners,
+            tls,
+            max_connections: cfg.max_connections,
             listen: cfg.listen,
         })
     }
@@ -164,6 +170,10 @@ impl Broker {
         log_panics();
         for (settings, kind) in self.listeners {
             listener::spawn(settings, kind, self.servers.clone())?;
+        }
+        if let Some((socket, acceptor)) = self.tls {
+            let target = tls_front::relay_target(self.listen);
+            tls_front::spawn(socket, acceptor, target, self.max_connections)?;
         }
         let listen = self.listen;
         let waited = Duration::from_secs(10);
