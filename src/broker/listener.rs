@@ -1,4 +1,4 @@
-//! rumqttd's listeners (plain MQTT, websocket), each on its own thread
+//! rumqttd's listener (plain MQTT) on its own thread on its own thread
 //! and runtime, supervised by the gateway; and the process panic hook that
 //! logs panics through tracing.
 //!

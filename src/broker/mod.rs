@@ -2,9 +2,9 @@
 //! starts its router and listeners, and gives the gateway in-process links
 //! to publish and subscribe without a TCP loopback client.
 //!
-//! Owns the rumqttd router, the listener threads ([`listener`]: plain MQTT
-//! and websocket, run by rumqttd; [`tls_front`]: TLS, terminated by
-//! fieldgate and relayed to the plain listener) and the local links. Must not know about devices or rules: it moves
+//! Owns the rumqttd router, the listener threads ([`listener`]: plain MQTT,
+//! run by rumqttd; [`front`]: TLS and websocket, terminated by fieldgate and
+//! relayed to the plain listener) and the local links. Must not know about devices or rules: it moves
 //! [`crate::reading::Publish`]es ([`publisher`]).
 //!
 //! rumqttd has no graceful shutdown: its threads end with the process. Its
@@ -16,9 +16,9 @@
 //! gets wrong and what the gateway does about it.
 
 mod config;
+pub mod front;
 pub mod listener;
 mod publisher;
-pub mod tls_front;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -77,9 +77,10 @@ pub struct Broker {
     link: LinkFactory,
     servers: ServerFactory,
     listeners: Vec<(ServerSettings, LinkType)>,
-    /// The TLS listener (bound) and its acceptor: fieldgate terminates TLS
-    /// ([`tls_front`]).
+    /// The TLS listener (bound) and its acceptor, and the websocket
+    /// listener: fieldgate terminates both ([`front`]).
     tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    websocket: Option<TcpListener>,
     max_connections: usize,
     listen: SocketAddr,
 }
@@ -106,10 +107,10 @@ impl Broker {
     pub fn new(cfg: &BrokerConfig) -> Result<Broker, BrokerError> {
         let conn = connection_settings(cfg)?;
         probe_bind(cfg.listen)?;
-        let mut listeners = vec![(server("mqtt", cfg.listen, &conn), LinkType::Remote)];
+        let listeners = vec![(server("mqtt", cfg.listen, &conn), LinkType::Remote)];
         let tls = match &cfg.tls {
             Some(tls) => {
-                let acceptor = tls_front::acceptor(tls)?;
+                let acceptor = front::acceptor(tls)?;
                 let listener =
                     TcpListener::bind(tls.listen).map_err(|source| BrokerError::Listen {
                         addr: tls.listen,
@@ -119,10 +120,12 @@ impl Broker {
             }
             None => None,
         };
-        if let Some(addr) = cfg.websocket {
-            probe_bind(addr)?;
-            listeners.push((server("ws", addr, &conn), LinkType::Websocket));
-        }
+        let websocket = match cfg.websocket {
+            Some(addr) => Some(
+                TcpListener::bind(addr).map_err(|source| BrokerError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
         // Each subscription filter keeps a log of recent messages of at most
         // SEGMENT_COUNT segments; a subscriber that falls further behind
         // skips messages (drop policy, README "Embedded broker"). 8 x 1 MiB
@@ -151,6 +154,7 @@ impl Broker {
             servers: Arc::new(move |settings| Server::new(settings, router_tx.clone(), V4)),
             listeners,
             tls,
+            websocket,
             max_connections: cfg.max_connections,
             listen: cfg.listen,
         })
@@ -171,9 +175,22 @@ impl Broker {
         for (settings, kind) in self.listeners {
             listener::spawn(settings, kind, self.servers.clone())?;
         }
+        let target = front::relay_target(self.listen);
         if let Some((socket, acceptor)) = self.tls {
-            let target = tls_front::relay_target(self.listen);
-            tls_front::spawn(socket, acceptor, target, self.max_connections)?;
+            front::spawn(
+                socket,
+                front::Front::Tls(acceptor),
+                target,
+                self.max_connections,
+            )?;
+        }
+        if let Some(socket) = self.websocket {
+            front::spawn(
+                socket,
+                front::Front::Websocket,
+                target,
+                self.max_connections,
+            )?;
         }
         let listen = self.listen;
         let waited = Duration::from_secs(10);

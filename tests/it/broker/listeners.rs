@@ -372,8 +372,9 @@ async fn a_silent_tcp_client_does_not_block_the_tls_listener() {
     assert!(ok, "a TLS client behind a silent one failed: {err}");
 }
 
+/// rumqttd 0.20 does the websocket handshake inside its accept loop;
+/// fieldgate terminates the websocket itself, one task per handshake.
 #[tokio::test]
-#[ignore = "rumqttd 0.20: the websocket handshake runs inside the accept loop, so one client that opens TCP and sends nothing blocks every later websocket client"]
 async fn a_silent_tcp_client_does_not_block_the_websocket_listener() {
     let ws_port = free_port();
     let _gw = Gateway::start(&yaml(&format!("websocket: \"127.0.0.1:{ws_port}\"")));
@@ -384,4 +385,30 @@ async fn a_silent_tcp_client_does_not_block_the_websocket_listener() {
     ws.send(&raw::connect("l-ws-behind", true, 30, None, None))
         .await;
     assert_eq!(ws.packet().await, (0x20, vec![0, 0]), "CONNACK accepted");
+}
+
+#[test]
+fn an_unreadable_tls_certificate_stops_startup_with_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("server.pem");
+    let key = dir.path().join("server.key");
+    std::fs::write(&cert, "not a certificate\n").expect("write");
+    std::fs::write(&key, "not a key\n").expect("write");
+    let cfg = crate::support::ConfigDir::new(&crate::support::fill(
+        &yaml(&format!(
+            "tls: {{ listen: \"127.0.0.1:{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+            free_port(),
+            cert.display(),
+            key.display()
+        )),
+        free_port(),
+        &dir.path().join("data"),
+    ));
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["run", "-c", cfg.path_str()])
+        .output()
+        .expect("run fieldgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("server.pem"), "{stderr}");
 }
