@@ -4,8 +4,8 @@
 //!
 //! Owns the rumqttd router, the listener threads ([`listener`]: plain MQTT,
 //! run by rumqttd; [`front`]: TLS and websocket, terminated by fieldgate and
-//! relayed to the plain listener) and the local links. Must not know about devices or rules: it moves
-//! [`crate::reading::Publish`]es ([`publisher`]).
+//! relayed to the plain listener) and the local links. Must not know about
+//! devices or rules: it moves [`crate::reading::Publish`]es ([`publisher`]).
 //!
 //! rumqttd has no graceful shutdown: its threads end with the process. Its
 //! connection tasks can panic on malformed input; tokio catches those per

@@ -9,6 +9,7 @@
 mod abuse;
 mod conformance;
 mod listeners;
+mod malformed;
 pub mod raw;
 
 use std::time::Duration;
