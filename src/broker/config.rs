@@ -96,13 +96,19 @@ impl BrokerConfig {
             }
         }
         if let Some(tls) = &self.tls {
+            let mut missing = false;
             for (key, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
                 if !file.is_file() {
+                    missing = true;
                     report.add(
                         format!("{path}.tls.{key}"),
                         format!("no such file: {}", file.display()),
                     );
                 }
+            }
+            // the files exist: they must hold a usable certificate and key
+            if !missing && let Err(e) = super::front::acceptor(tls) {
+                report.add(format!("{path}.tls"), e.to_string());
             }
         }
     }

@@ -388,7 +388,7 @@ async fn a_silent_tcp_client_does_not_block_the_websocket_listener() {
 }
 
 #[test]
-fn an_unreadable_tls_certificate_stops_startup_with_the_path() {
+fn an_unreadable_tls_certificate_is_a_config_error_with_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = dir.path().join("server.pem");
     let key = dir.path().join("server.key");
@@ -409,6 +409,7 @@ fn an_unreadable_tls_certificate_stops_startup_with_the_path() {
         .output()
         .expect("run fieldgate");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("broker.tls"), "{stderr}");
     assert!(stderr.contains("server.pem"), "{stderr}");
 }

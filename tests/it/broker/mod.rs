@@ -1,6 +1,6 @@
 //! The embedded broker as MQTT clients see it: conformance to MQTT 3.1.1
 //! (`conformance`), authentication and listeners (`listeners`), limits and
-//! malformed input (`abuse`). Clients are real: rumqttc, mosquitto_pub/sub,
+//! heavy clients (`abuse`), malformed input (`malformed`). Clients are real: rumqttc, mosquitto_pub/sub,
 //! and a raw MQTT codec (`raw`) where a test must control every byte.
 //!
 //! Tests that document a gap of rumqttd 0.20 are `#[ignore]`d with the reason;
