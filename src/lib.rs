@@ -75,7 +75,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        ops::http::serve(m, gateway.to_string(), ops_cancel.clone()).await?;
+        ops::http::serve(
+            m,
+            gateway.to_string(),
+            config.broker.listen.port(),
+            ops_cancel.clone(),
+        )
+        .await?;
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);

@@ -39,13 +39,15 @@ pub enum HttpError {
     },
 }
 
-async fn prometheus() -> impl IntoResponse {
+async fn prometheus(broker_port: u16) -> impl IntoResponse {
+    let m = metrics::get();
+    m.refresh_broker(broker_port);
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::get().render(),
+        m.render(),
     )
 }
 
@@ -73,6 +75,7 @@ async fn healthz(gateway: String) -> impl IntoResponse {
 pub async fn serve(
     cfg: &MetricsConfig,
     gateway: String,
+    broker_port: u16,
     cancel: CancellationToken,
 ) -> Result<(), HttpError> {
     let addr = cfg.listen;
@@ -80,7 +83,7 @@ pub async fn serve(
         .await
         .map_err(|source| HttpError::Listen { addr, source })?;
     let app = Router::new()
-        .route("/metrics", get(prometheus))
+        .route("/metrics", get(move || prometheus(broker_port)))
         .route("/healthz", get(move || healthz(gateway.clone())));
     info!(%addr, "metrics and health endpoint listening");
     tokio::spawn(async move {

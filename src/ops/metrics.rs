@@ -50,6 +50,9 @@ pub struct Metrics {
     pub publish_dropped: CounterFamily,
     /// connections open on the embedded broker
     pub broker_connections: Gauge,
+    /// panics caught in broker threads and listener restarts after them
+    pub broker_panics: Gauge,
+    pub broker_listener_restarts: Gauge,
     /// outbox: messages, bytes, age of the oldest message in seconds
     pub outbox_depth: Gauge,
     pub outbox_bytes: Gauge,
@@ -151,6 +154,18 @@ impl Metrics {
                 "Publishes dropped before the broker",
                 CounterFamily::default()
             ),
+            broker_panics: reg!(
+                r,
+                "broker_panics",
+                "Panics caught in embedded broker threads (a count since start)",
+                Gauge::default()
+            ),
+            broker_listener_restarts: reg!(
+                r,
+                "broker_listener_restarts",
+                "Broker listeners restarted after a panic (a count since start)",
+                Gauge::default()
+            ),
             broker_connections: reg!(
                 r,
                 "broker_connections",
@@ -212,6 +227,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut s, &self.registry);
         s
+    }
+
+    /// Reads the embedded broker's connection count and panic counters.
+    pub fn refresh_broker(&self, port: u16) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.broker_connections
+            .set(gauge(crate::broker::connections(port) as u64));
+        self.broker_panics
+            .set(gauge(crate::broker::PANICS.load(Relaxed)));
+        self.broker_listener_restarts
+            .set(gauge(crate::broker::LISTENER_RESTARTS.load(Relaxed)));
     }
 
     /// Records a device's state (called with every status change).

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. They run the real
 //! `fieldgate` binary and real peers on loopback (see DESIGN.md §7).
 
+mod broker;
 mod config_errors;
 mod modbus;
 mod modbus_rtu;

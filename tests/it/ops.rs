@@ -78,6 +78,12 @@ async fn metrics_move_with_traffic_and_healthz_reports_devices() {
     let after = readings_of(&second, "pump");
     assert!(after >= before + 3, "readings {before} -> {after}");
     assert!(second.contains("fieldgate_published_total"), "{second}");
+    let conns: i64 = second
+        .lines()
+        .find_map(|l| l.strip_prefix("fieldgate_broker_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no broker_connections metric:\n{second}"));
+    assert!(conns >= 1, "our subscriber is connected, metric says {conns}");
 
     let (status, body) = http_get(mport, "/healthz");
     assert!(status.contains("200"), "{status}");

@@ -1,0 +1,143 @@
+//! `broker:` in the YAML file: the embedded broker's listeners, limits and
+//! users, their semantic checks, and their mapping to rumqttd's
+//! `ConnectionSettings`. Must not start anything.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rumqttd::ConnectionSettings;
+use serde::Deserialize;
+
+use super::BrokerError;
+use crate::config::{ByteSize, Report, SecretSource};
+
+/// `broker:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub websocket: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub max_payload: ByteSize,
+    pub users: Vec<BrokerUser>,
+    pub tls: Option<BrokerTls>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            websocket: None,
+            max_connections: 256,
+            max_payload: ByteSize(256 * 1024),
+            users: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+/// One entry of `broker.users`. The password comes from `password_env` or
+/// `password_file`, never from the YAML file itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUser {
+    pub username: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `broker.tls`: an MQTT-over-TLS listener beside the plain one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerTls {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl BrokerUser {
+    fn source(&self) -> Result<SecretSource, String> {
+        SecretSource::pick(
+            self.password_env.as_ref(),
+            self.password_file.as_ref(),
+            "password",
+        )?
+        .ok_or_else(|| "a user needs password_env or password_file".to_string())
+    }
+}
+
+impl BrokerConfig {
+    pub(crate) fn validate(&self, path: &str, report: &mut Report) {
+        if self.max_connections == 0 {
+            report.add(format!("{path}.max_connections"), "must be at least 1");
+        }
+        if self.max_payload.bytes() < 128 || self.max_payload.bytes() > 256 * 1024 * 1024 {
+            report.add(
+                format!("{path}.max_payload"),
+                "must be between 128B and 256MiB",
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let up = format!("{path}.users[{i}]");
+            if u.username.is_empty() {
+                report.add(format!("{up}.username"), "must not be empty");
+            }
+            if !seen.insert(u.username.as_str()) {
+                report.add(
+                    format!("{up}.username"),
+                    format!("duplicate user {:?}", u.username),
+                );
+            }
+            match u.source().and_then(|s| s.resolve()) {
+                Ok(_) => {}
+                Err(e) => report.add(up, e),
+            }
+        }
+        if let Some(tls) = &self.tls {
+            let mut missing = false;
+            for (key, file) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if !file.is_file() {
+                    missing = true;
+                    report.add(
+                        format!("{path}.tls.{key}"),
+                        format!("no such file: {}", file.display()),
+                    );
+                }
+            }
+            // the files exist: they must hold a usable certificate and key
+            if !missing && let Err(e) = super::front::acceptor(tls) {
+                report.add(format!("{path}.tls"), e.to_string());
+            }
+        }
+    }
+}
+
+/// rumqttd's per-connection settings for `cfg` (passwords resolved here).
+pub(crate) fn connection_settings(cfg: &BrokerConfig) -> Result<ConnectionSettings, BrokerError> {
+    let auth = if cfg.users.is_empty() {
+        None
+    } else {
+        let mut m = HashMap::new();
+        for u in &cfg.users {
+            let secret =
+                u.source()
+                    .and_then(|s| s.resolve())
+                    .map_err(|reason| BrokerError::User {
+                        username: u.username.clone(),
+                        reason,
+                    })?;
+            m.insert(u.username.clone(), secret.expose().to_string());
+        }
+        Some(m)
+    };
+    Ok(ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: cfg.max_payload.as_usize(),
+        max_inflight_count: 100,
+        auth,
+        external_auth: None,
+        dynamic_filters: true,
+    })
+}
