@@ -74,6 +74,7 @@ pub fn render(config: &Config) -> String {
                     let _ = writeln!(s, "    {:<16} {:?}{unit} -> {topic}", p.name, p.signal);
                 }
             }
+            DeviceConfig::Serial(c) => crate::southbound::serial::plan(&mut s, c, gw, &mapping),
         }
     }
     s

@@ -9,30 +9,34 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::Report;
+use crate::southbound::serial::SerialConfig;
 use crate::southbound::simulated::SimulatedConfig;
 
 /// Device kinds this build accepts, as written in `kind:`.
-pub const DEVICE_KINDS: &[&str] = &["simulated"];
+pub const DEVICE_KINDS: &[&str] = &["simulated", "serial"];
 
 /// Kinds that the design names but this build does not have yet.
-const PLANNED_KINDS: &[&str] = &["modbus-tcp", "modbus-rtu", "serial"];
+const PLANNED_KINDS: &[&str] = &["modbus-tcp", "modbus-rtu"];
 
 /// One entry of `devices:`.
 #[derive(Debug, Clone)]
 pub enum DeviceConfig {
     Simulated(SimulatedConfig),
+    Serial(SerialConfig),
 }
 
 impl DeviceConfig {
     pub fn name(&self) -> &str {
         match self {
             DeviceConfig::Simulated(c) => &c.name,
+            DeviceConfig::Serial(c) => &c.name,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             DeviceConfig::Simulated(_) => "simulated",
+            DeviceConfig::Serial(_) => "serial",
         }
     }
 }
@@ -79,6 +83,7 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceCo
         let value = Value::Mapping(map);
         let parsed = match kind.as_str() {
             "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
+            "serial" => typed(value, &path, report).map(DeviceConfig::Serial),
             other => {
                 let why = if PLANNED_KINDS.contains(&other) {
                     format!("device kind `{other}` is not available in this build yet")
@@ -95,4 +100,14 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceCo
         out.extend(parsed);
     }
     out
+}
+
+/// Resolves paths written in device entries (serial decoder scripts)
+/// against the config file's folder.
+pub(super) fn resolve_paths(devices: &mut [DeviceConfig], config_dir: &std::path::Path) {
+    for d in devices {
+        if let DeviceConfig::Serial(c) = d {
+            c.resolve_paths(config_dir);
+        }
+    }
 }

@@ -263,7 +263,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "the metrics endpoint is not available in this build yet",
         );
     }
-    let devices = devices::parse_all(raw.devices, &mut report);
+    let mut devices = devices::parse_all(raw.devices, &mut report);
+    devices::resolve_paths(&mut devices, path.parent().unwrap_or(Path::new(".")));
     let config = Config {
         source: path.to_path_buf(),
         gateway: raw.gateway,

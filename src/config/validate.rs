@@ -49,6 +49,7 @@ pub(super) fn check(config: &Config, report: &mut Report) {
         }
         match dev {
             DeviceConfig::Simulated(c) => c.validate(&path, report),
+            DeviceConfig::Serial(c) => c.validate(config, &path, report),
         }
     }
 

@@ -7,6 +7,7 @@
 //! readings itself (that is the rules stage) nor touch the broker directly:
 //! sources only send into the channels of their [`SourceContext`].
 
+pub mod serial;
 pub mod simulated;
 
 use std::future::Future;
@@ -82,6 +83,7 @@ pub fn build_all(devices: &[DeviceConfig]) -> Vec<Box<dyn Source>> {
             DeviceConfig::Simulated(c) => {
                 Box::new(simulated::Simulated::new(c.clone())) as Box<dyn Source>
             }
+            DeviceConfig::Serial(c) => Box::new(serial::Serial::new(c.clone())),
         })
         .collect()
 }
