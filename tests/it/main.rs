@@ -3,5 +3,6 @@
 
 mod config_errors;
 mod rules;
+mod serial;
 mod skeleton;
 mod support;
