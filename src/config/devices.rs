@@ -22,7 +22,7 @@ const PLANNED_KINDS: &[&str] = &["modbus-tcp", "modbus-rtu"];
 #[derive(Debug, Clone)]
 pub enum DeviceConfig {
     Simulated(SimulatedConfig),
-    Serial(SerialConfig),
+    Serial(Box<SerialConfig>),
 }
 
 impl DeviceConfig {
@@ -83,7 +83,7 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceCo
         let value = Value::Mapping(map);
         let parsed = match kind.as_str() {
             "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
-            "serial" => typed(value, &path, report).map(DeviceConfig::Serial),
+            "serial" => typed(value, &path, report).map(|c| DeviceConfig::Serial(Box::new(c))),
             other => {
                 let why = if PLANNED_KINDS.contains(&other) {
                     format!("device kind `{other}` is not available in this build yet")

@@ -83,7 +83,7 @@ pub fn build_all(devices: &[DeviceConfig]) -> Vec<Box<dyn Source>> {
             DeviceConfig::Simulated(c) => {
                 Box::new(simulated::Simulated::new(c.clone())) as Box<dyn Source>
             }
-            DeviceConfig::Serial(c) => Box::new(serial::Serial::new(c.clone())),
+            DeviceConfig::Serial(c) => Box::new(serial::Serial::new((**c).clone())),
         })
         .collect()
 }

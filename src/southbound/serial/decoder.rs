@@ -76,12 +76,15 @@ enum Kind {
     },
 }
 
+/// A configured point: its name, unit and type.
+type PointInfo = (Arc<str>, Option<Arc<str>>, Option<PointType>);
+
 /// A decoder with the device's `points:` applied.
 pub struct Decoder {
     kind: Kind,
     /// How messages name the decoder: the script file, or `json`.
     name: Arc<str>,
-    points: HashMap<String, (Arc<str>, Option<Arc<str>>, Option<PointType>)>,
+    points: HashMap<String, PointInfo>,
     strict: bool,
 }
 
@@ -161,10 +164,8 @@ impl Decoder {
                 let blob: Blob = frame.to_vec();
                 arg.insert("bytes".into(), Dynamic::from_blob(blob));
                 let out = script.call(engine, state, "decode", (Dynamic::from_map(arg),));
-                if let Err(e) = &out {
-                    if matches!(e, ScriptError::StateTooLarge { .. }) {
-                        *state = Dynamic::from_map(Map::new());
-                    }
+                if let Err(ScriptError::StateTooLarge { .. }) = &out {
+                    *state = Dynamic::from_map(Map::new());
                 }
                 out?
             }
@@ -217,10 +218,10 @@ impl Decoder {
             if val.is_unit() {
                 continue;
             }
-            if let Ok(f) = val.as_float() {
-                if !f.is_finite() {
-                    return Err(point_err(format!("{f} is not a finite number")));
-                }
+            if let Ok(f) = val.as_float()
+                && !f.is_finite()
+            {
+                return Err(point_err(format!("{f} is not a finite number")));
             }
             let mut value = convert::to_value(&val).ok_or_else(|| {
                 point_err(format!(
