@@ -114,10 +114,18 @@ impl Framer {
     }
 
     /// The line has been quiet for the idle time: in idle mode, what was
-    /// received is a frame. Other modes ignore it.
+    /// received is a frame. In length mode, a partial frame is discarded
+    /// (counted in `discarded_bytes`), so that a lost byte does not shift
+    /// every later frame. Delimiter mode ignores it.
     pub fn idle(&mut self) -> Option<Vec<u8>> {
-        if self.mode != FrameMode::Idle {
-            return None;
+        match self.mode {
+            FrameMode::Idle => {}
+            FrameMode::Length(_) => {
+                self.stats.discarded_bytes += self.buf.len() as u64;
+                self.buf.clear();
+                return None;
+            }
+            FrameMode::Delimiter(_) => return None,
         }
         self.discarding = false;
         if self.buf.is_empty() {
@@ -300,6 +308,17 @@ mod tests {
         assert_eq!(f.buffered(), 2);
         f.reset();
         assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn length_frames_realign_after_a_pause() {
+        let mut f = Framer::new(FrameMode::Length(4), 4);
+        let out = run(&mut f, &[b"xyz"]);
+        assert!(out.is_empty());
+        assert_eq!(f.idle(), None);
+        assert_eq!(f.stats().discarded_bytes, 3);
+        let out = run(&mut f, &[b"abcd"]);
+        assert_eq!(out, vec![b"abcd".to_vec()]);
     }
 
     #[test]

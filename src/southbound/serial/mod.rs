@@ -104,7 +104,8 @@ pub enum FlowControl {
     Hardware,
 }
 
-/// `frame:`: exactly one of the three keys (none means `delimiter: "\n"`).
+/// `frame:`: one of the three keys (none means `delimiter: "\n"`), or
+/// `length` with `idle`: then a pause drops a partial frame (realigns).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrameConfig {
@@ -128,9 +129,16 @@ impl FrameConfig {
             }
             (None, Some(0), None) => Err("length must be greater than 0".into()),
             (None, Some(n), None) => Ok((FrameMode::Length(n), None)),
+            (None, Some(_), Some(t)) if t.get().is_zero() => {
+                Err("idle must be greater than 0".into())
+            }
+            // A pause drops a partial frame: fixed-length frames realign.
+            (None, Some(n), Some(t)) => Ok((FrameMode::Length(n), Some(t.get()))),
             (None, None, Some(t)) if t.get().is_zero() => Err("idle must be greater than 0".into()),
             (None, None, Some(t)) => Ok((FrameMode::Idle, Some(t.get()))),
-            _ => Err("give one of `delimiter`, `length` or `idle`".into()),
+            _ => {
+                Err("give one of `delimiter`, `length` or `idle` (or `length` with `idle`)".into())
+            }
         }
     }
 }
@@ -339,7 +347,11 @@ pub(crate) fn plan(
         Ok((FrameMode::Delimiter(d), _)) => {
             format!("delimiter \"{}\"", framing::escape_for_log(&d, 16))
         }
-        Ok((FrameMode::Length(n), _)) => format!("length {n}"),
+        Ok((FrameMode::Length(n), None)) => format!("length {n}"),
+        Ok((FrameMode::Length(n), Some(t))) => format!(
+            "length {n}, a pause of {} drops a partial frame",
+            humantime::format_duration(t)
+        ),
         Ok((FrameMode::Idle, Some(t))) => format!("idle {}", humantime::format_duration(t)),
         _ => "?".to_string(),
     };

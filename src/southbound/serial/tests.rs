@@ -96,6 +96,26 @@ async fn length_frames_with_the_binary_plugin() {
 }
 
 #[tokio::test]
+async fn length_frames_realign_after_a_pause() {
+    let mut r = start(config(
+        "frame: { length: 10, idle: 30ms }, decoder: plugins/binary_frame.rhai",
+    ));
+    // Three stray bytes (a sensor plugged in mid-frame), then the line is
+    // quiet: the pause itself is what this test is about.
+    r.sensor.write_all(&[0x01, 0x02, 0x03]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.sensor
+        .write_all(&super::decoder::tests::sds011(77, 88))
+        .await
+        .unwrap();
+    let mut got = vec![next(&mut r).await, next(&mut r).await, next(&mut r).await];
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got[1], ("pm2_5".into(), Value::Float(7.7)));
+    assert_eq!(SerialStats::get(&r.stats.decode_errors), 0);
+    assert_eq!(SerialStats::get(&r.stats.discarded_bytes), 3);
+}
+
+#[tokio::test]
 async fn idle_frames() {
     let mut r = start(config(
         "frame: { idle: 30ms }, decoder: plugins/keyvalue.rhai",
@@ -159,6 +179,7 @@ async fn the_port_closing_ends_the_session() {
 fn frame_config_checks() {
     let bad = [
         "frame: { delimiter: '', length: 3 }",
+        "frame: { delimiter: 'x', idle: 5ms }",
         "frame: { length: 0 }",
         "frame: { idle: 0ms }",
         r"frame: { delimiter: '\q' }",
