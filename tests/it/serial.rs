@@ -284,7 +284,7 @@ fn check_compiles_decoders_and_names_file_and_line() {
     assert!(text.contains("d.rhai (fn decode; compiled OK)"), "{text}");
 
     let cfg = ConfigDir::new(
-        "gateway:\n  id: gw\ndevices:\n  - name: s\n    kind: serial\n    port: /dev/ttyUSB0\n    frame: { length: 10, idle: 5ms }\n",
+        "gateway:\n  id: gw\ndevices:\n  - name: s\n    kind: serial\n    port: /dev/ttyUSB0\n    frame: { delimiter: x, idle: 5ms }\n",
     );
     let out = fieldgate(&["check", "-c", cfg.path_str()]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -108,7 +108,7 @@ async fn length_frames_realign_after_a_pause() {
         .write_all(&super::decoder::tests::sds011(77, 88))
         .await
         .unwrap();
-    let mut got = vec![next(&mut r).await, next(&mut r).await, next(&mut r).await];
+    let mut got = [next(&mut r).await, next(&mut r).await, next(&mut r).await];
     got.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(got[1], ("pm2_5".into(), Value::Float(7.7)));
     assert_eq!(SerialStats::get(&r.stats.decode_errors), 0);
