@@ -31,6 +31,36 @@ const READ_CHUNK: usize = 1024;
 /// How long a request write may take before the port counts as gone.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// At most one warning per [`Throttle::EVERY`] for a problem that repeats
+/// with every frame (a wrong baud rate makes every frame fail); the others
+/// are counted and reported with the next warning. The counters in
+/// [`SerialStats`] count every one.
+#[derive(Debug, Default)]
+pub(super) struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// `Some(n)` when this one should be logged (`n` were suppressed since
+    /// the last), `None` when it should not.
+    pub(super) fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < Self::EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// Why a session with an open port ended.
 #[derive(Debug)]
 pub(super) enum Ended {
@@ -167,6 +197,8 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut idle_at: Option<Instant> = None;
+    let mut oversized_log = Throttle::default();
+    let mut error_log = Throttle::default();
     loop {
         let idle_wait = async {
             match idle_at {
@@ -208,10 +240,10 @@ where
             }
         }
         let now = framer.stats();
-        account(stats, &seen, &now, max_frame);
+        account(stats, &seen, &now, max_frame, &mut oversized_log);
         seen = now;
         for frame in frames.drain(..) {
-            if !deliver(decoder, &frame, stats, ctx, device).await {
+            if !deliver(decoder, &frame, stats, ctx, device, &mut error_log).await {
                 return Ended::PipelineClosed;
             }
         }
@@ -219,7 +251,13 @@ where
 }
 
 /// Moves the framer's counts into the shared counters; logs new oversized frames.
-fn account(stats: &SerialStats, before: &FrameStats, now: &FrameStats, max_frame: usize) {
+fn account(
+    stats: &SerialStats,
+    before: &FrameStats,
+    now: &FrameStats,
+    max_frame: usize,
+    throttle: &mut Throttle,
+) {
     stats
         .frames
         .fetch_add(now.frames - before.frames, Ordering::Relaxed);
@@ -233,9 +271,13 @@ fn account(stats: &SerialStats, before: &FrameStats, now: &FrameStats, max_frame
             .oversized_frames
             .fetch_add(oversized, Ordering::Relaxed)
             + oversized;
+        let Some(suppressed) = throttle.allow() else {
+            return;
+        };
         warn!(
             max_frame,
             oversized_total = total,
+            suppressed,
             "frame longer than max_frame discarded (no delimiter? wrong baud rate?)"
         );
     }
@@ -248,13 +290,19 @@ async fn deliver(
     stats: &SerialStats,
     ctx: &SourceContext,
     device: &Arc<str>,
+    throttle: &mut Throttle,
 ) -> bool {
     let ts = now_ms();
     let decoded = match decoder.decode(frame) {
         Ok(d) => d,
         Err(e) => {
             let total = stats.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+            let Some(suppressed) = throttle.allow() else {
+                debug!(error = %e, "decoder error (warning throttled)");
+                return true;
+            };
             warn!(
+                suppressed,
                 decoder = decoder.name(),
                 error = %e,
                 frame = %escape_for_log(frame, LOG_FRAME_BYTES),

@@ -196,3 +196,11 @@ fn frame_config_checks() {
         FrameMode::Delimiter(b"\r\n".to_vec())
     );
 }
+
+#[tokio::test]
+async fn repeated_warnings_are_throttled_and_counted() {
+    let mut t = session::Throttle::default();
+    assert_eq!(t.allow(), Some(0));
+    assert_eq!(t.allow(), None);
+    assert_eq!(t.allow(), None);
+}
