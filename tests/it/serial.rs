@@ -264,6 +264,38 @@ async fn unplug_marks_offline_and_replug_resumes() {
     assert!(gw.log_text().contains("serial port lost"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_decoder_and_keeps_the_old_one_on_error() {
+    let devices = r#"
+  - name: dev
+    kind: serial
+    port: "{dir}/h-dev"
+    decoder: d.rhai
+"#;
+    let (gw, socats) = gateway(
+        &[("d.rhai", "fn decode(frame) { #{ v: 1 } }\n")],
+        devices,
+        &["h"],
+    );
+    let mut sub = Sub::connect(gw.port, &["gw-s/#"], QoS::AtLeastOnce).await;
+    wait_state(&mut sub, "dev", "online").await;
+    socats[0].send(b"x\n");
+    assert_eq!(sub.wait_topic("gw-s/dev/v", SECS).await.json()["value"], 1);
+
+    gw.cfg.write("d.rhai", "fn decode(frame) {\n  #{ v: }\n}\n");
+    gw.signal(Signal::SIGHUP);
+    let log = wait_log(&gw, "decoder not reloaded");
+    assert!(log.contains("d.rhai:2"), "{log}");
+    socats[0].send(b"x\n");
+    assert_eq!(sub.wait_topic("gw-s/dev/v", SECS).await.json()["value"], 1);
+
+    gw.cfg.write("d.rhai", "fn decode(frame) { #{ v: 2 } }\n");
+    gw.signal(Signal::SIGHUP);
+    wait_log(&gw, "decoder reloaded");
+    socats[0].send(b"x\n");
+    assert_eq!(sub.wait_topic("gw-s/dev/v", SECS).await.json()["value"], 2);
+}
+
 #[test]
 fn check_compiles_decoders_and_names_file_and_line() {
     let cfg = ConfigDir::new(

@@ -387,13 +387,16 @@ pub(crate) fn plan(
             .as_deref()
             .map(|u| format!(" [{u}]"))
             .unwrap_or_default();
-        let kind = p.kind.map(|k| format!(" {k:?}")).unwrap_or_default();
+        let kind = p
+            .kind
+            .map(|k| format!(" {}", format!("{k:?}").to_lowercase()))
+            .unwrap_or_default();
         let topic = mapping.topic(&c.name, &p.name);
         let _ = writeln!(s, "    {:<16}{kind}{unit} -> {topic}", p.name);
     }
     if !c.strict {
         let topic = mapping.topic(&c.name, "{point}");
-        let _ = writeln!(s, "    (other names the decoder returns) -> {topic}");
+        let _ = writeln!(s, "    (points named by the decoder) -> {topic}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! The running side of a serial device: open the port, read, frame, decode,
 //! send readings; write requests on their timer; when the port vanishes
 //! (USB unplugged), report the device offline and reopen with backoff.
+//! SIGHUP recompiles the decoder script; one that fails to compile is
+//! logged and the old one kept.
 //!
 //! Owns the port and the reconnect loop. Drop policy: a frame the decoder
 //! fails on gives no readings (logged with the script position and the
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep, sleep_until};
 use tokio_serial::SerialPortBuilderExt;
 use tracing::{debug, error, info, warn};
@@ -98,6 +101,43 @@ fn open(cfg: &SerialConfig) -> tokio_serial::Result<tokio_serial::SerialStream> 
         .open_native_async()
 }
 
+/// A SIGHUP listener; `None` (and a warning) when there cannot be one.
+fn hangups() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!("cannot listen for SIGHUP, the decoder will not reload: {e}");
+            None
+        }
+    }
+}
+
+/// The next SIGHUP; never, without a listener.
+async fn next_hangup(hup: &mut Option<Signal>) {
+    match hup {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Recompiles the decoder script (SIGHUP); keeps the old one on failure.
+fn reload(cfg: &SerialConfig, decoder: &mut Decoder) {
+    if cfg.decoder == "json" {
+        return;
+    }
+    match cfg.build_decoder() {
+        Ok(d) => {
+            *decoder = d;
+            info!(decoder = decoder.name(), "SIGHUP: decoder reloaded");
+        }
+        Err(e) => error!(error = %e, "SIGHUP: decoder not reloaded, keeping the old one"),
+    }
+}
+
 /// The device's life: build the decoder, then open / read / reopen until
 /// cancelled.
 pub(super) async fn run(cfg: SerialConfig, stats: Arc<SerialStats>, ctx: SourceContext) {
@@ -116,6 +156,7 @@ pub(super) async fn run(cfg: SerialConfig, stats: Arc<SerialStats>, ctx: SourceC
     let max = cfg.reconnect.max.get();
     let mut backoff = min;
     let mut last_error: Option<String> = None;
+    let mut hup = hangups();
     loop {
         if ctx.cancel.is_cancelled() {
             break;
@@ -128,7 +169,8 @@ pub(super) async fn run(cfg: SerialConfig, stats: Arc<SerialStats>, ctx: SourceC
                     return;
                 }
                 backoff = min;
-                match session(&cfg, port, &mut decoder, &stats, &ctx, &device).await {
+                let ended = session(&cfg, port, &mut decoder, &stats, &ctx, &device, &mut hup);
+                match ended.await {
                     Ended::Cancelled => break,
                     Ended::PipelineClosed => return,
                     Ended::Lost(why) => {
@@ -157,6 +199,7 @@ pub(super) async fn run(cfg: SerialConfig, stats: Arc<SerialStats>, ctx: SourceC
         tokio::select! {
             _ = ctx.cancel.cancelled() => break,
             _ = sleep(backoff) => {}
+            () = next_hangup(&mut hup) => reload(&cfg, &mut decoder),
         }
         backoff = (backoff * 2).min(max);
     }
@@ -173,6 +216,7 @@ pub(super) async fn session<S>(
     stats: &SerialStats,
     ctx: &SourceContext,
     device: &Arc<str>,
+    hup: &mut Option<Signal>,
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -226,6 +270,7 @@ where
                 }
                 Err(e) => return Ended::Lost(format!("read failed: {e}")),
             },
+            () = next_hangup(hup) => reload(cfg, decoder),
             _ = idle_wait => {
                 idle_at = None;
                 frames.extend(framer.idle());

@@ -43,7 +43,7 @@ fn start(cfg: SerialConfig) -> Running {
         let device: Arc<str> = "dev".into();
         // Keep the publishes receiver alive for the session's lifetime.
         let _keep = _prx;
-        session(&cfg, port, &mut decoder, &st, &ctx, &device).await
+        session(&cfg, port, &mut decoder, &st, &ctx, &device, &mut None).await
     });
     Running {
         sensor,
