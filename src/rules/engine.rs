@@ -79,11 +79,7 @@ fn empty_state() -> Dynamic {
 }
 
 /// Compiles a rule script with `engine` and checks it defines `on_reading(r)`.
-pub(super) fn compile(
-    engine: &Engine,
-    path: &std::path::Path,
-    name: &str,
-) -> Result<Script, ScriptError> {
+pub(super) fn compile(engine: &Engine, path: &std::path::Path, name: &str) -> Result<Script, ScriptError> {
     let s = Script::compile_file(engine, path, name)?;
     s.require_fn(ENTRY, 1)?;
     Ok(s)
@@ -208,4 +204,5 @@ impl RulesEngine {
         let ctx = api::lock(&self.ctx);
         ctx.helpers.iter().map(|h| h.untracked).sum::<u64>() + ctx.last.untracked
     }
+
 }

@@ -87,11 +87,7 @@ pub(super) fn worker(
     out: mpsc::Sender<Publish>,
 ) {
     let mut log = ErrorLog {
-        per_script: engine
-            .counters()
-            .iter()
-            .map(|_| Throttle::default())
-            .collect(),
+        per_script: engine.counters().iter().map(|_| Throttle::default()).collect(),
     };
     let mut pubs = Vec::new();
     'work: while let Some(w) = work.blocking_recv() {

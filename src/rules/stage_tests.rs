@@ -50,10 +50,7 @@ async fn a_busy_script_does_not_stall_the_runtime() {
 
 #[tokio::test]
 async fn the_stage_drains_every_reading_then_returns() {
-    let (_dir, cfg) = config(
-        "fn on_reading(r) {\n  if r.value % 2 == 0 { emit(r); }\n}",
-        100_000,
-    );
+    let (_dir, cfg) = config("fn on_reading(r) {\n  if r.value % 2 == 0 { emit(r); }\n}", 100_000);
     let (read_tx, read_rx) = mpsc::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
     let stage = tokio::spawn(async move { run(&cfg, read_rx, out_tx).await });
@@ -77,14 +74,7 @@ async fn the_stage_drains_every_reading_then_returns() {
     assert_eq!(got.len(), 500);
     let ts: Vec<i64> = got
         .iter()
-        .map(|p| {
-            serde_json::from_slice::<serde_json::Value>(&p.payload).expect("json")["ts"]
-                .as_i64()
-                .expect("ts")
-        })
+        .map(|p| serde_json::from_slice::<serde_json::Value>(&p.payload).expect("json")["ts"].as_i64().expect("ts"))
         .collect();
-    assert!(
-        ts.windows(2).all(|w| w[1] == w[0] + 2),
-        "in order, none lost"
-    );
+    assert!(ts.windows(2).all(|w| w[1] == w[0] + 2), "in order, none lost");
 }
