@@ -154,7 +154,9 @@ pub enum ScriptError {
     },
     /// After a call, the script's state (`this`) was over the limits; the
     /// caller should reset it.
-    #[error("{at}: in fn {function}: the script's state (`this`) grew too large ({entries} entries, {text} bytes of text; limits max_map_size, max_string_size)")]
+    #[error(
+        "{at}: in fn {function}: the script's state (`this`) grew too large ({entries} entries, {text} bytes of text; limits max_map_size, max_string_size)"
+    )]
     StateTooLarge {
         at: At,
         function: String,

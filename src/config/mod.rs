@@ -183,16 +183,16 @@ impl<'a> Report<'a> {
         let inner = err.into_inner();
         let mut message = inner.to_string();
         // An unknown key is reported at its parent: point at the key itself.
-        if let Some(rest) = message.strip_prefix("unknown field `") {
-            if let Some(key) = rest.split('`').next() {
-                let child = if path.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{path}.{key}")
-                };
-                if self.locations.find(&child) != self.locations.find(&path) {
-                    path = child;
-                }
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some(key) = rest.split('`').next()
+        {
+            let child = if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
+            if self.locations.find(&child) != self.locations.find(&path) {
+                path = child;
             }
         }
         let mut location = self.locations.find(&path);

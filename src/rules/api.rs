@@ -212,7 +212,10 @@ pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: Shared
                 r.unit = v;
                 Ok(())
             } else {
-                fail(format!("unit must be a string or (), not {}", v.type_name()))
+                fail(format!(
+                    "unit must be a string or (), not {}",
+                    v.type_name()
+                ))
             }
         })
         .register_set("topic", |r: &mut ScriptReading, v: ImmutableString| {
@@ -247,20 +250,17 @@ pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: Shared
     });
 
     let (d, c) = (defaults.clone(), ctx.clone());
-    engine.register_fn(
-        "publish",
-        move |topic: &str, payload: Dynamic| -> Res<()> {
-            check_topic(topic)?;
-            let p = Publish {
-                topic: topic.to_string(),
-                payload: convert::to_payload(&payload),
-                qos: d.qos,
-                retain: d.retain,
-            };
-            lock(&c).out.push(p);
-            Ok(())
-        },
-    );
+    engine.register_fn("publish", move |topic: &str, payload: Dynamic| -> Res<()> {
+        check_topic(topic)?;
+        let p = Publish {
+            topic: topic.to_string(),
+            payload: convert::to_payload(&payload),
+            qos: d.qos,
+            retain: d.retain,
+        };
+        lock(&c).out.push(p);
+        Ok(())
+    });
 
     let c = ctx.clone();
     engine.register_fn(
@@ -317,10 +317,13 @@ pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: Shared
             .map_or(Dynamic::UNIT, |r| convert::from_value(&r.value))
     });
     let c = ctx;
-    engine.register_fn("last_reading", move |device: &str, point: &str| -> Dynamic {
-        lock(&c)
-            .last
-            .get(device, point)
-            .map_or(Dynamic::UNIT, |r| Dynamic::from(ScriptReading::new(r)))
-    });
+    engine.register_fn(
+        "last_reading",
+        move |device: &str, point: &str| -> Dynamic {
+            lock(&c)
+                .last
+                .get(device, point)
+                .map_or(Dynamic::UNIT, |r| Dynamic::from(ScriptReading::new(r)))
+        },
+    );
 }

@@ -16,7 +16,9 @@ use crate::script::ScriptError;
 /// Why `rules test` could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesTestError {
-    #[error("bad reading {arg:?}: {reason} (write device/point=value, e.g. boiler/temperature=21.5 or boiler/temperature=\"21.5 °C\")")]
+    #[error(
+        "bad reading {arg:?}: {reason} (write device/point=value, e.g. boiler/temperature=21.5 or boiler/temperature=\"21.5 °C\")"
+    )]
     BadReading { arg: String, reason: &'static str },
     #[error("rule script does not compile: {0}")]
     Script(#[from] ScriptError),
@@ -39,7 +41,9 @@ pub fn parse_reading(arg: &str, ts: i64) -> Result<Reading, RulesTestError> {
         reason,
     };
     let (key, text) = arg.split_once('=').ok_or_else(|| bad("no `=`"))?;
-    let (device, point) = key.split_once('/').ok_or_else(|| bad("no `/` between device and point"))?;
+    let (device, point) = key
+        .split_once('/')
+        .ok_or_else(|| bad("no `/` between device and point"))?;
     if device.is_empty() || point.is_empty() || point.contains('/') {
         return Err(bad("want exactly one device and one point"));
     }
@@ -69,10 +73,10 @@ fn parse_value(text: &str) -> (Value, Option<&str>) {
         "false" => return (Value::Bool(false), None),
         _ => {}
     }
-    if let Some((n, unit)) = text.split_once(char::is_whitespace) {
-        if let Some(v) = number(n) {
-            return (v, Some(unit.trim()));
-        }
+    if let Some((n, unit)) = text.split_once(char::is_whitespace)
+        && let Some(v) = number(n)
+    {
+        return (v, Some(unit.trim()));
     }
     if let Ok(serde_json::Value::String(s)) = serde_json::from_str(text) {
         return (Value::String(s), None);
@@ -82,7 +86,11 @@ fn parse_value(text: &str) -> (Value, Option<&str>) {
 
 /// Runs `readings` through the rules of `config`, `every` apart in reading
 /// time (starting now), and reports every publish and script error.
-pub fn test(config: &Config, readings: &[String], every: Duration) -> Result<TestReport, RulesTestError> {
+pub fn test(
+    config: &Config,
+    readings: &[String],
+    every: Duration,
+) -> Result<TestReport, RulesTestError> {
     let (mut engine, mut errors) = RulesEngine::from_config(config);
     if !errors.is_empty() {
         return Err(errors.swap_remove(0).into());
@@ -101,8 +109,16 @@ pub fn test(config: &Config, readings: &[String], every: Duration) -> Result<Tes
     let mut failures = 0;
     let mut out = Vec::new();
     for r in &parsed {
-        let unit = r.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default();
-        let _ = writeln!(text, "reading {}/{}={}{unit} (ts {})", r.device, r.point, r.value, r.ts);
+        let unit = r
+            .unit
+            .as_deref()
+            .map(|u| format!(" {u}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "reading {}/{}={}{unit} (ts {})",
+            r.device, r.point, r.value, r.ts
+        );
         let fails = engine.process(r, &mut out);
         for f in &fails {
             let _ = writeln!(text, "  error   {}", f.error);

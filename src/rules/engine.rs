@@ -79,7 +79,11 @@ fn empty_state() -> Dynamic {
 }
 
 /// Compiles a rule script with `engine` and checks it defines `on_reading(r)`.
-pub(super) fn compile(engine: &Engine, path: &std::path::Path, name: &str) -> Result<Script, ScriptError> {
+pub(super) fn compile(
+    engine: &Engine,
+    path: &std::path::Path,
+    name: &str,
+) -> Result<Script, ScriptError> {
     let s = Script::compile_file(engine, path, name)?;
     s.require_fn(ENTRY, 1)?;
     Ok(s)
@@ -198,11 +202,16 @@ impl RulesEngine {
         failures
     }
 
+    /// Forgets the publishes of a call that did not finish (after a panic
+    /// the stage caught), so they cannot leak into the next reading's.
+    pub fn discard_pending(&mut self) {
+        api::lock(&self.ctx).out.clear();
+    }
+
     /// Readings the helpers let through untracked because their memory was
     /// full, and readings `last` did not remember (see `state.rs`).
     pub fn untracked(&self) -> u64 {
         let ctx = api::lock(&self.ctx);
         ctx.helpers.iter().map(|h| h.untracked).sum::<u64>() + ctx.last.untracked
     }
-
 }

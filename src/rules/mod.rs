@@ -13,14 +13,14 @@
 mod api;
 pub mod cli;
 mod engine;
+#[cfg(test)]
+mod examples_tests;
 mod mapping;
 mod reload;
 mod stage;
-mod state;
-#[cfg(test)]
-mod examples_tests;
 #[cfg(test)]
 mod stage_tests;
+mod state;
 #[cfg(test)]
 mod tests;
 

@@ -43,7 +43,9 @@ impl RulesEngine {
                     }
                 }
                 Err(error) => {
-                    slot.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    slot.counters
+                        .reload_failures
+                        .fetch_add(1, Ordering::Relaxed);
                     Reloaded::Kept {
                         script: slot.name.clone(),
                         error,

@@ -7,12 +7,14 @@
 //! Error log policy: every failure is counted (per script, see
 //! [`ScriptCounters`](super::ScriptCounters)); the log gets at most
 //! [`LOG_BURST`] lines per script per [`LOG_WINDOW`], then one line saying
-//! how many were not logged. Must not touch signals or the readings channel.
+//! how many were not logged. A panic while processing a reading (a bug, not
+//! a script error) drops that reading, is logged, and the stage goes on.
+//! Must not touch signals or the readings channel.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::engine::{Failure, RulesEngine};
 use crate::reading::{Publish, Reading};
@@ -87,15 +89,37 @@ pub(super) fn worker(
     out: mpsc::Sender<Publish>,
 ) {
     let mut log = ErrorLog {
-        per_script: engine.counters().iter().map(|_| Throttle::default()).collect(),
+        per_script: engine
+            .counters()
+            .iter()
+            .map(|_| Throttle::default())
+            .collect(),
     };
     let mut pubs = Vec::new();
     'work: while let Some(w) = work.blocking_recv() {
         match w {
             Work::Batch(batch) => {
                 for r in &batch {
-                    for f in engine.process(r, &mut pubs) {
-                        log.report(f.index, &f, r);
+                    // Rhai should never panic; if it does, lose this reading,
+                    // not the stage (a dead stage would stop every source).
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        engine.process(r, &mut pubs)
+                    }));
+                    match run {
+                        Ok(failures) => {
+                            for f in failures {
+                                log.report(f.index, &f, r);
+                            }
+                        }
+                        Err(_) => {
+                            error!(
+                                device = %r.device,
+                                point = %r.point,
+                                "rules engine panicked on a reading; the reading is dropped"
+                            );
+                            engine.discard_pending();
+                            pubs.clear();
+                        }
                     }
                     for p in pubs.drain(..) {
                         if out.blocking_send(p).is_err() {

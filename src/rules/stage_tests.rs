@@ -50,7 +50,10 @@ async fn a_busy_script_does_not_stall_the_runtime() {
 
 #[tokio::test]
 async fn the_stage_drains_every_reading_then_returns() {
-    let (_dir, cfg) = config("fn on_reading(r) {\n  if r.value % 2 == 0 { emit(r); }\n}", 100_000);
+    let (_dir, cfg) = config(
+        "fn on_reading(r) {\n  if r.value % 2 == 0 { emit(r); }\n}",
+        100_000,
+    );
     let (read_tx, read_rx) = mpsc::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
     let stage = tokio::spawn(async move { run(&cfg, read_rx, out_tx).await });
@@ -74,7 +77,47 @@ async fn the_stage_drains_every_reading_then_returns() {
     assert_eq!(got.len(), 500);
     let ts: Vec<i64> = got
         .iter()
-        .map(|p| serde_json::from_slice::<serde_json::Value>(&p.payload).expect("json")["ts"].as_i64().expect("ts"))
+        .map(|p| {
+            serde_json::from_slice::<serde_json::Value>(&p.payload).expect("json")["ts"]
+                .as_i64()
+                .expect("ts")
+        })
         .collect();
-    assert!(ts.windows(2).all(|w| w[1] == w[0] + 2), "in order, none lost");
+    assert!(
+        ts.windows(2).all(|w| w[1] == w[0] + 2),
+        "in order, none lost"
+    );
+}
+
+#[test]
+fn a_panic_in_the_engine_drops_one_reading_not_the_stage() {
+    let (_d, p) = super::tests::script(
+        "fn on_reading(r) {\n  publish(\"partial\", r.value);\n  if r.value == 0 { boom(); }\n  emit(r);\n}",
+    );
+    let mut engine = super::tests::engine_for(&[p]);
+    // A native function that panics stands in for a bug in Rhai or our API.
+    engine
+        .engine
+        .register_fn("boom", || -> bool { panic!("simulated bug") });
+    let (work_tx, work_rx) = mpsc::channel(4);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let batch = vec![
+        reading("d", "p", Value::Int(0), 1),
+        reading("d", "p", Value::Int(1), 2),
+    ];
+    work_tx
+        .try_send(stage::Work::Batch(batch))
+        .expect("room for one batch");
+    drop(work_tx);
+    std::thread::spawn(move || stage::worker(engine, work_rx, out_tx))
+        .join()
+        .expect("the worker survives the panic");
+    let mut got = Vec::new();
+    while let Ok(p) = out_rx.try_recv() {
+        got.push((p.topic, p.payload.to_vec()));
+    }
+    // only the second reading's publishes: the first one's partial publish is gone
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], ("partial".to_string(), b"1".to_vec()));
+    assert_eq!(got[1].0, "gw/d/p");
 }

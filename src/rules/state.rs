@@ -70,7 +70,9 @@ pub(crate) struct HelperState {
 
 fn as_number(v: &Dynamic) -> Option<f64> {
     #[allow(clippy::cast_precision_loss)] // comparing against a deadband
-    v.as_float().ok().or_else(|| v.as_int().ok().map(|i| i as f64))
+    v.as_float()
+        .ok()
+        .or_else(|| v.as_int().ok().map(|i| i as f64))
 }
 
 impl HelperState {

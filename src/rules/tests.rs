@@ -82,7 +82,10 @@ fn on_reading(r) {
     let (out, f) = one(text, &r);
     assert!(f.is_empty(), "{f:?}");
     assert_eq!(out[0].topic, "seen");
-    assert_eq!(&out[0].payload[..], b"boiler|temp|20|\xc2\xb0C|1000|good|gw/boiler/temp");
+    assert_eq!(
+        &out[0].payload[..],
+        b"boiler|temp|20|\xc2\xb0C|1000|good|gw/boiler/temp"
+    );
     assert_eq!(&out[1].payload[..], b"gw/b2/t2");
     assert_eq!(out[2].topic, "gw/b2/t2");
     assert_eq!(
@@ -114,7 +117,14 @@ fn on_reading(r) {
     assert!(f.is_empty(), "{f:?}");
     let got: Vec<_> = out
         .iter()
-        .map(|p| (p.topic.as_str(), p.payload.to_vec(), p.qos.as_u8(), p.retain))
+        .map(|p| {
+            (
+                p.topic.as_str(),
+                p.payload.to_vec(),
+                p.qos.as_u8(),
+                p.retain,
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -131,9 +141,18 @@ fn on_reading(r) {
 fn bad_publish_arguments_are_script_errors_at_their_line() {
     let r = reading("d", "p", Value::Int(3), 1);
     for (text, needle) in [
-        ("fn on_reading(r) {\n  publish(\"a/#\", 1);\n}", "not allowed"),
-        ("fn on_reading(r) {\n  publish(\"a\", 1, 3, false);\n}", "qos must be"),
-        ("fn on_reading(r) {\n  r.quality = \"great\";\n}", "quality must be"),
+        (
+            "fn on_reading(r) {\n  publish(\"a/#\", 1);\n}",
+            "not allowed",
+        ),
+        (
+            "fn on_reading(r) {\n  publish(\"a\", 1, 3, false);\n}",
+            "qos must be",
+        ),
+        (
+            "fn on_reading(r) {\n  r.quality = \"great\";\n}",
+            "quality must be",
+        ),
         ("fn on_reading(r) {\n  publish(\"\", 1);\n}", "empty"),
     ] {
         let (out, f) = one(text, &r);
@@ -141,7 +160,11 @@ fn bad_publish_arguments_are_script_errors_at_their_line() {
         assert_eq!(f.len(), 1, "{text}");
         let msg = f[0].error.to_string();
         assert!(msg.contains(needle), "{text}: {msg}");
-        assert_eq!(f[0].error.at().and_then(|a| a.line), Some(2), "{text}: {msg}");
+        assert_eq!(
+            f[0].error.at().and_then(|a| a.line),
+            Some(2),
+            "{text}: {msg}"
+        );
     }
 }
 
@@ -153,7 +176,11 @@ fn a_failed_call_publishes_nothing_and_is_counted() {
         let (out, f) = run(&mut e, &reading("d", "p", Value::Int(1), i));
         assert!(out.is_empty());
         assert_eq!(f[0].errors_total, i as u64);
-        assert!(f[0].error.to_string().contains("t.rhai:3:"), "{}", f[0].error);
+        assert!(
+            f[0].error.to_string().contains("t.rhai:3:"),
+            "{}",
+            f[0].error
+        );
     }
     let c = &e.counters()[0].1;
     use std::sync::atomic::Ordering::Relaxed;
@@ -196,7 +223,10 @@ fn several_scripts_each_see_every_reading_in_order() {
     let (_d2, b) = script("fn on_reading(r) { publish(\"second\", r.point); }");
     let mut e = engine_for(&[a, b]);
     let (out, _) = run(&mut e, &reading("d", "p", Value::Int(1), 1));
-    let got: Vec<_> = out.iter().map(|p| (p.topic.clone(), p.payload.to_vec())).collect();
+    let got: Vec<_> = out
+        .iter()
+        .map(|p| (p.topic.clone(), p.payload.to_vec()))
+        .collect();
     // the second script sees the original reading, not the first one's copy
     assert_eq!(got[0].0, "gw/d/first");
     assert_eq!(got[1], ("second".to_string(), b"p".to_vec()));
@@ -207,7 +237,10 @@ fn without_scripts_the_default_mapping_applies() {
     let mut e = engine_for(&[]);
     let r = reading("d", "p", Value::Float(1.5), 9);
     let (out, _) = run(&mut e, &r);
-    assert_eq!(out, vec![DefaultMapping::new("gw", &RulesConfig::default()).map(&r)]);
+    assert_eq!(
+        out,
+        vec![DefaultMapping::new("gw", &RulesConfig::default()).map(&r)]
+    );
 }
 
 #[test]
@@ -219,12 +252,21 @@ fn deadband_passes_changes_of_at_least_delta() {
     let passed: Vec<f64> = vals
         .iter()
         .enumerate()
-        .filter(|(i, v)| !run(&mut e, &reading("d", "p", Value::Float(**v), *i as i64)).0.is_empty())
+        .filter(|(i, v)| {
+            !run(&mut e, &reading("d", "p", Value::Float(**v), *i as i64))
+                .0
+                .is_empty()
+        })
         .map(|(_, v)| *v)
         .collect();
     assert_eq!(passed, vec![10.0, 10.5, 9.9]);
     // another point has its own band
-    assert_eq!(run(&mut e, &reading("d", "q", Value::Float(10.1), 9)).0.len(), 1);
+    assert_eq!(
+        run(&mut e, &reading("d", "q", Value::Float(10.1), 9))
+            .0
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -242,7 +284,10 @@ fn deadband_with_max_age_and_on_quality_and_text_changes() {
     assert!(!pass(Value::Int(5), 9_999, Good));
     assert!(pass(Value::Int(5), 10_000, Good), "max_age passed");
     assert!(pass(Value::Int(5), 10_001, Bad), "quality changed");
-    assert!(pass(Value::String("on".into()), 10_002, Bad), "type changed");
+    assert!(
+        pass(Value::String("on".into()), 10_002, Bad),
+        "type changed"
+    );
     assert!(!pass(Value::String("on".into()), 10_003, Bad));
     assert!(pass(Value::String("off".into()), 10_004, Bad));
 }
@@ -254,7 +299,11 @@ fn rate_limit_lets_one_reading_per_period_through() {
     let mut e = engine_for(&[p]);
     let passed: Vec<i64> = [0, 200, 999, 1000, 1500, 2100, 2200]
         .into_iter()
-        .filter(|ts| !run(&mut e, &reading("d", "p", Value::Int(1), *ts)).0.is_empty())
+        .filter(|ts| {
+            !run(&mut e, &reading("d", "p", Value::Int(1), *ts))
+                .0
+                .is_empty()
+        })
         .collect();
     assert_eq!(passed, vec![0, 1000, 2100]);
     let text = "fn on_reading(r) {\n if rate_limit(r, \"soon\") { emit(r); } }";
@@ -273,9 +322,19 @@ fn on_reading(r) {
     let (_d, p) = script(text);
     let mut e = engine_for(&[p]);
     let out = |e: &mut RulesEngine, r| run(e, &r).0[0].payload.to_vec();
-    assert_eq!(out(&mut e, reading("m", "current", Value::Int(2), 1)), b"none");
-    assert_eq!(out(&mut e, reading("m", "voltage", Value::Int(230), 2)), b"none", "own value is the previous one");
-    assert_eq!(out(&mut e, reading("m", "current", Value::Int(3), 3)), b"230@2");
+    assert_eq!(
+        out(&mut e, reading("m", "current", Value::Int(2), 1)),
+        b"none"
+    );
+    assert_eq!(
+        out(&mut e, reading("m", "voltage", Value::Int(230), 2)),
+        b"none",
+        "own value is the previous one"
+    );
+    assert_eq!(
+        out(&mut e, reading("m", "current", Value::Int(3), 3)),
+        b"230@2"
+    );
 }
 
 #[test]
@@ -284,7 +343,10 @@ fn now_and_json_helpers_are_available_to_rules() {
     let text = "fn on_reading(r) {\n  let m = parse_json(r.value);\n  m.at = now() > 0;\n  publish(\"j\", to_json(m));\n}";
     let (out, f) = one(text, &r);
     assert!(f.is_empty(), "{f:?}");
-    assert_eq!(json(&out[0]), serde_json::json!({"t": 21.5, "h": 40, "at": true}));
+    assert_eq!(
+        json(&out[0]),
+        serde_json::json!({"t": 21.5, "h": 40, "at": true})
+    );
 }
 
 #[test]
@@ -304,10 +366,17 @@ fn write(path: &Path, text: &str) {
 fn reload_replaces_good_scripts_and_keeps_the_old_one_when_broken() {
     let (_d, p) = script("fn on_reading(r) { publish(\"v\", \"one\"); }");
     let mut e = engine_for(std::slice::from_ref(&p));
-    let payload = |e: &mut RulesEngine| run(e, &reading("d", "p", Value::Int(1), 1)).0[0].payload.to_vec();
+    let payload = |e: &mut RulesEngine| {
+        run(e, &reading("d", "p", Value::Int(1), 1)).0[0]
+            .payload
+            .to_vec()
+    };
     assert_eq!(payload(&mut e), b"one");
 
-    write(&p, "fn on_reading(r) {\n  this.n = 1; publish(\"v\", \"two\");\n}");
+    write(
+        &p,
+        "fn on_reading(r) {\n  this.n = 1; publish(\"v\", \"two\");\n}",
+    );
     let rel = e.reload();
     assert!(matches!(rel[0], Reloaded::Replaced { .. }), "{rel:?}");
     assert_eq!(payload(&mut e), b"two");
@@ -325,5 +394,8 @@ fn reload_replaces_good_scripts_and_keeps_the_old_one_when_broken() {
     assert_eq!(payload(&mut e), b"two");
     use std::sync::atomic::Ordering::Relaxed;
     let c = &e.counters()[0].1;
-    assert_eq!((c.reloads.load(Relaxed), c.reload_failures.load(Relaxed)), (1, 2));
+    assert_eq!(
+        (c.reloads.load(Relaxed), c.reload_failures.load(Relaxed)),
+        (1, 2)
+    );
 }

@@ -17,7 +17,12 @@ fn call(text: &str, f: &str, arg: Dynamic) -> Result<Dynamic, ScriptError> {
 
 #[test]
 fn runaway_loop_is_stopped_by_the_operation_limit() {
-    let err = call("fn f(x) {\n  loop { x += 1; }\n}", "f", Dynamic::from_int(0)).unwrap_err();
+    let err = call(
+        "fn f(x) {\n  loop { x += 1; }\n}",
+        "f",
+        Dynamic::from_int(0),
+    )
+    .unwrap_err();
     assert!(err.is_limit(), "{err}");
     // Rhai gives no line for this one: the message names the file and function.
     assert!(err.to_string().starts_with("t.rhai"), "{err}");
@@ -107,7 +112,9 @@ fn size_limits_apply_to_strings_arrays_and_maps() {
     ];
     for text in cases {
         let s = Script::compile_str(&e, "l.rhai", text).expect("compiles");
-        let err = s.call(&e, &mut Dynamic::from(()), "f", (0_i64,)).unwrap_err();
+        let err = s
+            .call(&e, &mut Dynamic::from(()), "f", (0_i64,))
+            .unwrap_err();
         assert!(err.is_limit(), "{text}: {err}");
     }
 }
@@ -120,8 +127,8 @@ fn state_that_outgrows_the_limits_is_an_error() {
     };
     let e = engine(&limits);
     // Rhai does not check sizes on `m[key] = v`; `Script::call` checks `this`.
-    let s = Script::compile_str(&e, "s.rhai", "fn f(x) {\n  this[`k${x}`] = x;\n}")
-        .expect("compiles");
+    let s =
+        Script::compile_str(&e, "s.rhai", "fn f(x) {\n  this[`k${x}`] = x;\n}").expect("compiles");
     let mut this = Dynamic::from_map(Default::default());
     let mut failed = None;
     for i in 0..100_i64 {
@@ -168,8 +175,12 @@ fn json_helpers_round_trip() {
     .expect("call");
     // Rhai maps keep keys sorted: so does their JSON
     assert_eq!(out.to_string(), r#"{"a":"s","b":[1,3.5,null,true]}"#);
-    let bad = call("fn f(x) {\n parse_json(x) }", "f", Dynamic::from(ImmutableString::from("{")))
-        .unwrap_err();
+    let bad = call(
+        "fn f(x) {\n parse_json(x) }",
+        "f",
+        Dynamic::from(ImmutableString::from("{")),
+    )
+    .unwrap_err();
     assert!(bad.to_string().contains("invalid JSON"), "{bad}");
 }
 
@@ -195,10 +206,11 @@ fn payloads_from_script_values() {
     let mut m = rhai::Map::new();
     m.insert("a".into(), Dynamic::from_float(1.5));
     assert_eq!(&to_payload(&Dynamic::from_map(m))[..], br#"{"a":1.5}"#);
-    assert_eq!(&to_payload(&Dynamic::from(ImmutableString::from("on")))[..], b"on");
+    assert_eq!(
+        &to_payload(&Dynamic::from(ImmutableString::from("on")))[..],
+        b"on"
+    );
     let blob: rhai::Blob = vec![0, 255];
     assert_eq!(&to_payload(&Dynamic::from_blob(blob))[..], &[0u8, 255]);
     assert_eq!(&to_payload(&Dynamic::from_int(7))[..], b"7");
 }
-
-

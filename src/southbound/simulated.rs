@@ -111,18 +111,18 @@ impl SimulatedConfig {
             if p.signal == Signal::Constant && p.value.is_none() {
                 report.add(format!("{pp}.value"), "signal constant needs `value`");
             }
-            if let Some(period) = p.period {
-                if period.get().is_zero() {
-                    report.add(format!("{pp}.period"), "must be greater than 0");
-                }
+            if let Some(period) = p.period
+                && period.get().is_zero()
+            {
+                report.add(format!("{pp}.period"), "must be greater than 0");
             }
-            if let (Some(lo), Some(hi)) = (p.min, p.max) {
-                if lo > hi {
-                    report.add(
-                        format!("{pp}.min"),
-                        format!("min ({lo}) is greater than max ({hi})"),
-                    );
-                }
+            if let (Some(lo), Some(hi)) = (p.min, p.max)
+                && lo > hi
+            {
+                report.add(
+                    format!("{pp}.min"),
+                    format!("min ({lo}) is greater than max ({hi})"),
+                );
             }
         }
     }

@@ -85,7 +85,8 @@ async fn a_script_error_is_logged_with_file_and_line_and_publishing_goes_on() {
 
 #[tokio::test]
 async fn a_runaway_loop_is_stopped_and_readings_keep_flowing() {
-    let script = "fn on_reading(r) {\n  if r.point == \"bad\" {\n    loop { }\n  }\n  emit(r);\n}\n";
+    let script =
+        "fn on_reading(r) {\n  if r.point == \"bad\" {\n    loop { }\n  }\n  emit(r);\n}\n";
     let gw = start(script);
     let mut sub = Sub::connect(gw.port, &["gw-r/dev/count"], QoS::AtMostOnce).await;
     wait_log(&gw, "too many operations");
@@ -102,7 +103,8 @@ async fn a_runaway_loop_is_stopped_and_readings_keep_flowing() {
 
 #[tokio::test]
 async fn sighup_reloads_a_good_script_and_keeps_the_old_one_when_broken() {
-    let v = |tag: &str| format!("fn on_reading(r) {{\n  r.topic = \"ver/{tag}\";\n  emit(r);\n}}\n");
+    let v =
+        |tag: &str| format!("fn on_reading(r) {{\n  r.topic = \"ver/{tag}\";\n  emit(r);\n}}\n");
     let gw = start(&v("one"));
     let mut sub = Sub::connect(gw.port, &["ver/#"], QoS::AtMostOnce).await;
     sub.wait_topic("ver/one", SECS).await;
@@ -115,7 +117,10 @@ async fn sighup_reloads_a_good_script_and_keeps_the_old_one_when_broken() {
     gw.cfg.write("s.rhai", "fn on_reading(r) {\n  emit(r\n}\n");
     gw.signal(Signal::SIGHUP);
     let log = wait_log(&gw, "not reloaded");
-    let line = log.lines().find(|l| l.contains("not reloaded")).expect("line");
+    let line = log
+        .lines()
+        .find(|l| l.contains("not reloaded"))
+        .expect("line");
     assert!(line.contains("s.rhai:3:"), "{line}");
     // the previous version keeps running: only ver/two from here on
     sub.seen.clear();
@@ -145,16 +150,35 @@ fn rules_test_shows_what_would_be_published() {
         "fn on_reading(r) {\n  if deadband(r, 1) {\n    publish(`alarm/${r.point}`, #{v: r.value}, 2, true);\n    emit(r);\n  }\n}\n",
     );
     let (code, out, err) = output(&[
-        "rules", "test", "-c", cfg.path_str(),
-        "-r", "boiler/temp=21.5 °C", "-r", "boiler/temp=21.7", "-r", "boiler/mode=auto",
+        "rules",
+        "test",
+        "-c",
+        cfg.path_str(),
+        "-r",
+        "boiler/temp=21.5 °C",
+        "-r",
+        "boiler/temp=21.7",
+        "-r",
+        "boiler/mode=auto",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("reading boiler/temp=21.5 °C"), "{out}");
-    assert_eq!(lines[1], "  publish alarm/temp qos=2 retain=true {\"v\":21.5}", "{out}");
-    assert!(lines[2].starts_with("  publish gw/boiler/temp qos=1 retain=false {\"value\":21.5,\"unit\":\"°C\""), "{out}");
+    assert_eq!(
+        lines[1], "  publish alarm/temp qos=2 retain=true {\"v\":21.5}",
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with(
+            "  publish gw/boiler/temp qos=1 retain=false {\"value\":21.5,\"unit\":\"°C\""
+        ),
+        "{out}"
+    );
     assert!(lines[3].starts_with("reading boiler/temp=21.7"), "{out}");
-    assert_eq!(lines[4], "  (nothing published)", "within the deadband: {out}");
+    assert_eq!(
+        lines[4], "  (nothing published)",
+        "within the deadband: {out}"
+    );
     assert!(lines[5].starts_with("reading boiler/mode=auto"), "{out}");
     assert!(lines[7].contains("{\"value\":\"auto\""), "{out}");
 }
@@ -162,7 +186,10 @@ fn rules_test_shows_what_would_be_published() {
 #[test]
 fn rules_test_reports_a_script_error_and_exits_1() {
     let cfg = ConfigDir::new(CLI_YAML);
-    cfg.write("scripts/s.rhai", "fn on_reading(r) {\n\n  r.value.nope();\n}\n");
+    cfg.write(
+        "scripts/s.rhai",
+        "fn on_reading(r) {\n\n  r.value.nope();\n}\n",
+    );
     let (code, out, err) = output(&["rules", "test", "-c", cfg.path_str(), "-r", "d/p=1"]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.contains("error") && out.contains("s.rhai:3:"), "{out}");
@@ -174,8 +201,14 @@ fn check_on_a_broken_script_exits_78_with_file_and_line() {
     cfg.write("scripts/s.rhai", "fn on_reading(r) {\n  let x = ;\n}\n");
     let (code, out, err) = output(&["check", "-c", cfg.path_str()]);
     assert_eq!(code, Some(78), "{out}{err}");
-    assert!(err.contains("rules.scripts[0] (line 5"), "YAML path and line: {err}");
-    assert!(err.contains("scripts/s.rhai:2:"), "script file and line: {err}");
+    assert!(
+        err.contains("rules.scripts[0] (line 5"),
+        "YAML path and line: {err}"
+    );
+    assert!(
+        err.contains("scripts/s.rhai:2:"),
+        "script file and line: {err}"
+    );
 
     // a script without on_reading, and a missing file
     cfg.write("scripts/s.rhai", "fn something_else(r) { }\n");
@@ -200,9 +233,26 @@ fn the_example_config_and_plugins_check_and_run() {
     let (code, out, err) = output(&["check", "-c", cfg]);
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = output(&[
-        "rules", "test", "-c", cfg, "-r", "boiler/pressure=1.2 bar", "-r", "meter/voltage=230", "-r", "meter/current=2",
+        "rules",
+        "test",
+        "-c",
+        cfg,
+        "-r",
+        "boiler/pressure=1.2 bar",
+        "-r",
+        "meter/voltage=230",
+        "-r",
+        "meter/current=2",
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("publish plant/boiler/pressure qos=1 retain=false {\"value\":120.0,\"unit\":\"kPa\""), "{out}");
-    assert!(out.contains("publish demo-gw/meter/power qos=1 retain=false {\"value\":460"), "{out}");
+    assert!(
+        out.contains(
+            "publish plant/boiler/pressure qos=1 retain=false {\"value\":120.0,\"unit\":\"kPa\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("publish demo-gw/meter/power qos=1 retain=false {\"value\":460"),
+        "{out}"
+    );
 }

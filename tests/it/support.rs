@@ -258,10 +258,10 @@ impl Sub {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         acks += 1;
-                        if acks == want {
-                            if let Some(t) = ready_tx.take() {
-                                let _ = t.send(Ok(()));
-                            }
+                        if acks == want
+                            && let Some(t) = ready_tx.take()
+                        {
+                            let _ = t.send(Ok(()));
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
