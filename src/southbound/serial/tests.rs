@@ -204,3 +204,40 @@ async fn repeated_warnings_are_throttled_and_counted() {
     assert_eq!(t.allow(), None);
     assert_eq!(t.allow(), None);
 }
+
+#[test]
+fn bad_settings_are_config_errors_with_paths() {
+    let yaml = r#"
+gateway: { id: gw }
+devices:
+  - name: s
+    kind: serial
+    port: /dev/ttyUSB0
+    data_bits: 9
+    stop_bits: 3
+    max_frame: 8
+    frame: { length: 16 }
+    strict: true
+    request: { data: 'x', every: 0s }
+    reconnect: { min: 2s, max: 1s }
+    points: [ { name: "a b" } ]
+"#;
+    let err = crate::config::parse(yaml, Path::new("t.yaml")).unwrap_err();
+    let text = err.to_string();
+    for want in [
+        "devices[0].data_bits (line 7",
+        "devices[0].stop_bits (line 8",
+        "devices[0].frame.length",
+        "devices[0].request.every",
+        "devices[0].reconnect",
+        "devices[0].points[0].name",
+    ] {
+        assert!(text.contains(want), "{want} missing in:\n{text}");
+    }
+    let unknown =
+        "gateway: { id: gw }\ndevices:\n  - { name: s, kind: serial, port: /dev/x, bauds: 9600 }\n";
+    let text = crate::config::parse(unknown, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("bauds"), "{text}");
+}
