@@ -10,13 +10,14 @@ use serde_yaml_ng::Value;
 
 use super::Report;
 use crate::southbound::modbus::{ModbusRtuConfig, ModbusTcpConfig};
+use crate::southbound::serial::SerialConfig;
 use crate::southbound::simulated::SimulatedConfig;
 
 /// Device kinds this build accepts, as written in `kind:`.
-pub const DEVICE_KINDS: &[&str] = &["simulated", "modbus-tcp", "modbus-rtu"];
+pub const DEVICE_KINDS: &[&str] = &["simulated", "modbus-tcp", "modbus-rtu", "serial"];
 
 /// Kinds that the design names but this build does not have yet.
-const PLANNED_KINDS: &[&str] = &["serial"];
+const PLANNED_KINDS: &[&str] = &[];
 
 /// One entry of `devices:`.
 #[derive(Debug, Clone)]
@@ -24,6 +25,7 @@ pub enum DeviceConfig {
     Simulated(SimulatedConfig),
     ModbusTcp(ModbusTcpConfig),
     ModbusRtu(ModbusRtuConfig),
+    Serial(Box<SerialConfig>),
 }
 
 impl DeviceConfig {
@@ -32,6 +34,7 @@ impl DeviceConfig {
             DeviceConfig::Simulated(c) => &c.name,
             DeviceConfig::ModbusTcp(c) => &c.name,
             DeviceConfig::ModbusRtu(c) => &c.name,
+            DeviceConfig::Serial(c) => &c.name,
         }
     }
 
@@ -40,6 +43,7 @@ impl DeviceConfig {
             DeviceConfig::Simulated(_) => "simulated",
             DeviceConfig::ModbusTcp(_) => "modbus-tcp",
             DeviceConfig::ModbusRtu(_) => "modbus-rtu",
+            DeviceConfig::Serial(_) => "serial",
         }
     }
 }
@@ -55,7 +59,9 @@ fn typed<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> 
 }
 
 /// Parses every device entry; problems go to `report`, bad entries are skipped.
-pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceConfig> {
+/// Returns the devices that parsed, each with its index in the YAML list (so
+/// later messages name the right `devices[i]` when an earlier entry failed).
+pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, DeviceConfig)> {
     let mut out = Vec::with_capacity(values.len());
     for (i, value) in values.into_iter().enumerate() {
         let path = format!("devices[{i}]");
@@ -88,6 +94,7 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceCo
             "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
             "modbus-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusTcp),
             "modbus-rtu" => typed(value, &path, report).map(DeviceConfig::ModbusRtu),
+            "serial" => typed(value, &path, report).map(|c| DeviceConfig::Serial(Box::new(c))),
             other => {
                 let why = if PLANNED_KINDS.contains(&other) {
                     format!("device kind `{other}` is not available in this build yet")
@@ -101,7 +108,17 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<DeviceCo
                 None
             }
         };
-        out.extend(parsed);
+        out.extend(parsed.map(|d| (i, d)));
     }
     out
+}
+
+/// Resolves paths written in device entries (serial decoder scripts)
+/// against the config file's folder.
+pub(super) fn resolve_paths(devices: &mut [DeviceConfig], config_dir: &std::path::Path) {
+    for d in devices {
+        if let DeviceConfig::Serial(c) = d {
+            c.resolve_paths(config_dir);
+        }
+    }
 }

@@ -259,7 +259,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "the uplink (store-and-forward bridge) is not available in this build yet",
         );
     }
-    let devices = devices::parse_all(raw.devices, &mut report);
+    let (positions, mut devices): (Vec<usize>, Vec<DeviceConfig>) =
+        devices::parse_all(raw.devices, &mut report)
+            .into_iter()
+            .unzip();
+    devices::resolve_paths(&mut devices, path.parent().unwrap_or(Path::new(".")));
     let config = Config {
         source: path.to_path_buf(),
         gateway: raw.gateway,
@@ -268,7 +272,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         rules: raw.rules,
         metrics: raw.metrics,
     };
-    validate::check(&config, &mut report);
+    validate::check(&config, &positions, &mut report);
     report.finish(path)?;
     Ok(config)
 }

@@ -13,7 +13,8 @@ use super::{Config, DeviceConfig, Report};
 /// Placeholders allowed in `rules.topic`.
 pub const TOPIC_PLACEHOLDERS: &[&str] = &["gateway", "device", "point"];
 
-pub(super) fn check(config: &Config, report: &mut Report) {
+/// `positions[i]` is the index in the YAML list of `config.devices[i]`.
+pub(super) fn check(config: &Config, positions: &[usize], report: &mut Report) {
     if !is_valid_name(&config.gateway.id) {
         report.add(
             "gateway.id",
@@ -26,7 +27,7 @@ pub(super) fn check(config: &Config, report: &mut Report) {
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut rtu = Vec::new();
-    for (i, dev) in config.devices.iter().enumerate() {
+    for (&i, dev) in positions.iter().zip(&config.devices) {
         let path = format!("devices[{i}]");
         let name = dev.name();
         if !is_valid_name(name) {
@@ -55,6 +56,7 @@ pub(super) fn check(config: &Config, report: &mut Report) {
                 c.validate(&path, report);
                 rtu.push((path.clone(), c));
             }
+            DeviceConfig::Serial(c) => c.validate(config, &path, report),
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod commands;
 pub mod modbus;
+pub mod serial;
 pub mod simulated;
 
 use std::future::Future;
@@ -97,6 +98,7 @@ pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec
             DeviceConfig::ModbusTcp(c) => {
                 out.push(Box::new(modbus::TcpDevice::new(c.clone(), routes)))
             }
+            DeviceConfig::Serial(c) => out.push(Box::new(serial::Serial::new((**c).clone()))),
             // devices sharing a port become one source: the bus
             DeviceConfig::ModbusRtu(c) => rtu.push(c),
         }

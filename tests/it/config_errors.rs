@@ -68,6 +68,15 @@ fn bad_configs_exit_78_with_path_and_line() {
         ),
         ("gateway:\n  id: [gw\n", &["line 2"]),
         ("devices: []\n", &["missing field `gateway`"]),
+        (
+            // the first device fails to parse: the second is still named devices[1], at its line
+            "gateway:\n  id: gw\ndevices:\n  - { name: a, kind: simulated, poll: fast }\n  - { name: status, kind: simulated }\n",
+            &[
+                "devices[0].poll (line 4",
+                "devices[1].name (line 5",
+                "2 problems",
+            ],
+        ),
     ];
     for (yaml, wants) in cases {
         let (code, text) = check(yaml);

@@ -8,5 +8,6 @@ mod modbus_rtu;
 mod modbus_server;
 mod ops;
 mod rules;
+mod serial;
 mod skeleton;
 mod support;

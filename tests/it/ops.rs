@@ -83,7 +83,10 @@ async fn metrics_move_with_traffic_and_healthz_reports_devices() {
         .find_map(|l| l.strip_prefix("fieldgate_broker_connections "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no broker_connections metric:\n{second}"));
-    assert!(conns >= 1, "our subscriber is connected, metric says {conns}");
+    assert!(
+        conns >= 1,
+        "our subscriber is connected, metric says {conns}"
+    );
 
     let (status, body) = http_get(mport, "/healthz");
     assert!(status.contains("200"), "{status}");

@@ -1,0 +1,337 @@
+//! The `serial` device kind: sensors that print lines or frames on a serial
+//! port (scales, NMEA GPS receivers, Arduinos, particle counters).
+//!
+//! Owns [`SerialConfig`] and its checks, and the [`Serial`] source. The
+//! framer ([`framing`]) and the decoders ([`decoder`]) are pure; the port,
+//! the reconnect loop and the request timer live in [`session`]. Must not
+//! publish anything but readings and device status (through its
+//! [`SourceContext`](super::SourceContext)).
+
+pub mod decoder;
+pub mod framing;
+mod plan;
+mod session;
+
+pub(crate) use plan::plan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use tracing::{Instrument, info_span};
+
+use super::{Source, SourceContext, SourceFuture};
+use crate::config::types::is_valid_name;
+use crate::config::{ByteSize, Config, Duration, Report};
+use crate::script::Limits;
+use decoder::{Decoder, SerialPoint};
+use framing::{FrameMode, unescape};
+
+/// `kind: serial`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    pub name: String,
+    /// The device path, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...`.
+    pub port: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    #[serde(default)]
+    pub flow_control: FlowControl,
+    /// How the byte stream is cut into frames; default `{ delimiter: "\n" }`.
+    #[serde(default)]
+    pub frame: FrameConfig,
+    /// Longest frame kept; longer ones are discarded and counted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: ByteSize,
+    /// `json`, or a Rhai script (relative to the config file) defining
+    /// `fn decode(frame)`.
+    #[serde(default = "default_decoder")]
+    pub decoder: String,
+    /// Limits of the decoder script.
+    #[serde(default)]
+    pub limits: Limits,
+    pub request: Option<RequestConfig>,
+    /// Units and types for decoded names.
+    #[serde(default)]
+    pub points: Vec<SerialPoint>,
+    /// Drop decoded names that are not in `points`.
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// The decoder script resolved against the config file's folder (set
+    /// when the config is loaded).
+    #[serde(skip)]
+    pub decoder_path: Option<PathBuf>,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_max_frame() -> ByteSize {
+    ByteSize(4096)
+}
+fn default_decoder() -> String {
+    "json".to_string()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowControl {
+    #[default]
+    None,
+    Software,
+    Hardware,
+}
+
+/// `frame:`: one of the three keys (none means `delimiter: "\n"`), or
+/// `length` with `idle`: then a pause drops a partial frame (realigns).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameConfig {
+    /// Escapes `\r \n \t \0 \\ \xHH` are understood also in single quotes.
+    pub delimiter: Option<String>,
+    pub length: Option<usize>,
+    pub idle: Option<Duration>,
+}
+
+impl FrameConfig {
+    /// The framer mode and, in idle mode, the pause that ends a frame.
+    pub fn mode(&self) -> Result<(FrameMode, Option<std::time::Duration>), String> {
+        match (&self.delimiter, self.length, self.idle) {
+            (None, None, None) => Ok((FrameMode::Delimiter(b"\n".to_vec()), None)),
+            (Some(d), None, None) => {
+                let d = unescape(d)?;
+                if d.is_empty() {
+                    return Err("the delimiter is empty".into());
+                }
+                Ok((FrameMode::Delimiter(d), None))
+            }
+            (None, Some(0), None) => Err("length must be greater than 0".into()),
+            (None, Some(n), None) => Ok((FrameMode::Length(n), None)),
+            (None, Some(_), Some(t)) if t.get().is_zero() => {
+                Err("idle must be greater than 0".into())
+            }
+            // A pause drops a partial frame: fixed-length frames realign.
+            (None, Some(n), Some(t)) => Ok((FrameMode::Length(n), Some(t.get()))),
+            (None, None, Some(t)) if t.get().is_zero() => Err("idle must be greater than 0".into()),
+            (None, None, Some(t)) => Ok((FrameMode::Idle, Some(t.get()))),
+            _ => {
+                Err("give one of `delimiter`, `length` or `idle` (or `length` with `idle`)".into())
+            }
+        }
+    }
+}
+
+/// `request:`: bytes written to the port at a fixed interval, for sensors
+/// that answer only when asked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    /// Escapes as in `frame.delimiter`.
+    pub data: String,
+    pub every: Duration,
+}
+
+/// `reconnect:`: how long to wait between attempts to open the port
+/// (doubling from `min` to `max`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SerialConfig {
+    /// Resolves the decoder script against the config file's folder.
+    pub(crate) fn resolve_paths(&mut self, config_dir: &Path) {
+        if self.decoder != "json" {
+            let p = Path::new(&self.decoder);
+            self.decoder_path = Some(if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                config_dir.join(p)
+            });
+        }
+    }
+
+    fn script_path(&self, config: &Config) -> Option<PathBuf> {
+        if self.decoder == "json" {
+            return None;
+        }
+        Some(
+            self.decoder_path
+                .clone()
+                .unwrap_or_else(|| config.resolve_path(Path::new(&self.decoder))),
+        )
+    }
+
+    /// Builds the decoder this device uses.
+    pub fn build_decoder(&self) -> Result<Decoder, crate::script::ScriptError> {
+        match &self.decoder_path {
+            Some(p) if self.decoder != "json" => {
+                Decoder::script(p, &self.limits, &self.points, self.strict)
+            }
+            _ => Ok(Decoder::json(&self.points, self.strict)),
+        }
+    }
+
+    pub(crate) fn validate(&self, config: &Config, path: &str, report: &mut Report) {
+        if self.baud == 0 {
+            report.add(format!("{path}.baud"), "must be greater than 0");
+        }
+        if !(5..=8).contains(&self.data_bits) {
+            report.add(format!("{path}.data_bits"), "must be 5, 6, 7 or 8");
+        }
+        if !(1..=2).contains(&self.stop_bits) {
+            report.add(format!("{path}.stop_bits"), "must be 1 or 2");
+        }
+        if self.max_frame.0 == 0 {
+            report.add(format!("{path}.max_frame"), "must be greater than 0");
+        }
+        match self.frame.mode() {
+            Err(e) => report.add(format!("{path}.frame"), e),
+            Ok((FrameMode::Length(n), _)) if n as u64 > self.max_frame.0 => report.add(
+                format!("{path}.frame.length"),
+                format!("{n} is more than max_frame ({})", self.max_frame),
+            ),
+            Ok(_) => {}
+        }
+        if let Some(r) = &self.request {
+            if let Err(e) = unescape(&r.data) {
+                report.add(format!("{path}.request.data"), e);
+            }
+            if r.every.get().is_zero() {
+                report.add(format!("{path}.request.every"), "must be greater than 0");
+            }
+        }
+        if self.reconnect.min.get().is_zero() || self.reconnect.min > self.reconnect.max {
+            report.add(
+                format!("{path}.reconnect"),
+                "min must be greater than 0 and at most max",
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.points.iter().enumerate() {
+            if !is_valid_name(&p.name) {
+                report.add(
+                    format!("{path}.points[{i}].name"),
+                    format!(
+                        "{:?} is not a valid point name: use letters, digits, `_` and `-` only",
+                        p.name
+                    ),
+                );
+            }
+            if !names.insert(p.name.as_str()) {
+                report.add(
+                    format!("{path}.points[{i}].name"),
+                    format!("duplicate point name {:?}", p.name),
+                );
+            }
+        }
+        if self.strict && self.points.is_empty() {
+            report.add(
+                format!("{path}.strict"),
+                "strict drops names not in `points`, but `points` is empty",
+            );
+        }
+        self.limits.validate(&format!("{path}.limits"), report);
+        if let Some(script) = self.script_path(config) {
+            let res = Decoder::script(&script, &self.limits, &self.points, self.strict);
+            if let Err(e) = res {
+                report.add(format!("{path}.decoder"), e.to_string());
+            }
+        }
+    }
+}
+
+/// Counters of one serial device (the metrics endpoint reads them).
+#[derive(Debug, Default)]
+pub struct SerialStats {
+    /// Frames cut from the stream.
+    pub frames: AtomicU64,
+    /// Frames over `max_frame`, discarded.
+    pub oversized_frames: AtomicU64,
+    /// Bytes discarded with oversized frames.
+    pub discarded_bytes: AtomicU64,
+    /// Frames the decoder failed on (script error, bad JSON, wrong shape).
+    pub decode_errors: AtomicU64,
+    /// Readings sent to the rules stage.
+    pub readings: AtomicU64,
+    /// Times the port was opened.
+    pub opens: AtomicU64,
+    /// Failed attempts to open the port.
+    pub open_failures: AtomicU64,
+}
+
+impl SerialStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A running serial device.
+pub struct Serial {
+    cfg: SerialConfig,
+    stats: Arc<SerialStats>,
+}
+
+impl Serial {
+    pub fn new(cfg: SerialConfig) -> Self {
+        Serial {
+            cfg,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The device's counters, shared with the running source.
+    pub fn stats(&self) -> Arc<SerialStats> {
+        self.stats.clone()
+    }
+}
+
+impl Source for Serial {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
+        let span = info_span!("device", device = %self.cfg.name, port = %self.cfg.port.display());
+        Box::pin(session::run(self.cfg, self.stats, ctx).instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests;
