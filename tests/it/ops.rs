@@ -193,3 +193,63 @@ fn systemd_unit_verifies() {
         "systemd-analyze verify: {text}"
     );
 }
+
+#[tokio::test]
+async fn watchdog_pings_stop_while_the_pipeline_is_stuck() {
+    // A rule that takes seconds per reading (allowed by a raised operation
+    // limit) wedges the pipeline: readings queue up and nothing is published.
+    let yaml = r#"
+gateway:
+  id: gw-wd
+  data_dir: "{data_dir}"
+broker:
+  listen: "127.0.0.1:{port}"
+devices:
+  - name: fast
+    kind: simulated
+    poll: 10ms
+    points:
+      - { name: n, signal: counter }
+rules:
+  scripts: [slow.rhai]
+  limits: { max_operations: 4000000000 }
+"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+    let port = free_port();
+    let cfg = crate::support::ConfigDir::new("");
+    cfg.write(
+        "slow.rhai",
+        "fn on_reading(r) { let x = 0; for i in 0..400000000 { x += 1; } emit(r); }\n",
+    );
+    std::fs::write(
+        &cfg.path,
+        crate::support::fill(yaml, port, &cfg.dir.path().join("data")),
+    )
+    .expect("config");
+    let _gw = Gateway::spawn(
+        cfg,
+        port,
+        &[
+            ("NOTIFY_SOCKET", path.to_str().expect("utf-8")),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    wait_datagram(&sock, &mut seen, SECS, |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    // the watchdog is withheld, and systemd is told why
+    wait_datagram(&sock, &mut seen, SECS, |m| {
+        m.contains("STATUS=stuck at readings")
+    });
+    let stuck = seen.last().expect("a datagram").clone();
+    assert!(!stuck.contains("WATCHDOG=1"), "{stuck}");
+    wait_datagram(&sock, &mut seen, SECS, |_| true);
+    let next = seen.last().expect("a datagram").clone();
+    assert!(
+        next.contains("STATUS=stuck") && !next.contains("WATCHDOG=1"),
+        "still stuck, no ping: {next}"
+    );
+}
