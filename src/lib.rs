@@ -8,13 +8,16 @@
 //! - [`southbound`]: one source per device kind (`simulated` so far);
 //! - [`rules`]: readings to publishes (the default mapping);
 //! - [`broker`]: the embedded rumqttd and its in-process links;
+//! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
 //! - [`ops`]: status topics;
 //! - [`plan`]: what `fieldgate check` prints.
 //!
 //! [`run`] wires the stages together and owns the shutdown order: sources
 //! stop first, the rules stage drains what they sent, the gateway status
-//! turns `offline`, and the broker link drains last.
+//! turns `offline`, the bridge commits what it was given and flushes the
+//! outbox upstream within a deadline, and the broker link drains last.
 
+pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod ops;
@@ -48,6 +51,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub enum RunError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -59,15 +64,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let gateway: Arc<str> = config.gateway.id.as_str().into();
 
     let broker_cfg = config.broker.clone();
-    let publisher_link = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
-        let broker = Broker::new(&broker_cfg)?;
-        let link = broker.link("fieldgate-publisher")?;
-        broker.start()?;
-        Ok(link)
-    })
-    .await??;
+    let with_uplink = config.uplink.is_some();
+    let (publisher_link, bridge_link) =
+        tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
+            let broker = Broker::new(&broker_cfg)?;
+            let link = broker.link("fieldgate-publisher")?;
+            let bridge_link = if with_uplink {
+                Some(broker.link("fieldgate-bridge")?)
+            } else {
+                None
+            };
+            broker.start()?;
+            Ok((link, bridge_link))
+        })
+        .await??;
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
+    // With an uplink, the bridge sits between the rules and the local broker.
+    let (bridge, pub_rx) = match &config.uplink {
+        Some(up) => {
+            let (b, rx) = bridge::Bridge::start(
+                up,
+                &gateway,
+                &config.gateway.data_dir,
+                pub_rx,
+                bridge_link,
+            )
+            .await?;
+            (Some(b), rx)
+        }
+        None => (None, pub_rx),
+    };
     let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
 
     let publisher =
@@ -122,6 +149,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let _ = pub_tx.send(ops::status::gateway(&gateway, false)).await;
     drop(pub_tx);
+    if let Some(b) = bridge {
+        b.stop(SHUTDOWN_DEADLINE).await;
+    }
     if tokio::time::timeout(SHUTDOWN_DEADLINE, publisher)
         .await
         .is_err()

@@ -35,6 +35,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub devices: Vec<DeviceConfig>,
     pub rules: RulesConfig,
+    /// `uplink:`: the store-and-forward bridge; `None` for a local gateway.
+    pub uplink: Option<crate::bridge::UplinkConfig>,
 }
 
 /// `gateway:`: identity and where state lives.
@@ -62,9 +64,8 @@ struct RawConfig {
     devices: Vec<serde_yaml_ng::Value>,
     #[serde(default)]
     rules: RulesConfig,
-    /// Parsed by the bridge issue; rejected by validation until then.
     #[serde(default)]
-    uplink: Option<serde_yaml_ng::Value>,
+    uplink: Option<crate::bridge::UplinkConfig>,
     /// Parsed by the operations issue; rejected by validation until then.
     #[serde(default)]
     metrics: Option<serde_yaml_ng::Value>,
@@ -251,12 +252,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(report.into_error(path));
         }
     };
-    if raw.uplink.is_some() {
-        report.add(
-            "uplink",
-            "the uplink (store-and-forward bridge) is not available in this build yet",
-        );
-    }
     if raw.metrics.is_some() {
         report.add(
             "metrics",
@@ -270,6 +265,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         broker: raw.broker,
         devices,
         rules: raw.rules,
+        uplink: raw.uplink,
     };
     validate::check(&config, &mut report);
     report.finish(path)?;

@@ -4,3 +4,5 @@
 mod config_errors;
 mod skeleton;
 mod support;
+mod bridge;
+mod upstream;
