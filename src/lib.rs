@@ -83,14 +83,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // With an uplink, the bridge sits between the rules and the local broker.
     let (bridge, pub_rx) = match &config.uplink {
         Some(up) => {
-            let (b, rx) = bridge::Bridge::start(
-                up,
-                &gateway,
-                &config.gateway.data_dir,
-                pub_rx,
-                bridge_link,
-            )
-            .await?;
+            let (b, rx) =
+                bridge::Bridge::start(up, &gateway, &config.gateway.data_dir, pub_rx, bridge_link)
+                    .await?;
             (Some(b), rx)
         }
         None => (None, pub_rx),

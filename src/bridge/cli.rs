@@ -64,7 +64,11 @@ pub async fn run_cli(config: &Config, cmd: OutboxCommand) -> Result<String, Outb
         }
         OutboxCommand::List(n) => {
             let rows = outbox::fetch(&pool, 0, i64::MAX, n).await?;
-            let _ = writeln!(out, "{:>10}  {:>3}  {:>6}  {:>7}  {:<40}  payload", "id", "qos", "retain", "age", "topic");
+            let _ = writeln!(
+                out,
+                "{:>10}  {:>3}  {:>6}  {:>7}  {:<40}  payload",
+                "id", "qos", "retain", "age", "topic"
+            );
             for r in rows {
                 let text = String::from_utf8_lossy(&r.payload);
                 let mut shown: String = text.chars().take(60).collect();

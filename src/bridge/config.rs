@@ -164,7 +164,9 @@ impl Endpoint {
         } else if let Some(r) = url.strip_prefix("mqtt://") {
             (false, r)
         } else {
-            return Err(format!("{url:?}: the url must start with mqtt:// or mqtts://"));
+            return Err(format!(
+                "{url:?}: the url must start with mqtt:// or mqtts://"
+            ));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {

@@ -63,6 +63,9 @@ struct State {
     /// Handed to rumqttc, waiting for their packet id, in order.
     queued: VecDeque<Tracked>,
     inflight: HashMap<u16, Tracked>,
+    /// QoS 2 messages past PUBREC, waiting for PUBCOMP. Kept apart because
+    /// rumqttc may give their packet id to a new publish meanwhile.
+    released: HashMap<u16, Tracked>,
     /// Not yet handed out: id ranges `[lo, hi)`, ascending.
     ranges: VecDeque<(i64, i64)>,
     /// `live_first`: the next live id to look at.
@@ -76,7 +79,7 @@ struct State {
 
 impl State {
     fn used(&self) -> usize {
-        self.queued.len() + self.inflight.len()
+        self.queued.len() + self.inflight.len() + self.released.len()
     }
 
     /// rumqttc lost its pending messages (new session): everything not
@@ -86,6 +89,7 @@ impl State {
             .queued
             .drain(..)
             .chain(self.inflight.drain().map(|(_, t)| t))
+            .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
                 Tracked::Row(id) => Some(id),
                 Tracked::Untracked => None,
@@ -114,6 +118,7 @@ impl Forwarder {
             connected: false,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
+            released: HashMap::new(),
             ranges: VecDeque::new(),
             live: None,
             caught_up: false,
@@ -210,7 +215,10 @@ impl Forwarder {
                 }
                 st.caught_up = false;
                 for c in &self.cfg.commands {
-                    if let Err(e) = self.client.try_subscribe(c.filter.clone(), qos(c.qos.as_u8())) {
+                    if let Err(e) = self
+                        .client
+                        .try_subscribe(c.filter.clone(), qos(c.qos.as_u8()))
+                    {
                         warn!(filter = %c.filter, error = %e, "cannot subscribe to commands");
                     }
                 }
@@ -229,19 +237,33 @@ impl Forwarder {
                         Some(t) => {
                             st.inflight.insert(pkid, t);
                         }
-                        None => warn!(pkid, "uplink: a publish went out that the bridge did not queue"),
+                        None => warn!(
+                            pkid,
+                            "uplink: a publish went out that the bridge did not queue"
+                        ),
                     }
                 }
             }
-            Report::Event(Event::Incoming(Incoming::PubAck(a))) => self.acked(st, a.pkid),
-            Report::Event(Event::Incoming(Incoming::PubComp(c))) => self.acked(st, c.pkid),
+            Report::Event(Event::Incoming(Incoming::PubAck(a))) => {
+                let t = st.inflight.remove(&a.pkid);
+                self.acked(st, t);
+            }
+            Report::Event(Event::Incoming(Incoming::PubRec(r))) => {
+                if let Some(t) = st.inflight.remove(&r.pkid) {
+                    st.released.insert(r.pkid, t);
+                }
+            }
+            Report::Event(Event::Incoming(Incoming::PubComp(c))) => {
+                let t = st.released.remove(&c.pkid);
+                self.acked(st, t);
+            }
             Report::Event(Event::Incoming(Incoming::Publish(p))) => self.command(p),
             Report::Event(_) => {}
         }
     }
 
-    fn acked(&mut self, st: &mut State, pkid: u16) {
-        if let Some(Tracked::Row(id)) = st.inflight.remove(&pkid) {
+    fn acked(&mut self, st: &mut State, t: Option<Tracked>) {
+        if let Some(Tracked::Row(id)) = t {
             st.acks.push(id);
             self.counters.acked.fetch_add(1, Relaxed);
         }

@@ -59,7 +59,10 @@ fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
 impl Echoes {
     /// Records that the gateway is about to publish `p` locally.
     pub fn expect(&self, p: &Publish) {
-        let mut q = self.0.lock().expect("echo lock is never poisoned: no panics inside");
+        let mut q = self
+            .0
+            .lock()
+            .expect("echo lock is never poisoned: no panics inside");
         let now = Instant::now();
         while q
             .front()
@@ -74,7 +77,10 @@ impl Echoes {
     /// `true` (and forgotten) when `topic`/`payload` is an expected echo.
     fn take(&self, topic: &str, payload: &[u8]) -> bool {
         let f = fingerprint(topic, payload);
-        let mut q = self.0.lock().expect("echo lock is never poisoned: no panics inside");
+        let mut q = self
+            .0
+            .lock()
+            .expect("echo lock is never poisoned: no panics inside");
         match q.iter().take(ECHO_SCAN).position(|(x, _)| *x == f) {
             Some(i) => {
                 q.remove(i);

@@ -232,7 +232,11 @@ impl Bridge {
             echoes,
             counters: counters.clone(),
         };
-        let intake = tokio::spawn(intake.run(from_rules).instrument(info_span!("bridge_intake")));
+        let intake = tokio::spawn(
+            intake
+                .run(from_rules)
+                .instrument(info_span!("bridge_intake")),
+        );
         Ok((
             Bridge {
                 counters,
@@ -381,7 +385,10 @@ impl Intake {
         if self.live.try_send(p).is_err() {
             self.counters.live_dropped.fetch_add(1, Relaxed);
             if let Some(suppressed) = log.ready() {
-                warn!(suppressed_logs = suppressed, "uplink live queue full: message dropped");
+                warn!(
+                    suppressed_logs = suppressed,
+                    "uplink live queue full: message dropped"
+                );
             }
         }
     }

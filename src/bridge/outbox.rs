@@ -320,7 +320,6 @@ impl Writer {
 }
 
 impl Accounting {
-
     async fn commit(&mut self, conn: &mut SqliteConnection, batch: &mut Vec<WriteCmd>) {
         let mut acks = Vec::new();
         let mut inserts = Vec::new();
@@ -429,9 +428,7 @@ impl Accounting {
                 .map_err(q("expire"))?;
                 self.forget(&rows);
                 if !rows.is_empty() {
-                    self.counters
-                        .expired
-                        .fetch_add(rows.len() as u64, Relaxed);
+                    self.counters.expired.fetch_add(rows.len() as u64, Relaxed);
                     self.log_drop("expired", rows.len());
                 }
                 if rows.len() < 1000 {

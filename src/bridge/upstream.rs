@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing,
-    QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,9 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub enum Report {
     /// Connected (the CONNACK of a session the forwarder may use).
-    Up { session_present: bool },
+    Up {
+        session_present: bool,
+    },
     /// The connection failed or dropped; a reconnect follows after a backoff.
     Down,
     Event(Event),
@@ -95,7 +97,10 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, Upstrea
     if ep.tls {
         let ca = match &cfg.ca_file {
             Some(p) => read("ca_file", p)?,
-            None => read("ca_file (system bundle)", std::path::Path::new(SYSTEM_CA_BUNDLE))?,
+            None => read(
+                "ca_file (system bundle)",
+                std::path::Path::new(SYSTEM_CA_BUNDLE),
+            )?,
         };
         let client_auth = match (&cfg.cert_file, &cfg.key_file) {
             (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
@@ -160,10 +165,7 @@ pub async fn drive(
             }
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 attempt = 0;
-                info!(
-                    session_present = ack.session_present,
-                    "uplink connected"
-                );
+                info!(session_present = ack.session_present, "uplink connected");
                 Report::Up {
                     session_present: ack.session_present,
                 }
