@@ -244,13 +244,13 @@ impl UplinkConfig {
             ("cert_file", &self.cert_file),
             ("key_file", &self.key_file),
         ] {
-            if let Some(f) = file {
-                if !f.is_file() {
-                    report.add(
-                        format!("{path}.{key}"),
-                        format!("no such file: {}", f.display()),
-                    );
-                }
+            if let Some(f) = file
+                && !f.is_file()
+            {
+                report.add(
+                    format!("{path}.{key}"),
+                    format!("no such file: {}", f.display()),
+                );
             }
         }
         if self.cert_file.is_some() != self.key_file.is_some() {

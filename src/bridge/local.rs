@@ -166,11 +166,7 @@ pub async fn run(
                     break;
                 }
             }
-            Notification::Unschedule => {
-                if rx.wake().await.is_err() {
-                    break;
-                }
-            }
+            Notification::Unschedule if rx.wake().await.is_err() => break,
             _ => {}
         }
     }
