@@ -514,3 +514,83 @@ impl Accounting {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ByteSize;
+
+    fn m(i: usize) -> NewMessage {
+        NewMessage {
+            topic: "t".into(),
+            payload: bytes::Bytes::from(format!("{i:09}")),
+            qos: 1,
+            retain: false,
+        }
+    }
+
+    async fn writer(
+        cfg: BufferConfig,
+    ) -> (
+        tempfile::TempDir,
+        SqlitePool,
+        mpsc::Sender<WriteCmd>,
+        Arc<Counters>,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, conn) = open(dir.path(), Synchronous::Full).await.expect("open");
+        let counters = Arc::new(Counters::default());
+        let (w, _) = Writer::new(conn, cfg, counters.clone())
+            .await
+            .expect("writer");
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(w.run(rx));
+        (dir, pool, tx, counters)
+    }
+
+    async fn insert(tx: &mpsc::Sender<WriteCmd>, msgs: Vec<NewMessage>) -> Vec<NewMessage> {
+        let (done, wait) = oneshot::channel();
+        tx.send(WriteCmd::Insert {
+            msgs,
+            done: Some(done),
+        })
+        .await
+        .expect("send");
+        wait.await.expect("reply")
+    }
+
+    #[tokio::test]
+    async fn acked_rows_are_deleted_and_ids_keep_growing() {
+        let (_d, pool, tx, counters) = writer(BufferConfig::default()).await;
+        assert!(insert(&tx, (0..10).map(m).collect()).await.is_empty());
+        let rows = fetch(&pool, 0, i64::MAX, 100).await.expect("fetch");
+        assert_eq!(rows.len(), 10);
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        tx.send(WriteCmd::Ack(ids.clone())).await.expect("ack");
+        insert(&tx, vec![m(10)]).await;
+        let rows = fetch(&pool, 0, i64::MAX, 100).await.expect("fetch");
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].id > ids[9], "ids are never reused");
+        assert_eq!(counters.depth.load(Relaxed), 1);
+        assert_eq!(stats(&pool).await.expect("stats").messages, 1);
+    }
+
+    #[tokio::test]
+    async fn max_bytes_drop_oldest() {
+        let cfg = BufferConfig {
+            max_bytes: ByteSize(10 * 10), // ten rows of 1 + 9 bytes
+            ..BufferConfig::default()
+        };
+        let (_d, pool, tx, counters) = writer(cfg).await;
+        insert(&tx, (0..25).map(m).collect()).await;
+        let rows = fetch(&pool, 0, i64::MAX, 100).await.expect("fetch");
+        let kept: Vec<String> = rows
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
+        assert_eq!(kept.first().map(String::as_str), Some("000000015"));
+        assert_eq!(kept.len(), 10);
+        assert_eq!(counters.dropped_oldest.load(Relaxed), 15);
+        assert_eq!(counters.depth_bytes.load(Relaxed), 100);
+    }
+}
