@@ -169,7 +169,7 @@ pub async fn open(
         .await
         .map_err(open_err)?;
     let pool = SqlitePoolOptions::new()
-        .max_connections(2)
+        .max_connections(1)
         .connect_with(opts.clone())
         .await
         .map_err(open_err)?;
