@@ -29,6 +29,9 @@ use super::upstream::Report;
 use super::{Counters, RateLimited};
 use crate::reading::Publish;
 
+/// Rows read from the outbox at a time.
+const READ_AHEAD: usize = 512;
+
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracked {
@@ -70,6 +73,8 @@ struct State {
     ranges: VecDeque<(i64, i64)>,
     /// `live_first`: the next live id to look at.
     live: Option<i64>,
+    /// Read ahead from the outbox, not yet handed to rumqttc.
+    ready: VecDeque<outbox::Stored>,
     /// Nothing left to read until the committed id moves.
     caught_up: bool,
     acks: Vec<i64>,
@@ -90,6 +95,7 @@ impl State {
             .drain(..)
             .chain(self.inflight.drain().map(|(_, t)| t))
             .chain(self.released.drain().map(|(_, t)| t))
+            .chain(self.ready.drain(..).map(|r| Tracked::Row(r.id)))
             .filter_map(|t| match t {
                 Tracked::Row(id) => Some(id),
                 Tracked::Untracked => None,
@@ -119,6 +125,7 @@ impl Forwarder {
             queued: VecDeque::new(),
             inflight: HashMap::new(),
             released: HashMap::new(),
+            ready: VecDeque::new(),
             ranges: VecDeque::new(),
             live: None,
             caught_up: false,
@@ -158,7 +165,9 @@ impl Forwarder {
                 self.fill(&mut st).await;
             }
             self.flush_acks(&mut st).await;
-            if flush_until.is_some() && (!st.connected || (st.caught_up && st.used() == 0)) {
+            if flush_until.is_some()
+                && (!st.connected || (st.caught_up && st.ready.is_empty() && st.used() == 0))
+            {
                 break;
             }
         }
@@ -322,35 +331,42 @@ impl Forwarder {
         }
     }
 
-    /// Fills the in-flight window from the outbox.
+    /// Fills the in-flight window from the outbox, reading ahead
+    /// [`READ_AHEAD`] rows at a time.
     async fn fill(&mut self, st: &mut State) {
         let window = self.cfg.inflight as usize;
-        while st.connected && !st.caught_up && st.used() < window {
-            let want = window - st.used();
-            let rows = match self.next_rows(st, want).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    self.counters.io_errors.fetch_add(1, Relaxed);
-                    warn!(error = %e, "uplink: cannot read the outbox");
+        while st.connected && st.used() < window {
+            if st.ready.is_empty() {
+                if st.caught_up {
                     return;
                 }
-            };
-            if rows.is_empty() {
-                st.caught_up = true;
-                return;
+                // live_first reads the backlog only as far as the window has
+                // room, so a live row never waits behind read-ahead backlog
+                let backlog_want = match self.cfg.buffer.drain {
+                    Drain::LiveFirst => window - st.used(),
+                    Drain::Fifo => READ_AHEAD,
+                };
+                match self.next_rows(st, READ_AHEAD, backlog_want).await {
+                    Ok(rows) if rows.is_empty() => {
+                        st.caught_up = true;
+                        return;
+                    }
+                    Ok(rows) => st.ready.extend(rows),
+                    Err(e) => {
+                        self.counters.io_errors.fetch_add(1, Relaxed);
+                        warn!(error = %e, "uplink: cannot read the outbox");
+                        return;
+                    }
+                }
             }
-            for (i, r) in rows.iter().enumerate() {
+            while st.used() < window {
+                let Some(r) = st.ready.pop_front() else { break };
                 if self
                     .client
                     .try_publish(r.topic.as_str(), qos(r.qos), r.retain, r.payload.clone())
                     .is_err()
                 {
-                    // put the rest back in front, in order
-                    let mut back: Vec<(i64, i64)> =
-                        rows[i..].iter().map(|r| (r.id, r.id + 1)).collect();
-                    back.extend(st.ranges.drain(..));
-                    back.sort_unstable();
-                    st.ranges = back.into();
+                    st.ready.push_front(r);
                     return;
                 }
                 st.queued.push_back(Tracked::Row(r.id));
@@ -362,12 +378,13 @@ impl Forwarder {
     async fn next_rows(
         &mut self,
         st: &mut State,
+        want_live: usize,
         want: usize,
     ) -> Result<Vec<outbox::Stored>, outbox::OutboxError> {
         // mark what is committed now as seen: a later commit wakes us again
         self.committed.borrow_and_update();
         if let Some(l) = st.live {
-            let rows = outbox::fetch(&self.pool, l, i64::MAX, want).await?;
+            let rows = outbox::fetch(&self.pool, l, i64::MAX, want_live).await?;
             if let Some(last) = rows.last() {
                 st.live = Some(last.id + 1);
                 return Ok(rows);

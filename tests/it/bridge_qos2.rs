@@ -7,7 +7,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use rumqttc::QoS;
 
-use crate::bridge::{SECS, collect_until, local_values, wait_local_value, wait_reading};
+use crate::bridge::{
+    SECS, collect_until, local_values, wait_local_value, wait_reading, wait_upstream,
+};
 use crate::support::{ConfigDir, Gateway, Sub, fill};
 use crate::upstream::{Mosquitto, Proxy, gateway_yaml_from};
 
@@ -34,6 +36,7 @@ async fn qos2_outages_cause_no_duplicates() {
         wait_local_value(&mut local, 150 * round, &mut seen).await;
         proxy.restore();
         wait_local_value(&mut local, 150 * round + 50, &mut seen).await;
+        wait_upstream(&mut up, 150 * round + 50).await;
     }
     assert!(gw.terminate(SECS).success());
     seen.extend(local_values(&mut local, Duration::from_millis(200)).await);
