@@ -31,6 +31,10 @@ use crate::reading::Publish;
 
 /// Rows read from the outbox at a time.
 const READ_AHEAD: usize = 512;
+/// Acknowledged rows are deleted in batches: at this many, or after
+/// [`ACK_DELAY`]. A crash loses at most these deletes (sent again later).
+const ACK_BATCH: usize = 512;
+const ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +143,7 @@ impl Forwarder {
         let mut live_drops = RateLimited::new(Duration::from_secs(10));
         let mut flush_until: Option<tokio::time::Instant> = None;
         let mut live_open = true;
+        let mut acks_due: Option<tokio::time::Instant> = None;
         let status_topic = self.cfg.status_topic(&self.gateway);
         loop {
             tokio::select! {
@@ -156,15 +161,33 @@ impl Forwarder {
                     self.commands = None;
                     info!(connected = st.connected, "uplink: flushing the outbox before stopping");
                 }
+                _ = sleep_until(acks_due) => {}
                 _ = sleep_until(flush_until) => {
                     warn!(in_flight = st.used(), "uplink: flush deadline reached; the rest stays in the outbox");
                     break;
                 }
             }
+            // take whatever else the connection reported, so acks and
+            // window refills are handled in batches
+            for _ in 0..1024 {
+                match self.reports.try_recv() {
+                    Ok(r) => self.on_report(r, &mut st, &status_topic),
+                    Err(_) => break,
+                }
+            }
             if st.connected {
                 self.fill(&mut st).await;
             }
-            self.flush_acks(&mut st).await;
+            let now = tokio::time::Instant::now();
+            if st.acks.len() >= ACK_BATCH
+                || acks_due.is_some_and(|d| d <= now)
+                || flush_until.is_some()
+            {
+                self.flush_acks(&mut st).await;
+                acks_due = None;
+            } else if !st.acks.is_empty() && acks_due.is_none() {
+                acks_due = Some(now + ACK_DELAY);
+            }
             if flush_until.is_some()
                 && (!st.connected || (st.caught_up && st.ready.is_empty() && st.used() == 0))
             {
@@ -361,9 +384,12 @@ impl Forwarder {
             }
             while st.used() < window {
                 let Some(r) = st.ready.pop_front() else { break };
+                // the request channel holds more than the window: this
+                // never waits for long, and moves the payload without a copy
                 if self
                     .client
-                    .try_publish(r.topic.as_str(), qos(r.qos), r.retain, r.payload.clone())
+                    .publish_bytes(r.topic.clone(), qos(r.qos), r.retain, r.payload.clone())
+                    .await
                     .is_err()
                 {
                     st.ready.push_front(r);
