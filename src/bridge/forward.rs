@@ -357,7 +357,10 @@ impl Forwarder {
     /// Fills the in-flight window from the outbox, reading ahead
     /// [`READ_AHEAD`] rows at a time.
     async fn fill(&mut self, st: &mut State) {
-        let window = self.cfg.inflight as usize;
+        // rumqttc keeps at most `inflight` unacknowledged on the wire; one
+        // more window waits in its request channel so a PUBACK is followed
+        // by the next PUBLISH at once, without a round trip through here
+        let window = 2 * self.cfg.inflight as usize;
         while st.connected && st.used() < window {
             if st.ready.is_empty() {
                 if st.caught_up {
@@ -366,7 +369,7 @@ impl Forwarder {
                 // live_first reads the backlog only as far as the window has
                 // room, so a live row never waits behind read-ahead backlog
                 let backlog_want = match self.cfg.buffer.drain {
-                    Drain::LiveFirst => window - st.used(),
+                    Drain::LiveFirst => (window - st.used()).min(self.cfg.inflight as usize),
                     Drain::Fifo => READ_AHEAD,
                 };
                 match self.next_rows(st, READ_AHEAD, backlog_want).await {

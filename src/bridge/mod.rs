@@ -168,7 +168,7 @@ impl Bridge {
         let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
         let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
 
-        let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 256);
+        let (client, el) = AsyncClient::new(opts, 2 * cfg.inflight as usize + 256);
         let (report_tx, report_rx) = mpsc::channel(1024);
         let driver_cancel = CancellationToken::new();
         let driver = tokio::spawn(
