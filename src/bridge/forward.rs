@@ -33,8 +33,8 @@ use crate::reading::Publish;
 const READ_AHEAD: usize = 512;
 /// Acknowledged rows are deleted in batches: at this many, or after
 /// [`ACK_DELAY`]. A crash loses at most these deletes (sent again later).
-const ACK_BATCH: usize = 512;
-const ACK_DELAY: Duration = Duration::from_millis(10);
+const ACK_BATCH: usize = 1024;
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

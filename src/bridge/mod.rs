@@ -38,7 +38,7 @@
 //!   row is still there and is sent after the restart. Rows that were in
 //!   flight are sent again: QoS 1 and QoS 2 duplicates are bounded by the
 //!   in-flight window plus the acknowledgements not yet deleted (deletes are
-//!   batched: at most 512 rows or 10 ms of acknowledgements).
+//!   batched: at most 1024 rows or 20 ms of acknowledgements).
 //! - Capacity: see `outbox.rs`; every drop is counted in [`Counters`].
 //! - The gateway never stops because of the bridge: commit failures (full
 //!   disk) are logged and counted and the messages go live if connected.
