@@ -19,7 +19,11 @@
 //!
 //! Window: the local broker acknowledged the client's PUBLISH before this
 //! link sees it; the message is committed in the next commit batch
-//! (milliseconds). A crash inside that window loses it.
+//! (milliseconds). A crash inside that window loses it, and so does a
+//! failed commit (full disk: logged and counted as an I/O error).
+//!
+//! Back-pressure: when the writer falls behind, this link stops reading;
+//! rumqttd keeps the messages in its in-memory commit log meanwhile.
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
