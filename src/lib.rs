@@ -9,13 +9,16 @@
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: the embedded rumqttd and its in-process links;
+//! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
 //! - [`ops`]: status topics;
 //! - [`plan`]: what `fieldgate check` prints.
 //!
 //! [`run`] wires the stages together and owns the shutdown order: sources
 //! stop first, the rules stage drains what they sent, the gateway status
-//! turns `offline`, and the broker link drains last.
+//! turns `offline`, the bridge commits what it was given and flushes the
+//! outbox upstream within a deadline, and the broker link drains last.
 
+pub mod bridge;
 pub mod broker;
 pub mod config;
 pub mod ops;
@@ -52,6 +55,8 @@ pub enum RunError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Http(#[from] ops::http::HttpError),
+    #[error(transparent)]
+    Bridge(#[from] bridge::BridgeError),
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -63,15 +68,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let gateway: Arc<str> = config.gateway.id.as_str().into();
 
     let broker_cfg = config.broker.clone();
-    let publisher_link = tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
-        let broker = Broker::new(&broker_cfg)?;
-        let link = broker.link("fieldgate-publisher")?;
-        let commands = broker.link("fieldgate-commands")?;
-        broker.start()?;
-        Ok((link, commands))
-    })
-    .await??;
-    let (publisher_link, commands_link) = publisher_link;
+    let with_uplink = config.uplink.is_some();
+    let (publisher_link, commands_link, bridge_link) =
+        tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
+            let broker = Broker::new(&broker_cfg)?;
+            let link = broker.link("fieldgate-publisher")?;
+            let commands = broker.link("fieldgate-commands")?;
+            let bridge_link = if with_uplink {
+                Some(broker.link("fieldgate-bridge")?)
+            } else {
+                None
+            };
+            broker.start()?;
+            Ok((link, commands, bridge_link))
+        })
+        .await??;
 
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
@@ -85,6 +96,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
+    // With an uplink, the bridge sits between the rules and the local broker.
+    let (bridge, pub_rx) = match &config.uplink {
+        Some(up) => {
+            let (b, rx) =
+                bridge::Bridge::start(up, &gateway, &config.gateway.data_dir, pub_rx, bridge_link)
+                    .await?;
+            (Some(b), rx)
+        }
+        None => (None, pub_rx),
+    };
     let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
     let queues: Vec<Box<dyn ops::notify::QueueLen>> = vec![
         Box::new(ops::notify::Queue {
@@ -165,6 +186,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let _ = pub_tx.send(ops::status::gateway(&gateway, false)).await;
     drop(pub_tx);
+    if let Some(b) = bridge {
+        b.stop(SHUTDOWN_DEADLINE).await;
+    }
     if tokio::time::timeout(SHUTDOWN_DEADLINE, publisher)
         .await
         .is_err()

@@ -49,6 +49,11 @@ enum Command {
     /// Rule scripts (see `rules test --help`).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Look into the uplink's outbox (the store-and-forward buffer).
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +70,20 @@ enum RulesCommand {
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         every: std::time::Duration,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Depth, bytes and the age of the oldest message.
+    Stats,
+    /// The first messages, oldest first.
+    List {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Delete every buffered message (stop the gateway first).
+    Purge,
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -121,6 +140,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Outbox { action } => {
+            let cfg = match config::load(&cli.config) {
+                Ok(c) => c,
+                Err(e) => return config_failure(&e),
+            };
+            let cmd = match action {
+                OutboxAction::Stats => fieldgate::bridge::OutboxCommand::Stats,
+                OutboxAction::List { limit } => fieldgate::bridge::OutboxCommand::List(limit),
+                OutboxAction::Purge => fieldgate::bridge::OutboxCommand::Purge,
+            };
+            match outbox(&cfg, cmd) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run => {
             let cfg = match config::load(&cli.config) {
                 Ok(c) => c,
@@ -136,6 +176,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn outbox(cfg: &config::Config, cmd: fieldgate::bridge::OutboxCommand) -> anyhow::Result<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(fieldgate::bridge::run_cli(cfg, cmd))?)
 }
 
 fn run(cfg: config::Config) -> anyhow::Result<()> {

@@ -38,6 +38,8 @@ pub struct Config {
     pub rules: RulesConfig,
     /// The metrics and health endpoint; off when absent.
     pub metrics: Option<MetricsConfig>,
+    /// `uplink:`: the store-and-forward bridge; `None` for a local gateway.
+    pub uplink: Option<crate::bridge::UplinkConfig>,
 }
 
 /// `gateway:`: identity and where state lives.
@@ -65,9 +67,8 @@ struct RawConfig {
     devices: Vec<serde_yaml_ng::Value>,
     #[serde(default)]
     rules: RulesConfig,
-    /// Parsed by the bridge issue; rejected by validation until then.
     #[serde(default)]
-    uplink: Option<serde_yaml_ng::Value>,
+    uplink: Option<crate::bridge::UplinkConfig>,
     #[serde(default)]
     metrics: Option<MetricsConfig>,
 }
@@ -253,12 +254,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(report.into_error(path));
         }
     };
-    if raw.uplink.is_some() {
-        report.add(
-            "uplink",
-            "the uplink (store-and-forward bridge) is not available in this build yet",
-        );
-    }
     let (positions, mut devices): (Vec<usize>, Vec<DeviceConfig>) =
         devices::parse_all(raw.devices, &mut report)
             .into_iter()
@@ -271,6 +266,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         devices,
         rules: raw.rules,
         metrics: raw.metrics,
+        uplink: raw.uplink,
     };
     validate::check(&config, &positions, &mut report);
     report.finish(path)?;

@@ -65,6 +65,9 @@ pub(super) fn check(config: &Config, positions: &[usize], report: &mut Report) {
     check_topic_template(&config.rules.topic, "rules.topic", report);
     config.broker.validate("broker", report);
     config.rules.validate(config, "rules", report);
+    if let Some(uplink) = &config.uplink {
+        uplink.validate("uplink", report);
+    }
 }
 
 /// Checks a topic template: known `{placeholders}`, no MQTT wildcards, not empty.

@@ -42,6 +42,7 @@ pub enum HttpError {
 async fn prometheus(broker_port: u16) -> impl IntoResponse {
     let m = metrics::get();
     m.refresh_broker(broker_port);
+    m.refresh_bridge();
     (
         [(
             header::CONTENT_TYPE,
@@ -53,6 +54,7 @@ async fn prometheus(broker_port: u16) -> impl IntoResponse {
 
 async fn healthz(gateway: String) -> impl IntoResponse {
     let m = metrics::get();
+    m.refresh_bridge();
     let devices = m.devices();
     let (online, total) = m.devices_online();
     let body = serde_json::json!({

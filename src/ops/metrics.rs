@@ -6,7 +6,7 @@
 //! Metric names (all prefixed `fieldgate_`): see [`Metrics`].
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
@@ -65,6 +65,7 @@ pub struct Metrics {
     /// 1 while the upstream connection is up
     pub uplink_connected: Gauge,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
+    bridge: OnceLock<Arc<crate::bridge::Counters>>,
 }
 
 /// What `/healthz` says about one device.
@@ -218,6 +219,7 @@ impl Metrics {
             registry: r,
             started: Instant::now(),
             devices: Mutex::new(BTreeMap::new()),
+            bridge: OnceLock::new(),
         }
     }
 
@@ -227,6 +229,41 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut s, &self.registry);
         s
+    }
+
+    /// Lets the metrics read the bridge's counters (at scrape time).
+    pub fn attach_bridge(&self, counters: Arc<crate::bridge::Counters>) {
+        let _ = self.bridge.set(counters);
+    }
+
+    /// Copies the bridge's counters into the exported metrics.
+    pub fn refresh_bridge(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(c) = self.bridge.get() else { return };
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.outbox_depth.set(gauge(c.depth.load(Relaxed)));
+        self.outbox_bytes.set(gauge(c.depth_bytes.load(Relaxed)));
+        self.uplink_connected.set(gauge(c.connected.load(Relaxed)));
+        self.uplink_sent
+            .inner()
+            .store(c.sent.load(Relaxed), Relaxed);
+        self.uplink_acked
+            .inner()
+            .store(c.acked.load(Relaxed), Relaxed);
+        self.outbox_errors
+            .inner()
+            .store(c.io_errors.load(Relaxed), Relaxed);
+        for (reason, v) in [
+            ("drop_oldest", &c.dropped_oldest),
+            ("drop_newest", &c.dropped_newest),
+            ("max_age", &c.expired),
+            ("live_not_sent", &c.live_dropped),
+        ] {
+            self.uplink_dropped
+                .get_or_create(&labels("reason", reason))
+                .inner()
+                .store(v.load(Relaxed), Relaxed);
+        }
     }
 
     /// Reads the embedded broker's connection count and panic counters.

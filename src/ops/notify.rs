@@ -88,6 +88,7 @@ pub async fn run(queues: Vec<Box<dyn QueueLen>>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        m.refresh_bridge();
         let now_published = m.published.get();
         let now_readings = m.readings_total();
         let (online, total) = m.devices_online();

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per area. They run the real
 //! `fieldgate` binary and real peers on loopback (see DESIGN.md §7).
 
+mod bridge;
+mod bridge_qos2;
 mod broker;
 mod config_errors;
 mod modbus;
@@ -11,3 +13,4 @@ mod rules;
 mod serial;
 mod skeleton;
 mod support;
+mod upstream;

@@ -1,0 +1,312 @@
+//! Outbox and drain benchmarks, against mosquitto in the same run.
+//!
+//! Run: `cargo bench --bench outbox` (needs `mosquitto` on the PATH).
+//!
+//! 1. Durable outbox writes: 100-byte QoS 1 messages committed per second
+//!    through the bridge's writer (group commit, shipped `synchronous`),
+//!    beside bare batched SQLite inserts of the same rows (the ceiling).
+//! 2. Drain: a 100,000-message backlog sent into mosquitto by the bridge,
+//!    beside a plain rumqttc QoS 1 publisher into the same mosquitto.
+//! 3. Resident memory of the real binary with 1,000,000 messages in the
+//!    outbox, beside the same binary with an empty outbox.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fieldgate::bridge::config::{BufferConfig, Synchronous};
+use fieldgate::bridge::outbox::{self, NewMessage, WriteCmd};
+use fieldgate::bridge::{Bridge, Counters, UplinkConfig};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use sqlx::{AssertSqlSafe, Connection};
+use tokio::sync::{mpsc, oneshot};
+
+const WRITES: usize = 300_000;
+const BACKLOG: usize = 100_000;
+const RESIDENT: usize = 1_000_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn msg(i: usize) -> NewMessage {
+    let mut payload = format!("{{\"value\":{i},\"ts\":1763773200123,\"quality\":\"good\"}}");
+    while payload.len() < 100 {
+        payload.push(' ');
+    }
+    NewMessage {
+        topic: "site/gw1/dev/n".to_string(),
+        payload: Bytes::from(payload),
+        qos: 1,
+        retain: false,
+    }
+}
+
+fn big_buffer() -> BufferConfig {
+    BufferConfig {
+        max_messages: 100_000_000,
+        max_bytes: fieldgate::config::ByteSize(1 << 40),
+        ..BufferConfig::default()
+    }
+}
+
+/// Commits `n` messages through the writer, `per_cmd` per command.
+async fn writer_fill(dir: &Path, n: usize, per_cmd: usize) -> Duration {
+    let (_pool, conn) = outbox::open(dir, Synchronous::Full).await.expect("open");
+    let counters = Arc::new(Counters::default());
+    let (writer, _committed) = outbox::Writer::new(conn, big_buffer(), counters.clone())
+        .await
+        .expect("writer");
+    let (tx, rx) = mpsc::channel(1024);
+    let task = tokio::spawn(writer.run(rx));
+    let t = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let k = per_cmd.min(n - i);
+        let msgs = (i..i + k).map(msg).collect();
+        tx.send(WriteCmd::Insert { msgs, done: None })
+            .await
+            .expect("send");
+        i += k;
+    }
+    let (done, wait) = oneshot::channel();
+    tx.send(WriteCmd::Insert {
+        msgs: Vec::new(),
+        done: Some(done),
+    })
+    .await
+    .expect("send");
+    wait.await.expect("committed");
+    let took = t.elapsed();
+    drop(tx);
+    task.await.expect("writer end");
+    assert_eq!(counters.committed.load(Relaxed), n as u64);
+    took
+}
+
+/// The ceiling: the same rows in transactions of 8192, multi-row INSERTs.
+async fn bare_inserts(dir: &Path, n: usize) -> Duration {
+    let (_pool, mut conn) = outbox::open(dir, Synchronous::Full).await.expect("open");
+    let rows: Vec<NewMessage> = (0..n).map(msg).collect();
+    let t = Instant::now();
+    for batch in rows.chunks(8192) {
+        let mut tx = conn.begin().await.expect("begin");
+        for chunk in batch.chunks(64) {
+            let sql = format!(
+                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size) VALUES {}",
+                vec!["(?,?,?,?,?,?)"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for m in chunk {
+                q = q
+                    .bind(m.topic.as_str())
+                    .bind(m.payload.as_ref())
+                    .bind(1i64)
+                    .bind(0i64)
+                    .bind(0i64)
+                    .bind(m.size() as i64);
+            }
+            q.execute(&mut *tx).await.expect("insert");
+        }
+        tx.commit().await.expect("commit");
+    }
+    t.elapsed()
+}
+
+/// mosquitto, killed on drop; the folder holds its config.
+struct Mosquitto(Child, u16, #[allow(dead_code)] tempfile::TempDir);
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("m.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto on the PATH");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto(child, port, dir)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn uplink(port: u16) -> UplinkConfig {
+    let yaml = format!(
+        "url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: 1 }}]\n\
+         buffer: {{ max_messages: 100000000, max_bytes: 1TiB }}\n"
+    );
+    serde_yaml_ng::from_str(&yaml).expect("uplink yaml")
+}
+
+async fn bridge_drain(dir: &Path, port: u16) -> Duration {
+    let cfg = uplink(port);
+    let (_keep_tx, rx) = mpsc::channel(16);
+    let t = Instant::now();
+    let (bridge, _local) = Bridge::start(&cfg, "gw1", dir, rx, None)
+        .await
+        .expect("bridge");
+    while bridge.counters.acked.load(Relaxed) < BACKLOG as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = t.elapsed();
+    drop(_keep_tx);
+    bridge.stop(Duration::from_secs(5)).await;
+    took
+}
+
+async fn plain_rumqttc(port: u16) -> Duration {
+    let mut o = MqttOptions::new("bench-plain", "127.0.0.1", port);
+    o.set_inflight(100);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = AsyncClient::new(o, 1024);
+    let payload = msg(0).payload;
+    let t = Instant::now();
+    tokio::spawn(async move {
+        for _ in 0..BACKLOG {
+            client
+                .publish_bytes("site/gw1/dev/n", QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .expect("publish");
+        }
+        // keep the client (and the request channel) alive until the end
+        std::future::pending::<()>().await;
+    });
+    let mut acks = 0;
+    while acks < BACKLOG {
+        if let Event::Incoming(Incoming::PubAck(_)) = el.poll().await.expect("poll") {
+            acks += 1;
+        }
+    }
+    t.elapsed()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// RSS of the real binary, settled, with `data_dir` as its data folder and
+/// the uplink down.
+fn binary_rss(dir: &Path) -> u64 {
+    let cfg = dir.join("gw.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "gateway: {{ id: gw1, data_dir: \"{}\" }}\nbroker: {{ listen: \"127.0.0.1:{}\" }}\n\
+             uplink:\n  url: mqtt://127.0.0.1:{}\n  forward: [{{ filter: \"gw1/#\", prefix: \"site/\" }}]\n  \
+             buffer: {{ max_messages: 100000000, max_bytes: 1TiB }}\n",
+            dir.join("data").display(),
+            free_port(),
+            free_port()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("gw.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("fieldgate");
+    std::thread::sleep(Duration::from_secs(4));
+    let rss = rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        println!("fieldgate outbox benchmarks (synchronous = full, WAL)\n");
+
+        let a = tempfile::tempdir().expect("tempdir");
+        let single = writer_fill(a.path(), WRITES, 1).await;
+        let b = tempfile::tempdir().expect("tempdir");
+        let batched = writer_fill(b.path(), WRITES, 256).await;
+        let c = tempfile::tempdir().expect("tempdir");
+        let bare = bare_inserts(c.path(), WRITES).await;
+        let rate = |d: Duration| WRITES as f64 / d.as_secs_f64();
+        println!("durable outbox writes, {WRITES} x 100-byte QoS 1 messages");
+        println!("  writer, one message per command : {:>10.0} msg/s", rate(single));
+        println!("  writer, 256 messages per command: {:>10.0} msg/s", rate(batched));
+        println!("  bare batched inserts (ceiling)  : {:>10.0} msg/s", rate(bare));
+        println!(
+            "  ratio to ceiling: {:.2} (one per command), {:.2} (batched); target 150000/s and >= 0.50\n",
+            rate(single) / rate(bare),
+            rate(batched) / rate(bare)
+        );
+
+        let mosq = Mosquitto::start();
+        let d = tempfile::tempdir().expect("tempdir");
+        writer_fill(d.path(), BACKLOG, 4096).await;
+        let drain = bridge_drain(d.path(), mosq.1).await;
+        let plain = plain_rumqttc(mosq.1).await;
+        let r = |t: Duration| BACKLOG as f64 / t.as_secs_f64();
+        println!("drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight 100)");
+        println!("  bridge drain           : {:>10.0} msg/s", r(drain));
+        println!("  plain rumqttc publisher: {:>10.0} msg/s", r(plain));
+        println!("  ratio: {:.2} (target >= 0.80)\n", r(drain) / r(plain));
+
+        let idle = tempfile::tempdir().expect("tempdir");
+        let full = tempfile::tempdir().expect("tempdir");
+        writer_fill(&full.path().join("data"), RESIDENT, 8192).await;
+        let idle_rss = tokio::task::spawn_blocking({
+            let p = idle.path().to_path_buf();
+            move || binary_rss(&p)
+        })
+        .await
+        .expect("rss");
+        let full_rss = tokio::task::spawn_blocking({
+            let p = full.path().to_path_buf();
+            move || binary_rss(&p)
+        })
+        .await
+        .expect("rss");
+        println!("resident memory of `fieldgate run` (uplink down)");
+        println!("  empty outbox        : {:>8} KiB", idle_rss);
+        println!("  {RESIDENT} messages: {:>8} KiB", full_rss);
+        println!(
+            "  difference: {:.1} MiB (target <= 10 MiB)",
+            (full_rss as f64 - idle_rss as f64) / 1024.0
+        );
+    });
+}

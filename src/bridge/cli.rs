@@ -1,0 +1,97 @@
+//! `fieldgate outbox stats | list | purge`: a look into the outbox file of a
+//! config's `gateway.data_dir`, with or without a running gateway.
+//!
+//! Owns the text these commands print. Must not start the bridge.
+//! `purge` is meant for a stopped gateway: a running one keeps its own
+//! depth counters until it restarts.
+
+use std::fmt::Write as _;
+
+use super::config::Synchronous;
+use super::outbox::{self, OutboxError};
+use crate::config::Config;
+use crate::reading::now_ms;
+
+/// The `fieldgate outbox` verbs.
+#[derive(Debug, Clone, Copy)]
+pub enum OutboxCommand {
+    Stats,
+    /// The first `n` messages.
+    List(usize),
+    Purge,
+}
+
+fn age(ms: i64) -> String {
+    let d = std::time::Duration::from_millis(ms.max(0) as u64 / 1000 * 1000);
+    humantime::format_duration(d).to_string()
+}
+
+/// Runs one verb and returns what to print.
+pub async fn run_cli(config: &Config, cmd: OutboxCommand) -> Result<String, OutboxError> {
+    let path = outbox::db_path(&config.gateway.data_dir);
+    if !path.is_file() {
+        return Ok(format!(
+            "no outbox at {} (nothing was ever buffered)\n",
+            path.display()
+        ));
+    }
+    let sync = config
+        .uplink
+        .as_ref()
+        .map_or(Synchronous::Full, |u| u.buffer.synchronous);
+    let (pool, conn) = outbox::open(&config.gateway.data_dir, sync).await?;
+    drop(conn);
+    let mut out = String::new();
+    match cmd {
+        OutboxCommand::Stats => {
+            let s = outbox::stats(&pool).await?;
+            let _ = writeln!(out, "outbox:   {}", path.display());
+            let _ = writeln!(out, "messages: {}", s.messages);
+            let _ = writeln!(
+                out,
+                "bytes:    {} ({})",
+                s.bytes,
+                bytesize::ByteSize(s.bytes).display().iec()
+            );
+            match s.oldest_ms {
+                Some(ms) => {
+                    let _ = writeln!(out, "oldest:   {} ago", age(now_ms() - ms));
+                }
+                None => {
+                    let _ = writeln!(out, "oldest:   -");
+                }
+            }
+        }
+        OutboxCommand::List(n) => {
+            let rows = outbox::fetch(&pool, 0, i64::MAX, n).await?;
+            let _ = writeln!(
+                out,
+                "{:>10}  {:>3}  {:>6}  {:>7}  {:<40}  payload",
+                "id", "qos", "retain", "age", "topic"
+            );
+            for r in rows {
+                let text = String::from_utf8_lossy(&r.payload);
+                let mut shown: String = text.chars().take(60).collect();
+                if text.chars().count() > 60 {
+                    shown.push('…');
+                }
+                let _ = writeln!(
+                    out,
+                    "{:>10}  {:>3}  {:>6}  {:>7}  {:<40}  {}",
+                    r.id,
+                    r.qos,
+                    r.retain,
+                    age(now_ms() - r.created_ms),
+                    r.topic,
+                    shown
+                );
+            }
+        }
+        OutboxCommand::Purge => {
+            let n = outbox::purge(&pool).await?;
+            let _ = writeln!(out, "purged {n} messages from {}", path.display());
+        }
+    }
+    pool.close().await;
+    Ok(out)
+}

@@ -1,0 +1,348 @@
+//! `uplink:`: the typed section of the store-and-forward bridge and its
+//! semantic checks (reported with YAML paths through [`Report`]).
+//!
+//! Owns the config structs and defaults. Must not open files other than
+//! to check that they exist, nor connect anywhere.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::filters::{filter_problem, matches};
+use crate::config::{ByteSize, Duration, Report, SecretSource};
+use crate::reading::Qos;
+
+/// `uplink:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// Fixed MQTT client id; defaults to the gateway id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) to verify the broker; the system roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), both or neither.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Duration,
+    /// Messages sent but not yet acknowledged, at most (the in-flight window).
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Reconnect backoff: doubles from `min` up to `max`, with jitter.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    #[serde(default)]
+    pub forward: Vec<ForwardRule>,
+    #[serde(default)]
+    pub commands: Vec<CommandRule>,
+    #[serde(default)]
+    pub buffer: BufferConfig,
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_inflight() -> u16 {
+    100
+}
+
+/// `uplink.reconnect`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One `uplink.forward` entry: local topics matching `filter` go upstream
+/// as `prefix + topic` at `qos` (0: live only, never buffered).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    pub filter: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default)]
+    pub qos: Qos,
+}
+
+/// One `uplink.commands` entry: upstream topics matching `filter` are
+/// published locally with `strip_prefix` removed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRule {
+    pub filter: String,
+    #[serde(default)]
+    pub strip_prefix: String,
+    #[serde(default)]
+    pub qos: Qos,
+}
+
+/// `uplink.buffer`: the outbox limits and drain order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    pub max_messages: u64,
+    pub max_bytes: ByteSize,
+    pub max_age: Duration,
+    pub when_full: WhenFull,
+    pub drain: Drain,
+    /// SQLite `synchronous`: `full` (default: an fsync per commit batch,
+    /// nothing committed is lost on power loss) or `normal` (WAL synced at
+    /// checkpoints only: power loss can lose the batches since the last one).
+    pub synchronous: Synchronous,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            max_messages: 1_000_000,
+            max_bytes: ByteSize(256 * 1024 * 1024),
+            max_age: Duration::from_secs(7 * 86_400),
+            when_full: WhenFull::DropOldest,
+            drain: Drain::Fifo,
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    DropOldest,
+    DropNewest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Drain {
+    Fifo,
+    LiveFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// The parsed `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "{url:?}: the url must start with mqtt:// or mqtts://"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("{url:?}: {p:?} is not a port number"))?;
+                (h, port)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(format!("{url:?}: no host name"));
+        }
+        Ok(Endpoint {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl UplinkConfig {
+    pub fn password_source(&self) -> Result<Option<SecretSource>, String> {
+        SecretSource::pick(
+            self.password_env.as_ref(),
+            self.password_file.as_ref(),
+            "password",
+        )
+    }
+
+    pub fn client_id<'a>(&'a self, gateway: &'a str) -> &'a str {
+        self.client_id.as_deref().unwrap_or(gateway)
+    }
+
+    /// The first forward rule matching a local `topic`.
+    pub fn forward_rule(&self, topic: &str) -> Option<&ForwardRule> {
+        self.forward.iter().find(|r| matches(&r.filter, topic))
+    }
+
+    /// The upstream topic of the gateway status (`{gateway}/status` with the
+    /// prefix of the first forward rule that matches it, else of the first rule).
+    pub fn status_topic(&self, gateway: &str) -> String {
+        let topic = crate::ops::status::gateway_topic(gateway);
+        let prefix = self
+            .forward_rule(&topic)
+            .or(self.forward.first())
+            .map(|r| r.prefix.as_str())
+            .unwrap_or("");
+        format!("{prefix}{topic}")
+    }
+
+    pub(crate) fn validate(&self, path: &str, report: &mut Report) {
+        if let Err(e) = Endpoint::parse(&self.url) {
+            report.add(format!("{path}.url"), e);
+        }
+        if self.client_id.as_deref().is_some_and(str::is_empty) {
+            report.add(format!("{path}.client_id"), "must not be empty");
+        }
+        match self.password_source() {
+            Err(e) => report.add(path, e),
+            Ok(Some(s)) => {
+                if self.username.is_none() {
+                    report.add(path, "a password needs a username");
+                }
+                if let Err(e) = s.resolve() {
+                    report.add(path, e);
+                }
+            }
+            Ok(None) => {}
+        }
+        for (key, file) in [
+            ("ca_file", &self.ca_file),
+            ("cert_file", &self.cert_file),
+            ("key_file", &self.key_file),
+        ] {
+            if let Some(f) = file
+                && !f.is_file()
+            {
+                report.add(
+                    format!("{path}.{key}"),
+                    format!("no such file: {}", f.display()),
+                );
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            report.add(path, "give both cert_file and key_file, or neither");
+        }
+        if self.keep_alive.get() < std::time::Duration::from_secs(1) {
+            report.add(format!("{path}.keep_alive"), "must be at least 1s");
+        }
+        if self.inflight == 0 || self.inflight > 1000 {
+            report.add(format!("{path}.inflight"), "must be between 1 and 1000");
+        }
+        if self.reconnect.min.get().is_zero() || self.reconnect.min > self.reconnect.max {
+            report.add(
+                format!("{path}.reconnect"),
+                "min must be above zero and not above max",
+            );
+        }
+        if self.forward.is_empty() && self.commands.is_empty() {
+            report.add(path, "give at least one forward or commands entry");
+        }
+        for (i, r) in self.forward.iter().enumerate() {
+            if let Some(p) = filter_problem(&r.filter) {
+                report.add(format!("{path}.forward[{i}].filter"), p);
+            }
+            if r.prefix.contains(['+', '#']) {
+                report.add(
+                    format!("{path}.forward[{i}].prefix"),
+                    "a prefix cannot contain wildcards",
+                );
+            }
+        }
+        for (i, r) in self.commands.iter().enumerate() {
+            if let Some(p) = filter_problem(&r.filter) {
+                report.add(format!("{path}.commands[{i}].filter"), p);
+            }
+        }
+        let b = &self.buffer;
+        if b.max_messages == 0 {
+            report.add(format!("{path}.buffer.max_messages"), "must be at least 1");
+        }
+        if b.max_bytes.bytes() < 1024 {
+            report.add(format!("{path}.buffer.max_bytes"), "must be at least 1KiB");
+        }
+        if b.max_age.get() < std::time::Duration::from_secs(1) {
+            report.add(format!("{path}.buffer.max_age"), "must be at least 1s");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            Endpoint::parse("mqtts://broker.example.com:8883").unwrap(),
+            Endpoint {
+                tls: true,
+                host: "broker.example.com".into(),
+                port: 8883
+            }
+        );
+        assert_eq!(Endpoint::parse("mqtt://h").unwrap().port, 1883);
+        assert_eq!(Endpoint::parse("mqtts://h").unwrap().port, 8883);
+        assert!(Endpoint::parse("http://h").is_err());
+        assert!(Endpoint::parse("mqtt://h:x").is_err());
+        assert!(Endpoint::parse("mqtt://").is_err());
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use std::path::Path;
+
+    #[test]
+    fn uplink_problems_name_their_yaml_path() {
+        let yaml = "gateway: { id: gw }\nuplink:\n  url: http://x\n  forward:\n    - { filter: \"a/#/b\" }\n  buffer: { max_messages: 0 }\n";
+        let err = crate::config::parse(yaml, Path::new("t.yaml")).expect_err("invalid");
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"uplink.url"), "{paths:?}");
+        assert!(paths.contains(&"uplink.forward[0].filter"), "{paths:?}");
+        assert!(paths.contains(&"uplink.buffer.max_messages"), "{paths:?}");
+    }
+
+    #[test]
+    fn uplink_parses_with_defaults() {
+        let yaml = "gateway: { id: gw }\nuplink:\n  url: mqtt://h\n  forward: [{ filter: \"gw/#\", prefix: \"s/\" }]\n";
+        let cfg = crate::config::parse(yaml, Path::new("t.yaml")).expect("valid");
+        let up = cfg.uplink.expect("uplink");
+        assert_eq!(up.client_id("gw"), "gw");
+        assert_eq!(up.status_topic("gw"), "s/gw/status");
+        assert_eq!(up.buffer.max_messages, 1_000_000);
+    }
+}

@@ -1,0 +1,399 @@
+//! The store-and-forward bridge (`uplink:`): forwards local MQTT traffic to
+//! an upstream broker and keeps QoS 1/2 messages in a SQLite outbox while
+//! the uplink is down; subscribes to command topics upstream and publishes
+//! them locally.
+//!
+//! Owns the outbox (`outbox.rs`), the upstream client (`upstream.rs`), the
+//! drain state machine (`forward.rs`), the in-process broker link
+//! (`local.rs`), filters (`filters.rs`), `UplinkConfig` (`config.rs`) and
+//! the `fieldgate outbox` commands (`cli.rs`). Must not know about devices
+//! or rules: it sees [`Publish`]es.
+//!
+//! # What enters the outbox
+//! - The gateway's own publishes (rules, device status) whose local topic
+//!   matches a `forward` filter: the intake commits them *before* it hands
+//!   them to the local broker, so a message counts as published only once
+//!   it is durable. The upstream topic is `prefix + topic`, the QoS the
+//!   forward entry's `qos`; a QoS 0 entry sends live and never buffers.
+//! - QoS 1/2 forwarded messages that local clients publish on the embedded
+//!   broker, taken through an in-process link (see `local.rs` for the echo
+//!   filter, the QoS rule and the window of one commit batch).
+//! - Not the gateway status `{gateway}/status`: the bridge says `online`
+//!   upstream on every connect, `offline` on shutdown, and the broker
+//!   publishes the `offline` last will if the gateway vanishes.
+//!
+//! # Guarantees
+//! - A row is deleted only after PUBACK (QoS 1) or PUBCOMP (QoS 2).
+//! - Rows go upstream in commit order (`drain: fifo`), or, with
+//!   `live_first`, rows committed since the last connect first and the
+//!   backlog behind them, each in commit order. At most `inflight` messages
+//!   are unacknowledged at any time.
+//! - Outages inside one process: the client id is fixed and the session
+//!   lasting (`clean_session = false`): rumqttc resends unacknowledged
+//!   messages with their packet ids, the broker drops QoS 2 duplicates, so
+//!   QoS 2 is not duplicated; QoS 1 may be (at most the in-flight window).
+//!   If the broker lost the session (restart without persistence), every
+//!   unacknowledged row is sent again from the outbox.
+//! - Crash (SIGKILL, power loss with `synchronous: full`): every committed
+//!   row is still there and is sent after the restart. Rows that were in
+//!   flight are sent again: QoS 1 and QoS 2 duplicates are bounded by the
+//!   in-flight window plus the acknowledgements not yet deleted (deletes are
+//!   batched: at most 1024 rows or 20 ms of acknowledgements).
+//! - Capacity: see `outbox.rs`; every drop is counted in [`Counters`].
+//! - The gateway never stops because of the bridge: commit failures (full
+//!   disk) are logged and counted and the messages go live if connected.
+
+mod cli;
+pub mod config;
+pub mod filters;
+mod forward;
+pub mod local;
+pub mod outbox;
+pub mod upstream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use rumqttc::AsyncClient;
+use rumqttd::local::{LinkRx, LinkTx};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+pub use cli::{OutboxCommand, run_cli};
+pub use config::UplinkConfig;
+pub use local::Echoes;
+
+use crate::reading::Publish;
+use outbox::{NewMessage, WriteCmd};
+
+/// Capacity of the channel to the outbox writer (commands, each a batch).
+const WRITER_CAPACITY: usize = 1024;
+/// Capacity of the live (unbuffered) channel to the uplink.
+const LIVE_CAPACITY: usize = 1024;
+/// Most publishes the intake commits in one batch.
+const INTAKE_BATCH: usize = 4096;
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+}
+
+/// What the bridge counted since start (for logs and metrics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub committed: AtomicU64,
+    pub dropped_oldest: AtomicU64,
+    pub dropped_newest: AtomicU64,
+    pub expired: AtomicU64,
+    pub io_errors: AtomicU64,
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub live_dropped: AtomicU64,
+    pub commands_dropped: AtomicU64,
+    pub from_local_clients: AtomicU64,
+    /// Gauges: rows and bytes in the outbox.
+    pub depth: AtomicU64,
+    pub depth_bytes: AtomicU64,
+    /// 1 while the upstream connection is up.
+    pub connected: AtomicU64,
+}
+
+/// Lets one log line through per interval and counts the others.
+pub(crate) struct RateLimited {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    pub(crate) fn new(every: Duration) -> Self {
+        RateLimited {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    pub(crate) fn ready(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// A running bridge.
+pub struct Bridge {
+    pub counters: Arc<Counters>,
+    intake: JoinHandle<()>,
+    link: Option<(JoinHandle<()>, CancellationToken)>,
+    forwarder: JoinHandle<()>,
+    driver: (JoinHandle<()>, CancellationToken),
+    writer: JoinHandle<()>,
+    flush: CancellationToken,
+}
+
+impl Bridge {
+    /// Opens the outbox and starts the bridge. `from_rules` carries the
+    /// gateway's own publishes; the returned receiver is what the local
+    /// broker publisher must read instead (committed first when forwarded).
+    pub async fn start(
+        cfg: &UplinkConfig,
+        gateway: &str,
+        data_dir: &Path,
+        from_rules: mpsc::Receiver<Publish>,
+        link: Option<(LinkTx, LinkRx)>,
+    ) -> Result<(Bridge, mpsc::Receiver<Publish>), BridgeError> {
+        let cfg = Arc::new(cfg.clone());
+        let gateway: Arc<str> = gateway.into();
+        let counters = Arc::new(Counters::default());
+        crate::ops::metrics::get().attach_bridge(counters.clone());
+        let opts = upstream::options(&cfg, &gateway)?;
+        let (pool, conn) = outbox::open(data_dir, cfg.buffer.synchronous).await?;
+        let (writer, committed) =
+            outbox::Writer::new(conn, cfg.buffer.clone(), counters.clone()).await?;
+        info!(
+            path = %outbox::db_path(data_dir).display(),
+            messages = counters.depth.load(Relaxed),
+            bytes = counters.depth_bytes.load(Relaxed),
+            "outbox open"
+        );
+        let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
+        let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
+
+        let (client, el) = AsyncClient::new(opts, 2 * cfg.inflight as usize + 256);
+        let (report_tx, report_rx) = mpsc::channel(1024);
+        let driver_cancel = CancellationToken::new();
+        let driver = tokio::spawn(
+            upstream::drive(
+                el,
+                client.clone(),
+                cfg.reconnect,
+                report_tx,
+                driver_cancel.clone(),
+            )
+            .instrument(info_span!("uplink", url = %cfg.url)),
+        );
+
+        let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
+        let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
+        let echoes = Echoes::default();
+        let status_topic = crate::ops::status::gateway_topic(&gateway);
+        let flush = CancellationToken::new();
+
+        let forwarder = forward::Forwarder {
+            cfg: cfg.clone(),
+            gateway: gateway.clone(),
+            client,
+            reports: report_rx,
+            pool,
+            writer: write_tx.clone(),
+            committed,
+            live: live_rx,
+            commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
+            echoes: echoes.clone(),
+            counters: counters.clone(),
+            shutdown: flush.clone(),
+            flush_deadline: crate::SHUTDOWN_DEADLINE,
+        };
+        let forwarder = tokio::spawn(forwarder.run().instrument(info_span!("uplink")));
+
+        let link = link.map(|l| {
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(
+                local::run(
+                    l,
+                    cfg.clone(),
+                    echoes.clone(),
+                    status_topic.clone(),
+                    write_tx.clone(),
+                    live_tx.clone(),
+                    counters.clone(),
+                    cancel.clone(),
+                )
+                .instrument(info_span!("bridge_link")),
+            );
+            (task, cancel)
+        });
+
+        let intake = Intake {
+            cfg,
+            status_topic,
+            writer: write_tx,
+            live: live_tx,
+            local: local_tx,
+            echoes,
+            counters: counters.clone(),
+        };
+        let intake = tokio::spawn(
+            intake
+                .run(from_rules)
+                .instrument(info_span!("bridge_intake")),
+        );
+        Ok((
+            Bridge {
+                counters,
+                intake,
+                link,
+                forwarder,
+                driver: (driver, driver_cancel),
+                writer,
+                flush,
+            },
+            local_rx,
+        ))
+    }
+
+    /// Stops in order once the rules channel has closed: the intake commits
+    /// what it has, the link stops, the forwarder sends what it can within
+    /// `deadline` and says `offline`, the writer commits the last acks.
+    pub async fn stop(self, deadline: Duration) {
+        if tokio::time::timeout(deadline, self.intake).await.is_err() {
+            warn!("bridge intake did not drain in time");
+        }
+        if let Some((task, cancel)) = self.link {
+            cancel.cancel();
+            let _ = task.await;
+        }
+        self.flush.cancel();
+        if tokio::time::timeout(deadline + Duration::from_secs(4), self.forwarder)
+            .await
+            .is_err()
+        {
+            warn!("uplink did not stop in time");
+        }
+        self.driver.1.cancel();
+        let _ = self.driver.0.await;
+        if tokio::time::timeout(deadline, self.writer).await.is_err() {
+            warn!("outbox writer did not finish in time");
+        }
+        let c = &self.counters;
+        info!(
+            committed = c.committed.load(Relaxed),
+            sent = c.sent.load(Relaxed),
+            acked = c.acked.load(Relaxed),
+            left_in_outbox = c.depth.load(Relaxed),
+            dropped_oldest = c.dropped_oldest.load(Relaxed),
+            dropped_newest = c.dropped_newest.load(Relaxed),
+            expired = c.expired.load(Relaxed),
+            live_dropped = c.live_dropped.load(Relaxed),
+            io_errors = c.io_errors.load(Relaxed),
+            "bridge stopped"
+        );
+    }
+}
+
+/// The gateway's own publishes: commit (when forwarded), then publish locally.
+struct Intake {
+    cfg: Arc<UplinkConfig>,
+    status_topic: String,
+    writer: mpsc::Sender<WriteCmd>,
+    live: mpsc::Sender<Publish>,
+    local: mpsc::Sender<Publish>,
+    echoes: Echoes,
+    counters: Arc<Counters>,
+}
+
+impl Intake {
+    async fn run(self, mut rx: mpsc::Receiver<Publish>) {
+        let mut batch = Vec::with_capacity(64);
+        let mut live_log = RateLimited::new(Duration::from_secs(10));
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < INTAKE_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let mut store = Vec::new();
+            let mut forwarded = Vec::with_capacity(batch.len());
+            for p in &batch {
+                let rule = if p.topic == self.status_topic {
+                    None
+                } else {
+                    self.cfg.forward_rule(&p.topic)
+                };
+                forwarded.push(rule.is_some());
+                let Some(rule) = rule else { continue };
+                let up = Publish {
+                    topic: format!("{}{}", rule.prefix, p.topic),
+                    payload: p.payload.clone(),
+                    qos: rule.qos,
+                    retain: p.retain,
+                };
+                if rule.qos.as_u8() == 0 {
+                    self.send_live(up, &mut live_log);
+                } else {
+                    store.push(NewMessage {
+                        topic: up.topic,
+                        payload: up.payload,
+                        qos: up.qos.as_u8(),
+                        retain: up.retain,
+                    });
+                }
+            }
+            if !store.is_empty() {
+                let (done_tx, done_rx) = oneshot::channel();
+                let sent = self
+                    .writer
+                    .send(WriteCmd::Insert {
+                        msgs: store,
+                        done: Some(done_tx),
+                    })
+                    .await;
+                let failed = match sent {
+                    Ok(()) => done_rx.await.unwrap_or_default(),
+                    Err(e) => match e.0 {
+                        WriteCmd::Insert { msgs, .. } => msgs,
+                        WriteCmd::Ack(_) => Vec::new(),
+                    },
+                };
+                for m in failed {
+                    let qos = crate::reading::Qos::from_u8(m.qos).unwrap_or_default();
+                    self.send_live(
+                        Publish {
+                            topic: m.topic,
+                            payload: m.payload,
+                            qos,
+                            retain: m.retain,
+                        },
+                        &mut live_log,
+                    );
+                }
+            }
+            for (p, fwd) in batch.drain(..).zip(forwarded) {
+                if fwd {
+                    self.echoes.expect(&p);
+                }
+                if self.local.send(p).await.is_err() {
+                    warn!("local broker publisher gone; the intake stops");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send_live(&self, p: Publish, log: &mut RateLimited) {
+        if self.live.try_send(p).is_err() {
+            self.counters.live_dropped.fetch_add(1, Relaxed);
+            if let Some(suppressed) = log.ready() {
+                warn!(
+                    suppressed_logs = suppressed,
+                    "uplink live queue full: message dropped"
+                );
+            }
+        }
+    }
+}

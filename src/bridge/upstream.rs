@@ -1,0 +1,215 @@
+//! The upstream connection (rumqttc): options from `uplink:` (TLS through
+//! rustls, credentials, keep-alive, last will), the event-loop driver with
+//! exponential backoff and jitter, and the session wipe at start.
+//!
+//! Owns the rumqttc `EventLoop`. Must not touch the outbox: it reports
+//! events to the forwarder (`forward.rs`) over a bounded channel.
+//!
+//! Session handling: the client id is fixed and reconnects use
+//! `clean_session = false`, so rumqttc resends unacknowledged QoS 1/2
+//! publishes (and PUBRELs) with their packet ids after an outage and the
+//! broker drops QoS 2 duplicates. The first connection of a process is
+//! clean (`clean_session = true`, then an immediate DISCONNECT), because
+//! a restarted process no longer knows the packet ids of its previous life:
+//! a new QoS 2 message reusing a packet id the broker still holds would be
+//! taken for a duplicate and lost. The price: QoS 2 messages that were in
+//! flight when the process died are sent again (see the module doc of
+//! `bridge`).
+
+use std::time::Duration;
+
+use rand::Rng;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::config::{Endpoint, ReconnectConfig, UplinkConfig};
+
+/// The system CA bundle, used when `ca_file` is not given.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why the upstream client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("uplink.url: {0}")]
+    Url(String),
+    #[error("uplink: cannot read {key} {path}: {source}")]
+    File {
+        key: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("uplink password: {0}")]
+    Password(String),
+}
+
+/// What the driver reports to the forwarder.
+#[derive(Debug)]
+pub enum Report {
+    /// Connected (the CONNACK of a session the forwarder may use).
+    Up {
+        session_present: bool,
+    },
+    /// The connection failed or dropped; a reconnect follows after a backoff.
+    Down,
+    Event(Event),
+}
+
+fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, UpstreamError> {
+    std::fs::read(path).map_err(|source| UpstreamError::File {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// rumqttc options from the config; the last will is `offline`, retained,
+/// on the upstream status topic.
+pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, UpstreamError> {
+    let ep = Endpoint::parse(&cfg.url).map_err(UpstreamError::Url)?;
+    let mut o = MqttOptions::new(cfg.client_id(gateway), ep.host, ep.port);
+    o.set_keep_alive(cfg.keep_alive.get());
+    o.set_clean_session(true);
+    o.set_inflight(cfg.inflight);
+    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    o.set_pending_throttle(Duration::ZERO);
+    o.set_last_will(LastWill::new(
+        cfg.status_topic(gateway),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if let Some(user) = &cfg.username {
+        let password = match cfg.password_source().map_err(UpstreamError::Password)? {
+            Some(s) => s
+                .resolve()
+                .map_err(UpstreamError::Password)?
+                .expose()
+                .to_string(),
+            None => String::new(),
+        };
+        o.set_credentials(user, password);
+    }
+    if ep.tls {
+        let ca = match &cfg.ca_file {
+            Some(p) => read("ca_file", p)?,
+            None => read(
+                "ca_file (system bundle)",
+                std::path::Path::new(SYSTEM_CA_BUNDLE),
+            )?,
+        };
+        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// The delay before reconnect attempt `attempt` (0-based): `min * 2^attempt`
+/// capped at `max`, then a random factor in [0.5, 1.0] (jitter, so a fleet
+/// of gateways does not reconnect in step).
+pub fn backoff(cfg: &ReconnectConfig, attempt: u32) -> Duration {
+    let base = cfg
+        .min
+        .get()
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(cfg.max.get());
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
+}
+
+/// Polls the event loop until `cancel`, reconnecting with [`backoff`], and
+/// reports to `tx`. `client` is used for the DISCONNECT of the session wipe.
+pub async fn drive(
+    mut el: EventLoop,
+    client: AsyncClient,
+    reconnect: ReconnectConfig,
+    tx: mpsc::Sender<Report>,
+    cancel: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    let mut wiped = false;
+    let mut wiping = false;
+    loop {
+        let r = tokio::select! {
+            r = el.poll() => r,
+            _ = cancel.cancelled() => return,
+        };
+        let report = match r {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) if !wiped => {
+                info!("uplink connected; clearing the previous session");
+                el.mqtt_options.set_clean_session(false);
+                wiped = true;
+                attempt = 0;
+                let _ = ack;
+                wiping = client.try_disconnect().is_ok();
+                if !wiping {
+                    el.network = None;
+                }
+                continue;
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if wiping => {
+                // the wipe's DISCONNECT went out: reconnect with the lasting session
+                wiping = false;
+                el.network = None;
+                continue;
+            }
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                attempt = 0;
+                info!(session_present = ack.session_present, "uplink connected");
+                Report::Up {
+                    session_present: ack.session_present,
+                }
+            }
+            Ok(ev) => Report::Event(ev),
+            Err(e) => {
+                let delay = backoff(&reconnect, attempt);
+                attempt = attempt.saturating_add(1);
+                log_error(&e, delay);
+                if tx.send(Report::Down).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        if tx.send(report).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn log_error(e: &ConnectionError, delay: Duration) {
+    warn!(error = %e, retry_in = ?delay, "uplink connection failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Duration as D;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = ReconnectConfig {
+            min: D::from_millis(100),
+            max: D::from_secs(2),
+        };
+        for attempt in 0..40 {
+            let d = backoff(&cfg, attempt);
+            let base = (100u64 << attempt.min(20)).min(2000);
+            assert!(d.as_millis() as u64 >= base / 2 && d.as_millis() as u64 <= base);
+        }
+    }
+}
