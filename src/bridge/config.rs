@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::filters::{filter_problem, matches};
-use crate::config::{ByteSize, Duration, Report, SecretSource};
+use crate::config::{ByteSize, Duration, ReconnectConfig, Report, SecretSource};
 use crate::reading::Qos;
 
 /// `uplink:`.
@@ -57,23 +57,6 @@ fn default_keep_alive() -> Duration {
 
 fn default_inflight() -> u16 {
     100
-}
-
-/// `uplink.reconnect`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReconnectConfig {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Default for ReconnectConfig {
-    fn default() -> Self {
-        ReconnectConfig {
-            min: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-        }
-    }
 }
 
 /// One `uplink.forward` entry: local topics matching `filter` go upstream

@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::config::{Endpoint, ReconnectConfig, UplinkConfig};
+use super::config::{Endpoint, UplinkConfig};
+use crate::config::ReconnectConfig;
 
 /// The system CA bundle, used when `ca_file` is not given.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

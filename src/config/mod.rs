@@ -18,7 +18,8 @@ use serde::Deserialize;
 
 pub use devices::{DEVICE_KINDS, DeviceConfig};
 pub use locate::{Location, Locations};
-pub use types::{ByteSize, Duration, Secret, SecretSource};
+pub use types::{ByteSize, Duration, ReconnectConfig, Secret, SecretSource};
+pub(crate) use validate::check_point_names;
 
 use crate::broker::BrokerConfig;
 use crate::ops::http::MetricsConfig;

@@ -100,6 +100,24 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// `reconnect:` (serial ports, the uplink): how long to wait between
+/// attempts, doubling from `min` to `max` (with jitter where it is used).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            min: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
 /// `true` when `s` is a valid gateway id or device/point name: `[A-Za-z0-9_-]+`.
 pub fn is_valid_name(s: &str) -> bool {
     !s.is_empty()

@@ -70,6 +70,30 @@ pub(super) fn check(config: &Config, positions: &[usize], report: &mut Report) {
     }
 }
 
+/// Checks the point names of the device at `path`: valid characters and
+/// unique within the device (`{path}.points[i].name` in messages).
+pub(crate) fn check_point_names<'a>(
+    path: &str,
+    names: impl IntoIterator<Item = &'a str>,
+    report: &mut Report,
+) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let at = format!("{path}.points[{i}].name");
+        if !is_valid_name(name) {
+            report.add(
+                at.clone(),
+                format!(
+                    "{name:?} is not a valid point name: use letters, digits, `_` and `-` only"
+                ),
+            );
+        }
+        if !seen.insert(name) {
+            report.add(at, format!("duplicate point name {name:?}"));
+        }
+    }
+}
+
 /// Checks a topic template: known `{placeholders}`, no MQTT wildcards, not empty.
 pub(crate) fn check_topic_template(template: &str, path: &str, report: &mut Report) {
     if template.is_empty() {

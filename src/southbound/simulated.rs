@@ -15,7 +15,6 @@ use tracing::{Instrument, debug, info_span};
 
 use super::{Source, SourceContext, SourceFuture};
 use crate::config::Duration;
-use crate::config::types::is_valid_name;
 use crate::reading::{Quality, Reading, Value, now_ms};
 
 /// `kind: simulated`.
@@ -64,24 +63,9 @@ impl SimulatedConfig {
         if self.poll.get().is_zero() {
             report.add(format!("{path}.poll"), "must be greater than 0");
         }
-        let mut names = std::collections::HashSet::new();
+        crate::config::check_point_names(path, self.points.iter().map(|p| p.name.as_str()), report);
         for (i, p) in self.points.iter().enumerate() {
             let pp = format!("{path}.points[{i}]");
-            if !is_valid_name(&p.name) {
-                report.add(
-                    format!("{pp}.name"),
-                    format!(
-                        "{:?} is not a valid point name: use letters, digits, `_` and `-` only",
-                        p.name
-                    ),
-                );
-            }
-            if !names.insert(p.name.as_str()) {
-                report.add(
-                    format!("{pp}.name"),
-                    format!("duplicate point name {:?}", p.name),
-                );
-            }
             let allowed: &[&str] = match p.signal {
                 Signal::Sine | Signal::Ramp => &["period", "min", "max"],
                 Signal::Random => &["min", "max"],

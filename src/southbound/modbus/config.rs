@@ -3,7 +3,7 @@
 //!
 //! Owns the Modbus config keys and their defaults. Must not start anything.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -11,7 +11,6 @@ use serde::Deserialize;
 use super::plan::{self, Limits, ReadRequest, Span};
 use super::points::{self, DataType, PointConfig};
 use super::rtu::BusConfig;
-use crate::config::types::is_valid_name;
 use crate::config::{Duration, Report};
 
 /// Declares a Modbus device config struct: the kind's own fields, then the
@@ -226,24 +225,9 @@ impl Common {
         if self.backoff_max.get().is_zero() {
             report.add(format!("{path}.backoff_max"), "must be greater than 0");
         }
-        let mut names = HashSet::new();
+        crate::config::check_point_names(path, self.points.iter().map(|p| p.name.as_str()), report);
         for (i, p) in self.points.iter().enumerate() {
             let pp = format!("{path}.points[{i}]");
-            if !is_valid_name(&p.name) {
-                report.add(
-                    format!("{pp}.name"),
-                    format!(
-                        "{:?} is not a valid point name: use letters, digits, `_` and `-` only",
-                        p.name
-                    ),
-                );
-            }
-            if !names.insert(p.name.as_str()) {
-                report.add(
-                    format!("{pp}.name"),
-                    format!("duplicate point name {:?}", p.name),
-                );
-            }
             self.validate_point(p, &pp, report);
         }
     }

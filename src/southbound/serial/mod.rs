@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tracing::{Instrument, info_span};
 
 use super::{Source, SourceContext, SourceFuture};
-use crate::config::types::is_valid_name;
+use crate::config::ReconnectConfig;
 use crate::config::{ByteSize, Config, Duration, Report};
 use crate::script::Limits;
 use decoder::{Decoder, SerialPoint};
@@ -156,24 +156,6 @@ pub struct RequestConfig {
     pub every: Duration,
 }
 
-/// `reconnect:`: how long to wait between attempts to open the port
-/// (doubling from `min` to `max`).
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReconnectConfig {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Default for ReconnectConfig {
-    fn default() -> Self {
-        ReconnectConfig {
-            min: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-        }
-    }
-}
-
 impl SerialConfig {
     /// Resolves the decoder script against the config file's folder.
     pub(crate) fn resolve_paths(&mut self, config_dir: &Path) {
@@ -243,24 +225,7 @@ impl SerialConfig {
                 "min must be greater than 0 and at most max",
             );
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, p) in self.points.iter().enumerate() {
-            if !is_valid_name(&p.name) {
-                report.add(
-                    format!("{path}.points[{i}].name"),
-                    format!(
-                        "{:?} is not a valid point name: use letters, digits, `_` and `-` only",
-                        p.name
-                    ),
-                );
-            }
-            if !names.insert(p.name.as_str()) {
-                report.add(
-                    format!("{path}.points[{i}].name"),
-                    format!("duplicate point name {:?}", p.name),
-                );
-            }
-        }
+        crate::config::check_point_names(path, self.points.iter().map(|p| p.name.as_str()), report);
         if self.strict && self.points.is_empty() {
             report.add(
                 format!("{path}.strict"),
