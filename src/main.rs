@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use fieldgate::config::{self, ConfigError};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_CONFIG: the configuration is wrong.
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -169,8 +169,8 @@ fn main() -> ExitCode {
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("error: {e:#}");
+                    // the message already carries its causes: print it once
+                    eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -146,3 +146,22 @@ async fn users_configured_means_anonymous_refused() {
         "the password must never be logged"
     );
 }
+
+#[test]
+fn a_taken_broker_port_is_a_clear_error_with_exit_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let cfg = crate::support::ConfigDir::new(&format!(
+        "gateway:\n  id: gw\nbroker:\n  listen: \"127.0.0.1:{port}\"\n"
+    ));
+    let out = crate::support::fieldgate(&["run", "-c", cfg.path_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = format!("error: broker cannot listen on 127.0.0.1:{port}: Address already in use");
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(
+        err.matches("Address already in use").count(),
+        1,
+        "said once: {err}"
+    );
+}
