@@ -104,6 +104,8 @@ pub struct Counters {
     pub depth_bytes: AtomicU64,
     /// 1 while the upstream connection is up.
     pub connected: AtomicU64,
+    /// Commit time (ms since the epoch) of the oldest outbox row; 0 when empty.
+    pub oldest_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Lets one log line through per interval and counts the others.

@@ -50,7 +50,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection, Row as _};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::config::{BufferConfig, Synchronous, WhenFull};
 use super::{Counters, RateLimited};
@@ -276,21 +276,20 @@ impl Writer {
         let (tx, rx) = watch::channel(row.get::<i64, _>(2));
         counters.depth.store(messages, Relaxed);
         counters.depth_bytes.store(bytes, Relaxed);
-        Ok((
-            Writer {
-                conn,
-                acct: Accounting {
-                    cfg,
-                    counters,
-                    committed: tx,
-                    messages,
-                    bytes,
-                    last_expiry: Instant::now() - std::time::Duration::from_secs(60),
-                    drops_log: RateLimited::new(std::time::Duration::from_secs(10)),
-                },
+        let mut writer = Writer {
+            conn,
+            acct: Accounting {
+                cfg,
+                counters,
+                committed: tx,
+                messages,
+                bytes,
+                last_expiry: Instant::now() - std::time::Duration::from_secs(60),
+                drops_log: RateLimited::new(std::time::Duration::from_secs(10)),
             },
-            rx,
-        ))
+        };
+        writer.acct.note_oldest(&mut writer.conn).await;
+        Ok((writer, rx))
     }
 
     /// Runs until every sender of `rx` is gone, then closes the connection.
@@ -378,6 +377,26 @@ impl Accounting {
         }
         self.counters.depth.store(self.messages, Relaxed);
         self.counters.depth_bytes.store(self.bytes, Relaxed);
+        if self.messages != before_m || !acks.is_empty() {
+            self.note_oldest(conn).await;
+        }
+    }
+
+    /// Records the commit time of the oldest row (a primary-key lookup) for
+    /// the oldest-age metric; 0 when the outbox is empty.
+    async fn note_oldest(&mut self, conn: &mut SqliteConnection) {
+        let oldest = if self.messages == 0 {
+            Ok(None)
+        } else {
+            sqlx::query("SELECT created_ms FROM outbox ORDER BY id LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await
+                .map(|row| row.map(|r| r.get::<i64, _>(0)))
+        };
+        match oldest {
+            Ok(ms) => self.counters.oldest_ms.store(ms.unwrap_or(0), Relaxed),
+            Err(e) => debug!(error = %e, "cannot read the oldest outbox row"),
+        }
     }
 
     /// Counts `m` in, or refuses it under `drop_newest` when it does not fit.

@@ -244,6 +244,13 @@ impl Metrics {
         self.outbox_depth.set(gauge(c.depth.load(Relaxed)));
         self.outbox_bytes.set(gauge(c.depth_bytes.load(Relaxed)));
         self.uplink_connected.set(gauge(c.connected.load(Relaxed)));
+        let oldest = c.oldest_ms.load(Relaxed);
+        let age_s = if oldest > 0 && c.depth.load(Relaxed) > 0 {
+            (crate::reading::now_ms() - oldest).max(0) / 1000
+        } else {
+            0
+        };
+        self.outbox_oldest_age_seconds.set(age_s);
         self.uplink_sent
             .inner()
             .store(c.sent.load(Relaxed), Relaxed);

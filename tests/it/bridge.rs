@@ -141,7 +141,9 @@ async fn outage_under_qos1_loses_nothing_and_keeps_order() {
     let proxy = Proxy::start(broker.port).await;
     let mut up = Sub::connect(broker.port, &["site/gw1/#"], QoS::AtLeastOnce).await;
     let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-    let mut gw = Gateway::start(&gateway_yaml(&url, "20ms", ""));
+    let mport = crate::support::free_port();
+    let metrics = format!("metrics:\n  listen: 127.0.0.1:{mport}\n");
+    let mut gw = Gateway::start(&gateway_yaml(&url, "20ms", &metrics));
     let mut local = Sub::connect(gw.port, &["gw1/dev/#"], QoS::AtLeastOnce).await;
     let online = up.wait_topic("site/gw1/status", SECS).await;
     assert_eq!(online.text(), "online");
@@ -155,6 +157,17 @@ async fn outage_under_qos1_loses_nothing_and_keeps_order() {
         buffered > 100,
         "only {buffered} messages buffered during the outage"
     );
+    // what an operator sees during the outage
+    let (_, text) = crate::ops::http_get(mport, "/metrics");
+    let metric = |name: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(metric("fieldgate_uplink_connected"), 0);
+    assert!(metric("fieldgate_outbox_depth") > 100, "{text}");
+    assert!(metric("fieldgate_outbox_oldest_age_seconds") >= 5, "{text}");
     proxy.restore();
 
     let mut seen = BTreeSet::new();

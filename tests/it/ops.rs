@@ -33,7 +33,7 @@ devices:
 }
 
 /// A plain HTTP/1.0 GET; returns (status line, body).
-fn http_get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics endpoint");
     s.set_read_timeout(Some(SECS)).expect("timeout");
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("write request");
