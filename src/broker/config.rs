@@ -22,6 +22,10 @@ pub struct BrokerConfig {
     pub max_payload: ByteSize,
     pub users: Vec<BrokerUser>,
     pub tls: Option<BrokerTls>,
+    /// Recent messages kept per subscription filter: a subscriber that falls
+    /// further behind skips messages; the broker's memory grows to about
+    /// this much per filter in use.
+    pub buffer_per_filter: ByteSize,
 }
 
 impl Default for BrokerConfig {
@@ -33,6 +37,7 @@ impl Default for BrokerConfig {
             max_payload: ByteSize(256 * 1024),
             users: Vec::new(),
             tls: None,
+            buffer_per_filter: ByteSize(4 * 1024 * 1024),
         }
     }
 }
@@ -56,6 +61,19 @@ pub struct BrokerTls {
     pub key_file: PathBuf,
 }
 
+impl BrokerConfig {
+    /// rumqttd's segment size and count for `buffer_per_filter`: segments of
+    /// at least one `max_payload` (and 64KiB, at most 1MiB where the buffer
+    /// allows), at least two of them.
+    pub(crate) fn segments(&self) -> (usize, usize) {
+        let buffer = self.buffer_per_filter.as_usize();
+        let size = (buffer / 4)
+            .clamp(64 * 1024, 1024 * 1024)
+            .max(self.max_payload.as_usize());
+        (size, (buffer / size).max(2))
+    }
+}
+
 impl BrokerUser {
     fn source(&self) -> Result<SecretSource, String> {
         SecretSource::pick(
@@ -71,6 +89,12 @@ impl BrokerConfig {
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
         if self.max_connections == 0 {
             report.add(format!("{path}.max_connections"), "must be at least 1");
+        }
+        if self.buffer_per_filter.bytes() < 2 * self.max_payload.bytes().max(64 * 1024) {
+            report.add(
+                format!("{path}.buffer_per_filter"),
+                "must hold at least two max_payload messages (and at least 128KiB)",
+            );
         }
         if self.max_payload.bytes() < 128 || self.max_payload.bytes() > 256 * 1024 * 1024 {
             report.add(
@@ -140,4 +164,28 @@ pub(crate) fn connection_settings(cfg: &BrokerConfig) -> Result<ConnectionSettin
         external_auth: None,
         dynamic_filters: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_follow_buffer_per_filter() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            c.segments(),
+            (1024 * 1024, 4),
+            "default 4MiB: four 1MiB segments"
+        );
+        c.buffer_per_filter = ByteSize(512 * 1024);
+        assert_eq!(c.segments(), (256 * 1024, 2));
+        c.max_payload = ByteSize(2 * 1024 * 1024);
+        c.buffer_per_filter = ByteSize(4 * 1024 * 1024);
+        assert_eq!(
+            c.segments(),
+            (2 * 1024 * 1024, 2),
+            "a segment holds max_payload"
+        );
+    }
 }

@@ -63,8 +63,6 @@ pub enum BrokerError {
 /// bridge) on top of `broker.max_connections`.
 pub const LOCAL_LINKS: usize = 4;
 
-/// Log segments kept per subscription filter (see [`Broker::new`]).
-const SEGMENT_COUNT: usize = 8;
 /// Messages the router hands a connection per wake-up.
 const OUTGOING_BATCH: u64 = 1000;
 
@@ -126,18 +124,19 @@ impl Broker {
             ),
             None => None,
         };
-        // Each subscription filter keeps a log of recent messages of at most
-        // SEGMENT_COUNT segments; a subscriber that falls further behind
-        // skips messages (drop policy, README "Embedded broker"). 8 x 1 MiB
-        // and batches of 1,000 measured best in `cargo bench --bench broker`
-        // (4 segments and batches of 200 lost two thirds of a QoS 0 burst).
-        let segment = (cfg.max_payload.as_usize() * 4).max(1024 * 1024);
+        // Each subscription filter keeps a log of recent messages of about
+        // `buffer_per_filter`; a subscriber that falls further behind skips
+        // messages (drop policy, README "Embedded broker"). Batches of 1,000
+        // measured best in `cargo bench --bench broker`; 8 MiB per filter
+        // lost fewest messages of a QoS 0 burst there, but the default is
+        // 4 MiB: memory matters more on a Pi than benchmark bursts.
+        let (segment, segments) = cfg.segments();
         let router = RouterConfig {
             // room for the gateway's own in-process links
             max_connections: cfg.max_connections + LOCAL_LINKS,
             max_outgoing_packet_count: OUTGOING_BATCH,
             max_segment_size: segment,
-            max_segment_count: SEGMENT_COUNT,
+            max_segment_count: segments,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
