@@ -77,6 +77,24 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// A reading of good quality.
+    pub fn good(
+        device: &Arc<str>,
+        point: &Arc<str>,
+        value: Value,
+        unit: &Option<Arc<str>>,
+        ts: i64,
+    ) -> Reading {
+        Reading {
+            device: device.clone(),
+            point: point.clone(),
+            value,
+            unit: unit.clone(),
+            ts,
+            quality: Quality::Good,
+        }
+    }
+
     /// The default payload of the design (§4):
     /// `{"value": 21.5, "unit": "°C", "ts": 1763773200123, "quality": "good"}`.
     pub fn to_payload(&self) -> Bytes {

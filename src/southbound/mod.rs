@@ -8,6 +8,7 @@
 //! sources only send into the channels of their [`SourceContext`].
 
 pub mod commands;
+pub mod line;
 pub mod modbus;
 pub mod serial;
 pub mod simulated;

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::{Source, SourceContext, SourceFuture};
 use crate::config::Duration;
-use crate::reading::{Quality, Reading, Value, now_ms};
+use crate::reading::{Reading, Value, now_ms};
 
 /// `kind: simulated`.
 #[derive(Debug, Clone, Deserialize)]
@@ -214,14 +214,7 @@ impl Simulated {
             };
             for (i, value) in values {
                 let p = &points[i];
-                let reading = Reading {
-                    device: device.clone(),
-                    point: p.name.clone(),
-                    value,
-                    unit: p.unit.clone(),
-                    ts,
-                    quality: Quality::Good,
-                };
+                let reading = Reading::good(&device, &p.name, value, &p.unit, ts);
                 if !ctx.send(reading).await {
                     debug!("pipeline closed; stopping");
                     return;

@@ -12,6 +12,7 @@ use super::plan::{self, Limits, ReadRequest, Span};
 use super::points::{self, DataType, PointConfig};
 use super::rtu::BusConfig;
 use crate::config::{Duration, Report};
+pub use crate::southbound::line::Parity;
 
 /// Declares a Modbus device config struct: the kind's own fields, then the
 /// fields both kinds share (serde's `flatten` would lose the YAML paths of
@@ -86,26 +87,6 @@ modbus_device_config! {
         stop_bits: u8,
         #[serde(default = "default_data_bits")]
         data_bits: u8,
-    }
-}
-
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
-
-impl Parity {
-    pub fn letter(self) -> char {
-        match self {
-            Parity::None => 'N',
-            Parity::Even => 'E',
-            Parity::Odd => 'O',
-        }
     }
 }
 

@@ -20,7 +20,7 @@ use super::link::{self, CallError, Link};
 use super::plan::ReadRequest;
 use super::points::Codec;
 use crate::ops::metrics;
-use crate::reading::{Quality, Reading, Value, now_ms};
+use crate::reading::{Reading, Value, now_ms};
 use crate::southbound::SourceContext;
 
 /// Shortest first wait before probing a device that stopped answering.
@@ -127,14 +127,7 @@ impl Poller {
                     let ts = now_ms();
                     for (i, value) in values {
                         let p = &self.points[i];
-                        let reading = Reading {
-                            device: self.name.clone(),
-                            point: p.name.clone(),
-                            value,
-                            unit: p.unit.clone(),
-                            ts,
-                            quality: Quality::Good,
-                        };
+                        let reading = Reading::good(&self.name, &p.name, value, &p.unit, ts);
                         if !ctx.send(reading).await {
                             return false;
                         }
@@ -269,15 +262,8 @@ impl Poller {
         let ts = now_ms();
         for (i, value) in values {
             let p = &self.points[i];
-            ctx.send(Reading {
-                device: self.name.clone(),
-                point: p.name.clone(),
-                value,
-                unit: p.unit.clone(),
-                ts,
-                quality: Quality::Good,
-            })
-            .await;
+            ctx.send(Reading::good(&self.name, &p.name, value, &p.unit, ts))
+                .await;
         }
         Ok(())
     }

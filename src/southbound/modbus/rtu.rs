@@ -139,11 +139,7 @@ impl RtuLink {
             } else {
                 tokio_serial::DataBits::Eight
             })
-            .parity(match c.parity {
-                Parity::None => tokio_serial::Parity::None,
-                Parity::Even => tokio_serial::Parity::Even,
-                Parity::Odd => tokio_serial::Parity::Odd,
-            })
+            .parity(c.parity.into())
             .stop_bits(if c.stop_bits == 2 {
                 tokio_serial::StopBits::Two
             } else {

@@ -89,14 +89,7 @@ fn default_decoder() -> String {
     "json".to_string()
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    #[default]
-    None,
-    Even,
-    Odd,
-}
+pub use crate::southbound::line::Parity;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
+use super::SerialConfig;
 use super::framing::{self, FrameMode, unescape};
-use super::{Parity, SerialConfig};
 
 /// The device's lines in `fieldgate check`'s plan.
 pub(crate) fn plan(
@@ -15,11 +15,7 @@ pub(crate) fn plan(
     gw: &str,
     mapping: &crate::rules::DefaultMapping,
 ) {
-    let parity = match c.parity {
-        Parity::None => 'N',
-        Parity::Even => 'E',
-        Parity::Odd => 'O',
-    };
+    let parity = c.parity.letter();
     let frame = match c.frame.mode() {
         Ok((FrameMode::Delimiter(d), _)) => {
             format!("delimiter \"{}\"", framing::escape_for_log(&d, 16))

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::decoder::Decoder;
 use super::framing::{FrameStats, Framer, escape_for_log, unescape};
-use super::{FlowControl, Parity, SerialConfig, SerialStats};
+use super::{FlowControl, SerialConfig, SerialStats};
 use crate::ops::metrics;
 use crate::reading::{Quality, Reading, now_ms};
 use crate::southbound::SourceContext;
@@ -80,11 +80,7 @@ fn open(cfg: &SerialConfig) -> tokio_serial::Result<tokio_serial::SerialStream> 
         7 => tokio_serial::DataBits::Seven,
         _ => tokio_serial::DataBits::Eight,
     };
-    let parity = match cfg.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
+    let parity: tokio_serial::Parity = cfg.parity.into();
     let stop_bits = match cfg.stop_bits {
         2 => tokio_serial::StopBits::Two,
         _ => tokio_serial::StopBits::One,
