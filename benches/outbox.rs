@@ -160,7 +160,10 @@ impl Drop for Mosquitto {
 fn uplink(port: u16) -> UplinkConfig {
     let yaml = format!(
         "url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: 1 }}]\n\
-         buffer: {{ max_messages: 100000000, max_bytes: 1TiB }}\n"
+         buffer: {{ max_messages: 100000000, max_bytes: 1TiB }}\n{}",
+        std::env::var("BENCH_INFLIGHT")
+            .map(|n| format!("inflight: {n}\n"))
+            .unwrap_or_default()
     );
     serde_yaml_ng::from_str(&yaml).expect("uplink yaml")
 }
@@ -181,9 +184,9 @@ async fn bridge_drain(dir: &Path, port: u16) -> Duration {
     took
 }
 
-async fn plain_rumqttc(port: u16) -> Duration {
+async fn plain_rumqttc(port: u16, inflight: u16) -> Duration {
     let mut o = MqttOptions::new("bench-plain", "127.0.0.1", port);
-    o.set_inflight(100);
+    o.set_inflight(inflight);
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(o, 1024);
     let payload = msg(0).payload;
@@ -257,7 +260,12 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         println!("fieldgate outbox benchmarks (synchronous = full, WAL)\n");
+        // BENCH_ONLY=writes|drain|memory runs one part; =profile the bridge
+        // drain alone (BENCH_INFLIGHT=N overrides the window)
+        let only = std::env::var("BENCH_ONLY").ok();
+        let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
 
+        if part("writes") {
         let a = tempfile::tempdir().expect("tempdir");
         let single = writer_fill(a.path(), WRITES, 1).await;
         let b = tempfile::tempdir().expect("tempdir");
@@ -275,17 +283,33 @@ fn main() {
             rate(batched) / rate(bare)
         );
 
+        }
+        if only.as_deref() == Some("profile") {
+            // the bridge drain alone, three times over, for `perf record`
+            let mosq = Mosquitto::start();
+            for _ in 0..3 {
+                let d = tempfile::tempdir().expect("tempdir");
+                writer_fill(d.path(), BACKLOG, 4096).await;
+                let t = bridge_drain(d.path(), mosq.1).await;
+                println!("bridge drain: {:.0} msg/s", BACKLOG as f64 / t.as_secs_f64());
+            }
+            return;
+        }
+        if part("drain") {
         let mosq = Mosquitto::start();
         let d = tempfile::tempdir().expect("tempdir");
         writer_fill(d.path(), BACKLOG, 4096).await;
         let drain = bridge_drain(d.path(), mosq.1).await;
-        let plain = plain_rumqttc(mosq.1).await;
+        let inflight = uplink(mosq.1).inflight;
+        let plain = plain_rumqttc(mosq.1, inflight).await;
         let r = |t: Duration| BACKLOG as f64 / t.as_secs_f64();
-        println!("drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight 100)");
+        println!("drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight {inflight}, the default)");
         println!("  bridge drain           : {:>10.0} msg/s", r(drain));
         println!("  plain rumqttc publisher: {:>10.0} msg/s", r(plain));
         println!("  ratio: {:.2} (target >= 0.80)\n", r(drain) / r(plain));
 
+        }
+        if part("memory") {
         let idle = tempfile::tempdir().expect("tempdir");
         let full = tempfile::tempdir().expect("tempdir");
         writer_fill(&full.path().join("data"), RESIDENT, 8192).await;
@@ -308,5 +332,6 @@ fn main() {
             "  difference: {:.1} MiB (target <= 10 MiB)",
             (full_rss as f64 - idle_rss as f64) / 1024.0
         );
+        }
     });
 }

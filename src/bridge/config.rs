@@ -37,7 +37,9 @@ pub struct UplinkConfig {
     pub key_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive")]
     pub keep_alive: Duration,
-    /// Messages sent but not yet acknowledged, at most (the in-flight window).
+    /// Messages sent upstream and still in the outbox (not yet acknowledged,
+    /// or acknowledged and not yet deleted), at most: the in-flight window,
+    /// and the bound on messages sent again after a crash.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
     /// Reconnect backoff: doubles from `min` up to `max`, with jitter.
@@ -56,7 +58,7 @@ fn default_keep_alive() -> Duration {
 }
 
 fn default_inflight() -> u16 {
-    100
+    1000
 }
 
 /// One `uplink.forward` entry: local topics matching `filter` go upstream
@@ -242,8 +244,8 @@ impl UplinkConfig {
         if self.keep_alive.get() < std::time::Duration::from_secs(1) {
             report.add(format!("{path}.keep_alive"), "must be at least 1s");
         }
-        if self.inflight == 0 || self.inflight > 1000 {
-            report.add(format!("{path}.inflight"), "must be between 1 and 1000");
+        if self.inflight == 0 || self.inflight > 10_000 {
+            report.add(format!("{path}.inflight"), "must be between 1 and 10000");
         }
         if self.reconnect.min.get().is_zero() || self.reconnect.min > self.reconnect.max {
             report.add(

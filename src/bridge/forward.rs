@@ -1,40 +1,53 @@
 //! The forwarder: the drain state machine between the outbox and the
 //! upstream connection.
 //!
-//! Owns the send cursor, the in-flight window and the packet-id map. Reads
-//! committed rows from the outbox (never writes: acknowledgements go to the
-//! writer as [`WriteCmd::Ack`]), hands them to rumqttc, and correlates
+//! Owns the in-flight window, the packet-id map and the
+//! upstream connection (it polls [`upstream::next`] itself, so the two
+//! events of every message need no task hop). Reads committed rows from the
+//! outbox (never writes: acknowledgements go to the writer as
+//! [`WriteCmd::Ack`]), hands them to rumqttc, and correlates
 //! `Outgoing::Publish(pkid)` with the rows it queued, in order, then
 //! `PubAck(pkid)` / `PubComp(pkid)` with the row ids to delete.
 //!
-//! Order: rows are sent in id (commit) order. `drain: fifo` uses one cursor.
-//! `drain: live_first` marks, at each connect, the rows committed from then
-//! on as live: they are sent first, and the backlog (older rows, a list of
-//! id ranges) fills the rest of the window, in order.
+//! Window: a message holds one of the `inflight` slots from the moment it
+//! is handed to rumqttc until the writer has deleted its row. So at any
+//! time at most `inflight` rows have been sent and are still in the
+//! outbox: after a crash, at most `inflight` messages go upstream again.
+//!
+//! Order: rows are sent in id (commit) order; `cursor.rs` decides which
+//! rows come next (`fifo`, `live_first`). The outbox is read beside the
+//! connection (one spawned read at a time), so acknowledgements keep
+//! flowing while rows are read.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS};
 use sqlx::SqlitePool;
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
-use super::config::{Drain, UplinkConfig};
-use super::outbox::{self, WriteCmd};
-use super::upstream::Report;
+use super::config::UplinkConfig;
+use super::cursor::{Cursor, Plan};
+use super::outbox::{self, Progress, WriteCmd};
+use super::upstream::{self, Link, Report};
 use super::{Counters, RateLimited};
 use crate::reading::Publish;
 
-/// Rows read from the outbox at a time.
-const READ_AHEAD: usize = 512;
-/// Acknowledged rows are deleted in batches: at this many, or after
-/// [`ACK_DELAY`]. A crash loses at most these deletes (sent again later).
-const ACK_BATCH: usize = 1024;
-const ACK_DELAY: Duration = Duration::from_millis(20);
+/// A finished outbox read.
+type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
+/// Most connection events handled before the window is refilled.
+const EVENTS_PER_TURN: usize = 256;
+
+/// The upstream connection's next report, kept across `select!` turns.
+type Next = ReusableBoxFuture<'static, (Link, Report)>;
 
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +62,9 @@ pub struct Forwarder {
     pub cfg: Arc<UplinkConfig>,
     pub gateway: Arc<str>,
     pub client: AsyncClient,
-    pub reports: mpsc::Receiver<Report>,
     pub pool: SqlitePool,
     pub writer: mpsc::Sender<WriteCmd>,
-    pub committed: watch::Receiver<i64>,
+    pub progress: Progress,
     /// Messages to send live, not buffered (QoS 0, or QoS 1/2 whose commit failed).
     pub live: mpsc::Receiver<Publish>,
     /// Commands from upstream go to the local broker here.
@@ -73,44 +85,43 @@ struct State {
     /// QoS 2 messages past PUBREC, waiting for PUBCOMP. Kept apart because
     /// rumqttc may give their packet id to a new publish meanwhile.
     released: HashMap<u16, Tracked>,
-    /// Not yet handed out: id ranges `[lo, hi)`, ascending.
-    ranges: VecDeque<(i64, i64)>,
-    /// `live_first`: the next live id to look at.
-    live: Option<i64>,
-    /// Read ahead from the outbox, not yet handed to rumqttc.
-    ready: VecDeque<outbox::Stored>,
-    /// Nothing left to read until the committed id moves.
-    caught_up: bool,
+    /// What to send next.
+    cursor: Cursor,
+    /// Acknowledged, not yet handed to the writer.
     acks: Vec<i64>,
+    /// Acknowledged ids handed to the writer so far.
+    acks_sent: u64,
+    /// Acknowledged ids the writer has handled (its `Progress::deleted`).
+    acks_done: u64,
     status_acked: bool,
     connects: u64,
 }
 
 impl State {
-    fn used(&self) -> usize {
+    /// Sent (or queued to send) and not yet acknowledged.
+    fn unacked(&self) -> usize {
         self.queued.len() + self.inflight.len() + self.released.len()
+    }
+
+    /// Window slots taken: unacknowledged, plus acknowledged rows whose
+    /// delete is not yet committed.
+    fn used(&self) -> usize {
+        self.unacked() + self.acks.len() + (self.acks_sent - self.acks_done) as usize
     }
 
     /// rumqttc lost its pending messages (new session): everything not
     /// acknowledged goes back to the ranges, to be sent again in order.
     fn rewind(&mut self) {
-        let mut ids: Vec<i64> = self
+        let ids = self
             .queued
             .drain(..)
             .chain(self.inflight.drain().map(|(_, t)| t))
             .chain(self.released.drain().map(|(_, t)| t))
-            .chain(self.ready.drain(..).map(|r| Tracked::Row(r.id)))
             .filter_map(|t| match t {
                 Tracked::Row(id) => Some(id),
                 Tracked::Untracked => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        let mut ranges: Vec<(i64, i64)> = self.ranges.drain(..).collect();
-        ranges.extend(ids.into_iter().map(|id| (id, id + 1)));
-        ranges.sort_unstable();
-        self.ranges = ranges.into();
-        self.caught_up = false;
+            });
+        self.cursor.rewind(ids);
     }
 }
 
@@ -123,35 +134,64 @@ fn qos(q: u8) -> QoS {
 }
 
 impl Forwarder {
-    pub async fn run(mut self) {
+    pub async fn run(mut self, link: Link) {
         let mut st = State {
             connected: false,
             queued: VecDeque::new(),
             inflight: HashMap::new(),
             released: HashMap::new(),
-            ready: VecDeque::new(),
-            ranges: VecDeque::new(),
-            live: None,
-            caught_up: false,
+            cursor: Cursor::new(self.cfg.buffer.drain),
             acks: Vec::new(),
+            acks_sent: 0,
+            acks_done: 0,
             status_acked: false,
             connects: 0,
         };
-        if self.cfg.buffer.drain == Drain::Fifo {
-            st.ranges.push_back((0, i64::MAX));
-        }
+        let mut conn: Next = ReusableBoxFuture::new(upstream::next(link));
         let mut live_drops = RateLimited::new(Duration::from_secs(10));
         let mut flush_until: Option<tokio::time::Instant> = None;
         let mut live_open = true;
-        let mut acks_due: Option<tokio::time::Instant> = None;
         let status_topic = self.cfg.status_topic(&self.gateway);
+        // a clone, so a reserved permit does not borrow `self`
+        let writer = self.writer.clone();
+        // the outbox read in progress, run beside the connection
+        let mut reading: Option<(JoinHandle<Read>, Plan)> = None;
         loop {
+            let deleting = st.acks_sent > st.acks_done;
             tokio::select! {
-                r = self.reports.recv() => match r {
-                    Some(r) => self.on_report(r, &mut st, &status_topic),
-                    None => break,
-                },
-                _ = self.committed.changed(), if st.caught_up => st.caught_up = false,
+                (link, r) = conn.get_pin() => {
+                    conn.set(upstream::next(link));
+                    self.on_report(r, &mut st, &status_topic);
+                    // take whatever else is ready, so acks and window
+                    // refills are handled in batches
+                    for _ in 0..EVENTS_PER_TURN {
+                        match std::future::poll_fn(|cx| Poll::Ready(conn.poll(cx))).await {
+                            Poll::Ready((link, r)) => {
+                                conn.set(upstream::next(link));
+                                self.on_report(r, &mut st, &status_topic);
+                            }
+                            Poll::Pending => break,
+                        }
+                    }
+                }
+                rows = join(&mut reading), if reading.is_some() => {
+                    let plan = reading.take().expect("polled only while reading").1;
+                    match rows {
+                        Ok(rows) => st.cursor.on_rows(plan, rows),
+                        Err(e) => {
+                            self.counters.io_errors.fetch_add(1, Relaxed);
+                            warn!(error = %e, "uplink: cannot read the outbox");
+                        }
+                    }
+                }
+                _ = self.progress.committed.changed(), if st.cursor.caught_up => st.cursor.wake(),
+                _ = self.progress.deleted.changed(), if deleting => {}
+                permit = writer.reserve(), if !st.acks.is_empty() && !deleting => {
+                    if let Ok(p) = permit {
+                        st.acks_sent += st.acks.len() as u64;
+                        p.send(WriteCmd::Ack(std::mem::take(&mut st.acks)));
+                    }
+                }
                 m = self.live.recv(), if live_open => match m {
                     Some(p) => self.send_live(p, &mut st, &mut live_drops),
                     None => live_open = false,
@@ -161,45 +201,33 @@ impl Forwarder {
                     self.commands = None;
                     info!(connected = st.connected, "uplink: flushing the outbox before stopping");
                 }
-                _ = sleep_until(acks_due) => {}
                 _ = sleep_until(flush_until) => {
-                    warn!(in_flight = st.used(), "uplink: flush deadline reached; the rest stays in the outbox");
+                    warn!(in_flight = st.unacked(), "uplink: flush deadline reached; the rest stays in the outbox");
                     break;
                 }
             }
-            // take whatever else the connection reported, so acks and
-            // window refills are handled in batches
-            for _ in 0..1024 {
-                match self.reports.try_recv() {
-                    Ok(r) => self.on_report(r, &mut st, &status_topic),
-                    Err(_) => break,
+            st.acks_done = *self.progress.deleted.borrow_and_update();
+            self.send_acks(&mut st);
+            if st.connected {
+                self.fill(&mut st);
+                if reading.is_none() {
+                    reading = self.read(&mut st);
                 }
             }
-            if st.connected {
-                self.fill(&mut st).await;
-            }
-            let now = tokio::time::Instant::now();
-            if st.acks.len() >= ACK_BATCH
-                || acks_due.is_some_and(|d| d <= now)
-                || flush_until.is_some()
-            {
-                self.flush_acks(&mut st).await;
-                acks_due = None;
-            } else if !st.acks.is_empty() && acks_due.is_none() {
-                acks_due = Some(now + ACK_DELAY);
-            }
             if flush_until.is_some()
-                && (!st.connected || (st.caught_up && st.ready.is_empty() && st.used() == 0))
+                && (!st.connected
+                    || (st.cursor.caught_up && st.cursor.ready.is_empty() && st.unacked() == 0))
             {
                 break;
             }
         }
-        self.stop(&mut st, &status_topic).await;
+        self.stop(&mut st, &mut conn, &status_topic).await;
     }
 
     /// Says `offline` upstream (when connected), waits for its PUBACK
-    /// briefly, and disconnects.
-    async fn stop(&mut self, st: &mut State, status_topic: &str) {
+    /// briefly, disconnects, and hands the last acknowledgements to the
+    /// writer.
+    async fn stop(&mut self, st: &mut State, conn: &mut Next, status_topic: &str) {
         if st.connected {
             st.status_acked = false;
             if self
@@ -209,23 +237,52 @@ impl Forwarder {
             {
                 st.queued.push_back(Tracked::Untracked);
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-                while st.connected && st.used() > 0 {
-                    match tokio::time::timeout_at(deadline, self.reports.recv()).await {
-                        Ok(Some(r)) => self.on_report(r, st, status_topic),
-                        _ => break,
+                while st.connected && st.unacked() > 0 {
+                    match tokio::time::timeout_at(deadline, conn.get_pin()).await {
+                        Ok((link, r)) => {
+                            conn.set(upstream::next(link));
+                            self.on_report(r, st, status_topic);
+                        }
+                        Err(_) => break,
                     }
                 }
             }
             let _ = self.client.try_disconnect();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, self.reports.recv()).await {
+            while let Ok((link, r)) = tokio::time::timeout_at(deadline, conn.get_pin()).await {
+                conn.set(upstream::next(link));
                 if matches!(r, Report::Event(Event::Outgoing(Outgoing::Disconnect))) {
                     break;
                 }
             }
         }
-        self.flush_acks(st).await;
+        if !st.acks.is_empty() {
+            let ids = std::mem::take(&mut st.acks);
+            if self.writer.send(WriteCmd::Ack(ids)).await.is_err() {
+                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
+            }
+        }
         info!("uplink stopped");
+    }
+
+    /// Hands the acknowledged ids to the writer when its previous delete
+    /// is done or a quarter of the window waits (group commit: one delete
+    /// per commit, not one per turn), if it has room now; else the
+    /// `reserve` branch of the loop does when it has.
+    fn send_acks(&mut self, st: &mut State) {
+        let busy = st.acks_sent > st.acks_done;
+        if st.acks.is_empty() || (busy && st.acks.len() < self.cfg.inflight as usize / 4) {
+            return;
+        }
+        let ids = std::mem::take(&mut st.acks);
+        let n = ids.len() as u64;
+        match self.writer.try_send(WriteCmd::Ack(ids)) {
+            Ok(()) => st.acks_sent += n,
+            Err(mpsc::error::TrySendError::Full(WriteCmd::Ack(ids))) => st.acks = ids,
+            Err(_) => {
+                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
+            }
+        }
     }
 
     fn on_report(&mut self, r: Report, st: &mut State, status_topic: &str) {
@@ -239,16 +296,8 @@ impl Forwarder {
                 if !session_present {
                     st.rewind();
                 }
-                if self.cfg.buffer.drain == Drain::LiveFirst {
-                    let now = *self.committed.borrow() + 1;
-                    match st.live {
-                        Some(l) if l < now => st.ranges.push_back((l, now)),
-                        Some(_) => {}
-                        None => st.ranges.push_back((0, now)),
-                    }
-                    st.live = Some(now);
-                }
-                st.caught_up = false;
+                st.cursor.mark_live(*self.progress.committed.borrow() + 1);
+                st.cursor.wake();
                 for c in &self.cfg.commands {
                     if let Err(e) = self
                         .client
@@ -362,99 +411,66 @@ impl Forwarder {
         }
     }
 
-    /// Fills the in-flight window from the outbox, reading ahead
-    /// [`READ_AHEAD`] rows at a time.
-    async fn fill(&mut self, st: &mut State) {
-        // rumqttc keeps at most `inflight` unacknowledged on the wire; one
-        // more window waits in its request channel so a PUBACK is followed
-        // by the next PUBLISH at once, without a round trip through here
-        let window = 2 * self.cfg.inflight as usize;
-        while st.connected && st.used() < window {
-            if st.ready.is_empty() {
-                if st.caught_up {
-                    return;
-                }
-                // live_first reads the backlog only as far as the window has
-                // room, so a live row never waits behind read-ahead backlog
-                let backlog_want = match self.cfg.buffer.drain {
-                    Drain::LiveFirst => (window - st.used()).min(self.cfg.inflight as usize),
-                    Drain::Fifo => READ_AHEAD,
-                };
-                match self.next_rows(st, READ_AHEAD, backlog_want).await {
-                    Ok(rows) if rows.is_empty() => {
-                        st.caught_up = true;
-                        return;
-                    }
-                    Ok(rows) => st.ready.extend(rows),
-                    Err(e) => {
-                        self.counters.io_errors.fetch_add(1, Relaxed);
-                        warn!(error = %e, "uplink: cannot read the outbox");
-                        return;
-                    }
-                }
+    /// Hands read-ahead rows to rumqttc while the window has room.
+    fn fill(&mut self, st: &mut State) {
+        let window = self.cfg.inflight as usize;
+        while st.used() < window {
+            let Some(r) = st.cursor.ready.pop_front() else {
+                return;
+            };
+            // the request channel holds the window and more: this fails
+            // only if rumqttc is gone
+            if !try_publish(
+                &self.client,
+                r.topic.clone(),
+                qos(r.qos),
+                r.retain,
+                r.payload.clone(),
+            ) {
+                st.cursor.ready.push_front(r);
+                return;
             }
-            while st.used() < window {
-                let Some(r) = st.ready.pop_front() else { break };
-                // the request channel holds more than the window: this
-                // never waits for long, and moves the payload without a copy
-                if self
-                    .client
-                    .publish_bytes(r.topic.clone(), qos(r.qos), r.retain, r.payload.clone())
-                    .await
-                    .is_err()
-                {
-                    st.ready.push_front(r);
-                    return;
-                }
-                st.queued.push_back(Tracked::Row(r.id));
-                self.counters.sent.fetch_add(1, Relaxed);
-            }
+            st.queued.push_back(Tracked::Row(r.id));
+            self.counters.sent.fetch_add(1, Relaxed);
         }
     }
 
-    async fn next_rows(
-        &mut self,
-        st: &mut State,
-        want_live: usize,
-        want: usize,
-    ) -> Result<Vec<outbox::Stored>, outbox::OutboxError> {
-        // mark what is committed now as seen: a later commit wakes us again
-        self.committed.borrow_and_update();
-        if let Some(l) = st.live {
-            let rows = outbox::fetch(&self.pool, l, i64::MAX, want_live).await?;
-            if let Some(last) = rows.last() {
-                st.live = Some(last.id + 1);
-                return Ok(rows);
-            }
+    /// Starts the next outbox read if the cursor wants one.
+    fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Plan)> {
+        let room = (self.cfg.inflight as usize).saturating_sub(st.used());
+        if !st.cursor.wants_read(room) {
+            return None;
         }
-        while let Some(&(lo, hi)) = st.ranges.front() {
-            let rows = outbox::fetch(&self.pool, lo, hi, want).await?;
-            match rows.last() {
-                Some(last) => {
-                    let next = last.id + 1;
-                    if next >= hi {
-                        st.ranges.pop_front();
-                    } else if let Some(front) = st.ranges.front_mut() {
-                        front.0 = next;
-                    }
-                    return Ok(rows);
-                }
-                None if hi == i64::MAX => return Ok(rows),
-                None => {
-                    st.ranges.pop_front();
-                }
-            }
+        let plan = st.cursor.plan(room)?;
+        if plan.open_ended() {
+            // what is committed now is seen: a later commit wakes us again
+            self.progress.committed.borrow_and_update();
         }
-        Ok(Vec::new())
+        let pool = self.pool.clone();
+        let task =
+            tokio::spawn(async move { outbox::fetch(&pool, plan.lo, plan.hi, plan.limit).await });
+        Some((task, plan))
     }
+}
 
-    async fn flush_acks(&mut self, st: &mut State) {
-        if !st.acks.is_empty() {
-            let ids = std::mem::take(&mut st.acks);
-            if self.writer.send(WriteCmd::Ack(ids)).await.is_err() {
-                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
-            }
-        }
+/// Queues a publish on rumqttc's request channel without waiting: the
+/// event loop is polled by this same task, so waiting for room would never
+/// end. Moves the payload without a copy.
+fn try_publish(client: &AsyncClient, topic: String, q: QoS, retain: bool, payload: Bytes) -> bool {
+    let fut = std::pin::pin!(client.publish_bytes(topic, q, retain, payload));
+    matches!(
+        fut.poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Ok(()))
+    )
+}
+
+/// The outcome of the read in progress.
+async fn join(reading: &mut Option<(JoinHandle<Read>, Plan)>) -> Read {
+    match reading {
+        Some((task, _)) => task
+            .await
+            .unwrap_or_else(|e| Err(outbox::OutboxError::Task(e.to_string()))),
+        None => std::future::pending().await,
     }
 }
 

@@ -19,8 +19,10 @@
 //!
 //! Window: the local broker acknowledged the client's PUBLISH before this
 //! link sees it; the message is committed in the next commit batch
-//! (milliseconds). A crash inside that window loses it, and so does a
-//! failed commit (full disk: logged and counted as an I/O error).
+//! (milliseconds; every message the broker has ready is taken into one
+//! insert). A crash inside that window loses it. A failed commit (full
+//! disk: logged and counted as an I/O error) hands the messages to the
+//! uplink's live queue: sent if connected, else counted as dropped.
 //!
 //! Back-pressure: when the writer falls behind, this link stops reading;
 //! rumqttd keeps the messages in its in-memory commit log meanwhile.
@@ -48,6 +50,8 @@ pub const ECHO_TTL: Duration = Duration::from_secs(30);
 const ECHO_MAX: usize = 100_000;
 /// How far into the pending echoes a match is looked for.
 const ECHO_SCAN: usize = 256;
+/// Most local messages committed in one insert.
+const LOCAL_BATCH: usize = 4096;
 
 /// Fingerprints of the gateway's own local publishes on forwarded topics.
 #[derive(Clone, Default)]
@@ -115,63 +119,99 @@ pub async fn run(
         }
     }
     loop {
-        let n = tokio::select! {
+        let first = tokio::select! {
             n = rx.next() => n,
             _ = cancel.cancelled() => break,
         };
-        let n = match n {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => {
-                error!(error = %e, "bridge link closed; local clients' messages are no longer forwarded");
+        // take every notification that is ready now into one commit
+        let mut batch = Vec::new();
+        let mut closed = false;
+        let mut n = first;
+        loop {
+            match n {
+                Ok(Some(Notification::Forward(f))) => {
+                    if let Some(m) =
+                        take(&f.publish, &cfg, &echoes, &status_topic, &live, &counters)
+                    {
+                        batch.push(m);
+                    }
+                }
+                Ok(Some(Notification::Unschedule)) if rx.wake().await.is_err() => closed = true,
+                Ok(_) => {}
+                Err(e) => {
+                    error!(error = %e, "bridge link closed; local clients' messages are no longer forwarded");
+                    closed = true;
+                }
+            }
+            if closed || batch.len() >= LOCAL_BATCH {
                 break;
             }
-        };
-        match n {
-            Notification::Forward(f) => {
-                let p = f.publish;
-                let Ok(topic) = std::str::from_utf8(&p.topic) else {
-                    continue;
-                };
-                if topic == status_topic || echoes.take(topic, &p.payload) {
-                    continue;
-                }
-                let Some(rule) = cfg.forward_rule(topic) else {
-                    continue;
-                };
-                let msg = Publish {
-                    topic: format!("{}{topic}", rule.prefix),
-                    payload: p.payload.clone(),
-                    qos: rule.qos,
-                    retain: p.retain,
-                };
-                counters.from_local_clients.fetch_add(1, Relaxed);
-                if rule.qos.as_u8() == 0 {
-                    let _ = live.try_send(msg).map_err(|_| {
-                        counters.live_dropped.fetch_add(1, Relaxed);
-                    });
-                    continue;
-                }
-                let m = NewMessage {
-                    topic: msg.topic,
-                    payload: msg.payload,
-                    qos: msg.qos.as_u8(),
-                    retain: msg.retain,
-                };
-                if writer
-                    .send(WriteCmd::Insert {
-                        msgs: vec![m],
-                        done: None,
-                    })
-                    .await
-                    .is_err()
-                {
-                    warn!("outbox writer gone; bridge link stops");
-                    break;
-                }
+            match ready_now(rx.next()) {
+                Some(next) => n = next,
+                None => break,
             }
-            Notification::Unschedule if rx.wake().await.is_err() => break,
-            _ => {}
         }
+        if !batch.is_empty()
+            && writer
+                .send(WriteCmd::Insert {
+                    msgs: batch,
+                    done: None,
+                })
+                .await
+                .is_err()
+        {
+            warn!("outbox writer gone; bridge link stops");
+            break;
+        }
+        if closed {
+            break;
+        }
+    }
+}
+
+/// The message to store for a local client's publish, if any: not the
+/// status topic, not an echo, on a forwarded topic; QoS 0 rules go live.
+fn take(
+    p: &rumqttd::protocol::Publish,
+    cfg: &UplinkConfig,
+    echoes: &Echoes,
+    status_topic: &str,
+    live: &mpsc::Sender<Publish>,
+    counters: &Counters,
+) -> Option<NewMessage> {
+    let topic = std::str::from_utf8(&p.topic).ok()?;
+    if topic == status_topic || echoes.take(topic, &p.payload) {
+        return None;
+    }
+    let rule = cfg.forward_rule(topic)?;
+    counters.from_local_clients.fetch_add(1, Relaxed);
+    let topic = format!("{}{topic}", rule.prefix);
+    if rule.qos.as_u8() == 0 {
+        let msg = Publish {
+            topic,
+            payload: p.payload.clone(),
+            qos: rule.qos,
+            retain: p.retain,
+        };
+        if live.try_send(msg).is_err() {
+            counters.live_dropped.fetch_add(1, Relaxed);
+        }
+        return None;
+    }
+    Some(NewMessage {
+        topic,
+        payload: p.payload.clone(),
+        qos: rule.qos.as_u8(),
+        retain: p.retain,
+    })
+}
+
+/// Polls `fut` once: its output if it is ready now. Dropping a pending
+/// `LinkRx::next` loses nothing (it takes notifications only when ready).
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
+    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }

@@ -5,9 +5,9 @@
 //!
 //! Owns the outbox (`outbox.rs`), the upstream client (`upstream.rs`), the
 //! drain state machine (`forward.rs`), the in-process broker link
-//! (`local.rs`), filters (`filters.rs`), `UplinkConfig` (`config.rs`) and
-//! the `fieldgate outbox` commands (`cli.rs`). Must not know about devices
-//! or rules: it sees [`Publish`]es.
+//! (`local.rs`) and its send cursor (`cursor.rs`), filters (`filters.rs`),
+//! `UplinkConfig` (`config.rs`) and the `fieldgate outbox` commands
+//! (`cli.rs`). Must not know about devices or rules: it sees [`Publish`]es.
 //!
 //! # What enters the outbox
 //! - The gateway's own publishes (rules, device status) whose local topic
@@ -27,7 +27,8 @@
 //! - Rows go upstream in commit order (`drain: fifo`), or, with
 //!   `live_first`, rows committed since the last connect first and the
 //!   backlog behind them, each in commit order. At most `inflight` messages
-//!   are unacknowledged at any time.
+//!   are sent and still in the outbox (unacknowledged, or acknowledged and
+//!   not yet deleted) at any time.
 //! - Outages inside one process: the client id is fixed and the session
 //!   lasting (`clean_session = false`): rumqttc resends unacknowledged
 //!   messages with their packet ids, the broker drops QoS 2 duplicates, so
@@ -37,14 +38,15 @@
 //! - Crash (SIGKILL, power loss with `synchronous: full`): every committed
 //!   row is still there and is sent after the restart. Rows that were in
 //!   flight are sent again: QoS 1 and QoS 2 duplicates are bounded by the
-//!   in-flight window plus the acknowledgements not yet deleted (deletes are
-//!   batched: at most 1024 rows or 20 ms of acknowledgements).
+//!   in-flight window (`inflight`), because a message keeps its window slot
+//!   until its delete is committed.
 //! - Capacity: see `outbox.rs`; every drop is counted in [`Counters`].
 //! - The gateway never stops because of the bridge: commit failures (full
 //!   disk) are logged and counted and the messages go live if connected.
 
 mod cli;
 pub mod config;
+mod cursor;
 pub mod filters;
 mod forward;
 pub mod local;
@@ -141,7 +143,6 @@ pub struct Bridge {
     intake: JoinHandle<()>,
     link: Option<(JoinHandle<()>, CancellationToken)>,
     forwarder: JoinHandle<()>,
-    driver: (JoinHandle<()>, CancellationToken),
     writer: JoinHandle<()>,
     flush: CancellationToken,
 }
@@ -163,8 +164,10 @@ impl Bridge {
         crate::ops::metrics::get().attach_bridge(counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
         let (pool, conn) = outbox::open(data_dir, cfg.buffer.synchronous).await?;
-        let (writer, committed) =
+        let (writer, progress) =
             outbox::Writer::new(conn, cfg.buffer.clone(), counters.clone()).await?;
+        let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
+        let writer = writer.with_live(live_tx.clone());
         info!(
             path = %outbox::db_path(data_dir).display(),
             messages = counters.depth.load(Relaxed),
@@ -174,21 +177,10 @@ impl Bridge {
         let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
         let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
 
-        let (client, el) = AsyncClient::new(opts, 2 * cfg.inflight as usize + 256);
-        let (report_tx, report_rx) = mpsc::channel(1024);
-        let driver_cancel = CancellationToken::new();
-        let driver = tokio::spawn(
-            upstream::drive(
-                el,
-                client.clone(),
-                cfg.reconnect,
-                report_tx,
-                driver_cancel.clone(),
-            )
-            .instrument(info_span!("uplink", url = %cfg.url)),
-        );
-
-        let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
+        // room for the whole window plus status, subscribe and disconnect
+        // requests: the forwarder never waits for room (see forward.rs)
+        let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
+        let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect);
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
         let echoes = Echoes::default();
         let status_topic = crate::ops::status::gateway_topic(&gateway);
@@ -198,10 +190,9 @@ impl Bridge {
             cfg: cfg.clone(),
             gateway: gateway.clone(),
             client,
-            reports: report_rx,
             pool,
             writer: write_tx.clone(),
-            committed,
+            progress,
             live: live_rx,
             commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
             echoes: echoes.clone(),
@@ -209,7 +200,11 @@ impl Bridge {
             shutdown: flush.clone(),
             flush_deadline: crate::SHUTDOWN_DEADLINE,
         };
-        let forwarder = tokio::spawn(forwarder.run().instrument(info_span!("uplink")));
+        let forwarder = tokio::spawn(
+            forwarder
+                .run(uplink)
+                .instrument(info_span!("uplink", url = %cfg.url)),
+        );
 
         let link = link.map(|l| {
             let cancel = CancellationToken::new();
@@ -249,7 +244,6 @@ impl Bridge {
                 intake,
                 link,
                 forwarder,
-                driver: (driver, driver_cancel),
                 writer,
                 flush,
             },
@@ -275,8 +269,6 @@ impl Bridge {
         {
             warn!("uplink did not stop in time");
         }
-        self.driver.1.cancel();
-        let _ = self.driver.0.await;
         if tokio::time::timeout(deadline, self.writer).await.is_err() {
             warn!("outbox writer did not finish in time");
         }

@@ -34,8 +34,12 @@
 //!   commit that would exceed it: `drop_oldest` deletes the oldest rows,
 //!   `drop_newest` refuses the incoming ones; every drop is counted;
 //! - a failed commit (full disk, I/O error) is logged and counted; its
-//!   messages are handed back to the caller (who forwards them live if it
-//!   can); the writer keeps going.
+//!   messages are handed back to the caller, or, when nobody waits for
+//!   them, to the uplink's live queue (forwarded if connected, else counted
+//!   as dropped); the writer keeps going;
+//! - acknowledged ids are deleted in the next commit, runs of consecutive
+//!   ids as one range delete; the uplink counts an id against its window
+//!   until the writer reports it handled ([`Progress::deleted`]).
 //!
 //! Must not talk to the network or the broker.
 
@@ -54,7 +58,7 @@ use tracing::{debug, error, warn};
 
 use super::config::{BufferConfig, Synchronous, WhenFull};
 use super::{Counters, RateLimited};
-use crate::reading::now_ms;
+use crate::reading::{Publish, now_ms};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,6 +85,8 @@ pub enum OutboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("outbox read task failed: {0}")]
+    Task(String),
     #[error("outbox {op} failed: {source}")]
     Query {
         op: &'static str,
@@ -138,6 +144,9 @@ fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
         })
         .busy_timeout(std::time::Duration::from_secs(5))
         .pragma("cache_size", "-2000")
+        // a whole read-ahead crosses from SQLite's thread without the two
+        // threads waking each other every 50 rows (sqlx's default)
+        .row_buffer_size(1024)
 }
 
 /// The outbox file in `data_dir`.
@@ -201,8 +210,8 @@ fn stored(r: sqlx::sqlite::SqliteRow) -> Stored {
 }
 
 /// Up to `limit` messages with `lo <= id < hi`, in id order.
-pub async fn fetch(
-    pool: &SqlitePool,
+pub async fn fetch<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
     lo: i64,
     hi: i64,
     limit: usize,
@@ -214,7 +223,7 @@ pub async fn fetch(
     .bind(lo)
     .bind(hi)
     .bind(limit as i64)
-    .fetch_all(pool)
+    .fetch_all(ex)
     .await
     .map_err(q("read"))?;
     Ok(rows.into_iter().map(stored).collect())
@@ -241,6 +250,14 @@ pub enum WriteCmd {
     Ack(Vec<i64>),
 }
 
+/// What the writer tells the uplink.
+pub struct Progress {
+    /// The highest committed id.
+    pub committed: watch::Receiver<i64>,
+    /// How many acknowledged ids were handled (see [`WriteCmd::Ack`]).
+    pub deleted: watch::Receiver<u64>,
+}
+
 /// The single writer: group commit of inserts and deletes.
 pub struct Writer {
     conn: SqliteConnection,
@@ -253,9 +270,16 @@ struct Accounting {
     counters: Arc<Counters>,
     /// The highest committed id, for the uplink.
     committed: watch::Sender<i64>,
+    /// How many acknowledged ids the writer has handled (deleted, or given
+    /// up on after a failed commit), for the uplink's window.
+    deleted: watch::Sender<u64>,
+    /// Where messages of a failed commit go when nobody waits for them.
+    live: Option<mpsc::Sender<Publish>>,
     messages: u64,
     bytes: u64,
     last_expiry: Instant,
+    /// When the oldest row was last looked up (for the age metric).
+    last_oldest: Option<Instant>,
     drops_log: RateLimited,
 }
 
@@ -264,7 +288,7 @@ impl Writer {
         mut conn: SqliteConnection,
         cfg: BufferConfig,
         counters: Arc<Counters>,
-    ) -> Result<(Writer, watch::Receiver<i64>), OutboxError> {
+    ) -> Result<(Writer, Progress), OutboxError> {
         let row = sqlx::query(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM outbox",
         )
@@ -274,6 +298,7 @@ impl Writer {
         let messages = row.get::<i64, _>(0) as u64;
         let bytes = row.get::<i64, _>(1) as u64;
         let (tx, rx) = watch::channel(row.get::<i64, _>(2));
+        let (deleted, deleted_rx) = watch::channel(0);
         counters.depth.store(messages, Relaxed);
         counters.depth_bytes.store(bytes, Relaxed);
         let mut writer = Writer {
@@ -282,14 +307,30 @@ impl Writer {
                 cfg,
                 counters,
                 committed: tx,
+                deleted,
+                live: None,
                 messages,
                 bytes,
                 last_expiry: Instant::now() - std::time::Duration::from_secs(60),
+                last_oldest: None,
                 drops_log: RateLimited::new(std::time::Duration::from_secs(10)),
             },
         };
         writer.acct.note_oldest(&mut writer.conn).await;
-        Ok((writer, rx))
+        Ok((
+            writer,
+            Progress {
+                committed: rx,
+                deleted: deleted_rx,
+            },
+        ))
+    }
+
+    /// Messages of a failed commit that nobody waits for (`done: None`)
+    /// are handed to `live` (forwarded if the uplink is up) instead of lost.
+    pub fn with_live(mut self, live: mpsc::Sender<Publish>) -> Writer {
+        self.acct.live = Some(live);
+        self
     }
 
     /// Runs until every sender of `rx` is gone, then closes the connection.
@@ -369,11 +410,19 @@ impl Accounting {
                 error!(error = %e, messages = inserts.len(), acks = acks.len(),
                     "outbox commit failed; messages go live only");
                 for (start, end, done) in waiters {
-                    if let Some(d) = done {
-                        let _ = d.send(inserts[start..end].to_vec());
+                    match done {
+                        Some(d) => {
+                            let _ = d.send(inserts[start..end].to_vec());
+                        }
+                        None => self.go_live(&inserts[start..end]),
                     }
                 }
             }
+        }
+        if !acks.is_empty() {
+            // handled either way: a failed delete leaves the rows to be sent
+            // again after a restart (duplicates), it must not stall the window
+            self.deleted.send_modify(|d| *d += acks.len() as u64);
         }
         self.counters.depth.store(self.messages, Relaxed);
         self.counters.depth_bytes.store(self.bytes, Relaxed);
@@ -382,9 +431,35 @@ impl Accounting {
         }
     }
 
+    fn go_live(&self, msgs: &[NewMessage]) {
+        let Some(live) = &self.live else { return };
+        for m in msgs {
+            let p = Publish {
+                topic: m.topic.clone(),
+                payload: m.payload.clone(),
+                qos: crate::reading::Qos::from_u8(m.qos).unwrap_or_default(),
+                retain: m.retain,
+            };
+            if live.try_send(p).is_err() {
+                self.counters.live_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// Records the commit time of the oldest row (a primary-key lookup) for
-    /// the oldest-age metric; 0 when the outbox is empty.
+    /// the oldest-age metric; 0 when the outbox is empty. Looked up at most
+    /// once a second while rows come and go (a scrape is much rarer).
     async fn note_oldest(&mut self, conn: &mut SqliteConnection) {
+        let known = self.counters.oldest_ms.load(Relaxed) != 0;
+        if self.messages > 0
+            && known
+            && self
+                .last_oldest
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_oldest = Some(Instant::now());
         let oldest = if self.messages == 0 {
             Ok(None)
         } else {
@@ -421,17 +496,16 @@ impl Accounting {
         inserts: &[NewMessage],
     ) -> Result<Option<i64>, OutboxError> {
         let mut tx = conn.begin().await.map_err(q("begin"))?;
-        for chunk in acks.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "DELETE FROM outbox WHERE id IN ({}) RETURNING size",
-                vec!["?"; chunk.len()].join(",")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            let rows = query.fetch_all(&mut *tx).await.map_err(q("delete"))?;
-            self.forget(&rows);
+        // count, then delete: `RETURNING` would send every row back
+        // from SQLite's thread one at a time
+        let (runs, singles) = runs(acks);
+        for (lo, hi) in runs {
+            self.delete_where(&mut tx, "id BETWEEN ?1 AND ?2".into(), &[lo, hi])
+                .await?;
+        }
+        for chunk in singles.chunks(INSERT_CHUNK) {
+            let list = format!("id IN ({})", vec!["?"; chunk.len()].join(","));
+            self.delete_where(&mut tx, list, chunk).await?;
         }
         if self.last_expiry.elapsed() >= std::time::Duration::from_secs(1) {
             self.last_expiry = Instant::now();
@@ -513,6 +587,31 @@ impl Accounting {
         Ok(())
     }
 
+    /// Deletes the rows matching `cond` (with `binds`) and forgets their size.
+    async fn delete_where(
+        &mut self,
+        tx: &mut SqliteConnection,
+        cond: String,
+        binds: &[i64],
+    ) -> Result<(), OutboxError> {
+        let count = format!("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE {cond}");
+        let mut query = sqlx::query(AssertSqlSafe(count));
+        for b in binds {
+            query = query.bind(b);
+        }
+        let row = query.fetch_one(&mut *tx).await.map_err(q("delete"))?;
+        let delete = format!("DELETE FROM outbox WHERE {cond}");
+        let mut query = sqlx::query(AssertSqlSafe(delete));
+        for b in binds {
+            query = query.bind(b);
+        }
+        query.execute(&mut *tx).await.map_err(q("delete"))?;
+        let (n, bytes) = (row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64);
+        self.messages = self.messages.saturating_sub(n);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        Ok(())
+    }
+
     fn forget(&mut self, rows: &[sqlx::sqlite::SqliteRow]) {
         for r in rows {
             self.messages = self.messages.saturating_sub(1);
@@ -532,6 +631,29 @@ impl Accounting {
             );
         }
     }
+}
+
+/// Acknowledged ids as runs of consecutive ids `[lo, hi]` (one range
+/// delete each) and the ids that stand alone.
+fn runs(acks: &[i64]) -> (Vec<(i64, i64)>, Vec<i64>) {
+    let mut ids = acks.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let (mut runs, mut singles) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        if j > i {
+            runs.push((ids[i], ids[j]));
+        } else {
+            singles.push(ids[i]);
+        }
+        i = j + 1;
+    }
+    (runs, singles)
 }
 
 #[cfg(test)]
@@ -576,6 +698,15 @@ mod tests {
         .await
         .expect("send");
         wait.await.expect("reply")
+    }
+
+    #[test]
+    fn acks_become_runs_and_singles() {
+        assert_eq!(
+            runs(&[7, 3, 4, 5, 9, 10, 12, 4]),
+            (vec![(3, 5), (9, 10)], vec![7, 12])
+        );
+        assert_eq!(runs(&[]), (vec![], vec![]));
     }
 
     #[tokio::test]

@@ -2,8 +2,8 @@
 //! rustls, credentials, keep-alive, last will), the event-loop driver with
 //! exponential backoff and jitter, and the session wipe at start.
 //!
-//! Owns the rumqttc `EventLoop`. Must not touch the outbox: it reports
-//! events to the forwarder (`forward.rs`) over a bounded channel.
+//! Owns the rumqttc `EventLoop` ([`Link`]). Must not touch the outbox: the
+//! forwarder (`forward.rs`) polls [`next`] and keeps the state.
 //!
 //! Session handling: the client id is fixed and reconnects use
 //! `clean_session = false`, so rumqttc resends unacknowledged QoS 1/2
@@ -23,8 +23,6 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
     TlsConfiguration, Transport,
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::{Endpoint, UplinkConfig};
@@ -48,7 +46,7 @@ pub enum UpstreamError {
     Password(String),
 }
 
-/// What the driver reports to the forwarder.
+/// What the connection reports to the forwarder.
 #[derive(Debug)]
 pub enum Report {
     /// Connected (the CONNACK of a session the forwarder may use).
@@ -128,44 +126,62 @@ pub fn backoff(cfg: &ReconnectConfig, attempt: u32) -> Duration {
     base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
-/// Polls the event loop until `cancel`, reconnecting with [`backoff`], and
-/// reports to `tx`. `client` is used for the DISCONNECT of the session wipe.
-pub async fn drive(
-    mut el: EventLoop,
+/// The upstream connection: the rumqttc event loop with reconnect backoff
+/// and the session wipe. Polled by the forwarder through [`next`], so
+/// events reach the drain state machine without a task hop.
+pub struct Link {
+    el: EventLoop,
     client: AsyncClient,
     reconnect: ReconnectConfig,
-    tx: mpsc::Sender<Report>,
-    cancel: CancellationToken,
-) {
-    let mut attempt = 0u32;
-    let mut wiped = false;
-    let mut wiping = false;
+    attempt: u32,
+    wiped: bool,
+    wiping: bool,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Link {
+    /// `client` is used for the DISCONNECT of the session wipe.
+    pub fn new(el: EventLoop, client: AsyncClient, reconnect: ReconnectConfig) -> Link {
+        Link {
+            el,
+            client,
+            reconnect,
+            attempt: 0,
+            wiped: false,
+            wiping: false,
+            retry_at: None,
+        }
+    }
+}
+
+/// The next report of `link`, handing the link back. The forwarder keeps
+/// this future across its `select!` loop (it is never cancelled midway:
+/// a connect in progress must not restart because a message arrived).
+pub async fn next(mut link: Link) -> (Link, Report) {
     loop {
-        let r = tokio::select! {
-            r = el.poll() => r,
-            _ = cancel.cancelled() => return,
-        };
-        let report = match r {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) if !wiped => {
+        if let Some(at) = link.retry_at.take() {
+            tokio::time::sleep_until(at).await;
+        }
+        let report = match link.el.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) if !link.wiped => {
                 info!("uplink connected; clearing the previous session");
-                el.mqtt_options.set_clean_session(false);
-                wiped = true;
-                attempt = 0;
-                let _ = ack;
-                wiping = client.try_disconnect().is_ok();
-                if !wiping {
-                    el.network = None;
+                link.el.mqtt_options.set_clean_session(false);
+                link.wiped = true;
+                link.attempt = 0;
+                link.wiping = link.client.try_disconnect().is_ok();
+                if !link.wiping {
+                    link.el.network = None;
                 }
                 continue;
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if wiping => {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if link.wiping => {
                 // the wipe's DISCONNECT went out: reconnect with the lasting session
-                wiping = false;
-                el.network = None;
+                link.wiping = false;
+                link.el.network = None;
                 continue;
             }
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                attempt = 0;
+                link.attempt = 0;
                 info!(session_present = ack.session_present, "uplink connected");
                 Report::Up {
                     session_present: ack.session_present,
@@ -173,22 +189,14 @@ pub async fn drive(
             }
             Ok(ev) => Report::Event(ev),
             Err(e) => {
-                let delay = backoff(&reconnect, attempt);
-                attempt = attempt.saturating_add(1);
+                let delay = backoff(&link.reconnect, link.attempt);
+                link.attempt = link.attempt.saturating_add(1);
                 log_error(&e, delay);
-                if tx.send(Report::Down).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                continue;
+                link.retry_at = Some(tokio::time::Instant::now() + delay);
+                Report::Down
             }
         };
-        if tx.send(report).await.is_err() {
-            return;
-        }
+        return (link, report);
     }
 }
 

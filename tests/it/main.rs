@@ -2,6 +2,7 @@
 //! `fieldgate` binary and real peers on loopback (see DESIGN.md §7).
 
 mod bridge;
+mod bridge_crash;
 mod bridge_qos2;
 mod broker;
 mod config_errors;
