@@ -168,20 +168,28 @@ fn uplink(port: u16) -> UplinkConfig {
     serde_yaml_ng::from_str(&yaml).expect("uplink yaml")
 }
 
-async fn bridge_drain(dir: &Path, port: u16) -> Duration {
+/// The time from the bridge's start (opening the outbox, connecting, the
+/// session wipe) until every backlog message was acknowledged, and the
+/// part of it from the first PUBLISH on.
+async fn bridge_drain(dir: &Path, port: u16) -> (Duration, Duration) {
     let cfg = uplink(port);
     let (_keep_tx, rx) = mpsc::channel(16);
     let t = Instant::now();
     let (bridge, _local) = Bridge::start(&cfg, "gw1", dir, rx, None)
         .await
         .expect("bridge");
+    let mut first_sent = None;
     while bridge.counters.acked.load(Relaxed) < BACKLOG as u64 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        if first_sent.is_none() && bridge.counters.sent.load(Relaxed) > 0 {
+            first_sent = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let took = t.elapsed();
+    let draining = first_sent.map_or(took, |f| f.elapsed());
     drop(_keep_tx);
     bridge.stop(Duration::from_secs(5)).await;
-    took
+    (took, draining)
 }
 
 async fn plain_rumqttc(port: u16, inflight: u16) -> Duration {
@@ -290,7 +298,7 @@ fn main() {
             for _ in 0..3 {
                 let d = tempfile::tempdir().expect("tempdir");
                 writer_fill(d.path(), BACKLOG, 4096).await;
-                let t = bridge_drain(d.path(), mosq.1).await;
+                let (t, _) = bridge_drain(d.path(), mosq.1).await;
                 println!("bridge drain: {:.0} msg/s", BACKLOG as f64 / t.as_secs_f64());
             }
             return;
@@ -299,14 +307,23 @@ fn main() {
         let mosq = Mosquitto::start();
         let d = tempfile::tempdir().expect("tempdir");
         writer_fill(d.path(), BACKLOG, 4096).await;
-        let drain = bridge_drain(d.path(), mosq.1).await;
+        let (drain, draining) = bridge_drain(d.path(), mosq.1).await;
         let inflight = uplink(mosq.1).inflight;
         let plain = plain_rumqttc(mosq.1, inflight).await;
         let r = |t: Duration| BACKLOG as f64 / t.as_secs_f64();
         println!("drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight {inflight}, the default)");
-        println!("  bridge drain           : {:>10.0} msg/s", r(drain));
-        println!("  plain rumqttc publisher: {:>10.0} msg/s", r(plain));
-        println!("  ratio: {:.2} (target >= 0.80)\n", r(drain) / r(plain));
+        println!(
+            "  bridge, from start      : {:>10.0} msg/s ({} ms to open the outbox, connect and send the first)",
+            r(drain),
+            (drain - draining).as_millis()
+        );
+        println!("  bridge, from first send : {:>10.0} msg/s", r(draining));
+        println!("  plain rumqttc publisher : {:>10.0} msg/s (connect included)", r(plain));
+        println!(
+            "  ratio: {:.2} from start, {:.2} from first send (target >= 0.80)\n",
+            r(drain) / r(plain),
+            r(draining) / r(plain)
+        );
 
         }
         if part("memory") {

@@ -419,15 +419,9 @@ impl Forwarder {
                 return;
             };
             // the request channel holds the window and more: this fails
-            // only if rumqttc is gone
-            if !try_publish(
-                &self.client,
-                r.topic.clone(),
-                qos(r.qos),
-                r.retain,
-                r.payload.clone(),
-            ) {
-                st.cursor.ready.push_front(r);
+            // only if rumqttc is gone; the row is then read again later
+            if !try_publish(&self.client, r.topic, qos(r.qos), r.retain, r.payload) {
+                st.cursor.rewind(std::iter::once(r.id));
                 return;
             }
             st.queued.push_back(Tracked::Row(r.id));
