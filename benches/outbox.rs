@@ -218,6 +218,16 @@ async fn plain_rumqttc(port: u16, inflight: u16) -> Duration {
     t.elapsed()
 }
 
+/// CPU time (user + system) of a process so far, from /proc.
+fn cpu_ms(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // fields after the command name (which is in parentheses)
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    ticks * 10 // USER_HZ is 100 on Linux
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
@@ -307,9 +317,14 @@ fn main() {
         let mosq = Mosquitto::start();
         let d = tempfile::tempdir().expect("tempdir");
         writer_fill(d.path(), BACKLOG, 4096).await;
+        let mpid = mosq.0.id().to_string();
+        let cpu = || (cpu_ms("self"), cpu_ms(&mpid));
+        let c0 = cpu();
         let (drain, draining) = bridge_drain(d.path(), mosq.1).await;
+        let c1 = cpu();
         let inflight = uplink(mosq.1).inflight;
         let plain = plain_rumqttc(mosq.1, inflight).await;
+        let c2 = cpu();
         let r = |t: Duration| BACKLOG as f64 / t.as_secs_f64();
         println!("drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight {inflight}, the default)");
         println!(
@@ -320,9 +335,16 @@ fn main() {
         println!("  bridge, from first send : {:>10.0} msg/s", r(draining));
         println!("  plain rumqttc publisher : {:>10.0} msg/s (connect included)", r(plain));
         println!(
-            "  ratio: {:.2} from start, {:.2} from first send (target >= 0.80)\n",
+            "  ratio: {:.2} from start, {:.2} from first send (target >= 0.80)",
             r(drain) / r(plain),
             r(draining) / r(plain)
+        );
+        println!(
+            "  CPU ms (this process / mosquitto): bridge {} / {}, plain {} / {}\n",
+            c1.0 - c0.0,
+            c1.1 - c0.1,
+            c2.0 - c1.0,
+            c2.1 - c1.1
         );
 
         }

@@ -52,7 +52,8 @@ type Next = ReusableBoxFuture<'static, (Link, Report)>;
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracked {
-    Row(i64),
+    /// An outbox row: id and size.
+    Row(i64, u64),
     /// Not from the outbox (status messages, live sends after a failed commit).
     Untracked,
 }
@@ -88,7 +89,7 @@ struct State {
     /// What to send next.
     cursor: Cursor,
     /// Acknowledged, not yet handed to the writer.
-    acks: Vec<i64>,
+    acks: Vec<outbox::Acked>,
     /// Acknowledged ids handed to the writer so far.
     acks_sent: u64,
     /// Acknowledged ids the writer has handled (its `Progress::deleted`).
@@ -118,7 +119,7 @@ impl State {
             .chain(self.inflight.drain().map(|(_, t)| t))
             .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
-                Tracked::Row(id) => Some(id),
+                Tracked::Row(id, _) => Some(id),
                 Tracked::Untracked => None,
             });
         self.cursor.rewind(ids);
@@ -352,8 +353,8 @@ impl Forwarder {
     }
 
     fn acked(&mut self, st: &mut State, t: Option<Tracked>) {
-        if let Some(Tracked::Row(id)) = t {
-            st.acks.push(id);
+        if let Some(Tracked::Row(id, size)) = t {
+            st.acks.push((id, size));
             self.counters.acked.fetch_add(1, Relaxed);
         }
     }
@@ -424,7 +425,7 @@ impl Forwarder {
                 st.cursor.rewind(std::iter::once(r.id));
                 return;
             }
-            st.queued.push_back(Tracked::Row(r.id));
+            st.queued.push_back(Tracked::Row(r.id, r.size as u64));
             self.counters.sent.fetch_add(1, Relaxed);
         }
     }

@@ -38,7 +38,12 @@
 //!   them, to the uplink's live queue (forwarded if connected, else counted
 //!   as dropped); the writer keeps going;
 //! - acknowledged ids are deleted in the next commit, runs of consecutive
-//!   ids as one range delete; the uplink counts an id against its window
+//!   ids as one range delete; a commit of deletes only is sent to SQLite as
+//!   one statement list (`BEGIN IMMEDIATE; DELETE ...; COMMIT`) and, under
+//!   `synchronous = FULL`, is not fsynced on its own: a power loss can bring
+//!   back rows deleted since the last fsync (the next commit with inserts,
+//!   or a checkpoint), which are then sent again (duplicates, never a
+//!   loss); a process crash cannot; the uplink counts an id against its window
 //!   until the writer reports it handled ([`Progress::deleted`]).
 //!
 //! Must not talk to the network or the broker.
@@ -238,6 +243,10 @@ pub async fn purge(pool: &SqlitePool) -> Result<u64, OutboxError> {
     Ok(r.rows_affected())
 }
 
+/// An acknowledged row: its id and its `size`, so the delete needs no
+/// lookup of the sizes.
+pub type Acked = (i64, u64);
+
 /// A request to the writer.
 pub enum WriteCmd {
     /// Store these; `done` gets back the messages that could not be stored
@@ -246,8 +255,8 @@ pub enum WriteCmd {
         msgs: Vec<NewMessage>,
         done: Option<oneshot::Sender<Vec<NewMessage>>>,
     },
-    /// The broker acknowledged these ids: delete them.
-    Ack(Vec<i64>),
+    /// The broker acknowledged these rows: delete them.
+    Ack(Vec<Acked>),
 }
 
 /// What the writer tells the uplink.
@@ -386,6 +395,16 @@ impl Accounting {
             self.counters.dropped_newest.fetch_add(refused, Relaxed);
             self.log_drop("drop_newest", refused as usize);
         }
+        if inserts.is_empty() && waiters.is_empty() && !self.expiry_due() {
+            // deletes only (the drain): one statement list, one round trip
+            if let Err(e) = self.delete_only(conn, &acks).await {
+                self.counters.io_errors.fetch_add(1, Relaxed);
+                error!(error = %e, acks = acks.len(),
+                    "outbox delete failed; these messages will be sent again after a restart");
+            }
+            self.after_commit(conn, acks.len(), before_m).await;
+            return;
+        }
         match self.transaction(conn, &acks, &inserts).await {
             Ok(Some(last_id)) => {
                 self.committed.send_replace(last_id);
@@ -419,16 +438,96 @@ impl Accounting {
                 }
             }
         }
-        if !acks.is_empty() {
+        self.after_commit(conn, acks.len(), before_m).await;
+    }
+
+    async fn after_commit(&mut self, conn: &mut SqliteConnection, acks: usize, before_m: u64) {
+        if acks > 0 {
             // handled either way: a failed delete leaves the rows to be sent
             // again after a restart (duplicates), it must not stall the window
-            self.deleted.send_modify(|d| *d += acks.len() as u64);
+            self.deleted.send_modify(|d| *d += acks as u64);
         }
         self.counters.depth.store(self.messages, Relaxed);
         self.counters.depth_bytes.store(self.bytes, Relaxed);
-        if self.messages != before_m || !acks.is_empty() {
+        if self.messages != before_m || acks > 0 {
             self.note_oldest(conn).await;
         }
+    }
+
+    fn expiry_due(&self) -> bool {
+        self.last_expiry.elapsed() >= std::time::Duration::from_secs(1)
+    }
+
+    /// Deletes acknowledged rows in a transaction of its own, sent to
+    /// SQLite as one statement list. With `synchronous: full` this commit
+    /// runs with `synchronous = NORMAL` (no fsync of its own): a power loss
+    /// can only bring deleted rows back (sent again: duplicates), never
+    /// lose one; the next commit with inserts, or the next checkpoint,
+    /// fsyncs it along.
+    async fn delete_only(
+        &mut self,
+        conn: &mut SqliteConnection,
+        acks: &[Acked],
+    ) -> Result<(), OutboxError> {
+        // rows_affected of a list that holds BEGIN/COMMIT counts the last
+        // DELETE twice (SQLite's changes() outlives it): count by total_changes()
+        let (relax, restore) = match self.cfg.synchronous {
+            Synchronous::Full => ("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=FULL;"),
+            Synchronous::Normal => ("", ""),
+        };
+        let sql = format!(
+            "{relax}SELECT total_changes();BEGIN IMMEDIATE;{}SELECT total_changes();COMMIT;{restore}",
+            delete_sql(acks)
+        );
+        match sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_all(&mut *conn)
+            .await
+        {
+            Ok(rows) => {
+                let total = |i: usize| rows.get(i).map_or(0, |r| r.get::<i64, _>(0));
+                let deleted = (total(1) - total(0)).max(0) as u64;
+                self.forget_acked(conn, acks, deleted).await
+            }
+            Err(source) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                if !restore.is_empty()
+                    && let Err(e) = sqlx::raw_sql(restore).execute(&mut *conn).await
+                {
+                    error!(error = %e, "outbox: cannot restore synchronous=FULL");
+                }
+                Err(OutboxError::Query {
+                    op: "delete",
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Takes `deleted` acknowledged rows off the counts: their known sizes
+    /// when every one was still there, else (a row was dropped or expired
+    /// meanwhile, or acknowledged twice) a recount.
+    async fn forget_acked(
+        &mut self,
+        conn: &mut SqliteConnection,
+        acks: &[Acked],
+        deleted: u64,
+    ) -> Result<(), OutboxError> {
+        let mut acks = acks.to_vec();
+        acks.sort_unstable();
+        acks.dedup_by_key(|a| a.0);
+        if deleted == acks.len() as u64 {
+            self.messages = self.messages.saturating_sub(deleted);
+            let bytes: u64 = acks.iter().map(|a| a.1).sum();
+            self.bytes = self.bytes.saturating_sub(bytes);
+            return Ok(());
+        }
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(q("count"))?;
+        self.messages = row.get::<i64, _>(0) as u64;
+        self.bytes = row.get::<i64, _>(1) as u64;
+        Ok(())
     }
 
     fn go_live(&self, msgs: &[NewMessage]) {
@@ -492,22 +591,18 @@ impl Accounting {
     async fn transaction(
         &mut self,
         conn: &mut SqliteConnection,
-        acks: &[i64],
+        acks: &[Acked],
         inserts: &[NewMessage],
     ) -> Result<Option<i64>, OutboxError> {
         let mut tx = conn.begin().await.map_err(q("begin"))?;
-        // count, then delete: `RETURNING` would send every row back
-        // from SQLite's thread one at a time
-        let (runs, singles) = runs(acks);
-        for (lo, hi) in runs {
-            self.delete_where(&mut tx, "id BETWEEN ?1 AND ?2".into(), &[lo, hi])
-                .await?;
+        if !acks.is_empty() {
+            let r = sqlx::raw_sql(AssertSqlSafe(delete_sql(acks)))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("delete"))?;
+            self.forget_acked(&mut tx, acks, r.rows_affected()).await?;
         }
-        for chunk in singles.chunks(INSERT_CHUNK) {
-            let list = format!("id IN ({})", vec!["?"; chunk.len()].join(","));
-            self.delete_where(&mut tx, list, chunk).await?;
-        }
-        if self.last_expiry.elapsed() >= std::time::Duration::from_secs(1) {
+        if self.expiry_due() {
             self.last_expiry = Instant::now();
             let cutoff = now_ms() - self.cfg.max_age.get().as_millis() as i64;
             loop {
@@ -587,31 +682,6 @@ impl Accounting {
         Ok(())
     }
 
-    /// Deletes the rows matching `cond` (with `binds`) and forgets their size.
-    async fn delete_where(
-        &mut self,
-        tx: &mut SqliteConnection,
-        cond: String,
-        binds: &[i64],
-    ) -> Result<(), OutboxError> {
-        let count = format!("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE {cond}");
-        let mut query = sqlx::query(AssertSqlSafe(count));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let row = query.fetch_one(&mut *tx).await.map_err(q("delete"))?;
-        let delete = format!("DELETE FROM outbox WHERE {cond}");
-        let mut query = sqlx::query(AssertSqlSafe(delete));
-        for b in binds {
-            query = query.bind(b);
-        }
-        query.execute(&mut *tx).await.map_err(q("delete"))?;
-        let (n, bytes) = (row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64);
-        self.messages = self.messages.saturating_sub(n);
-        self.bytes = self.bytes.saturating_sub(bytes);
-        Ok(())
-    }
-
     fn forget(&mut self, rows: &[sqlx::sqlite::SqliteRow]) {
         for r in rows {
             self.messages = self.messages.saturating_sub(1);
@@ -631,6 +701,24 @@ impl Accounting {
             );
         }
     }
+}
+
+/// The DELETE statements for acknowledged rows: a range delete per run of
+/// consecutive ids, `IN` lists for the others. The ids are integers written
+/// by `format!`, nothing from outside.
+fn delete_sql(acks: &[Acked]) -> String {
+    use std::fmt::Write;
+    let ids: Vec<i64> = acks.iter().map(|a| a.0).collect();
+    let (runs, singles) = runs(&ids);
+    let mut sql = String::new();
+    for (lo, hi) in runs {
+        let _ = write!(sql, "DELETE FROM outbox WHERE id BETWEEN {lo} AND {hi};");
+    }
+    for chunk in singles.chunks(500) {
+        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let _ = write!(sql, "DELETE FROM outbox WHERE id IN ({});", list.join(","));
+    }
+    sql
 }
 
 /// Acknowledged ids as runs of consecutive ids `[lo, hi]` (one range
@@ -716,13 +804,63 @@ mod tests {
         let rows = fetch(&pool, 0, i64::MAX, 100).await.expect("fetch");
         assert_eq!(rows.len(), 10);
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        tx.send(WriteCmd::Ack(ids.clone())).await.expect("ack");
+        let acked = rows.iter().map(|r| (r.id, r.size as u64)).collect();
+        tx.send(WriteCmd::Ack(acked)).await.expect("ack");
         insert(&tx, vec![m(10)]).await;
         let rows = fetch(&pool, 0, i64::MAX, 100).await.expect("fetch");
         assert_eq!(rows.len(), 1);
         assert!(rows[0].id > ids[9], "ids are never reused");
         assert_eq!(counters.depth.load(Relaxed), 1);
         assert_eq!(stats(&pool).await.expect("stats").messages, 1);
+    }
+
+    #[tokio::test]
+    async fn deletes_only_keep_the_counts_right_and_full_sync() {
+        let (_d, pool, tx, counters) = writer(BufferConfig::default()).await;
+        insert(&tx, (0..20).map(m).collect()).await;
+        let rows = fetch(&pool, 0, i64::MAX, 100).await.expect("fetch");
+        let acked = |rs: &[Stored]| rs.iter().map(|r| (r.id, r.size as u64)).collect();
+        // a run, a lone id, and an id acknowledged twice
+        let mut first: Vec<Acked> = acked(&rows[0..5]);
+        first.push((rows[9].id, rows[9].size as u64));
+        tx.send(WriteCmd::Ack(first)).await.expect("ack");
+        tx.send(WriteCmd::Ack(acked(&rows[4..6])))
+            .await
+            .expect("ack");
+        // the next insert waits for the deletes before it
+        insert(&tx, vec![m(20)]).await;
+        let s = stats(&pool).await.expect("stats");
+        assert_eq!(s.messages, 20 - 7 + 1);
+        assert_eq!(counters.depth.load(Relaxed), s.messages);
+        assert_eq!(counters.depth_bytes.load(Relaxed), s.bytes);
+    }
+
+    #[tokio::test]
+    async fn a_deletes_only_commit_leaves_synchronous_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (pool, conn) = open(dir.path(), Synchronous::Full).await.expect("open");
+        let counters = Arc::new(Counters::default());
+        let (mut w, _) = Writer::new(conn, BufferConfig::default(), counters)
+            .await
+            .expect("writer");
+        let mut batch = vec![WriteCmd::Insert {
+            msgs: (0..3).map(m).collect(),
+            done: None,
+        }];
+        w.acct.commit(&mut w.conn, &mut batch).await;
+        let rows = fetch(&pool, 0, i64::MAX, 10).await.expect("fetch");
+        let acks: Vec<Acked> = rows.iter().map(|r| (r.id, r.size as u64)).collect();
+        w.acct
+            .delete_only(&mut w.conn, &acks)
+            .await
+            .expect("delete");
+        assert_eq!(w.acct.messages, 0);
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut w.conn)
+            .await
+            .expect("pragma")
+            .get(0);
+        assert_eq!(sync, 2, "synchronous is FULL again");
     }
 
     #[tokio::test]
