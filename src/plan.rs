@@ -1,5 +1,5 @@
 //! The plan `fieldgate check` prints: what the gateway would do with this
-//! config (broker listeners, devices, points and their topics).
+//! config (broker listeners, devices, points and their topics, the uplink).
 //!
 //! Owns the wording of the plan. Must not start anything or touch the network.
 
@@ -78,6 +78,12 @@ pub fn render(config: &Config) -> String {
             DeviceConfig::ModbusTcp(c) => modbus::describe::tcp(&mut s, gw, c, &mapping),
             DeviceConfig::ModbusRtu(c) => modbus::describe::rtu(&mut s, gw, c, &mapping),
             DeviceConfig::Serial(c) => crate::southbound::serial::plan(&mut s, c, gw, &mapping),
+        }
+    }
+    match &config.uplink {
+        Some(u) => crate::bridge::describe(&mut s, u, gw, &config.gateway.data_dir),
+        None => {
+            let _ = writeln!(s, "uplink  none (local gateway)");
         }
     }
     s

@@ -4,10 +4,11 @@
 //! them locally.
 //!
 //! Owns the outbox (`outbox.rs`), the upstream client (`upstream.rs`), the
-//! drain state machine (`forward.rs`), the in-process broker link
-//! (`local.rs`) and its send cursor (`cursor.rs`), filters (`filters.rs`),
-//! `UplinkConfig` (`config.rs`) and the `fieldgate outbox` commands
-//! (`cli.rs`). Must not know about devices or rules: it sees [`Publish`]es.
+//! drain state machine (`forward.rs`) and its send cursor (`cursor.rs`),
+//! the in-process broker link (`local.rs`), filters (`filters.rs`),
+//! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
+//! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
+//! not know about devices or rules: it sees [`Publish`]es.
 //!
 //! # What enters the outbox
 //! - The gateway's own publishes (rules, device status) whose local topic
@@ -47,6 +48,7 @@
 mod cli;
 pub mod config;
 mod cursor;
+mod describe;
 pub mod filters;
 mod forward;
 pub mod local;
@@ -67,6 +69,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
+pub use describe::describe;
 pub use local::Echoes;
 
 use crate::reading::Publish;

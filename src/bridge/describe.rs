@@ -1,0 +1,98 @@
+//! The uplink part of the plan `fieldgate check` prints: where messages go
+//! upstream, which are buffered, what comes back down, and the outbox limits.
+//!
+//! Owns that wording. Must not open the outbox or touch the network.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::config::{Drain, Synchronous, UplinkConfig, WhenFull};
+
+/// Appends the uplink plan to `s`.
+pub fn describe(s: &mut String, cfg: &UplinkConfig, gateway: &str, data_dir: &Path) {
+    let _ = writeln!(
+        s,
+        "uplink  {} as client {:?} (session kept), keep-alive {}, in-flight window {}",
+        cfg.url,
+        cfg.client_id(gateway),
+        cfg.keep_alive,
+        cfg.inflight
+    );
+    let _ = writeln!(
+        s,
+        "        status {} = online on connect, offline on stop and as last will (retained)",
+        cfg.status_topic(gateway)
+    );
+    for r in &cfg.forward {
+        let how = if r.qos.as_u8() == 0 {
+            "live only, never buffered"
+        } else {
+            "buffered in the outbox"
+        };
+        let _ = writeln!(
+            s,
+            "        forward  {} -> {}{} qos {} ({how})",
+            r.filter,
+            r.prefix,
+            r.filter,
+            r.qos.as_u8()
+        );
+    }
+    for c in &cfg.commands {
+        let _ = writeln!(
+            s,
+            "        command  {} -> local topic without {:?}, qos {}",
+            c.filter,
+            c.strip_prefix,
+            c.qos.as_u8()
+        );
+    }
+    let b = &cfg.buffer;
+    let _ = writeln!(
+        s,
+        "        outbox {}: at most {} messages, {}, max age {}; when full {}; drain {}; synchronous {}",
+        super::outbox::db_path(data_dir).display(),
+        b.max_messages,
+        b.max_bytes,
+        b.max_age,
+        match b.when_full {
+            WhenFull::DropOldest => "drop_oldest",
+            WhenFull::DropNewest => "drop_newest",
+        },
+        match b.drain {
+            Drain::Fifo => "fifo",
+            Drain::LiveFirst => "live_first",
+        },
+        match b.synchronous {
+            Synchronous::Full => "full",
+            Synchronous::Normal => "normal",
+        }
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_names_every_rule_and_the_limits() {
+        let cfg: UplinkConfig = serde_yaml_ng::from_str(
+            "url: mqtt://up:1883\nforward:\n  - { filter: \"gw/#\", prefix: \"site/\", qos: 1 }\n  - { filter: \"gw/fast/#\", qos: 0 }\n\
+             commands:\n  - { filter: \"site/gw/+/set\", strip_prefix: \"site/\" }\nbuffer: { max_messages: 500, drain: live_first }\n",
+        )
+        .expect("yaml");
+        let mut s = String::new();
+        describe(&mut s, &cfg, "gw", Path::new("/var/lib/fieldgate"));
+        for want in [
+            "uplink  mqtt://up:1883 as client \"gw\"",
+            "status site/gw/status",
+            "forward  gw/# -> site/gw/# qos 1 (buffered in the outbox)",
+            "forward  gw/fast/# -> gw/fast/# qos 0 (live only",
+            "command  site/gw/+/set -> local topic without \"site/\"",
+            "outbox /var/lib/fieldgate/outbox.db: at most 500 messages",
+            "drain live_first",
+        ] {
+            assert!(s.contains(want), "{want:?} missing in:\n{s}");
+        }
+    }
+}

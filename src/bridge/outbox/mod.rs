@@ -1,0 +1,373 @@
+//! The outbox: the bridge's only durable state, a SQLite database
+//! (`{data_dir}/outbox.db`, WAL, through sqlx with bundled SQLite).
+//!
+//! Schema:
+//!
+//! ```sql
+//! CREATE TABLE outbox (
+//!     id         INTEGER PRIMARY KEY AUTOINCREMENT, -- commit order; never reused
+//!     topic      TEXT    NOT NULL,                  -- upstream topic (prefix applied)
+//!     payload    BLOB    NOT NULL,
+//!     qos        INTEGER NOT NULL,                  -- 1 or 2 (QoS 0 is never stored)
+//!     retain     INTEGER NOT NULL,                  -- 0 or 1
+//!     created_ms INTEGER NOT NULL,                  -- commit time, ms since the epoch
+//!     size       INTEGER NOT NULL                   -- bytes of topic + payload
+//! );
+//! ```
+//!
+//! Guarantees:
+//! - one writer task ([`Writer`]) owns every write. It takes whatever has
+//!   queued while the previous commit ran (group commit: one transaction,
+//!   one fsync, per batch), so throughput does not depend on fsync latency;
+//! - a message is inserted before it is sent upstream and deleted only when
+//!   the broker acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2);
+//! - `AUTOINCREMENT` keeps ids growing even when the table empties, so ids
+//!   give the commit order and a cursor never misses a row;
+//! - `synchronous = FULL` (the default, `buffer.synchronous`): a commit
+//!   returns after the WAL is fsynced: a power loss loses nothing committed,
+//!   only the batch being committed (whose senders were not yet told it
+//!   was). `synchronous = NORMAL`: the WAL is fsynced at checkpoints only
+//!   (about every 1000 pages, ~4 MB): a power loss can lose the commits
+//!   since the last checkpoint; a process crash (SIGKILL) loses nothing
+//!   committed in either mode;
+//! - capacity (`max_messages`, `max_bytes`, `max_age`) is enforced in the
+//!   commit that would exceed it: `drop_oldest` deletes the oldest rows,
+//!   `drop_newest` refuses the incoming ones; every drop is counted;
+//! - a failed commit (full disk, I/O error) is logged and counted; its
+//!   messages are handed back to the caller, or, when nobody waits for
+//!   them, to the uplink's live queue (forwarded if connected, else counted
+//!   as dropped); the writer keeps going;
+//! - acknowledged ids are deleted in the next commit, runs of consecutive
+//!   ids as one range delete; a commit of deletes only is sent to SQLite as
+//!   one statement list (`BEGIN IMMEDIATE; DELETE ...; COMMIT`) and, under
+//!   `synchronous = FULL`, is not fsynced on its own: a power loss can bring
+//!   back rows deleted since the last fsync (the next commit with inserts,
+//!   or a checkpoint), which are then sent again (duplicates, never a
+//!   loss); a process crash cannot; the uplink counts an id against its window
+//!   until the writer reports it handled ([`Progress::deleted`]).
+//!
+//! Must not talk to the network or the broker.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row as _};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::warn;
+
+use super::config::{BufferConfig, Synchronous};
+use super::{Counters, RateLimited};
+use crate::reading::Publish;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic      TEXT    NOT NULL,
+    payload    BLOB    NOT NULL,
+    qos        INTEGER NOT NULL,
+    retain     INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    size       INTEGER NOT NULL
+)";
+
+/// Rows per multi-row INSERT statement.
+const INSERT_CHUNK: usize = 64;
+/// Most rows one commit takes (bounds the time a batch holds the write lock).
+pub const MAX_BATCH: usize = 8192;
+
+/// Why the outbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot open outbox {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create outbox folder {path}: {source}")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox read task failed: {0}")]
+    Task(String),
+    #[error("outbox {op} failed: {source}")]
+    Query {
+        op: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> OutboxError {
+    move |source| OutboxError::Query { op, source }
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+impl NewMessage {
+    pub fn size(&self) -> u64 {
+        (self.topic.len() + self.payload.len()) as u64
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: i64,
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub qos: u8,
+    pub retain: bool,
+    pub created_ms: i64,
+    pub size: i64,
+}
+
+/// Depth, bytes and age of the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub messages: u64,
+    pub bytes: u64,
+    pub oldest_ms: Option<i64>,
+}
+
+fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match sync {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .pragma("cache_size", "-2000")
+        // a whole read-ahead crosses from SQLite's thread without the two
+        // threads waking each other every 50 rows (sqlx's default)
+        .row_buffer_size(1024)
+}
+
+/// The outbox file in `data_dir`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("outbox.db")
+}
+
+/// Opens (creating if needed) the outbox: a read pool, and the single
+/// write connection for [`Writer`].
+pub async fn open(
+    data_dir: &Path,
+    sync: Synchronous,
+) -> Result<(SqlitePool, SqliteConnection), OutboxError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::Folder {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let path = db_path(data_dir);
+    let opts = options(&path, sync);
+    let open_err = |source| OutboxError::Open {
+        path: path.clone(),
+        source,
+    };
+    let mut conn = SqliteConnection::connect_with(&opts)
+        .await
+        .map_err(open_err)?;
+    sqlx::query(SCHEMA)
+        .execute(&mut conn)
+        .await
+        .map_err(open_err)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts.clone())
+        .await
+        .map_err(open_err)?;
+    Ok((pool, conn))
+}
+
+pub async fn stats(pool: &SqlitePool) -> Result<Stats, OutboxError> {
+    let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_ms) FROM outbox")
+        .fetch_one(pool)
+        .await
+        .map_err(q("stats"))?;
+    Ok(Stats {
+        messages: row.get::<i64, _>(0) as u64,
+        bytes: row.get::<i64, _>(1) as u64,
+        oldest_ms: row.get::<Option<i64>, _>(2),
+    })
+}
+
+fn stored(r: sqlx::sqlite::SqliteRow) -> Stored {
+    Stored {
+        id: r.get(0),
+        topic: r.get(1),
+        payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(2)),
+        qos: r.get::<i64, _>(3) as u8,
+        retain: r.get::<i64, _>(4) != 0,
+        created_ms: r.get(5),
+        size: r.get(6),
+    }
+}
+
+/// Up to `limit` messages with `lo <= id < hi`, in id order.
+pub async fn fetch<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    lo: i64,
+    hi: i64,
+    limit: usize,
+) -> Result<Vec<Stored>, OutboxError> {
+    let rows = sqlx::query(
+        "SELECT id, topic, payload, qos, retain, created_ms, size FROM outbox \
+         WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
+    )
+    .bind(lo)
+    .bind(hi)
+    .bind(limit as i64)
+    .fetch_all(ex)
+    .await
+    .map_err(q("read"))?;
+    Ok(rows.into_iter().map(stored).collect())
+}
+
+/// Deletes every message; returns how many there were.
+pub async fn purge(pool: &SqlitePool) -> Result<u64, OutboxError> {
+    let r = sqlx::query("DELETE FROM outbox")
+        .execute(pool)
+        .await
+        .map_err(q("purge"))?;
+    Ok(r.rows_affected())
+}
+
+/// An acknowledged row: its id and its `size`, so the delete needs no
+/// lookup of the sizes.
+pub type Acked = (i64, u64);
+
+/// A request to the writer.
+pub enum WriteCmd {
+    /// Store these; `done` gets back the messages that could not be stored
+    /// (empty when all were committed).
+    Insert {
+        msgs: Vec<NewMessage>,
+        done: Option<oneshot::Sender<Vec<NewMessage>>>,
+    },
+    /// The broker acknowledged these rows: delete them.
+    Ack(Vec<Acked>),
+}
+
+/// What the writer tells the uplink.
+pub struct Progress {
+    /// The highest committed id.
+    pub committed: watch::Receiver<i64>,
+    /// How many acknowledged ids were handled (see [`WriteCmd::Ack`]).
+    pub deleted: watch::Receiver<u64>,
+}
+
+/// The single writer: group commit of inserts and deletes.
+pub struct Writer {
+    conn: SqliteConnection,
+    acct: Accounting,
+}
+
+/// The writer's view of the outbox size and its drop accounting.
+struct Accounting {
+    cfg: BufferConfig,
+    counters: Arc<Counters>,
+    /// The highest committed id, for the uplink.
+    committed: watch::Sender<i64>,
+    /// How many acknowledged ids the writer has handled (deleted, or given
+    /// up on after a failed commit), for the uplink's window.
+    deleted: watch::Sender<u64>,
+    /// Where messages of a failed commit go when nobody waits for them.
+    live: Option<mpsc::Sender<Publish>>,
+    messages: u64,
+    bytes: u64,
+    last_expiry: Instant,
+    /// When the oldest row was last looked up (for the age metric).
+    last_oldest: Option<Instant>,
+    drops_log: RateLimited,
+}
+
+impl Writer {
+    pub async fn new(
+        mut conn: SqliteConnection,
+        cfg: BufferConfig,
+        counters: Arc<Counters>,
+    ) -> Result<(Writer, Progress), OutboxError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM outbox",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(q("stats"))?;
+        let messages = row.get::<i64, _>(0) as u64;
+        let bytes = row.get::<i64, _>(1) as u64;
+        let (tx, rx) = watch::channel(row.get::<i64, _>(2));
+        let (deleted, deleted_rx) = watch::channel(0);
+        counters.depth.store(messages, Relaxed);
+        counters.depth_bytes.store(bytes, Relaxed);
+        let mut writer = Writer {
+            conn,
+            acct: Accounting {
+                cfg,
+                counters,
+                committed: tx,
+                deleted,
+                live: None,
+                messages,
+                bytes,
+                last_expiry: Instant::now() - std::time::Duration::from_secs(60),
+                last_oldest: None,
+                drops_log: RateLimited::new(std::time::Duration::from_secs(10)),
+            },
+        };
+        writer.acct.note_oldest(&mut writer.conn).await;
+        Ok((
+            writer,
+            Progress {
+                committed: rx,
+                deleted: deleted_rx,
+            },
+        ))
+    }
+
+    /// Messages of a failed commit that nobody waits for (`done: None`)
+    /// are handed to `live` (forwarded if the uplink is up) instead of lost.
+    pub fn with_live(mut self, live: mpsc::Sender<Publish>) -> Writer {
+        self.acct.live = Some(live);
+        self
+    }
+
+    /// Runs until every sender of `rx` is gone, then closes the connection.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<WriteCmd>) {
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let mut rows = 0;
+            while rows < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        if let WriteCmd::Insert { msgs, .. } = &cmd {
+                            rows += msgs.len();
+                        }
+                        batch.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.acct.commit(&mut self.conn, &mut batch).await;
+            batch.clear();
+        }
+        if let Err(e) = self.conn.close().await {
+            warn!(error = %e, "closing the outbox");
+        }
+    }
+}
+
+mod commit;
+#[cfg(test)]
+mod tests;
