@@ -47,7 +47,7 @@ type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
 const EVENTS_PER_TURN: usize = 256;
 
 /// The upstream connection's next report, kept across `select!` turns.
-type Next = ReusableBoxFuture<'static, (Link, Report)>;
+type Next = ReusableBoxFuture<'static, (Box<Link>, Report)>;
 
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ impl Forwarder {
             status_acked: false,
             connects: 0,
         };
-        let mut conn: Next = ReusableBoxFuture::new(upstream::next(link));
+        let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
         let mut live_drops = RateLimited::new(Duration::from_secs(10));
         let mut flush_until: Option<tokio::time::Instant> = None;
         let mut live_open = true;

@@ -154,10 +154,11 @@ impl Link {
     }
 }
 
-/// The next report of `link`, handing the link back. The forwarder keeps
+/// The next report of `link`, handing the link back (boxed: the future
+/// is made anew for every event, and moves only the box). The forwarder keeps
 /// this future across its `select!` loop (it is never cancelled midway:
 /// a connect in progress must not restart because a message arrived).
-pub async fn next(mut link: Link) -> (Link, Report) {
+pub async fn next(mut link: Box<Link>) -> (Box<Link>, Report) {
     loop {
         if let Some(at) = link.retry_at.take() {
             tokio::time::sleep_until(at).await;
