@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use super::config::Drain;
 use super::outbox::Stored;
 
-/// Rows read from the outbox at a time.
+/// Most rows read from the outbox at a time (the forwarder asks for fewer
+/// when rows are large, see `forward.rs`).
 pub const READ_AHEAD: usize = 512;
 
 /// One read to run: rows with `lo <= id < hi`, at most `limit`.
@@ -104,17 +105,20 @@ impl Cursor {
         self.wake();
     }
 
-    /// Whether a read should start now (`room`: free window slots).
-    pub fn wants_read(&self, room: usize) -> bool {
+    /// Whether a read should start now (`room`: free window slots;
+    /// `rows`: the most rows a read may bring).
+    pub fn wants_read(&self, room: usize, rows: usize) -> bool {
         !self.caught_up
             && match self.drain {
-                Drain::Fifo => self.ready.len() < READ_AHEAD,
+                Drain::Fifo => self.ready.len() < rows,
                 Drain::LiveFirst => self.ready.is_empty() && room > 0,
             }
     }
 
-    /// The next read, or `None` (and caught up) when there is nothing to read.
-    pub fn plan(&mut self, room: usize) -> Option<Plan> {
+    /// The next read of at most `rows` rows, or `None` (and caught up) when
+    /// there is nothing to read.
+    pub fn plan(&mut self, room: usize, rows: usize) -> Option<Plan> {
+        let rows = rows.clamp(1, READ_AHEAD);
         if self.caught_up {
             return None;
         }
@@ -128,13 +132,13 @@ impl Cursor {
         if let Some(l) = self.live
             && !self.skip_live
         {
-            return Some(plan(l, i64::MAX, READ_AHEAD, true));
+            return Some(plan(l, i64::MAX, rows, true));
         }
         match self.ranges.front() {
             Some(&(lo, hi)) => {
                 let limit = match self.drain {
-                    Drain::Fifo => READ_AHEAD,
-                    Drain::LiveFirst => room.clamp(1, READ_AHEAD),
+                    Drain::Fifo => rows,
+                    Drain::LiveFirst => room.clamp(1, rows),
                 };
                 Some(plan(lo, hi, limit, false))
             }
@@ -205,45 +209,45 @@ mod tests {
     #[test]
     fn fifo_reads_in_order_and_catches_up() {
         let mut c = Cursor::new(Drain::Fifo);
-        let p = c.plan(10).expect("plan");
+        let p = c.plan(10, READ_AHEAD).expect("plan");
         assert_eq!((p.lo, p.hi), (0, i64::MAX));
         c.on_rows(p, rows(1..4));
         assert_eq!(ready_ids(&mut c), vec![1, 2, 3]);
-        let p = c.plan(10).expect("plan");
+        let p = c.plan(10, READ_AHEAD).expect("plan");
         assert_eq!(p.lo, 4);
         c.on_rows(p, Vec::new());
-        assert!(c.caught_up && !c.wants_read(10));
+        assert!(c.caught_up && !c.wants_read(10, READ_AHEAD));
     }
 
     #[test]
     fn live_first_reads_live_rows_before_the_backlog() {
         let mut c = Cursor::new(Drain::LiveFirst);
         c.mark_live(100); // rows below 100 are backlog
-        let p = c.plan(5).expect("live");
+        let p = c.plan(5, READ_AHEAD).expect("live");
         assert_eq!(p.lo, 100);
         c.on_rows(p, rows(100..102));
         assert_eq!(ready_ids(&mut c), vec![100, 101]);
-        let p = c.plan(5).expect("live again");
+        let p = c.plan(5, READ_AHEAD).expect("live again");
         c.on_rows(p, Vec::new());
-        let p = c.plan(5).expect("backlog");
+        let p = c.plan(5, READ_AHEAD).expect("backlog");
         assert_eq!((p.lo, p.hi, p.limit), (0, 100, 5));
         c.on_rows(p, rows(1..6));
-        let p = c.plan(5).expect("live first again");
+        let p = c.plan(5, READ_AHEAD).expect("live first again");
         assert_eq!(p.lo, 102);
     }
 
     #[test]
     fn a_read_from_before_a_rewind_is_ignored() {
         let mut c = Cursor::new(Drain::Fifo);
-        let p = c.plan(10).expect("plan");
+        let p = c.plan(10, READ_AHEAD).expect("plan");
         c.on_rows(p, rows(3..6));
         let sent = c.ready.pop_front().expect("row 3").id;
-        let stale = c.plan(10).expect("plan");
+        let stale = c.plan(10, READ_AHEAD).expect("plan");
         c.rewind([sent].into_iter());
         c.on_rows(stale, rows(6..8));
         assert!(c.ready.is_empty());
         let mut order = Vec::new();
-        while let Some(p) = c.plan(10) {
+        while let Some(p) = c.plan(10, READ_AHEAD) {
             let got = rows(p.lo..p.hi.min(8));
             if got.is_empty() {
                 c.on_rows(p, got);

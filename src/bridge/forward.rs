@@ -35,7 +35,7 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
 use super::config::UplinkConfig;
-use super::cursor::{Cursor, Plan};
+use super::cursor::{Cursor, Plan, READ_AHEAD};
 use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Link, Report};
 use super::{Counters, RateLimited};
@@ -45,6 +45,13 @@ use crate::reading::Publish;
 type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
 /// Most connection events handled before the window is refilled.
 const EVENTS_PER_TURN: usize = 256;
+/// Bytes (topic + payload) handed to rumqttc and not yet acknowledged, at
+/// most, whatever the window: rumqttc keeps a copy of each for resending,
+/// and large payloads must not make that hundreds of megabytes.
+const WIRE_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes one outbox read should bring, about (rows are counted from the
+/// outbox's average row size).
+const READ_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The upstream connection's next report, kept across `select!` turns.
 type Next = ReusableBoxFuture<'static, (Box<Link>, Report)>;
@@ -88,6 +95,9 @@ struct State {
     released: HashMap<u16, Tracked>,
     /// What to send next.
     cursor: Cursor,
+    /// Bytes of outbox rows handed to rumqttc, not yet acknowledged (or,
+    /// for QoS 2, not yet PUBREC'd: then rumqttc drops the payload).
+    wire_bytes: u64,
     /// Acknowledged, not yet handed to the writer.
     acks: Vec<outbox::Acked>,
     /// Acknowledged ids handed to the writer so far.
@@ -113,6 +123,7 @@ impl State {
     /// rumqttc lost its pending messages (new session): everything not
     /// acknowledged goes back to the ranges, to be sent again in order.
     fn rewind(&mut self) {
+        self.wire_bytes = 0;
         let ids = self
             .queued
             .drain(..)
@@ -142,6 +153,7 @@ impl Forwarder {
             inflight: HashMap::new(),
             released: HashMap::new(),
             cursor: Cursor::new(self.cfg.buffer.drain),
+            wire_bytes: 0,
             acks: Vec::new(),
             acks_sent: 0,
             acks_done: 0,
@@ -336,10 +348,12 @@ impl Forwarder {
             }
             Report::Event(Event::Incoming(Incoming::PubAck(a))) => {
                 let t = st.inflight.remove(&a.pkid);
+                off_the_wire(st, t);
                 self.acked(st, t);
             }
             Report::Event(Event::Incoming(Incoming::PubRec(r))) => {
                 if let Some(t) = st.inflight.remove(&r.pkid) {
+                    off_the_wire(st, Some(t));
                     st.released.insert(r.pkid, t);
                 }
             }
@@ -415,7 +429,7 @@ impl Forwarder {
     /// Hands read-ahead rows to rumqttc while the window has room.
     fn fill(&mut self, st: &mut State) {
         let window = self.cfg.inflight as usize;
-        while st.used() < window {
+        while st.used() < window && (st.wire_bytes < WIRE_BYTES || st.unacked() == 0) {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
@@ -426,6 +440,7 @@ impl Forwarder {
                 return;
             }
             st.queued.push_back(Tracked::Row(r.id, r.size as u64));
+            st.wire_bytes += r.size as u64;
             self.counters.sent.fetch_add(1, Relaxed);
         }
     }
@@ -433,10 +448,13 @@ impl Forwarder {
     /// Starts the next outbox read if the cursor wants one.
     fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Plan)> {
         let room = (self.cfg.inflight as usize).saturating_sub(st.used());
-        if !st.cursor.wants_read(room) {
+        let depth = self.counters.depth.load(Relaxed).max(1);
+        let avg = (self.counters.depth_bytes.load(Relaxed) / depth).max(1);
+        let rows = (READ_BYTES / avg).clamp(1, READ_AHEAD as u64) as usize;
+        if !st.cursor.wants_read(room, rows) {
             return None;
         }
-        let plan = st.cursor.plan(room)?;
+        let plan = st.cursor.plan(room, rows)?;
         if plan.open_ended() {
             // what is committed now is seen: a later commit wakes us again
             self.progress.committed.borrow_and_update();
@@ -445,6 +463,13 @@ impl Forwarder {
         let task =
             tokio::spawn(async move { outbox::fetch(&pool, plan.lo, plan.hi, plan.limit).await });
         Some((task, plan))
+    }
+}
+
+/// A PUBACK or PUBREC: rumqttc no longer holds the payload of `t`.
+fn off_the_wire(st: &mut State, t: Option<Tracked>) {
+    if let Some(Tracked::Row(_, size)) = t {
+        st.wire_bytes = st.wire_bytes.saturating_sub(size);
     }
 }
 

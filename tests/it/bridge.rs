@@ -121,6 +121,51 @@ pub(crate) async fn wait_local_value(local: &mut Sub, at_least: i64, seen: &mut 
     }
 }
 
+/// Publishes `n` messages (`payload(i)`) on `topic` from a local QoS 1
+/// client and waits for every PUBACK of the embedded broker.
+pub(crate) async fn publish_locally(
+    port: u16,
+    topic: &str,
+    n: usize,
+    payload: impl Fn(usize) -> Vec<u8>,
+) {
+    let (client, mut el) = rumqttc::AsyncClient::new(options("local-pub", port), 100);
+    let pump = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < n {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("local publisher: {e}"),
+            }
+        }
+    });
+    for i in 0..n {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload(i))
+            .await
+            .expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(60), pump)
+        .await
+        .expect("local PUBACKs within 60 s")
+        .expect("pump");
+}
+
+/// Waits until the running gateway's outbox holds at least `n` messages
+/// (local clients' messages are committed a batch after the broker's PUBACK).
+pub(crate) async fn wait_outbox(gw: &Gateway, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while outbox_messages(&gw.cfg) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox never held {n} messages; log:\n{}",
+            gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub(crate) fn outbox_messages(cfg: &ConfigDir) -> u64 {
     let out = fieldgate(&["outbox", "stats", "-c", cfg.path_str()]);
     assert!(

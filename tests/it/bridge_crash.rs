@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
-use crate::bridge::{SECS, outbox_messages};
-use crate::support::{ConfigDir, Gateway, Msg, Sub, options};
+use crate::bridge::{SECS, outbox_messages, publish_locally, wait_outbox};
+use crate::support::{ConfigDir, Gateway, Msg, Sub};
 use crate::upstream::{Mosquitto, Proxy, gateway_yaml};
 
 const TOPIC: &str = "site/gw1/hmi/v";
@@ -17,32 +17,6 @@ const WINDOW: usize = 50;
 
 fn value(m: &Msg) -> i64 {
     m.text().parse().expect("integer payload")
-}
-
-/// Publishes `0..n` on `gw1/hmi/v` from a local QoS 1 client and waits for
-/// every PUBACK of the embedded broker.
-async fn publish_locally(port: u16, n: i64) {
-    let (client, mut el) = rumqttc::AsyncClient::new(options("local-pub", port), 1000);
-    let pump = tokio::spawn(async move {
-        let mut acked = 0;
-        while acked < n {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => panic!("local publisher: {e}"),
-            }
-        }
-    });
-    for i in 0..n {
-        client
-            .publish("gw1/hmi/v", QoS::AtLeastOnce, false, i.to_string())
-            .await
-            .expect("publish");
-    }
-    tokio::time::timeout(Duration::from_secs(60), pump)
-        .await
-        .expect("local PUBACKs within 60 s")
-        .expect("pump");
 }
 
 #[tokio::test]
@@ -54,17 +28,11 @@ async fn qos1_duplicates_after_sigkill_mid_drain_are_bounded_by_the_window() {
     let url = format!("mqtt://127.0.0.1:{}", proxy.port);
     let yaml = gateway_yaml(&url, "1s", &format!("  inflight: {WINDOW}"));
     let mut gw = Gateway::start(&yaml);
-    publish_locally(gw.port, BACKLOG).await;
-    // the link commits within a batch of the broker's PUBACK
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while outbox_messages(&gw.cfg) < BACKLOG as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outbox never held the backlog; log:\n{}",
-            gw.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    publish_locally(gw.port, "gw1/hmi/v", BACKLOG as usize, |i| {
+        i.to_string().into_bytes()
+    })
+    .await;
+    wait_outbox(&gw, BACKLOG as u64).await;
 
     // the drain starts; kill the gateway once a tenth has arrived upstream
     proxy.restore();
