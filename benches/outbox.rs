@@ -168,6 +168,13 @@ fn uplink(port: u16) -> UplinkConfig {
     serde_yaml_ng::from_str(&yaml).expect("uplink yaml")
 }
 
+/// A fresh outbox holding a [`BACKLOG`].
+async fn backlog() -> tempfile::TempDir {
+    let d = tempfile::tempdir().expect("tempdir");
+    writer_fill(d.path(), BACKLOG, 4096).await;
+    d
+}
+
 /// The time from the bridge's start (opening the outbox, connecting, the
 /// session wipe) until every backlog message was acknowledged, and the
 /// part of it from the first PUBLISH on.
@@ -306,17 +313,14 @@ fn main() {
             // the bridge drain alone, three times over, for `perf record`
             let mosq = Mosquitto::start();
             for _ in 0..3 {
-                let d = tempfile::tempdir().expect("tempdir");
-                writer_fill(d.path(), BACKLOG, 4096).await;
-                let (t, _) = bridge_drain(d.path(), mosq.1).await;
+                let (t, _) = bridge_drain(backlog().await.path(), mosq.1).await;
                 println!("bridge drain: {:.0} msg/s", BACKLOG as f64 / t.as_secs_f64());
             }
             return;
         }
         if part("drain") {
         let mosq = Mosquitto::start();
-        let d = tempfile::tempdir().expect("tempdir");
-        writer_fill(d.path(), BACKLOG, 4096).await;
+        let d = backlog().await;
         let mpid = mosq.0.id().to_string();
         let cpu = || (cpu_ms("self"), cpu_ms(&mpid));
         let c0 = cpu();

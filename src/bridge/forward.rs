@@ -20,10 +20,9 @@
 //! flowing while rows are read.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,8 +103,6 @@ struct State {
     acks_sent: u64,
     /// Acknowledged ids the writer has handled (its `Progress::deleted`).
     acks_done: u64,
-    status_acked: bool,
-    connects: u64,
 }
 
 impl State {
@@ -157,8 +154,6 @@ impl Forwarder {
             acks: Vec::new(),
             acks_sent: 0,
             acks_done: 0,
-            status_acked: false,
-            connects: 0,
         };
         let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
         let mut live_drops = RateLimited::new(Duration::from_secs(10));
@@ -242,7 +237,6 @@ impl Forwarder {
     /// writer.
     async fn stop(&mut self, st: &mut State, conn: &mut Next, status_topic: &str) {
         if st.connected {
-            st.status_acked = false;
             if self
                 .client
                 .try_publish(status_topic, QoS::AtLeastOnce, true, "offline")
@@ -305,7 +299,6 @@ impl Forwarder {
                 self.counters
                     .connected
                     .store(1, std::sync::atomic::Ordering::Relaxed);
-                st.connects += 1;
                 if !session_present {
                     st.rewind();
                 }
@@ -477,10 +470,9 @@ fn off_the_wire(st: &mut State, t: Option<Tracked>) {
 /// event loop is polled by this same task, so waiting for room would never
 /// end. Moves the payload without a copy.
 fn try_publish(client: &AsyncClient, topic: String, q: QoS, retain: bool, payload: Bytes) -> bool {
-    let fut = std::pin::pin!(client.publish_bytes(topic, q, retain, payload));
     matches!(
-        fut.poll(&mut Context::from_waker(Waker::noop())),
-        Poll::Ready(Ok(()))
+        super::poll_once(client.publish_bytes(topic, q, retain, payload)),
+        Some(Ok(()))
     )
 }
 

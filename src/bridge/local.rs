@@ -25,7 +25,11 @@
 //! uplink's live queue: sent if connected, else counted as dropped.
 //!
 //! Back-pressure: when the writer falls behind, this link stops reading;
-//! rumqttd keeps the messages in its in-memory commit log meanwhile.
+//! rumqttd keeps the messages in its in-memory commit log meanwhile, but
+//! only `broker.buffer_per_filter` of them per filter: a burst of local
+//! clients' messages that outruns this link by more than that is skipped by
+//! rumqttd (it logs "Read cursor start jumped"), after it acknowledged them
+//! to the client. Not counted here: rumqttd does not tell the link.
 
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -146,7 +150,9 @@ pub async fn run(
             if closed || batch.len() >= LOCAL_BATCH {
                 break;
             }
-            match ready_now(rx.next()) {
+            // dropping a pending `LinkRx::next` loses nothing: it takes
+            // notifications only when ready
+            match super::poll_once(rx.next()) {
                 Some(next) => n = next,
                 None => break,
             }
@@ -204,14 +210,4 @@ fn take(
         qos: rule.qos.as_u8(),
         retain: p.retain,
     })
-}
-
-/// Polls `fut` once: its output if it is ready now. Dropping a pending
-/// `LinkRx::next` loses nothing (it takes notifications only when ready).
-fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
-    let fut = std::pin::pin!(fut);
-    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
 }

@@ -140,6 +140,17 @@ impl RateLimited {
     }
 }
 
+/// Polls `fut` once, without a waker: its output if it is ready now.
+/// For futures that lose nothing when dropped while pending (a channel
+/// send or receive), to try them without waiting.
+pub(crate) fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
+    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 /// A running bridge.
 pub struct Bridge {
     pub counters: Arc<Counters>,
@@ -350,24 +361,19 @@ impl Intake {
                         done: Some(done_tx),
                     })
                     .await;
-                let failed = match sent {
-                    Ok(()) => done_rx.await.unwrap_or_default(),
-                    Err(e) => match e.0 {
-                        WriteCmd::Insert { msgs, .. } => msgs,
-                        WriteCmd::Ack(_) => Vec::new(),
-                    },
-                };
-                for m in failed {
-                    let qos = crate::reading::Qos::from_u8(m.qos).unwrap_or_default();
-                    self.send_live(
-                        Publish {
-                            topic: m.topic,
-                            payload: m.payload,
-                            qos,
-                            retain: m.retain,
-                        },
-                        &mut live_log,
-                    );
+                match sent {
+                    // committed, or (failed commit) handed to the live queue
+                    Ok(()) => {
+                        let _ = done_rx.await;
+                    }
+                    // the writer is gone: send live what it cannot store
+                    Err(e) => {
+                        if let WriteCmd::Insert { msgs, .. } = e.0 {
+                            for m in &msgs {
+                                self.send_live(m.to_publish(), &mut live_log);
+                            }
+                        }
+                    }
                 }
             }
             for (p, fwd) in batch.drain(..).zip(forwarded) {

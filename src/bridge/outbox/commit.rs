@@ -14,7 +14,7 @@ use tracing::{debug, error, warn};
 
 use super::{Accounting, Acked, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
 use crate::bridge::config::{Synchronous, WhenFull};
-use crate::reading::{Publish, now_ms};
+use crate::reading::now_ms;
 
 impl Accounting {
     pub(super) async fn commit(&mut self, conn: &mut SqliteConnection, batch: &mut Vec<WriteCmd>) {
@@ -27,7 +27,6 @@ impl Accounting {
             match cmd {
                 WriteCmd::Ack(ids) => acks.extend(ids),
                 WriteCmd::Insert { msgs, done } => {
-                    let start = inserts.len();
                     for m in msgs {
                         if self.admit(&m) {
                             inserts.push(m);
@@ -35,7 +34,7 @@ impl Accounting {
                             refused += 1;
                         }
                     }
-                    waiters.push((start, inserts.len(), done));
+                    waiters.push(done);
                 }
             }
         }
@@ -53,21 +52,12 @@ impl Accounting {
             self.after_commit(conn, acks.len(), before_m).await;
             return;
         }
-        match self.transaction(conn, &acks, &inserts).await {
-            Ok(Some(last_id)) => {
-                self.committed.send_replace(last_id);
-                for (_, _, done) in waiters {
-                    if let Some(d) = done {
-                        let _ = d.send(Vec::new());
-                    }
+        let committed = match self.transaction(conn, &acks, &inserts).await {
+            Ok(last_id) => {
+                if let Some(id) = last_id {
+                    self.committed.send_replace(id);
                 }
-            }
-            Ok(None) => {
-                for (_, _, done) in waiters {
-                    if let Some(d) = done {
-                        let _ = d.send(Vec::new());
-                    }
-                }
+                true
             }
             Err(e) => {
                 // the transaction rolled back: undo the counts it made
@@ -76,15 +66,12 @@ impl Accounting {
                 self.counters.io_errors.fetch_add(1, Relaxed);
                 error!(error = %e, messages = inserts.len(), acks = acks.len(),
                     "outbox commit failed; messages go live only");
-                for (start, end, done) in waiters {
-                    match done {
-                        Some(d) => {
-                            let _ = d.send(inserts[start..end].to_vec());
-                        }
-                        None => self.go_live(&inserts[start..end]),
-                    }
-                }
+                self.go_live(&inserts);
+                false
             }
+        };
+        for done in waiters.into_iter().flatten() {
+            let _ = done.send(committed);
         }
         self.after_commit(conn, acks.len(), before_m).await;
     }
@@ -181,13 +168,7 @@ impl Accounting {
     fn go_live(&self, msgs: &[NewMessage]) {
         let Some(live) = &self.live else { return };
         for m in msgs {
-            let p = Publish {
-                topic: m.topic.clone(),
-                payload: m.payload.clone(),
-                qos: crate::reading::Qos::from_u8(m.qos).unwrap_or_default(),
-                retain: m.retain,
-            };
-            if live.try_send(p).is_err() {
+            if live.try_send(m.to_publish()).is_err() {
                 self.counters.live_dropped.fetch_add(1, Relaxed);
             }
         }

@@ -34,9 +34,9 @@
 //!   commit that would exceed it: `drop_oldest` deletes the oldest rows,
 //!   `drop_newest` refuses the incoming ones; every drop is counted;
 //! - a failed commit (full disk, I/O error) is logged and counted; its
-//!   messages are handed back to the caller, or, when nobody waits for
-//!   them, to the uplink's live queue (forwarded if connected, else counted
-//!   as dropped); the writer keeps going;
+//!   messages are handed to the uplink's live queue (forwarded if
+//!   connected, else counted as dropped) and a waiting caller is told so;
+//!   the writer keeps going;
 //! - acknowledged ids are deleted in the next commit, runs of consecutive
 //!   ids as one range delete; a commit of deletes only is sent to SQLite as
 //!   one statement list (`BEGIN IMMEDIATE; DELETE ...; COMMIT`) and, under
@@ -115,6 +115,16 @@ pub struct NewMessage {
 impl NewMessage {
     pub fn size(&self) -> u64 {
         (self.topic.len() + self.payload.len()) as u64
+    }
+
+    /// The message to send live when it cannot be stored.
+    pub fn to_publish(&self) -> Publish {
+        Publish {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: crate::reading::Qos::from_u8(self.qos).unwrap_or_default(),
+            retain: self.retain,
+        }
     }
 }
 
@@ -249,11 +259,12 @@ pub type Acked = (i64, u64);
 
 /// A request to the writer.
 pub enum WriteCmd {
-    /// Store these; `done` gets back the messages that could not be stored
+    /// Store these; `done` is told `true` once they are committed, `false`
+    /// when the commit failed and they went to the live queue instead.
     /// (empty when all were committed).
     Insert {
         msgs: Vec<NewMessage>,
-        done: Option<oneshot::Sender<Vec<NewMessage>>>,
+        done: Option<oneshot::Sender<bool>>,
     },
     /// The broker acknowledged these rows: delete them.
     Ack(Vec<Acked>),
@@ -335,8 +346,8 @@ impl Writer {
         ))
     }
 
-    /// Messages of a failed commit that nobody waits for (`done: None`)
-    /// are handed to `live` (forwarded if the uplink is up) instead of lost.
+    /// Messages of a failed commit are handed to `live` (forwarded if the
+    /// uplink is up) instead of lost.
     pub fn with_live(mut self, live: mpsc::Sender<Publish>) -> Writer {
         self.acct.live = Some(live);
         self
