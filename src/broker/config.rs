@@ -10,7 +10,7 @@ use rumqttd::ConnectionSettings;
 use serde::Deserialize;
 
 use super::BrokerError;
-use crate::config::{ByteSize, Report, SecretSource};
+use crate::config::{ByteSize, Duration, Report, SecretSource};
 
 /// `broker:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +26,39 @@ pub struct BrokerConfig {
     /// further behind skips messages; the broker's memory grows to about
     /// this much per filter in use.
     pub buffer_per_filter: ByteSize,
+    /// A mosquitto password file (`mosquitto_passwd` format).
+    pub password_file: Option<PathBuf>,
+    /// `None`: anonymous clients allowed only when no users and no
+    /// password file are configured.
+    pub allow_anonymous: Option<bool>,
+    /// When present, whatever no rule allows is denied.
+    pub acl: Option<Vec<AclRule>>,
+    /// `$SYS/broker/...` refresh; zero turns `$SYS` off.
+    pub sys_interval: Duration,
+    /// Per session, in memory.
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: ByteSize,
+    /// Per persistent session, on disk.
+    pub max_spooled_bytes: ByteSize,
+    /// QoS 1/2 messages sent to one client and not yet acknowledged.
+    pub max_inflight: u16,
+}
+
+/// One entry of `broker.acl`: topic filters a user (or `*`, any client) may
+/// read, write, both, or never touch. `%u` is the user name, `%c` the
+/// client id. Deny rules win over allow rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    pub user: String,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+    #[serde(default)]
+    pub readwrite: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -38,6 +71,14 @@ impl Default for BrokerConfig {
             users: Vec::new(),
             tls: None,
             buffer_per_filter: ByteSize(4 * 1024 * 1024),
+            password_file: None,
+            allow_anonymous: None,
+            acl: None,
+            sys_interval: Duration(std::time::Duration::from_secs(10)),
+            max_queued_messages: 1000,
+            max_queued_bytes: ByteSize(1024 * 1024),
+            max_spooled_bytes: ByteSize(64 * 1024 * 1024),
+            max_inflight: 100,
         }
     }
 }
