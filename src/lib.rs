@@ -8,7 +8,7 @@
 //! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
-//! - [`broker`]: the embedded rumqttd and its in-process links;
+//! - [`broker`]: fieldgate's own MQTT broker and its in-process API;
 //! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
 //! - [`ops`]: status topics;
 //! - [`plan`]: what `fieldgate check` prints.
@@ -16,7 +16,8 @@
 //! [`run`] wires the stages together and owns the shutdown order: sources
 //! stop first, the rules stage drains what they sent, the gateway status
 //! turns `offline`, the bridge commits what it was given and flushes the
-//! outbox upstream within a deadline, and the broker link drains last.
+//! outbox upstream within a deadline, the publisher drains, and the
+//! broker closes its clients and commits its store last.
 
 pub mod bridge;
 pub mod broker;
@@ -67,29 +68,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let config = Arc::new(config);
     let gateway: Arc<str> = config.gateway.id.as_str().into();
 
-    let broker_cfg = config.broker.clone();
-    let with_uplink = config.uplink.is_some();
-    let (publisher_link, commands_link, bridge_link) =
-        tokio::task::spawn_blocking(move || -> Result<_, BrokerError> {
-            let broker = Broker::new(&broker_cfg)?;
-            let link = broker.link("fieldgate-publisher")?;
-            let commands = broker.link("fieldgate-commands")?;
-            let bridge_link = if with_uplink {
-                Some(broker.link("fieldgate-bridge")?)
-            } else {
-                None
-            };
-            broker.start()?;
-            Ok((link, commands, bridge_link))
-        })
-        .await??;
+    let broker = Broker::start(&config.broker, &config.gateway.data_dir).await?;
+    let handle = broker.handle();
 
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
         ops::http::serve(
             m,
             gateway.to_string(),
-            config.broker.listen.port(),
+            handle.clone(),
             ops_cancel.clone(),
         )
         .await?;
@@ -100,7 +87,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (bridge, pub_rx) = match &config.uplink {
         Some(up) => {
             let (b, rx) =
-                bridge::Bridge::start(up, &gateway, &config.gateway.data_dir, pub_rx, bridge_link)
+                bridge::Bridge::start(
+                    up,
+                    &gateway,
+                    &config.gateway.data_dir,
+                    pub_rx,
+                    Some(handle.clone()),
+                )
                     .await?;
             (Some(b), rx)
         }
@@ -119,8 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ];
 
     let publisher = tokio::spawn(
-        broker::publisher(publisher_link, pub_rx, ops::status::gateway_topic(&gateway))
-            .instrument(info_span!("publisher")),
+        publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")),
     );
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(ops::status::gateway(&gateway, true)).await;
@@ -149,7 +141,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracker.spawn(
         southbound::commands::run(
             gateway.clone(),
-            commands_link,
+            handle.subscribe(
+                "commands",
+                &[southbound::commands::filter(&gateway)],
+                southbound::commands::QUEUE_CAPACITY,
+            ),
             routes,
             pub_tx.clone(),
             sources_cancel.clone(),
@@ -193,9 +189,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .await
         .is_err()
     {
-        warn!("broker link did not drain in time");
+        warn!("publisher did not drain in time");
     }
+    // the final `offline` reaches local subscribers before they are closed
+    handle.flush(Duration::from_secs(1)).await;
+    broker.stop(Duration::from_secs(2)).await;
     ops_cancel.cancel();
     info!("fieldgate stopped");
     Ok(())
+}
+
+/// Publishes what the rules stage (and the bridge's intake) produce into
+/// the embedded broker, until every sender is gone. Drop policy: a publish
+/// whose topic is not a valid MQTT topic name is logged and counted.
+async fn publish_all(handle: broker::BrokerHandle, mut rx: mpsc::Receiver<Publish>) {
+    while let Some(p) = rx.recv().await {
+        let topic = p.topic.clone();
+        if handle.publish(p).await {
+            ops::metrics::get().published.inc();
+        } else {
+            warn!(topic = %topic, "dropping publish with an invalid topic");
+            ops::metrics::get()
+                .publish_dropped
+                .get_or_create(&ops::metrics::labels("reason", "invalid_topic"))
+                .inc();
+        }
+    }
 }

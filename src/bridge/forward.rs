@@ -77,7 +77,6 @@ pub struct Forwarder {
     /// Commands from upstream go to the local broker here.
     pub commands: Option<mpsc::Sender<Publish>>,
     /// Commands published locally on forwarded topics must not come back.
-    pub echoes: super::Echoes,
     pub counters: Arc<Counters>,
     /// Cancelled when the gateway stops: flush, then say `offline`.
     pub shutdown: CancellationToken,
@@ -388,9 +387,6 @@ impl Forwarder {
             qos: rule.qos,
             retain: false,
         };
-        if self.cfg.forward_rule(&publish.topic).is_some() {
-            self.echoes.expect(&publish);
-        }
         if tx.try_send(publish).is_err() {
             self.counters.commands_dropped.fetch_add(1, Relaxed);
             warn!(upstream = %p.topic, "uplink: local publish queue full; command dropped");

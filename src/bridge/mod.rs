@@ -5,7 +5,7 @@
 //!
 //! Owns the outbox (`outbox.rs`), the upstream client (`upstream.rs`), the
 //! drain state machine (`forward.rs`) and its send cursor (`cursor.rs`),
-//! the in-process broker link (`local.rs`), filters (`filters.rs`),
+//! the local clients' intake (`intake.rs`), filters (`filters.rs`),
 //! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
 //! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
 //! not know about devices or rules: it sees [`Publish`]es.
@@ -17,8 +17,7 @@
 //!   it is durable. The upstream topic is `prefix + topic`, the QoS the
 //!   forward entry's `qos`; a QoS 0 entry sends live and never buffers.
 //! - QoS 1/2 forwarded messages that local clients publish on the embedded
-//!   broker, taken through an in-process link (see `local.rs` for the echo
-//!   filter, the QoS rule and the window of one commit batch).
+//!   broker, committed before the broker acknowledges them (`intake.rs`).
 //! - Not the gateway status `{gateway}/status`: the bridge says `online`
 //!   upstream on every connect, `offline` on shutdown, and the broker
 //!   publishes the `offline` last will if the gateway vanishes.
@@ -51,7 +50,7 @@ mod cursor;
 mod describe;
 pub mod filters;
 mod forward;
-pub mod local;
+mod intake;
 pub mod outbox;
 pub mod upstream;
 
@@ -61,7 +60,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use rumqttc::AsyncClient;
-use rumqttd::local::{LinkRx, LinkTx};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -70,7 +68,6 @@ use tracing::{Instrument, info, info_span, warn};
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
 pub use describe::describe;
-pub use local::Echoes;
 
 use crate::reading::Publish;
 use outbox::{NewMessage, WriteCmd};
@@ -170,7 +167,7 @@ impl Bridge {
         gateway: &str,
         data_dir: &Path,
         from_rules: mpsc::Receiver<Publish>,
-        link: Option<(LinkTx, LinkRx)>,
+        broker: Option<crate::broker::BrokerHandle>,
     ) -> Result<(Bridge, mpsc::Receiver<Publish>), BridgeError> {
         let cfg = Arc::new(cfg.clone());
         let gateway: Arc<str> = gateway.into();
@@ -196,7 +193,6 @@ impl Bridge {
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
         let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect);
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
-        let echoes = Echoes::default();
         let status_topic = crate::ops::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
 
@@ -209,7 +205,6 @@ impl Bridge {
             progress,
             live: live_rx,
             commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
-            echoes: echoes.clone(),
             counters: counters.clone(),
             shutdown: flush.clone(),
             flush_deadline: crate::SHUTDOWN_DEADLINE,
@@ -220,21 +215,17 @@ impl Bridge {
                 .instrument(info_span!("uplink", url = %cfg.url)),
         );
 
-        let link = link.map(|l| {
+        let link = broker.map(|b| {
             let cancel = CancellationToken::new();
-            let task = tokio::spawn(
-                local::run(
-                    l,
-                    cfg.clone(),
-                    echoes.clone(),
-                    status_topic.clone(),
-                    write_tx.clone(),
-                    live_tx.clone(),
-                    counters.clone(),
-                    cancel.clone(),
-                )
-                .instrument(info_span!("bridge_link")),
+            let (intake, task) = intake::LocalIntake::start(
+                cfg.clone(),
+                status_topic.clone(),
+                write_tx.clone(),
+                live_tx.clone(),
+                counters.clone(),
+                cancel.clone(),
             );
+            b.set_intake(Arc::new(intake));
             (task, cancel)
         });
 
@@ -244,7 +235,6 @@ impl Bridge {
             writer: write_tx,
             live: live_tx,
             local: local_tx,
-            echoes,
             counters: counters.clone(),
         };
         let intake = tokio::spawn(
@@ -309,7 +299,6 @@ struct Intake {
     writer: mpsc::Sender<WriteCmd>,
     live: mpsc::Sender<Publish>,
     local: mpsc::Sender<Publish>,
-    echoes: Echoes,
     counters: Arc<Counters>,
 }
 
@@ -326,14 +315,12 @@ impl Intake {
                 }
             }
             let mut store = Vec::new();
-            let mut forwarded = Vec::with_capacity(batch.len());
             for p in &batch {
                 let rule = if p.topic == self.status_topic {
                     None
                 } else {
                     self.cfg.forward_rule(&p.topic)
                 };
-                forwarded.push(rule.is_some());
                 let Some(rule) = rule else { continue };
                 let up = Publish {
                     topic: format!("{}{}", rule.prefix, p.topic),
@@ -376,10 +363,7 @@ impl Intake {
                     }
                 }
             }
-            for (p, fwd) in batch.drain(..).zip(forwarded) {
-                if fwd {
-                    self.echoes.expect(&p);
-                }
+            for p in batch.drain(..) {
                 if self.local.send(p).await.is_err() {
                     warn!("local broker publisher gone; the intake stops");
                     return;

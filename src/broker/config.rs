@@ -1,15 +1,12 @@
 //! `broker:` in the YAML file: the embedded broker's listeners, limits and
-//! users, their semantic checks, and their mapping to rumqttd's
-//! `ConnectionSettings`. Must not start anything.
+//! users, authorisation and queue limits, and their semantic checks.
+//! Must not start anything.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use rumqttd::ConnectionSettings;
 use serde::Deserialize;
 
-use super::BrokerError;
 use crate::config::{ByteSize, Duration, Report, SecretSource};
 
 /// `broker:`.
@@ -22,9 +19,8 @@ pub struct BrokerConfig {
     pub max_payload: ByteSize,
     pub users: Vec<BrokerUser>,
     pub tls: Option<BrokerTls>,
-    /// Recent messages kept per subscription filter: a subscriber that falls
-    /// further behind skips messages; the broker's memory grows to about
-    /// this much per filter in use.
+    /// No longer used (rumqttd's per-filter log); accepted so that older
+    /// config files still load.
     pub buffer_per_filter: ByteSize,
     /// A mosquitto password file (`mosquitto_passwd` format).
     pub password_file: Option<PathBuf>,
@@ -102,21 +98,8 @@ pub struct BrokerTls {
     pub key_file: PathBuf,
 }
 
-impl BrokerConfig {
-    /// rumqttd's segment size and count for `buffer_per_filter`: segments of
-    /// at least one `max_payload` (and 64KiB, at most 1MiB where the buffer
-    /// allows), at least two of them.
-    pub(crate) fn segments(&self) -> (usize, usize) {
-        let buffer = self.buffer_per_filter.as_usize();
-        let size = (buffer / 4)
-            .clamp(64 * 1024, 1024 * 1024)
-            .max(self.max_payload.as_usize());
-        (size, (buffer / size).max(2))
-    }
-}
-
 impl BrokerUser {
-    fn source(&self) -> Result<SecretSource, String> {
+    pub(crate) fn source(&self) -> Result<SecretSource, String> {
         SecretSource::pick(
             self.password_env.as_ref(),
             self.password_file.as_ref(),
@@ -131,12 +114,13 @@ impl BrokerConfig {
         if self.max_connections == 0 {
             report.add(format!("{path}.max_connections"), "must be at least 1");
         }
-        if self.buffer_per_filter.bytes() < 2 * self.max_payload.bytes().max(64 * 1024) {
-            report.add(
-                format!("{path}.buffer_per_filter"),
-                "must hold at least two max_payload messages (and at least 128KiB)",
-            );
+        if self.max_queued_messages == 0 {
+            report.add(format!("{path}.max_queued_messages"), "must be at least 1");
         }
+        if self.max_inflight == 0 {
+            report.add(format!("{path}.max_inflight"), "must be at least 1");
+        }
+        super::auth::validate(self, path, report);
         if self.max_payload.bytes() < 128 || self.max_payload.bytes() > 256 * 1024 * 1024 {
             report.add(
                 format!("{path}.max_payload"),
@@ -172,61 +156,9 @@ impl BrokerConfig {
                 }
             }
             // the files exist: they must hold a usable certificate and key
-            if !missing && let Err(e) = super::front::acceptor(tls) {
+            if !missing && let Err(e) = super::tls::acceptor(tls) {
                 report.add(format!("{path}.tls"), e.to_string());
             }
         }
-    }
-}
-
-/// rumqttd's per-connection settings for `cfg` (passwords resolved here).
-pub(crate) fn connection_settings(cfg: &BrokerConfig) -> Result<ConnectionSettings, BrokerError> {
-    let auth = if cfg.users.is_empty() {
-        None
-    } else {
-        let mut m = HashMap::new();
-        for u in &cfg.users {
-            let secret =
-                u.source()
-                    .and_then(|s| s.resolve())
-                    .map_err(|reason| BrokerError::User {
-                        username: u.username.clone(),
-                        reason,
-                    })?;
-            m.insert(u.username.clone(), secret.expose().to_string());
-        }
-        Some(m)
-    };
-    Ok(ConnectionSettings {
-        connection_timeout_ms: 10_000,
-        max_payload_size: cfg.max_payload.as_usize(),
-        max_inflight_count: 100,
-        auth,
-        external_auth: None,
-        dynamic_filters: true,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_follow_buffer_per_filter() {
-        let mut c = BrokerConfig::default();
-        assert_eq!(
-            c.segments(),
-            (1024 * 1024, 4),
-            "default 4MiB: four 1MiB segments"
-        );
-        c.buffer_per_filter = ByteSize(512 * 1024);
-        assert_eq!(c.segments(), (256 * 1024, 2));
-        c.max_payload = ByteSize(2 * 1024 * 1024);
-        c.buffer_per_filter = ByteSize(4 * 1024 * 1024);
-        assert_eq!(
-            c.segments(),
-            (2 * 1024 * 1024, 2),
-            "a segment holds max_payload"
-        );
     }
 }

@@ -1,40 +1,61 @@
-//! The embedded MQTT broker (rumqttd): maps `broker:` to rumqttd's settings,
-//! starts its router and listeners, and gives the gateway in-process links
-//! to publish and subscribe without a TCP loopback client.
+//! fieldgate's own MQTT 3.1 / 3.1.1 broker: the embedded broker that HMIs,
+//! Node-RED and MQTT tools on the site talk to, and that the gateway
+//! publishes into in-process.
 //!
-//! Owns the rumqttd router, the listener threads ([`listener`]: plain MQTT,
-//! run by rumqttd; [`front`]: TLS and websocket, terminated by fieldgate and
-//! relayed to the plain listener) and the local links. Must not know about
-//! devices or rules: it moves [`crate::reading::Publish`]es ([`publisher`]).
-//!
-//! rumqttd has no graceful shutdown: its threads end with the process. Its
-//! connection tasks can panic on malformed input; tokio catches those per
-//! connection, so the release profile must keep `panic = "unwind"`.
-//! [`log_panics`] (installed by [`Broker::start`]) logs every panic through
-//! tracing; see [`listener`] for the panics that need more than a log line.
-//! README.md "Embedded broker: MQTT conformance" lists what rumqttd 0.20
-//! gets wrong and what the gateway does about it.
+//! Files, one responsibility each: [`config`] (`broker:`), [`packet`]
+//! (strict decoding, encoding), [`topics`] (names, filters, the
+//! subscription tree), [`message`], [`session`] (queues, in-flight,
+//! limits), [`router`] (sessions by client id, routing, retained, intake),
+//! [`connection`] and [`writer`] (one client), [`listener`] (plain, TLS,
+//! websocket), [`auth`] and [`acl`], [`store`] (SQLite: persistent
+//! sessions and retained messages), [`sys`] (`$SYS`), [`stats`], [`api`]
+//! (the in-process [`BrokerHandle`]). What it guarantees and drops is in
+//! `docs/design.md` ("Embedded broker"). Must not know about devices,
+//! rules or the outbox: the bridge plugs in through [`Intake`].
 
+pub mod acl;
+pub mod api;
+pub mod auth;
 mod config;
-pub mod front;
-pub mod listener;
-mod publisher;
+mod connection;
+mod listener;
+pub mod message;
+pub mod packet;
+pub mod router;
+mod session;
+pub mod stats;
+pub mod store;
+mod sys;
+mod tls;
+pub mod topics;
+mod writer;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
-use rumqttd::protocol::v4::V4;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
-use tracing::info;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
 
-pub use config::{BrokerConfig, BrokerTls, BrokerUser};
-pub use listener::{LISTENER_RESTARTS, PANICS, log_panics};
-pub use publisher::{publisher, valid_publish_topic};
+pub use api::{BrokerHandle, valid_publish_topic};
+pub use config::{AclRule, BrokerConfig, BrokerTls, BrokerUser};
+pub use message::Message;
+pub use router::{Durable, Intake};
+pub use tls::acceptor;
 
-use config::connection_settings;
-use listener::ServerFactory;
+use connection::Ctx;
+use listener::{Kind, Slots};
+use router::Router;
+use session::Limits;
+
+/// In-process subscribers use no connection slot (kept for tests that
+/// count slots).
+pub const LOCAL_LINKS: usize = 0;
+/// Spooled rows of a persistent session loaded at start.
+const PRELOAD: usize = 1000;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,201 +65,127 @@ pub enum BrokerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("broker listener {addr} did not come up within {waited:?}")]
-    NotListening { addr: SocketAddr, waited: Duration },
     #[error("broker user {username}: {reason}")]
     User { username: String, reason: String },
-    #[error("cannot open in-process link {name}: {reason}")]
-    Link { name: String, reason: String },
+    #[error("broker authentication: {0}")]
+    Auth(#[from] auth::AuthError),
     #[error("broker TLS {path}: {reason}")]
     Tls {
         path: std::path::PathBuf,
         reason: String,
     },
-    #[error("cannot start broker thread: {0}")]
-    Thread(std::io::Error),
 }
 
-/// Router slots kept for the gateway's own in-process links (publisher,
-/// bridge) on top of `broker.max_connections`.
-pub const LOCAL_LINKS: usize = 4;
-
-/// Messages the router hands a connection per wake-up.
-const OUTGOING_BATCH: u64 = 1000;
-
-/// Opens an in-process link on the router (it captures rumqttd's router handle).
-/// The error is rumqttd's `LinkError`, rendered (it is over 800 bytes).
-type LinkFactory = Box<dyn Fn(&str) -> Result<(LinkTx, LinkRx), String> + Send + Sync>;
-
-/// The router (running from [`Broker::new`]) and the listeners to start.
+/// The running broker.
 pub struct Broker {
-    link: LinkFactory,
-    servers: ServerFactory,
-    listeners: Vec<(ServerSettings, LinkType)>,
-    /// The TLS listener (bound) and its acceptor, and the websocket
-    /// listener: fieldgate terminates both ([`front`]).
-    tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
-    websocket: Option<TcpListener>,
-    max_connections: usize,
-    listen: SocketAddr,
+    handle: BrokerHandle,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
 }
 
-fn server(name: &str, listen: SocketAddr, conn: &ConnectionSettings) -> ServerSettings {
-    ServerSettings {
-        name: name.to_string(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: conn.clone(),
-    }
-}
-
-/// Fails early, with the address in the message, when a port is taken.
-fn probe_bind(addr: SocketAddr) -> Result<(), BrokerError> {
+async fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
     TcpListener::bind(addr)
-        .map(drop)
+        .await
         .map_err(|source| BrokerError::Listen { addr, source })
 }
 
 impl Broker {
-    /// Starts the router. Listeners start with [`Broker::start`].
-    pub fn new(cfg: &BrokerConfig) -> Result<Broker, BrokerError> {
-        let conn = connection_settings(cfg)?;
-        probe_bind(cfg.listen)?;
-        let listeners = vec![(server("mqtt", cfg.listen, &conn), LinkType::Remote)];
+    /// Binds every listener (a taken port is an error naming it), opens
+    /// the store under `data_dir` (a store that cannot be opened leaves the
+    /// broker running without persistence, logged), restores persistent
+    /// sessions and retained messages, and starts serving.
+    pub async fn start(cfg: &BrokerConfig, data_dir: &Path) -> Result<Broker, BrokerError> {
+        let auth = auth::Auth::new(cfg)?;
+        let plain = bind(cfg.listen).await?;
         let tls = match &cfg.tls {
-            Some(tls) => {
-                let acceptor = front::acceptor(tls)?;
-                let listener =
-                    TcpListener::bind(tls.listen).map_err(|source| BrokerError::Listen {
-                        addr: tls.listen,
-                        source,
-                    })?;
-                Some((listener, acceptor))
+            Some(t) => Some((bind(t.listen).await?, tls::acceptor(t)?)),
+            None => None,
+        };
+        let ws = match cfg.websocket {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let store = match std::fs::create_dir_all(data_dir) {
+            Ok(()) => match store::Store::open(data_dir, PRELOAD).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    error!(error = %e, "broker store unusable: sessions and retained messages are kept in memory only");
+                    None
+                }
+            },
+            Err(e) => {
+                error!(dir = %data_dir.display(), error = %e, "data_dir not writable: broker sessions and retained messages are kept in memory only");
+                None
             }
-            None => None,
         };
-        let websocket = match cfg.websocket {
-            Some(addr) => Some(
-                TcpListener::bind(addr).map_err(|source| BrokerError::Listen { addr, source })?,
-            ),
-            None => None,
+        let limits = Limits {
+            max_queued_messages: cfg.max_queued_messages.max(1),
+            max_queued_bytes: cfg.max_queued_bytes.as_usize().max(cfg.max_payload.as_usize()),
+            max_spooled_bytes: cfg.max_spooled_bytes.bytes(),
+            max_inflight: cfg.max_inflight.max(1) as usize,
         };
-        // Each subscription filter keeps a log of recent messages of about
-        // `buffer_per_filter`; a subscriber that falls further behind skips
-        // messages (drop policy, README "Embedded broker"). Batches of 1,000
-        // measured best in `cargo bench --bench broker`; 8 MiB per filter
-        // lost fewest messages of a QoS 0 burst there, but the default is
-        // 4 MiB: memory matters more on a Pi than benchmark bursts.
-        let (segment, segments) = cfg.segments();
-        let router = RouterConfig {
-            // room for the gateway's own in-process links
-            max_connections: cfg.max_connections + LOCAL_LINKS,
-            max_outgoing_packet_count: OUTGOING_BATCH,
-            max_segment_size: segment,
-            max_segment_count: segments,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
+        let acl = cfg.acl.as_deref().map(acl::Acl::new);
+        let (store, loaded) = match store {
+            Some((s, l)) => (Some(s), l),
+            None => (None, store::Loaded::default()),
         };
-        let router_tx = Router::new(0, router).spawn();
-        let for_links = router_tx.clone();
+        if let Some(p) = &loaded.set_aside {
+            warn!(set_aside = %p.display(), "broker store was unreadable; set aside, started fresh");
+        }
+        let router = Arc::new(Router::new(limits, store, acl));
+        router.restore(loaded);
+        let ctx = Arc::new(Ctx {
+            router: router.clone(),
+            auth,
+            max_payload: cfg.max_payload.as_usize(),
+        });
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let slots = Slots::new(cfg.max_connections);
+        let mut listeners = vec![(plain, Kind::Plain)];
+        if let Some((l, a)) = tls {
+            listeners.push((l, Kind::Tls(a)));
+        }
+        if let Some(l) = ws {
+            listeners.push((l, Kind::Websocket));
+        }
+        for (l, kind) in listeners {
+            tracker.spawn(
+                listener::run(l, kind, ctx.clone(), slots.clone(), cancel.clone(), tracker.clone())
+                    .instrument(info_span!("broker")),
+            );
+        }
+        let sys = cfg.sys_interval.get();
+        if !sys.is_zero() {
+            tracker.spawn(sys::run(router.clone(), sys, cancel.clone()));
+        }
+        info!(listen = %cfg.listen, "embedded broker listening");
         Ok(Broker {
-            link: Box::new(move |name| {
-                LinkBuilder::new(name, for_links.clone())
-                    .build()
-                    .map(|(tx, rx, _ack)| (tx, rx))
-                    .map_err(|e| e.to_string())
-            }),
-            servers: Arc::new(move |settings| Server::new(settings, router_tx.clone(), V4)),
-            listeners,
-            tls,
-            websocket,
-            max_connections: cfg.max_connections,
-            listen: cfg.listen,
+            handle: BrokerHandle { router },
+            cancel,
+            tracker,
         })
     }
 
-    /// An in-process link; take all links before [`Broker::start`].
-    pub fn link(&self, name: &str) -> Result<(LinkTx, LinkRx), BrokerError> {
-        (self.link)(name).map_err(|reason| BrokerError::Link {
-            name: name.to_string(),
-            reason,
-        })
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
     }
 
-    /// Starts the listeners, each on its own supervised thread, and waits
-    /// until the plain MQTT listener accepts connections.
-    pub fn start(self) -> Result<(), BrokerError> {
-        log_panics();
-        for (settings, kind) in self.listeners {
-            listener::spawn(settings, kind, self.servers.clone())?;
-        }
-        let target = front::relay_target(self.listen);
-        if let Some((socket, acceptor)) = self.tls {
-            front::spawn(
-                socket,
-                front::Front::Tls(acceptor),
-                target,
-                self.max_connections,
-            )?;
-        }
-        if let Some(socket) = self.websocket {
-            front::spawn(
-                socket,
-                front::Front::Websocket,
-                target,
-                self.max_connections,
-            )?;
-        }
-        let listen = self.listen;
-        let waited = Duration::from_secs(10);
-        let deadline = Instant::now() + waited;
-        while Instant::now() < deadline {
-            if is_listening(listen.port()) {
-                info!(%listen, "embedded broker listening");
-                return Ok(());
+    /// Stops the listeners, closes every client connection (their wills
+    /// fire) and commits the store, within `deadline`.
+    pub async fn stop(self, deadline: Duration) {
+        self.cancel.cancel();
+        for cell in self.handle.router.attached() {
+            if let Some(a) = &cell.lock().attached {
+                a.kick.cancel();
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        Err(BrokerError::NotListening {
-            addr: listen,
-            waited,
-        })
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+            warn!("broker connections did not close in time");
+        }
+        if let Some(store) = &self.handle.router.store {
+            store.close(deadline).await;
+        }
     }
-}
-
-/// `true` when some socket listens on TCP `port` (read from /proc/net, so
-/// the check makes no connection the broker would log). The port was free a
-/// moment before the broker bound it, so the listener is the broker's.
-fn is_listening(port: u16) -> bool {
-    sockets_on_port(port, "0A") > 0
-}
-
-/// Client connections open on the embedded broker's plain listener `port`
-/// (TLS and websocket clients are relayed to it, so they count too).
-pub fn connections(port: u16) -> usize {
-    sockets_on_port(port, "01")
-}
-
-/// TCP sockets whose local port is `port` in kernel state `state` (hex, as in
-/// /proc/net/tcp: `0A` listen, `01` established).
-fn sockets_on_port(port: u16, state: &str) -> usize {
-    let needle = format!(":{port:04X} ");
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f).map_or(0, |text| {
-                text.lines()
-                    .skip(1)
-                    .filter(|l| {
-                        let mut cols = l.split_whitespace();
-                        let local = cols.nth(1).unwrap_or("");
-                        let st = cols.nth(1).unwrap_or("");
-                        st == state && format!("{local} ").ends_with(&needle)
-                    })
-                    .count()
-            })
-        })
-        .sum()
 }

@@ -12,6 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::broker::BrokerHandle;
 use tracing::{info, warn};
 
 use super::metrics;
@@ -39,9 +41,9 @@ pub enum HttpError {
     },
 }
 
-async fn prometheus(broker_port: u16) -> impl IntoResponse {
+async fn prometheus(broker: BrokerHandle) -> impl IntoResponse {
     let m = metrics::get();
-    m.refresh_broker(broker_port);
+    m.refresh_broker(&broker.stats());
     m.refresh_bridge();
     (
         [(
@@ -77,7 +79,7 @@ async fn healthz(gateway: String) -> impl IntoResponse {
 pub async fn serve(
     cfg: &MetricsConfig,
     gateway: String,
-    broker_port: u16,
+    broker: BrokerHandle,
     cancel: CancellationToken,
 ) -> Result<(), HttpError> {
     let addr = cfg.listen;
@@ -85,7 +87,7 @@ pub async fn serve(
         .await
         .map_err(|source| HttpError::Listen { addr, source })?;
     let app = Router::new()
-        .route("/metrics", get(move || prometheus(broker_port)))
+        .route("/metrics", get(move || prometheus(broker.clone())))
         .route("/healthz", get(move || healthz(gateway.clone())));
     info!(%addr, "metrics and health endpoint listening");
     tokio::spawn(async move {

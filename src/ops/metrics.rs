@@ -52,7 +52,10 @@ pub struct Metrics {
     pub broker_connections: Gauge,
     /// panics caught in broker threads and listener restarts after them
     pub broker_panics: Gauge,
-    pub broker_listener_restarts: Gauge,
+    pub broker_dropped: Gauge,
+    pub broker_protocol_errors: Gauge,
+    pub broker_publish_denied: Gauge,
+    pub broker_store_failed_commits: Gauge,
     /// outbox: messages, bytes, age of the oldest message in seconds
     pub outbox_depth: Gauge,
     pub outbox_bytes: Gauge,
@@ -161,10 +164,28 @@ impl Metrics {
                 "Panics caught in embedded broker threads (a count since start)",
                 Gauge::default()
             ),
-            broker_listener_restarts: reg!(
+            broker_dropped: reg!(
                 r,
-                "broker_listener_restarts",
-                "Broker listeners restarted after a panic (a count since start)",
+                "broker_dropped",
+                "Messages the embedded broker did not deliver to a subscriber (full queue, offline QoS 0, spool quota; a count since start)",
+                Gauge::default()
+            ),
+            broker_protocol_errors: reg!(
+                r,
+                "broker_protocol_errors",
+                "Broker connections closed for a protocol violation (a count since start)",
+                Gauge::default()
+            ),
+            broker_publish_denied: reg!(
+                r,
+                "broker_publish_denied",
+                "PUBLISHes refused by the broker ACL, acknowledged and dropped (a count since start)",
+                Gauge::default()
+            ),
+            broker_store_failed_commits: reg!(
+                r,
+                "broker_store_failed_commits",
+                "Broker store commits that failed after retries (a count since start)",
                 Gauge::default()
             ),
             broker_connections: reg!(
@@ -273,16 +294,15 @@ impl Metrics {
         }
     }
 
-    /// Reads the embedded broker's connection count and panic counters.
-    pub fn refresh_broker(&self, port: u16) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// Copies the embedded broker's figures.
+    pub fn refresh_broker(&self, b: &crate::broker::stats::Snapshot) {
         let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.broker_connections
-            .set(gauge(crate::broker::connections(port) as u64));
-        self.broker_panics
-            .set(gauge(crate::broker::PANICS.load(Relaxed)));
-        self.broker_listener_restarts
-            .set(gauge(crate::broker::LISTENER_RESTARTS.load(Relaxed)));
+        self.broker_connections.set(gauge(b.clients_connected));
+        self.broker_panics.set(gauge(b.panics));
+        self.broker_dropped.set(gauge(b.publish_dropped));
+        self.broker_protocol_errors.set(gauge(b.protocol_errors));
+        self.broker_publish_denied.set(gauge(b.publish_denied));
+        self.broker_store_failed_commits.set(gauge(b.store_failed_commits));
     }
 
     /// Records a device's state (called with every status change).

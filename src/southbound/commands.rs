@@ -16,8 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::Packet;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -130,45 +128,28 @@ pub fn result(gateway: &str, device: &str, point: &str, r: &Result<(), String>) 
     }
 }
 
-/// Subscribes `link` to `{gateway}/+/+/set` and routes every command until
-/// `cancel` fires. Replies to commands it cannot route go to `publishes`.
+/// Routes every command from `commands` (the broker's in-process
+/// subscription to [`filter`]) until `cancel` fires. Replies to commands
+/// it cannot route go to `publishes`.
 pub async fn run(
     gateway: Arc<str>,
-    link: (LinkTx, LinkRx),
+    mut commands: mpsc::Receiver<crate::broker::Message>,
     routes: Routes,
     publishes: mpsc::Sender<Publish>,
     cancel: CancellationToken,
 ) {
-    let (mut tx, mut rx) = link;
-    if let Err(e) = tx.subscribe(filter(&gateway)) {
-        error!(error = %e, "cannot subscribe to command topics; writes are disabled");
-        return;
-    }
     loop {
-        let n = tokio::select! {
+        let p = tokio::select! {
             _ = cancel.cancelled() => break,
-            n = rx.next() => n,
-        };
-        let packet = match n {
-            Ok(Some(n)) => match Option::<Packet>::from(n) {
+            n = commands.recv() => match n {
                 Some(p) => p,
                 None => {
-                    if rx.wake().await.is_err() {
-                        break;
-                    }
-                    continue;
+                    error!("command subscription closed; writes stop");
+                    break;
                 }
             },
-            Ok(None) => continue,
-            Err(e) => {
-                error!(error = %e, "command link closed; writes stop");
-                break;
-            }
         };
-        let Packet::Publish(p, _) = packet else {
-            continue;
-        };
-        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        let topic = p.topic.to_string();
         routes.stats.received.fetch_add(1, Ordering::Relaxed);
         let Some((device, point)) = parse_topic(&gateway, &topic) else {
             continue;

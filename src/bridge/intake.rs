@@ -1,0 +1,137 @@
+//! The local clients' intake: QoS 1/2 messages that clients of the
+//! embedded broker publish on forwarded topics are committed to the outbox
+//! *before* the broker acknowledges them (PUBACK / PUBREC), so a SIGKILL at
+//! any moment loses no acknowledged message.
+//!
+//! The broker calls [`LocalIntake::offer`] for every QoS 1/2 PUBLISH of a
+//! client, before it routes it; the returned future resolves when the row
+//! is committed (or, if the commit failed, handed to the live queue). Every
+//! offer joins one pending batch, in arrival order, and one task commits
+//! each batch with one insert (group commit). A message that several
+//! `forward` entries match is committed once, under the first entry.
+//!
+//! QoS upstream = min(publisher's QoS, the entry's `qos`); an entry with
+//! `qos: 0` sends live and never buffers; the retain flag is the
+//! publisher's. The gateway status topic is not taken (the bridge says
+//! `online`/`offline` upstream itself). The gateway's own publishes never
+//! pass here: the broker's in-process API does not call the intake.
+//!
+//! Owns the pending batch and its task. Must not publish locally.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::Counters;
+use super::config::UplinkConfig;
+use super::outbox::{NewMessage, WriteCmd};
+use crate::broker::Message;
+use crate::reading::Publish;
+
+type Waiter = oneshot::Sender<bool>;
+
+struct Inner {
+    cfg: Arc<UplinkConfig>,
+    status_topic: String,
+    live: mpsc::Sender<Publish>,
+    counters: Arc<Counters>,
+    batch: Mutex<Vec<(NewMessage, Waiter)>>,
+    notify: Notify,
+}
+
+/// The intake the bridge registers with the broker.
+#[derive(Clone)]
+pub struct LocalIntake(Arc<Inner>);
+
+impl LocalIntake {
+    /// The intake and its commit task (ends with `cancel`, after
+    /// committing what was offered before).
+    pub fn start(
+        cfg: Arc<UplinkConfig>,
+        status_topic: String,
+        writer: mpsc::Sender<WriteCmd>,
+        live: mpsc::Sender<Publish>,
+        counters: Arc<Counters>,
+        cancel: CancellationToken,
+    ) -> (LocalIntake, tokio::task::JoinHandle<()>) {
+        let inner = Arc::new(Inner {
+            cfg,
+            status_topic,
+            live,
+            counters,
+            batch: Mutex::new(Vec::new()),
+            notify: Notify::new(),
+        });
+        let task = tokio::spawn(commit_loop(inner.clone(), writer, cancel));
+        (LocalIntake(inner), task)
+    }
+}
+
+impl crate::broker::Intake for LocalIntake {
+    fn offer(&self, m: &Message) -> Option<Pin<Box<dyn Future<Output = bool> + Send>>> {
+        let i = &self.0;
+        if *m.topic == *i.status_topic {
+            return None;
+        }
+        let rule = i.cfg.forward_rule(&m.topic)?;
+        i.counters.from_local_clients.fetch_add(1, Relaxed);
+        let msg = NewMessage {
+            topic: format!("{}{}", rule.prefix, m.topic),
+            payload: m.payload.clone(),
+            qos: m.qos.min(rule.qos.as_u8()),
+            retain: m.retain,
+        };
+        if msg.qos == 0 {
+            if i.live.try_send(msg.to_publish()).is_err() {
+                i.counters.live_dropped.fetch_add(1, Relaxed);
+            }
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        i.batch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((msg, tx));
+        i.notify.notify_one();
+        // a gone writer leaves the message unacknowledged: the client resends
+        Some(Box::pin(async move { rx.await.unwrap_or(false) }))
+    }
+}
+
+async fn commit_loop(inner: Arc<Inner>, writer: mpsc::Sender<WriteCmd>, cancel: CancellationToken) {
+    loop {
+        let stop = tokio::select! {
+            _ = inner.notify.notified() => false,
+            _ = cancel.cancelled() => true,
+        };
+        let batch = std::mem::take(&mut *inner.batch.lock().unwrap_or_else(|e| e.into_inner()));
+        if !batch.is_empty() {
+            let (msgs, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let (done, committed) = oneshot::channel();
+            let cmd = WriteCmd::Insert {
+                msgs,
+                done: Some(done),
+            };
+            if writer.send(cmd).await.is_err() {
+                warn!("outbox writer gone; local clients' messages are not acknowledged");
+                return;
+            }
+            // the writer answers in commit order; fan the answer out
+            tokio::spawn(async move {
+                // committed, or a failed commit that went to the live queue
+                let handled = committed.await.is_ok();
+                for w in waiters {
+                    let _ = w.send(handled);
+                }
+            });
+        }
+        if stop {
+            return;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The in-process API: how the gateway itself publishes into the broker
+//! and subscribes to it (no TCP loopback, no copy per subscriber), and
+//! where the bridge registers its intake.
+//!
+//! Owns [`BrokerHandle`] and the local subscriber pumps. Must not know
+//! about devices, rules or the outbox: it moves [`Publish`]es and
+//! [`Message`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::message::Message;
+use super::router::{Intake, Router};
+use super::session::{Attached, Cell, Outgoing, Session};
+use super::stats::Snapshot;
+use super::topics::{valid_filter, valid_topic};
+use crate::reading::Publish;
+
+/// Generation of in-process sessions (never taken over).
+const LOCAL_GENERATION: u64 = u64::MAX;
+
+/// A cheap, clonable handle on the running broker.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    pub(crate) router: Arc<Router>,
+}
+
+/// `true` when the broker accepts `topic` for publishing.
+pub fn valid_publish_topic(topic: &str) -> bool {
+    valid_topic(topic) && topic.len() <= 65_535 && !topic.contains('\0')
+}
+
+impl BrokerHandle {
+    /// Publishes as the gateway: routed to every matching subscriber (and
+    /// retained when asked), waiting for room like any publisher. `false`
+    /// when the topic is not a valid MQTT topic name (nothing published).
+    pub async fn publish(&self, p: Publish) -> bool {
+        if !valid_publish_topic(&p.topic) {
+            return false;
+        }
+        let msg = Message::new(p.topic.into(), p.payload, p.qos.as_u8(), p.retain);
+        self.router.publish(msg).await;
+        true
+    }
+
+    /// Registers the bridge's intake (see [`Intake`]).
+    pub fn set_intake(&self, intake: Arc<dyn Intake>) {
+        self.router.set_intake(intake);
+    }
+
+    /// An in-process subscriber named `name`: messages matching `filters`
+    /// arrive on the returned channel (bounded by `capacity`; when it is
+    /// full, the broker's queue for this subscriber fills and the usual
+    /// drop policy applies). Messages keep the publisher's QoS and retain
+    /// flag. Invalid filters are skipped with a warning.
+    pub fn subscribe(&self, name: &str, filters: &[String], capacity: usize) -> mpsc::Receiver<Message> {
+        let id: Arc<str> = format!("$local/{name}").into();
+        let mut s = Session::new(id, false);
+        s.attach(Attached {
+            generation: LOCAL_GENERATION,
+            kick: CancellationToken::new(),
+        });
+        let cell = Cell::new(s);
+        let valid: Vec<(String, u8)> = filters
+            .iter()
+            .filter(|f| {
+                let ok = valid_filter(f);
+                if !ok {
+                    warn!(filter = %f, subscriber = name, "invalid filter not subscribed");
+                }
+                ok
+            })
+            .map(|f| (f.clone(), 0))
+            .collect();
+        self.router.subscribe(&cell, valid, None);
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        tokio::spawn(pump(cell, self.router.clone(), tx));
+        rx
+    }
+
+    /// The broker's counters now.
+    pub fn stats(&self) -> Snapshot {
+        let mut s = self.router.stats.snapshot();
+        s.store_failed_commits = self.router.store.as_ref().map_or(0, |st| st.failed_commits());
+        s
+    }
+
+    /// Waits until every connected client's queue is written out (at most
+    /// `within`): for the final status message at shutdown.
+    pub async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        for cell in self.router.attached() {
+            while cell.lock().queue_len() > 0 && tokio::time::Instant::now() < deadline {
+                let _ = tokio::time::timeout_at(deadline, cell.space.notified()).await;
+            }
+        }
+    }
+}
+
+/// Moves an in-process session's queue into its channel.
+async fn pump(cell: Arc<Cell>, router: Arc<Router>, tx: mpsc::Sender<Message>) {
+    let mut out = Vec::new();
+    loop {
+        let wake = cell.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        cell.lock().take(&router.limits, &mut out, 256);
+        if out.is_empty() {
+            wake.await;
+            continue;
+        }
+        cell.space.notify_waiters();
+        for o in out.drain(..) {
+            if let Outgoing::Publish { d, .. } = o
+                && tx.send(d.msg).await.is_err()
+            {
+                return; // the subscriber is gone
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! One client connection: CONNECT (protocol, client id, login, will),
+//! then the read loop with keep-alive, the packet handlers, and the end
+//! (will, session detach). The write half runs beside it ([`writer`]).
+//!
+//! States: [`Phase::AwaitingConnect`] (only CONNECT is valid, within
+//! [`CONNECT_TIMEOUT`], MQTT-3.1.0-1) → [`Phase::Connected`] → ended with
+//! an [`End`]. A QoS 1/2 PUBLISH is acknowledged only when the intake (the
+//! bridge's outbox) and the store hold it; acknowledgements leave in the
+//! order the PUBLISHes came (MQTT-4.6.0-2/3). A protocol violation closes
+//! this connection only. Must not touch other connections' sockets.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::auth::{Auth, Login};
+use super::message::Message;
+use super::packet::{self, Connect, DecodeError, Packet, connack};
+use super::router::{Durable, Router};
+use super::session::{Cell, Control, Delivery};
+use super::stats::add;
+use super::store::StoreOp;
+use super::writer;
+
+/// How long a new connection gets to send CONNECT.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Acknowledgements waiting for a commit before the reader pauses.
+const MAX_PENDING: usize = 4096;
+
+/// What every connection shares.
+pub struct Ctx {
+    pub router: Arc<Router>,
+    pub auth: Auth,
+    pub max_payload: usize,
+}
+
+impl Ctx {
+    /// The largest packet read: a payload of `max_payload` plus topic,
+    /// packet id and lengths.
+    fn max_packet(&self) -> usize {
+        self.max_payload + 65_535 + 4
+    }
+}
+
+/// Where a connection is.
+pub enum Phase {
+    AwaitingConnect,
+    Connected {
+        cell: Arc<Cell>,
+        generation: u64,
+        user: Option<Arc<str>>,
+    },
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// DISCONNECT: no will (MQTT-3.14.4-3).
+    Disconnect,
+    Closed,
+    KeepAlive,
+    TakenOver,
+    Violation(DecodeError),
+    Io(std::io::Error),
+}
+
+/// Serves one client until it leaves. `full`: the broker is at
+/// `max_connections`, so the CONNECT is answered with CONNACK 3.
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Ctx>, full: bool)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut buf = BytesMut::with_capacity(4096);
+    let stats = &ctx.router.stats;
+    let first = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        next_packet(&mut rd, &mut buf, ctx.max_packet(), &ctx.router),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Err(End::Violation(DecodeError::Refuse(code)))) => {
+            return refuse(&mut wr, peer, code, &ctx).await;
+        }
+        Ok(r) => {
+            add(&stats.protocol_errors, 1);
+            debug!(%peer, outcome = ?r.map(|_| ()), "first packet is not a valid CONNECT; closing");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "no CONNECT in time; closing");
+            return;
+        }
+    };
+    if full {
+        return refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx).await;
+    }
+    let user = match ctx
+        .auth
+        .login(connect.username.as_deref(), connect.password.as_deref())
+    {
+        Login::Accepted { user } => user,
+        Login::BadCredentials => return refuse(&mut wr, peer, connack::BAD_CREDENTIALS, &ctx).await,
+        Login::NotAuthorized => return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await,
+    };
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        format!("auto-{:016x}", rand::random::<u64>()).into()
+    } else {
+        connect.client_id.as_str().into()
+    };
+    if let (Some(acl), Some(w)) = (&ctx.router.acl, &connect.will)
+        && !acl.can_write(user.as_deref(), &client_id, &w.topic)
+    {
+        return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await;
+    }
+    let kick = CancellationToken::new();
+    let (cell, present, generation) =
+        ctx.router
+            .connect(client_id.clone(), connect.clean_session, user.clone(), kick.clone());
+    let mut ack = BytesMut::with_capacity(4);
+    packet::write_connack(&mut ack, present, connack::ACCEPTED);
+    if wr.write_all(&ack).await.is_err() {
+        ctx.router.disconnect(&cell, generation);
+        return;
+    }
+    add(&stats.messages_sent, 1);
+    info!(%peer, client_id = %client_id, clean = connect.clean_session, session_present = present, "client connected");
+    let phase = Phase::Connected {
+        cell: cell.clone(),
+        generation,
+        user,
+    };
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        phase,
+        pending: VecDeque::new(),
+        kick,
+    };
+    let end = tokio::select! {
+        end = conn.read_loop(&mut rd, &mut buf, &connect) => end,
+        r = writer::run(wr, cell.clone(), ctx.router.clone(), generation) => match r {
+            Ok(()) => End::TakenOver,
+            Err(e) => End::Io(e),
+        },
+    };
+    if let End::Violation(e) = &end {
+        add(&stats.protocol_errors, 1);
+        info!(%peer, client_id = %client_id, error = %e, "protocol violation; connection closed");
+    } else {
+        info!(%peer, client_id = %client_id, reason = ?end, "client disconnected");
+    }
+    ctx.router.disconnect(&cell, generation);
+    if !matches!(end, End::Disconnect)
+        && let Some(w) = connect.will
+    {
+        // MQTT-3.1.2-8: abrupt close, keep-alive expiry, protocol error, takeover
+        let msg = Message::new(w.topic.into(), w.payload, w.qos, w.retain);
+        ctx.router.publish(msg).await;
+    }
+}
+
+/// Answers CONNECT with a refusal code, then closes.
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, peer: SocketAddr, code: u8, ctx: &Ctx) {
+    add(&ctx.router.stats.refused, 1);
+    info!(%peer, connack = code, "connection refused");
+    let mut b = BytesMut::with_capacity(4);
+    packet::write_connack(&mut b, false, code);
+    let _ = wr.write_all(&b).await;
+    let _ = wr.flush().await;
+}
+
+/// Reads until one whole packet is decoded.
+async fn next_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+    router: &Router,
+) -> Result<Packet, End> {
+    loop {
+        match packet::read(buf, max) {
+            Ok(Some(p)) => {
+                add(&router.stats.messages_received, 1);
+                return Ok(p);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(End::Violation(e)),
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err(End::Closed),
+            Ok(n) => add(&router.stats.bytes_received, n as u64),
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+}
+
+struct Conn {
+    ctx: Arc<Ctx>,
+    phase: Phase,
+    /// Acknowledgements in packet order, each behind its commit.
+    pending: VecDeque<(Control, Option<Durable>)>,
+    kick: CancellationToken,
+}
+
+impl Conn {
+    fn cell(&self) -> &Arc<Cell> {
+        match &self.phase {
+            Phase::Connected { cell, .. } => cell,
+            Phase::AwaitingConnect => unreachable!("the read loop runs connected"),
+        }
+    }
+
+    fn user(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Connected { user, .. } => user.as_deref(),
+            Phase::AwaitingConnect => None,
+        }
+    }
+
+    fn control(&self, c: Control) {
+        let cell = self.cell();
+        cell.lock().push_control(c);
+        cell.wake.notify_one();
+    }
+
+    /// Sends `c` now, or behind the acknowledgements still waiting.
+    fn ack(&mut self, c: Control, durable: Option<Durable>) {
+        if durable.is_none() && self.pending.is_empty() {
+            self.control(c);
+        } else {
+            self.pending.push_back((c, durable));
+        }
+    }
+
+    /// Sends the acknowledgements at the front whose commits are done.
+    async fn settle_front(&mut self) {
+        if let Some((c, d)) = self.pending.front_mut() {
+            if let Some(f) = d.take() {
+                f.await;
+            }
+            let c = c.clone();
+            self.pending.pop_front();
+            self.control(c);
+        }
+        while let Some((_, None)) = self.pending.front() {
+            if let Some((c, _)) = self.pending.pop_front() {
+                self.control(c);
+            }
+        }
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        rd: &mut R,
+        buf: &mut BytesMut,
+        connect: &Connect,
+    ) -> End {
+        let keep_alive =
+            (connect.keep_alive > 0).then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
+        let max = self.ctx.max_packet();
+        loop {
+            loop {
+                match packet::read(buf, max) {
+                    Ok(Some(p)) => {
+                        add(&self.ctx.router.stats.messages_received, 1);
+                        if let Err(end) = self.handle(p).await {
+                            return end;
+                        }
+                        if self.pending.len() >= MAX_PENDING {
+                            self.settle_front().await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return End::Violation(e),
+                }
+            }
+            let read = async {
+                match keep_alive {
+                    Some(ka) => tokio::time::timeout(ka, rd.read_buf(buf)).await.ok(),
+                    None => Some(rd.read_buf(buf).await),
+                }
+            };
+            let kick = self.kick.clone();
+            tokio::select! {
+                biased;
+                _ = kick.cancelled() => return End::TakenOver,
+                _ = self.settle_front(), if !self.pending.is_empty() => {}
+                r = read => match r {
+                    None => return End::KeepAlive, // MQTT-3.1.2-24
+                    Some(Ok(0)) => return End::Closed,
+                    Some(Ok(n)) => add(&self.ctx.router.stats.bytes_received, n as u64),
+                    Some(Err(e)) => return End::Io(e),
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, p: Packet) -> Result<(), End> {
+        let router = self.ctx.router.clone();
+        match p {
+            Packet::Connect(_) => Err(End::Violation(DecodeError::Invalid("second CONNECT"))), // MQTT-3.1.0-2
+            Packet::Publish(p) => self.publish(p).await,
+            Packet::PubAck(id) | Packet::PubComp(id) => {
+                let comp = matches!(p, Packet::PubComp(_));
+                let cell = self.cell();
+                let mut s = cell.lock();
+                s.acked(id, comp);
+                router.flush_ops(&mut s);
+                drop(s);
+                cell.wake.notify_one();
+                Ok(())
+            }
+            Packet::PubRec(id) => {
+                let cell = self.cell();
+                let mut s = cell.lock();
+                if s.received(id) {
+                    s.push_control(Control::Ack(0x62, id));
+                }
+                router.flush_ops(&mut s);
+                drop(s);
+                cell.wake.notify_one();
+                Ok(())
+            }
+            Packet::PubRel(id) => {
+                let cell = self.cell().clone();
+                let mut s = cell.lock();
+                if s.inbound.remove(&id) && s.persistent && let Some(store) = &router.store {
+                    store.push(StoreOp::RemoveInbound {
+                        client_id: s.client_id.to_string(),
+                        pkid: id,
+                    });
+                }
+                drop(s);
+                self.ack(Control::Ack(0x70, id), None); // MQTT-4.3.3-2
+                Ok(())
+            }
+            Packet::Subscribe { pkid, filters } => {
+                let cell = self.cell().clone();
+                let (codes, granted) = router.subscribe(&cell, filters, self.user());
+                self.ack(Control::SubAck(pkid, codes), None);
+                for (msg, qos) in router.retained_for(&granted) {
+                    let d = Delivery {
+                        msg,
+                        qos,
+                        retain: true, // MQTT-3.3.1-8
+                        seq: 0,
+                    };
+                    router.deliver(&cell, d).await;
+                }
+                Ok(())
+            }
+            Packet::Unsubscribe { pkid, filters } => {
+                router.unsubscribe(self.cell(), &filters);
+                self.ack(Control::Ack(0xB0, pkid), None);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.control(Control::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect => Err(End::Disconnect),
+        }
+    }
+
+    async fn publish(&mut self, p: packet::Publish) -> Result<(), End> {
+        let router = self.ctx.router.clone();
+        if p.payload.len() > self.ctx.max_payload {
+            return Err(End::Violation(DecodeError::TooLarge {
+                size: p.payload.len(),
+                max: self.ctx.max_payload,
+            }));
+        }
+        let cell = self.cell().clone();
+        let ack = match p.qos {
+            0 => None,
+            1 => Some(Control::Ack(0x40, p.pkid)),
+            _ => Some(Control::Ack(0x50, p.pkid)),
+        };
+        if p.qos == 2 {
+            let mut s = cell.lock();
+            if !s.inbound.insert(p.pkid) {
+                drop(s);
+                // a resent QoS 2 PUBLISH before PUBREL: not delivered again (MQTT-4.3.3-2)
+                if let Some(c) = ack {
+                    self.ack(c, None);
+                }
+                return Ok(());
+            }
+            if s.persistent && let Some(store) = &router.store {
+                store.push(StoreOp::AddInbound {
+                    client_id: s.client_id.to_string(),
+                    pkid: p.pkid,
+                });
+            }
+        }
+        let allowed = match &router.acl {
+            Some(acl) => acl.can_write(self.user(), &cell.client_id, &p.topic),
+            None => true,
+        };
+        let mut durable = Vec::new();
+        if allowed {
+            let msg = Message::new(p.topic.into(), p.payload, p.qos, p.retain);
+            if p.qos > 0
+                && let Some(f) = router.intake(&msg)
+            {
+                durable.push(f);
+            }
+            if let Some(f) = router.publish(msg).await {
+                durable.push(f);
+            }
+        } else {
+            add(&router.stats.publish_denied, 1);
+        }
+        let Some(c) = ack else { return Ok(()) };
+        let wait: Option<Durable> = match durable.len() {
+            0 => None,
+            1 => durable.pop(),
+            _ => Some(Box::pin(async move {
+                let mut ok = true;
+                for f in durable {
+                    ok &= f.await;
+                }
+                ok
+            })),
+        };
+        self.ack(c, wait);
+        Ok(())
+    }
+}

@@ -1,0 +1,387 @@
+//! MQTT 3.1 / 3.1.1 packets as the broker reads and writes them: framing of
+//! the fixed header (rumqttc's `mqttbytes::check`), then a strict decoder
+//! for what a client may send, with every check a server owns, and the
+//! encoders for what the broker sends.
+//!
+//! Why not decode with `mqttbytes` entirely: it is lenient (no MQTT 3.1
+//! `MQIsdp`, reserved bits and subscription option bits masked away,
+//! U+0000 and topic rules unchecked), and the checks need the raw bytes.
+//! Each violation is a [`DecodeError`] that closes the connection; the
+//! two CONNECT problems the standard answers with a CONNACK first are
+//! [`DecodeError::Refuse`]. Owns no state; must not know about sessions.
+//!
+//! MQTT 5 fits later: [`Protocol`] gains a variant, and properties and
+//! reason codes become fields of these structs.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::topics::{valid_filter, valid_topic};
+
+/// Protocol version of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1: name `MQIsdp`, level 3.
+    V31,
+    /// MQTT 3.1.1: name `MQTT`, level 4.
+    V311,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connect {
+    pub protocol: Protocol,
+    pub clean_session: bool,
+    pub keep_alive: u16,
+    pub client_id: String,
+    pub will: Option<Will>,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: u8,
+    pub retain: bool,
+    pub topic: String,
+    pub pkid: u16,
+    pub payload: Bytes,
+}
+
+/// What a client may send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    Connect(Box<Connect>),
+    Publish(Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe { pkid: u16, filters: Vec<(String, u8)> },
+    Unsubscribe { pkid: u16, filters: Vec<String> },
+    PingReq,
+    Disconnect,
+}
+
+/// CONNACK return codes (MQTT 3.1.1 table 3.1).
+pub mod connack {
+    pub const ACCEPTED: u8 = 0;
+    pub const BAD_PROTOCOL: u8 = 1;
+    pub const ID_REJECTED: u8 = 2;
+    pub const UNAVAILABLE: u8 = 3;
+    pub const BAD_CREDENTIALS: u8 = 4;
+    pub const NOT_AUTHORIZED: u8 = 5;
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("packet of {size} bytes is over the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("malformed packet: {0}")]
+    Invalid(&'static str),
+    /// CONNECT refused with this CONNACK code, then the connection closes.
+    #[error("CONNECT refused with CONNACK code {0}")]
+    Refuse(u8),
+}
+
+/// Takes one whole packet off the front of `buf`: `Ok(None)` when more
+/// bytes are needed. `max` bounds the remaining length, checked from the
+/// fixed header alone, before the body is read.
+pub fn read(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeError> {
+    let header = match rumqttc::mqttbytes::check(buf.iter(), max) {
+        Ok(h) => h,
+        Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+        Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size)) => {
+            return Err(DecodeError::TooLarge { size, max });
+        }
+        Err(_) => return Err(DecodeError::Invalid("remaining length")),
+    };
+    // the fixed header: byte 1 and 1..4 bytes of remaining length
+    let header_len = 1 + buf[1..].iter().take(4).take_while(|b| *b & 0x80 != 0).count() + 1;
+    let mut frame = buf.split_to(header.frame_length()).freeze();
+    let byte1 = frame[0];
+    frame.advance(header_len);
+    decode(byte1, frame).map(Some)
+}
+
+fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
+    let flags = byte1 & 0x0F;
+    // MQTT-2.2.2-1/2: reserved flag bits
+    let want_flags = |f: u8| {
+        if flags == f {
+            Ok(())
+        } else {
+            Err(DecodeError::Invalid("reserved flags in the fixed header"))
+        }
+    };
+    let packet = match byte1 >> 4 {
+        1 => {
+            want_flags(0)?;
+            Packet::Connect(Box::new(connect(&mut b)?))
+        }
+        3 => Packet::Publish(publish(flags, &mut b)?),
+        4 => {
+            want_flags(0)?;
+            Packet::PubAck(pkid(&mut b)?)
+        }
+        5 => {
+            want_flags(0)?;
+            Packet::PubRec(pkid(&mut b)?)
+        }
+        6 => {
+            want_flags(0b0010)?;
+            Packet::PubRel(pkid(&mut b)?)
+        }
+        7 => {
+            want_flags(0)?;
+            Packet::PubComp(pkid(&mut b)?)
+        }
+        8 => {
+            want_flags(0b0010)?;
+            let pkid = pkid(&mut b)?;
+            let mut filters = Vec::new();
+            while b.has_remaining() {
+                let f = string(&mut b)?;
+                let opts = u8(&mut b)?;
+                // MQTT-3.8.3-4: reserved bits; QoS 3 is malformed
+                if opts > 2 {
+                    return Err(DecodeError::Invalid("subscription options"));
+                }
+                if !valid_filter(&f) {
+                    return Err(DecodeError::Invalid("topic filter"));
+                }
+                filters.push((f, opts));
+            }
+            if filters.is_empty() {
+                return Err(DecodeError::Invalid("SUBSCRIBE without filters")); // MQTT-3.8.3-3
+            }
+            return Ok(Packet::Subscribe { pkid, filters });
+        }
+        10 => {
+            want_flags(0b0010)?;
+            let pkid = pkid(&mut b)?;
+            let mut filters = Vec::new();
+            while b.has_remaining() {
+                let f = string(&mut b)?;
+                if !valid_filter(&f) {
+                    return Err(DecodeError::Invalid("topic filter"));
+                }
+                filters.push(f);
+            }
+            if filters.is_empty() {
+                return Err(DecodeError::Invalid("UNSUBSCRIBE without filters")); // MQTT-3.10.3-2
+            }
+            return Ok(Packet::Unsubscribe { pkid, filters });
+        }
+        12 => {
+            want_flags(0)?;
+            Packet::PingReq
+        }
+        14 => {
+            want_flags(0)?;
+            Packet::Disconnect
+        }
+        _ => return Err(DecodeError::Invalid("packet type a client may not send")),
+    };
+    if b.has_remaining() {
+        return Err(DecodeError::Invalid("trailing bytes"));
+    }
+    Ok(packet)
+}
+
+fn need(b: &Bytes, n: usize) -> Result<(), DecodeError> {
+    if b.remaining() < n {
+        Err(DecodeError::Invalid("packet ends early"))
+    } else {
+        Ok(())
+    }
+}
+
+fn u8(b: &mut Bytes) -> Result<u8, DecodeError> {
+    need(b, 1)?;
+    Ok(b.get_u8())
+}
+
+fn u16(b: &mut Bytes) -> Result<u16, DecodeError> {
+    need(b, 2)?;
+    Ok(b.get_u16())
+}
+
+/// A packet identifier: never 0 (MQTT-2.3.1-1).
+fn pkid(b: &mut Bytes) -> Result<u16, DecodeError> {
+    match u16(b)? {
+        0 => Err(DecodeError::Invalid("packet identifier 0")),
+        id => Ok(id),
+    }
+}
+
+fn binary(b: &mut Bytes) -> Result<Bytes, DecodeError> {
+    let n = u16(b)? as usize;
+    need(b, n)?;
+    Ok(b.split_to(n))
+}
+
+/// A UTF-8 string: well-formed (no surrogates, MQTT-1.5.3-1) and without
+/// U+0000 (MQTT-1.5.3-2).
+fn string(b: &mut Bytes) -> Result<String, DecodeError> {
+    utf8(binary(b)?)
+}
+
+fn utf8(raw: Bytes) -> Result<String, DecodeError> {
+    let s = String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Invalid("invalid UTF-8"))?;
+    if s.contains('\0') {
+        return Err(DecodeError::Invalid("U+0000 in a string"));
+    }
+    Ok(s)
+}
+
+fn publish(flags: u8, b: &mut Bytes) -> Result<Publish, DecodeError> {
+    let qos = (flags >> 1) & 0b11;
+    if qos == 3 {
+        return Err(DecodeError::Invalid("QoS 3")); // MQTT-3.3.1-4
+    }
+    let topic = string(b)?;
+    if !valid_topic(&topic) {
+        return Err(DecodeError::Invalid("topic name")); // MQTT-3.3.2-1/2
+    }
+    let pkid = if qos > 0 { pkid(b)? } else { 0 };
+    Ok(Publish {
+        dup: flags & 0b1000 != 0,
+        qos,
+        retain: flags & 1 != 0,
+        topic,
+        pkid,
+        payload: b.split_to(b.remaining()),
+    })
+}
+
+fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
+    let name = binary(b)?;
+    let level = u8(b)?;
+    let protocol = match (&name[..], level) {
+        (b"MQTT", 4) => Protocol::V311,
+        (b"MQIsdp", 3) => Protocol::V31,
+        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::Refuse(connack::BAD_PROTOCOL)),
+        _ => return Err(DecodeError::Invalid("protocol name")), // MQTT-3.1.2-1
+    };
+    let flags = u8(b)?;
+    if flags & 1 != 0 {
+        return Err(DecodeError::Invalid("CONNECT reserved flag")); // MQTT-3.1.2-3
+    }
+    let keep_alive = u16(b)?;
+    let client_id = string(b)?;
+    let clean_session = flags & 0b10 != 0;
+    let will_flag = flags & 0b100 != 0;
+    let will_qos = (flags >> 3) & 0b11;
+    let will_retain = flags & 0b10_0000 != 0;
+    let will = if will_flag {
+        if will_qos == 3 {
+            return Err(DecodeError::Invalid("will QoS 3")); // MQTT-3.1.2-14
+        }
+        let topic = string(b)?;
+        if !valid_topic(&topic) {
+            return Err(DecodeError::Invalid("will topic"));
+        }
+        Some(Will {
+            topic,
+            payload: binary(b)?,
+            qos: will_qos,
+            retain: will_retain,
+        })
+    } else {
+        if will_qos != 0 || will_retain {
+            return Err(DecodeError::Invalid("will QoS or retain without a will")); // MQTT-3.1.2-11/13/15
+        }
+        None
+    };
+    let has_user = flags & 0b1000_0000 != 0;
+    let has_password = flags & 0b100_0000 != 0;
+    if has_password && !has_user && protocol == Protocol::V311 {
+        return Err(DecodeError::Invalid("password without user name")); // MQTT-3.1.2-22
+    }
+    let username = if has_user { Some(string(b)?) } else { None };
+    let password = if has_password { Some(binary(b)?) } else { None };
+    if client_id.is_empty() && !clean_session {
+        return Err(DecodeError::Refuse(connack::ID_REJECTED)); // MQTT-3.1.3-8
+    }
+    if protocol == Protocol::V31 && (client_id.is_empty() || client_id.len() > 23) {
+        return Err(DecodeError::Refuse(connack::ID_REJECTED));
+    }
+    Ok(Connect {
+        protocol,
+        clean_session,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+    })
+}
+
+fn remaining_length(buf: &mut BytesMut, mut n: usize) {
+    loop {
+        let mut byte = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+pub fn write_connack(buf: &mut BytesMut, session_present: bool, code: u8) {
+    buf.put_slice(&[0x20, 2, session_present as u8, code]);
+}
+
+/// PUBACK (0x40), PUBREC (0x50), PUBREL (0x62), PUBCOMP (0x70), UNSUBACK (0xB0).
+pub fn write_ack(buf: &mut BytesMut, first: u8, pkid: u16) {
+    buf.put_slice(&[first, 2]);
+    buf.put_u16(pkid);
+}
+
+pub fn write_suback(buf: &mut BytesMut, pkid: u16, codes: &[u8]) {
+    buf.put_u8(0x90);
+    remaining_length(buf, 2 + codes.len());
+    buf.put_u16(pkid);
+    buf.put_slice(codes);
+}
+
+pub fn write_pingresp(buf: &mut BytesMut) {
+    buf.put_slice(&[0xD0, 0]);
+}
+
+/// A PUBLISH to a client; `pkid` is ignored at QoS 0.
+pub fn write_publish(
+    buf: &mut BytesMut,
+    topic: &[u8],
+    payload: &[u8],
+    qos: u8,
+    retain: bool,
+    dup: bool,
+    pkid: u16,
+) {
+    let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
+    buf.reserve(len + 5);
+    buf.put_u8(0x30 | (dup as u8) << 3 | qos << 1 | retain as u8);
+    remaining_length(buf, len);
+    buf.put_u16(topic.len() as u16);
+    buf.put_slice(topic);
+    if qos > 0 {
+        buf.put_u16(pkid);
+    }
+    buf.put_slice(payload);
+}
+
+#[cfg(test)]
+#[path = "packet_tests.rs"]
+mod tests;

@@ -1,0 +1,249 @@
+//! Topic names, topic filters and the subscription tree.
+//!
+//! Owns the rules of MQTT 3.1.1 section 4.7 (valid names and filters,
+//! `+`, `#`, `$` topics) and [`Tree`], which maps filters to subscribers.
+//! Every walk is a loop over an explicit stack, never recursion: topics
+//! and filters of 65,535 levels cannot overflow the stack. Must not know
+//! about sessions beyond the opaque subscriber value it stores.
+
+use std::collections::HashMap;
+
+/// A PUBLISH or will topic: not empty, no wildcards (MQTT-3.3.2-1/2, 4.7.3-1).
+pub fn valid_topic(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#'])
+}
+
+/// A subscription filter: not empty; `#` only as the whole last level,
+/// `+` only as a whole level (MQTT-4.7.1-1/2/3).
+pub fn valid_filter(f: &str) -> bool {
+    if f.is_empty() {
+        return false;
+    }
+    let mut levels = f.split('/').peekable();
+    while let Some(l) = levels.next() {
+        let last = levels.peek().is_none();
+        if (l.contains('#') && (l != "#" || !last)) || (l.contains('+') && l != "+") {
+            return false;
+        }
+    }
+    true
+}
+
+/// `true` when `filter` matches `topic` (both valid).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false; // MQTT-4.7.2-1
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+struct Node<S> {
+    children: HashMap<Box<str>, usize>,
+    plus: Option<usize>,
+    /// Subscribers of the filter that ends at this node.
+    exact: Vec<S>,
+    /// Subscribers of `<this node>/#`.
+    hash: Vec<S>,
+    parent: Option<(usize, Option<Box<str>>)>,
+}
+
+impl<S> Node<S> {
+    fn new(parent: Option<(usize, Option<Box<str>>)>) -> Self {
+        Node {
+            children: HashMap::new(),
+            plus: None,
+            exact: Vec::new(),
+            hash: Vec::new(),
+            parent,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.plus.is_none() && self.exact.is_empty() && self.hash.is_empty()
+    }
+}
+
+/// Filters to subscribers `S` (one entry per subscriber and filter).
+pub struct Tree<S> {
+    nodes: Vec<Option<Node<S>>>,
+    free: Vec<usize>,
+    count: usize,
+}
+
+const ROOT: usize = 0;
+
+impl<S: Clone + PartialEq> Default for Tree<S> {
+    fn default() -> Self {
+        Tree {
+            nodes: vec![Some(Node::new(None))],
+            free: Vec::new(),
+            count: 0,
+        }
+    }
+}
+
+impl<S: Clone + PartialEq> Tree<S> {
+    fn node(&self, i: usize) -> &Node<S> {
+        self.nodes[i].as_ref().unwrap_or_else(|| unreachable!("live node index"))
+    }
+
+    fn node_mut(&mut self, i: usize) -> &mut Node<S> {
+        self.nodes[i].as_mut().unwrap_or_else(|| unreachable!("live node index"))
+    }
+
+    fn alloc(&mut self, n: Node<S>) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.nodes[i] = Some(n);
+                i
+            }
+            None => {
+                self.nodes.push(Some(n));
+                self.nodes.len() - 1
+            }
+        }
+    }
+
+    /// Subscriptions stored.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds or replaces (by `same`) the subscriber of `filter`.
+    pub fn insert(&mut self, filter: &str, sub: S, same: impl Fn(&S) -> bool) {
+        let (node, hash) = self.walk_create(filter);
+        let n = self.node_mut(node);
+        let list = if hash { &mut n.hash } else { &mut n.exact };
+        match list.iter_mut().find(|s| same(s)) {
+            Some(s) => *s = sub,
+            None => {
+                list.push(sub);
+                self.count += 1;
+            }
+        }
+    }
+
+    /// Removes the subscriber (by `same`) of `filter`; `true` when it was there.
+    pub fn remove(&mut self, filter: &str, same: impl Fn(&S) -> bool) -> bool {
+        let Some((node, hash)) = self.walk(filter) else {
+            return false;
+        };
+        let n = self.node_mut(node);
+        let list = if hash { &mut n.hash } else { &mut n.exact };
+        let before = list.len();
+        list.retain(|s| !same(s));
+        let removed = list.len() < before;
+        if removed {
+            self.count -= 1;
+            self.prune(node);
+        }
+        removed
+    }
+
+    fn walk_create(&mut self, filter: &str) -> (usize, bool) {
+        let mut at = ROOT;
+        for level in filter.split('/') {
+            if level == "#" {
+                return (at, true);
+            }
+            let next = if level == "+" {
+                self.node(at).plus
+            } else {
+                self.node(at).children.get(level).copied()
+            };
+            at = match next {
+                Some(n) => n,
+                None => {
+                    let key = (level != "+").then(|| Box::<str>::from(level));
+                    let n = self.alloc(Node::new(Some((at, key.clone()))));
+                    match key {
+                        Some(k) => {
+                            self.node_mut(at).children.insert(k, n);
+                        }
+                        None => self.node_mut(at).plus = Some(n),
+                    }
+                    n
+                }
+            };
+        }
+        (at, false)
+    }
+
+    fn walk(&self, filter: &str) -> Option<(usize, bool)> {
+        let mut at = ROOT;
+        for level in filter.split('/') {
+            if level == "#" {
+                return Some((at, true));
+            }
+            at = if level == "+" {
+                self.node(at).plus?
+            } else {
+                *self.node(at).children.get(level)?
+            };
+        }
+        Some((at, false))
+    }
+
+    /// Frees empty nodes from `at` up to the root.
+    fn prune(&mut self, mut at: usize) {
+        while at != ROOT && self.node(at).is_empty() {
+            let Some((parent, key)) = self.node_mut(at).parent.take() else {
+                return;
+            };
+            match key {
+                Some(k) => {
+                    self.node_mut(parent).children.remove(&k);
+                }
+                None => self.node_mut(parent).plus = None,
+            }
+            self.nodes[at] = None;
+            self.free.push(at);
+            at = parent;
+        }
+    }
+
+    /// Calls `f` for every subscriber whose filter matches `topic` (a
+    /// subscriber with several matching filters is seen once per filter).
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&S)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        let mut stack = vec![(ROOT, 0usize)];
+        while let Some((at, i)) = stack.pop() {
+            let n = self.node(at);
+            let root_wild = i == 0 && dollar; // MQTT-4.7.2-1
+            if !root_wild {
+                n.hash.iter().for_each(&mut f);
+            }
+            if i == levels.len() {
+                n.exact.iter().for_each(&mut f);
+                continue;
+            }
+            if let Some(&c) = n.children.get(levels[i]) {
+                stack.push((c, i + 1));
+            }
+            if let Some(p) = n.plus
+                && !root_wild
+            {
+                stack.push((p, i + 1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "topics_tests.rs"]
+mod tests;

@@ -1,0 +1,106 @@
+//! The write half of a client connection: takes what its session owes the
+//! client (control packets, messages in flight again after a reconnect,
+//! queued messages while the in-flight window has room), encodes a batch
+//! into one buffer, writes it, and flushes only when nothing more is
+//! waiting. Refills the memory queue from the store's spool.
+//!
+//! Owns the socket's write half. Must not read from the client or touch
+//! other sessions.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::packet;
+use super::router::Router;
+use super::session::{Cell, Control, Outgoing};
+use super::stats::add;
+
+/// Most packets encoded into one write.
+const BATCH: usize = 256;
+/// Spool rows and bytes loaded at a time.
+const LOAD_ROWS: usize = 256;
+const LOAD_BYTES: usize = 1 << 20;
+
+fn encode(buf: &mut BytesMut, o: &Outgoing) -> bool {
+    match o {
+        Outgoing::Control(Control::Ack(first, pkid)) => packet::write_ack(buf, *first, *pkid),
+        Outgoing::Control(Control::SubAck(pkid, codes)) => packet::write_suback(buf, *pkid, codes),
+        Outgoing::Control(Control::PingResp) => packet::write_pingresp(buf),
+        Outgoing::Publish { d, pkid, dup } => {
+            packet::write_publish(
+                buf,
+                d.msg.topic.as_bytes(),
+                &d.msg.payload,
+                d.qos,
+                d.retain,
+                *dup,
+                *pkid,
+            );
+            return true;
+        }
+    }
+    false
+}
+
+/// Writes until the socket fails or the session belongs to another
+/// connection (`generation`).
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    cell: Arc<Cell>,
+    router: Arc<Router>,
+    generation: u64,
+) -> std::io::Result<()> {
+    let limits = router.limits;
+    let mut out = Vec::with_capacity(BATCH);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let wake = cell.wake.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let load = {
+            let mut s = cell.lock();
+            if s.attached.as_ref().map(|a| a.generation) != Some(generation) {
+                return Ok(());
+            }
+            s.take(&limits, &mut out, BATCH);
+            router.flush_ops(&mut s);
+            s.wants_load(&limits)
+        };
+        if out.len() >= BATCH / 2 || !out.is_empty() {
+            // room freed: wake publishers waiting on this queue
+            cell.space.notify_waiters();
+        }
+        if let (Some(after), Some(store)) = (load, &router.store) {
+            let rows = store
+                .load_messages(&cell.client_id, after, LOAD_ROWS, LOAD_BYTES)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(client_id = %cell.client_id, error = %e, "cannot read spooled messages");
+                    Vec::new()
+                });
+            cell.lock().loaded(rows);
+            if out.is_empty() {
+                continue;
+            }
+        }
+        if out.is_empty() {
+            wr.flush().await?;
+            wake.await;
+            continue;
+        }
+        let mut publishes = 0;
+        for o in out.drain(..) {
+            publishes += encode(&mut buf, &o) as u64;
+        }
+        let stats = &router.stats;
+        add(&stats.publish_sent, publishes);
+        add(&stats.bytes_sent, buf.len() as u64);
+        wr.write_all(&buf).await?;
+        buf.clear();
+        if buf.capacity() > 1 << 20 {
+            buf = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+}
