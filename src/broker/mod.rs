@@ -18,6 +18,7 @@
 mod config;
 pub mod front;
 pub mod listener;
+mod passwd;
 mod publisher;
 
 use std::net::{SocketAddr, TcpListener};
