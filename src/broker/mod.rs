@@ -15,6 +15,7 @@
 //! README.md "Embedded broker: MQTT conformance" lists what rumqttd 0.20
 //! gets wrong and what the gateway does about it.
 
+pub mod acl;
 mod config;
 pub mod front;
 pub mod listener;
