@@ -176,6 +176,7 @@ impl BrokerConfig {
                 report.add(format!("{path}.tls"), e.to_string());
             }
         }
+        super::auth::validate(self, path, report);
     }
 }
 

@@ -16,6 +16,7 @@
 //! gets wrong and what the gateway does about it.
 
 pub mod acl;
+pub mod auth;
 mod config;
 pub mod front;
 pub mod listener;
