@@ -21,6 +21,7 @@ mod connection;
 mod listener;
 pub mod message;
 pub mod packet;
+mod passwd;
 pub mod router;
 mod session;
 pub mod stats;

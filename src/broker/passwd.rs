@@ -1,0 +1,193 @@
+//! Mosquitto password files (`broker.password_file`): parses the lines
+//! `mosquitto_passwd` 2.x writes and verifies a password against them.
+//!
+//! Owns the file format and the hash checks only: `$7$iterations$salt$hash`
+//! (PBKDF2-HMAC-SHA512) and the legacy `$6$salt$hash` (SHA-512 of the
+//! password followed by the salt), salt and hash in standard base64. Must
+//! not decide who may log in (that is [`super::auth`]) and must never put a
+//! hash, a salt or a password into an error, a log line or debug output.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+
+/// SHA-512 output: the only hash length mosquitto writes.
+const HASH_LEN: usize = 64;
+
+/// Standard alphabet; padding optional (mosquitto writes it).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Why a password file cannot be used. Messages name the file and the line,
+/// never the line's content.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswdError {
+    #[error("cannot read password file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("password file {} line {line}: {reason}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// One user's stored hash.
+pub(crate) enum Entry {
+    /// `$7$`: PBKDF2-HMAC-SHA512.
+    Pbkdf2 {
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: [u8; HASH_LEN],
+    },
+    /// `$6$`: SHA-512(password || salt).
+    Sha512 { salt: Vec<u8>, hash: [u8; HASH_LEN] },
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Pbkdf2 { iterations, .. } => write!(f, "Entry($7$, {iterations} iterations)"),
+            Entry::Sha512 { .. } => f.write_str("Entry($6$)"),
+        }
+    }
+}
+
+impl Entry {
+    /// `true` when `password` hashes to the stored hash (compared in
+    /// constant time).
+    pub(crate) fn verify(&self, password: &[u8]) -> bool {
+        let mut computed = [0u8; HASH_LEN];
+        let stored = match self {
+            Entry::Pbkdf2 {
+                iterations,
+                salt,
+                hash,
+            } => {
+                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut computed);
+                hash
+            }
+            Entry::Sha512 { salt, hash } => {
+                let mut d = Sha512::new();
+                d.update(password);
+                d.update(salt);
+                computed.copy_from_slice(&d.finalize());
+                hash
+            }
+        };
+        computed.ct_eq(stored).into()
+    }
+}
+
+/// A parsed password file: user name to stored hash.
+#[derive(Debug, Default)]
+pub(crate) struct PasswdFile {
+    entries: HashMap<Arc<str>, Entry>,
+}
+
+impl PasswdFile {
+    /// The user's entry and the user name as stored (shared, for sessions).
+    pub(crate) fn get(&self, user: &str) -> Option<(&Arc<str>, &Entry)> {
+        self.entries.get_key_value(user)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Reads and parses the password file at `path`.
+pub(crate) fn load(path: &Path) -> Result<PasswdFile, PasswdError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PasswdError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses password file text; `path` names the file in errors. Blank lines
+/// and lines starting with `#` are ignored; a user listed twice is an error.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<PasswdFile, PasswdError> {
+    let mut entries = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason: String| PasswdError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            reason,
+        };
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(err("expected `user:hash`".into()));
+        };
+        if user.is_empty() {
+            return Err(err("empty user name".into()));
+        }
+        let entry = parse_hash(hash).map_err(|reason| err(format!("user {user:?}: {reason}")))?;
+        if entries.insert(Arc::<str>::from(user), entry).is_some() {
+            return Err(err(format!("user {user:?} is listed twice")));
+        }
+    }
+    Ok(PasswdFile { entries })
+}
+
+/// Parses `$7$iterations$salt$hash` or `$6$salt$hash`. Reasons never quote
+/// the hash.
+fn parse_hash(s: &str) -> Result<Entry, String> {
+    let parts: Vec<&str> = s.split('$').collect();
+    match parts.as_slice() {
+        ["", "7", iterations, salt, hash] => {
+            let iterations = iterations
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or("$7$ iteration count must be a positive integer")?;
+            Ok(Entry::Pbkdf2 {
+                iterations,
+                salt: decode_salt(salt)?,
+                hash: decode_hash(hash)?,
+            })
+        }
+        ["", "6", salt, hash] => Ok(Entry::Sha512 {
+            salt: decode_salt(salt)?,
+            hash: decode_hash(hash)?,
+        }),
+        ["", "7", ..] => Err("expected $7$iterations$salt$hash".into()),
+        ["", "6", ..] => Err("expected $6$salt$hash".into()),
+        _ => Err("unsupported hash (expected $7$ or $6$, as written by mosquitto_passwd)".into()),
+    }
+}
+
+fn decode_salt(s: &str) -> Result<Vec<u8>, String> {
+    match B64.decode(s) {
+        Ok(salt) if !salt.is_empty() => Ok(salt),
+        Ok(_) => Err("empty salt".into()),
+        Err(_) => Err("salt is not valid base64".into()),
+    }
+}
+
+fn decode_hash(s: &str) -> Result<[u8; HASH_LEN], String> {
+    let bytes = B64
+        .decode(s)
+        .map_err(|_| "hash is not valid base64".to_string())?;
+    <[u8; HASH_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("hash must be {HASH_LEN} bytes (SHA-512)"))
+}
+
+#[cfg(test)]
+#[path = "passwd_tests.rs"]
+mod tests;
