@@ -7,7 +7,7 @@ use rumqttc::{Packet, QoS};
 use super::connect::refused_with;
 use super::raw::{self, ConnectOutcome};
 use super::{Client, SECS, mosquitto, opts, yaml};
-use crate::support::Gateway;
+use crate::support::{Gateway, Sub};
 
 const USERS: &str = r#"
 users: [{ username: hmi, password_env: FG_TEST_HMI_PW }, { username: script, password_file: "PWFILE" }]
@@ -154,11 +154,11 @@ async fn mosquitto_password_file_logs_in_its_users() {
     let gw = Gateway::start(&yaml(&format!("password_file: \"{file}\"")));
     let mut o = opts("a-pwfile", gw.port);
     o.set_credentials("plc", "s3cret-pw");
+    let mut sub = Sub::connect_with(o.clone(), &["a/pw"], QoS::AtLeastOnce).await;
+    o.set_client_id("a-pwfile-pub".into());
     let mut c = Client::connect(o).await;
-    c.subscribe_acked("a/pw", QoS::AtLeastOnce).await;
     c.publish_acked("a/pw", QoS::AtLeastOnce, false, "in").await;
-    c.wait_incoming(SECS, |p| matches!(p, Packet::Publish(_)))
-        .await;
+    assert_eq!(sub.wait_topic("a/pw", SECS).await.text(), "in");
     let wrong = raw::connect("a-pw-wrong", true, 30, Some(("plc", "s3cret-px")), None);
     refused_with(gw.port, &wrong, 4, "wrong password").await;
     let anon = raw::connect("a-pw-anon", true, 30, None, None);
