@@ -168,6 +168,16 @@ impl Gateway {
         let _ = self.child.wait();
     }
 
+    /// SIGKILL (no shutdown at all), then the same binary again on the same
+    /// config, data directory and port.
+    pub fn sigkill_and_restart(mut self, env: &[(&str, &str)]) -> Gateway {
+        self.kill();
+        let cfg = std::mem::replace(&mut self.cfg, ConfigDir::new(""));
+        let port = self.port;
+        drop(self);
+        Gateway::spawn(cfg, port, env)
+    }
+
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
         loop {

@@ -1,20 +1,34 @@
-//! The embedded broker as MQTT clients see it: conformance to MQTT 3.1.1
-//! (`conformance`), authentication and listeners (`listeners`), limits and
-//! heavy clients (`abuse`), malformed input (`malformed`). Clients are real: rumqttc, mosquitto_pub/sub,
-//! and a raw MQTT codec (`raw`) where a test must control every byte.
-//!
-//! Tests that document a gap of rumqttd 0.20 are `#[ignore]`d with the reason;
-//! README.md "Embedded broker: MQTT conformance" lists them.
+//! The embedded broker as MQTT clients see it, one module per area of MQTT
+//! 3.1.1: CONNECT/CONNACK and keep-alive (`connect`), protocol violations
+//! (`validation`), QoS (`qos`), topics and UNSUBSCRIBE (`topics`), retained
+//! messages (`retained`), sessions and wills (`sessions`), `$SYS` (`sys`),
+//! authentication (`auth`), ACLs (`acl`), persistence across SIGKILL
+//! (`persistence`), the TLS and websocket listeners (`listeners`), limits
+//! and heavy clients (`abuse`, `load`), malformed input (`malformed`), and
+//! Python paho-mqtt (`paho`). Clients are real: rumqttc, mosquitto_pub/sub,
+//! paho-mqtt, and a raw MQTT codec (`raw`) where a test must control every
+//! byte. Each test names the normative statement (MQTT-x.y.z-n) it checks.
 
 mod abuse;
-mod conformance;
+mod acl;
+mod auth;
+mod connect;
 mod listeners;
+mod load;
 mod malformed;
+mod paho;
+mod persistence;
+mod qos;
 pub mod raw;
+mod retained;
+mod sessions;
+mod sys;
+mod topics;
+mod validation;
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
 pub const SECS: Duration = Duration::from_secs(10);
@@ -135,6 +149,78 @@ impl Client {
         self.client.disconnect().await.expect("queue disconnect");
         let _ = self.wait_closed(SECS).await;
     }
+}
+
+impl Client {
+    /// SUBSCRIBE and wait for its SUBACK; the return codes.
+    pub async fn subscribe_acked(&mut self, filter: &str, qos: QoS) -> Vec<SubscribeReasonCode> {
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("queue subscribe");
+        match self
+            .wait_incoming(SECS, |p| matches!(p, Packet::SubAck(_)))
+            .await
+        {
+            Packet::SubAck(a) => a.return_codes,
+            _ => unreachable!(),
+        }
+    }
+
+    /// PUBLISH and, for QoS 1/2, wait for its PUBACK / PUBCOMP.
+    pub async fn publish_acked(&mut self, topic: &str, qos: QoS, retain: bool, payload: &str) {
+        self.client
+            .publish(topic, qos, retain, payload.to_string())
+            .await
+            .expect("queue publish");
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.wait_incoming(SECS, |p| matches!(p, Packet::PubAck(_)))
+                    .await;
+            }
+            QoS::ExactlyOnce => {
+                self.wait_incoming(SECS, |p| matches!(p, Packet::PubComp(_)))
+                    .await;
+            }
+        }
+    }
+}
+
+/// QoS from its number.
+pub fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// Starts a long-running mosquitto client tool (killed on drop); stdout piped.
+pub fn mosquitto_spawn(tool: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(tool)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+}
+
+/// Waits (bounded) for a spawned tool; (status ok, stdout, stderr).
+pub async fn mosquitto_wait(
+    child: tokio::process::Child,
+    within: Duration,
+) -> (bool, String, String) {
+    let out = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("mosquitto tool did not finish within {within:?}"))
+        .expect("wait for mosquitto tool");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Options for a client id on the broker at `port` (keep-alive 30 s, 1 MiB packets).

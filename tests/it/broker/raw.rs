@@ -50,9 +50,22 @@ pub fn connect(
     login: Option<(&str, &str)>,
     will: Option<Will>,
 ) -> Vec<u8> {
+    connect_as(b"MQTT", 4, client_id, clean, keep_alive, login, will)
+}
+
+/// CONNECT with any protocol name and level (`MQIsdp`/3 is MQTT 3.1).
+pub fn connect_as(
+    name: &[u8],
+    level: u8,
+    client_id: &str,
+    clean: bool,
+    keep_alive: u16,
+    login: Option<(&str, &str)>,
+    will: Option<Will>,
+) -> Vec<u8> {
     let mut body = Vec::new();
-    string(b"MQTT", &mut body);
-    body.push(4);
+    string(name, &mut body);
+    body.push(level);
     let mut flags = 0u8;
     if clean {
         flags |= 0x02;
@@ -97,6 +110,185 @@ pub fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool, pkid: u16) ->
     }
     body.extend_from_slice(payload);
     packet(0x30 | (qos << 1) | u8::from(retain), &body)
+}
+
+/// CONNECT `MQTT`/4 with exactly this flags byte and these payload fields
+/// (each written as a length-prefixed string), for malformed CONNECTs.
+pub fn connect_fields(flags: u8, keep_alive: u16, fields: &[&[u8]]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(b"MQTT", &mut body);
+    body.push(4);
+    body.push(flags);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    for f in fields {
+        string(f, &mut body);
+    }
+    packet(0x10, &body)
+}
+
+/// SUBSCRIBE with any first byte and (filter bytes, options byte) pairs.
+pub fn subscribe_raw(first: u8, pkid: u16, filters: &[(&[u8], u8)]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    for (f, opts) in filters {
+        string(f, &mut body);
+        body.push(*opts);
+    }
+    packet(first, &body)
+}
+
+/// UNSUBSCRIBE with any first byte.
+pub fn unsubscribe_raw(first: u8, pkid: u16, filters: &[&[u8]]) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    for f in filters {
+        string(f, &mut body);
+    }
+    packet(first, &body)
+}
+
+pub fn unsubscribe(pkid: u16, filter: &str) -> Vec<u8> {
+    unsubscribe_raw(0xA2, pkid, &[filter.as_bytes()])
+}
+
+/// PUBLISH with any first byte and topic bytes; `pkid` is written when given.
+pub fn publish_raw(first: u8, topic: &[u8], pkid: Option<u16>, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    string(topic, &mut body);
+    if let Some(id) = pkid {
+        body.extend_from_slice(&id.to_be_bytes());
+    }
+    body.extend_from_slice(payload);
+    packet(first, &body)
+}
+
+pub const PUBACK: u8 = 0x40;
+pub const PUBREC: u8 = 0x50;
+pub const PUBREL: u8 = 0x62;
+pub const PUBCOMP: u8 = 0x70;
+pub const SUBACK: u8 = 0x90;
+pub const UNSUBACK: u8 = 0xB0;
+pub const PINGRESP: u8 = 0xD0;
+
+/// PUBACK / PUBREC / PUBREL / PUBCOMP (`first` is one of the constants above).
+pub fn ack(first: u8, pkid: u16) -> Vec<u8> {
+    packet(first, &pkid.to_be_bytes())
+}
+
+/// A PUBLISH as the broker sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: u8,
+    pub retain: bool,
+    pub topic: String,
+    pub pkid: Option<u16>,
+    pub payload: Vec<u8>,
+}
+
+impl Publish {
+    /// `None` if (first, body) is not a PUBLISH.
+    pub fn parse(first: u8, body: &[u8]) -> Option<Publish> {
+        if first & 0xF0 != 0x30 {
+            return None;
+        }
+        let qos = (first >> 1) & 3;
+        let tlen = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = String::from_utf8_lossy(&body[2..2 + tlen]).into_owned();
+        let mut at = 2 + tlen;
+        let pkid = (qos > 0).then(|| {
+            at += 2;
+            u16::from_be_bytes([body[at - 2], body[at - 1]])
+        });
+        Some(Publish {
+            dup: first & 0x08 != 0,
+            qos,
+            retain: first & 1 != 0,
+            topic,
+            pkid,
+            payload: body[at..].to_vec(),
+        })
+    }
+}
+
+/// A connected raw client: every packet is written and read by the test.
+pub struct Raw {
+    pub s: TcpStream,
+}
+
+impl Raw {
+    /// Connects with `connect` and asserts CONNACK 0; returns session present too.
+    pub async fn open(port: u16, connect: &[u8]) -> (Raw, bool) {
+        let (s, outcome) = connect_raw(port, connect).await;
+        match outcome {
+            ConnectOutcome::ConnAck {
+                session_present,
+                code: 0,
+            } => (Raw { s }, session_present),
+            other => panic!("CONNECT refused: {other:?}"),
+        }
+    }
+
+    /// Connects a clean session with keep-alive 30 s.
+    pub async fn connect(port: u16, id: &str) -> Raw {
+        Self::open(port, &connect(id, true, 30, None, None)).await.0
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.expect("write packet");
+    }
+
+    /// The next packet; `None` when the broker closed; panics after `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(within, read_packet(&mut self.s))
+            .await
+            .unwrap_or_else(|_| panic!("no packet within {within:?}"))
+    }
+
+    /// The next packet whose first byte is `first` (others are dropped).
+    pub async fn expect(&mut self, first: u8, within: Duration) -> Vec<u8> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some((f, body)) if f == first => return body,
+                Some(_) => {}
+                None => panic!("connection closed while waiting for {first:#x}"),
+            }
+        }
+    }
+
+    /// Sends SUBSCRIBE for one filter and returns the SUBACK return code.
+    pub async fn subscribe(&mut self, pkid: u16, filter: &str, qos: u8) -> u8 {
+        self.send(&subscribe(pkid, filter, qos)).await;
+        let body = self.expect(SUBACK, Duration::from_secs(10)).await;
+        assert_eq!(&body[..2], &pkid.to_be_bytes(), "SUBACK packet id");
+        body[2]
+    }
+
+    /// The next PUBLISH (other packets are dropped).
+    pub async fn publish_in(&mut self, within: Duration) -> Publish {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some((f, body)) => {
+                    if let Some(p) = Publish::parse(f, &body) {
+                        return p;
+                    }
+                }
+                None => panic!("connection closed while waiting for a PUBLISH"),
+            }
+        }
+    }
+
+    /// PUBLISHes arriving until `quiet` passes without any packet.
+    pub async fn publishes_until_quiet(&mut self, quiet: Duration) -> Vec<Publish> {
+        let mut out = Vec::new();
+        while let Ok(Some((f, body))) = tokio::time::timeout(quiet, read_packet(&mut self.s)).await
+        {
+            out.extend(Publish::parse(f, &body));
+        }
+        out
+    }
 }
 
 pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
