@@ -94,7 +94,7 @@ impl BrokerHandle {
     pub async fn flush(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         for cell in self.router.attached() {
-            while cell.lock().queue_len() > 0 && tokio::time::Instant::now() < deadline {
+            while !cell.lock().drained() && tokio::time::Instant::now() < deadline {
                 let _ = tokio::time::timeout_at(deadline, cell.space.notified()).await;
             }
         }
@@ -110,6 +110,7 @@ async fn pump(cell: Arc<Cell>, router: Arc<Router>, tx: mpsc::Sender<Message>) {
         wake.as_mut().enable();
         cell.lock().take(&router.limits, &mut out, 256);
         if out.is_empty() {
+            cell.space.notify_waiters();
             wake.await;
             continue;
         }

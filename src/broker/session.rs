@@ -106,6 +106,8 @@ pub struct Session {
     resend: bool,
     /// A publisher waited for room in vain: drop at once until it drains.
     pub congested: bool,
+    /// The writer holds messages it took and has not written yet.
+    pub writing: bool,
     /// Store ops produced by the last calls, for the caller to push.
     pub ops: Vec<StoreOp>,
 }
@@ -167,6 +169,7 @@ impl Session {
             attached: None,
             resend: false,
             congested: false,
+            writing: false,
             ops: Vec::new(),
         }
     }
@@ -215,8 +218,9 @@ impl Session {
         self.control.push_back(c);
     }
 
-    pub fn queue_len(&self) -> usize {
-        self.queue.len()
+    /// Nothing queued in memory and nothing taken by the writer unwritten.
+    pub fn drained(&self) -> bool {
+        self.queue.is_empty() && !self.writing
     }
 
     /// Messages waiting (memory and disk) and in flight.
@@ -355,6 +359,7 @@ impl Session {
         if self.queue.len() <= l.max_queued_messages / 2 {
             self.congested = false;
         }
+        self.writing = !out.is_empty();
     }
 
     fn position(&self, pkid: u16) -> Option<usize> {

@@ -68,10 +68,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
             router.flush_ops(&mut s);
             s.wants_load(&limits)
         };
-        if out.len() >= BATCH / 2 || !out.is_empty() {
-            // room freed: wake publishers waiting on this queue
-            cell.space.notify_waiters();
-        }
+        // room freed, or all written: wake publishers and flushes waiting
+        cell.space.notify_waiters();
         if let (Some(after), Some(store)) = (load, &router.store) {
             let rows = store
                 .load_messages(&cell.client_id, after, LOAD_ROWS, LOAD_BYTES)
@@ -91,11 +89,13 @@ pub async fn run<W: AsyncWrite + Unpin>(
             continue;
         }
         let mut publishes = 0;
+        let packets = out.len() as u64;
         for o in out.drain(..) {
             publishes += encode(&mut buf, &o) as u64;
         }
         let stats = &router.stats;
         add(&stats.publish_sent, publishes);
+        add(&stats.messages_sent, packets);
         add(&stats.bytes_sent, buf.len() as u64);
         wr.write_all(&buf).await?;
         buf.clear();

@@ -67,8 +67,8 @@ fn bad_configs_exit_78_with_path_and_line() {
             &["rules.qos (line 4", "0, 1 or 2"],
         ),
         (
-            "gateway:\n  id: gw\nbroker:\n  buffer_per_filter: 10KiB\n",
-            &["broker.buffer_per_filter (line 4", "two max_payload"],
+            "gateway:\n  id: gw\nbroker:\n  max_queued_messages: 0\n",
+            &["broker.max_queued_messages (line 4", "at least 1"],
         ),
         ("gateway:\n  id: [gw\n", &["line 2"]),
         ("devices: []\n", &["missing field `gateway`"]),
