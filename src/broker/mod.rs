@@ -19,6 +19,7 @@ mod config;
 pub mod front;
 pub mod listener;
 mod publisher;
+pub mod store;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
