@@ -144,6 +144,9 @@ async fn prepare(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreEr
     if version == SCHEMA_VERSION {
         return Ok(());
     }
+    // version 0 (or a negative one): a new, empty file gets the schema;
+    // tables of someone else's (or a negative version with tables) mean
+    // another format
     let tables = sqlx::query(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
     )
@@ -152,7 +155,7 @@ async fn prepare(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreEr
     .map_err(q(path, "list tables"))?;
     for t in tables {
         let name: String = t.try_get(0).map_err(q(path, "list tables"))?;
-        if !TABLES.contains(&name.as_str()) || version != 0 {
+        if !TABLES.contains(&name.as_str()) || version < 0 {
             return Err(StoreError::WrongFormat {
                 path: path.to_path_buf(),
                 table: name,
