@@ -1,0 +1,316 @@
+//! The broker's durable state: persistent MQTT sessions (clean_session =
+//! false) and retained messages, in one SQLite file `{data_dir}/broker.db`
+//! (WAL, through sqlx with bundled SQLite).
+//!
+//! Owns that file and every SQL statement on it. Must not know about
+//! connections, packets or topic matching: the broker core decides what to
+//! store and pushes [`StoreOp`]s; this module only applies them in order
+//! and reads them back.
+//!
+//! Schema (`PRAGMA user_version = 1`):
+//!
+//! ```sql
+//! CREATE TABLE sessions      (client_id TEXT PRIMARY KEY);
+//! CREATE TABLE subscriptions (client_id TEXT NOT NULL, pos INTEGER NOT NULL,
+//!                             filter TEXT NOT NULL, qos INTEGER NOT NULL,
+//!                             PRIMARY KEY (client_id, pos));
+//! CREATE TABLE messages      (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+//!                             state INTEGER NOT NULL,  -- 0 queued, 1 sent, 2 released
+//!                             pkid INTEGER NOT NULL,   -- 0 when queued
+//!                             qos INTEGER NOT NULL, retain INTEGER NOT NULL,
+//!                             size INTEGER NOT NULL,   -- bytes of topic + payload
+//!                             topic TEXT NOT NULL, payload BLOB NOT NULL);
+//! CREATE UNIQUE INDEX messages_by_seq ON messages (client_id, seq);
+//! CREATE TABLE inbound       (client_id TEXT NOT NULL, pkid INTEGER NOT NULL,
+//!                             PRIMARY KEY (client_id, pkid));
+//! CREATE TABLE retained      (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,
+//!                             payload BLOB NOT NULL);
+//! ```
+//!
+//! Each row of `messages` holds its own payload: a message queued for two
+//! sessions is two rows (simple; costs disk for fan-out to many offline
+//! sessions). `size` sits before the payload so counting bytes does not read
+//! payload overflow pages. A `seq` must not be reused within a session while
+//! its row exists (an `AddMessage` of an existing seq replaces the row).
+//! Seqs must stay below 2^63 (stored as SQLite integers).
+//!
+//! A session is every client id that has a row in any table; `SaveSession`
+//! creates it, `DeleteSession` removes it with its subscriptions, messages
+//! and inbound ids.
+//!
+//! Guarantees:
+//! - [`Store::push`] never blocks nor awaits; one writer task owns the
+//!   write connection and applies ops in push order. Each round it takes
+//!   everything pushed so far (group commit: one transaction, one WAL
+//!   append, for everything pushed while the previous commit ran);
+//!   within a batch an `AddMessage` whose row is removed again skips both
+//!   (a `SetState` between them too, a `SetState` of a row added in the
+//!   same batch is folded into the insert), a `DeleteSession` skips the
+//!   client's earlier ops of the batch, and only the last retained op per
+//!   topic runs;
+//! - `synchronous = NORMAL` in WAL mode: a commit is in the WAL (the OS
+//!   page cache) when [`Store::sync`] resolves, so a process crash
+//!   (SIGKILL, panic = abort) loses nothing committed. The WAL is fsynced
+//!   at checkpoints only (about every 1000 pages, ~4 MB, and at close): a
+//!   power loss or kernel crash can lose the commits since the last
+//!   checkpoint (messages acknowledged to publishers, subscriptions,
+//!   retained changes come back as they were then; removed rows can come
+//!   back: sent again, duplicates). The file itself stays consistent;
+//! - a failed commit (disk full, I/O error, SQLITE_BUSY beyond the busy
+//!   timeout) is retried with backoff ([`ATTEMPTS`] tries), then logged at
+//!   error, counted ([`Store::failed_commits`]), its sync waiters told
+//!   `false`, and the batch dropped: the database keeps what was committed
+//!   before; the writer goes on with the next batch;
+//! - a file that is not a database of this schema (garbage, truncated,
+//!   corrupt, another format, a newer `user_version`) is renamed to
+//!   `broker.db.corrupt-<unix seconds>` (its `-wal` along, the `-shm`
+//!   removed), logged at error, and an empty store opens. Errors that say
+//!   nothing about the file (permissions, locked by another process, I/O)
+//!   are returned instead: renaming a healthy file another process uses
+//!   would be worse. Corruption in pages the open does not read (payloads
+//!   beyond the preloaded rows) shows up later as errors of
+//!   [`Store::load_messages`] or of commits;
+//! - reads after open ([`Store::load_messages`]) use their own connections
+//!   and run beside the writer (WAL); they see committed rows only.
+
+mod open;
+mod plan;
+mod read;
+mod types;
+mod writer;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::{Notify, oneshot, watch};
+use tracing::{debug, info, warn};
+
+pub use types::{Loaded, OutState, QueuedRow, StoreError, StoreOp, StoredMessage, StoredSession};
+pub use writer::ATTEMPTS;
+
+use types::q;
+
+/// The store's file in `data_dir`.
+pub const FILE: &str = "broker.db";
+
+/// What the writer has not committed yet, and who waits for it.
+#[derive(Default)]
+struct Pending {
+    ops: Vec<StoreOp>,
+    /// Bytes of `ops`.
+    bytes: usize,
+    /// Ops pushed since open; an op's number is its position in that count.
+    pushed: u64,
+    /// Ops whose batch is finished (committed or failed).
+    done: u64,
+    /// Sync waiters: resolved when `done` reaches the number.
+    waiters: Vec<(u64, oneshot::Sender<bool>)>,
+    /// No more pushes; the writer commits what is left and stops.
+    closing: bool,
+    /// The writer has stopped.
+    stopped: bool,
+}
+
+/// State shared by the handles and the writer task.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes the writer.
+    wake: Notify,
+    /// Tells [`Store::room`] that a batch finished.
+    drained: Notify,
+    /// Pushed, not yet committed (in `pending` or in the running commit).
+    pending_bytes: std::sync::atomic::AtomicUsize,
+    commits: std::sync::atomic::AtomicU64,
+    failed_commits: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn request_close(&self) {
+        self.lock().closing = true;
+        self.wake.notify_one();
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    read: SqlitePool,
+    path: PathBuf,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Drop for Inner {
+    /// The last handle gone: the writer commits what is pending and stops.
+    fn drop(&mut self) {
+        self.shared.request_close();
+    }
+}
+
+/// Handle to the broker store; clones share one writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Pending bytes above which callers should wait for [`Store::room`].
+    pub const HIGH_WATER: usize = 16 << 20;
+
+    /// Opens or creates the file; loads everything needed at start (each session's first `preload` rows by seq). A file that cannot be opened or read as this schema (corrupt, wrong format, newer schema) is renamed to `broker.db.corrupt-<unix seconds>` (logged at error with both paths) and a fresh store is opened: never an error for a broken file. Errors only when even a fresh file cannot be created (StoreError). Spawns the writer task on the current tokio runtime.
+    pub async fn open(data_dir: &Path, preload: usize) -> Result<(Store, Loaded), StoreError> {
+        let (conn, read, loaded) = open::open(data_dir, preload).await?;
+        let path = data_dir.join(FILE);
+        info!(path = %path.display(), sessions = loaded.sessions.len(),
+            retained = loaded.retained.len(), set_aside = loaded.set_aside.is_some(),
+            "broker store open");
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            pending_bytes: Default::default(),
+            commits: Default::default(),
+            failed_commits: Default::default(),
+        });
+        let (stopped_tx, stopped) = watch::channel(false);
+        let writer = writer::Writer::new(conn, shared.clone(), path.clone());
+        tokio::spawn(writer.run(stopped_tx));
+        let store = Store {
+            inner: Arc::new(Inner {
+                shared,
+                read,
+                path,
+                stopped,
+            }),
+        };
+        Ok((store, loaded))
+    }
+
+    /// Non-blocking, callable while holding a std Mutex (no await, no blocking): appends to the pending batch and wakes the writer. Ops are applied in push order.
+    ///
+    /// After [`Store::close`] the op is dropped (logged at debug).
+    pub fn push(&self, op: StoreOp) {
+        let shared = &self.inner.shared;
+        {
+            let mut p = shared.lock();
+            if p.closing {
+                drop(p);
+                debug!(?op, "broker store closed: op dropped");
+                return;
+            }
+            let size = op.size();
+            p.ops.push(op);
+            p.bytes += size;
+            p.pushed += 1;
+            shared.pending_bytes.fetch_add(size, Relaxed);
+        }
+        shared.wake.notify_one();
+    }
+
+    /// Resolves once every op pushed before this call is committed (true) or the commit failed / the store is closed (false). Call pattern: `let rx = store.sync(); ... rx.await` — so return `impl Future<Output = bool> + Send + 'static` (e.g. a oneshot receiver mapped). Must not wait for ops pushed after the call.
+    ///
+    /// With nothing outstanding it resolves `true` at once (a failure of an
+    /// earlier batch was told to that batch's waiters), `false` once the
+    /// writer has stopped.
+    pub fn sync(&self) -> impl Future<Output = bool> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = self.inner.shared.lock();
+            if p.stopped {
+                let _ = tx.send(false);
+            } else if p.pushed <= p.done {
+                let _ = tx.send(true);
+            } else {
+                let upto = p.pushed;
+                p.waiters.push((upto, tx));
+            }
+        }
+        async move { rx.await.unwrap_or(false) }
+    }
+
+    /// Bytes of ops pushed and not yet committed; callers apply back-pressure above `Store::HIGH_WATER` (a pub const, e.g. 16 MiB).
+    pub fn pending_bytes(&self) -> usize {
+        self.inner.shared.pending_bytes.load(Relaxed)
+    }
+
+    /// Resolves when pending_bytes() < HIGH_WATER (or the writer stopped).
+    pub async fn room(&self) {
+        let shared = &self.inner.shared;
+        loop {
+            let drained = shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.pending_bytes() < Store::HIGH_WATER || shared.lock().stopped {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// Queued rows of a session with seq > after, in seq order, at most max_rows and about max_bytes (at least one row). Reads on a separate read connection (WAL lets it run beside the writer).
+    ///
+    /// "Queued rows" are the rows of the session's queue in any state
+    /// (a row beyond the preloaded ones can be in flight too); each row
+    /// carries its [`OutState`]. Bytes count topic + payload; the row that
+    /// crosses `max_bytes` is the last one returned.
+    pub async fn load_messages(
+        &self,
+        client_id: &str,
+        after: u64,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<QueuedRow>, StoreError> {
+        let path = &self.inner.path;
+        let mut conn = self
+            .inner
+            .read
+            .acquire()
+            .await
+            .map_err(q(path, "acquire read connection"))?;
+        read::page(&mut conn, path, client_id, after, max_rows, max_bytes).await
+    }
+
+    /// Commits what is pending and stops the writer (for shutdown), within `deadline`.
+    ///
+    /// Later pushes are dropped; later syncs resolve `false` once the
+    /// writer stopped. Past the deadline the writer is left to finish on
+    /// its own (logged at warn).
+    pub async fn close(&self, deadline: Duration) {
+        let start = tokio::time::Instant::now();
+        self.inner.shared.request_close();
+        let mut stopped = self.inner.stopped.clone();
+        let finished = tokio::time::timeout(deadline, stopped.wait_for(|s| *s)).await;
+        if finished.is_err() {
+            warn!(path = %self.inner.path.display(), ?deadline,
+                pending_bytes = self.pending_bytes(),
+                "broker store writer did not finish within the deadline");
+            return;
+        }
+        let left = deadline.saturating_sub(start.elapsed());
+        if tokio::time::timeout(left, self.inner.read.close())
+            .await
+            .is_err()
+        {
+            warn!(path = %self.inner.path.display(), "broker store read connections did not close in time");
+        }
+    }
+
+    /// Transactions committed since open.
+    pub fn commits(&self) -> u64 {
+        self.inner.shared.commits.load(Relaxed)
+    }
+
+    /// Batches dropped after their commit failed [`ATTEMPTS`] times.
+    pub fn failed_commits(&self) -> u64 {
+        self.inner.shared.failed_commits.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;

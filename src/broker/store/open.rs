@@ -1,0 +1,248 @@
+//! Opening `broker.db`: connection settings, schema creation and version
+//! check, and setting a broken file aside (see the guarantees in `mod.rs`).
+//!
+//! Owns the schema. Must not change rows: the writer owns every write after
+//! the schema exists.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row as _};
+use tracing::{error, warn};
+
+use super::{FILE, Loaded, StoreError, q, read};
+
+/// `PRAGMA user_version` of the schema below.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+const TABLES: [&str; 5] = [
+    "sessions",
+    "subscriptions",
+    "messages",
+    "inbound",
+    "retained",
+];
+
+const SCHEMA: &str = "BEGIN;
+CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    client_id TEXT    NOT NULL,
+    pos       INTEGER NOT NULL,
+    filter    TEXT    NOT NULL,
+    qos       INTEGER NOT NULL,
+    PRIMARY KEY (client_id, pos)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    client_id TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    state     INTEGER NOT NULL,
+    pkid      INTEGER NOT NULL,
+    qos       INTEGER NOT NULL,
+    retain    INTEGER NOT NULL,
+    size      INTEGER NOT NULL,
+    topic     TEXT    NOT NULL,
+    payload   BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_seq ON messages (client_id, seq);
+CREATE TABLE IF NOT EXISTS inbound (
+    client_id TEXT    NOT NULL,
+    pkid      INTEGER NOT NULL,
+    PRIMARY KEY (client_id, pkid)
+);
+CREATE TABLE IF NOT EXISTS retained (
+    topic   TEXT    PRIMARY KEY,
+    qos     INTEGER NOT NULL,
+    payload BLOB    NOT NULL
+);
+PRAGMA user_version = 1;
+COMMIT;";
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .pragma("cache_size", "-2000")
+        .row_buffer_size(1024)
+}
+
+/// Opens the store in `data_dir`: the write connection, the read pool and
+/// what was loaded. A broken file is set aside and a fresh one opened.
+pub(super) async fn open(
+    data_dir: &Path,
+    preload: usize,
+) -> Result<(SqliteConnection, SqlitePool, Loaded), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Folder {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let path = data_dir.join(FILE);
+    let (conn, loaded) = match attempt(&path, preload).await {
+        Ok(opened) => opened,
+        Err(e) if is_broken(&e) => {
+            let to = set_aside(&path)?;
+            error!(path = %path.display(), set_aside = %to.display(), error = %e,
+                "broker store unreadable: file set aside, starting with an empty store \
+                 (persistent sessions and retained messages are lost)");
+            let (conn, mut loaded) = attempt(&path, preload).await?;
+            loaded.set_aside = Some(to);
+            (conn, loaded)
+        }
+        Err(e) => return Err(e),
+    };
+    let read = SqlitePoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .connect_lazy_with(options(&path));
+    Ok((conn, read, loaded))
+}
+
+/// Connects, checks or creates the schema and loads; closes the
+/// connection on failure (so no late close touches a renamed file's WAL).
+async fn attempt(path: &Path, preload: usize) -> Result<(SqliteConnection, Loaded), StoreError> {
+    let mut conn = SqliteConnection::connect_with(&options(path))
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let loaded = match prepare(&mut conn, path).await {
+        Ok(()) => read::load_all(&mut conn, path, preload).await,
+        Err(e) => Err(e),
+    };
+    match loaded {
+        Ok(loaded) => Ok((conn, loaded)),
+        Err(e) => {
+            if let Err(close) = conn.close().await {
+                warn!(path = %path.display(), error = %close, "closing the broker store");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Checks the schema version; creates the schema in an empty file.
+async fn prepare(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = sqlx::query("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(q(path, "read schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // version 0 (or a negative one): a new, empty file gets the schema;
+    // tables of someone else's (or a negative version with tables) mean
+    // another format
+    let tables = sqlx::query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q(path, "list tables"))?;
+    for t in tables {
+        let name: String = t.try_get(0).map_err(q(path, "list tables"))?;
+        if !TABLES.contains(&name.as_str()) || version < 0 {
+            return Err(StoreError::WrongFormat {
+                path: path.to_path_buf(),
+                table: name,
+            });
+        }
+    }
+    sqlx::raw_sql(SCHEMA)
+        .execute(&mut *conn)
+        .await
+        .map_err(q(path, "create schema"))?;
+    Ok(())
+}
+
+/// SQLite primary result codes that say the file is not a usable database.
+const SQLITE_ERROR: i32 = 1;
+const SQLITE_CORRUPT: i32 = 11;
+const SQLITE_FORMAT: i32 = 24;
+const SQLITE_NOTADB: i32 = 26;
+/// Extended code: the file is shorter than its header says (truncated).
+const SQLITE_IOERR_SHORT_READ: i32 = 10 | (2 << 8);
+
+/// `true` when `e`, an error of [`attempt`], says the file is broken (set
+/// it aside); `false` when it says something else is wrong (permissions,
+/// locks, I/O, memory: report it).
+pub(super) fn is_broken(e: &StoreError) -> bool {
+    let (source, query) = match e {
+        StoreError::NewerSchema { .. }
+        | StoreError::WrongFormat { .. }
+        | StoreError::BadValue { .. } => return true,
+        StoreError::Open { source, .. } => (source, false),
+        StoreError::Query { source, .. } => (source, true),
+        StoreError::Folder { .. } | StoreError::SetAside { .. } => return false,
+    };
+    match source {
+        sqlx::Error::Database(db) => {
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            // a generic error of one of the open's own queries: no such
+            // table or column, i.e. not this schema
+            (query && code == SQLITE_ERROR)
+                || code == SQLITE_IOERR_SHORT_READ
+                || matches!(code & 0xff, SQLITE_CORRUPT | SQLITE_FORMAT | SQLITE_NOTADB)
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::Decode(_) => true,
+        _ => false,
+    }
+}
+
+/// Renames `path` to `<path>.corrupt-<unix seconds>` (a free name), its WAL
+/// along; removes its shared-memory file. Returns the new name.
+fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = format!("{}.corrupt-{secs}", path.display());
+    let mut to = PathBuf::from(&base);
+    let mut n = 1;
+    while to.exists() {
+        to = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    let err = |to: &Path| {
+        let to = to.to_path_buf();
+        move |source| StoreError::SetAside {
+            path: path.to_path_buf(),
+            to,
+            source,
+        }
+    };
+    std::fs::rename(path, &to).map_err(err(&to))?;
+    let wal = sidecar(path, "-wal");
+    if wal.exists() {
+        let wal_to = sidecar(&to, "-wal");
+        std::fs::rename(&wal, &wal_to).map_err(err(&wal_to))?;
+    }
+    let shm = sidecar(path, "-shm");
+    if shm.exists() {
+        std::fs::remove_file(&shm).map_err(err(&shm))?;
+    }
+    Ok(to)
+}
+
+/// `path` with `suffix` appended to its file name (`broker.db-wal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}

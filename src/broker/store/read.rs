@@ -1,0 +1,214 @@
+//! Reading the store back: everything at open ([`load_all`]) and pages of a
+//! session's queue ([`page`]).
+//!
+//! Owns the SELECTs and the decoding of rows. Must not write.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sqlx::Row as _;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+
+use super::{Loaded, OutState, QueuedRow, StoreError, StoredMessage, StoredSession, q};
+
+/// Column value of a state: `(state, pkid)`.
+pub(super) fn encode_state(s: OutState) -> (i64, i64) {
+    match s {
+        OutState::Queued => (0, 0),
+        OutState::Sent { pkid } => (1, pkid.into()),
+        OutState::Released { pkid } => (2, pkid.into()),
+    }
+}
+
+fn decode_state(
+    path: &Path,
+    op: &'static str,
+    state: i64,
+    pkid: i64,
+) -> Result<OutState, StoreError> {
+    let bad = |what, value| StoreError::BadValue {
+        path: path.to_path_buf(),
+        op,
+        what,
+        value,
+    };
+    let id = || u16::try_from(pkid).map_err(|_| bad("packet id", pkid));
+    match state {
+        0 => Ok(OutState::Queued),
+        1 => Ok(OutState::Sent { pkid: id()? }),
+        2 => Ok(OutState::Released { pkid: id()? }),
+        _ => Err(bad("state", state)),
+    }
+}
+
+fn small(path: &Path, op: &'static str, what: &'static str, v: i64) -> Result<u8, StoreError> {
+    u8::try_from(v).map_err(|_| StoreError::BadValue {
+        path: path.to_path_buf(),
+        op,
+        what,
+        value: v,
+    })
+}
+
+/// Loads every session (its first `preload` rows) and every retained message.
+pub(super) async fn load_all(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    preload: usize,
+) -> Result<Loaded, StoreError> {
+    let mut sessions: BTreeMap<String, StoredSession> = BTreeMap::new();
+    let op = "load sessions";
+    for r in sqlx::query("SELECT client_id FROM sessions")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q(path, op))?
+    {
+        let id: String = r.try_get(0).map_err(q(path, op))?;
+        entry(&mut sessions, id);
+    }
+    let op = "load subscriptions";
+    for r in sqlx::query("SELECT client_id, filter, qos FROM subscriptions ORDER BY client_id, pos")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q(path, op))?
+    {
+        let id: String = r.try_get(0).map_err(q(path, op))?;
+        let filter: String = r.try_get(1).map_err(q(path, op))?;
+        let qos = small(path, op, "qos", r.try_get(2).map_err(q(path, op))?)?;
+        entry(&mut sessions, id).subscriptions.push((filter, qos));
+    }
+    let op = "load inbound ids";
+    for r in sqlx::query("SELECT client_id, pkid FROM inbound ORDER BY client_id, pkid")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q(path, op))?
+    {
+        let id: String = r.try_get(0).map_err(q(path, op))?;
+        let pkid: i64 = r.try_get(1).map_err(q(path, op))?;
+        let pkid = u16::try_from(pkid).map_err(|_| StoreError::BadValue {
+            path: path.to_path_buf(),
+            op,
+            what: "packet id",
+            value: pkid,
+        })?;
+        entry(&mut sessions, id).inbound_qos2.push(pkid);
+    }
+    let op = "count messages";
+    for r in sqlx::query("SELECT client_id, COUNT(*), SUM(size) FROM messages GROUP BY client_id")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q(path, op))?
+    {
+        let id: String = r.try_get(0).map_err(q(path, op))?;
+        let s = entry(&mut sessions, id);
+        s.total_rows = r.try_get::<i64, _>(1).map_err(q(path, op))?.max(0) as u64;
+        s.total_bytes = r.try_get::<i64, _>(2).map_err(q(path, op))?.max(0) as u64;
+    }
+    if preload > 0 {
+        for s in sessions.values_mut().filter(|s| s.total_rows > 0) {
+            s.messages = page(conn, path, &s.client_id, 0, preload, usize::MAX).await?;
+        }
+    }
+    let op = "load retained";
+    let mut retained = Vec::new();
+    for r in sqlx::query("SELECT topic, payload, qos FROM retained ORDER BY topic")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q(path, op))?
+    {
+        retained.push(StoredMessage {
+            topic: r.try_get(0).map_err(q(path, op))?,
+            payload: bytes::Bytes::from(r.try_get::<Vec<u8>, _>(1).map_err(q(path, op))?),
+            qos: small(path, op, "qos", r.try_get(2).map_err(q(path, op))?)?,
+            retain: true,
+        });
+    }
+    Ok(Loaded {
+        sessions: sessions.into_values().collect(),
+        retained,
+        set_aside: None,
+    })
+}
+
+fn entry(sessions: &mut BTreeMap<String, StoredSession>, id: String) -> &mut StoredSession {
+    sessions.entry(id).or_insert_with_key(|id| StoredSession {
+        client_id: id.clone(),
+        ..StoredSession::default()
+    })
+}
+
+/// Rows of `client_id` with seq > `after`, in seq order: at most `max_rows`,
+/// and stopping after the row that reaches `max_bytes` (at least one row).
+pub(super) async fn page(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    client_id: &str,
+    after: u64,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<Vec<QueuedRow>, StoreError> {
+    let Ok(after) = i64::try_from(after) else {
+        return Ok(Vec::new());
+    };
+    let mut limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let op = "load messages";
+    if max_bytes != usize::MAX {
+        // sizes first (no payload read), to know how many rows fit
+        let sizes = sqlx::query(
+            "SELECT size FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .bind(client_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(q(path, op))?;
+        let (mut n, mut bytes) = (0i64, 0u64);
+        for r in &sizes {
+            n += 1;
+            bytes += r.try_get::<i64, _>(0).map_err(q(path, op))?.max(0) as u64;
+            if bytes >= max_bytes as u64 {
+                break;
+            }
+        }
+        limit = n;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT seq, state, pkid, qos, retain, topic, payload FROM messages \
+         WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )
+    .bind(client_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(q(path, op))?;
+    rows.iter().map(|r| queued_row(path, r)).collect()
+}
+
+fn queued_row(path: &Path, r: &SqliteRow) -> Result<QueuedRow, StoreError> {
+    let op = "load messages";
+    let seq: i64 = r.try_get(0).map_err(q(path, op))?;
+    let state = decode_state(
+        path,
+        op,
+        r.try_get(1).map_err(q(path, op))?,
+        r.try_get(2).map_err(q(path, op))?,
+    )?;
+    Ok(QueuedRow {
+        seq: seq.max(0) as u64,
+        state,
+        msg: StoredMessage {
+            qos: small(path, op, "qos", r.try_get(3).map_err(q(path, op))?)?,
+            retain: r.try_get::<i64, _>(4).map_err(q(path, op))? != 0,
+            topic: r.try_get(5).map_err(q(path, op))?,
+            payload: bytes::Bytes::from(r.try_get::<Vec<u8>, _>(6).map_err(q(path, op))?),
+        },
+    })
+}

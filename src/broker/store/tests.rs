@@ -1,0 +1,379 @@
+//! Unit tests of the broker store: every op across close and reopen, group
+//! commit, sync, paging, broken files, coalescing.
+//!
+//! Must not touch anything outside their own temporary folders.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+
+mod files;
+mod plan;
+
+const CLOSE: Duration = Duration::from_secs(10);
+
+fn msg(topic: &str, payload: &[u8], qos: u8) -> StoredMessage {
+    StoredMessage {
+        topic: topic.to_string(),
+        payload: Bytes::copy_from_slice(payload),
+        qos,
+        retain: false,
+    }
+}
+
+fn add(client: &str, seq: u64, payload: &[u8]) -> StoreOp {
+    StoreOp::AddMessage {
+        client_id: client.to_string(),
+        seq,
+        msg: msg("t/x", payload, 1),
+    }
+}
+
+fn save(id: &str, subs: &[(&str, u8)]) -> StoreOp {
+    StoreOp::SaveSession {
+        client_id: id.into(),
+        subscriptions: subs.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+    }
+}
+
+fn set_state(id: &str, seq: u64, state: OutState) -> StoreOp {
+    StoreOp::SetState {
+        client_id: id.into(),
+        seq,
+        state,
+    }
+}
+
+fn remove(id: &str, seq: u64) -> StoreOp {
+    StoreOp::RemoveMessage {
+        client_id: id.into(),
+        seq,
+    }
+}
+
+fn inbound(id: &str, pkid: u16, add: bool) -> StoreOp {
+    let client_id = id.into();
+    match add {
+        true => StoreOp::AddInbound { client_id, pkid },
+        false => StoreOp::RemoveInbound { client_id, pkid },
+    }
+}
+
+fn row(seq: u64, payload: &[u8], state: OutState) -> QueuedRow {
+    QueuedRow {
+        seq,
+        msg: msg("t/x", payload, 1),
+        state,
+    }
+}
+
+async fn reopen(dir: &Path, preload: usize) -> (Store, Loaded) {
+    Store::open(dir, preload).await.expect("open")
+}
+
+/// Applies `ops` (one batch, or `each` in a batch of its own), closes and
+/// reopens.
+async fn roundtrip(dir: &Path, ops: Vec<StoreOp>, preload: usize, each: bool) -> Loaded {
+    let (store, _) = reopen(dir, preload).await;
+    for op in ops {
+        store.push(op);
+        if each {
+            assert!(store.sync().await);
+        }
+    }
+    assert!(store.sync().await);
+    store.close(CLOSE).await;
+    drop(store);
+    reopen(dir, preload).await.1
+}
+
+#[tokio::test]
+async fn every_op_survives_close_and_reopen() {
+    // in one batch (coalesced) and each op in a transaction of its own
+    for each in [false, true] {
+        every_op(each).await;
+    }
+}
+
+async fn every_op(each: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = |s: &str| s.to_string();
+    let mut retained = msg("r/a", b"ra", 1);
+    retained.retain = true;
+    let ops = vec![
+        save("a", &[("x/#", 1), ("a/+", 2)]),
+        save("a", &[("z/#", 2), ("b/c", 0)]), // replaces the set
+        save("b", &[]),
+        add("a", 1, b"one"),
+        add("a", 2, b"two"),
+        add("a", 3, b"three"),
+        set_state("a", 2, OutState::Released { pkid: 7 }),
+        set_state("a", 3, OutState::Sent { pkid: 65535 }),
+        remove("a", 1),
+        inbound("b", 9, true),
+        inbound("b", 3, true),
+        inbound("b", 4, true),
+        inbound("b", 4, false),
+        StoreOp::SetRetained {
+            msg: retained.clone(),
+        },
+        StoreOp::SetRetained {
+            msg: msg("r/b", b"rb", 0),
+        },
+        StoreOp::ClearRetained { topic: c("r/b") },
+    ];
+    let loaded = roundtrip(dir.path(), ops, 100, each).await;
+    assert_eq!(loaded.set_aside, None);
+    assert_eq!(
+        loaded.sessions,
+        vec![
+            StoredSession {
+                client_id: c("a"),
+                subscriptions: vec![(c("z/#"), 2), (c("b/c"), 0)],
+                inbound_qos2: vec![],
+                messages: vec![
+                    row(2, b"two", OutState::Released { pkid: 7 }),
+                    row(3, b"three", OutState::Sent { pkid: 65535 }),
+                ],
+                total_rows: 2,
+                total_bytes: (3 + 3) + (3 + 5),
+            },
+            StoredSession {
+                client_id: c("b"),
+                subscriptions: vec![],
+                inbound_qos2: vec![3, 9],
+                ..StoredSession::default()
+            },
+        ]
+    );
+    assert_eq!(loaded.retained, vec![retained]);
+}
+
+#[tokio::test]
+async fn group_commit_of_10000_adds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = reopen(dir.path(), 0).await;
+    let before = store.commits();
+    let started = Instant::now();
+    for seq in 1..=10_000u64 {
+        store.push(add("g", seq, &[7u8; 100]));
+    }
+    assert!(store.pending_bytes() > 0);
+    assert!(store.sync().await);
+    let elapsed = started.elapsed();
+    let commits = store.commits() - before;
+    println!("10000 AddMessage + sync: {elapsed:?} in {commits} commits");
+    assert!(commits <= 10, "{commits} transactions");
+    assert_eq!(store.pending_bytes(), 0);
+    assert_eq!(store.failed_commits(), 0);
+    store.close(CLOSE).await;
+    let (_, loaded) = reopen(dir.path(), 5).await;
+    let s = &loaded.sessions[0];
+    assert_eq!(s.total_rows, 10_000);
+    assert_eq!(s.total_bytes, 10_000 * 103);
+    assert_eq!(s.messages.len(), 5);
+    assert_eq!(s.messages[4].seq, 5);
+}
+
+#[tokio::test]
+async fn sync_does_not_wait_for_later_pushes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = reopen(dir.path(), 0).await;
+    // nothing pending: at once
+    assert!(store.sync().await);
+    store.push(add("s", 1, b"x"));
+    let first = store.sync();
+    // keep pushing while waiting: the first sync must still resolve
+    let pusher = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for seq in 2..200_000u64 {
+                store.push(add("s", seq, &[1u8; 200]));
+                if seq % 1000 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("sync waited for later pushes");
+    assert!(ok);
+    pusher.abort();
+    let _ = pusher.await;
+    let rows = store
+        .load_messages("s", 0, 1, usize::MAX)
+        .await
+        .expect("load");
+    assert_eq!(rows[0].seq, 1);
+    store.close(CLOSE).await;
+    assert!(!store.sync().await, "closed");
+}
+
+#[tokio::test]
+async fn load_messages_pages_by_rows_and_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = reopen(dir.path(), 0).await;
+    // 20 rows of 10 bytes (topic "t/x" + 7 bytes), one of another session
+    for seq in 1..=20u64 {
+        store.push(add("p", seq * 2, b"1234567"));
+    }
+    store.push(add("other", 1, b"1234567"));
+    assert!(store.sync().await);
+    let seqs = |rows: &[QueuedRow]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+
+    let rows = store
+        .load_messages("p", 0, 5, usize::MAX)
+        .await
+        .expect("load");
+    assert_eq!(seqs(&rows), vec![2, 4, 6, 8, 10]);
+    let rows = store
+        .load_messages("p", 10, 3, usize::MAX)
+        .await
+        .expect("load");
+    assert_eq!(seqs(&rows), vec![12, 14, 16]);
+    // after a seq that is not a row
+    let rows = store
+        .load_messages("p", 11, 1, usize::MAX)
+        .await
+        .expect("load");
+    assert_eq!(seqs(&rows), vec![12]);
+    // bytes: 25 bytes take the row that crosses them (3 rows)
+    let rows = store.load_messages("p", 0, 100, 25).await.expect("load");
+    assert_eq!(seqs(&rows), vec![2, 4, 6]);
+    let rows = store.load_messages("p", 0, 100, 30).await.expect("load");
+    assert_eq!(seqs(&rows), vec![2, 4, 6]);
+    // at least one row
+    let rows = store.load_messages("p", 0, 100, 1).await.expect("load");
+    assert_eq!(seqs(&rows), vec![2]);
+    let rows = store.load_messages("p", 0, 100, 0).await.expect("load");
+    assert_eq!(seqs(&rows), vec![2]);
+    // rows bound before bytes
+    let rows = store.load_messages("p", 0, 2, 1000).await.expect("load");
+    assert_eq!(seqs(&rows), vec![2, 4]);
+    // the end, and past it
+    let rows = store.load_messages("p", 36, 100, 1000).await.expect("load");
+    assert_eq!(seqs(&rows), vec![38, 40]);
+    assert!(
+        store
+            .load_messages("p", 40, 100, 1000)
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    assert!(
+        store
+            .load_messages("nobody", 0, 100, 1000)
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    assert!(
+        store
+            .load_messages("p", 0, 0, 1000)
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    assert_eq!(rows[0].msg, msg("t/x", b"1234567", 1));
+    assert_eq!(rows[0].state, OutState::Queued);
+    store.close(CLOSE).await;
+}
+
+#[tokio::test]
+async fn delete_session_removes_messages_and_inbound_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // committed first, deleted in a later batch
+    let (store, _) = reopen(dir.path(), 10).await;
+    for id in ["gone", "kept"] {
+        store.push(save(id, &[("a/#", 1)]));
+        store.push(inbound(id, 5, true));
+        store.push(add(id, 1, b"m"));
+    }
+    assert!(store.sync().await);
+    store.push(StoreOp::DeleteSession {
+        client_id: "gone".into(),
+    });
+    // deleted within one batch, then saved again
+    store.push(add("again", 1, b"m"));
+    store.push(inbound("again", 5, true));
+    store.push(StoreOp::DeleteSession {
+        client_id: "again".into(),
+    });
+    store.push(save("again", &[("a/#", 1)]));
+    assert!(store.sync().await);
+    assert!(
+        store
+            .load_messages("gone", 0, 10, 1000)
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    store.close(CLOSE).await;
+    let (_, loaded) = reopen(dir.path(), 10).await;
+    let ids: Vec<_> = loaded
+        .sessions
+        .iter()
+        .map(|s| s.client_id.as_str())
+        .collect();
+    assert_eq!(ids, vec!["again", "kept"]);
+    let again = &loaded.sessions[0];
+    assert_eq!(again.subscriptions.len(), 1);
+    assert!(again.inbound_qos2.is_empty() && again.messages.is_empty());
+    assert_eq!(again.total_rows, 0);
+    assert_eq!(loaded.sessions[1].inbound_qos2, vec![5]);
+}
+
+#[tokio::test]
+async fn retained_upsert_and_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = |topic: &str, payload: &[u8], qos| {
+        let mut m = msg(topic, payload, qos);
+        m.retain = true;
+        m
+    };
+    let set = |m: &StoredMessage| StoreOp::SetRetained { msg: m.clone() };
+    let clear = |t: &str| StoreOp::ClearRetained { topic: t.into() };
+    let (store, _) = reopen(dir.path(), 0).await;
+    store.push(set(&r("a", b"1", 0)));
+    store.push(set(&r("b", b"1", 0)));
+    store.push(set(&r("c", b"1", 0)));
+    assert!(store.sync().await);
+    store.push(set(&r("a", b"2", 1))); // upsert of a committed topic
+    store.push(clear("b")); // clear of a committed topic
+    store.push(clear("c"));
+    store.push(set(&r("c", b"3", 2))); // cleared and set again in one batch
+    store.push(set(&r("d", b"4", 0)));
+    store.push(clear("d")); // set and cleared in one batch
+    store.push(clear("never"));
+    assert!(store.sync().await);
+    store.close(CLOSE).await;
+    let (_, loaded) = reopen(dir.path(), 0).await;
+    assert_eq!(loaded.retained, vec![r("a", b"2", 1), r("c", b"3", 2)]);
+}
+
+#[tokio::test]
+async fn room_and_close_after_a_burst() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = reopen(dir.path(), 0).await;
+    let big = vec![0u8; 1 << 20];
+    for seq in 1..=40u64 {
+        store.push(add("big", seq, &big));
+    }
+    assert!(store.pending_bytes() >= Store::HIGH_WATER);
+    tokio::time::timeout(Duration::from_secs(60), store.room())
+        .await
+        .expect("room");
+    assert!(store.pending_bytes() < Store::HIGH_WATER);
+    store.push(add("big", 41, b"last"));
+    store.close(CLOSE).await;
+    store.push(add("big", 42, b"dropped"));
+    assert!(!store.sync().await);
+    let (_, loaded) = reopen(dir.path(), 0).await;
+    assert_eq!(
+        loaded.sessions[0].total_rows, 41,
+        "close committed the last push"
+    );
+}
