@@ -314,6 +314,7 @@ impl Conn {
                 router.flush_ops(&mut s);
                 drop(s);
                 cell.wake.notify_one();
+                cell.space.notify_waiters();
                 Ok(())
             }
             Packet::PubRec(id) => {

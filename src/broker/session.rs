@@ -218,9 +218,10 @@ impl Session {
         self.control.push_back(c);
     }
 
-    /// Nothing queued in memory and nothing taken by the writer unwritten.
+    /// Nothing queued in memory, nothing taken by the writer unwritten,
+    /// nothing in flight (so the client's acks were read, too).
     pub fn drained(&self) -> bool {
-        self.queue.is_empty() && !self.writing
+        self.queue.is_empty() && !self.writing && self.inflight.is_empty()
     }
 
     /// Messages waiting (memory and disk) and in flight.

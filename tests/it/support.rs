@@ -109,13 +109,15 @@ impl Gateway {
             .expect("log file");
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "-c", cfg.path_str()])
-            .env("RUST_LOG", "info,rumqttd=warn")
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // a restart appends to the same log: wait for this run's line
+        let before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let child = cmd.spawn().expect("spawn fieldgate");
         let mut gw = Gateway {
             child,
@@ -123,11 +125,11 @@ impl Gateway {
             port,
             log,
         };
-        gw.wait_listening(Duration::from_secs(20));
+        gw.wait_listening(Duration::from_secs(20), before);
         gw
     }
 
-    fn wait_listening(&mut self, within: Duration) {
+    fn wait_listening(&mut self, within: Duration, from: usize) {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -136,7 +138,11 @@ impl Gateway {
                     self.log_text()
                 );
             }
-            if self.log_text().contains("fieldgate running") {
+            if self
+                .log_text()
+                .get(from..)
+                .is_some_and(|t| t.contains("fieldgate running"))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
