@@ -73,28 +73,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        ops::http::serve(
-            m,
-            gateway.to_string(),
-            handle.clone(),
-            ops_cancel.clone(),
-        )
-        .await?;
+        ops::http::serve(m, gateway.to_string(), handle.clone(), ops_cancel.clone()).await?;
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     // With an uplink, the bridge sits between the rules and the local broker.
     let (bridge, pub_rx) = match &config.uplink {
         Some(up) => {
-            let (b, rx) =
-                bridge::Bridge::start(
-                    up,
-                    &gateway,
-                    &config.gateway.data_dir,
-                    pub_rx,
-                    Some(handle.clone()),
-                )
-                    .await?;
+            let (b, rx) = bridge::Bridge::start(
+                up,
+                &gateway,
+                &config.gateway.data_dir,
+                pub_rx,
+                Some(handle.clone()),
+            )
+            .await?;
             (Some(b), rx)
         }
         None => (None, pub_rx),
@@ -111,9 +104,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }),
     ];
 
-    let publisher = tokio::spawn(
-        publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")),
-    );
+    let publisher =
+        tokio::spawn(publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")));
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(ops::status::gateway(&gateway, true)).await;
 

@@ -1,28 +1,12 @@
 //! MQTT topic filters (`+`, `#`) and the topic mapping of `forward` and
 //! `commands` entries.
 //!
-//! Owns matching and prefix arithmetic only. Must not know about the outbox,
-//! the broker or the network.
+//! Owns matching and prefix arithmetic only. Must not know about the outbox
+//! or the network.
 
-/// `true` when `topic` matches the MQTT topic filter `filter`
-/// (MQTT 3.1.1 §4.7: `+` one level, `#` the rest, topics starting with `$`
-/// are not matched by a leading wildcard).
-pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false;
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+/// `true` when `topic` matches the MQTT topic filter `filter` (the broker's
+/// matcher: one rule for the whole gateway).
+pub use crate::broker::topics::matches;
 
 /// Why a filter is not a valid MQTT topic filter, or `None` when it is.
 pub fn filter_problem(filter: &str) -> Option<&'static str> {

@@ -20,6 +20,8 @@
 use std::borrow::Cow;
 
 use super::config::AclRule;
+use super::topics::dollar;
+pub(crate) use super::topics::matches;
 
 /// What a filter grants (or, for `Deny`, takes away).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,30 +176,6 @@ fn substitute<'a>(
     }
     out.push_str(rest);
     Some(Cow::Owned(out))
-}
-
-/// `true` when `level` is the first one and starts with `$`: a filter whose
-/// first level is a wildcard does not match it.
-fn dollar(first: bool, level: &str) -> bool {
-    first && level.starts_with('$')
-}
-
-/// Does the MQTT topic filter `filter` match `topic`? `+` matches one
-/// level, `#` the rest including the parent (`a/#` matches `a`); a first
-/// level `+` or `#` does not match a topic starting with `$`.
-pub(crate) fn matches(filter: &str, topic: &str) -> bool {
-    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
-    let mut first = true;
-    loop {
-        match (f.next(), t.next()) {
-            (None, None) => return true,
-            (Some("#"), level) => return !level.is_some_and(|l| dollar(first, l)),
-            (Some("+"), Some(level)) if !dollar(first, level) => {}
-            (Some(fl), Some(level)) if fl != "+" && fl == level => {}
-            _ => return false,
-        }
-        first = false;
-    }
 }
 
 /// Is there a topic that both filters match?

@@ -57,7 +57,12 @@ impl BrokerHandle {
     /// full, the broker's queue for this subscriber fills and the usual
     /// drop policy applies). Messages keep the publisher's QoS and retain
     /// flag. Invalid filters are skipped with a warning.
-    pub fn subscribe(&self, name: &str, filters: &[String], capacity: usize) -> mpsc::Receiver<Message> {
+    pub fn subscribe(
+        &self,
+        name: &str,
+        filters: &[String],
+        capacity: usize,
+    ) -> mpsc::Receiver<Message> {
         let id: Arc<str> = format!("$local/{name}").into();
         let mut s = Session::new(id, false);
         s.attach(Attached {
@@ -85,7 +90,11 @@ impl BrokerHandle {
     /// The broker's counters now.
     pub fn stats(&self) -> Snapshot {
         let mut s = self.router.stats.snapshot();
-        s.store_failed_commits = self.router.store.as_ref().map_or(0, |st| st.failed_commits());
+        s.store_failed_commits = self
+            .router
+            .store
+            .as_ref()
+            .map_or(0, |st| st.failed_commits());
         s
     }
 

@@ -2,9 +2,10 @@
 //! then the read loop with keep-alive, the packet handlers, and the end
 //! (will, session detach). The write half runs beside it ([`writer`]).
 //!
-//! States: [`Phase::AwaitingConnect`] (only CONNECT is valid, within
-//! [`CONNECT_TIMEOUT`], MQTT-3.1.0-1) → [`Phase::Connected`] → ended with
-//! an [`End`]. A QoS 1/2 PUBLISH is acknowledged only when the intake (the
+//! Phases, in the order of [`serve`]: awaiting CONNECT (only CONNECT is
+//! valid, within [`CONNECT_TIMEOUT`], MQTT-3.1.0-1), refused (CONNACK 1-5,
+//! then close) or connected ([`Conn`]: the read loop beside the writer),
+//! then ended with an [`End`] that decides the will. A QoS 1/2 PUBLISH is acknowledged only when the intake (the
 //! bridge's outbox) and the store hold it; acknowledgements leave in the
 //! order the PUBLISHes came (MQTT-4.6.0-2/3). A protocol violation closes
 //! this connection only. Must not touch other connections' sockets.
@@ -46,16 +47,6 @@ impl Ctx {
     fn max_packet(&self) -> usize {
         self.max_payload + 65_535 + 4
     }
-}
-
-/// Where a connection is.
-pub enum Phase {
-    AwaitingConnect,
-    Connected {
-        cell: Arc<Cell>,
-        generation: u64,
-        user: Option<Arc<str>>,
-    },
 }
 
 /// Why a connection ended.
@@ -107,7 +98,9 @@ where
         .login(connect.username.as_deref(), connect.password.as_deref())
     {
         Login::Accepted { user } => user,
-        Login::BadCredentials => return refuse(&mut wr, peer, connack::BAD_CREDENTIALS, &ctx).await,
+        Login::BadCredentials => {
+            return refuse(&mut wr, peer, connack::BAD_CREDENTIALS, &ctx).await;
+        }
         Login::NotAuthorized => return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await,
     };
     let client_id: Arc<str> = if connect.client_id.is_empty() {
@@ -121,9 +114,12 @@ where
         return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await;
     }
     let kick = CancellationToken::new();
-    let (cell, present, generation) =
-        ctx.router
-            .connect(client_id.clone(), connect.clean_session, user.clone(), kick.clone());
+    let (cell, present, generation) = ctx.router.connect(
+        client_id.clone(),
+        connect.clean_session,
+        user.clone(),
+        kick.clone(),
+    );
     let mut ack = BytesMut::with_capacity(4);
     packet::write_connack(&mut ack, present, connack::ACCEPTED);
     if wr.write_all(&ack).await.is_err() {
@@ -132,14 +128,10 @@ where
     }
     add(&stats.messages_sent, 1);
     info!(%peer, client_id = %client_id, clean = connect.clean_session, session_present = present, "client connected");
-    let phase = Phase::Connected {
-        cell: cell.clone(),
-        generation,
-        user,
-    };
     let mut conn = Conn {
         ctx: ctx.clone(),
-        phase,
+        cell: cell.clone(),
+        user,
         pending: VecDeque::new(),
         kick,
     };
@@ -150,11 +142,13 @@ where
             Err(e) => End::Io(e),
         },
     };
-    if let End::Violation(e) = &end {
-        add(&stats.protocol_errors, 1);
-        info!(%peer, client_id = %client_id, error = %e, "protocol violation; connection closed");
-    } else {
-        info!(%peer, client_id = %client_id, reason = ?end, "client disconnected");
+    match &end {
+        End::Violation(e) => {
+            add(&stats.protocol_errors, 1);
+            info!(%peer, client_id = %client_id, error = %e, "protocol violation; connection closed");
+        }
+        End::Io(e) => info!(%peer, client_id = %client_id, error = %e, "connection lost"),
+        other => info!(%peer, client_id = %client_id, reason = ?other, "client disconnected"),
     }
     ctx.router.disconnect(&cell, generation);
     if !matches!(end, End::Disconnect)
@@ -200,9 +194,11 @@ async fn next_packet<R: AsyncRead + Unpin>(
     }
 }
 
+/// A connected client's read side.
 struct Conn {
     ctx: Arc<Ctx>,
-    phase: Phase,
+    cell: Arc<Cell>,
+    user: Option<Arc<str>>,
     /// Acknowledgements in packet order, each behind its commit.
     pending: VecDeque<(Control, Option<Durable>)>,
     kick: CancellationToken,
@@ -210,17 +206,11 @@ struct Conn {
 
 impl Conn {
     fn cell(&self) -> &Arc<Cell> {
-        match &self.phase {
-            Phase::Connected { cell, .. } => cell,
-            Phase::AwaitingConnect => unreachable!("the read loop runs connected"),
-        }
+        &self.cell
     }
 
     fn user(&self) -> Option<&str> {
-        match &self.phase {
-            Phase::Connected { user, .. } => user.as_deref(),
-            Phase::AwaitingConnect => None,
-        }
+        self.user.as_deref()
     }
 
     fn control(&self, c: Control) {
@@ -261,8 +251,8 @@ impl Conn {
         buf: &mut BytesMut,
         connect: &Connect,
     ) -> End {
-        let keep_alive =
-            (connect.keep_alive > 0).then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
         let max = self.ctx.max_packet();
         loop {
             loop {
@@ -331,7 +321,10 @@ impl Conn {
             Packet::PubRel(id) => {
                 let cell = self.cell().clone();
                 let mut s = cell.lock();
-                if s.inbound.remove(&id) && s.persistent && let Some(store) = &router.store {
+                if s.inbound.remove(&id)
+                    && s.persistent
+                    && let Some(store) = &router.store
+                {
                     store.push(StoreOp::RemoveInbound {
                         client_id: s.client_id.to_string(),
                         pkid: id,
@@ -393,7 +386,9 @@ impl Conn {
                 }
                 return Ok(());
             }
-            if s.persistent && let Some(store) = &router.store {
+            if s.persistent
+                && let Some(store) = &router.store
+            {
                 store.push(StoreOp::AddInbound {
                     client_id: s.client_id.to_string(),
                     pkid: p.pkid,

@@ -121,7 +121,10 @@ impl Broker {
         };
         let limits = Limits {
             max_queued_messages: cfg.max_queued_messages.max(1),
-            max_queued_bytes: cfg.max_queued_bytes.as_usize().max(cfg.max_payload.as_usize()),
+            max_queued_bytes: cfg
+                .max_queued_bytes
+                .as_usize()
+                .max(cfg.max_payload.as_usize()),
             max_spooled_bytes: cfg.max_spooled_bytes.bytes(),
             max_inflight: cfg.max_inflight.max(1) as usize,
         };
@@ -152,8 +155,15 @@ impl Broker {
         }
         for (l, kind) in listeners {
             tracker.spawn(
-                listener::run(l, kind, ctx.clone(), slots.clone(), cancel.clone(), tracker.clone())
-                    .instrument(info_span!("broker")),
+                listener::run(
+                    l,
+                    kind,
+                    ctx.clone(),
+                    slots.clone(),
+                    cancel.clone(),
+                    tracker.clone(),
+                )
+                .instrument(info_span!("broker")),
             );
         }
         let sys = cfg.sys_interval.get();
@@ -182,7 +192,10 @@ impl Broker {
             }
         }
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("broker connections did not close in time");
         }
         if let Some(store) = &self.handle.router.store {

@@ -64,8 +64,14 @@ pub enum Packet {
     PubRec(u16),
     PubRel(u16),
     PubComp(u16),
-    Subscribe { pkid: u16, filters: Vec<(String, u8)> },
-    Unsubscribe { pkid: u16, filters: Vec<String> },
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, u8)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
     PingReq,
     Disconnect,
 }
@@ -104,7 +110,13 @@ pub fn read(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeErro
         Err(_) => return Err(DecodeError::Invalid("remaining length")),
     };
     // the fixed header: byte 1 and 1..4 bytes of remaining length
-    let header_len = 1 + buf[1..].iter().take(4).take_while(|b| *b & 0x80 != 0).count() + 1;
+    let header_len = 1
+        + buf[1..]
+            .iter()
+            .take(4)
+            .take_while(|b| *b & 0x80 != 0)
+            .count()
+        + 1;
     let mut frame = buf.split_to(header.frame_length()).freeze();
     let byte1 = frame[0];
     frame.advance(header_len);

@@ -279,10 +279,16 @@ impl Router {
     }
 
     fn save_subscriptions(&self, s: &Session) {
-        if s.persistent && let Some(store) = &self.store {
+        if s.persistent
+            && let Some(store) = &self.store
+        {
             store.push(StoreOp::SaveSession {
                 client_id: s.client_id.to_string(),
-                subscriptions: s.subscriptions.iter().map(|(f, q)| (f.clone(), *q)).collect(),
+                subscriptions: s
+                    .subscriptions
+                    .iter()
+                    .map(|(f, q)| (f.clone(), *q))
+                    .collect(),
             });
         }
     }

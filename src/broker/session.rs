@@ -44,7 +44,9 @@ pub struct Delivery {
 enum Flight {
     Sent(Delivery),
     /// PUBREC received; PUBREL owed until PUBCOMP.
-    Released { seq: u64 },
+    Released {
+        seq: u64,
+    },
 }
 
 /// Packets a connection owes its client, written before messages.
@@ -194,9 +196,9 @@ impl Session {
                     self.queue.push_back(d);
                 }
                 OutState::Sent { pkid } => self.inflight.push_back((pkid, Flight::Sent(d))),
-                OutState::Released { pkid } => {
-                    self.inflight.push_back((pkid, Flight::Released { seq: r.seq }))
-                }
+                OutState::Released { pkid } => self
+                    .inflight
+                    .push_back((pkid, Flight::Released { seq: r.seq })),
             }
         }
         self.spooled_rows = total_rows.saturating_sub(n);
@@ -335,11 +337,15 @@ impl Session {
             }
         }
         while out.len() < max {
-            let Some(front) = self.queue.front() else { break };
+            let Some(front) = self.queue.front() else {
+                break;
+            };
             if front.qos > 0 && self.inflight.len() >= l.max_inflight {
                 break;
             }
-            let Some(d) = self.queue.pop_front() else { break };
+            let Some(d) = self.queue.pop_front() else {
+                break;
+            };
             self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.size());
             let pkid = if d.qos > 0 {
                 let pkid = self.alloc_pkid();
@@ -355,7 +361,11 @@ impl Session {
             } else {
                 0
             };
-            out.push(Outgoing::Publish { d, pkid, dup: false });
+            out.push(Outgoing::Publish {
+                d,
+                pkid,
+                dup: false,
+            });
         }
         if self.queue.len() <= l.max_queued_messages / 2 {
             self.congested = false;

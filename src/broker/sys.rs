@@ -25,13 +25,19 @@ fn figures(s: &Snapshot, last: &Snapshot, per: Duration) -> Vec<(&'static str, S
     };
     let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     vec![
-        ("version", format!("fieldgate {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "version",
+            format!("fieldgate {}", env!("CARGO_PKG_VERSION")),
+        ),
         ("uptime", format!("{} seconds", s.uptime_secs)),
         ("time", time),
         ("clients/connected", s.clients_connected.to_string()),
         ("clients/disconnected", s.clients_disconnected.to_string()),
         ("clients/maximum", s.clients_maximum.to_string()),
-        ("clients/total", (s.clients_connected + s.clients_disconnected).to_string()),
+        (
+            "clients/total",
+            (s.clients_connected + s.clients_disconnected).to_string(),
+        ),
         ("messages/received", s.messages_received.to_string()),
         ("messages/sent", s.messages_sent.to_string()),
         ("messages/publish/received", s.publish_received.to_string()),
@@ -41,7 +47,10 @@ fn figures(s: &Snapshot, last: &Snapshot, per: Duration) -> Vec<(&'static str, S
         ("subscriptions/count", s.subscriptions.to_string()),
         ("bytes/received", s.bytes_received.to_string()),
         ("bytes/sent", s.bytes_sent.to_string()),
-        ("load/bytes/received", per_min(s.bytes_received, last.bytes_received)),
+        (
+            "load/bytes/received",
+            per_min(s.bytes_received, last.bytes_received),
+        ),
         ("load/bytes/sent", per_min(s.bytes_sent, last.bytes_sent)),
     ]
 }

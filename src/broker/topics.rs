@@ -29,22 +29,27 @@ pub fn valid_filter(f: &str) -> bool {
     true
 }
 
-/// `true` when `filter` matches `topic` (both valid).
+/// Does the MQTT topic filter `filter` match `topic`? `+` matches one
+/// level, `#` the rest including the parent (`a/#` matches `a`); a first
+/// level `+` or `#` does not match a topic starting with `$`.
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
-        return false; // MQTT-4.7.2-1
-    }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
+    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+    let mut first = true;
     loop {
         match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
             (None, None) => return true,
+            (Some("#"), level) => return !level.is_some_and(|l| dollar(first, l)),
+            (Some("+"), Some(level)) if !dollar(first, level) => {}
+            (Some(fl), Some(level)) if fl != "+" && fl == level => {}
             _ => return false,
         }
+        first = false;
     }
+}
+
+/// `true` on the first level of a `$` topic, which wildcards skip.
+pub(crate) fn dollar(first: bool, level: &str) -> bool {
+    first && level.starts_with('$')
 }
 
 struct Node<S> {
@@ -69,7 +74,10 @@ impl<S> Node<S> {
     }
 
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.exact.is_empty() && self.hash.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.exact.is_empty()
+            && self.hash.is_empty()
     }
 }
 
@@ -94,11 +102,15 @@ impl<S: Clone + PartialEq> Default for Tree<S> {
 
 impl<S: Clone + PartialEq> Tree<S> {
     fn node(&self, i: usize) -> &Node<S> {
-        self.nodes[i].as_ref().unwrap_or_else(|| unreachable!("live node index"))
+        self.nodes[i]
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("live node index"))
     }
 
     fn node_mut(&mut self, i: usize) -> &mut Node<S> {
-        self.nodes[i].as_mut().unwrap_or_else(|| unreachable!("live node index"))
+        self.nodes[i]
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("live node index"))
     }
 
     fn alloc(&mut self, n: Node<S>) -> usize {

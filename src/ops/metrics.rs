@@ -302,7 +302,8 @@ impl Metrics {
         self.broker_dropped.set(gauge(b.publish_dropped));
         self.broker_protocol_errors.set(gauge(b.protocol_errors));
         self.broker_publish_denied.set(gauge(b.publish_denied));
-        self.broker_store_failed_commits.set(gauge(b.store_failed_commits));
+        self.broker_store_failed_commits
+            .set(gauge(b.store_failed_commits));
     }
 
     /// Records a device's state (called with every status change).

@@ -50,8 +50,11 @@ async fn sessions_queued_messages_and_retained_survive_sigkill() {
             panic!("closed after {got:?}");
         };
         if first == raw::PUBREL {
-            c.send(&raw::ack(raw::PUBCOMP, u16::from_be_bytes([body[0], body[1]])))
-                .await;
+            c.send(&raw::ack(
+                raw::PUBCOMP,
+                u16::from_be_bytes([body[0], body[1]]),
+            ))
+            .await;
             completed = true;
             continue;
         }
