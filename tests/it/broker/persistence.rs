@@ -39,6 +39,7 @@ async fn sessions_queued_messages_and_retained_survive_sigkill() {
         .await;
 
     let (mut c, sp) = Raw::open(gw.port, &persistent).await;
+    assert!(sp, "session present after the restart (MQTT-3.2.2-2)");
     // the three arrive back to back: answer each packet as it comes
     // (PUBREL may arrive after a later PUBLISH)
     let mut got = Vec::new();
