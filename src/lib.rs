@@ -2,7 +2,7 @@
 //! through rules, publishes them on an embedded broker and forwards them
 //! upstream.
 //!
-//! Module map (see DESIGN.md §2):
+//! Module map (see docs/design.md):
 //! - [`config`]: the YAML schema, loading and validation with YAML paths;
 //! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
 //! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;

@@ -99,6 +99,16 @@ fn init_logging(level: &str, format: LogFormat) {
             builder.with_ansi(std::io::stderr().is_terminal()).init()
         }
     }
+    // panics go to the log with their place (a broker connection task's
+    // panic closes that connection only; tokio catches it)
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(%at, %thread, panic = %info, "a task panicked");
+    }));
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {

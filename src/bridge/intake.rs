@@ -3,9 +3,10 @@
 //! *before* the broker acknowledges them (PUBACK / PUBREC), so a SIGKILL at
 //! any moment loses no acknowledged message.
 //!
-//! The broker calls [`LocalIntake::offer`] for every QoS 1/2 PUBLISH of a
-//! client, before it routes it; the returned future resolves when the row
-//! is committed (or, if the commit failed, handed to the live queue). Every
+//! The broker calls [`LocalIntake::offer`] for every PUBLISH of a client,
+//! before it routes it; for QoS 1/2 the returned future resolves when the
+//! row is committed (or, if the commit failed, handed to the live queue),
+//! and the acknowledgement waits for it. Every
 //! offer joins one pending batch, in arrival order, and one task commits
 //! each batch with one insert (group commit). A message that several
 //! `forward` entries match is committed once, under the first entry.
@@ -98,7 +99,7 @@ impl crate::broker::Intake for LocalIntake {
             .unwrap_or_else(|e| e.into_inner())
             .push((msg, tx));
         i.notify.notify_one();
-        // a gone writer leaves the message unacknowledged: the client resends
+        // a gone writer: the broker does not acknowledge, the client resends
         Some(Box::pin(async move { rx.await.unwrap_or(false) }))
     }
 }

@@ -65,6 +65,7 @@ impl BrokerHandle {
     ) -> mpsc::Receiver<Message> {
         let id: Arc<str> = format!("$local/{name}").into();
         let mut s = Session::new(id, false);
+        s.internal = true;
         s.attach(Attached {
             generation: LOCAL_GENERATION,
             kick: CancellationToken::new(),

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub router: Arc<Router>,
     pub auth: Auth,
     pub max_payload: usize,
+    /// Cancelled when the broker stops.
+    pub shutdown: CancellationToken,
 }
 
 impl Ctx {
@@ -57,6 +59,11 @@ pub enum End {
     Closed,
     KeepAlive,
     TakenOver,
+    /// The broker is stopping: no will (the client did nothing wrong).
+    Shutdown,
+    /// A commit the acknowledgement waited for failed: the message is not
+    /// acknowledged, the client sends it again after reconnecting.
+    NotDurable,
     Violation(DecodeError),
     Io(std::io::Error),
 }
@@ -151,7 +158,7 @@ where
         other => info!(%peer, client_id = %client_id, reason = ?other, "client disconnected"),
     }
     ctx.router.disconnect(&cell, generation);
-    if !matches!(end, End::Disconnect)
+    if !matches!(end, End::Disconnect | End::Shutdown)
         && let Some(w) = connect.will
     {
         // MQTT-3.1.2-8: abrupt close, keep-alive expiry, protocol error, takeover
@@ -228,11 +235,14 @@ impl Conn {
         }
     }
 
-    /// Sends the acknowledgements at the front whose commits are done.
-    async fn settle_front(&mut self) {
+    /// Sends the acknowledgement at the front once its commit is done,
+    /// and every ready one behind it; `false` when a commit failed.
+    async fn settle_front(&mut self) -> bool {
         if let Some((c, d)) = self.pending.front_mut() {
-            if let Some(f) = d.take() {
-                f.await;
+            if let Some(f) = d.take()
+                && !f.await
+            {
+                return false;
             }
             let c = c.clone();
             self.pending.pop_front();
@@ -243,6 +253,7 @@ impl Conn {
                 self.control(c);
             }
         }
+        true
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
@@ -262,8 +273,8 @@ impl Conn {
                         if let Err(end) = self.handle(p).await {
                             return end;
                         }
-                        if self.pending.len() >= MAX_PENDING {
-                            self.settle_front().await;
+                        if self.pending.len() >= MAX_PENDING && !self.settle_front().await {
+                            return End::NotDurable;
                         }
                     }
                     Ok(None) => break,
@@ -277,10 +288,14 @@ impl Conn {
                 }
             };
             let kick = self.kick.clone();
+            let shutdown = self.ctx.shutdown.clone();
             tokio::select! {
                 biased;
                 _ = kick.cancelled() => return End::TakenOver,
-                _ = self.settle_front(), if !self.pending.is_empty() => {}
+                _ = shutdown.cancelled() => return End::Shutdown,
+                ok = self.settle_front(), if !self.pending.is_empty() => if !ok {
+                    return End::NotDurable;
+                },
                 r = read => match r {
                     None => return End::KeepAlive, // MQTT-3.1.2-24
                     Some(Ok(0)) => return End::Closed,
@@ -402,9 +417,8 @@ impl Conn {
         let mut durable = Vec::new();
         if allowed {
             let msg = Message::new(p.topic.into(), p.payload, p.qos, p.retain);
-            if p.qos > 0
-                && let Some(f) = router.intake(&msg)
-            {
+            // QoS 0 on a forwarded topic goes live (the intake returns None)
+            if let Some(f) = router.intake(&msg) {
                 durable.push(f);
             }
             if let Some(f) = router.publish(msg).await {

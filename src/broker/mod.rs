@@ -142,8 +142,9 @@ impl Broker {
             router: router.clone(),
             auth,
             max_payload: cfg.max_payload.as_usize(),
+            shutdown: CancellationToken::new(),
         });
-        let cancel = CancellationToken::new();
+        let cancel = ctx.shutdown.clone();
         let tracker = TaskTracker::new();
         let slots = Slots::new(cfg.max_connections);
         let mut listeners = vec![(plain, Kind::Plain)];
@@ -182,15 +183,10 @@ impl Broker {
         self.handle.clone()
     }
 
-    /// Stops the listeners, closes every client connection (their wills
-    /// fire) and commits the store, within `deadline`.
+    /// Stops the listeners, closes every client connection (no wills: the
+    /// clients did nothing wrong) and commits the store, within `deadline`.
     pub async fn stop(self, deadline: Duration) {
         self.cancel.cancel();
-        for cell in self.handle.router.attached() {
-            if let Some(a) = &cell.lock().attached {
-                a.kick.cancel();
-            }
-        }
         self.tracker.close();
         if tokio::time::timeout(deadline, self.tracker.wait())
             .await

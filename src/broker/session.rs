@@ -7,7 +7,7 @@
 //! `max_spooled_bytes`.
 //!
 //! Owns the per-session state and its limits (see `docs/design.md`,
-//! "Broker: queues and drops"). Must not touch sockets or other sessions:
+//! "Embedded broker", "Queues and drops"). Must not touch sockets or other sessions:
 //! the connection writer takes what to send with [`Session::take`].
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -110,6 +110,8 @@ pub struct Session {
     pub congested: bool,
     /// The writer holds messages it took and has not written yet.
     pub writing: bool,
+    /// An in-process subscriber of the gateway itself (no ACL applies).
+    pub internal: bool,
     /// Store ops produced by the last calls, for the caller to push.
     pub ops: Vec<StoreOp>,
 }
@@ -172,6 +174,7 @@ impl Session {
             resend: false,
             congested: false,
             writing: false,
+            internal: false,
             ops: Vec::new(),
         }
     }

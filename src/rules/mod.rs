@@ -1,5 +1,5 @@
 //! The rules stage: turns [`Reading`]s into [`Publish`]es, through Rhai
-//! scripts (`fn on_reading(r)`, DESIGN.md §5) or, without scripts, the
+//! scripts (`fn on_reading(r)`, docs/design.md) or, without scripts, the
 //! default mapping (this file and `mapping.rs`).
 //!
 //! Files: `api.rs` (what scripts see: the reading object, `emit`,

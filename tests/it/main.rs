@@ -1,5 +1,5 @@
 //! Integration tests: one binary, one module per area. They run the real
-//! `fieldgate` binary and real peers on loopback (see DESIGN.md §7).
+//! `fieldgate` binary and real peers on loopback (see docs/design.md).
 
 mod bridge;
 mod bridge_crash;

@@ -4,7 +4,7 @@
 //! Owns [`Link`] (implemented by the TCP connection and the serial bus) and
 //! [`CallError`]. A transport must drop its tokio-modbus context after any
 //! error other than an exception: after a timeout the context is out of step
-//! for ever (PITFALLS.md). Must not know about points or status.
+//! for ever (seen with tokio-modbus 0.17). Must not know about points or status.
 
 use std::fmt;
 use std::future::Future;

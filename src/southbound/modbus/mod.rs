@@ -1,4 +1,4 @@
-//! The Modbus device kinds `modbus-tcp` and `modbus-rtu` (DESIGN.md §3):
+//! The Modbus device kinds `modbus-tcp` and `modbus-rtu` (docs/design.md, README "Modbus"):
 //! their config structs and checks, and the sources that poll them.
 //!
 //! Layout: `config.rs` (config structs and checks), `points.rs` (register

@@ -74,8 +74,8 @@ async fn connect_eventually(port: u16, id: &str, within: Duration) -> TcpStream 
     }
 }
 
-/// Clients resetting right after CONNECT (rumqttd 0.20 used to poison its
-/// listener on that) leave the broker serving; a reused client id connects.
+/// Clients resetting right after CONNECT leave the broker serving; a
+/// reused client id connects.
 #[tokio::test]
 async fn a_client_resetting_right_after_connect_does_not_kill_the_listener() {
     let mut gw = Gateway::start(&yaml(""));

@@ -227,8 +227,8 @@ async fn websocket_listener_carries_mqtt() {
     assert_eq!(sub.wait_topic("l/ws-up", SECS).await.text(), "from-browser");
 }
 
-/// rumqttd 0.20 does the TLS handshake inside its accept loop; fieldgate
-/// terminates TLS itself, one task per handshake.
+/// Each TLS handshake runs in its own task with a deadline: a silent
+/// client blocks nobody.
 #[tokio::test]
 async fn a_silent_tcp_client_does_not_block_the_tls_listener() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -262,8 +262,7 @@ async fn a_silent_tcp_client_does_not_block_the_tls_listener() {
     assert!(ok, "a TLS client behind a silent one failed: {err}");
 }
 
-/// rumqttd 0.20 does the websocket handshake inside its accept loop;
-/// fieldgate terminates the websocket itself, one task per handshake.
+/// Each websocket handshake runs in its own task with a deadline.
 #[tokio::test]
 async fn a_silent_tcp_client_does_not_block_the_websocket_listener() {
     let ws_port = free_port();

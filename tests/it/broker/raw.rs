@@ -322,7 +322,7 @@ pub enum ConnectOutcome {
 }
 
 /// How long [`connect_raw`] waits for the answer (generous: 1,000 clients
-/// connecting at once queue behind rumqttd's accept loop).
+/// connecting at once on 2 shared cores).
 const CONNACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Opens a TCP connection and sends CONNECT; returns the stream and the answer.
