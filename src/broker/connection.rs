@@ -70,8 +70,16 @@ pub enum End {
 
 /// Serves one client until it leaves. `full`: the broker is at
 /// `max_connections`, so the CONNECT is answered with CONNACK 3.
-pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Ctx>, full: bool)
-where
+///
+/// `slot` (the connection's place under `max_connections`) is given back
+/// before the socket closes, so a client that saw the close finds it free.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    full: bool,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -165,6 +173,8 @@ where
         let msg = Message::new(w.topic.into(), w.payload, w.qos, w.retain);
         ctx.router.publish(msg).await;
     }
+    drop(slot);
+    drop(rd);
 }
 
 /// Answers CONNECT with a refusal code, then closes.

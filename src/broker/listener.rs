@@ -116,13 +116,12 @@ pub async fn run(
         let (kind, for_task) = (kind.clone(), ctx.clone());
         let task = tracker.spawn(async move {
             let ctx = for_task;
-            let _permit = permit;
             match kind {
-                Kind::Plain => serve(tcp, peer, ctx, full).await,
+                Kind::Plain => serve(tcp, peer, ctx, full, permit).await,
                 Kind::Tls(acceptor) => {
                     let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                     if let Some(s) = handshaken("tls", peer, r) {
-                        serve(s, peer, ctx, full).await;
+                        serve(s, peer, ctx, full, permit).await;
                     }
                 }
                 Kind::Websocket => {
@@ -133,7 +132,7 @@ pub async fn run(
                     .await;
                     if let Some(s) = handshaken("websocket", peer, r) {
                         let ws = ws_stream_tungstenite::WsStream::new(s);
-                        serve(ws, peer, ctx, full).await;
+                        serve(ws, peer, ctx, full, permit).await;
                     }
                 }
             }
