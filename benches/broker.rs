@@ -123,16 +123,21 @@ async fn settle(ms: u64) {
 async fn memory(mq: &mut BrokerProc, fg: &mut BrokerProc) -> Vec<Verdict> {
     settle(1000).await;
     let idle = [mq.rss_kib(), fg.rss_kib()];
+    let mut anon = vec![("idle", [mq.anon_kib(), fg.anon_kib()])];
     let mut conns = [0; 2];
+    let mut anon_conns = [0; 2];
     for (i, b) in [&*mq, &*fg].into_iter().enumerate() {
         let open = procs::idle_connections(b.port, IDLE_CONNECTIONS).await;
         settle(500).await; // let the broker settle before sampling
         conns[i] = b.rss_kib();
+        anon_conns[i] = b.anon_kib();
         drop(open);
         settle(300).await;
     }
+    anon.push(("100 idle connections", anon_conns));
     let burst_n = n(200_000);
     let mut burst = [0; 2];
+    let mut anon_burst = [0; 2];
     let mut burst_note = String::new();
     for (i, b) in [&*mq, &*fg].into_iter().enumerate() {
         let spec = Spec {
@@ -146,6 +151,7 @@ async fn memory(mq: &mut BrokerProc, fg: &mut BrokerProc) -> Vec<Verdict> {
         let r = run::run(Kind::Rumqttc, b.port, &format!("burst-{}", b.name), spec).await;
         settle(1000).await;
         burst[i] = b.rss_kib();
+        anon_burst[i] = b.anon_kib();
         burst_note += &format!(
             "  {}: {}/{} delivered{}",
             b.name,
@@ -182,6 +188,20 @@ async fn memory(mq: &mut BrokerProc, fg: &mut BrokerProc) -> Vec<Verdict> {
         out.push(v);
     }
     println!("burst (rumqttc, 1 -> 1):{burst_note}");
+    anon.push(("after the burst", anon_burst));
+    let anon: Vec<String> = anon
+        .iter()
+        .map(|(name, [m, f])| {
+            format!(
+                "{name} {m} / {f} ({:+.1} MiB)",
+                (*f as f64 - *m as f64) / 1024.0
+            )
+        })
+        .collect();
+    println!(
+        "RssAnon (heap and stacks, without mapped program files), mosquitto / fieldgate KiB: {}",
+        anon.join(", ")
+    );
     out
 }
 

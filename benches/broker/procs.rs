@@ -25,11 +25,21 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// VmRSS of the broker process in KiB (0 if it cannot be read).
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// RssAnon (heap, stacks: resident memory without the mapped program
+    /// and library files) in KiB.
+    pub fn anon_kib(&self) -> u64 {
+        self.status_kib("RssAnon:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .find_map(|l| l.strip_prefix(field))
                     .and_then(|v| v.split_whitespace().next())
                     .and_then(|v| v.parse().ok())
             })

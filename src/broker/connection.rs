@@ -248,9 +248,12 @@ impl Conn {
     /// Sends the acknowledgement at the front once its commit is done,
     /// and every ready one behind it; `false` when a commit failed.
     async fn settle_front(&mut self) -> bool {
+        // cancel-safe: this runs in a `select!` beside the socket read, so
+        // the commit future stays in its entry until it has resolved (no
+        // await between its end and the pop)
         if let Some((c, d)) = self.pending.front_mut() {
-            if let Some(f) = d.take()
-                && !f.await
+            if let Some(f) = d.as_mut()
+                && !f.as_mut().await
             {
                 return false;
             }
