@@ -2,6 +2,7 @@
 //! `fieldgate` binary and real peers on loopback (see docs/design.md).
 
 mod bridge;
+mod bridge_ack;
 mod bridge_crash;
 mod bridge_large;
 mod bridge_qos2;
