@@ -43,6 +43,7 @@ impl BrokerHandle {
             return false;
         }
         let msg = Message::new(p.topic.into(), p.payload, p.qos.as_u8(), p.retain);
+        super::stats::add(&self.router.stats.publish_received, 1);
         self.router.publish(msg).await;
         true
     }

@@ -398,6 +398,7 @@ impl Conn {
                 max: self.ctx.max_payload,
             }));
         }
+        add(&router.stats.publish_received, 1);
         let cell = self.cell().clone();
         let ack = match p.qos {
             0 => None,

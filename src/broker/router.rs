@@ -355,11 +355,11 @@ impl Router {
         }
     }
 
-    /// Routes `msg` to every matching session; waits (bounded) for room in
+    /// Routes `msg` to every matching session (callers count it as
+    /// received: clients' and the gateway's messages, not `$SYS`); waits (bounded) for room in
     /// full queues. The result resolves when every persistent session's
     /// copy is on disk (`None`: nothing to wait for).
     pub async fn publish(&self, msg: Message) -> Option<Durable> {
-        add(&self.stats.publish_received, 1);
         if msg.retain {
             self.retain(&msg);
         }
