@@ -4,9 +4,11 @@
 //!
 //! Files, one responsibility each: [`config`] (`broker:`), [`packet`]
 //! (strict decoding, encoding), [`topics`] (names, filters, the
-//! subscription tree), [`message`], [`session`] (queues, in-flight,
-//! limits), [`router`] (sessions by client id, routing, retained, intake),
-//! [`connection`] and [`writer`] (one client), [`listener`] (plain, TLS,
+//! subscription tree), [`message`], [`session`] (queues, limits; its
+//! `flight` child: in-flight window and acks), [`router`] (routing,
+//! retained, intake; its `lifecycle` child: takeover, clean sessions,
+//! restore), [`connection`] (one client; its `handlers` child: packets)
+//! and [`writer`], [`listener`] (plain, TLS,
 //! websocket), [`auth`] and [`acl`], [`store`] (SQLite: persistent
 //! sessions and retained messages), [`sys`] (`$SYS`), [`stats`], [`api`]
 //! (the in-process [`BrokerHandle`]). What it guarantees and drops is in

@@ -11,6 +11,8 @@
 //! message to that subscriber is dropped and counted. Lock order: tree,
 //! then one session at a time; never two sessions. Must not touch sockets.
 
+mod lifecycle;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,11 +22,10 @@ use std::time::Duration;
 
 use super::acl::Acl;
 use super::message::Message;
-use super::session::{Attached, Cell, Delivery, Limits, Offer, Session};
+use super::session::{Cell, Delivery, Limits, Offer, Session};
 use super::stats::{Stats, add};
-use super::store::{Loaded, Store, StoreOp, StoredMessage};
+use super::store::{Store, StoreOp, StoredMessage};
 use super::topics::{Tree, matches};
-use tokio_util::sync::CancellationToken;
 
 /// How long a publisher waits for room in a subscriber's full queue.
 pub const FULL_WAIT: Duration = Duration::from_millis(500);
@@ -105,139 +106,6 @@ impl Router {
             Some(store) => s.ops.drain(..).for_each(|op| store.push(op)),
             None => s.ops.clear(),
         }
-    }
-
-    /// Loads persistent sessions and retained messages from the store.
-    pub fn restore(&self, loaded: Loaded) {
-        let mut retained = lock(&self.retained);
-        for m in loaded.retained {
-            let topic: Arc<str> = m.topic.into();
-            retained.insert(topic.clone(), Message::new(topic, m.payload, m.qos, true));
-        }
-        self.stats.retained.store(retained.len() as u64, Relaxed);
-        drop(retained);
-        let mut sessions = lock(&self.sessions);
-        let mut tree = self.tree_write();
-        for st in loaded.sessions {
-            let id: Arc<str> = st.client_id.into();
-            let mut s = Session::new(id.clone(), true);
-            s.restore(st.messages, st.total_rows, st.total_bytes);
-            s.inbound.extend(st.inbound_qos2);
-            let subs = st.subscriptions;
-            for (f, q) in &subs {
-                s.subscriptions.insert(f.clone(), *q);
-            }
-            let cell = Cell::new(s);
-            for (f, q) in subs {
-                let sub = Sub {
-                    cell: cell.clone(),
-                    qos: q,
-                };
-                tree.insert(&f, sub, |x| Arc::ptr_eq(&x.cell, &cell));
-            }
-            sessions.insert(id, cell);
-            add(&self.stats.clients_disconnected, 1);
-        }
-        self.stats.subscriptions.store(tree.len() as u64, Relaxed);
-    }
-
-    /// Attaches a connection to the session of `client_id` (taking it over
-    /// from another connection). Returns the cell, session-present and the
-    /// connection's generation.
-    pub fn connect(
-        &self,
-        client_id: Arc<str>,
-        clean: bool,
-        user: Option<Arc<str>>,
-        kick: CancellationToken,
-    ) -> (Arc<Cell>, bool, u64) {
-        let generation = self.generation.fetch_add(1, Relaxed);
-        let mut sessions = lock(&self.sessions);
-        let existing = sessions.get(&client_id).cloned();
-        let mut present = false;
-        let cell = match existing {
-            Some(cell) => {
-                let mut s = cell.lock();
-                if let Some(old) = s.attached.take() {
-                    old.kick.cancel(); // MQTT-3.1.4-2
-                } else {
-                    self.stats.clients_disconnected.fetch_sub(1, Relaxed);
-                }
-                if clean || !s.persistent {
-                    drop(s);
-                    self.drop_session(&cell);
-                    None
-                } else {
-                    present = true;
-                    Some(cell.clone())
-                }
-            }
-            None => None,
-        };
-        let cell = cell.unwrap_or_else(|| {
-            let cell = Cell::new(Session::new(client_id.clone(), !clean));
-            if !clean && let Some(store) = &self.store {
-                store.push(StoreOp::SaveSession {
-                    client_id: client_id.to_string(),
-                    subscriptions: Vec::new(),
-                });
-            }
-            sessions.insert(client_id, cell.clone());
-            cell
-        });
-        drop(sessions);
-        let mut s = cell.lock();
-        s.user = user;
-        s.attach(Attached { generation, kick });
-        drop(s);
-        self.stats.connected();
-        (cell, present, generation)
-    }
-
-    /// Removes a session's subscriptions and its stored state.
-    fn drop_session(&self, cell: &Arc<Cell>) {
-        let (filters, persistent) = {
-            let mut s = cell.lock();
-            let f: Vec<String> = std::mem::take(&mut s.subscriptions).into_keys().collect();
-            (f, s.persistent)
-        };
-        let mut tree = self.tree_write();
-        for f in filters {
-            tree.remove(&f, |x| Arc::ptr_eq(&x.cell, cell));
-        }
-        self.stats.subscriptions.store(tree.len() as u64, Relaxed);
-        drop(tree);
-        if persistent && let Some(store) = &self.store {
-            store.push(StoreOp::DeleteSession {
-                client_id: cell.client_id.to_string(),
-            });
-        }
-    }
-
-    /// The connection of `generation` ended. A clean session ends with it.
-    pub fn disconnect(&self, cell: &Arc<Cell>, generation: u64) {
-        let mut s = cell.lock();
-        if s.attached.as_ref().map(|a| a.generation) != Some(generation) {
-            return; // taken over: the new connection owns the session
-        }
-        let dropped = s.detach();
-        add(&self.stats.publish_dropped, dropped as u64);
-        let persistent = s.persistent;
-        drop(s);
-        self.stats.clients_connected.fetch_sub(1, Relaxed);
-        if persistent {
-            add(&self.stats.clients_disconnected, 1);
-            return;
-        }
-        let mut sessions = lock(&self.sessions);
-        if sessions
-            .get(&cell.client_id)
-            .is_some_and(|c| Arc::ptr_eq(c, cell))
-        {
-            sessions.remove(&cell.client_id);
-        }
-        drop(sessions);
-        self.drop_session(cell);
     }
 
     /// Adds subscriptions; returns the SUBACK codes and the granted
