@@ -26,15 +26,43 @@ pub fn render(config: &Config) -> String {
     if let Some(ws) = config.broker.websocket {
         let _ = writeln!(s, "        ws://{ws}");
     }
-    let auth = if config.broker.users.is_empty() {
-        "anonymous clients allowed".to_string()
+    let b = &config.broker;
+    let mut auth = Vec::new();
+    if !b.users.is_empty() {
+        auth.push(format!("{} user(s)", b.users.len()));
+    }
+    if let Some(f) = &b.password_file {
+        auth.push(format!("password file {}", f.display()));
+    }
+    let anonymous = b
+        .allow_anonymous
+        .unwrap_or(b.users.is_empty() && b.password_file.is_none());
+    auth.push(format!(
+        "anonymous clients {}",
+        if anonymous { "allowed" } else { "refused" }
+    ));
+    if let Some(acl) = &b.acl {
+        auth.push(format!("ACL of {} rule(s)", acl.len()));
+    }
+    let _ = writeln!(
+        s,
+        "        {}, max {} connections, max payload {}",
+        auth.join(", "),
+        b.max_connections,
+        b.max_payload
+    );
+    let sys = if b.sys_interval.get().is_zero() {
+        "$SYS off".to_string()
     } else {
-        format!("{} user(s), anonymous refused", config.broker.users.len())
+        format!("$SYS every {}", b.sys_interval)
     };
     let _ = writeln!(
         s,
-        "        {auth}, max {} connections, max payload {}",
-        config.broker.max_connections, config.broker.max_payload
+        "        {sys}; per session {} messages / {} in memory, {} spooled to {}",
+        b.max_queued_messages,
+        b.max_queued_bytes,
+        b.max_spooled_bytes,
+        config.gateway.data_dir.join("broker.db").display()
     );
     let _ = writeln!(s, "status  {gw}/status (retained online/offline)");
     let what = if config.rules.scripts.is_empty() {
