@@ -118,6 +118,11 @@ impl Conn {
                 });
             }
         }
+        // back-pressure from the store: a publisher waits while its
+        // writer is more than HIGH_WATER behind (memory stays bounded)
+        if let Some(store) = &router.store {
+            store.room().await;
+        }
         let allowed = match &router.acl {
             Some(acl) => acl.can_write(self.user(), &cell.client_id, &p.topic),
             None => true,
