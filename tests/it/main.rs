@@ -7,6 +7,7 @@ mod bridge_large;
 mod bridge_qos2;
 mod broker;
 mod config_errors;
+mod homeassistant;
 mod modbus;
 mod modbus_rtu;
 mod modbus_server;
