@@ -73,7 +73,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        ops::http::serve(m, gateway.to_string(), handle.clone(), ops_cancel.clone()).await?;
+        let api = ops::api::Api::new(
+            gateway.to_string(),
+            ops::points::catalogue(&config.devices),
+            handle.clone(),
+        );
+        let page = ops::page::Page::new(api, ops::http::page_auth(m, &config.broker)?);
+        ops::http::serve(
+            m,
+            gateway.to_string(),
+            handle.clone(),
+            Arc::new(page),
+            ops_cancel.clone(),
+        )
+        .await?;
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);

@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod notify;
 pub mod page;
 pub mod points;
+pub mod readings;
 pub mod status;
