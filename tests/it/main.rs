@@ -12,6 +12,7 @@ mod modbus;
 mod modbus_rtu;
 mod modbus_server;
 mod ops;
+mod page;
 mod rules;
 mod serial;
 mod skeleton;
