@@ -325,3 +325,22 @@ async fn api_reports_status_and_devices_and_asks_for_a_login() {
     assert!(text.contains("text/event-stream"), "{text}");
     assert!(text.contains("data: {"), "{text}");
 }
+
+#[test]
+fn http_and_metrics_sections_are_one_section() {
+    let both = crate::support::ConfigDir::new(
+        "gateway: { id: gw }\nhttp: { listen: \"127.0.0.1:9181\" }\nmetrics: { listen: \"127.0.0.1:9182\" }\n",
+    );
+    let out = crate::support::fieldgate(&["check", "-c", both.path_str()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http") && err.contains("give only one"),
+        "{err}"
+    );
+    let alias = crate::support::ConfigDir::new(
+        "gateway: { id: gw }\nhttp: { listen: \"127.0.0.1:9181\", users: [] }\n",
+    );
+    let out = crate::support::fieldgate(&["check", "-c", alias.path_str()]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+}
