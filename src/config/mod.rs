@@ -274,6 +274,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "`http:` and `metrics:` are the same section: give only one",
         );
     }
+    let (http_key, http) = match (&raw.http, &raw.metrics) {
+        (Some(h), _) => ("http", Some(h)),
+        (None, m) => ("metrics", m.as_ref()),
+    };
+    for (i, u) in http.map_or(&[][..], |h| &h.users).iter().enumerate() {
+        if let Err(e) = u.source().and_then(|s| s.resolve()) {
+            report.add(format!("{http_key}.users[{i}]"), e);
+        }
+    }
     if let Some(ha) = &raw.homeassistant
         && (ha.prefix.is_empty()
             || !crate::broker::valid_publish_topic(&format!("{}/status", ha.prefix)))

@@ -343,4 +343,15 @@ fn http_and_metrics_sections_are_one_section() {
     );
     let out = crate::support::fieldgate(&["check", "-c", alias.path_str()]);
     assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    // a page login whose secret does not resolve is a config error
+    let unset = crate::support::ConfigDir::new(
+        "gateway: { id: gw }\nhttp:\n  users: [{ username: tech, password_env: FIELDGATE_UNSET_PW }]\n",
+    );
+    let out = crate::support::fieldgate(&["check", "-c", unset.path_str()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http.users[0]") && err.contains("FIELDGATE_UNSET_PW"),
+        "{err}"
+    );
 }
