@@ -8,6 +8,7 @@ mod bridge_qos2;
 mod broker;
 mod config_errors;
 mod homeassistant;
+mod homeassistant_uplink;
 mod modbus;
 mod modbus_rtu;
 mod modbus_server;
