@@ -14,6 +14,7 @@ mod modbus_rtu;
 mod modbus_server;
 mod ops;
 mod page;
+mod page_live;
 mod rules;
 mod serial;
 mod skeleton;
