@@ -15,6 +15,10 @@ use crate::support::{Gateway, Sub, free_port};
 
 const SECS: Duration = Duration::from_secs(10);
 
+/// One headless chromium at a time in this test binary: two at once load
+/// both cores and slow the timing tests that run beside them.
+pub(crate) static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(http_port: u16, closed_port: u16, auth: &str) -> String {
     format!(
         r#"
@@ -119,6 +123,7 @@ async fn status_page_in_chromium_shows_devices_values_and_offline() {
     let mut sub = Sub::connect(gw.port, &["site-gw/status/plc"], QoS::AtLeastOnce).await;
     sub.wait_for(SECS, |m| m.json()["state"] == "offline").await;
 
+    let _one_browser = BROWSER.lock().await;
     let profile = tempfile::tempdir().expect("profile dir");
     let url = format!("http://127.0.0.1:{http}/");
     // (the DOM is dumped at the load event: the first event-stream message

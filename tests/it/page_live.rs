@@ -76,6 +76,7 @@ devices:
     let mut sub = Sub::connect(gw.port, &["live-gw/line/parts"], QoS::AtMostOnce).await;
     sub.next(SECS).await;
 
+    let _one_browser = crate::page::BROWSER.lock().await;
     let profile = tempfile::tempdir().expect("profile");
     let devtools = free_port();
     let _browser = Browser(
