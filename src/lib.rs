@@ -10,7 +10,7 @@
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: fieldgate's own MQTT broker and its in-process API;
 //! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
-//! - [`ops`]: status topics;
+//! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery;
 //! - [`plan`]: what `fieldgate check` prints.
 //!
 //! [`run`] wires the stages together and owns the shutdown order: sources
@@ -73,7 +73,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        ops::http::serve(m, gateway.to_string(), handle.clone(), ops_cancel.clone()).await?;
+        let api = ops::api::Api::new(
+            gateway.to_string(),
+            ops::points::catalogue(&config.devices),
+            handle.clone(),
+        );
+        let page = ops::page::Page::new(api, ops::http::page_auth(m, &config.broker)?);
+        ops::http::serve(
+            m,
+            gateway.to_string(),
+            handle.clone(),
+            Arc::new(page),
+            ops_cancel.clone(),
+        )
+        .await?;
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
@@ -144,6 +157,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         )
         .instrument(info_span!("commands")),
     );
+    if let Some(ha) = &config.homeassistant {
+        let mapping = rules::DefaultMapping::new(&gateway, &config.rules);
+        let devices = ops::points::catalogue(&config.devices);
+        let entities = ops::homeassistant::entities(&ha.prefix, &gateway, &devices, &|d, p| {
+            mapping.topic(d, p)
+        });
+        tokio::spawn(
+            ops::homeassistant::run(
+                ha.clone(),
+                config.gateway.data_dir.clone(),
+                entities,
+                handle.clone(),
+                pub_tx.clone(),
+                sources_cancel.clone(),
+            )
+            .instrument(info_span!("homeassistant")),
+        );
+    }
     drop(ctx);
     tracker.close();
     ops::notify::ready();

@@ -88,16 +88,25 @@ enum OutboxAction {
 
 fn init_logging(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
         LogFormat::Text => {
             use std::io::IsTerminal;
-            builder.with_ansi(std::io::stderr().is_terminal()).init()
+            fmt.with_ansi(std::io::stderr().is_terminal()).boxed()
         }
-    }
+    };
+    // the status page's recent warnings (WARN and above, a bounded ring)
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(
+            fieldgate::ops::logring::layer()
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        )
+        .init();
     // panics go to the log with their place (a broker connection task's
     // panic closes that connection only; tokio catches it)
     std::panic::set_hook(Box::new(|info| {

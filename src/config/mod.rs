@@ -22,6 +22,7 @@ pub use types::{ByteSize, Duration, ReconnectConfig, Secret, SecretSource};
 pub(crate) use validate::check_point_names;
 
 use crate::broker::BrokerConfig;
+use crate::ops::homeassistant::HomeAssistantConfig;
 use crate::ops::http::MetricsConfig;
 use crate::rules::RulesConfig;
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// `uplink:`: the store-and-forward bridge; `None` for a local gateway.
     pub uplink: Option<crate::bridge::UplinkConfig>,
+    /// `homeassistant:`: MQTT discovery; off when absent.
+    pub homeassistant: Option<HomeAssistantConfig>,
 }
 
 /// `gateway:`: identity and where state lives.
@@ -72,6 +75,11 @@ struct RawConfig {
     uplink: Option<crate::bridge::UplinkConfig>,
     #[serde(default)]
     metrics: Option<MetricsConfig>,
+    /// `http:` is the same section as `metrics:` under its newer name.
+    #[serde(default)]
+    http: Option<MetricsConfig>,
+    #[serde(default)]
+    homeassistant: Option<HomeAssistantConfig>,
 }
 
 /// One thing wrong with the config, at a YAML path.
@@ -260,14 +268,39 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .into_iter()
             .unzip();
     devices::resolve_paths(&mut devices, path.parent().unwrap_or(Path::new(".")));
+    if raw.http.is_some() && raw.metrics.is_some() {
+        report.add(
+            "http",
+            "`http:` and `metrics:` are the same section: give only one",
+        );
+    }
+    let (http_key, http) = match (&raw.http, &raw.metrics) {
+        (Some(h), _) => ("http", Some(h)),
+        (None, m) => ("metrics", m.as_ref()),
+    };
+    for (i, u) in http.map_or(&[][..], |h| &h.users).iter().enumerate() {
+        if let Err(e) = u.source().and_then(|s| s.resolve()) {
+            report.add(format!("{http_key}.users[{i}]"), e);
+        }
+    }
+    if let Some(ha) = &raw.homeassistant
+        && (ha.prefix.is_empty()
+            || !crate::broker::valid_publish_topic(&format!("{}/status", ha.prefix)))
+    {
+        report.add(
+            "homeassistant.prefix",
+            format!("{:?} is not a valid topic prefix", ha.prefix),
+        );
+    }
     let config = Config {
         source: path.to_path_buf(),
         gateway: raw.gateway,
         broker: raw.broker,
         devices,
         rules: raw.rules,
-        metrics: raw.metrics,
+        metrics: raw.http.or(raw.metrics),
         uplink: raw.uplink,
+        homeassistant: raw.homeassistant,
     };
     validate::check(&config, &positions, &mut report);
     report.finish(path)?;

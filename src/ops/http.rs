@@ -1,10 +1,12 @@
-//! The metrics and health HTTP endpoint (`metrics.listen`): Prometheus text
-//! at `/metrics`, JSON at `/healthz`.
+//! The HTTP listener (`http:`, also accepted as `metrics:`): Prometheus text
+//! at `/metrics`, JSON at `/healthz`, and the status page with its JSON API
+//! (routes in [`super::page`]).
 //!
 //! Owns `MetricsConfig` and the axum server. Must not change pipeline state:
 //! it only reads [`super::metrics`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::http::header;
@@ -13,7 +15,8 @@ use axum::routing::get;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::BrokerHandle;
+use crate::broker::auth::{Auth, AuthError};
+use crate::broker::{BrokerConfig, BrokerHandle, BrokerUser};
 use tracing::{info, warn};
 
 use super::metrics;
@@ -25,6 +28,11 @@ pub struct MetricsConfig {
     /// Address of the HTTP endpoint, loopback by default.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Logins for the status page and `/api/v1` (HTTP basic). Without
+    /// them the broker's `users` / `password_file` are used; with neither,
+    /// no login is asked.
+    #[serde(default)]
+    pub users: Vec<BrokerUser>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -39,6 +47,24 @@ pub enum HttpError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("http.users: {0}")]
+    Auth(#[from] AuthError),
+}
+
+/// The password store the status page checks: `http.users` when given,
+/// else the broker's users and password file; `None` when there is none.
+pub fn page_auth(cfg: &MetricsConfig, broker: &BrokerConfig) -> Result<Option<Auth>, HttpError> {
+    if !cfg.users.is_empty() {
+        let own = BrokerConfig {
+            users: cfg.users.clone(),
+            ..BrokerConfig::default()
+        };
+        return Ok(Some(Auth::new(&own)?));
+    }
+    if broker.users.is_empty() && broker.password_file.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Auth::new(broker)?))
 }
 
 async fn prometheus(broker: BrokerHandle) -> impl IntoResponse {
@@ -80,6 +106,7 @@ pub async fn serve(
     cfg: &MetricsConfig,
     gateway: String,
     broker: BrokerHandle,
+    page: Arc<super::page::Page>,
     cancel: CancellationToken,
 ) -> Result<(), HttpError> {
     let addr = cfg.listen;
@@ -88,7 +115,8 @@ pub async fn serve(
         .map_err(|source| HttpError::Listen { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(move || prometheus(broker.clone())))
-        .route("/healthz", get(move || healthz(gateway.clone())));
+        .route("/healthz", get(move || healthz(gateway.clone())))
+        .merge(super::page::router(page));
     info!(%addr, "metrics and health endpoint listening");
     tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };

@@ -320,6 +320,11 @@ impl Metrics {
         }
     }
 
+    /// Whether the bridge attached its counters (an uplink is configured).
+    pub fn has_bridge(&self) -> bool {
+        self.bridge.get().is_some()
+    }
+
     /// Devices by name with their last state.
     pub fn devices(&self) -> BTreeMap<String, DeviceHealth> {
         self.devices.lock().map(|d| d.clone()).unwrap_or_default()

@@ -1,10 +1,17 @@
 //! Operations: what an operator sees of the running gateway: status topics,
-//! metrics and health over HTTP, systemd notification and watchdog.
+//! metrics and health over HTTP, the status page and its JSON API, Home
+//! Assistant discovery, systemd notification and watchdog.
 //!
 //! Must not poll devices or own pipeline state: it formats and exports what
 //! other stages report.
 
+pub mod api;
+pub mod homeassistant;
 pub mod http;
+pub mod logring;
 pub mod metrics;
 pub mod notify;
+pub mod page;
+pub mod points;
+pub mod readings;
 pub mod status;

@@ -72,6 +72,7 @@ impl SourceContext {
             .readings
             .get_or_create(&metrics::labels("device", &reading.device))
             .inc();
+        crate::ops::readings::record(&reading);
         self.readings.send(reading).await.is_ok()
     }
 

@@ -1,0 +1,345 @@
+//! Home Assistant MQTT discovery (`homeassistant:`): one retained config
+//! message per point on `{prefix}/{component}/{gateway}_{device}_{point}/config`,
+//! one for the gateway itself, removal of configs whose point left the
+//! config, and a re-send when Home Assistant's birth message
+//! (`{prefix}/status` = `online`) arrives.
+//!
+//! Owns `HomeAssistantConfig`, the payload shapes and
+//! `{data_dir}/homeassistant.json` (the topics published last time). Must
+//! not change pipeline state: it publishes through the gateway's publish
+//! channel (so a `forward` filter on the prefix takes them upstream) and
+//! watches the birth topic as an in-process subscriber.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::points::{DeviceSpec, PointKind, PointSpec};
+use super::status;
+use crate::broker::BrokerHandle;
+use crate::reading::{Publish, Qos};
+
+/// Where the topics published last time are kept, inside `data_dir`.
+pub const STATE_FILE: &str = "homeassistant.json";
+/// Capacity of the birth-topic subscriber (births are rare; a full queue
+/// drops per the broker's policy, and the next birth re-sends anyway).
+const BIRTH_CAPACITY: usize = 8;
+
+/// `homeassistant:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistantConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Discovery prefix; Home Assistant's default is `homeassistant`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_prefix() -> String {
+    "homeassistant".into()
+}
+
+/// Why the list of published topics could not be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a list of topics: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// One discovery message: its topic and JSON payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entity {
+    pub topic: String,
+    pub payload: Json,
+}
+
+/// The Home Assistant component a point becomes.
+pub fn component(p: &PointSpec) -> &'static str {
+    match (p.kind, p.writable) {
+        (PointKind::Bool, false) => "binary_sensor",
+        (PointKind::Bool, true) => "switch",
+        (PointKind::Integer { .. } | PointKind::Float, true) => "number",
+        (PointKind::Text, true) => "text",
+        (_, false) => "sensor",
+    }
+}
+
+const ON_OFF: &str = "{{ 'ON' if value_json.value else 'OFF' }}";
+const VALUE: &str = "{{ value_json.value }}";
+
+/// Every discovery message for this gateway: the gateway's own
+/// connectivity sensor first, then one per point. `state_topic(device,
+/// point)` is where the point's readings are published.
+pub fn entities(
+    prefix: &str,
+    gateway: &str,
+    devices: &[DeviceSpec],
+    state_topic: &dyn Fn(&str, &str) -> String,
+) -> Vec<Entity> {
+    let version = env!("CARGO_PKG_VERSION");
+    let origin = json!({"name": "fieldgate", "sw_version": version});
+    let gw_status = status::gateway_topic(gateway);
+    let mut out = vec![Entity {
+        topic: format!("{prefix}/binary_sensor/{gateway}_status/config"),
+        payload: json!({
+            "name": "Status",
+            "unique_id": format!("{gateway}_status"),
+            "state_topic": gw_status,
+            "payload_on": "online",
+            "payload_off": "offline",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            "device": {
+                "identifiers": [gateway],
+                "name": gateway,
+                "manufacturer": "fieldgate",
+                "model": "fieldgate gateway",
+                "sw_version": version,
+            },
+            "origin": origin,
+        }),
+    }];
+    for d in devices {
+        let device = json!({
+            "identifiers": [format!("{gateway}_{}", d.name)],
+            "name": d.name,
+            "manufacturer": "fieldgate",
+            "model": d.kind,
+            "via_device": gateway,
+        });
+        let availability = json!([
+            {"topic": gw_status, "payload_available": "online", "payload_not_available": "offline"},
+            {
+                "topic": status::device_topic(gateway, &d.name),
+                "value_template": "{{ value_json.state }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            },
+        ]);
+        for p in &d.points {
+            let id = format!("{gateway}_{}_{}", d.name, p.name);
+            let comp = component(p);
+            let state = state_topic(&d.name, &p.name);
+            let mut m = serde_json::Map::new();
+            m.insert("name".into(), p.name.clone().into());
+            m.insert("unique_id".into(), id.clone().into());
+            m.insert("state_topic".into(), state.clone().into());
+            let bool_point = matches!(p.kind, PointKind::Bool);
+            m.insert(
+                "value_template".into(),
+                if bool_point { ON_OFF } else { VALUE }.into(),
+            );
+            if let Some(u) = &p.unit
+                && !bool_point
+                && p.kind != PointKind::Text
+            {
+                m.insert("unit_of_measurement".into(), u.clone().into());
+            }
+            if p.writable {
+                m.insert(
+                    "command_topic".into(),
+                    format!("{gateway}/{}/{}/set", d.name, p.name).into(),
+                );
+            }
+            match comp {
+                "binary_sensor" => {
+                    m.insert("payload_on".into(), "ON".into());
+                    m.insert("payload_off".into(), "OFF".into());
+                }
+                "switch" => {
+                    m.insert("payload_on".into(), "true".into());
+                    m.insert("payload_off".into(), "false".into());
+                    m.insert("state_on".into(), "ON".into());
+                    m.insert("state_off".into(), "OFF".into());
+                }
+                "number" => {
+                    let (min, max, step) = match p.kind {
+                        PointKind::Integer { min, max } => (min, max, 1.0),
+                        _ => (-1e9, 1e9, 0.001),
+                    };
+                    m.insert("min".into(), min.into());
+                    m.insert("max".into(), max.into());
+                    m.insert("step".into(), step.into());
+                    m.insert("mode".into(), "box".into());
+                }
+                "text" => {
+                    m.insert("command_template".into(), "{{ value | tojson }}".into());
+                }
+                _ => {
+                    if p.kind != PointKind::Text {
+                        m.insert("state_class".into(), "measurement".into());
+                    }
+                }
+            }
+            m.insert("availability".into(), availability.clone());
+            m.insert("availability_mode".into(), "all".into());
+            m.insert("device".into(), device.clone());
+            m.insert("origin".into(), origin.clone());
+            out.push(Entity {
+                topic: format!("{prefix}/{comp}/{id}/config"),
+                payload: Json::Object(m),
+            });
+        }
+    }
+    out
+}
+
+fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(STATE_FILE)
+}
+
+/// The topics published last time (empty when there is no file yet).
+pub fn load_published(data_dir: &Path) -> Result<BTreeSet<String>, DiscoveryError> {
+    let path = state_path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(source) => return Err(DiscoveryError::Read { path, source }),
+    };
+    serde_json::from_str(&text).map_err(|source| DiscoveryError::Parse { path, source })
+}
+
+/// Replaces the file atomically (write beside it, then rename).
+pub fn store_published(data_dir: &Path, topics: &BTreeSet<String>) -> Result<(), DiscoveryError> {
+    let path = state_path(data_dir);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(topics).unwrap_or_else(|_| "[]".into());
+    let write = |p: &Path| -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        std::fs::write(p, text.as_bytes())?;
+        std::fs::rename(p, &path)
+    };
+    write(&tmp).map_err(|source| DiscoveryError::Write {
+        path: path.clone(),
+        source,
+    })
+}
+
+fn retained(topic: String, payload: Bytes) -> Publish {
+    Publish {
+        topic,
+        payload,
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    }
+}
+
+/// Sends every entity's config. `false` when the publish channel is gone.
+async fn send_all(out: &mpsc::Sender<Publish>, entities: &[Entity]) -> bool {
+    for e in entities {
+        let payload = Bytes::from(e.payload.to_string());
+        if out.send(retained(e.topic.clone(), payload)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Removes configs published last time that are gone now, publishes the
+/// current ones, records them, then re-sends on every birth message until
+/// `cancel`. With `enabled: false`, only the removal runs.
+pub async fn run(
+    cfg: HomeAssistantConfig,
+    data_dir: PathBuf,
+    entities: Vec<Entity>,
+    broker: BrokerHandle,
+    out: mpsc::Sender<Publish>,
+    cancel: CancellationToken,
+) {
+    let entities = if cfg.enabled { entities } else { Vec::new() };
+    let birth_topic = format!("{}/status", cfg.prefix);
+    // subscribe first: a birth that arrives while we publish is not missed
+    let mut births = cfg.enabled.then(|| {
+        broker.subscribe(
+            "homeassistant",
+            std::slice::from_ref(&birth_topic),
+            BIRTH_CAPACITY,
+        )
+    });
+    let before = load_published(&data_dir).unwrap_or_else(|e| {
+        warn!(error = %e, "Home Assistant discovery: previous topics unknown, none removed");
+        BTreeSet::new()
+    });
+    let now: BTreeSet<String> = entities.iter().map(|e| e.topic.clone()).collect();
+    let gone: Vec<&String> = before.difference(&now).collect();
+    for topic in &gone {
+        if out
+            .send(retained((*topic).clone(), Bytes::new()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    if !send_all(&out, &entities).await {
+        return;
+    }
+    if before != now
+        && let Err(e) = store_published(&data_dir, &now)
+    {
+        warn!(error = %e, "Home Assistant discovery: cannot record the published topics");
+    }
+    info!(
+        prefix = %cfg.prefix,
+        entities = entities.len(),
+        removed = gone.len(),
+        "Home Assistant discovery published"
+    );
+    let Some(births) = births.as_mut() else {
+        return;
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = births.recv() => m,
+        };
+        let Some(msg) = msg else { return };
+        if msg.payload.as_ref() == b"online" {
+            info!(
+                entities = entities.len(),
+                "Home Assistant came online: discovery re-sent"
+            );
+            if !send_all(&out, &entities).await {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_topics_round_trip_and_missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_published(dir.path()).unwrap().is_empty());
+        let set: BTreeSet<String> = ["a/b/c/config".to_string()].into();
+        store_published(dir.path(), &set).unwrap();
+        assert_eq!(load_published(dir.path()).unwrap(), set);
+    }
+}

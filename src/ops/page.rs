@@ -1,0 +1,227 @@
+//! The live status page at `/` on the HTTP listener, its assets (compiled
+//! in from `src/ops/page/`, no CDN), the server-sent events at `/events`
+//! and the JSON API routes (`/api/v1/...`, built by [`super::api`]).
+//!
+//! Owns the routes, HTTP basic auth for them and the stream limit. Costs
+//! nothing when nobody looks: a document is built only for a request or
+//! for an open event stream (one every [`EVENT_INTERVAL`]). Read-only:
+//! must not change pipeline state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+
+use super::api::Api;
+use crate::broker::auth::{Auth, Login};
+
+/// How often an open page gets a new document.
+pub const EVENT_INTERVAL: Duration = Duration::from_secs(2);
+/// Event streams open at once; one more is answered 503 (drop policy: the
+/// page falls back to its last document and the browser retries).
+pub const MAX_STREAMS: usize = 16;
+
+const INDEX: &str = include_str!("page/index.html");
+const SCRIPT: &str = include_str!("page/page.js");
+const STYLE: &str = include_str!("page/page.css");
+
+/// What the page's routes share.
+pub struct Page {
+    api: Api,
+    /// `None`: no users configured, no login asked.
+    auth: Option<Auth>,
+    streams: AtomicUsize,
+}
+
+impl Page {
+    pub fn new(api: Api, auth: Option<Auth>) -> Page {
+        Page {
+            api,
+            auth,
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    /// `true` when the request may see the page.
+    fn allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(auth) = &self.auth else {
+            return true;
+        };
+        let Some((user, pass)) = basic_credentials(headers) else {
+            return false;
+        };
+        matches!(
+            auth.login(Some(&user), Some(pass.as_bytes())),
+            Login::Accepted { .. }
+        )
+    }
+}
+
+/// `user:password` of an `Authorization: Basic` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v
+        .strip_prefix("Basic ")
+        .or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"fieldgate\", charset=\"UTF-8\""),
+        )],
+        "login required\n",
+    )
+        .into_response()
+}
+
+fn json(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index(State(p): State<Arc<Page>>, headers: HeaderMap) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    // the first document is in the page, so it shows at once (and without
+    // a second request); `<` is escaped so the JSON cannot end the script
+    let initial = p.api.status().to_string().replace('<', "\\u003c");
+    let html = INDEX.replace("/*INITIAL*/null", &initial);
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+async fn asset(
+    State(p): State<Arc<Page>>,
+    headers: HeaderMap,
+    body: &'static str,
+    kind: &'static str,
+) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+async fn status(State(p): State<Arc<Page>>, headers: HeaderMap) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    json(p.api.status().to_string())
+}
+
+async fn device(
+    State(p): State<Arc<Page>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    match p.api.device(&name) {
+        Some(d) => json(d.to_string()),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({"error": format!("no device named {name:?}")}).to_string(),
+        )
+            .into_response(),
+    }
+}
+
+/// Gives a stream slot back when the stream ends (the browser left).
+struct Slot(Arc<Page>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn events(State(p): State<Arc<Page>>, headers: HeaderMap) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    if p.streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
+        p.streams.fetch_sub(1, Ordering::Relaxed);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many open pages\n").into_response();
+    }
+    let slot = Slot(p);
+    let mut tick = tokio::time::interval(EVENT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures_util::stream::unfold((slot, tick), |(slot, mut tick)| async move {
+        tick.tick().await;
+        let data = slot.0.api.status().to_string();
+        Some((
+            Ok::<_, std::convert::Infallible>(Event::default().data(data)),
+            (slot, tick),
+        ))
+    });
+    Sse::new(stream).into_response()
+}
+
+/// The page's routes, to merge into the HTTP listener's router.
+pub fn router(page: Arc<Page>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route(
+            "/assets/page.js",
+            get(|s, h| asset(s, h, SCRIPT, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/page.css",
+            get(|s, h| asset(s, h, STYLE, "text/css; charset=utf-8")),
+        )
+        .route("/events", get(events))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/devices/{name}", get(device))
+        .with_state(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic aG1pOnNlY3JldDpwYXJ0"),
+        );
+        assert_eq!(
+            basic_credentials(&h),
+            Some(("hmi".into(), "secret:part".into()))
+        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_credentials(&h), None);
+    }
+}

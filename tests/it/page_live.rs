@@ -1,0 +1,175 @@
+//! The status page updating live in a real browser: headless chromium keeps
+//! the page open and the test reads its DOM over the DevTools protocol
+//! (`--remote-debugging-port`), without reloading. The event stream must
+//! mark the page live and bring a new value into the same page.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message;
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::QoS;
+
+use crate::support::{Gateway, Sub, free_port};
+
+const SECS: Duration = Duration::from_secs(20);
+
+/// Chromium, killed on drop.
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::ConnectStream>;
+
+/// Evaluates `expr` in the page; returns its string value.
+async fn eval(ws: &mut Ws, id: u64, expr: &str) -> String {
+    let req = serde_json::json!({
+        "id": id, "method": "Runtime.evaluate",
+        "params": {"expression": expr, "returnByValue": true},
+    });
+    ws.send(Message::Text(req.to_string()))
+        .await
+        .expect("send to devtools");
+    loop {
+        let m = tokio::time::timeout(SECS, ws.next())
+            .await
+            .expect("devtools answers")
+            .expect("devtools open")
+            .expect("devtools message");
+        if let Message::Text(t) = m {
+            let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+            if v["id"] == id {
+                return v["result"]["result"]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn status_page_updates_live_in_chromium_without_reloading() {
+    let http = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+gateway:
+  id: live-gw
+  data_dir: "{{data_dir}}"
+broker:
+  listen: "127.0.0.1:{{port}}"
+http:
+  listen: "127.0.0.1:{http}"
+devices:
+  - name: line
+    kind: simulated
+    poll: 200ms
+    points:
+      - {{ name: parts, signal: counter }}
+"#
+    ));
+    let mut sub = Sub::connect(gw.port, &["live-gw/line/parts"], QoS::AtMostOnce).await;
+    sub.next(SECS).await;
+
+    let _one_browser = crate::page::BROWSER.lock().await;
+    let profile = tempfile::tempdir().expect("profile");
+    let devtools = free_port();
+    let _browser = Browser(
+        Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--remote-debugging-port={devtools}"))
+            .arg(format!("http://127.0.0.1:{http}/"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run chromium"),
+    );
+    // the page target, once chromium's DevTools endpoint answers
+    let deadline = Instant::now() + SECS;
+    let ws_url = loop {
+        assert!(Instant::now() < deadline, "no DevTools page target");
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", devtools)) {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(
+                s,
+                "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:{devtools}\r\nConnection: close\r\n\r\n"
+            );
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            if let Ok(serde_json::Value::Array(targets)) = serde_json::from_str(body)
+                && let Some(url) = targets
+                    .iter()
+                    .find(|t| {
+                        t["type"] == "page"
+                            && t["url"]
+                                .as_str()
+                                .is_some_and(|u| u.contains(&http.to_string()))
+                    })
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            {
+                break url.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (mut ws, _) = async_tungstenite::tokio::connect_async(ws_url.clone())
+        .await
+        .unwrap_or_else(|e| panic!("connect DevTools at {ws_url}: {e}"));
+
+    let read = "(() => { const l = document.getElementById('live'); \
+                const v = document.getElementById('val-line-parts'); \
+                return (l ? l.textContent : '') + '|' + (v ? v.textContent : ''); })()";
+    let mut id = 0;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + SECS;
+    // the same page (no reload): marked live, and its value moves
+    let first = loop {
+        id += 1;
+        let s = eval(&mut ws, id, read).await;
+        if let Some(("live", v)) = s.split_once('|')
+            && let Ok(n) = v.parse::<u64>()
+        {
+            break n;
+        }
+        seen.push(s);
+        assert!(Instant::now() < deadline, "page never went live: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let later = loop {
+        id += 1;
+        let s = eval(&mut ws, id, read).await;
+        if let Some(("live", v)) = s.split_once('|')
+            && let Ok(n) = v.parse::<u64>()
+            && n > first
+        {
+            break n;
+        }
+        seen.push(s);
+        assert!(Instant::now() < deadline, "value never changed: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(later > first);
+    id += 1;
+    let loads = eval(
+        &mut ws,
+        id,
+        "String(performance.getEntriesByType('navigation').length)",
+    )
+    .await;
+    assert_eq!(loads, "1", "one navigation: the page was not reloaded");
+}
