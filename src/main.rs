@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fieldgate::config::{self, ConfigError};
+use fieldgate::settings;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -87,8 +88,7 @@ enum OutboxAction {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -106,7 +106,10 @@ fn init_logging(level: &str, format: LogFormat) {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
         tracing::error!(%at, %thread, panic = %info, "a task panicked");
     }));
 }
@@ -122,7 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Check => match config::load(&cli.config) {
+        Command::Check => match settings::load(&cli.config) {
             Ok(cfg) => {
                 print!("{}", fieldgate::plan::render(&cfg));
                 println!("config OK: {}", cli.config.display());
@@ -131,11 +134,17 @@ fn main() -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Rules(RulesCommand::Test { readings, every }) => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match settings::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
-            match fieldgate::rules::cli::test(&cfg, &readings, every) {
+            match fieldgate::rules::cli::test(
+                &cfg.gateway.id,
+                &cfg.rules,
+                &cfg.source,
+                &readings,
+                every,
+            ) {
                 Ok(report) => {
                     print!("{}", report.text);
                     if report.failures == 0 {
@@ -151,7 +160,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Outbox { action } => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match settings::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
@@ -172,7 +181,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match settings::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
@@ -188,14 +197,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn outbox(cfg: &config::Config, cmd: fieldgate::bridge::OutboxCommand) -> anyhow::Result<String> {
+fn outbox(cfg: &settings::Config, cmd: fieldgate::bridge::OutboxCommand) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     Ok(rt.block_on(fieldgate::bridge::run_cli(cfg, cmd))?)
 }
 
-fn run(cfg: config::Config) -> anyhow::Result<()> {
+fn run(cfg: settings::Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,8 +5,9 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, DeviceConfig};
 use crate::rules::DefaultMapping;
+use crate::settings::Config;
+use crate::southbound::devices::DeviceConfig;
 use crate::southbound::modbus;
 
 /// Renders the plan as text for a terminal.

@@ -138,6 +138,7 @@ impl Broker {
         }
         let router = Arc::new(Router::new(limits, store, acl));
         router.restore(loaded);
+        crate::metrics::get().set_collector("broker", Arc::new(stats::Figures::of(&router)));
         let ctx = Arc::new(Ctx {
             router: router.clone(),
             auth,

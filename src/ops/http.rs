@@ -2,7 +2,8 @@
 //! at `/metrics`, JSON at `/healthz`.
 //!
 //! Owns `MetricsConfig` and the axum server. Must not change pipeline state:
-//! it only reads [`super::metrics`].
+//! it only reads `crate::metrics` (after [`crate::metrics::Metrics::collect`],
+//! so the stages' registered figures are current); it imports no stage.
 
 use std::net::SocketAddr;
 
@@ -13,10 +14,9 @@ use axum::routing::get;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::BrokerHandle;
 use tracing::{info, warn};
 
-use super::metrics;
+use crate::metrics;
 
 /// `metrics:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,10 +41,9 @@ pub enum HttpError {
     },
 }
 
-async fn prometheus(broker: BrokerHandle) -> impl IntoResponse {
+async fn prometheus() -> impl IntoResponse {
     let m = metrics::get();
-    m.refresh_broker(&broker.stats());
-    m.refresh_bridge();
+    m.collect();
     (
         [(
             header::CONTENT_TYPE,
@@ -56,7 +55,7 @@ async fn prometheus(broker: BrokerHandle) -> impl IntoResponse {
 
 async fn healthz(gateway: String) -> impl IntoResponse {
     let m = metrics::get();
-    m.refresh_bridge();
+    m.collect();
     let devices = m.devices();
     let (online, total) = m.devices_online();
     let body = serde_json::json!({
@@ -79,7 +78,6 @@ async fn healthz(gateway: String) -> impl IntoResponse {
 pub async fn serve(
     cfg: &MetricsConfig,
     gateway: String,
-    broker: BrokerHandle,
     cancel: CancellationToken,
 ) -> Result<(), HttpError> {
     let addr = cfg.listen;
@@ -87,7 +85,7 @@ pub async fn serve(
         .await
         .map_err(|source| HttpError::Listen { addr, source })?;
     let app = Router::new()
-        .route("/metrics", get(move || prometheus(broker.clone())))
+        .route("/metrics", get(prometheus))
         .route("/healthz", get(move || healthz(gateway.clone())));
     info!(%addr, "metrics and health endpoint listening");
     tokio::spawn(async move {

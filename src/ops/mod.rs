@@ -2,9 +2,9 @@
 //! metrics and health over HTTP, systemd notification and watchdog.
 //!
 //! Must not poll devices or own pipeline state: it formats and exports what
-//! other stages report.
+//! other stages report, reading figures only through the `crate::metrics`
+//! leaf (it imports no stage).
 
 pub mod http;
-pub mod metrics;
 pub mod notify;
 pub mod status;
