@@ -26,6 +26,9 @@ use super::store::{Loaded, Store, StoreOp, StoredMessage};
 use super::topics::{Tree, matches};
 use tokio_util::sync::CancellationToken;
 
+mod restore;
+mod retained;
+
 /// How long a publisher waits for room in a subscriber's full queue.
 pub const FULL_WAIT: Duration = Duration::from_millis(500);
 
@@ -105,40 +108,6 @@ impl Router {
             Some(store) => s.ops.drain(..).for_each(|op| store.push(op)),
             None => s.ops.clear(),
         }
-    }
-
-    /// Loads persistent sessions and retained messages from the store.
-    pub fn restore(&self, loaded: Loaded) {
-        let mut retained = lock(&self.retained);
-        for m in loaded.retained {
-            let topic: Arc<str> = m.topic.into();
-            retained.insert(topic.clone(), Message::new(topic, m.payload, m.qos, true));
-        }
-        self.stats.retained.store(retained.len() as u64, Relaxed);
-        drop(retained);
-        let mut sessions = lock(&self.sessions);
-        let mut tree = self.tree_write();
-        for st in loaded.sessions {
-            let id: Arc<str> = st.client_id.into();
-            let mut s = Session::new(id.clone(), true);
-            s.restore(st.messages, st.total_rows, st.total_bytes);
-            s.inbound.extend(st.inbound_qos2);
-            let subs = st.subscriptions;
-            for (f, q) in &subs {
-                s.subscriptions.insert(f.clone(), *q);
-            }
-            let cell = Cell::new(s);
-            for (f, q) in subs {
-                let sub = Sub {
-                    cell: cell.clone(),
-                    qos: q,
-                };
-                tree.insert(&f, sub, |x| Arc::ptr_eq(&x.cell, &cell));
-            }
-            sessions.insert(id, cell);
-            add(&self.stats.clients_disconnected, 1);
-        }
-        self.stats.subscriptions.store(tree.len() as u64, Relaxed);
     }
 
     /// Attaches a connection to the session of `client_id` (taking it over
@@ -294,24 +263,6 @@ impl Router {
         }
     }
 
-    /// Retained messages matching `granted`, for one subscriber, in topic order.
-    pub fn retained_for(&self, granted: &[(String, u8)]) -> Vec<(Message, u8)> {
-        let retained = lock(&self.retained);
-        let mut out: Vec<(Message, u8)> = retained
-            .values()
-            .filter_map(|m| {
-                granted
-                    .iter()
-                    .filter(|(f, _)| matches(f, &m.topic))
-                    .map(|(_, q)| *q)
-                    .max()
-                    .map(|q| (m.clone(), q.min(m.qos)))
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
-        out
-    }
-
     pub fn unsubscribe(&self, cell: &Arc<Cell>, filters: &[String]) {
         let mut tree = self.tree_write();
         let mut s = cell.lock();
@@ -321,38 +272,6 @@ impl Router {
         }
         self.stats.subscriptions.store(tree.len() as u64, Relaxed);
         self.save_subscriptions(&s);
-    }
-
-    /// Sets, replaces or (empty payload) clears the retained message of
-    /// its topic (MQTT-3.3.1-5/10/11).
-    fn retain(&self, msg: &Message) {
-        let mut r = lock(&self.retained);
-        let stored = if msg.payload.is_empty() {
-            r.remove(&msg.topic);
-            None
-        } else {
-            r.insert(msg.topic.clone(), msg.clone());
-            Some(msg)
-        };
-        self.stats.retained.store(r.len() as u64, Relaxed);
-        drop(r);
-        if let Some(store) = &self.store
-            && !msg.topic.starts_with('$')
-        {
-            store.push(match stored {
-                Some(m) => StoreOp::SetRetained {
-                    msg: StoredMessage {
-                        topic: m.topic.to_string(),
-                        payload: m.payload.clone(),
-                        qos: m.qos,
-                        retain: true,
-                    },
-                },
-                None => StoreOp::ClearRetained {
-                    topic: msg.topic.to_string(),
-                },
-            });
-        }
     }
 
     /// Routes `msg` to every matching session; waits (bounded) for room in

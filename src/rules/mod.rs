@@ -2,10 +2,11 @@
 //! scripts (`fn on_reading(r)`, docs/design.md) or, without scripts, the
 //! default mapping (this file and `mapping.rs`).
 //!
-//! Files: `api.rs` (what scripts see: the reading object, `emit`,
-//! `publish`, helpers), `state.rs` (helper memory), `engine.rs` (scripts,
-//! state, one call per reading), `reload.rs` (SIGHUP), `stage.rs` (the
-//! blocking worker), `cli.rs` (`fieldgate rules test`).
+//! Files: `api.rs` (what scripts can call: `emit`, `publish`, helpers),
+//! `script_reading.rs` (the reading object scripts get), `state.rs`
+//! (helper memory), `engine.rs` (scripts, state, one call per reading),
+//! `reload.rs` (SIGHUP), `stage.rs` (the blocking worker), `cli.rs`
+//! (`fieldgate rules test`).
 //!
 //! Owns `RulesConfig` and the stage loop. Must not talk to devices or the
 //! broker: it reads one channel and writes another.
@@ -22,6 +23,8 @@ mod stage;
 #[cfg(test)]
 mod stage_tests;
 mod state;
+#[cfg(test)]
+mod state_tests;
 #[cfg(test)]
 mod tests;
 

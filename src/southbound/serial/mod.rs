@@ -8,11 +8,11 @@
 //! [`SourceContext`](super::SourceContext)).
 
 pub mod decoder;
+mod describe;
 pub mod framing;
-mod plan;
 mod session;
 
-pub(crate) use plan::plan;
+pub(crate) use describe::describe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
