@@ -94,7 +94,7 @@ impl RulesConfig {
     }
 }
 
-/// The default mapping of design §4: topic from the template, JSON payload,
+/// The default mapping of docs/design.md §4: topic from the template, JSON payload,
 /// the configured QoS and retain flag.
 pub struct DefaultMapping {
     gateway: String,

@@ -43,7 +43,7 @@ impl ScriptReading {
         }
     }
 
-    /// The default payload (design §4) of this reading as the script left it.
+    /// The default payload (docs/design.md §4) of this reading as the script left it.
     pub(super) fn payload(&self) -> Bytes {
         let mut map = serde_json::Map::with_capacity(4);
         map.insert("value".into(), convert::to_json(&self.value));
