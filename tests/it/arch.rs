@@ -207,8 +207,16 @@ struct Graph {
     edges: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
+/// The `src/` folder to read: this crate's, or `FIELDGATE_ARCH_SRC` (to
+/// print the graph of another checkout, e.g. an older commit's tree).
+fn src_root() -> PathBuf {
+    std::env::var_os("FIELDGATE_ARCH_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+}
+
 fn graph() -> Graph {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = src_root();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     files.sort();
@@ -394,7 +402,7 @@ fn imports_run_one_way() {
 /// Edges between sibling files of one folder module (`use super::x` in
 /// `x`'s sibling), by folder: `"rules"` -> {("api", "state"), ...}.
 fn sibling_edges() -> BTreeMap<String, BTreeSet<(String, String)>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = src_root();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     let mut out: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
