@@ -94,7 +94,7 @@ fn drive(e: &mut RulesEngine, input: &[Reading]) -> (Duration, usize) {
 /// The whole stage: readings in through a channel, publishes out.
 fn stage(dir: &std::path::Path, input: Vec<Reading>) -> Duration {
     let yaml = "gateway:\n  id: gw\nrules:\n  scripts: [bench.rhai]\n";
-    let cfg = fieldgate::config::parse(yaml, &dir.join("fieldgate.yaml")).expect("config");
+    let cfg = fieldgate::settings::parse(yaml, &dir.join("fieldgate.yaml")).expect("config");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -104,7 +104,9 @@ fn stage(dir: &std::path::Path, input: Vec<Reading>) -> Duration {
         let (read_tx, read_rx) = tokio::sync::mpsc::channel(fieldgate::READINGS_CAPACITY);
         let (pub_tx, mut pub_rx) = tokio::sync::mpsc::channel(fieldgate::PUBLISH_CAPACITY);
         let start = Instant::now();
-        let stage = tokio::spawn(async move { fieldgate::rules::run(&cfg, read_rx, pub_tx).await });
+        let stage = tokio::spawn(async move {
+            fieldgate::rules::run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, pub_tx).await
+        });
         let sink = tokio::spawn(async move {
             let mut n = 0usize;
             while pub_rx.recv().await.is_some() {

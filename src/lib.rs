@@ -3,14 +3,16 @@
 //! upstream.
 //!
 //! Module map (see docs/design.md):
-//! - [`config`]: the YAML schema, loading and validation with YAML paths;
+//! - [`settings`]: the whole `Config` (every stage's section), loading and the checks across sections;
+//! - [`config`]: the config leaf: value types, problems with YAML paths and lines;
 //! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
 //! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: fieldgate's own MQTT broker and its in-process API;
 //! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
-//! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery;
+//! - [`metrics`]: the metrics leaf: registry, collectors stages register, the log throttle;
+//! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery, systemd;
 //! - [`plan`]: what `fieldgate check` prints.
 //!
 //! [`run`] wires the stages together and owns the shutdown order: sources
@@ -22,11 +24,13 @@
 pub mod bridge;
 pub mod broker;
 pub mod config;
+pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod reading;
 pub mod rules;
 pub mod script;
+pub mod settings;
 pub mod southbound;
 
 use std::sync::Arc;
@@ -38,8 +42,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::broker::{Broker, BrokerError};
-use crate::config::Config;
 use crate::reading::{Publish, Reading};
+use crate::settings::Config;
 use crate::southbound::SourceContext;
 
 /// Capacity of the sources -> rules channel (back-pressure, no drops).
@@ -79,14 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             handle.clone(),
         );
         let page = ops::page::Page::new(api, ops::http::page_auth(m, &config.broker)?);
-        ops::http::serve(
-            m,
-            gateway.to_string(),
-            handle.clone(),
-            Arc::new(page),
-            ops_cancel.clone(),
-        )
-        .await?;
+        ops::http::serve(m, gateway.to_string(), Arc::new(page), ops_cancel.clone()).await?;
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
@@ -126,7 +123,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let config = config.clone();
         let out = pub_tx.clone();
         tokio::spawn(
-            async move { rules::run(&config, read_rx, out).await }.instrument(info_span!("rules")),
+            async move {
+                rules::run(
+                    &config.gateway.id,
+                    &config.rules,
+                    &config.source,
+                    read_rx,
+                    out,
+                )
+                .await
+            }
+            .instrument(info_span!("rules")),
         )
     };
 
@@ -229,12 +236,12 @@ async fn publish_all(handle: broker::BrokerHandle, mut rx: mpsc::Receiver<Publis
     while let Some(p) = rx.recv().await {
         let topic = p.topic.clone();
         if handle.publish(p).await {
-            ops::metrics::get().published.inc();
+            metrics::get().published.inc();
         } else {
             warn!(topic = %topic, "dropping publish with an invalid topic");
-            ops::metrics::get()
+            metrics::get()
                 .publish_dropped
-                .get_or_create(&ops::metrics::labels("reason", "invalid_topic"))
+                .get_or_create(&metrics::labels("reason", "invalid_topic"))
                 .inc();
         }
     }

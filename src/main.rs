@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fieldgate::config::{self, ConfigError};
+use fieldgate::settings;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -133,7 +134,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Check => match config::load(&cli.config) {
+        Command::Check => match settings::load(&cli.config) {
             Ok(cfg) => {
                 print!("{}", fieldgate::plan::render(&cfg));
                 println!("config OK: {}", cli.config.display());
@@ -142,11 +143,17 @@ fn main() -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Rules(RulesCommand::Test { readings, every }) => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match settings::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
-            match fieldgate::rules::cli::test(&cfg, &readings, every) {
+            match fieldgate::rules::cli::test(
+                &cfg.gateway.id,
+                &cfg.rules,
+                &cfg.source,
+                &readings,
+                every,
+            ) {
                 Ok(report) => {
                     print!("{}", report.text);
                     if report.failures == 0 {
@@ -162,7 +169,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Outbox { action } => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match settings::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
@@ -183,7 +190,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => {
-            let cfg = match config::load(&cli.config) {
+            let cfg = match settings::load(&cli.config) {
                 Ok(c) => c,
                 Err(e) => return config_failure(&e),
             };
@@ -199,14 +206,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn outbox(cfg: &config::Config, cmd: fieldgate::bridge::OutboxCommand) -> anyhow::Result<String> {
+fn outbox(cfg: &settings::Config, cmd: fieldgate::bridge::OutboxCommand) -> anyhow::Result<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     Ok(rt.block_on(fieldgate::bridge::run_cli(cfg, cmd))?)
 }
 
-fn run(cfg: config::Config) -> anyhow::Result<()> {
+fn run(cfg: settings::Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

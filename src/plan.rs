@@ -5,8 +5,9 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, DeviceConfig};
 use crate::rules::DefaultMapping;
+use crate::settings::Config;
+use crate::southbound::devices::DeviceConfig;
 use crate::southbound::modbus;
 
 /// Renders the plan as text for a terminal.
@@ -105,7 +106,7 @@ pub fn render(config: &Config) -> String {
             }
             DeviceConfig::ModbusTcp(c) => modbus::describe::tcp(&mut s, gw, c, &mapping),
             DeviceConfig::ModbusRtu(c) => modbus::describe::rtu(&mut s, gw, c, &mapping),
-            DeviceConfig::Serial(c) => crate::southbound::serial::plan(&mut s, c, gw, &mapping),
+            DeviceConfig::Serial(c) => crate::southbound::serial::describe(&mut s, c, gw, &mapping),
         }
     }
     match &config.uplink {

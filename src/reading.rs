@@ -95,7 +95,7 @@ impl Reading {
         }
     }
 
-    /// The default payload of the design (§4):
+    /// The default payload of docs/design.md §4:
     /// `{"value": 21.5, "unit": "°C", "ts": 1763773200123, "quality": "good"}`.
     pub fn to_payload(&self) -> Bytes {
         let mut map = serde_json::Map::with_capacity(4);

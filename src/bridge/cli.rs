@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 
 use super::config::Synchronous;
 use super::outbox::{self, OutboxError};
-use crate::config::Config;
 use crate::reading::now_ms;
+use crate::settings::Config;
 
 /// The `fieldgate outbox` verbs.
 #[derive(Debug, Clone, Copy)]

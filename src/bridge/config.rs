@@ -314,7 +314,7 @@ mod config_tests {
     #[test]
     fn uplink_problems_name_their_yaml_path() {
         let yaml = "gateway: { id: gw }\nuplink:\n  url: http://x\n  forward:\n    - { filter: \"a/#/b\" }\n  buffer: { max_messages: 0 }\n";
-        let err = crate::config::parse(yaml, Path::new("t.yaml")).expect_err("invalid");
+        let err = crate::settings::parse(yaml, Path::new("t.yaml")).expect_err("invalid");
         let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
         assert!(paths.contains(&"uplink.url"), "{paths:?}");
         assert!(paths.contains(&"uplink.forward[0].filter"), "{paths:?}");
@@ -324,7 +324,7 @@ mod config_tests {
     #[test]
     fn uplink_parses_with_defaults() {
         let yaml = "gateway: { id: gw }\nuplink:\n  url: mqtt://h\n  forward: [{ filter: \"gw/#\", prefix: \"s/\" }]\n";
-        let cfg = crate::config::parse(yaml, Path::new("t.yaml")).expect("valid");
+        let cfg = crate::settings::parse(yaml, Path::new("t.yaml")).expect("valid");
         let up = cfg.uplink.expect("uplink");
         assert_eq!(up.client_id("gw"), "gw");
         assert_eq!(up.status_topic("gw"), "s/gw/status");

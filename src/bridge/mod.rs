@@ -51,6 +51,7 @@ mod describe;
 pub mod filters;
 mod forward;
 mod intake;
+mod metrics;
 pub mod outbox;
 pub mod upstream;
 
@@ -172,7 +173,7 @@ impl Bridge {
         let cfg = Arc::new(cfg.clone());
         let gateway: Arc<str> = gateway.into();
         let counters = Arc::new(Counters::default());
-        crate::ops::metrics::get().attach_bridge(counters.clone());
+        crate::metrics::get().set_collector("bridge", counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
         let (pool, conn) = outbox::open(data_dir, cfg.buffer.synchronous).await?;
         let (writer, progress) =

@@ -31,6 +31,7 @@ pub mod store;
 mod sys;
 mod tls;
 pub mod topics;
+mod validate;
 mod writer;
 
 use std::net::SocketAddr;
@@ -140,6 +141,7 @@ impl Broker {
         }
         let router = Arc::new(Router::new(limits, store, acl));
         router.restore(loaded);
+        crate::metrics::get().set_collector("broker", Arc::new(api::Figures::of(&router)));
         let ctx = Arc::new(Ctx {
             router: router.clone(),
             auth,

@@ -1,12 +1,14 @@
-//! The YAML configuration: schema of the top-level sections, loading, and
-//! error reporting with YAML path, line and column.
+//! The config leaf: the value types every section uses (durations, byte
+//! sizes, names, secrets), problem reporting with YAML path, line and
+//! column ([`Report`], [`Problem`], [`ConfigError`]), the line locator, and
+//! the checks several sections share (point names, topic templates).
 //!
-//! Owns `Config`, [`load`] and [`ConfigError`]. Section structs that belong to
-//! one stage live beside that stage (`broker::BrokerConfig`,
-//! `rules::RulesConfig`, one struct per device kind in `southbound/`); this
-//! module only assembles and validates them. It must not start anything.
+//! Owns these shared pieces only. Each stage owns its section struct beside
+//! its code (`broker::BrokerConfig`, `rules::RulesConfig`, one struct per
+//! device kind in `southbound/`); `crate::settings`, above the stages,
+//! assembles them into the whole `Config`. This module must import no stage
+//! and start nothing (see the module graph check, `tests/it/arch.rs`).
 
-mod devices;
 mod locate;
 pub mod types;
 mod validate;
@@ -14,73 +16,12 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-pub use devices::{DEVICE_KINDS, DeviceConfig};
 pub use locate::{Location, Locations};
-pub use types::{ByteSize, Duration, ReconnectConfig, Secret, SecretSource};
-pub(crate) use validate::check_point_names;
-
-use crate::broker::BrokerConfig;
-use crate::ops::homeassistant::HomeAssistantConfig;
-use crate::ops::http::MetricsConfig;
-use crate::rules::RulesConfig;
+pub use types::{ByteSize, Duration, ReconnectConfig, Secret, SecretSource, is_valid_name};
+pub(crate) use validate::{check_point_names, check_topic_template};
 
 /// Default config file path.
 pub const DEFAULT_PATH: &str = "/etc/fieldgate/fieldgate.yaml";
-
-/// The whole configuration, validated.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The file the config was read from (scripts are resolved relative to it).
-    pub source: PathBuf,
-    pub gateway: GatewayConfig,
-    pub broker: BrokerConfig,
-    pub devices: Vec<DeviceConfig>,
-    pub rules: RulesConfig,
-    /// The metrics and health endpoint; off when absent.
-    pub metrics: Option<MetricsConfig>,
-    /// `uplink:`: the store-and-forward bridge; `None` for a local gateway.
-    pub uplink: Option<crate::bridge::UplinkConfig>,
-    /// `homeassistant:`: MQTT discovery; off when absent.
-    pub homeassistant: Option<HomeAssistantConfig>,
-}
-
-/// `gateway:`: identity and where state lives.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GatewayConfig {
-    /// Used in topics and client ids; `[A-Za-z0-9_-]+`.
-    pub id: String,
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-}
-
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/fieldgate")
-}
-
-/// The file as written, before device kinds are told apart.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    gateway: GatewayConfig,
-    #[serde(default)]
-    broker: BrokerConfig,
-    #[serde(default)]
-    devices: Vec<serde_yaml_ng::Value>,
-    #[serde(default)]
-    rules: RulesConfig,
-    #[serde(default)]
-    uplink: Option<crate::bridge::UplinkConfig>,
-    #[serde(default)]
-    metrics: Option<MetricsConfig>,
-    /// `http:` is the same section as `metrics:` under its newer name.
-    #[serde(default)]
-    http: Option<MetricsConfig>,
-    #[serde(default)]
-    homeassistant: Option<HomeAssistantConfig>,
-}
 
 /// One thing wrong with the config, at a YAML path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,7 +174,7 @@ impl<'a> Report<'a> {
         }
     }
 
-    fn into_error(self, file: &Path) -> ConfigError {
+    pub(crate) fn into_error(self, file: &Path) -> ConfigError {
         ConfigError::Invalid {
             path: file.to_path_buf(),
             problems: self.problems,
@@ -241,79 +182,12 @@ impl<'a> Report<'a> {
     }
 }
 
-/// Reads, parses and validates the config file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, path)
-}
-
-/// Parses and validates config text; `path` names the file in messages and
-/// anchors relative script paths.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let locations = Locations::index(text);
-    let mut report = Report::new(&locations);
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
-        Ok(raw) => raw,
-        Err(e) => {
-            report.add_serde("", e);
-            return Err(report.into_error(path));
-        }
-    };
-    let (positions, mut devices): (Vec<usize>, Vec<DeviceConfig>) =
-        devices::parse_all(raw.devices, &mut report)
-            .into_iter()
-            .unzip();
-    devices::resolve_paths(&mut devices, path.parent().unwrap_or(Path::new(".")));
-    if raw.http.is_some() && raw.metrics.is_some() {
-        report.add(
-            "http",
-            "`http:` and `metrics:` are the same section: give only one",
-        );
-    }
-    let (http_key, http) = match (&raw.http, &raw.metrics) {
-        (Some(h), _) => ("http", Some(h)),
-        (None, m) => ("metrics", m.as_ref()),
-    };
-    for (i, u) in http.map_or(&[][..], |h| &h.users).iter().enumerate() {
-        if let Err(e) = u.source().and_then(|s| s.resolve()) {
-            report.add(format!("{http_key}.users[{i}]"), e);
-        }
-    }
-    if let Some(ha) = &raw.homeassistant
-        && (ha.prefix.is_empty()
-            || !crate::broker::valid_publish_topic(&format!("{}/status", ha.prefix)))
-    {
-        report.add(
-            "homeassistant.prefix",
-            format!("{:?} is not a valid topic prefix", ha.prefix),
-        );
-    }
-    let config = Config {
-        source: path.to_path_buf(),
-        gateway: raw.gateway,
-        broker: raw.broker,
-        devices,
-        rules: raw.rules,
-        metrics: raw.http.or(raw.metrics),
-        uplink: raw.uplink,
-        homeassistant: raw.homeassistant,
-    };
-    validate::check(&config, &positions, &mut report);
-    report.finish(path)?;
-    Ok(config)
-}
-
-impl Config {
-    /// Resolves a path written in the config relative to the config file's folder.
-    pub fn resolve_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.source.parent().unwrap_or(Path::new(".")).join(p)
-        }
+/// Resolves a path written in the config file at `config_file` relative to
+/// that file's folder.
+pub fn resolve_path(config_file: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_file.parent().unwrap_or(Path::new(".")).join(p)
     }
 }

@@ -1,74 +1,14 @@
-//! Semantic checks that serde cannot express: names, uniqueness, topic
-//! templates, secrets that must resolve. Every problem is reported, not just
-//! the first.
+//! Checks that serde cannot express and that several sections share: point
+//! names, topic templates. Every problem is reported, not just the first.
 //!
-//! Owns cross-field and cross-section rules. Checks that concern one device
-//! kind live in that adapter's `validate`; this module only calls them.
+//! Owns these shared rules only. The checks of one section live beside its
+//! stage; the checks across sections live in `crate::settings`.
 
-use std::collections::HashMap;
-
+use super::Report;
 use super::types::is_valid_name;
-use super::{Config, DeviceConfig, Report};
 
 /// Placeholders allowed in `rules.topic`.
 pub const TOPIC_PLACEHOLDERS: &[&str] = &["gateway", "device", "point"];
-
-/// `positions[i]` is the index in the YAML list of `config.devices[i]`.
-pub(super) fn check(config: &Config, positions: &[usize], report: &mut Report) {
-    if !is_valid_name(&config.gateway.id) {
-        report.add(
-            "gateway.id",
-            format!(
-                "{:?} is not a valid id: use letters, digits, `_` and `-` only",
-                config.gateway.id
-            ),
-        );
-    }
-
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut rtu = Vec::new();
-    for (&i, dev) in positions.iter().zip(&config.devices) {
-        let path = format!("devices[{i}]");
-        let name = dev.name();
-        if !is_valid_name(name) {
-            report.add(
-                format!("{path}.name"),
-                format!(
-                    "{name:?} is not a valid device name: use letters, digits, `_` and `-` only"
-                ),
-            );
-        } else if name == "status" {
-            report.add(
-                format!("{path}.name"),
-                "`status` is reserved for status topics",
-            );
-        }
-        if let Some(first) = seen.insert(name, i) {
-            report.add(
-                format!("{path}.name"),
-                format!("duplicate device name {name:?} (also devices[{first}])"),
-            );
-        }
-        match dev {
-            DeviceConfig::Simulated(c) => c.validate(&path, report),
-            DeviceConfig::ModbusTcp(c) => c.validate(&path, report),
-            DeviceConfig::ModbusRtu(c) => {
-                c.validate(&path, report);
-                rtu.push((path.clone(), c));
-            }
-            DeviceConfig::Serial(c) => c.validate(config, &path, report),
-        }
-    }
-
-    crate::southbound::modbus::validate_buses(&rtu, report);
-
-    check_topic_template(&config.rules.topic, "rules.topic", report);
-    config.broker.validate("broker", report);
-    config.rules.validate(config, "rules", report);
-    if let Some(uplink) = &config.uplink {
-        uplink.validate("uplink", report);
-    }
-}
 
 /// Checks the point names of the device at `path`: valid characters and
 /// unique within the device (`{path}.points[i].name` in messages).

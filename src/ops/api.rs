@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 
 use super::points::DeviceSpec;
-use super::{logring, metrics, readings};
+use super::{logring, readings};
 use crate::broker::BrokerHandle;
+use crate::metrics;
 use crate::reading::{Quality, now_ms};
 
 /// A value older than this many poll intervals is marked stale.
@@ -141,7 +142,7 @@ impl Api {
     /// The whole status document.
     pub fn status(&self) -> Json {
         let m = metrics::get();
-        m.refresh_bridge();
+        m.collect();
         let b = self.broker.stats();
         let now = now_ms();
         let rates = self.rates(Sample {

@@ -3,7 +3,8 @@
 //! (routes in [`super::page`]).
 //!
 //! Owns `MetricsConfig` and the axum server. Must not change pipeline state:
-//! it only reads [`super::metrics`].
+//! it only reads `crate::metrics` (after [`crate::metrics::Metrics::collect`],
+//! so the stages' registered figures are current); it imports no stage.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +17,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::auth::{Auth, AuthError};
-use crate::broker::{BrokerConfig, BrokerHandle, BrokerUser};
+use crate::broker::{BrokerConfig, BrokerUser};
 use tracing::{info, warn};
 
-use super::metrics;
+use crate::metrics;
 
 /// `metrics:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,10 +68,9 @@ pub fn page_auth(cfg: &MetricsConfig, broker: &BrokerConfig) -> Result<Option<Au
     Ok(Some(Auth::new(broker)?))
 }
 
-async fn prometheus(broker: BrokerHandle) -> impl IntoResponse {
+async fn prometheus() -> impl IntoResponse {
     let m = metrics::get();
-    m.refresh_broker(&broker.stats());
-    m.refresh_bridge();
+    m.collect();
     (
         [(
             header::CONTENT_TYPE,
@@ -82,7 +82,7 @@ async fn prometheus(broker: BrokerHandle) -> impl IntoResponse {
 
 async fn healthz(gateway: String) -> impl IntoResponse {
     let m = metrics::get();
-    m.refresh_bridge();
+    m.collect();
     let devices = m.devices();
     let (online, total) = m.devices_online();
     let body = serde_json::json!({
@@ -105,7 +105,6 @@ async fn healthz(gateway: String) -> impl IntoResponse {
 pub async fn serve(
     cfg: &MetricsConfig,
     gateway: String,
-    broker: BrokerHandle,
     page: Arc<super::page::Page>,
     cancel: CancellationToken,
 ) -> Result<(), HttpError> {
@@ -114,7 +113,7 @@ pub async fn serve(
         .await
         .map_err(|source| HttpError::Listen { addr, source })?;
     let app = Router::new()
-        .route("/metrics", get(move || prometheus(broker.clone())))
+        .route("/metrics", get(prometheus))
         .route("/healthz", get(move || healthz(gateway.clone())))
         .merge(super::page::router(page));
     info!(%addr, "metrics and health endpoint listening");

@@ -3,13 +3,13 @@
 //! Assistant discovery, systemd notification and watchdog.
 //!
 //! Must not poll devices or own pipeline state: it formats and exports what
-//! other stages report.
+//! other stages report, reading figures only through the `crate::metrics`
+//! leaf (it imports no stage).
 
 pub mod api;
 pub mod homeassistant;
 pub mod http;
 pub mod logring;
-pub mod metrics;
 pub mod notify;
 pub mod page;
 pub mod points;

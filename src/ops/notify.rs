@@ -14,7 +14,7 @@ use tokio::sync::mpsc::WeakSender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::metrics;
+use crate::metrics;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -88,7 +88,7 @@ pub async fn run(queues: Vec<Box<dyn QueueLen>>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        m.refresh_bridge();
+        m.collect();
         let now_published = m.published.get();
         let now_readings = m.readings_total();
         let (online, total) = m.devices_online();

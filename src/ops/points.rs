@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use crate::config::DeviceConfig;
 use crate::reading::Value;
+use crate::southbound::devices::DeviceConfig;
 use crate::southbound::modbus::points::DataType;
 use crate::southbound::serial::decoder::PointType;
 use crate::southbound::simulated::Signal;

@@ -1,4 +1,4 @@
-//! Status topics (design §4): `{gateway}/status` (`online` / `offline`,
+//! Status topics (docs/design.md §4): `{gateway}/status` (`online` / `offline`,
 //! retained) and `{gateway}/status/{device}` (retained JSON
 //! `{"state", "error", "ts"}`).
 //!

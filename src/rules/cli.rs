@@ -8,8 +8,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use super::RulesConfig;
 use super::RulesEngine;
-use crate::config::Config;
 use crate::reading::{Quality, Reading, Value, now_ms};
 use crate::script::ScriptError;
 
@@ -84,14 +84,17 @@ fn parse_value(text: &str) -> (Value, Option<&str>) {
     (Value::String(text.to_string()), None)
 }
 
-/// Runs `readings` through the rules of `config`, `every` apart in reading
-/// time (starting now), and reports every publish and script error.
+/// Runs `readings` through the rules `cfg` (from the config file at
+/// `config_file`), `every` apart in reading time (starting now), and
+/// reports every publish and script error.
 pub fn test(
-    config: &Config,
+    gateway: &str,
+    cfg: &RulesConfig,
+    config_file: &std::path::Path,
     readings: &[String],
     every: Duration,
 ) -> Result<TestReport, RulesTestError> {
-    let (mut engine, mut errors) = RulesEngine::from_config(config);
+    let (mut engine, mut errors) = RulesEngine::from_config(gateway, cfg, config_file);
     if !errors.is_empty() {
         return Err(errors.swap_remove(0).into());
     }

@@ -12,15 +12,15 @@
 //! block on channels or log per reading (the stage in `mod.rs` does that),
 //! so that the CLI (`fieldgate rules test`) and benchmarks can drive it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rhai::{Dynamic, Engine};
 
-use super::api::{self, Defaults, ScriptReading, SharedCtx};
+use super::api::{self, Defaults, SharedCtx};
+use super::script_reading::ScriptReading;
 use super::{DefaultMapping, RulesConfig, TopicTemplate};
-use crate::config::Config;
 use crate::reading::{Publish, Reading};
 use crate::script::{self, Script, ScriptError};
 
@@ -90,17 +90,21 @@ pub(super) fn compile(
 }
 
 impl RulesEngine {
-    /// Builds the engine for `config.rules`, compiling every script. Scripts
-    /// that fail to compile are returned as errors and left empty (they
-    /// publish nothing until a reload compiles them).
-    pub fn from_config(config: &Config) -> (RulesEngine, Vec<ScriptError>) {
-        let paths = config
-            .rules
+    /// Builds the engine for `cfg` (the `rules:` of the config file at
+    /// `config_file`), compiling every script. Scripts that fail to compile
+    /// are returned as errors and left empty (they publish nothing until a
+    /// reload compiles them).
+    pub fn from_config(
+        gateway: &str,
+        cfg: &RulesConfig,
+        config_file: &Path,
+    ) -> (RulesEngine, Vec<ScriptError>) {
+        let paths = cfg
             .scripts
             .iter()
-            .map(|p| config.resolve_path(p))
+            .map(|p| crate::config::resolve_path(config_file, p))
             .collect();
-        Self::new(&config.gateway.id, &config.rules, paths)
+        Self::new(gateway, cfg, paths)
     }
 
     /// Builds the engine for resolved script `paths`.
@@ -189,9 +193,9 @@ impl RulesEngine {
                         slot.counters.limit_exceeded.fetch_add(1, Ordering::Relaxed);
                     }
                     let errors_total = slot.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    crate::ops::metrics::get()
+                    crate::metrics::get()
                         .rule_errors
-                        .get_or_create(&crate::ops::metrics::labels("script", &slot.name))
+                        .get_or_create(&crate::metrics::labels("script", &slot.name))
                         .inc();
                     failures.push(Failure {
                         index: i,

@@ -2,10 +2,11 @@
 //! scripts (`fn on_reading(r)`, docs/design.md) or, without scripts, the
 //! default mapping (this file and `mapping.rs`).
 //!
-//! Files: `api.rs` (what scripts see: the reading object, `emit`,
-//! `publish`, helpers), `state.rs` (helper memory), `engine.rs` (scripts,
-//! state, one call per reading), `reload.rs` (SIGHUP), `stage.rs` (the
-//! blocking worker), `cli.rs` (`fieldgate rules test`).
+//! Files: `api.rs` (what scripts can call: `emit`, `publish`, helpers),
+//! `script_reading.rs` (the reading object scripts get), `state.rs`
+//! (helper memory), `engine.rs` (scripts, state, one call per reading),
+//! `reload.rs` (SIGHUP), `stage.rs` (the blocking worker), `cli.rs`
+//! (`fieldgate rules test`).
 //!
 //! Owns `RulesConfig` and the stage loop. Must not talk to devices or the
 //! broker: it reads one channel and writes another.
@@ -17,25 +18,28 @@ mod engine;
 mod examples_tests;
 mod mapping;
 mod reload;
+mod script_reading;
 mod stage;
 #[cfg(test)]
 mod stage_tests;
 mod state;
 #[cfg(test)]
+mod state_tests;
+#[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{error, info, info_span};
 
-pub use api::ScriptReading;
 pub use engine::{ENTRY, Failure, RulesEngine, ScriptCounters};
 pub use mapping::TopicTemplate;
 pub use reload::Reloaded;
+pub use script_reading::ScriptReading;
 
-use crate::config::{Config, Report};
+use crate::config::Report;
 use crate::reading::{Publish, Qos, Reading};
 use crate::script::Limits;
 
@@ -74,14 +78,14 @@ impl Default for RulesConfig {
 impl RulesConfig {
     /// Checks the limits and compiles every script (a compile error names
     /// `file:line:column`).
-    pub(crate) fn validate(&self, config: &Config, path: &str, report: &mut Report) {
+    pub(crate) fn validate(&self, config_file: &Path, path: &str, report: &mut Report) {
         self.limits.validate(&format!("{path}.limits"), report);
         if self.scripts.is_empty() {
             return;
         }
         let engine = crate::script::engine(&self.limits);
         for (i, p) in self.scripts.iter().enumerate() {
-            let resolved = config.resolve_path(p);
+            let resolved = crate::config::resolve_path(config_file, p);
             let name = resolved.display().to_string();
             if let Err(e) = engine::compile(&engine, &resolved, &name) {
                 report.add(format!("{path}.scripts[{i}]"), e.to_string());
@@ -90,7 +94,7 @@ impl RulesConfig {
     }
 }
 
-/// The default mapping of design §4: topic from the template, JSON payload,
+/// The default mapping of docs/design.md §4: topic from the template, JSON payload,
 /// the configured QoS and retain flag.
 pub struct DefaultMapping {
     gateway: String,
@@ -131,12 +135,14 @@ impl DefaultMapping {
 /// Scripts run on a blocking thread (see `stage.rs`); this task forwards
 /// readings in batches and turns SIGHUP into a reload (see `reload.rs`).
 pub async fn run(
-    config: &Config,
+    gateway: &str,
+    cfg: &RulesConfig,
+    config_file: &Path,
     mut readings: mpsc::Receiver<Reading>,
     out: mpsc::Sender<Publish>,
 ) {
     let mut hup = reload::hangups();
-    let (engine, errors) = RulesEngine::from_config(config);
+    let (engine, errors) = RulesEngine::from_config(gateway, cfg, config_file);
     for e in &errors {
         // Config loading compiled them a moment ago: the file changed since.
         error!("rule script not loaded (send SIGHUP once fixed): {e}");
@@ -145,7 +151,7 @@ pub async fn run(
         let names: Vec<_> = engine.counters().into_iter().map(|(n, _)| n).collect();
         info!(scripts = ?names, "rules: scripts loaded");
     } else {
-        info!(topic = %config.rules.topic, "rules: default mapping");
+        info!(topic = %cfg.topic, "rules: default mapping");
     }
     let (work_tx, work_rx) = mpsc::channel(WORK_CAPACITY);
     let span = info_span!("rules-worker");

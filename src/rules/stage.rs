@@ -11,12 +11,13 @@
 //! a script error) drops that reading, is logged, and the stage goes on.
 //! Must not touch signals or the readings channel.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Failure, RulesEngine};
+use crate::metrics::LogThrottle;
 use crate::reading::{Publish, Reading};
 
 /// Log lines per script per window before errors are only counted.
@@ -29,55 +30,38 @@ pub(super) enum Work {
     Reload,
 }
 
-#[derive(Default)]
-struct Throttle {
-    since: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
 /// Logs failures within the per-script budget.
 struct ErrorLog {
-    per_script: Vec<Throttle>,
+    per_script: Vec<LogThrottle>,
 }
 
 impl ErrorLog {
     fn report(&mut self, index: usize, f: &Failure, r: &Reading) {
-        let t = &mut self.per_script[index];
-        let now = Instant::now();
-        if t.since.is_none_or(|s| now.duration_since(s) >= LOG_WINDOW) {
-            if t.suppressed > 0 {
-                warn!(
-                    script = %f.script,
-                    not_logged = t.suppressed,
-                    errors_total = f.errors_total,
-                    "rule script errors not logged in the last {LOG_WINDOW:?}"
-                );
-            }
-            *t = Throttle {
-                since: Some(now),
-                ..Throttle::default()
-            };
-        }
-        if t.logged < LOG_BURST {
-            t.logged += 1;
+        let Some(not_logged) = self.per_script[index].ready() else {
+            return;
+        };
+        if not_logged > 0 {
             warn!(
                 script = %f.script,
-                line = f.error.at().and_then(|a| a.line),
-                column = f.error.at().and_then(|a| a.column),
-                device = %r.device,
-                point = %r.point,
+                not_logged,
                 errors_total = f.errors_total,
-                "rule script error: {}; reading {}/{}={} ({})",
-                f.error,
-                r.device,
-                r.point,
-                r.value,
-                r.quality.as_str()
+                "rule script errors not logged in the last {LOG_WINDOW:?}"
             );
-        } else {
-            t.suppressed += 1;
         }
+        warn!(
+            script = %f.script,
+            line = f.error.at().and_then(|a| a.line),
+            column = f.error.at().and_then(|a| a.column),
+            device = %r.device,
+            point = %r.point,
+            errors_total = f.errors_total,
+            "rule script error: {}; reading {}/{}={} ({})",
+            f.error,
+            r.device,
+            r.point,
+            r.value,
+            r.quality.as_str()
+        );
     }
 }
 
@@ -92,7 +76,7 @@ pub(super) fn worker(
         per_script: engine
             .counters()
             .iter()
-            .map(|_| Throttle::default())
+            .map(|_| LogThrottle::with_burst(LOG_WINDOW, LOG_BURST))
             .collect(),
     };
     let mut pubs = Vec::new();

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use super::tests::reading;
 use super::*;
 use crate::reading::Value;
+use crate::settings::Config;
 
 fn config(script: &str, max_operations: u64) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -16,7 +17,7 @@ fn config(script: &str, max_operations: u64) -> (tempfile::TempDir, Config) {
         "gateway:\n  id: gw\nrules:\n  scripts: [s.rhai]\n  limits:\n    max_operations: {max_operations}\n"
     );
     let path = dir.path().join("fieldgate.yaml");
-    let cfg = crate::config::parse(&yaml, &path).expect("valid config");
+    let cfg = crate::settings::parse(&yaml, &path).expect("valid config");
     (dir, cfg)
 }
 
@@ -27,7 +28,9 @@ async fn a_busy_script_does_not_stall_the_runtime() {
     let (_dir, cfg) = config(script, u64::MAX / 2);
     let (read_tx, read_rx) = mpsc::channel(8);
     let (out_tx, mut out_rx) = mpsc::channel(8);
-    let stage = tokio::spawn(async move { run(&cfg, read_rx, out_tx).await });
+    let stage = tokio::spawn(async move {
+        run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, out_tx).await
+    });
     read_tx
         .send(reading("d", "p", Value::Int(1), 1))
         .await
@@ -56,7 +59,9 @@ async fn the_stage_drains_every_reading_then_returns() {
     );
     let (read_tx, read_rx) = mpsc::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
-    let stage = tokio::spawn(async move { run(&cfg, read_rx, out_tx).await });
+    let stage = tokio::spawn(async move {
+        run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, out_tx).await
+    });
     let collect = tokio::spawn(async move {
         let mut got = Vec::new();
         while let Some(p) = out_rx.recv().await {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, ImmutableString};
 
-use super::api::ScriptReading;
+use super::script_reading::ScriptReading;
 use crate::reading::Reading;
 
 /// Most device/point pairs one map remembers.

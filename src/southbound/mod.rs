@@ -8,6 +8,7 @@
 //! sources only send into the channels of their [`SourceContext`].
 
 pub mod commands;
+pub mod devices;
 pub mod line;
 pub mod modbus;
 pub mod serial;
@@ -20,9 +21,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DeviceConfig;
-use crate::ops::{metrics, status};
+use crate::metrics;
+use crate::ops::status;
 use crate::reading::{Publish, Reading};
+use devices::DeviceConfig;
 
 /// A boxed future a source runs as.
 pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

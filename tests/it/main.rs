@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. They run the real
 //! `fieldgate` binary and real peers on loopback (see docs/design.md).
 
+mod arch;
 mod bridge;
 mod bridge_ack;
 mod bridge_crash;

@@ -2,7 +2,7 @@
 //! with file and line while the gateway keeps publishing, SIGHUP reloads,
 //! `fieldgate rules test` and `fieldgate check` on scripts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use rumqttc::QoS;
@@ -38,22 +38,6 @@ rules:
     Gateway::spawn(cfg, port, &[])
 }
 
-/// Waits until the log contains `needle`; returns the log.
-fn wait_log(gw: &Gateway, needle: &str) -> String {
-    let deadline = Instant::now() + SECS;
-    loop {
-        let log = gw.log_text();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "log never showed {needle:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The counter value of the next message on `topic`.
 async fn next_count(sub: &mut Sub, topic: &str) -> i64 {
     let m = sub.wait_topic(topic, SECS).await;
@@ -65,7 +49,7 @@ async fn a_script_error_is_logged_with_file_and_line_and_publishing_goes_on() {
     let script = "fn on_reading(r) {\n  if r.point == \"bad\" {\n    let x = 10 / r.value;\n  }\n  emit(r);\n}\n";
     let gw = start(script);
     let mut sub = Sub::connect(gw.port, &["gw-r/dev/#"], QoS::AtMostOnce).await;
-    let log = wait_log(&gw, "rule script error");
+    let log = gw.wait_log("rule script error", SECS);
     let line = log
         .lines()
         .find(|l| l.contains("rule script error"))
@@ -89,7 +73,7 @@ async fn a_runaway_loop_is_stopped_and_readings_keep_flowing() {
         "fn on_reading(r) {\n  if r.point == \"bad\" {\n    loop { }\n  }\n  emit(r);\n}\n";
     let gw = start(script);
     let mut sub = Sub::connect(gw.port, &["gw-r/dev/count"], QoS::AtMostOnce).await;
-    wait_log(&gw, "too many operations");
+    gw.wait_log("too many operations", SECS);
     // after several stopped loops, counts still arrive at the poll rate
     let first = next_count(&mut sub, "gw-r/dev/count").await;
     let mut last = first;
@@ -112,11 +96,11 @@ async fn sighup_reloads_a_good_script_and_keeps_the_old_one_when_broken() {
     gw.cfg.write("s.rhai", &v("two"));
     gw.signal(Signal::SIGHUP);
     sub.wait_topic("ver/two", SECS).await;
-    wait_log(&gw, "rule script reloaded");
+    gw.wait_log("rule script reloaded", SECS);
 
     gw.cfg.write("s.rhai", "fn on_reading(r) {\n  emit(r\n}\n");
     gw.signal(Signal::SIGHUP);
-    let log = wait_log(&gw, "not reloaded");
+    let log = gw.wait_log("not reloaded", SECS);
     let line = log
         .lines()
         .find(|l| l.contains("not reloaded"))

@@ -114,21 +114,6 @@ async fn take(sub: &mut Sub, topic: &str) -> serde_json::Value {
     sub.wait_topic(topic, SECS).await.json()
 }
 
-fn wait_log(gw: &Gateway, needle: &str) -> String {
-    let deadline = Instant::now() + SECS;
-    loop {
-        let log = gw.log_text();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "log never showed {needle:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_decoders_end_to_end() {
     let devices = r#"
@@ -224,7 +209,7 @@ async fn garbage_and_a_throwing_decoder_are_logged_and_reading_goes_on() {
     socats[0].send(b"\nboom\nabc\n");
     let m = sub.wait_topic("gw-s/dev/v", SECS).await.json();
     assert_eq!(m["value"], 3, "only the good frame gave a reading");
-    let log = wait_log(&gw, "decoder error");
+    let log = gw.wait_log("decoder error", SECS);
     assert!(
         log.contains("d.rhai:3"),
         "script position in the log:\n{log}"
@@ -284,14 +269,14 @@ async fn sighup_reloads_the_decoder_and_keeps_the_old_one_on_error() {
 
     gw.cfg.write("d.rhai", "fn decode(frame) {\n  #{ v: }\n}\n");
     gw.signal(Signal::SIGHUP);
-    let log = wait_log(&gw, "decoder not reloaded");
+    let log = gw.wait_log("decoder not reloaded", SECS);
     assert!(log.contains("d.rhai:2"), "{log}");
     socats[0].send(b"x\n");
     assert_eq!(sub.wait_topic("gw-s/dev/v", SECS).await.json()["value"], 1);
 
     gw.cfg.write("d.rhai", "fn decode(frame) { #{ v: 2 } }\n");
     gw.signal(Signal::SIGHUP);
-    wait_log(&gw, "decoder reloaded");
+    gw.wait_log("decoder reloaded", SECS);
     socats[0].send(b"x\n");
     assert_eq!(sub.wait_topic("gw-s/dev/v", SECS).await.json()["value"], 2);
 }

@@ -19,7 +19,7 @@ use super::Common;
 use super::link::{self, CallError, Link};
 use super::plan::ReadRequest;
 use super::points::Codec;
-use crate::ops::metrics;
+use crate::metrics;
 use crate::reading::{Reading, Value, now_ms};
 use crate::southbound::SourceContext;
 

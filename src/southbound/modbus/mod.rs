@@ -1,8 +1,9 @@
 //! The Modbus device kinds `modbus-tcp` and `modbus-rtu` (docs/design.md, README "Modbus"):
 //! their config structs and checks, and the sources that poll them.
 //!
-//! Layout: `config.rs` (config structs and checks), `points.rs` (register
-//! <-> value codec), `plan.rs` (read merging), `link.rs` (one request with
+//! Layout: `config.rs` (config structs and checks), `buses.rs` (RTU devices
+//! grouped per port), `points.rs` (register <-> value codec, helpers in
+//! `points/words.rs`), `plan.rs` (read merging), `link.rs` (one request with
 //! timeout over tokio-modbus), `device.rs` (the per-device poll state
 //! machine: retries, backoff, status), `tcp.rs` (one source per TCP device),
 //! `rtu.rs` (one source per serial bus), `writes.rs` (`.../set` commands),
@@ -11,6 +12,7 @@
 //! Owns everything Modbus. Must not publish readings itself (they go to the
 //! rules stage through the `SourceContext`) nor touch the broker.
 
+mod buses;
 mod config;
 pub mod describe;
 mod device;
@@ -21,7 +23,8 @@ mod rtu;
 mod tcp;
 mod writes;
 
-pub(crate) use config::validate_buses;
-pub use config::{Common, ModbusRtuConfig, ModbusTcpConfig, Parity, buses};
+pub use buses::buses;
+pub(crate) use buses::validate_buses;
+pub use config::{Common, ModbusRtuConfig, ModbusTcpConfig, Parity};
 pub use rtu::{BusConfig, RtuBus};
 pub use tcp::TcpDevice;

@@ -8,11 +8,11 @@
 //! [`SourceContext`](super::SourceContext)).
 
 pub mod decoder;
+mod describe;
 pub mod framing;
-mod plan;
 mod session;
 
-pub(crate) use plan::plan;
+pub(crate) use describe::describe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use tracing::{Instrument, info_span};
 
 use super::{Source, SourceContext, SourceFuture};
 use crate::config::ReconnectConfig;
-use crate::config::{ByteSize, Config, Duration, Report};
+use crate::config::{ByteSize, Duration, Report};
 use crate::script::Limits;
 use decoder::{Decoder, SerialPoint};
 use framing::{FrameMode, unescape};
@@ -162,14 +162,14 @@ impl SerialConfig {
         }
     }
 
-    fn script_path(&self, config: &Config) -> Option<PathBuf> {
+    fn script_path(&self, config_file: &Path) -> Option<PathBuf> {
         if self.decoder == "json" {
             return None;
         }
         Some(
-            self.decoder_path
-                .clone()
-                .unwrap_or_else(|| config.resolve_path(Path::new(&self.decoder))),
+            self.decoder_path.clone().unwrap_or_else(|| {
+                crate::config::resolve_path(config_file, Path::new(&self.decoder))
+            }),
         )
     }
 
@@ -183,7 +183,7 @@ impl SerialConfig {
         }
     }
 
-    pub(crate) fn validate(&self, config: &Config, path: &str, report: &mut Report) {
+    pub(crate) fn validate(&self, config_file: &Path, path: &str, report: &mut Report) {
         if self.baud == 0 {
             report.add(format!("{path}.baud"), "must be greater than 0");
         }
@@ -226,7 +226,7 @@ impl SerialConfig {
             );
         }
         self.limits.validate(&format!("{path}.limits"), report);
-        if let Some(script) = self.script_path(config) {
+        if let Some(script) = self.script_path(config_file) {
             let res = Decoder::script(&script, &self.limits, &self.points, self.strict);
             if let Err(e) = res {
                 report.add(format!("{path}.decoder"), e.to_string());

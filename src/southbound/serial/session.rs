@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::decoder::Decoder;
 use super::framing::{FrameStats, Framer, escape_for_log, unescape};
 use super::{FlowControl, SerialConfig, SerialStats};
-use crate::ops::metrics;
+use crate::metrics::{self, LogThrottle};
 use crate::reading::{Quality, Reading, now_ms};
 use crate::southbound::SourceContext;
 
@@ -35,35 +35,11 @@ const READ_CHUNK: usize = 1024;
 /// How long a request write may take before the port counts as gone.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// At most one warning per [`Throttle::EVERY`] for a problem that repeats
-/// with every frame (a wrong baud rate makes every frame fail); the others
-/// are counted and reported with the next warning. The counters in
-/// [`SerialStats`] count every one.
-#[derive(Debug, Default)]
-pub(super) struct Throttle {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-    /// `Some(n)` when this one should be logged (`n` were suppressed since
-    /// the last), `None` when it should not.
-    pub(super) fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < Self::EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
+/// At most one warning per second for a problem that repeats with every
+/// frame (a wrong baud rate makes every frame fail); the others are counted
+/// and reported with the next warning. The counters in [`SerialStats`]
+/// count every one.
+const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a session with an open port ended.
 #[derive(Debug)]
@@ -238,8 +214,8 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut idle_at: Option<Instant> = None;
-    let mut oversized_log = Throttle::default();
-    let mut error_log = Throttle::default();
+    let mut oversized_log = LogThrottle::new(WARN_EVERY);
+    let mut error_log = LogThrottle::new(WARN_EVERY);
     loop {
         let idle_wait = async {
             match idle_at {
@@ -299,7 +275,7 @@ fn account(
     before: &FrameStats,
     now: &FrameStats,
     max_frame: usize,
-    throttle: &mut Throttle,
+    throttle: &mut LogThrottle,
 ) {
     stats
         .frames
@@ -320,7 +296,7 @@ fn account(
             .oversized_frames
             .fetch_add(oversized, Ordering::Relaxed)
             + oversized;
-        let Some(suppressed) = throttle.allow() else {
+        let Some(suppressed) = throttle.ready() else {
             return;
         };
         warn!(
@@ -339,7 +315,7 @@ async fn deliver(
     stats: &SerialStats,
     ctx: &SourceContext,
     device: &Arc<str>,
-    throttle: &mut Throttle,
+    throttle: &mut LogThrottle,
 ) -> bool {
     let ts = now_ms();
     let decoded = match decoder.decode(frame) {
@@ -350,7 +326,7 @@ async fn deliver(
                 .decode_errors
                 .get_or_create(&metrics::labels("device", device))
                 .inc();
-            let Some(suppressed) = throttle.allow() else {
+            let Some(suppressed) = throttle.ready() else {
                 debug!(error = %e, "decoder error (warning throttled)");
                 return true;
             };

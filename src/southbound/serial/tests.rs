@@ -197,14 +197,6 @@ fn frame_config_checks() {
     );
 }
 
-#[tokio::test]
-async fn repeated_warnings_are_throttled_and_counted() {
-    let mut t = session::Throttle::default();
-    assert_eq!(t.allow(), Some(0));
-    assert_eq!(t.allow(), None);
-    assert_eq!(t.allow(), None);
-}
-
 #[test]
 fn bad_settings_are_config_errors_with_paths() {
     let yaml = r#"
@@ -222,7 +214,7 @@ devices:
     reconnect: { min: 2s, max: 1s }
     points: [ { name: "a b" } ]
 "#;
-    let err = crate::config::parse(yaml, Path::new("t.yaml")).unwrap_err();
+    let err = crate::settings::parse(yaml, Path::new("t.yaml")).unwrap_err();
     let text = err.to_string();
     for want in [
         "devices[0].data_bits (line 7",
@@ -236,7 +228,7 @@ devices:
     }
     let unknown =
         "gateway: { id: gw }\ndevices:\n  - { name: s, kind: serial, port: /dev/x, bauds: 9600 }\n";
-    let text = crate::config::parse(unknown, Path::new("t.yaml"))
+    let text = crate::settings::parse(unknown, Path::new("t.yaml"))
         .unwrap_err()
         .to_string();
     assert!(text.contains("bauds"), "{text}");

@@ -9,7 +9,7 @@ use super::SerialConfig;
 use super::framing::{self, FrameMode, unescape};
 
 /// The device's lines in `fieldgate check`'s plan.
-pub(crate) fn plan(
+pub(crate) fn describe(
     s: &mut String,
     c: &SerialConfig,
     gw: &str,

@@ -1,17 +1,21 @@
-//! The `devices:` list: tells device kinds apart by `kind` and hands each
-//! entry to the config struct of its adapter.
+//! The `devices:` list: tells device kinds apart by `kind`, hands each
+//! entry to the config struct of its adapter, and runs the checks across
+//! devices (names, uniqueness, RTU buses).
 //!
-//! Owns the list of kinds this build knows. Adding a kind means one arm here
-//! and one struct beside its adapter in `southbound/`. Must not validate
-//! adapter-specific fields (the adapter structs do that).
+//! Owns the list of kinds this build knows. Adding a kind means its adapter
+//! folder, one arm per `match` here, and one arm in [`super::build_all`].
+//! Must not validate adapter-specific fields (the adapter structs do that).
 
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
-use super::Report;
-use crate::southbound::modbus::{ModbusRtuConfig, ModbusTcpConfig};
-use crate::southbound::serial::SerialConfig;
-use crate::southbound::simulated::SimulatedConfig;
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::modbus::{ModbusRtuConfig, ModbusTcpConfig};
+use super::serial::SerialConfig;
+use super::simulated::SimulatedConfig;
+use crate::config::{Report, is_valid_name};
 
 /// Device kinds this build accepts, as written in `kind:`.
 pub const DEVICE_KINDS: &[&str] = &["simulated", "modbus-tcp", "modbus-rtu", "serial"];
@@ -61,7 +65,7 @@ fn typed<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> 
 /// Parses every device entry; problems go to `report`, bad entries are skipped.
 /// Returns the devices that parsed, each with its index in the YAML list (so
 /// later messages name the right `devices[i]` when an earlier entry failed).
-pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, DeviceConfig)> {
+pub(crate) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, DeviceConfig)> {
     let mut out = Vec::with_capacity(values.len());
     for (i, value) in values.into_iter().enumerate() {
         let path = format!("devices[{i}]");
@@ -115,10 +119,56 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, 
 
 /// Resolves paths written in device entries (serial decoder scripts)
 /// against the config file's folder.
-pub(super) fn resolve_paths(devices: &mut [DeviceConfig], config_dir: &std::path::Path) {
+pub(crate) fn resolve_paths(devices: &mut [DeviceConfig], config_dir: &Path) {
     for d in devices {
         if let DeviceConfig::Serial(c) = d {
             c.resolve_paths(config_dir);
         }
     }
+}
+
+/// Checks every device: valid and unique names, the adapter's own checks,
+/// and the RTU devices that share a port. `positions[i]` is the index in
+/// the YAML list of `devices[i]`; `config_file` anchors relative paths.
+pub(crate) fn validate_all(
+    devices: &[DeviceConfig],
+    positions: &[usize],
+    config_file: &Path,
+    report: &mut Report,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut rtu = Vec::new();
+    for (&i, dev) in positions.iter().zip(devices) {
+        let path = format!("devices[{i}]");
+        let name = dev.name();
+        if !is_valid_name(name) {
+            report.add(
+                format!("{path}.name"),
+                format!(
+                    "{name:?} is not a valid device name: use letters, digits, `_` and `-` only"
+                ),
+            );
+        } else if name == "status" {
+            report.add(
+                format!("{path}.name"),
+                "`status` is reserved for status topics",
+            );
+        }
+        if let Some(first) = seen.insert(name, i) {
+            report.add(
+                format!("{path}.name"),
+                format!("duplicate device name {name:?} (also devices[{first}])"),
+            );
+        }
+        match dev {
+            DeviceConfig::Simulated(c) => c.validate(&path, report),
+            DeviceConfig::ModbusTcp(c) => c.validate(&path, report),
+            DeviceConfig::ModbusRtu(c) => {
+                c.validate(&path, report);
+                rtu.push((path.clone(), c));
+            }
+            DeviceConfig::Serial(c) => c.validate(config_file, &path, report),
+        }
+    }
+    super::modbus::validate_buses(&rtu, report);
 }

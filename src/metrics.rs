@@ -1,12 +1,22 @@
-//! Process-wide metrics (Prometheus text via prometheus-client) and the
-//! health summary behind `/healthz`.
+//! The metrics leaf: process-wide metrics (Prometheus text via
+//! prometheus-client), the device health behind `/healthz`, the
+//! [`Collector`]s stages register, and the one throttle for repeated log
+//! lines ([`LogThrottle`]).
 //!
-//! Owns the metric names and the registry. Stages record into [`get()`];
-//! this module must not hold pipeline state beyond counters and gauges.
+//! Owns the metric names and the registry. Stages record into [`get()`]
+//! as things happen; a stage whose figures live in its own counters (the
+//! broker, the bridge) registers a [`Collector`] at start, which copies
+//! them in whenever the figures are read ([`Metrics::collect`]: the
+//! scrape, `/healthz`, the systemd STATUS line). This module must import
+//! no stage and hold no pipeline state beyond counters and gauges.
 //! Metric names (all prefixed `fieldgate_`): see [`Metrics`].
 
+mod throttle;
+
+pub use throttle::LogThrottle;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
@@ -68,7 +78,17 @@ pub struct Metrics {
     /// 1 while the upstream connection is up
     pub uplink_connected: Gauge,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
-    bridge: OnceLock<Arc<crate::bridge::Counters>>,
+    collectors: Mutex<Vec<(&'static str, Arc<dyn Collector>)>>,
+}
+
+/// A stage's own figures, copied into [`Metrics`] whenever they are read.
+pub trait Collector: Send + Sync {
+    fn collect(&self, m: &Metrics);
+}
+
+/// `i64` for a gauge from a `u64` count (saturating).
+pub fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// What `/healthz` says about one device.
@@ -240,7 +260,7 @@ impl Metrics {
             registry: r,
             started: Instant::now(),
             devices: Mutex::new(BTreeMap::new()),
-            bridge: OnceLock::new(),
+            collectors: Mutex::new(Vec::new()),
         }
     }
 
@@ -252,58 +272,25 @@ impl Metrics {
         s
     }
 
-    /// Lets the metrics read the bridge's counters (at scrape time).
-    pub fn attach_bridge(&self, counters: Arc<crate::bridge::Counters>) {
-        let _ = self.bridge.set(counters);
-    }
-
-    /// Copies the bridge's counters into the exported metrics.
-    pub fn refresh_bridge(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let Some(c) = self.bridge.get() else { return };
-        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.outbox_depth.set(gauge(c.depth.load(Relaxed)));
-        self.outbox_bytes.set(gauge(c.depth_bytes.load(Relaxed)));
-        self.uplink_connected.set(gauge(c.connected.load(Relaxed)));
-        let oldest = c.oldest_ms.load(Relaxed);
-        let age_s = if oldest > 0 && c.depth.load(Relaxed) > 0 {
-            (crate::reading::now_ms() - oldest).max(0) / 1000
-        } else {
-            0
-        };
-        self.outbox_oldest_age_seconds.set(age_s);
-        self.uplink_sent
-            .inner()
-            .store(c.sent.load(Relaxed), Relaxed);
-        self.uplink_acked
-            .inner()
-            .store(c.acked.load(Relaxed), Relaxed);
-        self.outbox_errors
-            .inner()
-            .store(c.io_errors.load(Relaxed), Relaxed);
-        for (reason, v) in [
-            ("drop_oldest", &c.dropped_oldest),
-            ("drop_newest", &c.dropped_newest),
-            ("max_age", &c.expired),
-            ("live_not_sent", &c.live_dropped),
-        ] {
-            self.uplink_dropped
-                .get_or_create(&labels("reason", reason))
-                .inner()
-                .store(v.load(Relaxed), Relaxed);
+    /// Registers `c` as the collector of `stage`, replacing the one
+    /// registered under that name before (a restarted stage).
+    pub fn set_collector(&self, stage: &'static str, c: Arc<dyn Collector>) {
+        if let Ok(mut cs) = self.collectors.lock() {
+            cs.retain(|(name, _)| *name != stage);
+            cs.push((stage, c));
         }
     }
 
-    /// Copies the embedded broker's figures.
-    pub fn refresh_broker(&self, b: &crate::broker::stats::Snapshot) {
-        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        self.broker_connections.set(gauge(b.clients_connected));
-        self.broker_panics.set(gauge(b.panics));
-        self.broker_dropped.set(gauge(b.publish_dropped));
-        self.broker_protocol_errors.set(gauge(b.protocol_errors));
-        self.broker_publish_denied.set(gauge(b.publish_denied));
-        self.broker_store_failed_commits
-            .set(gauge(b.store_failed_commits));
+    /// Asks every registered collector to copy its figures in.
+    pub fn collect(&self) {
+        let collectors = self
+            .collectors
+            .lock()
+            .map(|cs| cs.iter().map(|(_, c)| c.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for c in collectors {
+            c.collect(self);
+        }
     }
 
     /// Records a device's state (called with every status change).
@@ -322,7 +309,10 @@ impl Metrics {
 
     /// Whether the bridge attached its counters (an uplink is configured).
     pub fn has_bridge(&self) -> bool {
-        self.bridge.get().is_some()
+        self.collectors
+            .lock()
+            .map(|cs| cs.iter().any(|(name, _)| *name == "bridge"))
+            .unwrap_or(false)
     }
 
     /// Devices by name with their last state.

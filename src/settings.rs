@@ -1,0 +1,169 @@
+//! The whole configuration: assembles the sections every stage owns
+//! (`gateway:`, `broker:`, `devices:`, `rules:`, `metrics:`, `uplink:`)
+//! into [`Config`], loads the file and runs the checks across sections.
+//!
+//! Sits at the wiring level, above the stages, because it names each
+//! stage's section; the value types and problem reporting it uses are the
+//! `crate::config` leaf. A new device kind does not touch this file (see
+//! `southbound/devices.rs`). Must not start anything.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::bridge::UplinkConfig;
+use crate::broker::BrokerConfig;
+use crate::config::{ConfigError, Locations, Report, check_topic_template, is_valid_name};
+use crate::ops::homeassistant::HomeAssistantConfig;
+use crate::ops::http::MetricsConfig;
+use crate::rules::RulesConfig;
+use crate::southbound::devices::{self, DeviceConfig};
+
+pub use crate::config::DEFAULT_PATH;
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the config was read from (scripts are resolved relative to it).
+    pub source: PathBuf,
+    pub gateway: GatewayConfig,
+    pub broker: BrokerConfig,
+    pub devices: Vec<DeviceConfig>,
+    pub rules: RulesConfig,
+    /// The metrics and health endpoint; off when absent.
+    pub metrics: Option<MetricsConfig>,
+    /// `uplink:`: the store-and-forward bridge; `None` for a local gateway.
+    pub uplink: Option<UplinkConfig>,
+    /// `homeassistant:`: MQTT discovery; off when absent.
+    pub homeassistant: Option<HomeAssistantConfig>,
+}
+
+/// `gateway:`: identity and where state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Used in topics and client ids; `[A-Za-z0-9_-]+`.
+    pub id: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/fieldgate")
+}
+
+/// The file as written, before device kinds are told apart.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: GatewayConfig,
+    #[serde(default)]
+    broker: BrokerConfig,
+    #[serde(default)]
+    devices: Vec<serde_yaml_ng::Value>,
+    #[serde(default)]
+    rules: RulesConfig,
+    #[serde(default)]
+    uplink: Option<UplinkConfig>,
+    #[serde(default)]
+    metrics: Option<MetricsConfig>,
+    /// `http:` is the same section as `metrics:` under its newer name.
+    #[serde(default)]
+    http: Option<MetricsConfig>,
+    #[serde(default)]
+    homeassistant: Option<HomeAssistantConfig>,
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names the file in messages and
+/// anchors relative script paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let locations = Locations::index(text);
+    let mut report = Report::new(&locations);
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
+        Ok(raw) => raw,
+        Err(e) => {
+            report.add_serde("", e);
+            return Err(report.into_error(path));
+        }
+    };
+    let (positions, mut devices): (Vec<usize>, Vec<DeviceConfig>) =
+        devices::parse_all(raw.devices, &mut report)
+            .into_iter()
+            .unzip();
+    devices::resolve_paths(&mut devices, path.parent().unwrap_or(Path::new(".")));
+    if raw.http.is_some() && raw.metrics.is_some() {
+        report.add(
+            "http",
+            "`http:` and `metrics:` are the same section: give only one",
+        );
+    }
+    let (http_key, http) = match (&raw.http, &raw.metrics) {
+        (Some(h), _) => ("http", Some(h)),
+        (None, m) => ("metrics", m.as_ref()),
+    };
+    for (i, u) in http.map_or(&[][..], |h| &h.users).iter().enumerate() {
+        if let Err(e) = u.source().and_then(|s| s.resolve()) {
+            report.add(format!("{http_key}.users[{i}]"), e);
+        }
+    }
+    if let Some(ha) = &raw.homeassistant
+        && (ha.prefix.is_empty()
+            || !crate::broker::valid_publish_topic(&format!("{}/status", ha.prefix)))
+    {
+        report.add(
+            "homeassistant.prefix",
+            format!("{:?} is not a valid topic prefix", ha.prefix),
+        );
+    }
+    let config = Config {
+        source: path.to_path_buf(),
+        gateway: raw.gateway,
+        broker: raw.broker,
+        devices,
+        rules: raw.rules,
+        metrics: raw.http.or(raw.metrics),
+        uplink: raw.uplink,
+        homeassistant: raw.homeassistant,
+    };
+    check(&config, &positions, &mut report);
+    report.finish(path)?;
+    Ok(config)
+}
+
+/// The checks across sections; `positions[i]` is the index in the YAML
+/// list of `config.devices[i]`.
+fn check(config: &Config, positions: &[usize], report: &mut Report) {
+    if !is_valid_name(&config.gateway.id) {
+        report.add(
+            "gateway.id",
+            format!(
+                "{:?} is not a valid id: use letters, digits, `_` and `-` only",
+                config.gateway.id
+            ),
+        );
+    }
+    devices::validate_all(&config.devices, positions, &config.source, report);
+    check_topic_template(&config.rules.topic, "rules.topic", report);
+    config.broker.validate("broker", report);
+    config.rules.validate(&config.source, "rules", report);
+    if let Some(uplink) = &config.uplink {
+        uplink.validate("uplink", report);
+    }
+}
+
+impl Config {
+    /// Resolves a path written in the config relative to the config file's folder.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        crate::config::resolve_path(&self.source, p)
+    }
+}
