@@ -117,7 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let publisher =
         tokio::spawn(publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")));
     // Cannot fail: the publisher holds the receiver until all senders drop.
-    let _ = pub_tx.send(ops::status::gateway(&gateway, true)).await;
+    let _ = pub_tx.send(reading::status::gateway(&gateway, true)).await;
 
     let rules = {
         let config = config.clone();
@@ -210,7 +210,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     {
         warn!("rules stage did not drain in time");
     }
-    let _ = pub_tx.send(ops::status::gateway(&gateway, false)).await;
+    let _ = pub_tx.send(reading::status::gateway(&gateway, false)).await;
     drop(pub_tx);
     if let Some(b) = bridge {
         b.stop(SHUTDOWN_DEADLINE).await;

@@ -11,6 +11,7 @@
 //! no stage and hold no pipeline state beyond counters and gauges.
 //! Metric names (all prefixed `fieldgate_`): see [`Metrics`].
 
+pub mod readings;
 mod throttle;
 
 pub use throttle::LogThrottle;

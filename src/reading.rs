@@ -1,8 +1,11 @@
 //! The types that flow between stages: [`Reading`] (southbound -> rules) and
-//! [`Publish`] (rules -> broker and bridge), plus [`Qos`].
+//! [`Publish`] (rules -> broker and bridge), plus [`Qos`], and the status
+//! topics and payloads every stage publishes ([`status`]).
 //!
 //! Owns only plain data and its JSON form. Must not know about channels,
 //! the broker or any device protocol.
+
+pub mod status;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -196,7 +196,7 @@ impl UplinkConfig {
     /// The upstream topic of the gateway status (`{gateway}/status` with the
     /// prefix of the first forward rule that matches it, else of the first rule).
     pub fn status_topic(&self, gateway: &str) -> String {
-        let topic = crate::ops::status::gateway_topic(gateway);
+        let topic = crate::reading::status::gateway_topic(gateway);
         let prefix = self
             .forward_rule(&topic)
             .or(self.forward.first())

@@ -194,7 +194,7 @@ impl Bridge {
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
         let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect);
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
-        let status_topic = crate::ops::status::gateway_topic(&gateway);
+        let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
 
         let forwarder = forward::Forwarder {

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
+use super::logring;
 use super::points::DeviceSpec;
-use super::{logring, readings};
 use crate::broker::BrokerHandle;
 use crate::metrics;
+use crate::metrics::readings;
 use crate::reading::{Quality, now_ms};
 
 /// A value older than this many poll intervals is marked stale.

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::points::{DeviceSpec, PointKind, PointSpec};
-use super::status;
 use crate::broker::BrokerHandle;
+use crate::reading::status;
 use crate::reading::{Publish, Qos};
 
 /// Where the topics published last time are kept, inside `data_dir`.

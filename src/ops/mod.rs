@@ -13,5 +13,3 @@ pub mod logring;
 pub mod notify;
 pub mod page;
 pub mod points;
-pub mod readings;
-pub mod status;

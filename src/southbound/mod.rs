@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
-use crate::ops::status;
+use crate::reading::status;
 use crate::reading::{Publish, Reading};
 use devices::DeviceConfig;
 
@@ -74,7 +74,7 @@ impl SourceContext {
             .readings
             .get_or_create(&metrics::labels("device", &reading.device))
             .inc();
-        crate::ops::readings::record(&reading);
+        crate::metrics::readings::record(&reading);
         self.readings.send(reading).await.is_ok()
     }
 
