@@ -81,14 +81,18 @@ enum OutboxAction {
         /// How many.
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+        /// The dead-letter table instead: messages the uplink gave up on.
+        #[arg(long)]
+        dead: bool,
     },
+    /// Put every dead-letter message back at the end of the outbox.
+    RetryDead,
     /// Delete every buffered message (stop the gateway first).
     Purge,
 }
 
 fn init_logging(level: &str, format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -106,7 +110,10 @@ fn init_logging(level: &str, format: LogFormat) {
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
         tracing::error!(%at, %thread, panic = %info, "a task panicked");
     }));
 }
@@ -157,7 +164,13 @@ fn main() -> ExitCode {
             };
             let cmd = match action {
                 OutboxAction::Stats => fieldgate::bridge::OutboxCommand::Stats,
-                OutboxAction::List { limit } => fieldgate::bridge::OutboxCommand::List(limit),
+                OutboxAction::List { limit, dead: false } => {
+                    fieldgate::bridge::OutboxCommand::List(limit)
+                }
+                OutboxAction::List { limit, dead: true } => {
+                    fieldgate::bridge::OutboxCommand::ListDead(limit)
+                }
+                OutboxAction::RetryDead => fieldgate::bridge::OutboxCommand::RetryDead,
                 OutboxAction::Purge => fieldgate::bridge::OutboxCommand::Purge,
             };
             match outbox(&cfg, cmd) {

@@ -35,7 +35,9 @@ use tracing::{info, warn};
 
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Plan, READ_AHEAD};
+use super::outbox::dead::Failure;
 use super::outbox::{self, Progress, WriteCmd};
+use super::poison;
 use super::upstream::{self, Link, Report};
 use super::{Counters, RateLimited};
 use crate::reading::Publish;
@@ -58,8 +60,8 @@ type Next = ReusableBoxFuture<'static, (Box<Link>, Report)>;
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tracked {
-    /// An outbox row: id and size.
-    Row(i64, u64),
+    /// An outbox row: id, size and failed tries so far.
+    Row(i64, u64, u32),
     /// Not from the outbox (status messages, live sends after a failed commit).
     Untracked,
 }
@@ -102,6 +104,8 @@ struct State {
     acks_sent: u64,
     /// Acknowledged ids the writer has handled (its `Progress::deleted`).
     acks_done: u64,
+    /// Failed tries and given-up rows, not yet handed to the writer.
+    failures: Vec<Failure>,
 }
 
 impl State {
@@ -126,7 +130,7 @@ impl State {
             .chain(self.inflight.drain().map(|(_, t)| t))
             .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
-                Tracked::Row(id, _) => Some(id),
+                Tracked::Row(id, ..) => Some(id),
                 Tracked::Untracked => None,
             });
         self.cursor.rewind(ids);
@@ -153,6 +157,7 @@ impl Forwarder {
             acks: Vec::new(),
             acks_sent: 0,
             acks_done: 0,
+            failures: Vec::new(),
         };
         let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
         let mut live_drops = RateLimited::new(Duration::from_secs(10));
@@ -166,16 +171,16 @@ impl Forwarder {
         loop {
             let deleting = st.acks_sent > st.acks_done;
             tokio::select! {
-                (link, r) = conn.get_pin() => {
+                (mut link, r) = conn.get_pin() => {
+                    self.on_report(&mut link, r, &mut st, &status_topic);
                     conn.set(upstream::next(link));
-                    self.on_report(r, &mut st, &status_topic);
                     // take whatever else is ready, so acks and window
                     // refills are handled in batches
                     for _ in 0..EVENTS_PER_TURN {
                         match std::future::poll_fn(|cx| Poll::Ready(conn.poll(cx))).await {
-                            Poll::Ready((link, r)) => {
+                            Poll::Ready((mut link, r)) => {
+                                self.on_report(&mut link, r, &mut st, &status_topic);
                                 conn.set(upstream::next(link));
-                                self.on_report(r, &mut st, &status_topic);
                             }
                             Poll::Pending => break,
                         }
@@ -215,6 +220,7 @@ impl Forwarder {
             }
             st.acks_done = *self.progress.deleted.borrow_and_update();
             self.send_acks(&mut st);
+            self.send_failures(&mut st);
             if st.connected {
                 self.fill(&mut st);
                 if reading.is_none() {
@@ -245,9 +251,9 @@ impl Forwarder {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
                 while st.connected && st.unacked() > 0 {
                     match tokio::time::timeout_at(deadline, conn.get_pin()).await {
-                        Ok((link, r)) => {
+                        Ok((mut link, r)) => {
+                            self.on_report(&mut link, r, st, status_topic);
                             conn.set(upstream::next(link));
-                            self.on_report(r, st, status_topic);
                         }
                         Err(_) => break,
                     }
@@ -266,6 +272,12 @@ impl Forwarder {
             let ids = std::mem::take(&mut st.acks);
             if self.writer.send(WriteCmd::Ack(ids)).await.is_err() {
                 warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
+            }
+        }
+        if !st.failures.is_empty() {
+            let f = std::mem::take(&mut st.failures);
+            if self.writer.send(WriteCmd::Failed(f)).await.is_err() {
+                warn!("uplink: outbox writer gone; failed tries not recorded");
             }
         }
         info!("uplink stopped");
@@ -291,7 +303,7 @@ impl Forwarder {
         }
     }
 
-    fn on_report(&mut self, r: Report, st: &mut State, status_topic: &str) {
+    fn on_report(&mut self, link: &mut Link, r: Report, st: &mut State, status_topic: &str) {
         match r {
             Report::Up { session_present } => {
                 st.connected = true;
@@ -320,6 +332,9 @@ impl Forwarder {
                 }
             }
             Report::Down => {
+                if st.connected {
+                    self.blame(link, st);
+                }
                 st.connected = false;
                 self.counters
                     .connected
@@ -358,8 +373,50 @@ impl Forwarder {
         }
     }
 
+    /// A connection that was up dropped: the oldest message sent and not
+    /// acknowledged takes the blame (a broker that refuses a message closes
+    /// the connection when it reads it, and rumqttc resends it first after
+    /// the reconnect). After `max_attempts` tries it is given up on: out of
+    /// rumqttc's resend queue, to the dead-letter table.
+    fn blame(&mut self, link: &mut Link, st: &mut State) {
+        let suspect = st
+            .inflight
+            .iter()
+            .filter_map(|(pkid, t)| match t {
+                Tracked::Row(id, ..) => Some((*id, *pkid)),
+                Tracked::Untracked => None,
+            })
+            .min();
+        let Some((_, pkid)) = suspect else { return };
+        let Some(Tracked::Row(id, _, attempts)) = st.inflight.get_mut(&pkid) else {
+            return;
+        };
+        *attempts = attempts.saturating_add(1);
+        let (id, attempts) = (*id, *attempts);
+        let dead = (attempts >= self.cfg.max_attempts).then(|| {
+            let t = st.inflight.remove(&pkid);
+            off_the_wire(st, t);
+            link.forget_publish(pkid);
+            format!("the upstream connection dropped {attempts} times while it was the oldest message unacknowledged")
+        });
+        st.failures.push(Failure { id, attempts, dead });
+    }
+
+    /// Hands failed tries to the writer if it has room now (else later).
+    fn send_failures(&mut self, st: &mut State) {
+        if st.failures.is_empty() {
+            return;
+        }
+        let f = std::mem::take(&mut st.failures);
+        match self.writer.try_send(WriteCmd::Failed(f)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(WriteCmd::Failed(f))) => st.failures = f,
+            Err(_) => warn!("uplink: outbox writer gone; failed tries not recorded"),
+        }
+    }
+
     fn acked(&mut self, st: &mut State, t: Option<Tracked>) {
-        if let Some(Tracked::Row(id, size)) = t {
+        if let Some(Tracked::Row(id, size, _)) = t {
             st.acks.push((id, size));
             self.counters.acked.fetch_add(1, Relaxed);
         }
@@ -395,6 +452,12 @@ impl Forwarder {
 
     fn send_live(&mut self, p: Publish, st: &mut State, log: &mut RateLimited) {
         let q = p.qos.as_u8();
+        let max = self.cfg.max_packet_size.bytes();
+        if let Some(reason) = poison::too_large(&p.topic, p.payload.len(), max) {
+            self.counters.live_dropped.fetch_add(1, Relaxed);
+            warn!(topic = %p.topic, %reason, "uplink: live message dropped");
+            return;
+        }
         let ok = st.connected
             && self
                 .client
@@ -422,13 +485,23 @@ impl Forwarder {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
+            let max = self.cfg.max_packet_size.bytes();
+            if let Some(reason) = poison::too_large(&r.topic, r.payload.len(), max) {
+                st.failures.push(Failure {
+                    id: r.id,
+                    attempts: r.attempts,
+                    dead: Some(reason),
+                });
+                continue;
+            }
             // the request channel holds the window and more: this fails
             // only if rumqttc is gone; the row is then read again later
             if !try_publish(&self.client, r.topic, qos(r.qos), r.retain, r.payload) {
                 st.cursor.rewind(std::iter::once(r.id));
                 return;
             }
-            st.queued.push_back(Tracked::Row(r.id, r.size as u64));
+            st.queued
+                .push_back(Tracked::Row(r.id, r.size as u64, r.attempts));
             st.wire_bytes += r.size as u64;
             self.counters.sent.fetch_add(1, Relaxed);
         }
@@ -457,7 +530,7 @@ impl Forwarder {
 
 /// A PUBACK or PUBREC: rumqttc no longer holds the payload of `t`.
 fn off_the_wire(st: &mut State, t: Option<Tracked>) {
-    if let Some(Tracked::Row(_, size)) = t {
+    if let Some(Tracked::Row(_, size, _)) = t {
         st.wire_bytes = st.wire_bytes.saturating_sub(size);
     }
 }

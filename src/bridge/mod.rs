@@ -52,6 +52,7 @@ pub mod filters;
 mod forward;
 mod intake;
 pub mod outbox;
+mod poison;
 pub mod upstream;
 
 use std::path::Path;
@@ -100,6 +101,8 @@ pub struct Counters {
     pub acked: AtomicU64,
     pub live_dropped: AtomicU64,
     pub commands_dropped: AtomicU64,
+    /// Messages moved to the dead-letter table (given up on).
+    pub dead: AtomicU64,
     pub from_local_clients: AtomicU64,
     /// Gauges: rows and bytes in the outbox.
     pub depth: AtomicU64,
@@ -191,7 +194,7 @@ impl Bridge {
         // room for the whole window plus status, subscribe and disconnect
         // requests: the forwarder never waits for room (see forward.rs)
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
-        let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect);
+        let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect, cfg.io_timeout.get());
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
         let status_topic = crate::ops::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
@@ -287,6 +290,7 @@ impl Bridge {
             expired = c.expired.load(Relaxed),
             live_dropped = c.live_dropped.load(Relaxed),
             io_errors = c.io_errors.load(Relaxed),
+            dead = c.dead.load(Relaxed),
             "bridge stopped"
         );
     }

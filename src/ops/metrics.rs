@@ -67,6 +67,8 @@ pub struct Metrics {
     pub outbox_errors: Counter,
     /// 1 while the upstream connection is up
     pub uplink_connected: Gauge,
+    /// messages the uplink gave up on (moved to the dead-letter table)
+    pub uplink_dead: Counter,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
     bridge: OnceLock<Arc<crate::bridge::Counters>>,
 }
@@ -237,6 +239,12 @@ impl Metrics {
                 "1 while connected upstream",
                 Gauge::default()
             ),
+            uplink_dead: reg!(
+                r,
+                "uplink_dead",
+                "Messages moved to the outbox's dead-letter table",
+                Counter::default()
+            ),
             registry: r,
             started: Instant::now(),
             devices: Mutex::new(BTreeMap::new()),
@@ -281,6 +289,9 @@ impl Metrics {
         self.outbox_errors
             .inner()
             .store(c.io_errors.load(Relaxed), Relaxed);
+        self.uplink_dead
+            .inner()
+            .store(c.dead.load(Relaxed), Relaxed);
         for (reason, v) in [
             ("drop_oldest", &c.dropped_oldest),
             ("drop_newest", &c.dropped_newest),

@@ -11,9 +11,13 @@
 //!     qos        INTEGER NOT NULL,                  -- 1 or 2 (QoS 0 is never stored)
 //!     retain     INTEGER NOT NULL,                  -- 0 or 1
 //!     created_ms INTEGER NOT NULL,                  -- commit time, ms since the epoch
-//!     size       INTEGER NOT NULL                   -- bytes of topic + payload
+//!     size       INTEGER NOT NULL,                  -- bytes of topic + payload
+//!     attempts   INTEGER NOT NULL DEFAULT 0         -- failed tries upstream
 //! );
 //! ```
+//!
+//! and the dead-letter table `dead` (see `dead.rs`): messages the uplink
+//! gave up on, kept until `fieldgate outbox retry-dead` puts them back.
 //!
 //! Guarantees:
 //! - one writer task ([`Writer`]) owns every write. It takes whatever has
@@ -72,7 +76,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     qos        INTEGER NOT NULL,
     retain     INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
-    size       INTEGER NOT NULL
+    size       INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0
 )";
 
 /// Rows per multi-row INSERT statement.
@@ -138,6 +143,8 @@ pub struct Stored {
     pub retain: bool,
     pub created_ms: i64,
     pub size: i64,
+    /// Failed tries upstream so far.
+    pub attempts: u32,
 }
 
 /// Depth, bytes and age of the outbox.
@@ -192,6 +199,7 @@ pub async fn open(
         .execute(&mut conn)
         .await
         .map_err(open_err)?;
+    dead::migrate(&mut conn).await.map_err(open_err)?;
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(opts.clone())
@@ -221,6 +229,7 @@ fn stored(r: sqlx::sqlite::SqliteRow) -> Stored {
         retain: r.get::<i64, _>(4) != 0,
         created_ms: r.get(5),
         size: r.get(6),
+        attempts: r.get::<i64, _>(7).clamp(0, u32::MAX as i64) as u32,
     }
 }
 
@@ -232,7 +241,7 @@ pub async fn fetch<'e>(
     limit: usize,
 ) -> Result<Vec<Stored>, OutboxError> {
     let rows = sqlx::query(
-        "SELECT id, topic, payload, qos, retain, created_ms, size FROM outbox \
+        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts FROM outbox \
          WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
     )
     .bind(lo)
@@ -268,6 +277,8 @@ pub enum WriteCmd {
     },
     /// The broker acknowledged these rows: delete them.
     Ack(Vec<Acked>),
+    /// Tries that failed: count them, or move the row to `dead`.
+    Failed(Vec<dead::Failure>),
 }
 
 /// What the writer tells the uplink.
@@ -380,5 +391,6 @@ impl Writer {
 }
 
 mod commit;
+pub mod dead;
 #[cfg(test)]
 mod tests;
