@@ -64,7 +64,7 @@ use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
@@ -154,6 +154,11 @@ pub(crate) fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
 /// A running bridge.
 pub struct Bridge {
     pub counters: Arc<Counters>,
+    /// `None` when the bridge is off (no outbox could be opened).
+    tasks: Option<Tasks>,
+}
+
+struct Tasks {
     intake: JoinHandle<()>,
     link: Option<(JoinHandle<()>, CancellationToken)>,
     forwarder: JoinHandle<()>,
@@ -162,6 +167,15 @@ pub struct Bridge {
 }
 
 impl Bridge {
+    /// A bridge that forwards nothing: the gateway's publishes go straight
+    /// to the local broker.
+    fn off(counters: Arc<Counters>) -> Bridge {
+        Bridge {
+            counters,
+            tasks: None,
+        }
+    }
+
     /// Opens the outbox and starts the bridge. `from_rules` carries the
     /// gateway's own publishes; the returned receiver is what the local
     /// broker publisher must read instead (committed first when forwarded).
@@ -177,9 +191,32 @@ impl Bridge {
         let counters = Arc::new(Counters::default());
         crate::ops::metrics::get().attach_bridge(counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
-        let (pool, conn) = outbox::open(data_dir, cfg.buffer.synchronous).await?;
-        let (writer, progress) =
-            outbox::Writer::new(conn, cfg.buffer.clone(), counters.clone()).await?;
+        let metrics = crate::ops::metrics::get();
+        let outbox::Opened {
+            pool,
+            writer,
+            progress,
+            set_aside,
+        } = match outbox::open_or_set_aside(data_dir, &cfg.buffer, &counters).await {
+            Ok(o) => o,
+            Err(e) => {
+                // local operation goes on; nothing is forwarded
+                error!(error = %e, "uplink off: the outbox cannot be opened; \
+                    local clients and devices keep working, nothing is forwarded upstream");
+                metrics.set_outbox_problem(format!("uplink off: {e}"));
+                return Ok((Bridge::off(counters), from_rules));
+            }
+        };
+        if let Some((to, why)) = &set_aside {
+            metrics.outbox_set_aside.inc();
+            error!(moved_to = %to.display(), error = %why,
+                "the outbox file was broken: set aside, a fresh outbox is in use \
+                 (the messages it held are not sent)");
+            metrics.set_outbox_problem(format!(
+                "broken outbox set aside as {} ({why}); a fresh outbox is in use",
+                to.display()
+            ));
+        }
         let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
         let writer = writer.with_live(live_tx.clone());
         info!(
@@ -248,11 +285,13 @@ impl Bridge {
         Ok((
             Bridge {
                 counters,
-                intake,
-                link,
-                forwarder,
-                writer,
-                flush,
+                tasks: Some(Tasks {
+                    intake,
+                    link,
+                    forwarder,
+                    writer,
+                    flush,
+                }),
             },
             local_rx,
         ))
@@ -262,21 +301,22 @@ impl Bridge {
     /// what it has, the link stops, the forwarder sends what it can within
     /// `deadline` and says `offline`, the writer commits the last acks.
     pub async fn stop(self, deadline: Duration) {
-        if tokio::time::timeout(deadline, self.intake).await.is_err() {
+        let Some(t) = self.tasks else { return };
+        if tokio::time::timeout(deadline, t.intake).await.is_err() {
             warn!("bridge intake did not drain in time");
         }
-        if let Some((task, cancel)) = self.link {
+        if let Some((task, cancel)) = t.link {
             cancel.cancel();
             let _ = task.await;
         }
-        self.flush.cancel();
-        if tokio::time::timeout(deadline + Duration::from_secs(4), self.forwarder)
+        t.flush.cancel();
+        if tokio::time::timeout(deadline + Duration::from_secs(4), t.forwarder)
             .await
             .is_err()
         {
             warn!("uplink did not stop in time");
         }
-        if tokio::time::timeout(deadline, self.writer).await.is_err() {
+        if tokio::time::timeout(deadline, t.writer).await.is_err() {
             warn!("outbox writer did not finish in time");
         }
         let c = &self.counters;

@@ -4,6 +4,7 @@
 mod bridge;
 mod bridge_crash;
 mod bridge_large;
+mod bridge_outbox_file;
 mod bridge_poison;
 mod bridge_qos2;
 mod broker;

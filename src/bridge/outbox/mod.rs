@@ -52,20 +52,17 @@
 //!
 //! Must not talk to the network or the broker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Row as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
-use super::config::{BufferConfig, Synchronous};
+use super::config::BufferConfig;
 use super::{Counters, RateLimited};
 use crate::reading::Publish;
 
@@ -92,6 +89,11 @@ pub enum OutboxError {
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot create outbox folder {path}: {source}")]
     Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set aside the broken outbox {path}: {source}")]
+    SetAside {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -153,59 +155,6 @@ pub struct Stats {
     pub messages: u64,
     pub bytes: u64,
     pub oldest_ms: Option<i64>,
-}
-
-fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match sync {
-            Synchronous::Full => SqliteSynchronous::Full,
-            Synchronous::Normal => SqliteSynchronous::Normal,
-        })
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .pragma("cache_size", "-2000")
-        // a whole read-ahead crosses from SQLite's thread without the two
-        // threads waking each other every 50 rows (sqlx's default)
-        .row_buffer_size(1024)
-}
-
-/// The outbox file in `data_dir`.
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("outbox.db")
-}
-
-/// Opens (creating if needed) the outbox: a read pool, and the single
-/// write connection for [`Writer`].
-pub async fn open(
-    data_dir: &Path,
-    sync: Synchronous,
-) -> Result<(SqlitePool, SqliteConnection), OutboxError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::Folder {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    let path = db_path(data_dir);
-    let opts = options(&path, sync);
-    let open_err = |source| OutboxError::Open {
-        path: path.clone(),
-        source,
-    };
-    let mut conn = SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(open_err)?;
-    sqlx::query(SCHEMA)
-        .execute(&mut conn)
-        .await
-        .map_err(open_err)?;
-    dead::migrate(&mut conn).await.map_err(open_err)?;
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts.clone())
-        .await
-        .map_err(open_err)?;
-    Ok((pool, conn))
 }
 
 pub async fn stats(pool: &SqlitePool) -> Result<Stats, OutboxError> {
@@ -392,5 +341,7 @@ impl Writer {
 
 mod commit;
 pub mod dead;
+mod open;
+pub use open::{Opened, db_path, open, open_or_set_aside};
 #[cfg(test)]
 mod tests;
