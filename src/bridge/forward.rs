@@ -42,6 +42,12 @@ use super::upstream::{self, Link, Report};
 use super::{Counters, RateLimited};
 use crate::reading::Publish;
 
+/// How long the stop waits for the PUBACK of `offline` upstream.
+pub const OFFLINE_WAIT: Duration = Duration::from_millis(1500);
+/// How long the stop reads acknowledgements after its DISCONNECT, and
+/// waits to hand the last ones to the writer.
+pub const DISCONNECT_WAIT: Duration = Duration::from_millis(1000);
+
 /// A finished outbox read.
 type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
 /// Most connection events handled before the window is refilled.
@@ -82,7 +88,9 @@ pub struct Forwarder {
     pub counters: Arc<Counters>,
     /// Cancelled when the gateway stops: flush, then say `offline`.
     pub shutdown: CancellationToken,
-    pub flush_deadline: Duration,
+    /// How long the flush may take, in ms, read when `shutdown` fires
+    /// (the bridge sets what is left of its stop budget).
+    pub flush_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct State {
@@ -209,7 +217,8 @@ impl Forwarder {
                     None => live_open = false,
                 },
                 _ = self.shutdown.cancelled(), if flush_until.is_none() => {
-                    flush_until = Some(tokio::time::Instant::now() + self.flush_deadline);
+                    let ms = self.flush_ms.load(Relaxed);
+                    flush_until = Some(tokio::time::Instant::now() + Duration::from_millis(ms));
                     self.commands = None;
                     info!(connected = st.connected, "uplink: flushing the outbox before stopping");
                 }
@@ -248,7 +257,7 @@ impl Forwarder {
                 .is_ok()
             {
                 st.queued.push_back(Tracked::Untracked);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                let deadline = tokio::time::Instant::now() + OFFLINE_WAIT;
                 while st.connected && st.unacked() > 0 {
                     match tokio::time::timeout_at(deadline, conn.get_pin()).await {
                         Ok((mut link, r)) => {
@@ -259,25 +268,38 @@ impl Forwarder {
                     }
                 }
             }
+            // acknowledgements already on their way still delete their
+            // rows: read until the broker closes the connection
             let _ = self.client.try_disconnect();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            while let Ok((link, r)) = tokio::time::timeout_at(deadline, conn.get_pin()).await {
-                conn.set(upstream::next(link));
-                if matches!(r, Report::Event(Event::Outgoing(Outgoing::Disconnect))) {
+            let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
+            while let Ok((mut link, r)) = tokio::time::timeout_at(deadline, conn.get_pin()).await {
+                if matches!(r, Report::Down) {
+                    conn.set(upstream::next(link));
                     break;
                 }
+                self.on_report(&mut link, r, st, status_topic);
+                conn.set(upstream::next(link));
             }
         }
-        if !st.acks.is_empty() {
-            let ids = std::mem::take(&mut st.acks);
-            if self.writer.send(WriteCmd::Ack(ids)).await.is_err() {
-                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
-            }
-        }
-        if !st.failures.is_empty() {
-            let f = std::mem::take(&mut st.failures);
-            if self.writer.send(WriteCmd::Failed(f)).await.is_err() {
-                warn!("uplink: outbox writer gone; failed tries not recorded");
+        let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
+        for cmd in [
+            WriteCmd::Ack(std::mem::take(&mut st.acks)),
+            WriteCmd::Failed(std::mem::take(&mut st.failures)),
+        ] {
+            let empty = match &cmd {
+                WriteCmd::Ack(a) => a.is_empty(),
+                WriteCmd::Failed(f) => f.is_empty(),
+                WriteCmd::Insert { .. } => true,
+            };
+            if !empty
+                && !matches!(
+                    tokio::time::timeout_at(deadline, self.writer.send(cmd)).await,
+                    Ok(Ok(()))
+                )
+            {
+                warn!(
+                    "uplink: outbox writer gone or stuck; acknowledged messages stay in the outbox (sent again after the restart)"
+                );
             }
         }
         info!("uplink stopped");

@@ -77,6 +77,14 @@ use outbox::{NewMessage, WriteCmd};
 const WRITER_CAPACITY: usize = 1024;
 /// Capacity of the live (unbuffered) channel to the uplink.
 const LIVE_CAPACITY: usize = 1024;
+/// The most the bridge's stop takes in all (see [`Bridge::stop`]): with
+/// the other stages' deadlines it keeps the gateway's stop inside the
+/// unit's `TimeoutStopSec=30s`.
+pub const STOP_BUDGET: Duration = Duration::from_secs(10);
+/// How long the stop waits for each intake's last commit.
+const INTAKE_WAIT: Duration = Duration::from_secs(2);
+/// What the stop keeps for the writer's last commit.
+const WRITER_WAIT: Duration = Duration::from_secs(1);
 /// Most publishes the intake commits in one batch.
 const INTAKE_BATCH: usize = 4096;
 
@@ -160,10 +168,11 @@ pub struct Bridge {
 
 struct Tasks {
     intake: JoinHandle<()>,
-    link: Option<(JoinHandle<()>, CancellationToken)>,
+    link: Option<(JoinHandle<()>, CancellationToken, intake::LocalIntake)>,
     forwarder: JoinHandle<()>,
     writer: JoinHandle<()>,
     flush: CancellationToken,
+    flush_ms: Arc<AtomicU64>,
 }
 
 impl Bridge {
@@ -235,6 +244,7 @@ impl Bridge {
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
         let status_topic = crate::ops::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
+        let flush_ms = Arc::new(AtomicU64::new(0));
 
         let forwarder = forward::Forwarder {
             cfg: cfg.clone(),
@@ -247,7 +257,7 @@ impl Bridge {
             commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
             counters: counters.clone(),
             shutdown: flush.clone(),
-            flush_deadline: crate::SHUTDOWN_DEADLINE,
+            flush_ms: flush_ms.clone(),
         };
         let forwarder = tokio::spawn(
             forwarder
@@ -265,8 +275,8 @@ impl Bridge {
                 counters.clone(),
                 cancel.clone(),
             );
-            b.set_intake(Arc::new(intake));
-            (task, cancel)
+            b.set_intake(Arc::new(intake.clone()));
+            (task, cancel, intake)
         });
 
         let intake = Intake {
@@ -291,32 +301,64 @@ impl Bridge {
                     forwarder,
                     writer,
                     flush,
+                    flush_ms,
                 }),
             },
             local_rx,
         ))
     }
 
-    /// Stops in order once the rules channel has closed: the intake commits
-    /// what it has, the link stops, the forwarder sends what it can within
-    /// `deadline` and says `offline`, the writer commits the last acks.
-    pub async fn stop(self, deadline: Duration) {
+    /// Takes no new message from local clients (the gateway begins to
+    /// stop): their connections are closed without an acknowledgement, so
+    /// nothing is acknowledged that the stop could lose.
+    pub fn close_local(&self) {
+        if let Some(Tasks {
+            link: Some((_, _, intake)),
+            ..
+        }) = &self.tasks
+        {
+            intake.close();
+        }
+    }
+
+    /// Stops in order once the rules channel has closed, within `budget`
+    /// in all: the intake commits what it has, the local clients' intake
+    /// commits what was offered and takes nothing more, the forwarder
+    /// sends what it can with what is left of the budget (less what its
+    /// `offline`, DISCONNECT and the writer need), the writer commits the
+    /// last acknowledgements. Every wait has a deadline; what is not sent
+    /// stays in the outbox.
+    pub async fn stop(self, budget: Duration) {
         let Some(t) = self.tasks else { return };
-        if tokio::time::timeout(deadline, t.intake).await.is_err() {
+        let now = tokio::time::Instant::now;
+        let end = now() + budget;
+        if tokio::time::timeout_at((now() + INTAKE_WAIT).min(end), t.intake)
+            .await
+            .is_err()
+        {
             warn!("bridge intake did not drain in time");
         }
-        if let Some((task, cancel)) = t.link {
+        if let Some((task, cancel, intake)) = t.link {
+            intake.close();
             cancel.cancel();
-            let _ = task.await;
+            if tokio::time::timeout_at((now() + INTAKE_WAIT).min(end), task)
+                .await
+                .is_err()
+            {
+                warn!("local clients' intake did not commit in time");
+            }
         }
+        let reserve = forward::OFFLINE_WAIT + forward::DISCONNECT_WAIT * 2 + WRITER_WAIT;
+        let flush = end.saturating_duration_since(now()).saturating_sub(reserve);
+        t.flush_ms.store(flush.as_millis() as u64, Relaxed);
         t.flush.cancel();
-        if tokio::time::timeout(deadline + Duration::from_secs(4), t.forwarder)
+        if tokio::time::timeout_at(end - WRITER_WAIT, t.forwarder)
             .await
             .is_err()
         {
             warn!("uplink did not stop in time");
         }
-        if tokio::time::timeout(deadline, t.writer).await.is_err() {
+        if tokio::time::timeout_at(end, t.writer).await.is_err() {
             warn!("outbox writer did not finish in time");
         }
         let c = &self.counters;

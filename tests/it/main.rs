@@ -7,6 +7,7 @@ mod bridge_large;
 mod bridge_outbox_file;
 mod bridge_poison;
 mod bridge_qos2;
+mod bridge_stop;
 mod broker;
 mod config_errors;
 mod modbus;
