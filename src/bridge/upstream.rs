@@ -165,11 +165,61 @@ impl Link {
     }
 }
 
-impl Link {
+/// The requests the forwarder makes of the upstream client: rumqttc's
+/// `AsyncClient`, or a mock in the forwarder's unit tests. Each is queued
+/// at once or refused (`false`): the forwarder polls the event loop itself,
+/// so waiting for room would never end.
+pub trait Upstream {
+    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool;
+    fn subscribe(&self, filter: String, qos: QoS) -> bool;
+    fn disconnect(&self) -> bool;
+}
+
+impl Upstream for AsyncClient {
+    /// Moves the payload without a copy.
+    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool {
+        matches!(
+            super::poll_once(self.publish_bytes(topic, qos, retain, payload)),
+            Some(Ok(()))
+        )
+    }
+
+    fn subscribe(&self, filter: String, qos: QoS) -> bool {
+        self.try_subscribe(filter, qos).is_ok()
+    }
+
+    fn disconnect(&self) -> bool {
+        self.try_disconnect().is_ok()
+    }
+}
+
+/// rumqttc's queue of requests it replays after a reconnect.
+pub trait Resend {
+    /// Takes the QoS 1/2 publish with packet id `pkid` out; `true` when it
+    /// was there.
+    fn forget_publish(&mut self, pkid: u16) -> bool;
+    /// Puts the queue in send order again: releases first, then the
+    /// publishes with a packet id by `key(pkid)` (the outbox row id), then
+    /// new requests as they came. rumqttc appends what was in flight
+    /// behind what was still waiting when a connection drops during a
+    /// replay, which would send newer rows before older ones.
+    fn order(&mut self, key: &dyn Fn(u16) -> i64);
+}
+
+impl Resend for Link {
+    fn order(&mut self, key: &dyn Fn(u16) -> i64) {
+        let rank = |r: &Request| match r {
+            Request::PubRel(_) => i64::MIN,
+            Request::Publish(p) if p.pkid != 0 => key(p.pkid),
+            _ => i64::MAX,
+        };
+        self.el.pending.make_contiguous().sort_by_key(rank);
+    }
+
     /// Takes the QoS 1/2 publish with packet id `pkid` out of rumqttc's
     /// queue of requests to resend, so a message given up on is not
-    /// replayed first on every reconnect. `true` when it was there.
-    pub fn forget_publish(&mut self, pkid: u16) -> bool {
+    /// replayed first on every reconnect.
+    fn forget_publish(&mut self, pkid: u16) -> bool {
         let before = self.el.pending.len();
         self.el
             .pending
