@@ -3,9 +3,11 @@
 //! the uplink is down; subscribes to command topics upstream and publishes
 //! them locally.
 //!
-//! Owns the outbox (`outbox.rs`), the upstream client (`upstream.rs`), the
-//! drain state machine (`forward.rs`) and its send cursor (`cursor.rs`),
-//! the local clients' intake (`intake.rs`), filters (`filters.rs`),
+//! Owns the outbox (`outbox/`), the upstream client (`upstream.rs`), the
+//! drain state machine (`forward/`) and its send cursor (`cursor.rs`),
+//! the gateway's own publishes (`own.rs`), the local clients' intake
+//! (`intake.rs`), poison messages (`poison.rs`, `outbox/dead.rs`),
+//! filters (`filters.rs`), helpers (`throttle.rs`),
 //! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
 //! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
 //! not know about devices or rules: it sees [`Publish`]es.
@@ -52,16 +54,18 @@ pub mod filters;
 mod forward;
 mod intake;
 pub mod outbox;
+mod own;
 mod poison;
+mod throttle;
 pub mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::AsyncClient;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -69,9 +73,9 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
 pub use describe::describe;
+pub(crate) use throttle::{RateLimited, poll_once};
 
 use crate::reading::Publish;
-use outbox::{NewMessage, WriteCmd};
 
 /// Capacity of the channel to the outbox writer (commands, each a batch).
 const WRITER_CAPACITY: usize = 1024;
@@ -119,44 +123,6 @@ pub struct Counters {
     pub connected: AtomicU64,
     /// Commit time (ms since the epoch) of the oldest outbox row; 0 when empty.
     pub oldest_ms: std::sync::atomic::AtomicI64,
-}
-
-/// Lets one log line through per interval and counts the others.
-pub(crate) struct RateLimited {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    pub(crate) fn new(every: Duration) -> Self {
-        RateLimited {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    pub(crate) fn ready(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-/// Polls `fut` once, without a waker: its output if it is ready now.
-/// For futures that lose nothing when dropped while pending (a channel
-/// send or receive), to try them without waiting.
-pub(crate) fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
-    let fut = std::pin::pin!(fut);
-    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
 }
 
 /// A running bridge.
@@ -279,7 +245,7 @@ impl Bridge {
             (task, cancel, intake)
         });
 
-        let intake = Intake {
+        let intake = own::Intake {
             cfg,
             status_topic,
             writer: write_tx,
@@ -375,98 +341,5 @@ impl Bridge {
             dead = c.dead.load(Relaxed),
             "bridge stopped"
         );
-    }
-}
-
-/// The gateway's own publishes: commit (when forwarded), then publish locally.
-struct Intake {
-    cfg: Arc<UplinkConfig>,
-    status_topic: String,
-    writer: mpsc::Sender<WriteCmd>,
-    live: mpsc::Sender<Publish>,
-    local: mpsc::Sender<Publish>,
-    counters: Arc<Counters>,
-}
-
-impl Intake {
-    async fn run(self, mut rx: mpsc::Receiver<Publish>) {
-        let mut batch = Vec::with_capacity(64);
-        let mut live_log = RateLimited::new(Duration::from_secs(10));
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            while batch.len() < INTAKE_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            let mut store = Vec::new();
-            for p in &batch {
-                let rule = if p.topic == self.status_topic {
-                    None
-                } else {
-                    self.cfg.forward_rule(&p.topic)
-                };
-                let Some(rule) = rule else { continue };
-                let up = Publish {
-                    topic: format!("{}{}", rule.prefix, p.topic),
-                    payload: p.payload.clone(),
-                    qos: rule.qos,
-                    retain: p.retain,
-                };
-                if rule.qos.as_u8() == 0 {
-                    self.send_live(up, &mut live_log);
-                } else {
-                    store.push(NewMessage {
-                        topic: up.topic,
-                        payload: up.payload,
-                        qos: up.qos.as_u8(),
-                        retain: up.retain,
-                    });
-                }
-            }
-            if !store.is_empty() {
-                let (done_tx, done_rx) = oneshot::channel();
-                let sent = self
-                    .writer
-                    .send(WriteCmd::Insert {
-                        msgs: store,
-                        done: Some(done_tx),
-                    })
-                    .await;
-                match sent {
-                    // committed, or (failed commit) handed to the live queue
-                    Ok(()) => {
-                        let _ = done_rx.await;
-                    }
-                    // the writer is gone: send live what it cannot store
-                    Err(e) => {
-                        if let WriteCmd::Insert { msgs, .. } = e.0 {
-                            for m in &msgs {
-                                self.send_live(m.to_publish(), &mut live_log);
-                            }
-                        }
-                    }
-                }
-            }
-            for p in batch.drain(..) {
-                if self.local.send(p).await.is_err() {
-                    warn!("local broker publisher gone; the intake stops");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn send_live(&self, p: Publish, log: &mut RateLimited) {
-        if self.live.try_send(p).is_err() {
-            self.counters.live_dropped.fetch_add(1, Relaxed);
-            if let Some(suppressed) = log.ready() {
-                warn!(
-                    suppressed_logs = suppressed,
-                    "uplink live queue full: message dropped"
-                );
-            }
-        }
     }
 }
