@@ -128,3 +128,46 @@ async fn an_unusable_data_dir_keeps_local_operation_and_says_forwarding_is_off()
     });
     assert!(gw.terminate(SECS).success());
 }
+
+#[tokio::test]
+async fn an_outbox_of_the_previous_version_is_migrated_and_drained() {
+    let broker = Mosquitto::start();
+    let mut up = Sub::connect(broker.port, &["site/gw1/hmi/#"], QoS::AtLeastOnce).await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mport = free_port();
+    // the schema before `attempts` and `dead`, with three waiting rows
+    let (mut gw, _sock, _s) = start(&gateway_yaml(&url, "1h", ""), mport, |dir| {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        let script = "import sqlite3, sys\n\
+            c = sqlite3.connect(sys.argv[1])\n\
+            c.execute('CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, \
+            payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, \
+            created_ms INTEGER NOT NULL, size INTEGER NOT NULL)')\n\
+            import time\n\
+            for i in range(3):\n    \
+            c.execute('INSERT INTO outbox (topic, payload, qos, retain, created_ms, size) VALUES (?,?,1,0,?,?)', \
+            ('site/gw1/hmi/old', b'old-%d' % i, int(time.time()*1000), 22))\n\
+            c.commit()\n";
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(data.join("outbox.db"))
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        data
+    });
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = up.wait_topic("site/gw1/hmi/old", SECS).await;
+        got.push(m.text());
+    }
+    assert_eq!(got, vec!["old-0", "old-1", "old-2"]);
+    assert_eq!(healthz(mport)["outbox"], "ok");
+    assert!(gw.terminate(SECS).success());
+}
