@@ -9,6 +9,11 @@
 //!    beside a plain rumqttc QoS 1 publisher into the same mosquitto.
 //! 3. Resident memory of the real binary with 1,000,000 messages in the
 //!    outbox, beside the same binary with an empty outbox.
+//! 4. Wear: bytes written to the device per forwarded message and fsyncs
+//!    per second at 1,000 msg/s with the uplink up (`outbox/wear.rs`).
+
+#[path = "outbox/wear.rs"]
+mod wear;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -285,7 +290,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         println!("fieldgate outbox benchmarks (synchronous = full, WAL)\n");
-        // BENCH_ONLY=writes|drain|memory runs one part; =profile the bridge
+        // BENCH_ONLY=writes|drain|memory|wear runs one part; =profile the bridge
         // drain alone (BENCH_INFLIGHT=N overrides the window)
         let only = std::env::var("BENCH_ONLY").ok();
         let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
@@ -351,6 +356,10 @@ fn main() {
             c2.1 - c1.1
         );
 
+        }
+        if part("wear") {
+            let mosq = Mosquitto::start();
+            wear::wear(uplink(mosq.1)).await;
         }
         if part("memory") {
         let idle = tempfile::tempdir().expect("tempdir");

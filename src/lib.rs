@@ -195,6 +195,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     shutdown.cancelled().await;
     info!("shutting down: stopping sources");
+    if let Some(b) = &bridge {
+        b.close_local();
+    }
     ops::notify::stopping();
     sources_cancel.cancel();
     if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
@@ -213,7 +216,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let _ = pub_tx.send(reading::status::gateway(&gateway, false)).await;
     drop(pub_tx);
     if let Some(b) = bridge {
-        b.stop(SHUTDOWN_DEADLINE).await;
+        b.stop(bridge::STOP_BUDGET).await;
     }
     if tokio::time::timeout(SHUTDOWN_DEADLINE, publisher)
         .await

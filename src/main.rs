@@ -82,7 +82,12 @@ enum OutboxAction {
         /// How many.
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+        /// The dead-letter table instead: messages the uplink gave up on.
+        #[arg(long)]
+        dead: bool,
     },
+    /// Put every dead-letter message back at the end of the outbox.
+    RetryDead,
     /// Delete every buffered message (stop the gateway first).
     Purge,
 }
@@ -175,7 +180,13 @@ fn main() -> ExitCode {
             };
             let cmd = match action {
                 OutboxAction::Stats => fieldgate::bridge::OutboxCommand::Stats,
-                OutboxAction::List { limit } => fieldgate::bridge::OutboxCommand::List(limit),
+                OutboxAction::List { limit, dead: false } => {
+                    fieldgate::bridge::OutboxCommand::List(limit)
+                }
+                OutboxAction::List { limit, dead: true } => {
+                    fieldgate::bridge::OutboxCommand::ListDead(limit)
+                }
+                OutboxAction::RetryDead => fieldgate::bridge::OutboxCommand::RetryDead,
                 OutboxAction::Purge => fieldgate::bridge::OutboxCommand::Purge,
             };
             match outbox(&cfg, cmd) {

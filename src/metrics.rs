@@ -78,6 +78,12 @@ pub struct Metrics {
     pub outbox_errors: Counter,
     /// 1 while the upstream connection is up
     pub uplink_connected: Gauge,
+    /// messages the uplink gave up on (moved to the dead-letter table)
+    pub uplink_dead: Counter,
+    /// broken outbox files set aside at start
+    pub outbox_set_aside: Counter,
+    /// what is wrong with the outbox, for /healthz and the STATUS line
+    outbox_problem: Mutex<Option<String>>,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
     collectors: Mutex<Vec<(&'static str, Arc<dyn Collector>)>>,
 }
@@ -258,6 +264,19 @@ impl Metrics {
                 "1 while connected upstream",
                 Gauge::default()
             ),
+            uplink_dead: reg!(
+                r,
+                "uplink_dead",
+                "Messages moved to the outbox's dead-letter table",
+                Counter::default()
+            ),
+            outbox_set_aside: reg!(
+                r,
+                "outbox_set_aside",
+                "Broken outbox files renamed to outbox.db.corrupt-<time> at start",
+                Counter::default()
+            ),
+            outbox_problem: Mutex::new(None),
             registry: r,
             started: Instant::now(),
             devices: Mutex::new(BTreeMap::new()),
@@ -271,6 +290,22 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut s, &self.registry);
         s
+    }
+
+    /// Records what is wrong with the outbox (shown until the process ends).
+    pub fn set_outbox_problem(&self, problem: String) {
+        *self
+            .outbox_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(problem);
+    }
+
+    /// What is wrong with the outbox, if anything.
+    pub fn outbox_problem(&self) -> Option<String> {
+        self.outbox_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Registers `c` as the collector of `stage`, replacing the one

@@ -158,6 +158,7 @@ fn check(config: &Config, positions: &[usize], report: &mut Report) {
     config.rules.validate(&config.source, "rules", report);
     if let Some(uplink) = &config.uplink {
         uplink.validate("uplink", report);
+        uplink.validate_carries("uplink", config.broker.max_payload.bytes(), report);
     }
 }
 

@@ -1,4 +1,4 @@
-//! `fieldgate outbox stats | list | purge`: a look into the outbox file of a
+//! `fieldgate outbox stats | list [--dead] | retry-dead | purge`: a look into the outbox file of a
 //! config's `gateway.data_dir`, with or without a running gateway.
 //!
 //! Owns the text these commands print. Must not start the bridge.
@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::config::Synchronous;
-use super::outbox::{self, OutboxError};
+use super::outbox::{self, OutboxError, dead};
 use crate::reading::now_ms;
 use crate::settings::Config;
 
@@ -18,6 +18,10 @@ pub enum OutboxCommand {
     Stats,
     /// The first `n` messages.
     List(usize),
+    /// The first `n` messages of the dead-letter table.
+    ListDead(usize),
+    /// Every dead-letter message back into the outbox.
+    RetryDead,
     Purge,
 }
 
@@ -53,6 +57,7 @@ pub async fn run_cli(config: &Config, cmd: OutboxCommand) -> Result<String, Outb
                 s.bytes,
                 bytesize::ByteSize(s.bytes).display().iec()
             );
+            let _ = writeln!(out, "dead:     {}", dead::count(&pool).await?);
             match s.oldest_ms {
                 Some(ms) => {
                     let _ = writeln!(out, "oldest:   {} ago", age(now_ms() - ms));
@@ -86,6 +91,35 @@ pub async fn run_cli(config: &Config, cmd: OutboxCommand) -> Result<String, Outb
                     shown
                 );
             }
+        }
+        OutboxCommand::ListDead(n) => {
+            let rows = dead::list(&pool, n).await?;
+            let _ = writeln!(
+                out,
+                "{:>10}  {:>3}  {:>8}  {:>7}  {:<40}  reason",
+                "id", "qos", "attempts", "dead", "topic"
+            );
+            for r in rows {
+                let _ = writeln!(
+                    out,
+                    "{:>10}  {:>3}  {:>8}  {:>7}  {:<40}  {} ({} bytes)",
+                    r.msg.id,
+                    r.msg.qos,
+                    r.msg.attempts,
+                    age(now_ms() - r.dead_ms),
+                    r.msg.topic,
+                    r.reason,
+                    r.msg.payload.len()
+                );
+            }
+        }
+        OutboxCommand::RetryDead => {
+            let n = dead::retry(&pool).await?;
+            let _ = writeln!(
+                out,
+                "moved {n} dead-letter messages back into {} (a running gateway sends them after its next commit)",
+                path.display()
+            );
         }
         OutboxCommand::Purge => {
             let n = outbox::purge(&pool).await?;

@@ -51,7 +51,37 @@ pub struct UplinkConfig {
     pub commands: Vec<CommandRule>,
     #[serde(default)]
     pub buffer: BufferConfig,
+    /// Tries of one message upstream before it moves to the dead-letter
+    /// table: a connection that drops while the message is the oldest one
+    /// unacknowledged counts as a failed try.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Largest MQTT packet sent or received upstream (rumqttc's limits).
+    /// A message that cannot fit goes to the dead-letter table unsent.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: ByteSize,
+    /// Deadline of a connect (TCP, TLS, CONNACK) and of each write upstream
+    /// (rumqttc's connection and flush timeout; whole seconds).
+    #[serde(default = "default_io_timeout")]
+    pub io_timeout: Duration,
 }
+
+fn default_max_attempts() -> u32 {
+    5
+}
+
+fn default_max_packet_size() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+
+fn default_io_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Room `fieldgate check` keeps beside `broker.max_payload` for the topic
+/// (prefix excluded) and the MQTT header, when it checks that the uplink
+/// can carry the largest local message.
+pub const TOPIC_ROOM: u64 = 1024;
 
 fn default_keep_alive() -> Duration {
     Duration::from_secs(30)
@@ -205,6 +235,26 @@ impl UplinkConfig {
         format!("{prefix}{topic}")
     }
 
+    /// Checks that the largest message the local broker accepts
+    /// (`broker.max_payload`, with a topic of up to [`TOPIC_ROOM`] bytes
+    /// and the longest forward prefix) fits in `max_packet_size`.
+    pub(crate) fn validate_carries(&self, path: &str, max_payload: u64, report: &mut Report) {
+        let prefix = self.forward.iter().map(|r| r.prefix.len() as u64).max();
+        let need = max_payload + prefix.unwrap_or(0) + TOPIC_ROOM;
+        if self.forward.iter().any(|r| r.qos.as_u8() > 0) && need > self.max_packet_size.bytes() {
+            report.add(
+                format!("{path}.max_packet_size"),
+                format!(
+                    "broker.max_payload ({}) plus topic room needs {}, more than the uplink \
+                     carries ({}): lower broker.max_payload or raise uplink.max_packet_size",
+                    ByteSize(max_payload),
+                    ByteSize(need),
+                    self.max_packet_size
+                ),
+            );
+        }
+    }
+
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
         if let Err(e) = Endpoint::parse(&self.url) {
             report.add(format!("{path}.url"), e);
@@ -271,6 +321,19 @@ impl UplinkConfig {
             if let Some(p) = filter_problem(&r.filter) {
                 report.add(format!("{path}.commands[{i}].filter"), p);
             }
+        }
+        if self.max_attempts == 0 {
+            report.add(format!("{path}.max_attempts"), "must be at least 1");
+        }
+        let packet = self.max_packet_size.bytes();
+        if !(1024..=256 * 1024 * 1024).contains(&packet) {
+            report.add(
+                format!("{path}.max_packet_size"),
+                "must be between 1KiB and 256MiB",
+            );
+        }
+        if self.io_timeout.get() < std::time::Duration::from_secs(1) {
+            report.add(format!("{path}.io_timeout"), "must be at least 1s");
         }
         let b = &self.buffer;
         if b.max_messages == 0 {

@@ -198,6 +198,7 @@ mod tests {
             retain: false,
             created_ms: 0,
             size: 1,
+            attempts: 0,
         })
         .collect()
     }

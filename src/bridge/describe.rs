@@ -20,6 +20,11 @@ pub fn describe(s: &mut String, cfg: &UplinkConfig, gateway: &str, data_dir: &Pa
     );
     let _ = writeln!(
         s,
+        "        packets up to {}; a message that does not fit, or is the oldest unacknowledged at {} dropped connections, goes to the dead-letter table",
+        cfg.max_packet_size, cfg.max_attempts
+    );
+    let _ = writeln!(
+        s,
         "        status {} = online on connect, offline on stop and as last will (retained)",
         cfg.status_topic(gateway)
     );
@@ -91,6 +96,8 @@ mod tests {
             "command  site/gw/+/set -> local topic without \"site/\"",
             "outbox /var/lib/fieldgate/outbox.db: at most 500 messages",
             "drain live_first",
+            "packets up to 1.0 MiB",
+            "at 5 dropped connections, goes to the dead-letter table",
         ] {
             assert!(s.contains(want), "{want:?} missing in:\n{s}");
         }

@@ -21,7 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -42,6 +42,8 @@ struct Inner {
     live: mpsc::Sender<Publish>,
     counters: Arc<Counters>,
     batch: Mutex<Vec<(NewMessage, Waiter)>>,
+    /// Set under the `batch` lock: no offer joins a batch any more.
+    closed: AtomicBool,
     notify: Notify,
 }
 
@@ -66,10 +68,20 @@ impl LocalIntake {
             live,
             counters,
             batch: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
             notify: Notify::new(),
         });
         let task = tokio::spawn(commit_loop(inner.clone(), writer, cancel));
         (LocalIntake(inner), task)
+    }
+
+    /// Takes no new message (the gateway stops): an offer from now on
+    /// resolves `false`, so the broker closes that client's connection
+    /// without acknowledging, and the client sends it again after the
+    /// restart. What was offered before is still committed.
+    pub fn close(&self) {
+        let _batch = self.0.batch.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.closed.store(true, Relaxed);
     }
 }
 
@@ -94,10 +106,13 @@ impl crate::broker::Intake for LocalIntake {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        i.batch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((msg, tx));
+        {
+            let mut batch = i.batch.lock().unwrap_or_else(|e| e.into_inner());
+            if i.closed.load(Relaxed) {
+                return Some(Box::pin(async { false }));
+            }
+            batch.push((msg, tx));
+        }
         i.notify.notify_one();
         // a gone writer: the broker does not acknowledge, the client resends
         Some(Box::pin(async move { rx.await.unwrap_or(false) }))
@@ -110,7 +125,14 @@ async fn commit_loop(inner: Arc<Inner>, writer: mpsc::Sender<WriteCmd>, cancel: 
             _ = inner.notify.notified() => false,
             _ = cancel.cancelled() => true,
         };
-        let batch = std::mem::take(&mut *inner.batch.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = {
+            let mut batch = inner.batch.lock().unwrap_or_else(|e| e.into_inner());
+            if stop {
+                // the last batch: nothing joins after it
+                inner.closed.store(true, Relaxed);
+            }
+            std::mem::take(&mut *batch)
+        };
         if !batch.is_empty() {
             let (msgs, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let (done, committed) = oneshot::channel();

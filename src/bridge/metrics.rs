@@ -31,6 +31,9 @@ impl Collector for Counters {
         m.outbox_errors
             .inner()
             .store(self.io_errors.load(Relaxed), Relaxed);
+        m.uplink_dead
+            .inner()
+            .store(self.dead.load(Relaxed), Relaxed);
         for (reason, v) in [
             ("drop_oldest", &self.dropped_oldest),
             ("drop_newest", &self.dropped_newest),

@@ -3,9 +3,11 @@
 //! the uplink is down; subscribes to command topics upstream and publishes
 //! them locally.
 //!
-//! Owns the outbox (`outbox.rs`), the upstream client (`upstream.rs`), the
-//! drain state machine (`forward.rs`) and its send cursor (`cursor.rs`),
-//! the local clients' intake (`intake.rs`), filters (`filters.rs`),
+//! Owns the outbox (`outbox/`), the upstream client (`upstream.rs`), the
+//! drain state machine (`forward/`) and its send cursor (`cursor.rs`),
+//! the gateway's own publishes (`own.rs`), the local clients' intake
+//! (`intake.rs`), poison messages (`poison.rs`, `outbox/dead.rs`),
+//! filters (`filters.rs`), helpers (`throttle.rs`),
 //! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
 //! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
 //! not know about devices or rules: it sees [`Publish`]es.
@@ -53,30 +55,41 @@ mod forward;
 mod intake;
 mod metrics;
 pub mod outbox;
+mod own;
+mod poison;
+mod throttle;
 pub mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::AsyncClient;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
 pub use describe::describe;
+pub(crate) use throttle::{RateLimited, poll_once};
 
 use crate::reading::Publish;
-use outbox::{NewMessage, WriteCmd};
 
 /// Capacity of the channel to the outbox writer (commands, each a batch).
 const WRITER_CAPACITY: usize = 1024;
 /// Capacity of the live (unbuffered) channel to the uplink.
 const LIVE_CAPACITY: usize = 1024;
+/// The most the bridge's stop takes in all (see [`Bridge::stop`]): with
+/// the other stages' deadlines it keeps the gateway's stop inside the
+/// unit's `TimeoutStopSec=30s`.
+pub const STOP_BUDGET: Duration = Duration::from_secs(10);
+/// How long the stop waits for each intake's last commit.
+const INTAKE_WAIT: Duration = Duration::from_secs(2);
+/// What the stop keeps for the writer's last commit.
+const WRITER_WAIT: Duration = Duration::from_secs(1);
 /// Most publishes the intake commits in one batch.
 const INTAKE_BATCH: usize = 4096;
 
@@ -101,6 +114,8 @@ pub struct Counters {
     pub acked: AtomicU64,
     pub live_dropped: AtomicU64,
     pub commands_dropped: AtomicU64,
+    /// Messages moved to the dead-letter table (given up on).
+    pub dead: AtomicU64,
     pub from_local_clients: AtomicU64,
     /// Gauges: rows and bytes in the outbox.
     pub depth: AtomicU64,
@@ -111,55 +126,32 @@ pub struct Counters {
     pub oldest_ms: std::sync::atomic::AtomicI64,
 }
 
-/// Lets one log line through per interval and counts the others.
-pub(crate) struct RateLimited {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    pub(crate) fn new(every: Duration) -> Self {
-        RateLimited {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be logged now.
-    pub(crate) fn ready(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
-/// Polls `fut` once, without a waker: its output if it is ready now.
-/// For futures that lose nothing when dropped while pending (a channel
-/// send or receive), to try them without waiting.
-pub(crate) fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
-    let fut = std::pin::pin!(fut);
-    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
-}
-
 /// A running bridge.
 pub struct Bridge {
     pub counters: Arc<Counters>,
+    /// `None` when the bridge is off (no outbox could be opened).
+    tasks: Option<Tasks>,
+}
+
+struct Tasks {
     intake: JoinHandle<()>,
-    link: Option<(JoinHandle<()>, CancellationToken)>,
+    link: Option<(JoinHandle<()>, CancellationToken, intake::LocalIntake)>,
     forwarder: JoinHandle<()>,
     writer: JoinHandle<()>,
     flush: CancellationToken,
+    flush_ms: Arc<AtomicU64>,
 }
 
 impl Bridge {
+    /// A bridge that forwards nothing: the gateway's publishes go straight
+    /// to the local broker.
+    fn off(counters: Arc<Counters>) -> Bridge {
+        Bridge {
+            counters,
+            tasks: None,
+        }
+    }
+
     /// Opens the outbox and starts the bridge. `from_rules` carries the
     /// gateway's own publishes; the returned receiver is what the local
     /// broker publisher must read instead (committed first when forwarded).
@@ -175,9 +167,32 @@ impl Bridge {
         let counters = Arc::new(Counters::default());
         crate::metrics::get().set_collector("bridge", counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
-        let (pool, conn) = outbox::open(data_dir, cfg.buffer.synchronous).await?;
-        let (writer, progress) =
-            outbox::Writer::new(conn, cfg.buffer.clone(), counters.clone()).await?;
+        let metrics = crate::metrics::get();
+        let outbox::Opened {
+            pool,
+            writer,
+            progress,
+            set_aside,
+        } = match outbox::open_or_set_aside(data_dir, &cfg.buffer, &counters).await {
+            Ok(o) => o,
+            Err(e) => {
+                // local operation goes on; nothing is forwarded
+                error!(error = %e, "uplink off: the outbox cannot be opened; \
+                    local clients and devices keep working, nothing is forwarded upstream");
+                metrics.set_outbox_problem(format!("uplink off: {e}"));
+                return Ok((Bridge::off(counters), from_rules));
+            }
+        };
+        if let Some((to, why)) = &set_aside {
+            metrics.outbox_set_aside.inc();
+            error!(moved_to = %to.display(), error = %why,
+                "the outbox file was broken: set aside, a fresh outbox is in use \
+                 (the messages it held are not sent)");
+            metrics.set_outbox_problem(format!(
+                "broken outbox set aside as {} ({why}); a fresh outbox is in use",
+                to.display()
+            ));
+        }
         let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
         let writer = writer.with_live(live_tx.clone());
         info!(
@@ -192,10 +207,11 @@ impl Bridge {
         // room for the whole window plus status, subscribe and disconnect
         // requests: the forwarder never waits for room (see forward.rs)
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
-        let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect);
+        let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect, cfg.io_timeout.get());
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
         let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
+        let flush_ms = Arc::new(AtomicU64::new(0));
 
         let forwarder = forward::Forwarder {
             cfg: cfg.clone(),
@@ -208,7 +224,7 @@ impl Bridge {
             commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
             counters: counters.clone(),
             shutdown: flush.clone(),
-            flush_deadline: crate::SHUTDOWN_DEADLINE,
+            flush_ms: flush_ms.clone(),
         };
         let forwarder = tokio::spawn(
             forwarder
@@ -226,11 +242,11 @@ impl Bridge {
                 counters.clone(),
                 cancel.clone(),
             );
-            b.set_intake(Arc::new(intake));
-            (task, cancel)
+            b.set_intake(Arc::new(intake.clone()));
+            (task, cancel, intake)
         });
 
-        let intake = Intake {
+        let intake = own::Intake {
             cfg,
             status_topic,
             writer: write_tx,
@@ -246,35 +262,70 @@ impl Bridge {
         Ok((
             Bridge {
                 counters,
-                intake,
-                link,
-                forwarder,
-                writer,
-                flush,
+                tasks: Some(Tasks {
+                    intake,
+                    link,
+                    forwarder,
+                    writer,
+                    flush,
+                    flush_ms,
+                }),
             },
             local_rx,
         ))
     }
 
-    /// Stops in order once the rules channel has closed: the intake commits
-    /// what it has, the link stops, the forwarder sends what it can within
-    /// `deadline` and says `offline`, the writer commits the last acks.
-    pub async fn stop(self, deadline: Duration) {
-        if tokio::time::timeout(deadline, self.intake).await.is_err() {
+    /// Takes no new message from local clients (the gateway begins to
+    /// stop): their connections are closed without an acknowledgement, so
+    /// nothing is acknowledged that the stop could lose.
+    pub fn close_local(&self) {
+        if let Some(Tasks {
+            link: Some((_, _, intake)),
+            ..
+        }) = &self.tasks
+        {
+            intake.close();
+        }
+    }
+
+    /// Stops in order once the rules channel has closed, within `budget`
+    /// in all: the intake commits what it has, the local clients' intake
+    /// commits what was offered and takes nothing more, the forwarder
+    /// sends what it can with what is left of the budget (less what its
+    /// `offline`, DISCONNECT and the writer need), the writer commits the
+    /// last acknowledgements. Every wait has a deadline; what is not sent
+    /// stays in the outbox.
+    pub async fn stop(self, budget: Duration) {
+        let Some(t) = self.tasks else { return };
+        let now = tokio::time::Instant::now;
+        let end = now() + budget;
+        if tokio::time::timeout_at((now() + INTAKE_WAIT).min(end), t.intake)
+            .await
+            .is_err()
+        {
             warn!("bridge intake did not drain in time");
         }
-        if let Some((task, cancel)) = self.link {
+        if let Some((task, cancel, intake)) = t.link {
+            intake.close();
             cancel.cancel();
-            let _ = task.await;
+            if tokio::time::timeout_at((now() + INTAKE_WAIT).min(end), task)
+                .await
+                .is_err()
+            {
+                warn!("local clients' intake did not commit in time");
+            }
         }
-        self.flush.cancel();
-        if tokio::time::timeout(deadline + Duration::from_secs(4), self.forwarder)
+        let reserve = forward::OFFLINE_WAIT + forward::DISCONNECT_WAIT * 2 + WRITER_WAIT;
+        let flush = end.saturating_duration_since(now()).saturating_sub(reserve);
+        t.flush_ms.store(flush.as_millis() as u64, Relaxed);
+        t.flush.cancel();
+        if tokio::time::timeout_at(end - WRITER_WAIT, t.forwarder)
             .await
             .is_err()
         {
             warn!("uplink did not stop in time");
         }
-        if tokio::time::timeout(deadline, self.writer).await.is_err() {
+        if tokio::time::timeout_at(end, t.writer).await.is_err() {
             warn!("outbox writer did not finish in time");
         }
         let c = &self.counters;
@@ -288,100 +339,8 @@ impl Bridge {
             expired = c.expired.load(Relaxed),
             live_dropped = c.live_dropped.load(Relaxed),
             io_errors = c.io_errors.load(Relaxed),
+            dead = c.dead.load(Relaxed),
             "bridge stopped"
         );
-    }
-}
-
-/// The gateway's own publishes: commit (when forwarded), then publish locally.
-struct Intake {
-    cfg: Arc<UplinkConfig>,
-    status_topic: String,
-    writer: mpsc::Sender<WriteCmd>,
-    live: mpsc::Sender<Publish>,
-    local: mpsc::Sender<Publish>,
-    counters: Arc<Counters>,
-}
-
-impl Intake {
-    async fn run(self, mut rx: mpsc::Receiver<Publish>) {
-        let mut batch = Vec::with_capacity(64);
-        let mut live_log = RateLimited::new(Duration::from_secs(10));
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            while batch.len() < INTAKE_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            let mut store = Vec::new();
-            for p in &batch {
-                let rule = if p.topic == self.status_topic {
-                    None
-                } else {
-                    self.cfg.forward_rule(&p.topic)
-                };
-                let Some(rule) = rule else { continue };
-                let up = Publish {
-                    topic: format!("{}{}", rule.prefix, p.topic),
-                    payload: p.payload.clone(),
-                    qos: rule.qos,
-                    retain: p.retain,
-                };
-                if rule.qos.as_u8() == 0 {
-                    self.send_live(up, &mut live_log);
-                } else {
-                    store.push(NewMessage {
-                        topic: up.topic,
-                        payload: up.payload,
-                        qos: up.qos.as_u8(),
-                        retain: up.retain,
-                    });
-                }
-            }
-            if !store.is_empty() {
-                let (done_tx, done_rx) = oneshot::channel();
-                let sent = self
-                    .writer
-                    .send(WriteCmd::Insert {
-                        msgs: store,
-                        done: Some(done_tx),
-                    })
-                    .await;
-                match sent {
-                    // committed, or (failed commit) handed to the live queue
-                    Ok(()) => {
-                        let _ = done_rx.await;
-                    }
-                    // the writer is gone: send live what it cannot store
-                    Err(e) => {
-                        if let WriteCmd::Insert { msgs, .. } = e.0 {
-                            for m in &msgs {
-                                self.send_live(m.to_publish(), &mut live_log);
-                            }
-                        }
-                    }
-                }
-            }
-            for p in batch.drain(..) {
-                if self.local.send(p).await.is_err() {
-                    warn!("local broker publisher gone; the intake stops");
-                    return;
-                }
-            }
-        }
-    }
-
-    fn send_live(&self, p: Publish, log: &mut RateLimited) {
-        if self.live.try_send(p).is_err() {
-            self.counters.live_dropped.fetch_add(1, Relaxed);
-            if let Some(suppressed) = log.ready() {
-                warn!(
-                    suppressed_logs = suppressed,
-                    "uplink live queue full: message dropped"
-                );
-            }
-        }
     }
 }

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions,
+    NetworkOptions, Outgoing, QoS, Request, TlsConfiguration, Transport,
 };
 use tracing::{info, warn};
 
@@ -74,7 +74,8 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, Upstrea
     o.set_keep_alive(cfg.keep_alive.get());
     o.set_clean_session(true);
     o.set_inflight(cfg.inflight);
-    o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let max = cfg.max_packet_size.as_usize();
+    o.set_max_packet_size(max, max);
     o.set_pending_throttle(Duration::ZERO);
     o.set_last_will(LastWill::new(
         cfg.status_topic(gateway),
@@ -140,8 +141,18 @@ pub struct Link {
 }
 
 impl Link {
-    /// `client` is used for the DISCONNECT of the session wipe.
-    pub fn new(el: EventLoop, client: AsyncClient, reconnect: ReconnectConfig) -> Link {
+    /// `client` is used for the DISCONNECT of the session wipe; `io_timeout`
+    /// bounds each connect and each write (rumqttc's connection timeout).
+    pub fn new(
+        mut el: EventLoop,
+        client: AsyncClient,
+        reconnect: ReconnectConfig,
+        io_timeout: Duration,
+    ) -> Link {
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(io_timeout.as_secs().max(1));
+        el.set_network_options(net);
         Link {
             el,
             client,
@@ -151,6 +162,69 @@ impl Link {
             wiping: false,
             retry_at: None,
         }
+    }
+}
+
+/// The requests the forwarder makes of the upstream client: rumqttc's
+/// `AsyncClient`, or a mock in the forwarder's unit tests. Each is queued
+/// at once or refused (`false`): the forwarder polls the event loop itself,
+/// so waiting for room would never end.
+pub trait Upstream {
+    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool;
+    fn subscribe(&self, filter: String, qos: QoS) -> bool;
+    fn disconnect(&self) -> bool;
+}
+
+impl Upstream for AsyncClient {
+    /// Moves the payload without a copy.
+    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool {
+        matches!(
+            super::poll_once(self.publish_bytes(topic, qos, retain, payload)),
+            Some(Ok(()))
+        )
+    }
+
+    fn subscribe(&self, filter: String, qos: QoS) -> bool {
+        self.try_subscribe(filter, qos).is_ok()
+    }
+
+    fn disconnect(&self) -> bool {
+        self.try_disconnect().is_ok()
+    }
+}
+
+/// rumqttc's queue of requests it replays after a reconnect.
+pub trait Resend {
+    /// Takes the QoS 1/2 publish with packet id `pkid` out; `true` when it
+    /// was there.
+    fn forget_publish(&mut self, pkid: u16) -> bool;
+    /// Puts the queue in send order again: releases first, then the
+    /// publishes with a packet id by `key(pkid)` (the outbox row id), then
+    /// new requests as they came. rumqttc appends what was in flight
+    /// behind what was still waiting when a connection drops during a
+    /// replay, which would send newer rows before older ones.
+    fn order(&mut self, key: &dyn Fn(u16) -> i64);
+}
+
+impl Resend for Link {
+    fn order(&mut self, key: &dyn Fn(u16) -> i64) {
+        let rank = |r: &Request| match r {
+            Request::PubRel(_) => i64::MIN,
+            Request::Publish(p) if p.pkid != 0 => key(p.pkid),
+            _ => i64::MAX,
+        };
+        self.el.pending.make_contiguous().sort_by_key(rank);
+    }
+
+    /// Takes the QoS 1/2 publish with packet id `pkid` out of rumqttc's
+    /// queue of requests to resend, so a message given up on is not
+    /// replayed first on every reconnect.
+    fn forget_publish(&mut self, pkid: u16) -> bool {
+        let before = self.el.pending.len();
+        self.el
+            .pending
+            .retain(|r| !matches!(r, Request::Publish(p) if p.pkid == pkid));
+        self.el.pending.len() != before
     }
 }
 

@@ -85,8 +85,10 @@ async fn healthz(gateway: String) -> impl IntoResponse {
     m.collect();
     let devices = m.devices();
     let (online, total) = m.devices_online();
+    let outbox = m.outbox_problem();
     let body = serde_json::json!({
-        "status": if online == total { "ok" } else { "degraded" },
+        "status": if online == total && outbox.is_none() { "ok" } else { "degraded" },
+        "outbox": outbox.as_deref().unwrap_or("ok"),
         "gateway": gateway,
         "uptime_s": m.uptime_secs(),
         "devices_online": online,

@@ -93,10 +93,14 @@ pub async fn run(queues: Vec<Box<dyn QueueLen>>, cancel: CancellationToken) {
         let now_readings = m.readings_total();
         let (online, total) = m.devices_online();
         let rate = (now_readings - readings.min(now_readings)) as f64 / period.as_secs_f64();
-        let status = format!(
+        let mut status = format!(
             "{online}/{total} devices online, {rate:.1} readings/s, outbox {}",
             m.outbox_depth.get()
         );
+        if let Some(problem) = m.outbox_problem() {
+            status.push_str("; ");
+            status.push_str(&problem);
+        }
         match stuck(&queues, published, now_published) {
             Some(q) => {
                 warn!(

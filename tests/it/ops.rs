@@ -98,7 +98,7 @@ async fn metrics_move_with_traffic_and_healthz_reports_devices() {
 }
 
 /// Collects notify datagrams until `pred` holds for one, or panics.
-fn wait_datagram(
+pub(crate) fn wait_datagram(
     sock: &UnixDatagram,
     seen: &mut Vec<String>,
     within: Duration,

@@ -66,20 +66,27 @@ impl Mosquitto {
     pub fn start_tls() -> (Mosquitto, Pki) {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = make_pki(dir.path(), "upstream");
-        let m = Self::launch_in(dir, free_port(), Some((free_port(), &pki)));
+        let m = Self::launch_in(dir, free_port(), Some((free_port(), &pki)), "");
         (m, pki)
     }
 
     /// Starts (again) on a given port.
     pub fn launch(port: u16, _tls: Option<()>) -> Mosquitto {
-        Self::launch_in(tempfile::tempdir().expect("tempdir"), port, None)
+        Self::launch_in(tempfile::tempdir().expect("tempdir"), port, None, "")
     }
 
-    fn launch_in(dir: TempDir, port: u16, tls: Option<(u16, &Pki)>) -> Mosquitto {
+    /// With extra lines in mosquitto.conf (e.g. `max_packet_size 4096`).
+    pub fn start_with(extra_conf: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch_in(dir, free_port(), None, extra_conf)
+    }
+
+    fn launch_in(dir: TempDir, port: u16, tls: Option<(u16, &Pki)>, extra: &str) -> Mosquitto {
         let mut conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
              max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         );
+        conf.push_str(extra);
         if let Some((tls_port, pki)) = tls {
             conf.push_str(&format!(
                 "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",

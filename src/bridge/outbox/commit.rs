@@ -12,6 +12,7 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, Row as _};
 use tracing::{debug, error, warn};
 
+use super::dead::{self, Failure};
 use super::{Accounting, Acked, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
 use crate::bridge::config::{Synchronous, WhenFull};
 use crate::reading::now_ms;
@@ -19,6 +20,7 @@ use crate::reading::now_ms;
 impl Accounting {
     pub(super) async fn commit(&mut self, conn: &mut SqliteConnection, batch: &mut Vec<WriteCmd>) {
         let mut acks = Vec::new();
+        let mut failures = Vec::new();
         let mut inserts = Vec::new();
         let mut waiters = Vec::new();
         let mut refused = 0u64;
@@ -26,6 +28,7 @@ impl Accounting {
         for cmd in batch.drain(..) {
             match cmd {
                 WriteCmd::Ack(ids) => acks.extend(ids),
+                WriteCmd::Failed(f) => failures.extend(f),
                 WriteCmd::Insert { msgs, done } => {
                     for m in msgs {
                         if self.admit(&m) {
@@ -42,7 +45,7 @@ impl Accounting {
             self.counters.dropped_newest.fetch_add(refused, Relaxed);
             self.log_drop("drop_newest", refused as usize);
         }
-        if inserts.is_empty() && waiters.is_empty() && !self.expiry_due() {
+        if inserts.is_empty() && waiters.is_empty() && failures.is_empty() && !self.expiry_due() {
             // deletes only (the drain): one statement list, one round trip
             if let Err(e) = self.delete_only(conn, &acks).await {
                 self.counters.io_errors.fetch_add(1, Relaxed);
@@ -52,7 +55,7 @@ impl Accounting {
             self.after_commit(conn, acks.len(), before_m).await;
             return;
         }
-        let committed = match self.transaction(conn, &acks, &inserts).await {
+        let committed = match self.transaction(conn, &acks, &failures, &inserts).await {
             Ok(last_id) => {
                 if let Some(id) = last_id {
                     self.committed.send_replace(id);
@@ -221,6 +224,7 @@ impl Accounting {
         &mut self,
         conn: &mut SqliteConnection,
         acks: &[Acked],
+        failures: &[Failure],
         inserts: &[NewMessage],
     ) -> Result<Option<i64>, OutboxError> {
         let mut tx = conn.begin().await.map_err(q("begin"))?;
@@ -231,6 +235,7 @@ impl Accounting {
                 .map_err(q("delete"))?;
             self.forget_acked(&mut tx, acks, r.rows_affected()).await?;
         }
+        let moved = dead::apply(&mut tx, failures).await?;
         if self.expiry_due() {
             self.last_expiry = Instant::now();
             let cutoff = now_ms() - self.cfg.max_age.get().as_millis() as i64;
@@ -280,6 +285,14 @@ impl Accounting {
         self.counters
             .committed
             .fetch_add(inserts.len() as u64, Relaxed);
+        for (topic, size, attempts, reason) in moved {
+            self.messages = self.messages.saturating_sub(1);
+            self.bytes = self.bytes.saturating_sub(size);
+            self.counters.dead.fetch_add(1, Relaxed);
+            warn!(%topic, attempts, %reason,
+                "uplink gave up on a message: moved to the dead-letter table \
+                 (fieldgate outbox list --dead; retry-dead puts it back)");
+        }
         Ok(last)
     }
 

@@ -11,9 +11,13 @@
 //!     qos        INTEGER NOT NULL,                  -- 1 or 2 (QoS 0 is never stored)
 //!     retain     INTEGER NOT NULL,                  -- 0 or 1
 //!     created_ms INTEGER NOT NULL,                  -- commit time, ms since the epoch
-//!     size       INTEGER NOT NULL                   -- bytes of topic + payload
+//!     size       INTEGER NOT NULL,                  -- bytes of topic + payload
+//!     attempts   INTEGER NOT NULL DEFAULT 0         -- failed tries upstream
 //! );
 //! ```
+//!
+//! and the dead-letter table `dead` (see `dead.rs`): messages the uplink
+//! gave up on, kept until `fieldgate outbox retry-dead` puts them back.
 //!
 //! Guarantees:
 //! - one writer task ([`Writer`]) owns every write. It takes whatever has
@@ -48,20 +52,17 @@
 //!
 //! Must not talk to the network or the broker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::{Connection, Row as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
-use super::config::{BufferConfig, Synchronous};
+use super::config::BufferConfig;
 use super::{Counters, RateLimited};
 use crate::reading::Publish;
 
@@ -72,7 +73,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     qos        INTEGER NOT NULL,
     retain     INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
-    size       INTEGER NOT NULL
+    size       INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0
 )";
 
 /// Rows per multi-row INSERT statement.
@@ -87,6 +89,11 @@ pub enum OutboxError {
     Open { path: PathBuf, source: sqlx::Error },
     #[error("cannot create outbox folder {path}: {source}")]
     Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set aside the broken outbox {path}: {source}")]
+    SetAside {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -138,6 +145,8 @@ pub struct Stored {
     pub retain: bool,
     pub created_ms: i64,
     pub size: i64,
+    /// Failed tries upstream so far.
+    pub attempts: u32,
 }
 
 /// Depth, bytes and age of the outbox.
@@ -146,58 +155,6 @@ pub struct Stats {
     pub messages: u64,
     pub bytes: u64,
     pub oldest_ms: Option<i64>,
-}
-
-fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match sync {
-            Synchronous::Full => SqliteSynchronous::Full,
-            Synchronous::Normal => SqliteSynchronous::Normal,
-        })
-        .busy_timeout(std::time::Duration::from_secs(5))
-        .pragma("cache_size", "-2000")
-        // a whole read-ahead crosses from SQLite's thread without the two
-        // threads waking each other every 50 rows (sqlx's default)
-        .row_buffer_size(1024)
-}
-
-/// The outbox file in `data_dir`.
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("outbox.db")
-}
-
-/// Opens (creating if needed) the outbox: a read pool, and the single
-/// write connection for [`Writer`].
-pub async fn open(
-    data_dir: &Path,
-    sync: Synchronous,
-) -> Result<(SqlitePool, SqliteConnection), OutboxError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| OutboxError::Folder {
-        path: data_dir.to_path_buf(),
-        source,
-    })?;
-    let path = db_path(data_dir);
-    let opts = options(&path, sync);
-    let open_err = |source| OutboxError::Open {
-        path: path.clone(),
-        source,
-    };
-    let mut conn = SqliteConnection::connect_with(&opts)
-        .await
-        .map_err(open_err)?;
-    sqlx::query(SCHEMA)
-        .execute(&mut conn)
-        .await
-        .map_err(open_err)?;
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts.clone())
-        .await
-        .map_err(open_err)?;
-    Ok((pool, conn))
 }
 
 pub async fn stats(pool: &SqlitePool) -> Result<Stats, OutboxError> {
@@ -221,6 +178,7 @@ fn stored(r: sqlx::sqlite::SqliteRow) -> Stored {
         retain: r.get::<i64, _>(4) != 0,
         created_ms: r.get(5),
         size: r.get(6),
+        attempts: r.get::<i64, _>(7).clamp(0, u32::MAX as i64) as u32,
     }
 }
 
@@ -232,7 +190,7 @@ pub async fn fetch<'e>(
     limit: usize,
 ) -> Result<Vec<Stored>, OutboxError> {
     let rows = sqlx::query(
-        "SELECT id, topic, payload, qos, retain, created_ms, size FROM outbox \
+        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts FROM outbox \
          WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
     )
     .bind(lo)
@@ -268,6 +226,8 @@ pub enum WriteCmd {
     },
     /// The broker acknowledged these rows: delete them.
     Ack(Vec<Acked>),
+    /// Tries that failed: count them, or move the row to `dead`.
+    Failed(Vec<dead::Failure>),
 }
 
 /// What the writer tells the uplink.
@@ -380,5 +340,8 @@ impl Writer {
 }
 
 mod commit;
+pub mod dead;
+mod open;
+pub use open::{Opened, db_path, open, open_or_set_aside};
 #[cfg(test)]
 mod tests;

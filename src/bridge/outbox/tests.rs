@@ -1,5 +1,6 @@
 use super::commit::runs;
 use super::*;
+use crate::bridge::config::Synchronous;
 use crate::config::ByteSize;
 
 fn m(i: usize) -> NewMessage {

@@ -1,0 +1,282 @@
+//! The forwarder: the drain state machine between the outbox and the
+//! upstream connection.
+//!
+//! Owns the in-flight window, the packet-id map and the
+//! upstream connection (it polls [`upstream::next`] itself, so the two
+//! events of every message need no task hop). Reads committed rows from the
+//! outbox (never writes: acknowledgements go to the writer as
+//! [`WriteCmd::Ack`]), hands them to rumqttc, and correlates
+//! `Outgoing::Publish(pkid)` with the rows it queued, in order, then
+//! `PubAck(pkid)` / `PubComp(pkid)` with the row ids to delete.
+//!
+//! Window: a message holds one of the `inflight` slots from the moment it
+//! is handed to rumqttc until the writer has deleted its row. So at any
+//! time at most `inflight` rows have been sent and are still in the
+//! outbox: after a crash, at most `inflight` messages go upstream again.
+//!
+//! Order: rows are sent in id (commit) order; `cursor.rs` decides which
+//! rows come next (`fifo`, `live_first`). The outbox is read beside the
+//! connection (one spawned read at a time), so acknowledgements keep
+//! flowing while rows are read.
+//!
+//! Modes ([`window::Mode`]), one per turn of the drain loop; each arrow is
+//! a function of `report.rs`:
+//!
+//! ```text
+//!                 on_up (CONNACK)
+//!  Disconnected ─────────────────▶ Live
+//!       ▲  │   ◀─────────────────   │
+//!       │  │     on_down (drop)     │ on_shutdown
+//!       │  │ on_shutdown            ▼
+//!       │  └──────────────┐      Flushing ── on_down ──────────┐
+//!       │                 ▼         │ after_turn (caught up,   ▼
+//!   (reconnect        Stopping ◀────┘   or the deadline)    Stopping
+//!    after backoff)  {connected}      → stop(): offline, DISCONNECT,
+//!                                       last acks to the writer
+//! ```
+//!
+//! Rows are sent (`fill`) and read only while connected (`Live`,
+//! `Flushing`). The upstream client sits behind [`upstream::Upstream`] and rumqttc's
+//! resend queue behind [`upstream::Resend`], so the transitions have unit tests
+//! without a broker (`tests.rs`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, QoS};
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
+use tracing::{info, warn};
+
+use super::config::UplinkConfig;
+use super::cursor::{Cursor, Plan};
+use super::outbox::{self, Progress, WriteCmd};
+use super::upstream::{self, Link, Report, Upstream};
+use super::{Counters, RateLimited};
+use crate::reading::Publish;
+use window::{Mode, State, Tracked};
+
+/// How long the stop waits for the PUBACK of `offline` upstream.
+pub const OFFLINE_WAIT: Duration = Duration::from_millis(1500);
+/// How long the stop reads acknowledgements after its DISCONNECT, and
+/// waits to hand the last ones to the writer.
+pub const DISCONNECT_WAIT: Duration = Duration::from_millis(1000);
+
+/// A finished outbox read.
+type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
+/// Most connection events handled before the window is refilled.
+const EVENTS_PER_TURN: usize = 256;
+/// Bytes (topic + payload) handed to rumqttc and not yet acknowledged, at
+/// most, whatever the window: rumqttc keeps a copy of each for resending,
+/// and large payloads must not make that hundreds of megabytes.
+const WIRE_BYTES: u64 = 8 * 1024 * 1024;
+/// Bytes one outbox read should bring, about (rows are counted from the
+/// outbox's average row size).
+const READ_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The upstream connection's next report, kept across `select!` turns.
+type Next = ReusableBoxFuture<'static, (Box<Link>, Report)>;
+
+/// The forwarder's inputs and outputs.
+pub struct Forwarder<C: Upstream = AsyncClient> {
+    pub cfg: Arc<UplinkConfig>,
+    pub gateway: Arc<str>,
+    pub client: C,
+    pub pool: SqlitePool,
+    pub writer: mpsc::Sender<WriteCmd>,
+    pub progress: Progress,
+    /// Messages to send live, not buffered (QoS 0, or QoS 1/2 whose commit failed).
+    pub live: mpsc::Receiver<Publish>,
+    /// Commands from upstream go to the local broker here.
+    pub commands: Option<mpsc::Sender<Publish>>,
+    /// Commands published locally on forwarded topics must not come back.
+    pub counters: Arc<Counters>,
+    /// Cancelled when the gateway stops: flush, then say `offline`.
+    pub shutdown: CancellationToken,
+    /// How long the flush may take, in ms, read when `shutdown` fires
+    /// (the bridge sets what is left of its stop budget).
+    pub flush_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<C: Upstream> Forwarder<C> {
+    pub async fn run(mut self, link: Link) {
+        let mut st = State::new(Cursor::new(self.cfg.buffer.drain));
+        let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
+        let mut live_drops = RateLimited::new(Duration::from_secs(10));
+        let mut live_open = true;
+        let status_topic = self.cfg.status_topic(&self.gateway);
+        // a clone, so a reserved permit does not borrow `self`
+        let writer = self.writer.clone();
+        // the outbox read in progress, run beside the connection
+        let mut reading: Option<(JoinHandle<Read>, Plan)> = None;
+        while !matches!(st.mode, Mode::Stopping { .. }) {
+            let deleting = st.acks_sent > st.acks_done;
+            let mut expired = false;
+            tokio::select! {
+                (mut link, r) = conn.get_pin() => {
+                    self.on_report(&mut *link, r, &mut st, &status_topic);
+                    conn.set(upstream::next(link));
+                    // take whatever else is ready, so acks and window
+                    // refills are handled in batches
+                    for _ in 0..EVENTS_PER_TURN {
+                        match std::future::poll_fn(|cx| Poll::Ready(conn.poll(cx))).await {
+                            Poll::Ready((mut link, r)) => {
+                                self.on_report(&mut *link, r, &mut st, &status_topic);
+                                conn.set(upstream::next(link));
+                            }
+                            Poll::Pending => break,
+                        }
+                    }
+                }
+                rows = join(&mut reading), if reading.is_some() => {
+                    let plan = reading.take().expect("polled only while reading").1;
+                    match rows {
+                        Ok(rows) => st.cursor.on_rows(plan, rows),
+                        Err(e) => {
+                            self.counters.io_errors.fetch_add(1, Relaxed);
+                            warn!(error = %e, "uplink: cannot read the outbox");
+                        }
+                    }
+                }
+                _ = self.progress.committed.changed(), if st.cursor.caught_up => st.cursor.wake(),
+                _ = self.progress.deleted.changed(), if deleting => {}
+                permit = writer.reserve(), if !st.acks.is_empty() && !deleting => {
+                    if let Ok(p) = permit {
+                        st.acks_sent += st.acks.len() as u64;
+                        p.send(WriteCmd::Ack(std::mem::take(&mut st.acks)));
+                    }
+                }
+                m = self.live.recv(), if live_open => match m {
+                    Some(p) => self.send_live(p, &mut st, &mut live_drops),
+                    None => live_open = false,
+                },
+                _ = self.shutdown.cancelled(), if matches!(st.mode, Mode::Live | Mode::Disconnected) => {
+                    let ms = self.flush_ms.load(Relaxed);
+                    let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+                    self.on_shutdown(&mut st, until);
+                }
+                _ = sleep_until(st.mode) => expired = true,
+            }
+            st.acks_done = *self.progress.deleted.borrow_and_update();
+            self.send_acks(&mut st);
+            self.send_failures(&mut st);
+            match st.mode {
+                Mode::Live | Mode::Flushing { .. } => {
+                    self.fill(&mut st);
+                    if reading.is_none() {
+                        reading = self.read(&mut st);
+                    }
+                }
+                Mode::Disconnected | Mode::Stopping { .. } => {}
+            }
+            self.after_turn(&mut st, expired);
+        }
+        self.stop(&mut st, &mut conn, &status_topic).await;
+    }
+
+    /// Says `offline` upstream (when connected), waits for its PUBACK
+    /// briefly, disconnects, and hands the last acknowledgements to the
+    /// writer.
+    async fn stop(&mut self, st: &mut State, conn: &mut Next, status_topic: &str) {
+        if let Mode::Stopping { connected: true } = st.mode {
+            let offline = bytes::Bytes::from_static(b"offline");
+            if self
+                .client
+                .publish(status_topic.to_string(), QoS::AtLeastOnce, true, offline)
+            {
+                st.queued.push_back(Tracked::Untracked);
+                let deadline = tokio::time::Instant::now() + OFFLINE_WAIT;
+                while st.mode == (Mode::Stopping { connected: true }) && st.unacked() > 0 {
+                    match tokio::time::timeout_at(deadline, conn.get_pin()).await {
+                        Ok((mut link, r)) => {
+                            self.on_report(&mut *link, r, st, status_topic);
+                            conn.set(upstream::next(link));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            // acknowledgements already on their way still delete their
+            // rows: read until the broker closes the connection
+            let _ = self.client.disconnect();
+            let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
+            while let Ok((mut link, r)) = tokio::time::timeout_at(deadline, conn.get_pin()).await {
+                if matches!(r, Report::Down) {
+                    conn.set(upstream::next(link));
+                    break;
+                }
+                self.on_report(&mut *link, r, st, status_topic);
+                conn.set(upstream::next(link));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
+        for cmd in [
+            WriteCmd::Ack(std::mem::take(&mut st.acks)),
+            WriteCmd::Failed(std::mem::take(&mut st.failures)),
+        ] {
+            let empty = match &cmd {
+                WriteCmd::Ack(a) => a.is_empty(),
+                WriteCmd::Failed(f) => f.is_empty(),
+                WriteCmd::Insert { .. } => true,
+            };
+            if !empty
+                && !matches!(
+                    tokio::time::timeout_at(deadline, self.writer.send(cmd)).await,
+                    Ok(Ok(()))
+                )
+            {
+                warn!(
+                    "uplink: outbox writer gone or stuck; acknowledged messages stay in the outbox (sent again after the restart)"
+                );
+            }
+        }
+        info!("uplink stopped");
+    }
+
+    /// Hands the acknowledged ids to the writer when its previous delete
+    /// is done or a quarter of the window waits (group commit: one delete
+    /// per commit, not one per turn), if it has room now; else the
+    /// `reserve` branch of the loop does when it has.
+    fn send_acks(&mut self, st: &mut State) {
+        let busy = st.acks_sent > st.acks_done;
+        if st.acks.is_empty() || (busy && st.acks.len() < self.cfg.inflight as usize / 4) {
+            return;
+        }
+        let ids = std::mem::take(&mut st.acks);
+        let n = ids.len() as u64;
+        match self.writer.try_send(WriteCmd::Ack(ids)) {
+            Ok(()) => st.acks_sent += n,
+            Err(mpsc::error::TrySendError::Full(WriteCmd::Ack(ids))) => st.acks = ids,
+            Err(_) => {
+                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
+            }
+        }
+    }
+}
+
+/// The outcome of the read in progress.
+async fn join(reading: &mut Option<(JoinHandle<Read>, Plan)>) -> Read {
+    match reading {
+        Some((task, _)) => task
+            .await
+            .unwrap_or_else(|e| Err(outbox::OutboxError::Task(e.to_string()))),
+        None => std::future::pending().await,
+    }
+}
+
+/// Until the flush deadline, in `Flushing`; for ever otherwise.
+async fn sleep_until(mode: Mode) {
+    match mode {
+        Mode::Flushing { until } => tokio::time::sleep_until(until).await,
+        _ => std::future::pending().await,
+    }
+}
+
+mod report;
+#[cfg(test)]
+mod tests;
+mod window;

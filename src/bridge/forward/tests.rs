@@ -1,0 +1,274 @@
+//! The forwarder's transitions against a mock upstream client: no broker,
+//! no network; a real (temporary) outbox only for the read pool.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use rumqttc::{Event, Incoming, Outgoing, PubAck, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::window::{Mode, State, Tracked};
+use super::{Forwarder, Upstream};
+use crate::bridge::config::{Synchronous, UplinkConfig};
+use crate::bridge::cursor::Cursor;
+use crate::bridge::outbox::{self, Progress, Stored, WriteCmd};
+use crate::bridge::upstream::{Report, Resend};
+use crate::bridge::{Counters, RateLimited};
+
+const STATUS: &str = "s/gw/status";
+
+/// Records every request; refuses none.
+#[derive(Default)]
+struct Mock {
+    published: RefCell<Vec<(String, QoS, usize)>>,
+    subscribed: RefCell<Vec<String>>,
+    disconnects: RefCell<usize>,
+}
+
+impl Upstream for Mock {
+    fn publish(&self, topic: String, qos: QoS, _retain: bool, payload: bytes::Bytes) -> bool {
+        self.published
+            .borrow_mut()
+            .push((topic, qos, payload.len()));
+        true
+    }
+    fn subscribe(&self, filter: String, _qos: QoS) -> bool {
+        self.subscribed.borrow_mut().push(filter);
+        true
+    }
+    fn disconnect(&self) -> bool {
+        *self.disconnects.borrow_mut() += 1;
+        true
+    }
+}
+
+/// rumqttc's resend queue: which packet ids were taken out.
+#[derive(Default)]
+struct Queue(Vec<u16>);
+
+impl Resend for Queue {
+    fn forget_publish(&mut self, pkid: u16) -> bool {
+        self.0.push(pkid);
+        true
+    }
+    fn order(&mut self, _key: &dyn Fn(u16) -> i64) {}
+}
+
+struct Rig {
+    f: Forwarder<Mock>,
+    st: State,
+    queue: Queue,
+    _writer: mpsc::Receiver<WriteCmd>,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(extra: &str) -> Rig {
+    let yaml = format!(
+        "url: mqtt://h\nforward: [{{ filter: \"gw/#\", prefix: \"s/\", qos: 1 }}]\n\
+         commands: [{{ filter: \"s/gw/+/set\", strip_prefix: \"s/\" }}]\n{extra}"
+    );
+    let cfg: UplinkConfig = serde_yaml_ng::from_str(&yaml).expect("yaml");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pool, _conn) = outbox::open(dir.path(), Synchronous::Full)
+        .await
+        .expect("open");
+    let (writer, writer_rx) = mpsc::channel(16);
+    let progress = Progress {
+        committed: watch::channel(0).1,
+        deleted: watch::channel(0).1,
+    };
+    let st = State::new(Cursor::new(cfg.buffer.drain));
+    let f = Forwarder {
+        cfg: Arc::new(cfg),
+        gateway: "gw".into(),
+        client: Mock::default(),
+        pool,
+        writer,
+        progress,
+        live: mpsc::channel(1).1,
+        commands: None,
+        counters: Arc::new(Counters::default()),
+        shutdown: CancellationToken::new(),
+        flush_ms: Arc::new(AtomicU64::new(0)),
+    };
+    Rig {
+        f,
+        st,
+        queue: Queue::default(),
+        _writer: writer_rx,
+        _dir: dir,
+    }
+}
+
+fn row(id: i64, payload: usize) -> Stored {
+    Stored {
+        id,
+        topic: "s/gw/dev/n".into(),
+        payload: bytes::Bytes::from(vec![b'x'; payload]),
+        qos: 1,
+        retain: false,
+        created_ms: 0,
+        size: 10 + payload as i64,
+        attempts: 0,
+    }
+}
+
+impl Rig {
+    fn report(&mut self, r: Report) {
+        self.f.on_report(&mut self.queue, r, &mut self.st, STATUS);
+    }
+    fn up(&mut self, session_present: bool) {
+        self.report(Report::Up { session_present });
+    }
+    fn out(&mut self, pkid: u16) {
+        self.report(Report::Event(Event::Outgoing(Outgoing::Publish(pkid))));
+    }
+    fn puback(&mut self, pkid: u16) {
+        self.report(Report::Event(Event::Incoming(Incoming::PubAck(
+            PubAck::new(pkid),
+        ))));
+    }
+    /// Rows `ids` read ahead and handed out by `fill`.
+    fn send(&mut self, ids: &[i64]) {
+        for &id in ids {
+            self.st.cursor.ready.push_back(row(id, 10));
+        }
+        self.f.fill(&mut self.st);
+    }
+}
+
+#[tokio::test]
+async fn a_connect_goes_live_subscribes_commands_and_says_online() {
+    let mut r = rig("").await;
+    assert_eq!(r.st.mode, Mode::Disconnected);
+    r.up(false);
+    assert_eq!(r.st.mode, Mode::Live);
+    assert_eq!(
+        *r.f.client.subscribed.borrow(),
+        vec!["s/gw/+/set".to_string()]
+    );
+    let published = r.f.client.published.borrow();
+    assert_eq!(published[0].0, STATUS);
+    assert_eq!(r.st.queued.front(), Some(&Tracked::Untracked));
+}
+
+#[tokio::test]
+async fn acknowledged_rows_go_to_the_writer_in_their_window_slots() {
+    let mut r = rig("").await;
+    r.up(true);
+    r.out(1); // `online`
+    r.send(&[7, 8, 9]);
+    assert_eq!(r.f.client.published.borrow().len(), 4);
+    for pkid in 2..=4 {
+        r.out(pkid);
+    }
+    r.puback(3);
+    assert_eq!(r.st.acks, vec![(8, 20)]);
+    // acknowledged but not deleted: still holds its window slot
+    assert_eq!(r.st.used(), 4);
+    r.puback(1);
+    assert_eq!(r.st.acks.len(), 1, "the status message deletes no row");
+}
+
+#[tokio::test]
+async fn a_drop_blames_the_oldest_row_and_max_attempts_gives_it_up() {
+    let mut r = rig("max_attempts: 2\n").await;
+    r.up(true);
+    r.send(&[10, 11]);
+    r.out(1); // `online`
+    r.out(2);
+    r.out(3);
+    r.puback(1);
+    r.report(Report::Down);
+    assert_eq!(r.st.mode, Mode::Disconnected);
+    let f = std::mem::take(&mut r.st.failures);
+    assert_eq!((f.len(), f[0].id, f[0].attempts), (1, 10, 1));
+    assert!(f[0].dead.is_none());
+    // a failed reconnect is no try
+    r.report(Report::Down);
+    assert!(r.st.failures.is_empty());
+    r.up(true);
+    r.report(Report::Down);
+    let f = std::mem::take(&mut r.st.failures);
+    assert_eq!((f[0].id, f[0].attempts), (10, 2));
+    assert!(f[0].dead.as_deref().is_some_and(|d| d.contains("2 times")));
+    assert_eq!(r.queue.0, vec![2], "taken out of rumqttc's resend queue");
+    assert!(!r.st.inflight.contains_key(&2));
+    assert!(
+        r.st.inflight.contains_key(&3),
+        "the row behind stays in flight"
+    );
+}
+
+#[tokio::test]
+async fn a_row_over_max_packet_size_goes_dead_unsent() {
+    let mut r = rig("max_packet_size: 1KiB\n").await;
+    r.up(true);
+    r.st.cursor.ready.push_back(row(5, 2000));
+    r.st.cursor.ready.push_back(row(6, 10));
+    r.f.fill(&mut r.st);
+    let sent: Vec<usize> = r.f.client.published.borrow().iter().map(|p| p.2).collect();
+    assert_eq!(sent, vec![6, 10], "`online`, then only the small row");
+    assert_eq!(r.st.failures[0].id, 5);
+    assert!(r.st.failures[0].dead.is_some());
+}
+
+#[tokio::test]
+async fn shutdown_flushes_when_live_and_stops_when_down() {
+    let until = tokio::time::Instant::now();
+    let mut r = rig("").await;
+    r.f.on_shutdown(&mut r.st, until);
+    assert_eq!(r.st.mode, Mode::Stopping { connected: false });
+
+    let mut r = rig("").await;
+    r.up(true);
+    r.f.on_shutdown(&mut r.st, until);
+    assert_eq!(r.st.mode, Mode::Flushing { until });
+    assert!(r.f.commands.is_none(), "no commands taken while stopping");
+    r.f.after_turn(&mut r.st, false);
+    assert_eq!(r.st.mode, Mode::Flushing { until }, "not caught up yet");
+    r.f.after_turn(&mut r.st, true);
+    assert_eq!(r.st.mode, Mode::Stopping { connected: true });
+
+    let mut r = rig("").await;
+    r.up(true);
+    r.out(1);
+    r.puback(1);
+    r.f.on_shutdown(&mut r.st, until);
+    r.st.cursor.caught_up = true;
+    r.f.after_turn(&mut r.st, false);
+    assert_eq!(r.st.mode, Mode::Stopping { connected: true }, "caught up");
+
+    let mut r = rig("").await;
+    r.up(true);
+    r.f.on_shutdown(&mut r.st, until);
+    r.report(Report::Down);
+    assert_eq!(r.st.mode, Mode::Stopping { connected: false });
+}
+
+#[tokio::test]
+async fn live_messages_go_out_only_while_connected() {
+    let mut r = rig("").await;
+    let mut log = RateLimited::new(std::time::Duration::from_secs(10));
+    let p = crate::reading::Publish {
+        topic: "s/gw/fast".into(),
+        payload: bytes::Bytes::from_static(b"1"),
+        qos: crate::reading::Qos::default(),
+        retain: false,
+    };
+    r.f.send_live(p.clone(), &mut r.st, &mut log);
+    assert_eq!(
+        r.f.counters
+            .live_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    r.up(true);
+    r.f.send_live(p, &mut r.st, &mut log);
+    assert_eq!(
+        r.f.client.published.borrow().last().map(|p| p.0.as_str()),
+        Some("s/gw/fast")
+    );
+}

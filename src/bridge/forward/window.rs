@@ -1,0 +1,123 @@
+//! The forwarder's bookkeeping: its mode, what each packet id stands
+//! for, and the in-flight window (see the module doc of `forward`).
+//!
+//! Owns no I/O. Must not talk to the outbox or the network.
+
+use std::collections::{HashMap, VecDeque};
+
+use rumqttc::QoS;
+
+use super::super::cursor::Cursor;
+use super::super::outbox::{self, dead::Failure};
+
+/// The forwarder's mode (see the transition diagram in `forward`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// No upstream connection; rumqttc reconnects after a backoff.
+    Disconnected,
+    /// Connected: the outbox drains, live messages go out.
+    Live,
+    /// Connected and stopping: the outbox drains until it is caught up,
+    /// the connection drops, or `until`.
+    Flushing { until: tokio::time::Instant },
+    /// The loop ends; `stop` says `offline` first if `connected`.
+    Stopping { connected: bool },
+}
+
+impl Mode {
+    /// Connected upstream (rows may be sent).
+    pub(super) fn connected(self) -> bool {
+        matches!(self, Mode::Live | Mode::Flushing { .. })
+    }
+}
+
+/// What one packet id stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tracked {
+    /// An outbox row: id, size and failed tries so far.
+    Row(i64, u64, u32),
+    /// Not from the outbox (status messages, live sends after a failed commit).
+    Untracked,
+}
+
+pub(super) struct State {
+    pub(super) mode: Mode,
+    /// Handed to rumqttc, waiting for their packet id, in order.
+    pub(super) queued: VecDeque<Tracked>,
+    pub(super) inflight: HashMap<u16, Tracked>,
+    /// QoS 2 messages past PUBREC, waiting for PUBCOMP. Kept apart because
+    /// rumqttc may give their packet id to a new publish meanwhile.
+    pub(super) released: HashMap<u16, Tracked>,
+    /// What to send next.
+    pub(super) cursor: Cursor,
+    /// Bytes of outbox rows handed to rumqttc, not yet acknowledged (or,
+    /// for QoS 2, not yet PUBREC'd: then rumqttc drops the payload).
+    pub(super) wire_bytes: u64,
+    /// Acknowledged, not yet handed to the writer.
+    pub(super) acks: Vec<outbox::Acked>,
+    /// Acknowledged ids handed to the writer so far.
+    pub(super) acks_sent: u64,
+    /// Acknowledged ids the writer has handled (its `Progress::deleted`).
+    pub(super) acks_done: u64,
+    /// Failed tries and given-up rows, not yet handed to the writer.
+    pub(super) failures: Vec<Failure>,
+}
+
+impl State {
+    pub(super) fn new(cursor: Cursor) -> State {
+        State {
+            mode: Mode::Disconnected,
+            queued: VecDeque::new(),
+            inflight: HashMap::new(),
+            released: HashMap::new(),
+            cursor,
+            wire_bytes: 0,
+            acks: Vec::new(),
+            acks_sent: 0,
+            acks_done: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// Sent (or queued to send) and not yet acknowledged.
+    pub(super) fn unacked(&self) -> usize {
+        self.queued.len() + self.inflight.len() + self.released.len()
+    }
+
+    /// Window slots taken: unacknowledged, plus acknowledged rows whose
+    /// delete is not yet committed.
+    pub(super) fn used(&self) -> usize {
+        self.unacked() + self.acks.len() + (self.acks_sent - self.acks_done) as usize
+    }
+
+    /// rumqttc lost its pending messages (new session): everything not
+    /// acknowledged goes back to the ranges, to be sent again in order.
+    pub(super) fn rewind(&mut self) {
+        self.wire_bytes = 0;
+        let ids = self
+            .queued
+            .drain(..)
+            .chain(self.inflight.drain().map(|(_, t)| t))
+            .chain(self.released.drain().map(|(_, t)| t))
+            .filter_map(|t| match t {
+                Tracked::Row(id, ..) => Some(id),
+                Tracked::Untracked => None,
+            });
+        self.cursor.rewind(ids);
+    }
+}
+
+pub(super) fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// A PUBACK or PUBREC: rumqttc no longer holds the payload of `t`.
+pub(super) fn off_the_wire(st: &mut State, t: Option<Tracked>) {
+    if let Some(Tracked::Row(_, size, _)) = t {
+        st.wire_bytes = st.wire_bytes.saturating_sub(size);
+    }
+}
