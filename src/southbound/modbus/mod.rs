@@ -1,7 +1,7 @@
 //! The Modbus device kinds `modbus-tcp` and `modbus-rtu` (docs/design.md, README "Modbus"):
 //! their config structs and checks, and the sources that poll them.
 //!
-//! Layout: `config.rs` (config structs and checks), `points.rs` (register
+//! Layout: `config.rs` (config structs), `validate.rs` (their checks), `points.rs` (register
 //! <-> value codec), `plan.rs` (read merging), `link.rs` (one request with
 //! timeout over tokio-modbus), `device.rs` (the per-device poll state
 //! machine: retries, backoff, status), `tcp.rs` (one source per TCP device),
@@ -19,9 +19,10 @@ pub mod plan;
 pub mod points;
 mod rtu;
 mod tcp;
+mod validate;
 mod writes;
 
-pub(crate) use config::validate_buses;
 pub use config::{Common, ModbusRtuConfig, ModbusTcpConfig, Parity, buses};
 pub use rtu::{BusConfig, RtuBus};
 pub use tcp::TcpDevice;
+pub(crate) use validate::validate_buses;
