@@ -11,6 +11,7 @@
 //! Owns everything Modbus. Must not publish readings itself (they go to the
 //! rules stage through the `SourceContext`) nor touch the broker.
 
+mod bus;
 mod config;
 pub mod describe;
 mod device;
