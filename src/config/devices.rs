@@ -9,12 +9,18 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::Report;
-use crate::southbound::modbus::{ModbusRtuConfig, ModbusTcpConfig};
+use crate::southbound::modbus::{ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use crate::southbound::serial::SerialConfig;
 use crate::southbound::simulated::SimulatedConfig;
 
 /// Device kinds this build accepts, as written in `kind:`.
-pub const DEVICE_KINDS: &[&str] = &["simulated", "modbus-tcp", "modbus-rtu", "serial"];
+pub const DEVICE_KINDS: &[&str] = &[
+    "simulated",
+    "modbus-tcp",
+    "modbus-rtu",
+    "modbus-rtu-tcp",
+    "serial",
+];
 
 /// Kinds that the design names but this build does not have yet.
 const PLANNED_KINDS: &[&str] = &[];
@@ -25,6 +31,7 @@ pub enum DeviceConfig {
     Simulated(SimulatedConfig),
     ModbusTcp(ModbusTcpConfig),
     ModbusRtu(ModbusRtuConfig),
+    ModbusRtuTcp(ModbusRtuTcpConfig),
     Serial(Box<SerialConfig>),
 }
 
@@ -34,6 +41,7 @@ impl DeviceConfig {
             DeviceConfig::Simulated(c) => &c.name,
             DeviceConfig::ModbusTcp(c) => &c.name,
             DeviceConfig::ModbusRtu(c) => &c.name,
+            DeviceConfig::ModbusRtuTcp(c) => &c.name,
             DeviceConfig::Serial(c) => &c.name,
         }
     }
@@ -43,6 +51,7 @@ impl DeviceConfig {
             DeviceConfig::Simulated(_) => "simulated",
             DeviceConfig::ModbusTcp(_) => "modbus-tcp",
             DeviceConfig::ModbusRtu(_) => "modbus-rtu",
+            DeviceConfig::ModbusRtuTcp(_) => "modbus-rtu-tcp",
             DeviceConfig::Serial(_) => "serial",
         }
     }
@@ -94,6 +103,7 @@ pub(super) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, 
             "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
             "modbus-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusTcp),
             "modbus-rtu" => typed(value, &path, report).map(DeviceConfig::ModbusRtu),
+            "modbus-rtu-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusRtuTcp),
             "serial" => typed(value, &path, report).map(|c| DeviceConfig::Serial(Box::new(c))),
             other => {
                 let why = if PLANNED_KINDS.contains(&other) {

@@ -27,6 +27,7 @@ pub(super) fn check(config: &Config, positions: &[usize], report: &mut Report) {
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut rtu = Vec::new();
+    let mut rtu_tcp = Vec::new();
     for (&i, dev) in positions.iter().zip(&config.devices) {
         let path = format!("devices[{i}]");
         let name = dev.name();
@@ -56,11 +57,16 @@ pub(super) fn check(config: &Config, positions: &[usize], report: &mut Report) {
                 c.validate(&path, report);
                 rtu.push((path.clone(), c));
             }
+            DeviceConfig::ModbusRtuTcp(c) => {
+                c.validate(&path, report);
+                rtu_tcp.push((path.clone(), c));
+            }
             DeviceConfig::Serial(c) => c.validate(config, &path, report),
         }
     }
 
     crate::southbound::modbus::validate_buses(&rtu, report);
+    crate::southbound::modbus::validate_tcp_buses(&rtu_tcp, report);
 
     check_topic_template(&config.rules.topic, "rules.topic", report);
     config.broker.validate("broker", report);

@@ -40,8 +40,10 @@ pub(super) const BROADCAST_TURNAROUND: Duration = Duration::from_millis(100);
 pub(super) trait Opener: Send + 'static {
     type Wire: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Opens (connects) the stream, within `timeout` where that can hang.
-    fn open(&mut self, timeout: Duration)
-    -> impl Future<Output = Result<Self::Wire, CallError>> + Send;
+    fn open(
+        &mut self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Self::Wire, CallError>> + Send;
     /// Reads what is buffered without waiting: `Ok(0)` means the peer closed.
     fn try_read(wire: &mut Self::Wire, buf: &mut [u8]) -> io::Result<usize>;
     /// The silence a frame needs before it.

@@ -44,6 +44,10 @@ macro_rules! modbus_device_config {
             #[serde(default)]
             pub write_multiple: bool,
             #[serde(default)]
+            pub bit_write: BitWrite,
+            #[serde(default = "default_busy_delay")]
+            pub busy_delay: Duration,
+            #[serde(default)]
             pub points: Vec<PointConfig>,
         }
 
@@ -60,6 +64,8 @@ macro_rules! modbus_device_config {
                     address_base: self.address_base,
                     backoff_max: self.backoff_max,
                     write_multiple: self.write_multiple,
+                    bit_write: self.bit_write,
+                    busy_delay: self.busy_delay,
                     points: self.points.clone(),
                 }
             }
@@ -72,6 +78,24 @@ modbus_device_config! {
     ModbusTcpConfig {
         /// `host:port`.
         address: String,
+        /// Close the connection after every poll (devices that serve one
+        /// request per connection, or few clients at a time).
+        #[serde(default)]
+        close_after_poll: bool,
+    }
+}
+
+modbus_device_config! {
+    /// `kind: modbus-rtu-tcp`: RTU frames over TCP to a serial-to-Ethernet
+    /// converter. Devices with the same `address` share one connection and
+    /// one bus.
+    ModbusRtuTcpConfig {
+        /// `host:port` of the converter.
+        address: String,
+        #[serde(default)]
+        framing: Framing,
+        #[serde(default)]
+        close_after_poll: bool,
     }
 }
 
@@ -87,10 +111,36 @@ modbus_device_config! {
         stop_bits: u8,
         #[serde(default = "default_data_bits")]
         data_bits: u8,
+        #[serde(default)]
+        framing: Framing,
     }
 }
 
-/// Settings both Modbus kinds share (see `configs/modbus.yaml`).
+/// `framing: rtu | ascii` of the serial framings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    #[default]
+    Rtu,
+    /// Modbus ASCII (`:`, LRC, CR LF): accepted by the parser, refused by
+    /// the checks until this build has the codec.
+    Ascii,
+}
+
+/// `bit_write: read_modify_write | mask`: how a writable `bit` point is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BitWrite {
+    /// FC3 read of the register, then FC6 (FC16 with `write_multiple`) of
+    /// it with the bit changed. Another change of the register between the
+    /// two requests is lost.
+    #[default]
+    ReadModifyWrite,
+    /// FC22 mask write: the device changes the one bit itself, no window.
+    Mask,
+}
+
+/// Settings all Modbus kinds share (see `configs/modbus.yaml`).
 #[derive(Debug, Clone)]
 pub struct Common {
     /// Unit (slave) id.
@@ -110,6 +160,9 @@ pub struct Common {
     /// Write with FC15/FC16 even for one coil or register (for devices
     /// without FC5/FC6).
     pub write_multiple: bool,
+    pub bit_write: BitWrite,
+    /// Wait before asking again a device that answered exception 06 (busy).
+    pub busy_delay: Duration,
     pub points: Vec<PointConfig>,
 }
 
@@ -133,6 +186,9 @@ fn default_max_registers() -> u16 {
 }
 fn default_backoff_max() -> Duration {
     Duration::from_secs(60)
+}
+fn default_busy_delay() -> Duration {
+    Duration::from_millis(100)
 }
 fn default_baud() -> u32 {
     9600

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::points::{DataType, Order, PointConfig};
-use super::{Common, ModbusRtuConfig, ModbusTcpConfig};
+use super::{Common, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use crate::rules::DefaultMapping;
 
 fn layout(p: &PointConfig) -> String {
@@ -121,6 +121,24 @@ pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMappi
         c.data_bits,
         c.parity.letter(),
         c.stop_bits,
+        timing(&c.common()),
+        c.name
+    );
+    points_and_requests(s, &c.name, &c.common(), mapping);
+}
+
+/// The plan of one `modbus-rtu-tcp` device.
+pub fn rtu_tcp(s: &mut String, gw: &str, c: &ModbusRtuTcpConfig, mapping: &DefaultMapping) {
+    let _ = writeln!(
+        s,
+        "  {} (modbus-rtu-tcp {} RTU frames{}, {}) status {gw}/status/{}",
+        c.name,
+        c.address,
+        if c.close_after_poll {
+            ", closed after each poll"
+        } else {
+            ""
+        },
         timing(&c.common()),
         c.name
     );

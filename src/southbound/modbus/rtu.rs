@@ -139,7 +139,7 @@ impl RtuBus {
             .cfg
             .devices
             .iter()
-            .map(|d| Poller::new(&d.name, &d.common()))
+            .map(|d| Poller::on_bus(&d.name, &d.common()))
             .collect();
         let link = BusLink::new(SerialOpener(self.cfg.clone()));
         bus::run(pollers, link, self.commands, ctx).await;

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::config::{Common, ModbusRtuConfig, ModbusTcpConfig, Parity};
+use super::config::{
+    BitWrite, Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig, Parity,
+};
 use super::points::{self, DataType, PointConfig};
 use crate::config::Report;
 
@@ -19,11 +21,31 @@ impl Common {
         if self.timeout.get().is_zero() {
             report.add(format!("{path}.timeout"), "must be greater than 0");
         }
-        if rtu && !(1..=247).contains(&self.unit) {
+        if rtu && self.unit > 247 {
             report.add(
                 format!("{path}.unit"),
-                format!("unit {} is not a valid RTU unit id (1 to 247)", self.unit),
+                format!(
+                    "unit {} is not a valid RTU unit id (1 to 247, or 0 for broadcast writes)",
+                    self.unit
+                ),
             );
+        }
+        if rtu && self.unit == 0 {
+            // a broadcast is never answered: nothing to read
+            for (i, p) in self.points.iter().enumerate() {
+                if !p.writable {
+                    report.add(
+                        format!("{path}.points[{i}].writable"),
+                        "unit 0 is the broadcast address: it is never read, so every point must be `writable: true`",
+                    );
+                }
+                if p.bit.is_some() && self.bit_write == BitWrite::ReadModifyWrite {
+                    report.add(
+                        format!("{path}.points[{i}].bit"),
+                        "a broadcast cannot read the register first: use `bit_write: mask`",
+                    );
+                }
+            }
         }
         if !(1..=125).contains(&self.max_registers_per_request) {
             report.add(
@@ -84,12 +106,6 @@ impl Common {
             if ty != DataType::Bool {
                 report.add(format!("{pp}.type"), "a point with `bit` is a bool");
             }
-            if p.writable {
-                report.add(
-                    format!("{pp}.writable"),
-                    "single bits of a register cannot be written (write the whole register as u16)",
-                );
-            }
         }
         match (ty, p.length) {
             (DataType::String, None) => report.add(
@@ -149,21 +165,75 @@ impl Common {
     }
 }
 
+fn check_address(address: &str, path: &str, report: &mut Report) {
+    let ok = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        report.add(
+            format!("{path}.address"),
+            format!("{address:?} is not host:port (e.g. 192.168.1.50:502)"),
+        );
+    }
+}
+
+fn check_framing(framing: Framing, path: &str, report: &mut Report) {
+    if framing == Framing::Ascii {
+        report.add(
+            format!("{path}.framing"),
+            "Modbus ASCII is not available in this build yet (only `framing: rtu`)",
+        );
+    }
+}
+
 impl ModbusTcpConfig {
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
-        let ok = self.address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !ok {
+        check_address(&self.address, path, report);
+        self.common().validate(path, false, report);
+    }
+}
+
+impl ModbusRtuTcpConfig {
+    pub(crate) fn validate(&self, path: &str, report: &mut Report) {
+        check_address(&self.address, path, report);
+        check_framing(self.framing, path, report);
+        self.common().validate(path, true, report);
+    }
+}
+
+/// Cross-device checks of converters: devices behind one address use
+/// distinct unit ids and agree on the connection settings.
+pub(crate) fn validate_tcp_buses(devices: &[(String, &ModbusRtuTcpConfig)], report: &mut Report) {
+    let mut first: HashMap<&str, (&str, &ModbusRtuTcpConfig)> = HashMap::new();
+    let mut units: HashMap<(&str, u8), &str> = HashMap::new();
+    for (path, d) in devices {
+        match first.get(d.address.as_str()) {
+            None => {
+                first.insert(&d.address, (path, d));
+            }
+            Some((fpath, f))
+                if (f.framing, f.close_after_poll) != (d.framing, d.close_after_poll) =>
+            {
+                report.add(
+                    format!("{path}.address"),
+                    format!(
+                        "{} is shared with {} ({fpath}) but the settings differ: \
+                         framing and close_after_poll must match on one converter",
+                        d.address, f.name
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        if let Some(other) = units.insert((&d.address, d.unit), path) {
             report.add(
-                format!("{path}.address"),
+                format!("{path}.unit"),
                 format!(
-                    "{:?} is not host:port (e.g. 192.168.1.50:502)",
-                    self.address
+                    "unit {} is already used on {} by {other}",
+                    d.unit, d.address
                 ),
             );
         }
-        self.common().validate(path, false, report);
     }
 }
 
@@ -178,6 +248,7 @@ impl ModbusRtuConfig {
         if !matches!(self.data_bits, 7 | 8) {
             report.add(format!("{path}.data_bits"), "must be 7 or 8");
         }
+        check_framing(self.framing, path, report);
         self.common().validate(path, true, report);
     }
 
