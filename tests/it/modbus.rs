@@ -554,9 +554,17 @@ fn the_example_config_checks_and_shows_the_merged_requests() {
         "{plan}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // boiler: 9 points in 5 requests; meter: 3 points (1-based addresses) in 1
+    // boiler: 10 points in 5 requests; meter: 3 points (1-based addresses) in 1
     assert!(
-        plan.contains("requests per poll: 5 (one per point: 9;"),
+        plan.contains("requests per poll: 5 (one per point: 10;"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("inverter (modbus-rtu-tcp 192.168.1.60:4196 RTU frames, unit 7,"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("broadcast (unit 0): never read"),
         "{plan}"
     );
     assert!(

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::modbus::{SECS, header, reading, set, status_where};
 use crate::modbus_server::Registers;
 use crate::modbus_wire::{Framing, WireServer};
-use crate::support::{Gateway, Sub};
+use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
 
 fn device(name: &str, addr: &str, unit: u8, timeout: &str, points: &str) -> String {
     format!(
@@ -218,4 +218,23 @@ async fn a_reply_byte_by_byte_and_a_broadcast_write() {
     );
     // the bus goes on with the next unit's replies
     reading(&mut sub, "gw-bc/meter/v").await;
+}
+
+#[test]
+fn converter_config_mistakes_name_the_yaml_path() {
+    let yaml = "gateway: { id: gw }\ndevices:\n  - name: a\n    kind: modbus-rtu-tcp\n    address: conv.local\n    framing: ascii\n    points:\n      - { name: p, table: holding, address: 0 }\n  - name: b\n    kind: modbus-rtu-tcp\n    address: 10.0.0.9:4196\n    unit: 0\n    points:\n      - { name: p, table: holding, address: 0 }\n      - { name: q, table: holding, address: 1, bit: 2, writable: true }\n  - name: c\n    kind: modbus-rtu-tcp\n    address: 10.0.0.9:4196\n    unit: 0\n    close_after_poll: true\n    points:\n      - { name: p, table: holding, address: 0, writable: true }\n";
+    let cfg = ConfigDir::new(yaml);
+    let out = fieldgate(&["check", "-c", cfg.path_str()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "devices[0].address (line 5, column 5): \"conv.local\" is not host:port",
+        "devices[0].framing (line 6, column 5): Modbus ASCII is not available in this build yet",
+        "devices[1].points[0].writable (line 14, column 9): unit 0 is the broadcast address",
+        "devices[1].points[1].bit (line 15, column 48): a broadcast cannot read the register first: use `bit_write: mask`",
+        "devices[2].address (line 18, column 5): 10.0.0.9:4196 is shared with b (devices[1]) but the settings differ",
+        "devices[2].unit (line 19, column 5): unit 0 is already used on 10.0.0.9:4196 by devices[1]",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
 }

@@ -24,7 +24,13 @@ fn layout(p: &PointConfig) -> String {
     }
 }
 
-fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &DefaultMapping) {
+fn points_and_requests(
+    s: &mut String,
+    name: &str,
+    c: &Common,
+    mapping: &DefaultMapping,
+    broadcast: bool,
+) {
     for p in &c.points {
         let ty = p.data_type();
         let mut what = format!(
@@ -58,6 +64,13 @@ fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &Default
             p.name,
             mapping.topic(name, &p.name)
         );
+    }
+    if broadcast {
+        let _ = writeln!(
+            s,
+            "    broadcast (unit 0): never read; writes reach every unit on the bus, unanswered"
+        );
+        return;
     }
     let plan = c.plan();
     let _ = writeln!(
@@ -107,7 +120,7 @@ pub fn tcp(s: &mut String, gw: &str, c: &ModbusTcpConfig, mapping: &DefaultMappi
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping);
+    points_and_requests(s, &c.name, &c.common(), mapping, false);
 }
 
 /// The plan of one `modbus-rtu` device.
@@ -124,7 +137,7 @@ pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMappi
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping);
+    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0);
 }
 
 /// The plan of one `modbus-rtu-tcp` device.
@@ -142,5 +155,5 @@ pub fn rtu_tcp(s: &mut String, gw: &str, c: &ModbusRtuTcpConfig, mapping: &Defau
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping);
+    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0);
 }
