@@ -563,10 +563,7 @@ fn the_example_config_checks_and_shows_the_merged_requests() {
         plan.contains("inverter (modbus-rtu-tcp 192.168.1.60:4196 RTU frames, unit 7,"),
         "{plan}"
     );
-    assert!(
-        plan.contains("broadcast (unit 0): never read"),
-        "{plan}"
-    );
+    assert!(plan.contains("broadcast (unit 0): never read"), "{plan}");
     assert!(
         plan.contains("FC04 input 100..=107 (8 registers): energy, power, voltage"),
         "{plan}"

@@ -229,7 +229,6 @@ fn converter_config_mistakes_name_the_yaml_path() {
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
         "devices[0].address (line 5, column 5): \"conv.local\" is not host:port",
-        "devices[0].framing (line 6, column 5): Modbus ASCII is not available in this build yet",
         "devices[1].points[0].writable (line 14, column 9): unit 0 is the broadcast address",
         "devices[1].points[1].bit (line 15, column 48): a broadcast cannot read the register first: use `bit_write: mask`",
         "devices[2].address (line 18, column 5): 10.0.0.9:4196 is shared with b (devices[1]) but the settings differ",
@@ -237,4 +236,62 @@ fn converter_config_mistakes_name_the_yaml_path() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+
+#[tokio::test]
+async fn modbus_ascii_over_a_converter_reads_and_writes() {
+    let regs = Registers::default();
+    regs.unit(1, |b| b.set_holding(0, &[0x4387, 0xE9FC, 7])); // 271.828f32, then 7
+    regs.unit(2, |b| {
+        b.coils.insert(4, false);
+    });
+    let conv = WireServer::start(regs.clone(), Framing::Ascii, "127.0.0.1:0").await;
+    let addr = conv.addr.to_string();
+    let ascii = |d: String| d.replace("    points:\n", "    framing: ascii\n    points:\n");
+    let yaml = format!(
+        "{}{}{}",
+        header("gw-asc"),
+        ascii(device(
+            "one",
+            &addr,
+            1,
+            "500ms",
+            "      - { name: pi, table: holding, address: 0, type: f32 }\n      - { name: n, table: holding, address: 2, writable: true }\n"
+        )),
+        ascii(device(
+            "two",
+            &addr,
+            2,
+            "500ms",
+            "      - { name: relay, table: coil, address: 4, writable: true }\n      - { name: ghost, table: holding, address: 9 }\n"
+        )),
+    );
+    let gw = Gateway::start(&yaml);
+    let mut sub = Sub::connect(gw.port, &["gw-asc/#"], QoS::AtLeastOnce).await;
+    assert_eq!(
+        reading(&mut sub, "gw-asc/one/pi").await["value"],
+        json!(271.828)
+    );
+    assert_eq!(reading(&mut sub, "gw-asc/one/n").await["value"], 7);
+    assert_eq!(reading(&mut sub, "gw-asc/two/relay").await["value"], false);
+    let st = status_where(&mut sub, "gw-asc/status/two", |s| s.get("error").is_some()).await;
+    assert_eq!(
+        st["error"],
+        "holding 9 (unit 2): exception IllegalDataAddress (0x02)"
+    );
+    assert_eq!(
+        set(&mut sub, "gw-asc/one/n", "513").await,
+        json!({"ok": true})
+    );
+    assert_eq!(regs.holding(1, 2, 1), vec![513]);
+    assert_eq!(
+        set(&mut sub, "gw-asc/two/relay", "true").await,
+        json!({"ok": true})
+    );
+    assert_eq!(regs.coil(2, 4), Some(true));
+    sub.wait_for(SECS, |m| {
+        m.topic == "gw-asc/two/relay" && m.json()["value"] == true
+    })
+    .await;
+    assert_eq!(conv.connections.load(Ordering::SeqCst), 1);
 }

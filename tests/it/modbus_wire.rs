@@ -1,5 +1,5 @@
-//! A hand-made Modbus server on TCP that speaks either MBAP (Modbus TCP) or
-//! raw RTU frames (a serial-to-Ethernet converter with units behind it),
+//! A hand-made Modbus server on TCP that speaks MBAP (Modbus TCP), raw RTU
+//! frames or Modbus ASCII frames (a serial-to-Ethernet converter with units behind it),
 //! answers from [`Registers`] like a real device, and gets replies wrong on
 //! demand the way real devices do: wrong transaction ids, late replies,
 //! replies byte by byte, wrong byte counts, a close after every reply.
@@ -24,6 +24,12 @@ use crate::modbus_server::{Registers, crc16};
 pub enum Framing {
     Mbap,
     Rtu,
+    /// Modbus ASCII: `:`, hex, LRC, CR LF.
+    Ascii,
+}
+
+fn lrc(d: &[u8]) -> u8 {
+    d.iter().fold(0u8, |a, b| a.wrapping_add(*b)).wrapping_neg()
 }
 
 /// The ways this server gets its replies wrong.
@@ -138,6 +144,27 @@ async fn serve(
                 let pdu = [&h[1..], &rest[..rest.len() - 2]].concat();
                 (0, h[0], pdu)
             }
+            Framing::Ascii => {
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                loop {
+                    if s.read_exact(&mut b).await.is_err() {
+                        return;
+                    }
+                    if b[0] == b'\n' {
+                        break;
+                    }
+                    line.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&line);
+                let hex = text.trim().trim_start_matches(':');
+                let raw: Vec<u8> = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+                    .collect();
+                let (body, sum) = raw.split_at(raw.len() - 1);
+                assert_eq!(lrc(body), sum[0], "the gateway sent a bad LRC");
+                (0, body[0], body[1..].to_vec())
+            }
         };
         let Some(req) = decode_request(&pdu) else {
             return;
@@ -188,6 +215,17 @@ async fn serve(
                 out.append(&mut reply_pdu);
                 let crc = crc16(&out);
                 out.extend_from_slice(&crc.to_le_bytes());
+                out
+            }
+            Framing::Ascii => {
+                let mut raw = vec![unit];
+                raw.append(&mut reply_pdu);
+                raw.push(lrc(&raw));
+                let mut out = b":".to_vec();
+                for b in raw {
+                    out.extend_from_slice(format!("{b:02X}").as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
                 out
             }
         };

@@ -4,7 +4,8 @@
 //! drains stale bytes before each request (a late reply to a timed-out
 //! request), reopens the stream after it failed or the peer closed it,
 //! sends broadcasts (unit 0) without waiting for a reply, and serves the
-//! unit that is due first. A dead unit backs off (see `device.rs`), so it
+//! unit that is due first. Frames are RTU (tokio-modbus's codec) or ASCII
+//! (`ascii.rs`, `framing: ascii`). A dead unit backs off (see `device.rs`), so it
 //! costs one timeout per probe and not one per cycle of the others.
 //!
 //! Owns the stream and the bus schedule. Must not decode values, and must
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_modbus::client::{Client, Context};
@@ -28,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::device::Poller;
 use super::link::{self, CallError, Link};
-use super::writes;
+use super::{Framing, ascii, writes};
 use crate::southbound::SourceContext;
 use crate::southbound::commands::WriteCommand;
 
@@ -118,6 +119,8 @@ pub(super) struct BusLink<O: Opener> {
     quiet_since: Instant,
     /// Close the stream after every poll step (`close_after_poll`).
     pub close_after_poll: bool,
+    /// RTU frames (tokio-modbus) or ASCII frames (`ascii.rs`).
+    pub framing: Framing,
 }
 
 impl<O: Opener> BusLink<O> {
@@ -128,6 +131,7 @@ impl<O: Opener> BusLink<O> {
             ctx: None,
             quiet_since: Instant::now(),
             close_after_poll: false,
+            framing: Framing::Rtu,
         }
     }
 
@@ -186,6 +190,15 @@ impl<O: Opener> BusLink<O> {
                 wire = self.wire(timeout).await?;
             }
         }
+        if self.framing == Framing::Ascii {
+            let r = ascii_exchange(&wire, unit, req, timeout).await;
+            self.quiet_since = Instant::now();
+            if matches!(r, Err(CallError::Io(_))) {
+                warn!(bus = %self.opener.describe(), "bus stream failed; reopening");
+                self.close();
+            }
+            return r;
+        }
         let ctx = self
             .ctx
             .get_or_insert_with(|| tokio_modbus::client::rtu::attach(wire.clone()));
@@ -229,6 +242,66 @@ impl<O: Opener> BusLink<O> {
         }
         r
     }
+}
+
+/// One request in Modbus ASCII: the frame out, then bytes in until a line
+/// that starts with `:` ends with LF, all within `timeout`.
+async fn ascii_exchange<W: AsyncRead + AsyncWrite + Unpin>(
+    wire: &Wire<W>,
+    unit: u8,
+    req: &Request<'static>,
+    timeout: Duration,
+) -> Result<Response, CallError> {
+    let frame = ascii::frame(unit, &ascii::request_pdu(req)?);
+    let mut w = wire.clone();
+    let io = |e: io::Error| CallError::Io(e.to_string());
+    w.write_all(&frame).await.map_err(io)?;
+    w.flush().await.map_err(io)?;
+    if unit == 0 {
+        tokio::time::sleep(BROADCAST_TURNAROUND).await;
+        return Ok(broadcast_done(req));
+    }
+    let mut line: Vec<u8> = Vec::with_capacity(64);
+    let mut got = 0usize;
+    let read = async {
+        let mut buf = [0u8; 128];
+        loop {
+            let n = w.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                return Err(CallError::Io("connection closed".into()));
+            }
+            got += n;
+            for &b in &buf[..n] {
+                match b {
+                    b':' => {
+                        line.clear();
+                        line.push(b);
+                    }
+                    b'\n' if line.first() == Some(&b':') => return Ok(()),
+                    b'\r' | b'\n' => {}
+                    _ if !line.is_empty() => line.push(b),
+                    _ => {}
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r?,
+        Err(_) if got == 0 => return Err(CallError::Timeout(timeout)),
+        Err(_) => {
+            return Err(CallError::Garbled {
+                bytes: got,
+                waited: timeout,
+            });
+        }
+    }
+    let (from, pdu) = ascii::parse_line(&line)?;
+    if from != unit {
+        return Err(CallError::BadReply(format!(
+            "reply from unit {from} to a request to unit {unit}"
+        )));
+    }
+    ascii::response(req, &pdu)
 }
 
 /// What a write would have answered, for a broadcast nobody answers.

@@ -122,8 +122,7 @@ modbus_device_config! {
 pub enum Framing {
     #[default]
     Rtu,
-    /// Modbus ASCII (`:`, LRC, CR LF): accepted by the parser, refused by
-    /// the checks until this build has the codec.
+    /// Modbus ASCII: `:`, hex digits, LRC, CR LF (`ascii.rs`).
     Ascii,
 }
 
@@ -250,6 +249,7 @@ pub fn buses(devices: &[&ModbusRtuConfig]) -> Vec<BusConfig> {
                 parity: d.parity,
                 data_bits: d.data_bits,
                 stop_bits: d.stop_bits,
+                framing: d.framing,
                 devices: vec![(*d).clone()],
             }),
         }

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::points::{DataType, Order, PointConfig};
-use super::{Common, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
+use super::{Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use crate::rules::DefaultMapping;
 
 fn layout(p: &PointConfig) -> String {
@@ -103,6 +103,13 @@ fn points_and_requests(
     }
 }
 
+fn framing(f: Framing) -> &'static str {
+    match f {
+        Framing::Rtu => "RTU",
+        Framing::Ascii => "ASCII",
+    }
+}
+
 fn timing(c: &Common) -> String {
     format!(
         "unit {}, every {}, timeout {}, retries {}",
@@ -127,8 +134,13 @@ pub fn tcp(s: &mut String, gw: &str, c: &ModbusTcpConfig, mapping: &DefaultMappi
 pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMapping) {
     let _ = writeln!(
         s,
-        "  {} (modbus-rtu on {} {} {}{}{}, {}) status {gw}/status/{}",
+        "  {} (modbus-rtu{} on {} {} {}{}{}, {}) status {gw}/status/{}",
         c.name,
+        if c.framing == Framing::Ascii {
+            " ascii"
+        } else {
+            ""
+        },
         c.port.display(),
         c.baud,
         c.data_bits,
@@ -144,9 +156,10 @@ pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMappi
 pub fn rtu_tcp(s: &mut String, gw: &str, c: &ModbusRtuTcpConfig, mapping: &DefaultMapping) {
     let _ = writeln!(
         s,
-        "  {} (modbus-rtu-tcp {} RTU frames{}, {}) status {gw}/status/{}",
+        "  {} (modbus-rtu-tcp {} {} frames{}, {}) status {gw}/status/{}",
         c.name,
         c.address,
+        framing(c.framing),
         if c.close_after_poll {
             ", closed after each poll"
         } else {

@@ -3,6 +3,7 @@
 //! the sources that poll them.
 //!
 //! Layout: `config.rs` (config structs), `validate.rs` (their checks),
+//! `ascii.rs` (Modbus ASCII frames),
 //! `points.rs` (register <-> value codec), `plan.rs` (read merging),
 //! `link.rs` (one request with timeout over tokio-modbus), `device.rs` (the
 //! per-device poll state machine: retries, busy devices, backoff, status),
@@ -14,6 +15,7 @@
 //! Owns everything Modbus. Must not publish readings itself (they go to the
 //! rules stage through the `SourceContext`) nor touch the broker.
 
+mod ascii;
 mod bus;
 mod config;
 pub mod describe;

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info_span};
 use super::bus::{self, BusLink, Opener};
 use super::device::Poller;
 use super::link::CallError;
-use super::{ModbusRtuConfig, Parity};
+use super::{Framing, ModbusRtuConfig, Parity};
 use crate::southbound::commands::{Routes, WriteCommand};
 use crate::southbound::{Source, SourceContext, SourceFuture};
 
@@ -28,6 +28,7 @@ pub struct BusConfig {
     pub parity: Parity,
     pub data_bits: u8,
     pub stop_bits: u8,
+    pub framing: Framing,
     pub devices: Vec<ModbusRtuConfig>,
 }
 
@@ -141,7 +142,8 @@ impl RtuBus {
             .iter()
             .map(|d| Poller::on_bus(&d.name, &d.common()))
             .collect();
-        let link = BusLink::new(SerialOpener(self.cfg.clone()));
+        let mut link = BusLink::new(SerialOpener(self.cfg.clone()));
+        link.framing = self.cfg.framing;
         bus::run(pollers, link, self.commands, ctx).await;
     }
 }

@@ -1,5 +1,5 @@
-//! `modbus-rtu-tcp`: RTU frames (unit id, PDU, CRC; no MBAP header) over a
-//! TCP connection to a serial-to-Ethernet converter. Every device with the
+//! `modbus-rtu-tcp`: RTU frames (unit id, PDU, CRC; no MBAP header), or
+//! ASCII frames with `framing: ascii`, over a TCP connection to a serial-to-Ethernet converter. Every device with the
 //! same `address` is a unit behind that converter: one connection, one bus
 //! (`bus.rs`), so their requests never overlap on the serial side. A lost
 //! connection is opened again on the next request; a connection the
@@ -125,6 +125,7 @@ impl Source for RtuTcpBus {
                     address: self.cfg.address.clone(),
                 });
                 link.close_after_poll = self.cfg.close_after_poll;
+                link.framing = self.cfg.framing;
                 bus::run(pollers, link, self.commands, ctx).await;
             }
             .instrument(span),

@@ -177,15 +177,6 @@ fn check_address(address: &str, path: &str, report: &mut Report) {
     }
 }
 
-fn check_framing(framing: Framing, path: &str, report: &mut Report) {
-    if framing == Framing::Ascii {
-        report.add(
-            format!("{path}.framing"),
-            "Modbus ASCII is not available in this build yet (only `framing: rtu`)",
-        );
-    }
-}
-
 impl ModbusTcpConfig {
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
         check_address(&self.address, path, report);
@@ -196,7 +187,6 @@ impl ModbusTcpConfig {
 impl ModbusRtuTcpConfig {
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
         check_address(&self.address, path, report);
-        check_framing(self.framing, path, report);
         self.common().validate(path, true, report);
     }
 }
@@ -248,13 +238,18 @@ impl ModbusRtuConfig {
         if !matches!(self.data_bits, 7 | 8) {
             report.add(format!("{path}.data_bits"), "must be 7 or 8");
         }
-        check_framing(self.framing, path, report);
         self.common().validate(path, true, report);
     }
 
     /// The serial line settings, which all devices on one port must share.
-    pub fn line(&self) -> (u32, Parity, u8, u8) {
-        (self.baud, self.parity, self.data_bits, self.stop_bits)
+    pub fn line(&self) -> (u32, Parity, u8, u8, Framing) {
+        (
+            self.baud,
+            self.parity,
+            self.data_bits,
+            self.stop_bits,
+            self.framing,
+        )
     }
 }
 
@@ -272,7 +267,7 @@ pub(crate) fn validate_buses(devices: &[(String, &ModbusRtuConfig)], report: &mu
                 format!("{path}.port"),
                 format!(
                     "{} is shared with {} ({fpath}) but the line settings differ: \
-                     baud, parity, data_bits and stop_bits must match on one bus",
+                     baud, parity, data_bits, stop_bits and framing must match on one bus",
                     d.port.display(),
                     f.name
                 ),
