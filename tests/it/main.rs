@@ -13,6 +13,7 @@ mod modbus_rtu;
 mod modbus_rtu_tcp;
 mod modbus_server;
 mod modbus_wire;
+mod modbus_writes;
 mod ops;
 mod rules;
 mod serial;

@@ -37,6 +37,8 @@ async fn wrong_transaction_id_is_no_answer_and_byte_by_byte_is_fine() {
             "      - { name: v, table: holding, address: 0 }\n"
         )
     );
+    // room for a reply that dribbles in, even on a loaded machine
+    let yaml = yaml.replace("    timeout: 300ms\n", "    timeout: 1s\n");
     let gw = Gateway::start(&yaml);
     let mut sub = Sub::connect(gw.port, &["gw-tid/#"], QoS::AtLeastOnce).await;
     let st = status_where(&mut sub, "gw-tid/status/d", |s| s.get("error").is_some()).await;
@@ -53,7 +55,7 @@ async fn wrong_transaction_id_is_no_answer_and_byte_by_byte_is_fine() {
     assert_eq!(reading(&mut sub, "gw-tid/d/v").await["value"], 42);
     status_where(&mut sub, "gw-tid/status/d", |s| s.get("error").is_none()).await;
 
-    // replies dribble in one byte every 20 ms (11 bytes, 220 ms < timeout)
+    // replies dribble in one byte every 20 ms (11 bytes, 220 ms < 1 s timeout)
     srv.faults().trickle = Some(Duration::from_millis(20));
     regs.unit(1, |b| b.set_holding(0, &[43]));
     sub.wait_for(SECS, |m| m.topic == "gw-tid/d/v" && m.json()["value"] == 43)

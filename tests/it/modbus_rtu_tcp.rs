@@ -1,7 +1,8 @@
 //! `modbus-rtu-tcp` against a hand-made serial-to-Ethernet converter (RTU
 //! frames over TCP, several units behind it): one connection and one bus,
 //! a dead unit that backs off, a converter restart, a late reply that must
-//! not be taken for another unit's, a reply byte by byte, and a broadcast.
+//! not be taken for another unit's, a reply byte by byte, a broadcast,
+//! Modbus ASCII, and config mistakes of every Modbus kind.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -218,6 +219,25 @@ async fn a_reply_byte_by_byte_and_a_broadcast_write() {
     );
     // the bus goes on with the next unit's replies
     reading(&mut sub, "gw-bc/meter/v").await;
+}
+
+#[test]
+fn modbus_config_mistakes_name_the_yaml_path_and_line() {
+    let yaml = "gateway: { id: gw }\ndevices:\n  - name: a\n    kind: modbus-tcp\n    address: plc.local\n    points:\n      - { name: p, table: input, address: 0, type: f32, writable: true }\n      - { name: s, table: holding, address: 2, type: string }\n  - name: b\n    kind: modbus-rtu\n    port: /dev/ttyUSB9\n    unit: 1\n    points:\n      - { name: p, table: coil, address: 0, type: u16 }\n  - name: c\n    kind: modbus-rtu\n    port: /dev/ttyUSB9\n    baud: 19200\n    unit: 1\n";
+    let cfg = ConfigDir::new(yaml);
+    let out = fieldgate(&["check", "-c", cfg.path_str()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "devices[0].address (line 5, column 5): \"plc.local\" is not host:port",
+        "devices[0].points[0].writable (line 7, column 57): input is a read-only table",
+        "devices[0].points[1].length (line 8, column 9): a string needs `length`",
+        "devices[1].points[0].type (line 14, column 45): a coil holds single bits",
+        "devices[2].port (line 17, column 5): /dev/ttyUSB9 is shared with b (devices[1]) but the line settings differ",
+        "devices[2].unit (line 19, column 5): unit 1 is already used on /dev/ttyUSB9 by devices[1]",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
 }
 
 #[test]
