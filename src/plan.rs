@@ -106,6 +106,7 @@ pub fn render(config: &Config) -> String {
             }
             DeviceConfig::ModbusTcp(c) => modbus::describe::tcp(&mut s, gw, c, &mapping),
             DeviceConfig::ModbusRtu(c) => modbus::describe::rtu(&mut s, gw, c, &mapping),
+            DeviceConfig::ModbusRtuTcp(c) => modbus::describe::rtu_tcp(&mut s, gw, c, &mapping),
             DeviceConfig::Serial(c) => crate::southbound::serial::describe(&mut s, c, gw, &mapping),
         }
     }

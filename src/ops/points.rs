@@ -104,6 +104,7 @@ pub fn catalogue(devices: &[DeviceConfig]) -> Vec<DeviceSpec> {
                 ),
                 DeviceConfig::ModbusTcp(c) => (Some(c.poll.get()), modbus_points(&c.points)),
                 DeviceConfig::ModbusRtu(c) => (Some(c.poll.get()), modbus_points(&c.points)),
+                DeviceConfig::ModbusRtuTcp(c) => (Some(c.poll.get()), modbus_points(&c.points)),
                 DeviceConfig::Serial(c) => (
                     c.request.as_ref().map(|r| r.every.get()),
                     c.points

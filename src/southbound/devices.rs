@@ -12,13 +12,19 @@ use serde_yaml_ng::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::modbus::{ModbusRtuConfig, ModbusTcpConfig};
+use super::modbus::{ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use super::serial::SerialConfig;
 use super::simulated::SimulatedConfig;
 use crate::config::{Report, is_valid_name};
 
 /// Device kinds this build accepts, as written in `kind:`.
-pub const DEVICE_KINDS: &[&str] = &["simulated", "modbus-tcp", "modbus-rtu", "serial"];
+pub const DEVICE_KINDS: &[&str] = &[
+    "simulated",
+    "modbus-tcp",
+    "modbus-rtu",
+    "modbus-rtu-tcp",
+    "serial",
+];
 
 /// Kinds that the design names but this build does not have yet.
 const PLANNED_KINDS: &[&str] = &[];
@@ -29,6 +35,7 @@ pub enum DeviceConfig {
     Simulated(SimulatedConfig),
     ModbusTcp(ModbusTcpConfig),
     ModbusRtu(ModbusRtuConfig),
+    ModbusRtuTcp(ModbusRtuTcpConfig),
     Serial(Box<SerialConfig>),
 }
 
@@ -38,6 +45,7 @@ impl DeviceConfig {
             DeviceConfig::Simulated(c) => &c.name,
             DeviceConfig::ModbusTcp(c) => &c.name,
             DeviceConfig::ModbusRtu(c) => &c.name,
+            DeviceConfig::ModbusRtuTcp(c) => &c.name,
             DeviceConfig::Serial(c) => &c.name,
         }
     }
@@ -47,6 +55,7 @@ impl DeviceConfig {
             DeviceConfig::Simulated(_) => "simulated",
             DeviceConfig::ModbusTcp(_) => "modbus-tcp",
             DeviceConfig::ModbusRtu(_) => "modbus-rtu",
+            DeviceConfig::ModbusRtuTcp(_) => "modbus-rtu-tcp",
             DeviceConfig::Serial(_) => "serial",
         }
     }
@@ -98,6 +107,7 @@ pub(crate) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, 
             "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
             "modbus-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusTcp),
             "modbus-rtu" => typed(value, &path, report).map(DeviceConfig::ModbusRtu),
+            "modbus-rtu-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusRtuTcp),
             "serial" => typed(value, &path, report).map(|c| DeviceConfig::Serial(Box::new(c))),
             other => {
                 let why = if PLANNED_KINDS.contains(&other) {
@@ -138,6 +148,7 @@ pub(crate) fn validate_all(
 ) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut rtu = Vec::new();
+    let mut rtu_tcp = Vec::new();
     for (&i, dev) in positions.iter().zip(devices) {
         let path = format!("devices[{i}]");
         let name = dev.name();
@@ -167,8 +178,13 @@ pub(crate) fn validate_all(
                 c.validate(&path, report);
                 rtu.push((path.clone(), c));
             }
+            DeviceConfig::ModbusRtuTcp(c) => {
+                c.validate(&path, report);
+                rtu_tcp.push((path.clone(), c));
+            }
             DeviceConfig::Serial(c) => c.validate(config_file, &path, report),
         }
     }
     super::modbus::validate_buses(&rtu, report);
+    super::modbus::validate_tcp_buses(&rtu_tcp, report);
 }

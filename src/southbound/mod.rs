@@ -96,6 +96,7 @@ impl SourceContext {
 pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec<Box<dyn Source>> {
     let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(devices.len());
     let mut rtu = Vec::new();
+    let mut rtu_tcp = Vec::new();
     for d in devices {
         match d {
             DeviceConfig::Simulated(c) => out.push(Box::new(simulated::Simulated::new(c.clone()))),
@@ -105,10 +106,14 @@ pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec
             DeviceConfig::Serial(c) => out.push(Box::new(serial::Serial::new((**c).clone()))),
             // devices sharing a port become one source: the bus
             DeviceConfig::ModbusRtu(c) => rtu.push(c),
+            DeviceConfig::ModbusRtuTcp(c) => rtu_tcp.push(c),
         }
     }
     for bus in modbus::buses(&rtu) {
         out.push(Box::new(modbus::RtuBus::new(bus, routes)));
+    }
+    for bus in modbus::tcp_buses(&rtu_tcp) {
+        out.push(Box::new(modbus::RtuTcpBus::new(bus, routes)));
     }
     out
 }

@@ -63,6 +63,8 @@ pub struct State {
     pub faults: HashMap<(u8, u16), Fault>,
     /// Replies are held back this long (a slow device: late replies).
     pub delay: Duration,
+    /// Busy answers (exception 06) still to give, by unit.
+    pub busy: HashMap<u8, u32>,
 }
 
 /// Shared server state: the test reads and changes it while the server runs.
@@ -98,12 +100,29 @@ impl Registers {
         self.lock().log.iter().filter(|(u, _)| *u == unit).count()
     }
 
-    fn answer(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+    /// The answer of a real device (`None`: no reply). Unit 0 is a
+    /// broadcast: every unit applies the write, nobody answers.
+    pub fn answer(&self, req: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
         let mut s = self.lock();
         let unit = req.slave;
         s.log.push((unit, req.request.clone()));
+        if unit == 0 {
+            let units: Vec<u8> = s.units.keys().copied().collect();
+            drop(s);
+            for u in units {
+                let mut st = self.lock();
+                let _ = apply(&mut st, u, req.request.clone(), None);
+            }
+            return Ok(None);
+        }
         if s.silent.contains(&unit) {
             return Ok(None);
+        }
+        if let Some(n) = s.busy.get_mut(&unit)
+            && *n > 0
+        {
+            *n -= 1;
+            return Err(ExceptionCode::ServerDeviceBusy);
         }
         let start = match &req.request {
             Request::ReadCoils(a, _)
@@ -113,6 +132,20 @@ impl Registers {
             _ => None,
         };
         let fault = start.and_then(|a| s.faults.get(&(unit, a)).copied());
+        if let Some(Fault::Exception(e)) = fault {
+            return Err(e);
+        }
+        apply(&mut s, unit, req.request, fault)
+    }
+}
+
+fn apply(
+    s: &mut State,
+    unit: u8,
+    request: Request<'static>,
+    fault: Option<Fault>,
+) -> Result<Option<Response>, ExceptionCode> {
+    {
         let Some(bank) = s.units.get_mut(&unit) else {
             return Ok(None);
         };
@@ -126,10 +159,7 @@ impl Registers {
                 .map(|i| m.get(&i).copied().ok_or(ExceptionCode::IllegalDataAddress))
                 .collect()
         };
-        if let Some(Fault::Exception(e)) = fault {
-            return Err(e);
-        }
-        let resp = match req.request {
+        let resp = match request {
             Request::ReadHoldingRegisters(a, n) => {
                 let mut w = words(&bank.holding, a, n)?;
                 match fault {
@@ -171,6 +201,11 @@ impl Registers {
                     bank.coils.insert(a + i as u16, *b);
                 }
                 Response::WriteMultipleCoils(a, bs.len() as u16)
+            }
+            Request::MaskWriteRegister(a, and, or) => {
+                let cur = words(&bank.holding, a, 1)?[0];
+                bank.holding.insert(a, (cur & and) | (or & !and));
+                Response::MaskWriteRegister(a, and, or)
             }
             _ => return Err(ExceptionCode::IllegalFunction),
         };

@@ -1,5 +1,6 @@
 //! Config of the Modbus kinds: `ModbusTcpConfig`, `ModbusRtuConfig`, the
-//! settings they share, and their semantic checks (reported with YAML paths).
+//! settings they share, and the read plan they imply. The semantic checks
+//! are in `validate.rs`.
 //!
 //! Owns the Modbus config keys and their defaults. Must not start anything.
 
@@ -8,8 +9,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::plan::{self, Limits, ReadRequest, Span};
-use super::points::{self, DataType, PointConfig};
-use crate::config::{Duration, Report};
+use super::points::PointConfig;
+use super::rtu::BusConfig;
+use crate::config::Duration;
 pub use crate::southbound::line::Parity;
 
 /// Declares a Modbus device config struct: the kind's own fields, then the
@@ -42,6 +44,10 @@ macro_rules! modbus_device_config {
             #[serde(default)]
             pub write_multiple: bool,
             #[serde(default)]
+            pub bit_write: BitWrite,
+            #[serde(default = "default_busy_delay")]
+            pub busy_delay: Duration,
+            #[serde(default)]
             pub points: Vec<PointConfig>,
         }
 
@@ -58,6 +64,8 @@ macro_rules! modbus_device_config {
                     address_base: self.address_base,
                     backoff_max: self.backoff_max,
                     write_multiple: self.write_multiple,
+                    bit_write: self.bit_write,
+                    busy_delay: self.busy_delay,
                     points: self.points.clone(),
                 }
             }
@@ -70,6 +78,24 @@ modbus_device_config! {
     ModbusTcpConfig {
         /// `host:port`.
         address: String,
+        /// Close the connection after every poll (devices that serve one
+        /// request per connection, or few clients at a time).
+        #[serde(default)]
+        close_after_poll: bool,
+    }
+}
+
+modbus_device_config! {
+    /// `kind: modbus-rtu-tcp`: RTU frames over TCP to a serial-to-Ethernet
+    /// converter. Devices with the same `address` share one connection and
+    /// one bus.
+    ModbusRtuTcpConfig {
+        /// `host:port` of the converter.
+        address: String,
+        #[serde(default)]
+        framing: Framing,
+        #[serde(default)]
+        close_after_poll: bool,
     }
 }
 
@@ -85,10 +111,35 @@ modbus_device_config! {
         stop_bits: u8,
         #[serde(default = "default_data_bits")]
         data_bits: u8,
+        #[serde(default)]
+        framing: Framing,
     }
 }
 
-/// Settings both Modbus kinds share (see `configs/modbus.yaml`).
+/// `framing: rtu | ascii` of the serial framings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framing {
+    #[default]
+    Rtu,
+    /// Modbus ASCII: `:`, hex digits, LRC, CR LF (`ascii.rs`).
+    Ascii,
+}
+
+/// `bit_write: read_modify_write | mask`: how a writable `bit` point is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BitWrite {
+    /// FC3 read of the register, then FC6 (FC16 with `write_multiple`) of
+    /// it with the bit changed. Another change of the register between the
+    /// two requests is lost.
+    #[default]
+    ReadModifyWrite,
+    /// FC22 mask write: the device changes the one bit itself, no window.
+    Mask,
+}
+
+/// Settings all Modbus kinds share (see `configs/modbus.yaml`).
 #[derive(Debug, Clone)]
 pub struct Common {
     /// Unit (slave) id.
@@ -108,6 +159,9 @@ pub struct Common {
     /// Write with FC15/FC16 even for one coil or register (for devices
     /// without FC5/FC6).
     pub write_multiple: bool,
+    pub bit_write: BitWrite,
+    /// Wait before asking again a device that answered exception 06 (busy).
+    pub busy_delay: Duration,
     pub points: Vec<PointConfig>,
 }
 
@@ -131,6 +185,9 @@ fn default_max_registers() -> u16 {
 }
 fn default_backoff_max() -> Duration {
     Duration::from_secs(60)
+}
+fn default_busy_delay() -> Duration {
+    Duration::from_millis(100)
 }
 fn default_baud() -> u32 {
     9600
@@ -178,178 +235,24 @@ impl Common {
             })
             .collect()
     }
-
-    fn validate(&self, path: &str, rtu: bool, report: &mut Report) {
-        if self.poll.get().is_zero() {
-            report.add(format!("{path}.poll"), "must be greater than 0");
-        }
-        if self.timeout.get().is_zero() {
-            report.add(format!("{path}.timeout"), "must be greater than 0");
-        }
-        if rtu && !(1..=247).contains(&self.unit) {
-            report.add(
-                format!("{path}.unit"),
-                format!("unit {} is not a valid RTU unit id (1 to 247)", self.unit),
-            );
-        }
-        if !(1..=125).contains(&self.max_registers_per_request) {
-            report.add(
-                format!("{path}.max_registers_per_request"),
-                "must be between 1 and 125 (the Modbus limit)",
-            );
-        }
-        if self.address_base > 1 {
-            report.add(format!("{path}.address_base"), "must be 0 or 1");
-        }
-        if self.backoff_max.get().is_zero() {
-            report.add(format!("{path}.backoff_max"), "must be greater than 0");
-        }
-        crate::config::check_point_names(path, self.points.iter().map(|p| p.name.as_str()), report);
-        for (i, p) in self.points.iter().enumerate() {
-            let pp = format!("{path}.points[{i}]");
-            self.validate_point(p, &pp, report);
-        }
-    }
-
-    fn validate_point(&self, p: &PointConfig, pp: &str, report: &mut Report) {
-        let ty = p.data_type();
-        let base = u32::from(self.address_base);
-        if p.address < base {
-            report.add(
-                format!("{pp}.address"),
-                "address 0 does not exist with address_base: 1 (numbers start at 1)",
-            );
-        } else if p.address - base + u32::from(p.count()) > 65536 {
-            report.add(
-                format!("{pp}.address"),
-                format!(
-                    "address {} is beyond the last Modbus address (65535 with address_base 0)",
-                    p.address
-                ),
-            );
-        }
-        if p.table.is_bits() && ty != DataType::Bool {
-            report.add(
-                format!("{pp}.type"),
-                format!(
-                    "a {} holds single bits: the type must be bool, not {}",
-                    p.table.as_str(),
-                    ty.as_str()
-                ),
-            );
-        }
-        if let Some(bit) = p.bit {
-            if p.table.is_bits() {
-                report.add(
-                    format!("{pp}.bit"),
-                    "`bit` applies to holding and input registers only",
-                );
-            }
-            if bit > 15 {
-                report.add(format!("{pp}.bit"), "must be between 0 and 15");
-            }
-            if ty != DataType::Bool {
-                report.add(format!("{pp}.type"), "a point with `bit` is a bool");
-            }
-            if p.writable {
-                report.add(
-                    format!("{pp}.writable"),
-                    "single bits of a register cannot be written (write the whole register as u16)",
-                );
-            }
-        }
-        match (ty, p.length) {
-            (DataType::String, None) => report.add(
-                format!("{pp}.length"),
-                "a string needs `length` (in registers)",
-            ),
-            (DataType::String, Some(n))
-                if n == 0 || n > self.max_registers_per_request.min(125) =>
-            {
-                report.add(
-                    format!("{pp}.length"),
-                    format!(
-                        "must be between 1 and {} (max_registers_per_request)",
-                        self.max_registers_per_request.min(125)
-                    ),
-                )
-            }
-            (DataType::String, Some(_)) => {}
-            (_, Some(_)) => report.add(
-                format!("{pp}.length"),
-                "`length` applies to type string only",
-            ),
-            (_, None) => {}
-        }
-        if !p.table.is_bits() && p.count() > self.max_registers_per_request {
-            report.add(
-                format!("{pp}.type"),
-                format!(
-                    "{} spans {} registers, more than max_registers_per_request ({})",
-                    ty.as_str(),
-                    p.count(),
-                    self.max_registers_per_request
-                ),
-            );
-        }
-        let numeric = !matches!(ty, DataType::Bool | DataType::String);
-        for (key, v) in [("scale", p.scale), ("offset", p.offset)] {
-            let Some(v) = v else { continue };
-            if !numeric {
-                report.add(
-                    format!("{pp}.{key}"),
-                    format!("`{key}` applies to numeric types only, not {}", ty.as_str()),
-                );
-            } else if !v.is_finite() || (key == "scale" && v == 0.0) {
-                report.add(format!("{pp}.{key}"), format!("{v} is not a usable {key}"));
-            }
-        }
-        if p.writable && !matches!(p.table, points::Table::Coil | points::Table::Holding) {
-            report.add(
-                format!("{pp}.writable"),
-                format!(
-                    "{} is a read-only table; only coil and holding points can be writable",
-                    p.table.as_str()
-                ),
-            );
-        }
-    }
 }
 
-impl ModbusTcpConfig {
-    pub(crate) fn validate(&self, path: &str, report: &mut Report) {
-        let ok = self.address.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !ok {
-            report.add(
-                format!("{path}.address"),
-                format!(
-                    "{:?} is not host:port (e.g. 192.168.1.50:502)",
-                    self.address
-                ),
-            );
+/// Groups RTU devices by port: one bus (one source) per port, in config order.
+pub fn buses(devices: &[&ModbusRtuConfig]) -> Vec<BusConfig> {
+    let mut out: Vec<BusConfig> = Vec::new();
+    for d in devices {
+        match out.iter_mut().find(|b| b.port == d.port) {
+            Some(b) => b.devices.push((*d).clone()),
+            None => out.push(BusConfig {
+                port: d.port.clone(),
+                baud: d.baud,
+                parity: d.parity,
+                data_bits: d.data_bits,
+                stop_bits: d.stop_bits,
+                framing: d.framing,
+                devices: vec![(*d).clone()],
+            }),
         }
-        self.common().validate(path, false, report);
     }
-}
-
-impl ModbusRtuConfig {
-    pub(crate) fn validate(&self, path: &str, report: &mut Report) {
-        if self.baud == 0 {
-            report.add(format!("{path}.baud"), "must be greater than 0");
-        }
-        if !matches!(self.stop_bits, 1 | 2) {
-            report.add(format!("{path}.stop_bits"), "must be 1 or 2");
-        }
-        if !matches!(self.data_bits, 7 | 8) {
-            report.add(format!("{path}.data_bits"), "must be 7 or 8");
-        }
-        self.common().validate(path, true, report);
-    }
-
-    /// The serial line settings, which all devices on one port must share.
-    pub fn line(&self) -> (u32, Parity, u8, u8) {
-        (self.baud, self.parity, self.data_bits, self.stop_bits)
-    }
+    out
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::points::{DataType, Order, PointConfig};
-use super::{Common, ModbusRtuConfig, ModbusTcpConfig};
+use super::{Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use crate::rules::DefaultMapping;
 
 fn layout(p: &PointConfig) -> String {
@@ -24,7 +24,13 @@ fn layout(p: &PointConfig) -> String {
     }
 }
 
-fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &DefaultMapping) {
+fn points_and_requests(
+    s: &mut String,
+    name: &str,
+    c: &Common,
+    mapping: &DefaultMapping,
+    broadcast: bool,
+) {
     for p in &c.points {
         let ty = p.data_type();
         let mut what = format!(
@@ -59,6 +65,13 @@ fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &Default
             mapping.topic(name, &p.name)
         );
     }
+    if broadcast {
+        let _ = writeln!(
+            s,
+            "    broadcast (unit 0): never read; writes reach every unit on the bus, unanswered"
+        );
+        return;
+    }
     let plan = c.plan();
     let _ = writeln!(
         s,
@@ -90,6 +103,13 @@ fn points_and_requests(s: &mut String, name: &str, c: &Common, mapping: &Default
     }
 }
 
+fn framing(f: Framing) -> &'static str {
+    match f {
+        Framing::Rtu => "RTU",
+        Framing::Ascii => "ASCII",
+    }
+}
+
 fn timing(c: &Common) -> String {
     format!(
         "unit {}, every {}, timeout {}, retries {}",
@@ -107,15 +127,20 @@ pub fn tcp(s: &mut String, gw: &str, c: &ModbusTcpConfig, mapping: &DefaultMappi
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping);
+    points_and_requests(s, &c.name, &c.common(), mapping, false);
 }
 
 /// The plan of one `modbus-rtu` device.
 pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMapping) {
     let _ = writeln!(
         s,
-        "  {} (modbus-rtu on {} {} {}{}{}, {}) status {gw}/status/{}",
+        "  {} (modbus-rtu{} on {} {} {}{}{}, {}) status {gw}/status/{}",
         c.name,
+        if c.framing == Framing::Ascii {
+            " ascii"
+        } else {
+            ""
+        },
         c.port.display(),
         c.baud,
         c.data_bits,
@@ -124,5 +149,24 @@ pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMappi
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping);
+    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0);
+}
+
+/// The plan of one `modbus-rtu-tcp` device.
+pub fn rtu_tcp(s: &mut String, gw: &str, c: &ModbusRtuTcpConfig, mapping: &DefaultMapping) {
+    let _ = writeln!(
+        s,
+        "  {} (modbus-rtu-tcp {} {} frames{}, {}) status {gw}/status/{}",
+        c.name,
+        c.address,
+        framing(c.framing),
+        if c.close_after_poll {
+            ", closed after each poll"
+        } else {
+            ""
+        },
+        timing(&c.common()),
+        c.name
+    );
+    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0);
 }

@@ -26,6 +26,14 @@ use crate::southbound::SourceContext;
 /// Shortest first wait before probing a device that stopped answering.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 
+/// How often one request is asked again, `busy_delay` apart, while the
+/// device answers exception 06 (busy) before the read counts as failed.
+pub(super) const BUSY_RETRIES: u32 = 5;
+
+/// The "poll" of a broadcast device (unit 0): it is never read, so its
+/// cycle only refreshes its status.
+const BROADCAST_IDLE: Duration = Duration::from_secs(24 * 3600);
+
 /// One point at run time.
 #[derive(Debug, Clone)]
 pub(super) struct PointRt {
@@ -41,10 +49,16 @@ pub(super) struct PointRt {
 pub(super) struct Poller {
     pub name: Arc<str>,
     pub unit: u8,
+    /// Unit 0 on a bus: written to all units at once, never read.
+    pub broadcast: bool,
     pub poll: Duration,
     pub timeout: Duration,
     pub retries: u32,
     backoff_max: Duration,
+    pub busy_delay: Duration,
+    pub bit_write: super::BitWrite,
+    /// Busy answers (exception 06) to the request at `cursor` so far.
+    busy: u32,
     pub write_multiple: bool,
     pub points: Vec<PointRt>,
     requests: Vec<ReadRequest>,
@@ -62,6 +76,16 @@ pub(super) struct Poller {
 
 impl Poller {
     pub fn new(name: &str, common: &Common) -> Self {
+        Self::make(name, common, false)
+    }
+
+    /// A unit of an RTU bus, where unit 0 is the broadcast address: such a
+    /// device is never read, and its writes are never answered.
+    pub fn on_bus(name: &str, common: &Common) -> Self {
+        Self::make(name, common, common.unit == 0)
+    }
+
+    fn make(name: &str, common: &Common, broadcast: bool) -> Self {
         let points = common
             .points
             .iter()
@@ -75,15 +99,23 @@ impl Poller {
             .collect();
         let now = Instant::now();
         Poller {
+            broadcast,
             name: name.into(),
             unit: common.unit,
-            poll: common.poll.get(),
+            poll: if broadcast {
+                BROADCAST_IDLE
+            } else {
+                common.poll.get()
+            },
             timeout: common.timeout.get(),
             retries: common.retries,
             backoff_max: common.backoff_max.get(),
+            busy_delay: common.busy_delay.get(),
+            bit_write: common.bit_write,
+            busy: 0,
             write_multiple: common.write_multiple,
             points,
-            requests: common.plan(),
+            requests: if broadcast { Vec::new() } else { common.plan() },
             cursor: 0,
             attempt: 0,
             cycle_due: now,
@@ -111,7 +143,7 @@ impl Poller {
     /// a request needs to wait (retry, backoff). Sets `next_due`. Returns
     /// `false` when the pipeline has closed.
     pub async fn step<L: Link>(&mut self, link: &mut L, ctx: &SourceContext) -> bool {
-        if self.cursor == 0 && self.attempt == 0 {
+        if self.cursor == 0 && self.attempt == 0 && self.busy == 0 {
             self.cycle_errors.clear();
             self.cycle_due = self.next_due;
         }
@@ -123,6 +155,7 @@ impl Poller {
                 Ok(values) => {
                     self.online = true;
                     self.attempt = 0;
+                    self.busy = 0;
                     self.cursor += 1;
                     let ts = now_ms();
                     for (i, value) in values {
@@ -145,6 +178,16 @@ impl Poller {
                     self.attempt = 0;
                     self.requests.splice(self.cursor..=self.cursor, parts);
                 }
+                Err(CallError::Exception(ExceptionCode::ServerDeviceBusy))
+                    if self.busy < BUSY_RETRIES =>
+                {
+                    // busy is an answer: ask again later, not an error
+                    self.busy += 1;
+                    self.online = true;
+                    debug!(device = %self.name, unit = self.unit, request = %req, busy = self.busy, "device busy; asking again");
+                    self.next_due = Instant::now() + self.busy_delay;
+                    return true;
+                }
                 Err(e) if e.is_no_answer() => {
                     if self.online && self.attempt < self.retries {
                         self.attempt += 1;
@@ -160,6 +203,7 @@ impl Poller {
                     self.online = false;
                     self.failures = self.failures.saturating_add(1);
                     self.attempt = 0;
+                    self.busy = 0;
                     self.cursor = 0;
                     self.next_due = Instant::now() + self.backoff();
                     return self.status(false, Some(msg), ctx).await;
@@ -174,6 +218,7 @@ impl Poller {
                     debug!(device = %self.name, unit = self.unit, request = %req, error = %e, "read failed");
                     self.online = true;
                     self.attempt = 0;
+                    self.busy = 0;
                     self.cursor += 1;
                     self.cycle_errors
                         .push(format!("{req} (unit {}): {e}", self.unit));

@@ -35,9 +35,18 @@ pub enum CallError {
 
 impl CallError {
     /// `true` when the device (or the path to it) did not answer at all:
-    /// these count towards going offline.
+    /// these count towards going offline. A gateway that answers 0A or 0B
+    /// says that the unit behind it does not answer: the unit is offline,
+    /// the gateway is fine (its connection is kept).
     pub fn is_no_answer(&self) -> bool {
-        matches!(self, CallError::Timeout(_) | CallError::Io(_))
+        matches!(
+            self,
+            CallError::Timeout(_)
+                | CallError::Io(_)
+                | CallError::Exception(
+                    ExceptionCode::GatewayTargetDevice | ExceptionCode::GatewayPathUnavailable
+                )
+        )
     }
 
     /// `true` when the transport must be reset before the next request.
@@ -61,7 +70,13 @@ pub fn exception_text(e: ExceptionCode) -> String {
         ExceptionCode::GatewayTargetDevice => "GatewayTargetDevice",
         ExceptionCode::Custom(_) => "Custom",
     };
-    format!("{name} (0x{code:02X})")
+    let why = match e {
+        ExceptionCode::ServerDeviceBusy => ": the device is busy",
+        ExceptionCode::GatewayPathUnavailable => ": the gateway has no path to the unit",
+        ExceptionCode::GatewayTargetDevice => ": the unit behind the gateway does not answer",
+        _ => "",
+    };
+    format!("{name} (0x{code:02X}){why}")
 }
 
 /// Maps tokio-modbus's nested result onto [`CallError`].
@@ -72,6 +87,11 @@ pub fn classify(r: tokio_modbus::Result<Response>) -> Result<Response, CallError
         Err(tokio_modbus::Error::Transport(e)) => {
             if e.kind() == std::io::ErrorKind::InvalidData {
                 Err(CallError::BadReply(e.to_string()))
+            } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // the decoder ran out of frame: a byte count that lies
+                Err(CallError::BadReply(
+                    "the reply is shorter than its byte count says".into(),
+                ))
             } else {
                 Err(CallError::Io(e.to_string()))
             }

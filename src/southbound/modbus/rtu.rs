@@ -1,32 +1,22 @@
 //! `modbus-rtu`: one source per serial port. Every device on the port is a
-//! unit on one bus; the bus serialises their requests, keeps the inter-frame
-//! silence (3.5 character times, 1.75 ms above 19200 baud), drains stale
-//! bytes before each request, and serves the unit that is due first. A dead
-//! unit backs off (see `device.rs`), so it costs one timeout per probe and
-//! not one per cycle of the others.
+//! unit on one bus (`bus.rs`: serialised requests, stale bytes drained, the
+//! unit due first goes next); the inter-frame silence is 3.5 character
+//! times, 1.75 ms above 19200 baud.
 //!
-//! Owns the serial port and the bus schedule. Must not decode values.
+//! Owns opening the serial port and its line settings. Must not decode values.
 
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_modbus::client::{Client, Context};
-use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{Request, Response, Slave};
 use tokio_serial::SerialStream;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
+use super::bus::{self, BusLink, Opener};
 use super::device::Poller;
-use super::link::{self, CallError, Link};
-use super::{ModbusRtuConfig, Parity, writes};
+use super::link::CallError;
+use super::{Framing, ModbusRtuConfig, Parity};
 use crate::southbound::commands::{Routes, WriteCommand};
 use crate::southbound::{Source, SourceContext, SourceFuture};
 
@@ -38,6 +28,7 @@ pub struct BusConfig {
     pub parity: Parity,
     pub data_bits: u8,
     pub stop_bits: u8,
+    pub framing: Framing,
     pub devices: Vec<ModbusRtuConfig>,
 }
 
@@ -66,73 +57,14 @@ impl BusConfig {
     }
 }
 
-fn lock(port: &Mutex<SerialStream>) -> MutexGuard<'_, SerialStream> {
-    // a poisoned lock only means a panic elsewhere mid-poll; the port is still usable
-    port.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Opens the serial port of one bus.
+pub(super) struct SerialOpener(BusConfig);
 
-/// A handle on the bus's port that tokio-modbus can own. Only the bus task
-/// uses it, one request at a time; the lock is held for one poll call.
-#[derive(Debug, Clone)]
-struct PortHandle {
-    port: Arc<Mutex<SerialStream>>,
-    received: Arc<AtomicUsize>,
-}
+impl Opener for SerialOpener {
+    type Wire = SerialStream;
 
-impl AsyncRead for PortHandle {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut *lock(&self.port)).poll_read(cx, buf);
-        self.received
-            .fetch_add(buf.filled().len() - before, Ordering::Relaxed);
-        r
-    }
-}
-
-impl AsyncWrite for PortHandle {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *lock(&self.port)).poll_write(cx, data)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *lock(&self.port)).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *lock(&self.port)).poll_shutdown(cx)
-    }
-}
-
-/// The bus: the open port, the tokio-modbus context over it, and the time
-/// the line last carried a frame.
-pub(super) struct RtuLink {
-    cfg: BusConfig,
-    port: Option<PortHandle>,
-    ctx: Option<Context>,
-    quiet_since: Instant,
-}
-
-impl RtuLink {
-    fn new(cfg: BusConfig) -> Self {
-        RtuLink {
-            cfg,
-            port: None,
-            ctx: None,
-            quiet_since: Instant::now(),
-        }
-    }
-
-    fn open(&mut self) -> Result<PortHandle, CallError> {
-        if let Some(p) = &self.port {
-            return Ok(p.clone());
-        }
-        let c = &self.cfg;
+    async fn open(&mut self, _timeout: Duration) -> Result<SerialStream, CallError> {
+        let c = &self.0;
         let builder = tokio_serial::new(c.port.to_string_lossy(), c.baud)
             .data_bits(if c.data_bits == 7 {
                 tokio_serial::DataBits::Seven
@@ -149,68 +81,23 @@ impl RtuLink {
         let stream = SerialStream::open(&builder)
             .map_err(|e| CallError::Io(format!("cannot open {}: {e}", c.port.display())))?;
         debug!(port = %c.port.display(), line = %c.line(), "serial port open");
-        let handle = PortHandle {
-            port: Arc::new(Mutex::new(stream)),
-            received: Arc::new(AtomicUsize::new(0)),
-        };
-        self.port = Some(handle.clone());
-        Ok(handle)
+        Ok(stream)
     }
 
-    /// Throws away bytes nobody asked for (a late reply to a timed-out request).
-    fn drain(port: &PortHandle) -> usize {
-        let mut buf = [0u8; 256];
-        let mut n = 0;
-        let mut guard = lock(&port.port);
-        while let Ok(k) = guard.try_read(&mut buf) {
-            if k == 0 {
-                break;
-            }
-            n += k;
+    fn try_read(wire: &mut SerialStream, buf: &mut [u8]) -> io::Result<usize> {
+        match wire.try_read(buf) {
+            // a pty reads 0 while nobody holds the other side: nothing to drain
+            Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+            r => r,
         }
-        n
     }
-}
 
-impl Link for RtuLink {
-    async fn call(
-        &mut self,
-        unit: u8,
-        req: Request<'static>,
-        timeout: Duration,
-    ) -> Result<Response, CallError> {
-        let port = self.open()?;
-        tokio::time::sleep_until(self.quiet_since + self.cfg.silence()).await;
-        let stale = Self::drain(&port);
-        if stale > 0 {
-            debug!(bytes = stale, "dropped stale bytes before the request");
-        }
-        let ctx = self
-            .ctx
-            .get_or_insert_with(|| tokio_modbus::client::rtu::attach(port.clone()));
-        ctx.set_slave(Slave(unit));
-        port.received.store(0, Ordering::Relaxed);
-        let r = match tokio::time::timeout(timeout, ctx.call(req)).await {
-            Ok(r) => link::classify(r),
-            Err(_) => match port.received.load(Ordering::Relaxed) {
-                0 => Err(CallError::Timeout(timeout)),
-                bytes => Err(CallError::Garbled {
-                    bytes,
-                    waited: timeout,
-                }),
-            },
-        };
-        self.quiet_since = Instant::now();
-        if let Err(e) = &r {
-            if e.needs_reset() {
-                self.ctx = None;
-            }
-            if matches!(e, CallError::Io(_)) {
-                warn!(port = %self.cfg.port.display(), error = %e, "serial port failed; reopening");
-                self.port = None;
-            }
-        }
-        r
+    fn silence(&self) -> Duration {
+        self.0.silence()
+    }
+
+    fn describe(&self) -> String {
+        self.0.port.display().to_string()
     }
 }
 
@@ -248,41 +135,15 @@ impl Source for RtuBus {
 }
 
 impl RtuBus {
-    async fn bus_loop(mut self, ctx: SourceContext) {
-        let mut pollers: Vec<Poller> = self
+    async fn bus_loop(self, ctx: SourceContext) {
+        let pollers: Vec<Poller> = self
             .cfg
             .devices
             .iter()
-            .map(|d| Poller::new(&d.name, &d.common()))
+            .map(|d| Poller::on_bus(&d.name, &d.common()))
             .collect();
-        let mut link = RtuLink::new(self.cfg.clone());
-        let mut commands_open = true;
-        // the unit due first; ties go to config order
-        while let Some(next) = (0..pollers.len()).min_by_key(|&i| pollers[i].next_due) {
-            let due = pollers[next].next_due;
-            tokio::select! {
-                biased;
-                _ = ctx.cancel.cancelled() => break,
-                cmd = self.commands.recv(), if commands_open => {
-                    let Some(cmd) = cmd else { commands_open = false; continue };
-                    let Some(i) = pollers.iter().position(|p| *p.name == *cmd.device) else { continue };
-                    let ok = tokio::select! {
-                        _ = ctx.cancel.cancelled() => break,
-                        ok = writes::handle(&mut pollers[i], &mut link, cmd, &ctx) => ok,
-                    };
-                    if !ok { return; }
-                }
-                _ = tokio::time::sleep_until(due) => {
-                    let ok = tokio::select! {
-                        _ = ctx.cancel.cancelled() => break,
-                        ok = pollers[next].step(&mut link, &ctx) => ok,
-                    };
-                    if !ok { return; }
-                }
-            }
-        }
-        for p in &mut pollers {
-            p.stopped(&ctx).await;
-        }
+        let mut link = BusLink::new(SerialOpener(self.cfg.clone()));
+        link.framing = self.cfg.framing;
+        bus::run(pollers, link, self.commands, ctx).await;
     }
 }

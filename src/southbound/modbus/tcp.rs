@@ -2,7 +2,8 @@
 //! that is down costs only its own task time; others are never delayed.
 //!
 //! Owns the TCP connection: connect (with the device timeout), drop and
-//! reconnect after any error but an exception. Must not decode values
+//! reconnect after any error but an exception, one fresh attempt when a
+//! kept connection turns out closed, and `close_after_poll`. Must not decode values
 //! (that is `device.rs`).
 
 use std::time::Duration;
@@ -65,6 +66,25 @@ impl TcpLink {
 
 impl Link for TcpLink {
     async fn call(
+        &mut self,
+        unit: u8,
+        req: Request<'static>,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        let reused = self.ctx.is_some();
+        let r = self.exchange(unit, req.clone(), timeout).await;
+        if reused && matches!(r, Err(CallError::Io(_))) {
+            // the server may have closed the idle connection (some close
+            // after every request): one attempt on a fresh one first
+            debug!(address = %self.address, "connection lost since the last request; reconnecting");
+            return self.exchange(unit, req, timeout).await;
+        }
+        r
+    }
+}
+
+impl TcpLink {
+    async fn exchange(
         &mut self,
         unit: u8,
         req: Request<'static>,
@@ -133,6 +153,9 @@ impl TcpDevice {
                         _ = ctx.cancel.cancelled() => break,
                         ok = poller.step(&mut link, &ctx) => ok,
                     };
+                    if self.cfg.close_after_poll {
+                        link.ctx = None;
+                    }
                     if !ok { return; }
                 }
             }

@@ -1,17 +1,21 @@
 //! Writes to Modbus points: checks a `.../set` command against the point,
 //! encodes the value with the point's type, order, scale and offset
-//! inverted, writes it with FC5/FC15 (coils) or FC6/FC16 (registers), reads
-//! it back and publishes the outcome on `.../set/result`.
+//! inverted, writes it with FC5/FC15 (coils) or FC6/FC16 (registers), a
+//! `bit` of a holding register with FC22 (`bit_write: mask`) or FC3 then
+//! FC6 (`read_modify_write`), reads it back and publishes the outcome on
+//! `.../set/result`. A write to unit 0 is a broadcast: sent once, never
+//! answered, never read back.
 //!
 //! Owns the write rules. Must not write anything that did not pass every
 //! check: a refused command costs no bus time.
 
 use std::borrow::Cow;
 
-use tokio_modbus::Request;
+use tokio_modbus::{ExceptionCode, Request, Response};
 use tracing::{info, warn};
 
-use super::device::Poller;
+use super::BitWrite;
+use super::device::{BUSY_RETRIES, Poller};
 use super::link::{CallError, Link};
 use super::points::Table;
 use crate::reading::Value;
@@ -84,72 +88,124 @@ async fn write<L: Link>(
         reason,
     };
     let value = commands::parse_value(&cmd.payload).map_err(bad)?;
-    let req: Request<'static> = match p.codec.table {
-        Table::Coil => {
-            let on = match value {
-                Value::Bool(b) => b,
-                Value::Int(0) => false,
-                Value::Int(1) => true,
-                other => {
-                    return Err(bad(format!(
-                        "a coil takes true or false (or 1/0), not {}",
-                        other.to_json()
-                    )));
-                }
-            };
+    let as_bool = |value: &Value, what: &str| match value {
+        Value::Bool(b) => Ok(*b),
+        Value::Int(0) => Ok(false),
+        Value::Int(1) => Ok(true),
+        other => Err(bad(format!(
+            "{what} takes true or false (or 1/0), not {}",
+            other.to_json()
+        ))),
+    };
+    let (start, table, bit) = (p.start, p.codec.table, p.codec.bit);
+    let req: Request<'static> = match (table, bit) {
+        (Table::Coil, _) => {
+            let on = as_bool(&value, "a coil")?;
             if poller.write_multiple {
-                Request::WriteMultipleCoils(p.start, Cow::Owned(vec![on]))
+                Request::WriteMultipleCoils(start, Cow::Owned(vec![on]))
             } else {
-                Request::WriteSingleCoil(p.start, on)
+                Request::WriteSingleCoil(start, on)
             }
         }
-        Table::Holding => {
+        (Table::Holding, Some(bit)) => {
+            let on = as_bool(&value, "a bit")?;
+            let mask = 1u16 << bit;
+            match poller.bit_write {
+                BitWrite::Mask => {
+                    Request::MaskWriteRegister(start, !mask, if on { mask } else { 0 })
+                }
+                BitWrite::ReadModifyWrite => {
+                    // the race window: a change of the register's other bits
+                    // between this read and the write below is overwritten
+                    let read = Request::ReadHoldingRegisters(start, 1);
+                    let resp = send(poller, link, &read)
+                        .await
+                        .map_err(|error| device_error(poller, &cmd.point, &read, error))?;
+                    let word = super::link::registers(resp, 1)
+                        .map_err(|error| device_error(poller, &cmd.point, &read, error))?[0];
+                    let word = if on { word | mask } else { word & !mask };
+                    single_register(poller, start, word)
+                }
+            }
+        }
+        (Table::Holding, None) => {
             let words = p
                 .codec
                 .encode_words(&value)
                 .map_err(|e| bad(e.to_string()))?;
-            if words.len() == 1 && !poller.write_multiple {
-                Request::WriteSingleRegister(p.start, words[0])
+            if words.len() == 1 {
+                single_register(poller, start, words[0])
             } else {
-                Request::WriteMultipleRegisters(p.start, Cow::Owned(words))
+                Request::WriteMultipleRegisters(start, Cow::Owned(words))
             }
         }
         // validation keeps read-only tables from being writable
-        Table::Discrete | Table::Input => {
+        (Table::Discrete | Table::Input, _) => {
             return Err(WriteError::NotWritable {
                 point: cmd.point.clone(),
             });
         }
     };
-    let attempts = 1 + if poller.online { poller.retries } else { 0 };
-    let mut last = None;
-    for _ in 0..attempts {
-        let r = link.call(poller.unit, req.clone(), poller.timeout).await;
-        super::device::count(&poller.name, &r);
-        match r {
-            Ok(_) => {
-                last = None;
-                break;
-            }
-            Err(e) => {
-                let again = e.is_no_answer();
-                last = Some(e);
-                if !again {
-                    break;
-                }
-            }
-        }
-    }
-    if let Some(error) = last {
-        return Err(WriteError::Device {
-            point: cmd.point.clone(),
-            unit: poller.unit,
-            request: super::link::Described(&req).to_string(),
-            error,
-        });
+    send(poller, link, &req)
+        .await
+        .map_err(|error| device_error(poller, &cmd.point, &req, error))?;
+    if poller.broadcast {
+        // a broadcast has no answer and nothing to read back
+        return Ok(());
     }
     if let Err(e) = poller.read_back(link, idx, ctx).await {
         warn!(device = %cmd.device, point = %cmd.point, error = %e, "written, but the read-back failed");
     }
     Ok(())
+}
+
+/// FC6, or FC16 for devices without it.
+fn single_register(poller: &Poller, start: u16, word: u16) -> Request<'static> {
+    if poller.write_multiple {
+        Request::WriteMultipleRegisters(start, Cow::Owned(vec![word]))
+    } else {
+        Request::WriteSingleRegister(start, word)
+    }
+}
+
+fn device_error(
+    poller: &Poller,
+    point: &str,
+    req: &Request<'static>,
+    error: CallError,
+) -> WriteError {
+    WriteError::Device {
+        point: point.to_string(),
+        unit: poller.unit,
+        request: super::link::Described(req).to_string(),
+        error,
+    }
+}
+
+/// One request of a write: asked again after no answer (`retries`, while
+/// the device is online) and after a busy answer (`busy_delay` apart); a
+/// broadcast goes out once.
+async fn send<L: Link>(
+    poller: &Poller,
+    link: &mut L,
+    req: &Request<'static>,
+) -> Result<Response, CallError> {
+    let mut attempts = if poller.broadcast || !poller.online {
+        0
+    } else {
+        poller.retries
+    };
+    let mut busy = 0;
+    loop {
+        let r = link.call(poller.unit, req.clone(), poller.timeout).await;
+        super::device::count(&poller.name, &r);
+        match r {
+            Err(CallError::Exception(ExceptionCode::ServerDeviceBusy)) if busy < BUSY_RETRIES => {
+                busy += 1;
+                tokio::time::sleep(poller.busy_delay).await;
+            }
+            Err(e) if e.is_no_answer() && attempts > 0 => attempts -= 1,
+            r => return r,
+        }
+    }
 }
