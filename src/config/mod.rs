@@ -9,6 +9,7 @@
 //! assembles them into the whole `Config`. This module must import no stage
 //! and start nothing (see the module graph check, `tests/it/arch.rs`).
 
+pub mod files;
 mod locate;
 pub mod types;
 mod validate;

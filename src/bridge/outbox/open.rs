@@ -14,7 +14,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
 use sqlx::sqlite::{
@@ -157,38 +156,10 @@ fn is_broken(e: &OutboxError) -> bool {
     }
 }
 
-/// Renames `path` to `<path>.corrupt-<unix seconds>` (a free name), its WAL
-/// along; removes its shared-memory file. Returns the new name.
+/// Sets a broken outbox file aside (see [`crate::config::files::set_aside`]).
 fn set_aside(path: &Path) -> Result<PathBuf, OutboxError> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let base = format!("{}.corrupt-{secs}", path.display());
-    let mut to = PathBuf::from(&base);
-    let mut n = 1;
-    while to.exists() {
-        to = PathBuf::from(format!("{base}-{n}"));
-        n += 1;
-    }
-    let err = |source| OutboxError::SetAside {
+    crate::config::files::set_aside(path).map_err(|(_, source)| OutboxError::SetAside {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::rename(path, &to).map_err(err)?;
-    let wal = sidecar(path, "-wal");
-    if wal.exists() {
-        std::fs::rename(&wal, sidecar(&to, "-wal")).map_err(err)?;
-    }
-    let shm = sidecar(path, "-shm");
-    if shm.exists() {
-        std::fs::remove_file(&shm).map_err(err)?;
-    }
-    Ok(to)
-}
-
-/// `path` with `suffix` appended to its file name (`outbox.db-wal`).
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
+    })
 }

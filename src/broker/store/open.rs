@@ -5,7 +5,7 @@
 //! the schema exists.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -206,43 +206,11 @@ pub(super) fn is_broken(e: &StoreError) -> bool {
     }
 }
 
-/// Renames `path` to `<path>.corrupt-<unix seconds>` (a free name), its WAL
-/// along; removes its shared-memory file. Returns the new name.
+/// Sets a broken store file aside (see [`crate::config::files::set_aside`]).
 fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let base = format!("{}.corrupt-{secs}", path.display());
-    let mut to = PathBuf::from(&base);
-    let mut n = 1;
-    while to.exists() {
-        to = PathBuf::from(format!("{base}-{n}"));
-        n += 1;
-    }
-    let err = |to: &Path| {
-        let to = to.to_path_buf();
-        move |source| StoreError::SetAside {
-            path: path.to_path_buf(),
-            to,
-            source,
-        }
-    };
-    std::fs::rename(path, &to).map_err(err(&to))?;
-    let wal = sidecar(path, "-wal");
-    if wal.exists() {
-        let wal_to = sidecar(&to, "-wal");
-        std::fs::rename(&wal, &wal_to).map_err(err(&wal_to))?;
-    }
-    let shm = sidecar(path, "-shm");
-    if shm.exists() {
-        std::fs::remove_file(&shm).map_err(err(&shm))?;
-    }
-    Ok(to)
-}
-
-/// `path` with `suffix` appended to its file name (`broker.db-wal`).
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
+    crate::config::files::set_aside(path).map_err(|(to, source)| StoreError::SetAside {
+        path: path.to_path_buf(),
+        to,
+        source,
+    })
 }
