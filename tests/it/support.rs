@@ -19,13 +19,35 @@ use tokio::sync::mpsc;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_fieldgate");
 
-/// A TCP port that was free a moment ago (bound to port 0, then released).
+/// A TCP port that was free a moment ago, never handed out twice in this
+/// test process.
+///
+/// Binding port 0 and releasing it is not enough: the kernel may hand the
+/// same ephemeral port to the next `bind(0)` (CI once gave the broker and the
+/// metrics endpoint of one gateway the same port) or to an outgoing
+/// connection. So ports come from a counter walking the range just below the
+/// kernel's ephemeral range (`ip_local_port_range`), which neither `bind(0)`
+/// nor `connect()` uses, and each candidate is checked by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind port 0")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let span = 8000.min(low.saturating_sub(1100));
+    let base = low - span;
+    // start somewhere that depends on the process, so two test processes
+    // running at once are unlikely to walk the same ports
+    let start = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(base + (start + n) % span).expect("port fits u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{}", base + span);
 }
 
 /// Runs `fieldgate ARGS` to completion.
