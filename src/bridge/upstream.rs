@@ -77,6 +77,8 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, Upstrea
     let max = cfg.max_packet_size.as_usize();
     o.set_max_packet_size(max, max);
     o.set_pending_throttle(Duration::ZERO);
+    // commands are acknowledged once handed on locally (forward/report.rs)
+    o.set_manual_acks(true);
     o.set_last_will(LastWill::new(
         cfg.status_topic(gateway),
         "offline",
@@ -173,6 +175,10 @@ pub trait Upstream {
     fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool;
     fn subscribe(&self, filter: String, qos: QoS) -> bool;
     fn disconnect(&self) -> bool;
+    /// Acknowledges an incoming QoS 1/2 publish (PUBACK, or PUBREC for
+    /// QoS 2): acknowledgements are manual, so a command is acknowledged
+    /// only once it was handed on.
+    fn ack(&self, publish: &rumqttc::Publish) -> bool;
 }
 
 impl Upstream for AsyncClient {
@@ -190,6 +196,10 @@ impl Upstream for AsyncClient {
 
     fn disconnect(&self) -> bool {
         self.try_disconnect().is_ok()
+    }
+
+    fn ack(&self, publish: &rumqttc::Publish) -> bool {
+        self.try_ack(publish).is_ok()
     }
 }
 

@@ -4,6 +4,7 @@
 mod arch;
 mod bridge;
 mod bridge_ack;
+mod bridge_clock;
 mod bridge_crash;
 mod bridge_large;
 mod bridge_outbox_file;

@@ -107,10 +107,13 @@ impl<C: Upstream> Forwarder<C> {
         let mut st = State::new(Cursor::new(self.cfg.buffer.drain));
         let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
         let mut live_drops = RateLimited::new(Duration::from_secs(10));
+        let mut read_log = RateLimited::new(Duration::from_secs(10));
+        let mut read_pause = ReadPause::Clear;
         let mut live_open = true;
         let status_topic = self.cfg.status_topic(&self.gateway);
-        // a clone, so a reserved permit does not borrow `self`
+        // clones, so a reserved permit does not borrow `self`
         let writer = self.writer.clone();
+        let mut local = self.commands.clone();
         // the outbox read in progress, run beside the connection
         let mut reading: Option<(JoinHandle<Read>, Plan)> = None;
         while !matches!(st.mode, Mode::Stopping { .. }) {
@@ -135,19 +138,32 @@ impl<C: Upstream> Forwarder<C> {
                 rows = join(&mut reading), if reading.is_some() => {
                     let plan = reading.take().expect("polled only while reading").1;
                     match rows {
-                        Ok(rows) => st.cursor.on_rows(plan, rows),
+                        Ok(rows) => {
+                            read_pause.ok();
+                            st.cursor.on_rows(plan, rows);
+                        }
                         Err(e) => {
                             self.counters.io_errors.fetch_add(1, Relaxed);
-                            warn!(error = %e, "uplink: cannot read the outbox");
+                            let wait = read_pause.failed();
+                            if let Some(suppressed) = read_log.ready() {
+                                warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                                    suppressed_logs = suppressed, "uplink: cannot read the outbox");
+                            }
                         }
                     }
                 }
+                _ = read_pause.wait(), if reading.is_none() => {}
                 _ = self.progress.committed.changed(), if st.cursor.caught_up => st.cursor.wake(),
                 _ = self.progress.deleted.changed(), if deleting => {}
                 permit = writer.reserve(), if !st.acks.is_empty() && !deleting => {
                     if let Ok(p) = permit {
                         st.acks_sent += st.acks.len() as u64;
                         p.send(WriteCmd::Ack(std::mem::take(&mut st.acks)));
+                    }
+                }
+                permit = reserve(&local), if !st.commands.is_empty() => {
+                    if let Some(p) = permit {
+                        self.command_handed_on(&mut st, p);
                     }
                 }
                 m = self.live.recv(), if live_open => match m {
@@ -161,13 +177,18 @@ impl<C: Upstream> Forwarder<C> {
                 }
                 _ = sleep_until(st.mode) => expired = true,
             }
+            if self.commands.is_none() {
+                // the gateway stops: the local publish queue may close
+                local = None;
+            }
             st.acks_done = *self.progress.deleted.borrow_and_update();
             self.send_acks(&mut st);
             self.send_failures(&mut st);
+            self.send_command_acks(&mut st);
             match st.mode {
                 Mode::Live | Mode::Flushing { .. } => {
                     self.fill(&mut st);
-                    if reading.is_none() {
+                    if reading.is_none() && read_pause.is_clear() {
                         reading = self.read(&mut st);
                     }
                 }
@@ -265,6 +286,67 @@ async fn join(reading: &mut Option<(JoinHandle<Read>, Plan)>) -> Read {
             .await
             .unwrap_or_else(|e| Err(outbox::OutboxError::Task(e.to_string()))),
         None => std::future::pending().await,
+    }
+}
+
+/// Room in the local publish queue (never, without one).
+async fn reserve(local: &Option<mpsc::Sender<Publish>>) -> Option<mpsc::Permit<'_, Publish>> {
+    match local {
+        Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads of the outbox after a failed one: paused with a growing delay
+/// (100 ms doubling to 5 s), so a broken file is not read in a tight loop.
+#[derive(Debug, Clone, Copy)]
+enum ReadPause {
+    Clear,
+    /// The last read failed: the next one waits until `until`.
+    Until {
+        until: tokio::time::Instant,
+        last: Duration,
+    },
+    /// The pause is over; `last` is kept in case the next read fails too.
+    Over {
+        last: Duration,
+    },
+}
+
+impl ReadPause {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn is_clear(&self) -> bool {
+        !matches!(self, ReadPause::Until { .. })
+    }
+
+    fn ok(&mut self) {
+        *self = ReadPause::Clear;
+    }
+
+    /// A read failed: returns how long the next one waits.
+    fn failed(&mut self) -> Duration {
+        let wait = match *self {
+            ReadPause::Clear => Self::FIRST,
+            ReadPause::Until { last, .. } | ReadPause::Over { last } => (last * 2).min(Self::MAX),
+        };
+        *self = ReadPause::Until {
+            until: tokio::time::Instant::now() + wait,
+            last: wait,
+        };
+        wait
+    }
+
+    /// Until the pause is over (for ever when there is none).
+    async fn wait(&mut self) {
+        match *self {
+            ReadPause::Until { until, last } => {
+                tokio::time::sleep_until(until).await;
+                *self = ReadPause::Over { last };
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 

@@ -21,6 +21,9 @@ use crate::bridge::poison;
 use crate::bridge::upstream::{Report, Resend, Upstream};
 use crate::reading::Publish;
 
+/// Commands from upstream that wait for room in the local publish queue.
+pub(super) const COMMANDS_WAITING: usize = 64;
+
 impl<C: Upstream> Forwarder<C> {
     pub(super) fn on_report(
         &mut self,
@@ -60,7 +63,7 @@ impl<C: Upstream> Forwarder<C> {
                 let t = st.released.remove(&c.pkid);
                 self.acked(st, t);
             }
-            Report::Event(Event::Incoming(Incoming::Publish(p))) => self.command(p),
+            Report::Event(Event::Incoming(Incoming::Publish(p))) => self.command(st, p),
             Report::Event(_) => {}
         }
     }
@@ -72,7 +75,7 @@ impl<C: Upstream> Forwarder<C> {
         st.mode = Mode::Live;
         self.counters.connected.store(1, Relaxed);
         if !session_present {
-            st.rewind();
+            st.rewind(&self.progress.in_flight);
         }
         st.cursor.mark_live(*self.progress.committed.borrow() + 1);
         st.cursor.wake();
@@ -109,6 +112,12 @@ impl<C: Upstream> Forwarder<C> {
             Mode::Stopping { .. } => Mode::Stopping { connected: false },
             Mode::Live | Mode::Disconnected => Mode::Disconnected,
         };
+        // acknowledgements belong to the connection that dropped: the
+        // broker sends those commands again on the next one
+        st.command_acks.clear();
+        for (_, ack) in st.commands.iter_mut() {
+            *ack = None;
+        }
         self.counters.connected.store(0, Relaxed);
     }
 
@@ -116,6 +125,17 @@ impl<C: Upstream> Forwarder<C> {
     /// gateway stops. Commands are no longer taken.
     pub(super) fn on_shutdown(&mut self, st: &mut State, until: tokio::time::Instant) {
         self.commands = None;
+        if !st.commands.is_empty() {
+            self.counters
+                .commands_dropped
+                .fetch_add(st.commands.len() as u64, Relaxed);
+            warn!(
+                commands = st.commands.len(),
+                "uplink: stopping with commands the local queue had no room for: \
+                 dropped (not acknowledged upstream)"
+            );
+            st.commands.clear();
+        }
         info!(
             connected = st.mode.connected(),
             "uplink: flushing the outbox before stopping"
@@ -193,13 +213,22 @@ impl<C: Upstream> Forwarder<C> {
         }
     }
 
-    fn command(&mut self, p: rumqttc::Publish) {
+    /// A publish from upstream: a command for the local broker when a
+    /// `commands` rule matches. It is acknowledged upstream only once it is
+    /// in the local publish queue; while that queue is full it waits here
+    /// (in order, at most [`COMMANDS_WAITING`]; the broker sends no more than
+    /// its in-flight window unacknowledged meanwhile). Past that, or while
+    /// the gateway stops, it is dropped, counted in `commands_dropped` and
+    /// logged; one dropped while stopping is not acknowledged.
+    fn command(&mut self, st: &mut State, p: rumqttc::Publish) {
         let Some(rule) = self
             .cfg
             .commands
             .iter()
             .find(|c| crate::bridge::filters::matches(&c.filter, &p.topic))
         else {
+            // not a command topic: nothing to hand on
+            self.ack_command(st, p);
             return;
         };
         let topic = p
@@ -207,17 +236,63 @@ impl<C: Upstream> Forwarder<C> {
             .strip_prefix(rule.strip_prefix.as_str())
             .unwrap_or(&p.topic)
             .to_string();
-        let Some(tx) = &self.commands else { return };
+        let Some(tx) = &self.commands else {
+            self.counters.commands_dropped.fetch_add(1, Relaxed);
+            warn!(upstream = %p.topic, "uplink: command during the stop dropped (not acknowledged)");
+            return;
+        };
         info!(upstream = %p.topic, topic = %topic, "uplink: command from upstream");
         let publish = Publish {
             topic,
-            payload: p.payload,
+            payload: p.payload.clone(),
             qos: rule.qos,
             retain: false,
         };
-        if tx.try_send(publish).is_err() {
+        if st.commands.is_empty() {
+            match tx.try_send(publish) {
+                Ok(()) => self.ack_command(st, p),
+                Err(mpsc::error::TrySendError::Full(publish)) => {
+                    st.commands.push_back((publish, Some(p)));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.counters.commands_dropped.fetch_add(1, Relaxed);
+                    warn!(upstream = %p.topic, "uplink: local broker gone; command dropped");
+                    self.ack_command(st, p);
+                }
+            }
+        } else if st.commands.len() < COMMANDS_WAITING {
+            st.commands.push_back((publish, Some(p)));
+        } else {
             self.counters.commands_dropped.fetch_add(1, Relaxed);
-            warn!(upstream = %p.topic, "uplink: local publish queue full; command dropped");
+            warn!(upstream = %p.topic, waiting = st.commands.len(),
+                "uplink: local publish queue full and too many commands waiting; command dropped");
+            self.ack_command(st, p);
+        }
+    }
+
+    /// Hands the oldest waiting command on through `permit` and
+    /// acknowledges it upstream.
+    pub(super) fn command_handed_on(&mut self, st: &mut State, permit: mpsc::Permit<'_, Publish>) {
+        if let Some((publish, ack)) = st.commands.pop_front() {
+            permit.send(publish);
+            if let Some(p) = ack {
+                self.ack_command(st, p);
+            }
+        }
+    }
+
+    /// Acknowledges `p` upstream (QoS 1/2), now or, when the client has
+    /// no room, at the next turn.
+    pub(super) fn ack_command(&mut self, st: &mut State, p: rumqttc::Publish) {
+        if p.qos != QoS::AtMostOnce && !self.client.ack(&p) {
+            st.command_acks.push(p);
+        }
+    }
+
+    /// Retries the acknowledgements the client had no room for.
+    pub(super) fn send_command_acks(&mut self, st: &mut State) {
+        for p in std::mem::take(&mut st.command_acks) {
+            self.ack_command(st, p);
         }
     }
 
@@ -272,6 +347,7 @@ impl<C: Upstream> Forwarder<C> {
                 st.cursor.rewind(std::iter::once(r.id));
                 return;
             }
+            self.progress.in_flight.insert(r.id);
             st.queued
                 .push_back(Tracked::Row(r.id, r.size as u64, r.attempts));
             st.wire_bytes += r.size as u64;

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::{Event, Incoming, Outgoing, PubAck, QoS};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +26,7 @@ struct Mock {
     published: RefCell<Vec<(String, QoS, usize)>>,
     subscribed: RefCell<Vec<String>>,
     disconnects: RefCell<usize>,
+    acked: RefCell<Vec<u16>>,
 }
 
 impl Upstream for Mock {
@@ -40,6 +42,10 @@ impl Upstream for Mock {
     }
     fn disconnect(&self) -> bool {
         *self.disconnects.borrow_mut() += 1;
+        true
+    }
+    fn ack(&self, publish: &rumqttc::Publish) -> bool {
+        self.acked.borrow_mut().push(publish.pkid);
         true
     }
 }
@@ -78,6 +84,7 @@ async fn rig(extra: &str) -> Rig {
     let progress = Progress {
         committed: watch::channel(0).1,
         deleted: watch::channel(0).1,
+        in_flight: Default::default(),
     };
     let st = State::new(Cursor::new(cfg.buffer.drain));
     let f = Forwarder {
@@ -271,4 +278,61 @@ async fn live_messages_go_out_only_while_connected() {
         r.f.client.published.borrow().last().map(|p| p.0.as_str()),
         Some("s/gw/fast")
     );
+}
+
+fn command(pkid: u16, payload: &'static str) -> Report {
+    let mut p = rumqttc::Publish::new("s/gw/valve/set", QoS::AtLeastOnce, payload);
+    p.pkid = pkid;
+    Report::Event(Event::Incoming(Incoming::Publish(p)))
+}
+
+#[tokio::test]
+async fn a_command_is_acknowledged_upstream_only_once_handed_on() {
+    let mut r = rig("").await;
+    let (tx, mut local) = mpsc::channel(1);
+    r.f.commands = Some(tx.clone());
+    r.up(false);
+    r.report(command(1, "a"));
+    assert_eq!(
+        *r.f.client.acked.borrow(),
+        vec![1],
+        "room: handed on, acknowledged"
+    );
+    // the local queue is full: the next two wait, unacknowledged, in order
+    r.report(command(2, "b"));
+    r.report(command(3, "c"));
+    assert_eq!(*r.f.client.acked.borrow(), vec![1]);
+    assert_eq!(r.st.commands.len(), 2);
+    assert_eq!(local.recv().await.expect("a").payload, "a");
+    let permit = tx.reserve().await.expect("room");
+    r.f.command_handed_on(&mut r.st, permit);
+    assert_eq!(*r.f.client.acked.borrow(), vec![1, 2]);
+    let b = local.recv().await.expect("b");
+    assert_eq!(
+        (b.topic.as_str(), &b.payload[..]),
+        ("gw/valve/set", &b"b"[..])
+    );
+    // the connection drops: the waiting command is handed on later but
+    // not acknowledged on the new connection (the broker sends it again)
+    r.report(Report::Down);
+    let permit = tx.reserve().await.expect("room");
+    r.f.command_handed_on(&mut r.st, permit);
+    assert_eq!(*r.f.client.acked.borrow(), vec![1, 2]);
+    assert_eq!(local.recv().await.expect("c").payload, "c");
+    assert_eq!(r.f.counters.commands_dropped.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn commands_waiting_at_the_stop_are_counted_and_not_acknowledged() {
+    let mut r = rig("").await;
+    let (tx, _local) = mpsc::channel(1);
+    r.f.commands = Some(tx);
+    r.up(false);
+    r.report(command(1, "a"));
+    r.report(command(2, "b"));
+    r.f.on_shutdown(&mut r.st, tokio::time::Instant::now());
+    r.report(command(3, "c"));
+    assert_eq!(*r.f.client.acked.borrow(), vec![1]);
+    assert_eq!(r.f.counters.commands_dropped.load(Relaxed), 2);
+    assert!(r.st.commands.is_empty());
 }

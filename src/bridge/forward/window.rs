@@ -8,7 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use rumqttc::QoS;
 
 use super::super::cursor::Cursor;
-use super::super::outbox::{self, dead::Failure};
+use super::super::outbox::{self, InFlight, dead::Failure};
+use crate::reading::Publish;
 
 /// The forwarder's mode (see the transition diagram in `forward`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,12 @@ pub(super) struct State {
     pub(super) acks_done: u64,
     /// Failed tries and given-up rows, not yet handed to the writer.
     pub(super) failures: Vec<Failure>,
+    /// Commands from upstream the local queue had no room for, in order,
+    /// each with the publish to acknowledge once it is handed on (`None`
+    /// when its connection dropped meanwhile: the broker sends it again).
+    pub(super) commands: VecDeque<(Publish, Option<rumqttc::Publish>)>,
+    /// Command acknowledgements the upstream client had no room for yet.
+    pub(super) command_acks: Vec<rumqttc::Publish>,
 }
 
 impl State {
@@ -76,6 +83,8 @@ impl State {
             acks_sent: 0,
             acks_done: 0,
             failures: Vec::new(),
+            commands: VecDeque::new(),
+            command_acks: Vec::new(),
         }
     }
 
@@ -92,7 +101,7 @@ impl State {
 
     /// rumqttc lost its pending messages (new session): everything not
     /// acknowledged goes back to the ranges, to be sent again in order.
-    pub(super) fn rewind(&mut self) {
+    pub(super) fn rewind(&mut self, in_flight: &InFlight) {
         self.wire_bytes = 0;
         let ids = self
             .queued
@@ -102,8 +111,10 @@ impl State {
             .filter_map(|t| match t {
                 Tracked::Row(id, ..) => Some(id),
                 Tracked::Untracked => None,
-            });
-        self.cursor.rewind(ids);
+            })
+            .collect::<Vec<_>>();
+        in_flight.remove(ids.iter().copied());
+        self.cursor.rewind(ids.into_iter());
     }
 }
 

@@ -1,6 +1,7 @@
 //! The writer's commit: one transaction per batch (acknowledged deletes,
-//! expiry, inserts, `drop_oldest`), or a deletes-only statement list, and
-//! the size accounting that goes with it (see the guarantees in `mod.rs`).
+//! failed tries, inserts, `drop_oldest`), retried with a growing pause when
+//! it fails, or a deletes-only statement list, and the size accounting that
+//! goes with it (see the guarantees in `mod.rs`).
 //!
 //! Owns the SQL that changes the outbox. Must not talk to the uplink except
 //! through the `live` queue and the `committed`/`deleted` watches.
@@ -13,7 +14,8 @@ use sqlx::{AssertSqlSafe, Connection, Row as _};
 use tracing::{debug, error, warn};
 
 use super::dead::{self, Failure};
-use super::{Accounting, Acked, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
+use super::expire::not_in_flight;
+use super::{Accounting, Acked, COMMIT_TRIES, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
 use crate::bridge::config::{Synchronous, WhenFull};
 use crate::reading::now_ms;
 
@@ -45,7 +47,7 @@ impl Accounting {
             self.counters.dropped_newest.fetch_add(refused, Relaxed);
             self.log_drop("drop_newest", refused as usize);
         }
-        if inserts.is_empty() && waiters.is_empty() && failures.is_empty() && !self.expiry_due() {
+        if inserts.is_empty() && waiters.is_empty() && failures.is_empty() {
             // deletes only (the drain): one statement list, one round trip
             if let Err(e) = self.delete_only(conn, &acks).await {
                 self.counters.io_errors.fetch_add(1, Relaxed);
@@ -55,24 +57,9 @@ impl Accounting {
             self.after_commit(conn, acks.len(), before_m).await;
             return;
         }
-        let committed = match self.transaction(conn, &acks, &failures, &inserts).await {
-            Ok(last_id) => {
-                if let Some(id) = last_id {
-                    self.committed.send_replace(id);
-                }
-                true
-            }
-            Err(e) => {
-                // the transaction rolled back: undo the counts it made
-                self.messages = before_m;
-                self.bytes = before_b;
-                self.counters.io_errors.fetch_add(1, Relaxed);
-                error!(error = %e, messages = inserts.len(), acks = acks.len(),
-                    "outbox commit failed; messages go live only");
-                self.go_live(&inserts);
-                false
-            }
-        };
+        let committed = self
+            .commit_with_retries(conn, &acks, &failures, &inserts, (before_m, before_b))
+            .await;
         for done in waiters.into_iter().flatten() {
             let _ = done.send(committed);
         }
@@ -92,8 +79,56 @@ impl Accounting {
         }
     }
 
-    fn expiry_due(&self) -> bool {
-        self.last_expiry.elapsed() >= std::time::Duration::from_secs(1)
+    /// Runs the batch's transaction, up to [`COMMIT_TRIES`] times with a
+    /// growing pause (100 ms, 400 ms, 1.6 s): a busy database or a disk
+    /// that had no room a moment ago often takes the next try. When every
+    /// try failed the messages go to the live queue (see `mod.rs`).
+    async fn commit_with_retries(
+        &mut self,
+        conn: &mut SqliteConnection,
+        acks: &[Acked],
+        failures: &[Failure],
+        inserts: &[NewMessage],
+        before: (u64, u64),
+    ) -> bool {
+        // the counts with this batch's inserts admitted, for each try
+        let admitted = (self.messages, self.bytes);
+        let mut pause = std::time::Duration::from_millis(100);
+        for attempt in 1..=COMMIT_TRIES {
+            match self.transaction(conn, acks, failures, inserts).await {
+                Ok(last_id) => {
+                    if let Some(id) = last_id {
+                        self.committed.send_replace(id);
+                    }
+                    if attempt > 1 {
+                        warn!(
+                            attempt,
+                            messages = inserts.len(),
+                            "outbox commit succeeded after a retry"
+                        );
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    // the transaction rolled back: undo the counts it made
+                    (self.messages, self.bytes) = admitted;
+                    self.counters.io_errors.fetch_add(1, Relaxed);
+                    if attempt < COMMIT_TRIES {
+                        warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64,
+                            messages = inserts.len(), "outbox commit failed; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause *= 4;
+                    } else {
+                        error!(error = %e, attempts = attempt, messages = inserts.len(), acks = acks.len(),
+                            "outbox commit failed; messages go live only (dropped and counted \
+                             in live_dropped when the uplink is down; local clients get no PUBACK)");
+                    }
+                }
+            }
+        }
+        (self.messages, self.bytes) = before;
+        self.go_live(inserts);
+        false
     }
 
     /// Deletes acknowledged rows in a transaction of its own, sent to
@@ -107,14 +142,13 @@ impl Accounting {
         conn: &mut SqliteConnection,
         acks: &[Acked],
     ) -> Result<(), OutboxError> {
-        // rows_affected of a list that holds BEGIN/COMMIT counts the last
-        // DELETE twice (SQLite's changes() outlives it): count by total_changes()
         let (relax, restore) = match self.cfg.synchronous {
             Synchronous::Full => ("PRAGMA synchronous=NORMAL;", "PRAGMA synchronous=FULL;"),
             Synchronous::Normal => ("", ""),
         };
+        // every DELETE returns the size of each row it deleted
         let sql = format!(
-            "{relax}SELECT total_changes();BEGIN IMMEDIATE;{}SELECT total_changes();COMMIT;{restore}",
+            "{relax}BEGIN IMMEDIATE;{}COMMIT;{restore}",
             delete_sql(acks)
         );
         match sqlx::raw_sql(AssertSqlSafe(sql))
@@ -122,9 +156,9 @@ impl Accounting {
             .await
         {
             Ok(rows) => {
-                let total = |i: usize| rows.get(i).map_or(0, |r| r.get::<i64, _>(0));
-                let deleted = (total(1) - total(0)).max(0) as u64;
-                self.forget_acked(conn, acks, deleted).await
+                self.forget_rows(&rows);
+                self.in_flight.remove(acks.iter().map(|a| a.0));
+                Ok(())
             }
             Err(source) => {
                 let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -141,33 +175,6 @@ impl Accounting {
         }
     }
 
-    /// Takes `deleted` acknowledged rows off the counts: their known sizes
-    /// when every one was still there, else (a row was dropped or expired
-    /// meanwhile, or acknowledged twice) a recount.
-    async fn forget_acked(
-        &mut self,
-        conn: &mut SqliteConnection,
-        acks: &[Acked],
-        deleted: u64,
-    ) -> Result<(), OutboxError> {
-        let mut acks = acks.to_vec();
-        acks.sort_unstable();
-        acks.dedup_by_key(|a| a.0);
-        if deleted == acks.len() as u64 {
-            self.messages = self.messages.saturating_sub(deleted);
-            let bytes: u64 = acks.iter().map(|a| a.1).sum();
-            self.bytes = self.bytes.saturating_sub(bytes);
-            return Ok(());
-        }
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(q("count"))?;
-        self.messages = row.get::<i64, _>(0) as u64;
-        self.bytes = row.get::<i64, _>(1) as u64;
-        Ok(())
-    }
-
     fn go_live(&self, msgs: &[NewMessage]) {
         let Some(live) = &self.live else { return };
         for m in msgs {
@@ -177,9 +184,11 @@ impl Accounting {
         }
     }
 
-    /// Records the commit time of the oldest row (a primary-key lookup) for
-    /// the oldest-age metric; 0 when the outbox is empty. Looked up at most
-    /// once a second while rows come and go (a scrape is much rarer).
+    /// Records when the oldest row was committed (a primary-key lookup) for
+    /// the oldest-age metric, as the wall-clock time that is its age on the
+    /// run clock ago (so a clock step does not make it days old); 0 when
+    /// the outbox is empty. Looked up at most once a second while rows come
+    /// and go (a scrape is much rarer).
     pub(super) async fn note_oldest(&mut self, conn: &mut SqliteConnection) {
         let known = self.counters.oldest_ms.load(Relaxed) != 0;
         if self.messages > 0
@@ -194,10 +203,11 @@ impl Accounting {
         let oldest = if self.messages == 0 {
             Ok(None)
         } else {
-            sqlx::query("SELECT created_ms FROM outbox ORDER BY id LIMIT 1")
+            let now = self.clock.now_ms();
+            sqlx::query("SELECT clock_ms FROM outbox ORDER BY id LIMIT 1")
                 .fetch_optional(&mut *conn)
                 .await
-                .map(|row| row.map(|r| r.get::<i64, _>(0)))
+                .map(|row| row.map(|r| now_ms() - (now - r.get::<i64, _>(0)).max(0)))
         };
         match oldest {
             Ok(ms) => self.counters.oldest_ms.store(ms.unwrap_or(0), Relaxed),
@@ -228,42 +238,20 @@ impl Accounting {
         inserts: &[NewMessage],
     ) -> Result<Option<i64>, OutboxError> {
         let mut tx = conn.begin().await.map_err(q("begin"))?;
+        let mut deleted = Vec::new();
         if !acks.is_empty() {
-            let r = sqlx::raw_sql(AssertSqlSafe(delete_sql(acks)))
-                .execute(&mut *tx)
-                .await
-                .map_err(q("delete"))?;
-            self.forget_acked(&mut tx, acks, r.rows_affected()).await?;
-        }
-        let moved = dead::apply(&mut tx, failures).await?;
-        if self.expiry_due() {
-            self.last_expiry = Instant::now();
-            let cutoff = now_ms() - self.cfg.max_age.get().as_millis() as i64;
-            loop {
-                let rows = sqlx::query(
-                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 1000) \
-                     AND created_ms < ?1 RETURNING size",
-                )
-                .bind(cutoff)
+            deleted = sqlx::raw_sql(AssertSqlSafe(delete_sql(acks)))
                 .fetch_all(&mut *tx)
                 .await
-                .map_err(q("expire"))?;
-                self.forget(&rows);
-                if !rows.is_empty() {
-                    self.counters.expired.fetch_add(rows.len() as u64, Relaxed);
-                    self.log_drop("expired", rows.len());
-                }
-                if rows.len() < 1000 {
-                    break;
-                }
-            }
+                .map_err(q("delete"))?;
         }
-        let now = now_ms();
+        let moved = dead::apply(&mut tx, failures).await?;
+        let (now, clock) = (now_ms(), self.clock.now_ms());
         let mut last = None;
         for chunk in inserts.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size) VALUES {}",
-                vec!["(?,?,?,?,?,?)"; chunk.len()].join(",")
+                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, clock_ms) VALUES {}",
+                vec!["(?,?,?,?,?,?,?)"; chunk.len()].join(",")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for m in chunk {
@@ -273,15 +261,22 @@ impl Accounting {
                     .bind(m.qos as i64)
                     .bind(m.retain as i64)
                     .bind(now)
-                    .bind(m.size() as i64);
+                    .bind(m.size() as i64)
+                    .bind(clock);
             }
             let r = query.execute(&mut *tx).await.map_err(q("insert"))?;
             last = Some(r.last_insert_rowid());
         }
+        // the acked rows' sizes come off before drop_oldest looks (a failed
+        // transaction has its caller restore the counts)
+        self.forget_rows(&deleted);
         if self.cfg.when_full == WhenFull::DropOldest {
             self.drop_oldest(&mut tx).await?;
         }
         tx.commit().await.map_err(q("commit"))?;
+        self.in_flight.remove(acks.iter().map(|a| a.0));
+        self.in_flight
+            .remove(failures.iter().filter(|f| f.dead.is_some()).map(|f| f.id));
         self.counters
             .committed
             .fetch_add(inserts.len() as u64, Relaxed);
@@ -298,21 +293,24 @@ impl Accounting {
 
     async fn drop_oldest(&mut self, tx: &mut SqliteConnection) -> Result<(), OutboxError> {
         let mut dropped = 0usize;
+        let skip = not_in_flight(&self.in_flight.snapshot());
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox {skip} ORDER BY id LIMIT ?1) \
+             RETURNING size"
+        );
         while self.messages > self.cfg.max_messages || self.bytes > self.cfg.max_bytes.bytes() {
             let over = self.messages.saturating_sub(self.cfg.max_messages).max(1);
             let n = over.min(1000) as i64;
-            let rows = sqlx::query(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?1) \
-                 RETURNING size",
-            )
-            .bind(n)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(q("drop_oldest"))?;
+            let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(n)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(q("drop_oldest"))?;
             if rows.is_empty() {
+                // what is left is in flight: it goes when acknowledged
                 break;
             }
-            self.forget(&rows);
+            self.forget_rows(&rows);
             dropped += rows.len();
         }
         if dropped > 0 {
@@ -324,14 +322,18 @@ impl Accounting {
         Ok(())
     }
 
-    fn forget(&mut self, rows: &[sqlx::sqlite::SqliteRow]) {
-        for r in rows {
-            self.messages = self.messages.saturating_sub(1);
-            self.bytes = self.bytes.saturating_sub(r.get::<i64, _>(0) as u64);
-        }
+    /// Takes deleted rows off the counts: `rows` hold each one's `size`.
+    fn forget_rows(&mut self, rows: &[sqlx::sqlite::SqliteRow]) {
+        let sizes: Vec<u64> = rows.iter().map(|r| r.get::<i64, _>(0) as u64).collect();
+        self.forget_sizes(&sizes);
     }
 
-    fn log_drop(&mut self, policy: &'static str, n: usize) {
+    pub(super) fn forget_sizes(&mut self, sizes: &[u64]) {
+        self.messages = self.messages.saturating_sub(sizes.len() as u64);
+        self.bytes = self.bytes.saturating_sub(sizes.iter().sum());
+    }
+
+    pub(super) fn log_drop(&mut self, policy: &'static str, n: usize) {
         if let Some(suppressed) = self.drops_log.ready() {
             warn!(
                 policy,
@@ -354,11 +356,18 @@ fn delete_sql(acks: &[Acked]) -> String {
     let (runs, singles) = runs(&ids);
     let mut sql = String::new();
     for (lo, hi) in runs {
-        let _ = write!(sql, "DELETE FROM outbox WHERE id BETWEEN {lo} AND {hi};");
+        let _ = write!(
+            sql,
+            "DELETE FROM outbox WHERE id BETWEEN {lo} AND {hi} RETURNING size;"
+        );
     }
     for chunk in singles.chunks(500) {
         let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-        let _ = write!(sql, "DELETE FROM outbox WHERE id IN ({});", list.join(","));
+        let _ = write!(
+            sql,
+            "DELETE FROM outbox WHERE id IN ({}) RETURNING size;",
+            list.join(",")
+        );
     }
     sql
 }

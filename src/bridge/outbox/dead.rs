@@ -21,7 +21,8 @@
 //! retry-dead` puts every row back at the end of the outbox with its tries
 //! reset. Nothing here is ever deleted by the gateway itself.
 //!
-//! Owns the `dead` table and the `attempts` column's migration. Must not
+//! Owns the `dead` table and the migration of the outbox's later columns
+//! (`attempts`, `clock_ms`). Must not
 //! talk to the network.
 
 use sqlx::Row as _;
@@ -64,15 +65,25 @@ pub struct DeadRow {
 /// Adds what an outbox of an earlier version lacks: the `attempts`
 /// column and the `dead` table.
 pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    let has_attempts =
-        sqlx::query("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'attempts'")
+    for (column, ddl) in [
+        (
+            "attempts",
+            "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        ),
+        // rows of an earlier version start their age at this start
+        (
+            "clock_ms",
+            "ALTER TABLE outbox ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0",
+        ),
+    ] {
+        let has = sqlx::query("SELECT 1 FROM pragma_table_info('outbox') WHERE name = ?1")
+            .bind(column)
             .fetch_optional(&mut *conn)
             .await?
             .is_some();
-    if !has_attempts {
-        sqlx::query("ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
-            .execute(&mut *conn)
-            .await?;
+        if !has {
+            sqlx::query(ddl).execute(&mut *conn).await?;
+        }
     }
     sqlx::query(SCHEMA).execute(&mut *conn).await?;
     Ok(())
@@ -154,8 +165,9 @@ pub async fn list(pool: &SqlitePool, limit: usize) -> Result<Vec<DeadRow>, Outbo
 pub async fn retry(pool: &SqlitePool) -> Result<u64, OutboxError> {
     let mut tx = pool.begin().await.map_err(q("begin"))?;
     let r = sqlx::query(
-        "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, attempts) \
-         SELECT topic, payload, qos, retain, ?1, size, 0 FROM dead ORDER BY id",
+        "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, attempts, clock_ms) \
+         SELECT topic, payload, qos, retain, ?1, size, 0, \
+         COALESCE((SELECT clock_ms FROM outbox ORDER BY id DESC LIMIT 1), 0) FROM dead ORDER BY id",
     )
     .bind(now_ms())
     .execute(&mut *tx)

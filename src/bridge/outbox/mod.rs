@@ -10,9 +10,10 @@
 //!     payload    BLOB    NOT NULL,
 //!     qos        INTEGER NOT NULL,                  -- 1 or 2 (QoS 0 is never stored)
 //!     retain     INTEGER NOT NULL,                  -- 0 or 1
-//!     created_ms INTEGER NOT NULL,                  -- commit time, ms since the epoch
+//!     created_ms INTEGER NOT NULL,                  -- commit time, ms since the epoch (display only)
 //!     size       INTEGER NOT NULL,                  -- bytes of topic + payload
-//!     attempts   INTEGER NOT NULL DEFAULT 0         -- failed tries upstream
+//!     attempts   INTEGER NOT NULL DEFAULT 0,        -- failed tries upstream
+//!     clock_ms   INTEGER NOT NULL DEFAULT 0         -- commit time on the run clock (expire.rs)
 //! );
 //! ```
 //!
@@ -34,13 +35,25 @@
 //!   (about every 1000 pages, ~4 MB): a power loss can lose the commits
 //!   since the last checkpoint; a process crash (SIGKILL) loses nothing
 //!   committed in either mode;
-//! - capacity (`max_messages`, `max_bytes`, `max_age`) is enforced in the
-//!   commit that would exceed it: `drop_oldest` deletes the oldest rows,
-//!   `drop_newest` refuses the incoming ones; every drop is counted;
-//! - a failed commit (full disk, I/O error) is logged and counted; its
-//!   messages are handed to the uplink's live queue (forwarded if
-//!   connected, else counted as dropped) and a waiting caller is told so;
-//!   the writer keeps going;
+//! - capacity (`max_messages`, `max_bytes`) is enforced in the commit that
+//!   would exceed it: `drop_oldest` deletes the oldest rows, `drop_newest`
+//!   refuses the incoming ones; `max_age` is enforced once a second on the
+//!   run clock, which a step of the wall clock cannot move (`expire.rs`);
+//!   every drop is counted. Rows in flight upstream ([`InFlight`]) are
+//!   never dropped or expired: a message counted as dropped must not
+//!   arrive too (when every older row is in flight, the oldest row that is
+//!   not is the incoming one);
+//! - the depth and byte counts are exact: every delete returns the sizes
+//!   of the rows it deleted (`RETURNING size`), so no path recounts the
+//!   table (a full scan) except the start;
+//! - a failed commit (SQLITE_BUSY, full disk, I/O error) is retried
+//!   [`COMMIT_TRIES`] times with a growing pause (the callers wait: local
+//!   clients get no PUBACK meanwhile), each failure logged and counted in
+//!   `io_errors`; then its messages are handed to the uplink's live queue
+//!   (forwarded if connected, else counted in `live_dropped`) and a
+//!   waiting caller is told so: a local client's connection is then closed
+//!   without PUBACK, so the client sends the message again. The writer
+//!   keeps going;
 //! - acknowledged ids are deleted in the next commit, runs of consecutive
 //!   ids as one range delete; a commit of deletes only is sent to SQLite as
 //!   one statement list (`BEGIN IMMEDIATE; DELETE ...; COMMIT`) and, under
@@ -74,13 +87,18 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     retain     INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
     size       INTEGER NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    clock_ms   INTEGER NOT NULL DEFAULT 0
 )";
 
 /// Rows per multi-row INSERT statement.
 const INSERT_CHUNK: usize = 64;
 /// Most rows one commit takes (bounds the time a batch holds the write lock).
 pub const MAX_BATCH: usize = 8192;
+/// Tries of a commit before its messages go to the live queue.
+pub const COMMIT_TRIES: u32 = 4;
+/// How often `max_age` is enforced.
+const EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why the outbox failed.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +254,8 @@ pub struct Progress {
     pub committed: watch::Receiver<i64>,
     /// How many acknowledged ids were handled (see [`WriteCmd::Ack`]).
     pub deleted: watch::Receiver<u64>,
+    /// The rows in flight, shared with the writer.
+    pub in_flight: InFlight,
 }
 
 /// The single writer: group commit of inserts and deletes.
@@ -257,7 +277,10 @@ struct Accounting {
     live: Option<mpsc::Sender<Publish>>,
     messages: u64,
     bytes: u64,
-    last_expiry: Instant,
+    /// Rows the uplink has in flight (never dropped or expired).
+    in_flight: InFlight,
+    /// The run clock `max_age` is measured on (`expire.rs`).
+    clock: expire::RunClock,
     /// When the oldest row was last looked up (for the age metric).
     last_oldest: Option<Instant>,
     drops_log: RateLimited,
@@ -281,6 +304,8 @@ impl Writer {
         let (deleted, deleted_rx) = watch::channel(0);
         counters.depth.store(messages, Relaxed);
         counters.depth_bytes.store(bytes, Relaxed);
+        let clock = expire::RunClock::resume(&mut conn).await?;
+        let in_flight = InFlight::default();
         let mut writer = Writer {
             conn,
             acct: Accounting {
@@ -291,7 +316,8 @@ impl Writer {
                 live: None,
                 messages,
                 bytes,
-                last_expiry: Instant::now() - std::time::Duration::from_secs(60),
+                in_flight: in_flight.clone(),
+                clock,
                 last_oldest: None,
                 drops_log: RateLimited::new(std::time::Duration::from_secs(10)),
             },
@@ -302,6 +328,7 @@ impl Writer {
             Progress {
                 committed: rx,
                 deleted: deleted_rx,
+                in_flight,
             },
         ))
     }
@@ -316,7 +343,22 @@ impl Writer {
     /// Runs until every sender of `rx` is gone, then closes the connection.
     pub async fn run(mut self, mut rx: mpsc::Receiver<WriteCmd>) {
         let mut batch = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut expiry = tokio::time::interval(EXPIRY_EVERY);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => break,
+                },
+                _ = expiry.tick() => {
+                    if let Err(e) = self.acct.expire(&mut self.conn).await {
+                        self.acct.counters.io_errors.fetch_add(1, Relaxed);
+                        warn!(error = %e, "outbox expiry failed; tried again in a second");
+                    }
+                    continue;
+                }
+            };
             batch.push(first);
             let mut rows = 0;
             while rows < MAX_BATCH {
@@ -341,7 +383,12 @@ impl Writer {
 
 mod commit;
 pub mod dead;
+mod expire;
+mod inflight;
+pub use inflight::InFlight;
 mod open;
 pub use open::{Opened, db_path, open, open_or_set_aside};
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 use super::{Counters, OutboxError, Progress, SCHEMA, Writer, dead};
 use crate::bridge::config::{BufferConfig, Synchronous};
 
-fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
+pub(super) fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
