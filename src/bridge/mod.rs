@@ -207,7 +207,13 @@ impl Bridge {
         // room for the whole window plus status, subscribe and disconnect
         // requests: the forwarder never waits for room (see forward.rs)
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
-        let uplink = upstream::Link::new(el, client.clone(), cfg.reconnect, cfg.io_timeout.get());
+        let uplink = upstream::Link::new(
+            el,
+            client.clone(),
+            cfg.reconnect,
+            cfg.io_timeout.get(),
+            counters.clone(),
+        );
         let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
         let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();

@@ -15,13 +15,23 @@
 //! taken for a duplicate and lost. The price: QoS 2 messages that were in
 //! flight when the process died are sent again (see the module doc of
 //! `bridge`).
+//!
+//! A packet from upstream larger than `uplink.max_packet_size` (a command
+//! too big to take) breaks the connection, and the broker would send it
+//! again on every reconnect of the lasting session, for ever. So after such
+//! a drop the session is wiped again (the broker forgets that message and
+//! any other queued for the gateway; the rows in flight are sent again from
+//! the outbox); the message is counted in `commands_dropped` and logged.
 
 use std::time::Duration;
 
 use rand::Rng;
+use std::sync::atomic::Ordering::Relaxed;
+
+use rumqttc::mqttbytes::Error as MqttError;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions,
-    NetworkOptions, Outgoing, QoS, Request, TlsConfiguration, Transport,
+    NetworkOptions, Outgoing, QoS, Request, StateError, TlsConfiguration, Transport,
 };
 use tracing::{info, warn};
 
@@ -137,9 +147,21 @@ pub struct Link {
     client: AsyncClient,
     reconnect: ReconnectConfig,
     attempt: u32,
-    wiped: bool,
-    wiping: bool,
+    session: Session,
     retry_at: Option<tokio::time::Instant>,
+    counters: std::sync::Arc<super::Counters>,
+}
+
+/// Where the upstream session stands (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    /// The next connection is clean (`clean_session = true`) and is closed
+    /// at once: the broker forgets the previous session.
+    Wipe,
+    /// The wipe's DISCONNECT is on its way; then the lasting session.
+    Wiping,
+    /// Connections resume the session (`clean_session = false`).
+    Lasting,
 }
 
 impl Link {
@@ -150,6 +172,7 @@ impl Link {
         client: AsyncClient,
         reconnect: ReconnectConfig,
         io_timeout: Duration,
+        counters: std::sync::Arc<super::Counters>,
     ) -> Link {
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
@@ -160,9 +183,9 @@ impl Link {
             client,
             reconnect,
             attempt: 0,
-            wiped: false,
-            wiping: false,
+            session: Session::Wipe,
             retry_at: None,
+            counters,
         }
     }
 }
@@ -248,20 +271,21 @@ pub async fn next(mut link: Box<Link>) -> (Box<Link>, Report) {
             tokio::time::sleep_until(at).await;
         }
         let report = match link.el.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) if !link.wiped => {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) if link.session == Session::Wipe => {
                 info!("uplink connected; clearing the previous session");
                 link.el.mqtt_options.set_clean_session(false);
-                link.wiped = true;
                 link.attempt = 0;
-                link.wiping = link.client.try_disconnect().is_ok();
-                if !link.wiping {
+                link.session = if link.client.try_disconnect().is_ok() {
+                    Session::Wiping
+                } else {
                     link.el.network = None;
-                }
+                    Session::Lasting
+                };
                 continue;
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if link.wiping => {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if link.session == Session::Wiping => {
                 // the wipe's DISCONNECT went out: reconnect with the lasting session
-                link.wiping = false;
+                link.session = Session::Lasting;
                 link.el.network = None;
                 continue;
             }
@@ -274,6 +298,20 @@ pub async fn next(mut link: Box<Link>) -> (Box<Link>, Report) {
             }
             Ok(ev) => Report::Event(ev),
             Err(e) => {
+                if let ConnectionError::MqttState(StateError::Deserialization(
+                    MqttError::PayloadSizeLimitExceeded(size),
+                )) = &e
+                {
+                    link.counters.commands_dropped.fetch_add(1, Relaxed);
+                    warn!(
+                        size,
+                        "uplink: a packet from upstream is over uplink.max_packet_size; \
+                        dropped (counted in commands_dropped), and the next connection clears \
+                        the session so the broker does not send it again"
+                    );
+                    link.el.mqtt_options.set_clean_session(true);
+                    link.session = Session::Wipe;
+                }
                 let delay = backoff(&link.reconnect, link.attempt);
                 link.attempt = link.attempt.saturating_add(1);
                 log_error(&e, delay);

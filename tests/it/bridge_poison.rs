@@ -215,3 +215,55 @@ fn check_refuses_a_max_payload_the_uplink_cannot_carry() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_command_over_max_packet_size_is_dropped_once_not_resent_for_ever() {
+    let broker = Mosquitto::start();
+    let mut up = Sub::connect(broker.port, &["site/gw1/status"], QoS::AtLeastOnce).await;
+    let mport = crate::support::free_port();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let uplink = "  max_packet_size: 4KiB\n  commands:\n    \
+                  - { filter: \"site/gw1/+/+/set\", strip_prefix: \"site/\", qos: 1 }";
+    let mut gw = Gateway::start(&yaml(&url, uplink, "  max_payload: 1KiB", mport));
+    let mut local = Sub::connect(gw.port, &["gw1/+/+/set"], QoS::AtLeastOnce).await;
+    up.wait_topic("site/gw1/status", SECS).await;
+    let mut opts = options("operator", broker.port);
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 10);
+    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    // a command too big for the uplink's 4 KiB: the connection breaks
+    let big = "x".repeat(8000);
+    let out = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "site/gw1/dev/n/set",
+            "-m",
+            &big,
+        ])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(out.status.success(), "{out:?}");
+    gw.wait_log("over uplink.max_packet_size", SECS);
+    // the session is cleared, so the broker does not send it again; a
+    // small command published after that gets through
+    let from = gw.log_text().len();
+    let deadline = std::time::Instant::now() + SECS;
+    while !gw.log_text()[from..].contains("uplink connected session_present=false") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+        .publish("site/gw1/dev/n/set", QoS::AtLeastOnce, false, "42")
+        .await
+        .expect("publish");
+    let m = local.wait_topic("gw1/dev/n/set", SECS).await;
+    assert_eq!(m.text(), "42");
+    let dropped = gw.log_text().matches("over uplink.max_packet_size").count();
+    assert_eq!(dropped, 1, "the big command came back:\n{}", gw.log_text());
+    pump.abort();
+    assert!(gw.terminate(SECS).success());
+}
