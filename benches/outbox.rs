@@ -187,7 +187,7 @@ async fn bridge_drain(dir: &Path, port: u16) -> (Duration, Duration) {
     let cfg = uplink(port);
     let (_keep_tx, rx) = mpsc::channel(16);
     let t = Instant::now();
-    let (bridge, _local) = Bridge::start(&cfg, "gw1", dir, rx, None)
+    let (bridge, _local) = Bridge::start(&cfg, "gw1", dir, rx, 1024, None)
         .await
         .expect("bridge");
     let mut first_sent = None;

@@ -50,8 +50,18 @@ use crate::southbound::SourceContext;
 pub const READINGS_CAPACITY: usize = 1024;
 /// Capacity of the rules -> broker channel (back-pressure, no drops).
 pub const PUBLISH_CAPACITY: usize = 1024;
-/// How long sources get to stop after shutdown is asked for.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long sources get to stop after shutdown is asked for, and the
+/// rules stage to drain after them.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+/// The stages after the bridge: the publisher's drain, the last flush to
+/// local subscribers, the broker's stop.
+const PUBLISHER_DEADLINE: Duration = Duration::from_secs(2);
+const LOCAL_FLUSH: Duration = Duration::from_secs(1);
+const BROKER_STOP: Duration = Duration::from_secs(2);
+/// The longest stop, all stages' deadlines together: sources and rules
+/// 3 s each, the `offline` status 1 s, the bridge 10 s, then 2 + 1 + 2 s:
+/// 22 s, 8 s inside the unit's `TimeoutStopSec=30s`.
+pub const STOP_WORST_CASE: Duration = Duration::from_secs(22);
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +76,8 @@ pub enum RunError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Runs the gateway until `shutdown` is cancelled, then stops in order
-/// within [`SHUTDOWN_DEADLINE`] per stage.
+/// Runs the gateway until `shutdown` is cancelled, then stops in order,
+/// every stage with a deadline, within [`STOP_WORST_CASE`] in all.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(config);
     let gateway: Arc<str> = config.gateway.id.as_str().into();
@@ -95,6 +105,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 &gateway,
                 &config.gateway.data_dir,
                 pub_rx,
+                PUBLISH_CAPACITY,
                 Some(handle.clone()),
             )
             .await?;
@@ -213,20 +224,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     {
         warn!("rules stage did not drain in time");
     }
-    let _ = pub_tx.send(reading::status::gateway(&gateway, false)).await;
+    let offline = reading::status::gateway(&gateway, false);
+    if tokio::time::timeout(Duration::from_secs(1), pub_tx.send(offline))
+        .await
+        .is_err()
+    {
+        warn!("the gateway's offline status could not be queued in time");
+    }
     drop(pub_tx);
     if let Some(b) = bridge {
         b.stop(bridge::STOP_BUDGET).await;
     }
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, publisher)
+    if tokio::time::timeout(PUBLISHER_DEADLINE, publisher)
         .await
         .is_err()
     {
         warn!("publisher did not drain in time");
     }
     // the final `offline` reaches local subscribers before they are closed
-    handle.flush(Duration::from_secs(1)).await;
-    broker.stop(Duration::from_secs(2)).await;
+    handle.flush(LOCAL_FLUSH).await;
+    broker.stop(BROKER_STOP).await;
     ops_cancel.cancel();
     info!("fieldgate stopped");
     Ok(())
@@ -247,5 +264,33 @@ async fn publish_all(handle: broker::BrokerHandle, mut rx: mpsc::Receiver<Publis
                 .get_or_create(&metrics::labels("reason", "invalid_topic"))
                 .inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stop's deadlines add up to [`STOP_WORST_CASE`], which leaves a
+    /// margin inside the unit's `TimeoutStopSec` (systemd SIGKILLs after it).
+    #[test]
+    fn the_worst_case_stop_fits_the_units_timeout_with_a_margin() {
+        let stages = SHUTDOWN_DEADLINE * 2
+            + Duration::from_secs(1)
+            + bridge::STOP_BUDGET
+            + PUBLISHER_DEADLINE
+            + LOCAL_FLUSH
+            + BROKER_STOP;
+        assert_eq!(stages, STOP_WORST_CASE);
+        let unit = include_str!("../systemd/fieldgate.service");
+        let timeout = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+            .and_then(|v| humantime::parse_duration(v.trim()).ok())
+            .expect("TimeoutStopSec in the unit");
+        assert!(
+            STOP_WORST_CASE + Duration::from_secs(5) <= timeout,
+            "{STOP_WORST_CASE:?} leaves less than 5 s of {timeout:?}"
+        );
     }
 }

@@ -221,7 +221,11 @@ fn outbox(cfg: &settings::Config, cmd: fieldgate::bridge::OutboxCommand) -> anyh
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(rt.block_on(fieldgate::bridge::run_cli(cfg, cmd))?)
+    Ok(rt.block_on(fieldgate::bridge::run_cli(
+        &cfg.gateway.data_dir,
+        cfg.uplink.as_ref(),
+        cmd,
+    ))?)
 }
 
 fn run(cfg: settings::Config) -> anyhow::Result<()> {

@@ -52,7 +52,7 @@ fn fsyncs(summary: &str) -> u64 {
 pub async fn wear(uplink: UplinkConfig) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
     let (tx, rx) = mpsc::channel(1024);
-    let (bridge, mut local) = Bridge::start(&uplink, "gw1", dir.path(), rx, None)
+    let (bridge, mut local) = Bridge::start(&uplink, "gw1", dir.path(), rx, 1024, None)
         .await
         .expect("bridge");
     tokio::spawn(async move { while local.recv().await.is_some() {} });

@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use super::config::Synchronous;
 use super::outbox::{self, OutboxError, dead};
 use crate::reading::now_ms;
-use crate::settings::Config;
 
 /// The `fieldgate outbox` verbs.
 #[derive(Debug, Clone, Copy)]
@@ -30,20 +29,22 @@ fn age(ms: i64) -> String {
     humantime::format_duration(d).to_string()
 }
 
-/// Runs one verb and returns what to print.
-pub async fn run_cli(config: &Config, cmd: OutboxCommand) -> Result<String, OutboxError> {
-    let path = outbox::db_path(&config.gateway.data_dir);
+/// Runs one verb on the outbox in `data_dir` (opened with the uplink's
+/// `synchronous` setting, when there is an uplink) and returns what to print.
+pub async fn run_cli(
+    data_dir: &std::path::Path,
+    uplink: Option<&super::UplinkConfig>,
+    cmd: OutboxCommand,
+) -> Result<String, OutboxError> {
+    let path = outbox::db_path(data_dir);
     if !path.is_file() {
         return Ok(format!(
             "no outbox at {} (nothing was ever buffered)\n",
             path.display()
         ));
     }
-    let sync = config
-        .uplink
-        .as_ref()
-        .map_or(Synchronous::Full, |u| u.buffer.synchronous);
-    let (pool, conn) = outbox::open(&config.gateway.data_dir, sync).await?;
+    let sync = uplink.map_or(Synchronous::Full, |u| u.buffer.synchronous);
+    let (pool, conn) = outbox::open(data_dir, sync).await?;
     drop(conn);
     let mut out = String::new();
     match cmd {

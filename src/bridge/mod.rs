@@ -153,13 +153,15 @@ impl Bridge {
     }
 
     /// Opens the outbox and starts the bridge. `from_rules` carries the
-    /// gateway's own publishes; the returned receiver is what the local
+    /// gateway's own publishes; the returned receiver (`local_capacity`
+    /// messages, commands from upstream among them) is what the local
     /// broker publisher must read instead (committed first when forwarded).
     pub async fn start(
         cfg: &UplinkConfig,
         gateway: &str,
         data_dir: &Path,
         from_rules: mpsc::Receiver<Publish>,
+        local_capacity: usize,
         broker: Option<crate::broker::BrokerHandle>,
     ) -> Result<(Bridge, mpsc::Receiver<Publish>), BridgeError> {
         let cfg = Arc::new(cfg.clone());
@@ -214,7 +216,7 @@ impl Bridge {
             cfg.io_timeout.get(),
             counters.clone(),
         );
-        let (local_tx, local_rx) = mpsc::channel(crate::PUBLISH_CAPACITY);
+        let (local_tx, local_rx) = mpsc::channel(local_capacity);
         let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
         let flush_ms = Arc::new(AtomicU64::new(0));

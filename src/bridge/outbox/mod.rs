@@ -389,6 +389,6 @@ pub use inflight::InFlight;
 mod open;
 pub use open::{Opened, db_path, open, open_or_set_aside};
 #[cfg(test)]
-mod tests;
+mod limits_tests;
 #[cfg(test)]
-mod tests_limits;
+mod tests;
