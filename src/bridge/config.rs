@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::filters::{filter_problem, matches};
-use crate::config::{ByteSize, Duration, ReconnectConfig, Report, SecretSource};
+use crate::config::{ByteSize, ReconnectConfig, Report, SecretSource, TimeSpan};
 use crate::reading::Qos;
 
 /// `uplink:`.
@@ -36,7 +36,7 @@ pub struct UplinkConfig {
     #[serde(default)]
     pub key_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive")]
-    pub keep_alive: Duration,
+    pub keep_alive: TimeSpan,
     /// Messages sent upstream and still in the outbox (not yet acknowledged,
     /// or acknowledged and not yet deleted), at most: the in-flight window,
     /// and the bound on messages sent again after a crash.
@@ -63,7 +63,7 @@ pub struct UplinkConfig {
     /// Deadline of a connect (TCP, TLS, CONNACK) and of each write upstream
     /// (rumqttc's connection and flush timeout; whole seconds).
     #[serde(default = "default_io_timeout")]
-    pub io_timeout: Duration,
+    pub io_timeout: TimeSpan,
 }
 
 fn default_max_attempts() -> u32 {
@@ -74,8 +74,8 @@ fn default_max_packet_size() -> ByteSize {
     ByteSize(1024 * 1024)
 }
 
-fn default_io_timeout() -> Duration {
-    Duration::from_secs(10)
+fn default_io_timeout() -> TimeSpan {
+    TimeSpan::from_secs(10)
 }
 
 /// Room `fieldgate check` keeps beside `broker.max_payload` for the topic
@@ -83,8 +83,8 @@ fn default_io_timeout() -> Duration {
 /// can carry the largest local message.
 pub const TOPIC_ROOM: u64 = 1024;
 
-fn default_keep_alive() -> Duration {
-    Duration::from_secs(30)
+fn default_keep_alive() -> TimeSpan {
+    TimeSpan::from_secs(30)
 }
 
 fn default_inflight() -> u16 {
@@ -121,7 +121,7 @@ pub struct CommandRule {
 pub struct BufferConfig {
     pub max_messages: u64,
     pub max_bytes: ByteSize,
-    pub max_age: Duration,
+    pub max_age: TimeSpan,
     pub when_full: WhenFull,
     pub drain: Drain,
     /// SQLite `synchronous`: `full` (default: an fsync per commit batch,
@@ -135,7 +135,7 @@ impl Default for BufferConfig {
         BufferConfig {
             max_messages: 1_000_000,
             max_bytes: ByteSize(256 * 1024 * 1024),
-            max_age: Duration::from_secs(7 * 86_400),
+            max_age: TimeSpan::from_secs(7 * 86_400),
             when_full: WhenFull::DropOldest,
             drain: Drain::Fifo,
             synchronous: Synchronous::Full,

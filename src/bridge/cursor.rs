@@ -3,7 +3,7 @@
 //! Owns the id ranges not yet handed out, the live cursor of
 //! `drain: live_first`, the rows read ahead, and an epoch that voids a read
 //! started before the cursor moved (a rewind or a reconnect). Must not do
-//! I/O: it plans reads ([`Plan`]); the forwarder runs them
+//! I/O: it says which rows to read next ([`Fetch`]); the forwarder runs them
 //! (`outbox::fetch`) next to the upstream connection and hands the rows
 //! back through [`Cursor::on_rows`].
 //!
@@ -23,7 +23,7 @@ pub const READ_AHEAD: usize = 512;
 
 /// One read to run: rows with `lo <= id < hi`, at most `limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
+pub struct Fetch {
     pub lo: i64,
     pub hi: i64,
     pub limit: usize,
@@ -31,7 +31,7 @@ pub struct Plan {
     epoch: u64,
 }
 
-impl Plan {
+impl Fetch {
     /// A read that can see rows committed after it started.
     pub fn open_ended(&self) -> bool {
         self.hi == i64::MAX
@@ -117,12 +117,12 @@ impl Cursor {
 
     /// The next read of at most `rows` rows, or `None` (and caught up) when
     /// there is nothing to read.
-    pub fn plan(&mut self, room: usize, rows: usize) -> Option<Plan> {
+    pub fn next_fetch(&mut self, room: usize, rows: usize) -> Option<Fetch> {
         let rows = rows.clamp(1, READ_AHEAD);
         if self.caught_up {
             return None;
         }
-        let plan = |lo, hi, limit, live| Plan {
+        let fetch = |lo, hi, limit, live| Fetch {
             lo,
             hi,
             limit,
@@ -132,7 +132,7 @@ impl Cursor {
         if let Some(l) = self.live
             && !self.skip_live
         {
-            return Some(plan(l, i64::MAX, rows, true));
+            return Some(fetch(l, i64::MAX, rows, true));
         }
         match self.ranges.front() {
             Some(&(lo, hi)) => {
@@ -140,7 +140,7 @@ impl Cursor {
                     Drain::Fifo => rows,
                     Drain::LiveFirst => room.clamp(1, rows),
                 };
-                Some(plan(lo, hi, limit, false))
+                Some(fetch(lo, hi, limit, false))
             }
             None => {
                 self.caught_up = true;
@@ -150,13 +150,13 @@ impl Cursor {
         }
     }
 
-    /// The rows a read of `plan` returned, in id order.
-    pub fn on_rows(&mut self, plan: Plan, rows: Vec<Stored>) {
-        if plan.epoch != self.epoch {
+    /// The rows a read of `fetch` returned, in id order.
+    pub fn on_rows(&mut self, fetch: Fetch, rows: Vec<Stored>) {
+        if fetch.epoch != self.epoch {
             return; // the cursor moved meanwhile: these rows are in the ranges
         }
         let next = rows.last().map(|r| r.id + 1);
-        if plan.live {
+        if fetch.live {
             match next {
                 Some(n) => self.live = Some(n),
                 None => self.skip_live = true,
@@ -166,7 +166,7 @@ impl Cursor {
         }
         match next {
             Some(n) => {
-                if n >= plan.hi {
+                if n >= fetch.hi {
                     self.ranges.pop_front();
                 } else if let Some(front) = self.ranges.front_mut() {
                     front.0 = n;
@@ -174,7 +174,7 @@ impl Cursor {
                 self.skip_live = false;
                 self.ready.extend(rows);
             }
-            None if plan.open_ended() => {
+            None if fetch.open_ended() => {
                 self.caught_up = true;
                 self.skip_live = false;
             }
@@ -210,11 +210,11 @@ mod tests {
     #[test]
     fn fifo_reads_in_order_and_catches_up() {
         let mut c = Cursor::new(Drain::Fifo);
-        let p = c.plan(10, READ_AHEAD).expect("plan");
+        let p = c.next_fetch(10, READ_AHEAD).expect("fetch");
         assert_eq!((p.lo, p.hi), (0, i64::MAX));
         c.on_rows(p, rows(1..4));
         assert_eq!(ready_ids(&mut c), vec![1, 2, 3]);
-        let p = c.plan(10, READ_AHEAD).expect("plan");
+        let p = c.next_fetch(10, READ_AHEAD).expect("fetch");
         assert_eq!(p.lo, 4);
         c.on_rows(p, Vec::new());
         assert!(c.caught_up && !c.wants_read(10, READ_AHEAD));
@@ -224,31 +224,31 @@ mod tests {
     fn live_first_reads_live_rows_before_the_backlog() {
         let mut c = Cursor::new(Drain::LiveFirst);
         c.mark_live(100); // rows below 100 are backlog
-        let p = c.plan(5, READ_AHEAD).expect("live");
+        let p = c.next_fetch(5, READ_AHEAD).expect("live");
         assert_eq!(p.lo, 100);
         c.on_rows(p, rows(100..102));
         assert_eq!(ready_ids(&mut c), vec![100, 101]);
-        let p = c.plan(5, READ_AHEAD).expect("live again");
+        let p = c.next_fetch(5, READ_AHEAD).expect("live again");
         c.on_rows(p, Vec::new());
-        let p = c.plan(5, READ_AHEAD).expect("backlog");
+        let p = c.next_fetch(5, READ_AHEAD).expect("backlog");
         assert_eq!((p.lo, p.hi, p.limit), (0, 100, 5));
         c.on_rows(p, rows(1..6));
-        let p = c.plan(5, READ_AHEAD).expect("live first again");
+        let p = c.next_fetch(5, READ_AHEAD).expect("live first again");
         assert_eq!(p.lo, 102);
     }
 
     #[test]
     fn a_read_from_before_a_rewind_is_ignored() {
         let mut c = Cursor::new(Drain::Fifo);
-        let p = c.plan(10, READ_AHEAD).expect("plan");
+        let p = c.next_fetch(10, READ_AHEAD).expect("fetch");
         c.on_rows(p, rows(3..6));
         let sent = c.ready.pop_front().expect("row 3").id;
-        let stale = c.plan(10, READ_AHEAD).expect("plan");
+        let stale = c.next_fetch(10, READ_AHEAD).expect("fetch");
         c.rewind([sent].into_iter());
         c.on_rows(stale, rows(6..8));
         assert!(c.ready.is_empty());
         let mut order = Vec::new();
-        while let Some(p) = c.plan(10, READ_AHEAD) {
+        while let Some(p) = c.next_fetch(10, READ_AHEAD) {
             let got = rows(p.lo..p.hi.min(8));
             if got.is_empty() {
                 c.on_rows(p, got);

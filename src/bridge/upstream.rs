@@ -330,7 +330,7 @@ fn log_error(e: &ConnectionError, delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Duration as D;
+    use crate::config::TimeSpan as D;
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{ByteSize, Duration, SecretSource};
+use crate::config::{ByteSize, SecretSource, TimeSpan};
 
 /// `broker:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,7 +30,7 @@ pub struct BrokerConfig {
     /// When present, whatever no rule allows is denied.
     pub acl: Option<Vec<AclRule>>,
     /// `$SYS/broker/...` refresh; zero turns `$SYS` off.
-    pub sys_interval: Duration,
+    pub sys_interval: TimeSpan,
     /// Per session, in memory.
     pub max_queued_messages: usize,
     pub max_queued_bytes: ByteSize,
@@ -70,7 +70,7 @@ impl Default for BrokerConfig {
             password_file: None,
             allow_anonymous: None,
             acl: None,
-            sys_interval: Duration(std::time::Duration::from_secs(10)),
+            sys_interval: TimeSpan(std::time::Duration::from_secs(10)),
             max_queued_messages: 1000,
             max_queued_bytes: ByteSize(1024 * 1024),
             max_spooled_bytes: ByteSize(64 * 1024 * 1024),

@@ -12,37 +12,37 @@ use serde::{Deserialize, Deserializer};
 
 /// A duration written as a string: `500ms`, `1s`, `5m`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Duration(pub std::time::Duration);
+pub struct TimeSpan(pub std::time::Duration);
 
-impl Duration {
+impl TimeSpan {
     pub const fn from_millis(ms: u64) -> Self {
-        Duration(std::time::Duration::from_millis(ms))
+        TimeSpan(std::time::Duration::from_millis(ms))
     }
     pub const fn from_secs(s: u64) -> Self {
-        Duration(std::time::Duration::from_secs(s))
+        TimeSpan(std::time::Duration::from_secs(s))
     }
     pub fn get(self) -> std::time::Duration {
         self.0
     }
 }
 
-impl fmt::Display for Duration {
+impl fmt::Display for TimeSpan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
     }
 }
 
-impl<'de> Deserialize<'de> for Duration {
+impl<'de> Deserialize<'de> for TimeSpan {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl serde::de::Visitor<'_> for V {
-            type Value = Duration;
+            type Value = TimeSpan;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a duration such as 500ms, 1s, 5m or 7d")
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Duration, E> {
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TimeSpan, E> {
                 humantime::parse_duration(s.trim())
-                    .map(Duration)
+                    .map(TimeSpan)
                     .map_err(|e| {
                         E::custom(format!(
                             "invalid duration {s:?}: {e} (write e.g. 500ms, 1s, 5m, 7d)"
@@ -105,15 +105,15 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconnectConfig {
-    pub min: Duration,
-    pub max: Duration,
+    pub min: TimeSpan,
+    pub max: TimeSpan,
 }
 
 impl Default for ReconnectConfig {
     fn default() -> Self {
         ReconnectConfig {
-            min: Duration::from_millis(500),
-            max: Duration::from_secs(30),
+            min: TimeSpan::from_millis(500),
+            max: TimeSpan::from_secs(30),
         }
     }
 }
@@ -186,11 +186,11 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_parse() {
-        let d: Duration = serde_yaml_ng::from_str("500ms").unwrap();
+        let d: TimeSpan = serde_yaml_ng::from_str("500ms").unwrap();
         assert_eq!(d.get(), std::time::Duration::from_millis(500));
-        let d: Duration = serde_yaml_ng::from_str("7d").unwrap();
+        let d: TimeSpan = serde_yaml_ng::from_str("7d").unwrap();
         assert_eq!(d.get().as_secs(), 7 * 86400);
-        assert!(serde_yaml_ng::from_str::<Duration>("5 parsecs").is_err());
+        assert!(serde_yaml_ng::from_str::<TimeSpan>("5 parsecs").is_err());
         let s: ByteSize = serde_yaml_ng::from_str("256KiB").unwrap();
         assert_eq!(s.bytes(), 256 * 1024);
         let s: ByteSize = serde_yaml_ng::from_str("1000").unwrap();

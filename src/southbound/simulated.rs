@@ -14,7 +14,7 @@ use tokio::time::{MissedTickBehavior, interval};
 use tracing::{Instrument, debug, info_span};
 
 use super::{Source, SourceContext, SourceFuture};
-use crate::config::Duration;
+use crate::config::TimeSpan;
 use crate::reading::{Reading, Value, now_ms};
 
 /// `kind: simulated`.
@@ -23,13 +23,13 @@ use crate::reading::{Reading, Value, now_ms};
 pub struct SimulatedConfig {
     pub name: String,
     #[serde(default = "default_poll")]
-    pub poll: Duration,
+    pub poll: TimeSpan,
     #[serde(default)]
     pub points: Vec<SimPoint>,
 }
 
-fn default_poll() -> Duration {
-    Duration::from_secs(1)
+fn default_poll() -> TimeSpan {
+    TimeSpan::from_secs(1)
 }
 
 /// The shape of a simulated signal.
@@ -49,7 +49,7 @@ pub enum Signal {
 pub struct SimPoint {
     pub name: String,
     pub signal: Signal,
-    pub period: Option<Duration>,
+    pub period: Option<TimeSpan>,
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub start: Option<f64>,

@@ -469,7 +469,7 @@ fn test_modules_are_left_out() {
 #[test]
 fn the_parser_sees_groups_and_skips_comments() {
     let code = code_only(
-        "use crate::{config::{Duration, Report}, reading::Qos};\n\
+        "use crate::{config::{TimeSpan, Report}, reading::Qos};\n\
          // crate::bridge::x\n\
          let m = \"crate::ops\"; crate::metrics::get();\n\
          use fieldgate::config; notcrate::broker;",

@@ -53,7 +53,7 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
 use super::config::UplinkConfig;
-use super::cursor::{Cursor, Plan};
+use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Link, Report, Upstream};
 use super::{Counters, RateLimited};
@@ -115,7 +115,7 @@ impl<C: Upstream> Forwarder<C> {
         let writer = self.writer.clone();
         let mut local = self.commands.clone();
         // the outbox read in progress, run beside the connection
-        let mut reading: Option<(JoinHandle<Read>, Plan)> = None;
+        let mut reading: Option<(JoinHandle<Read>, Fetch)> = None;
         while !matches!(st.mode, Mode::Stopping { .. }) {
             let deleting = st.acks_sent > st.acks_done;
             let mut expired = false;
@@ -136,11 +136,11 @@ impl<C: Upstream> Forwarder<C> {
                     }
                 }
                 rows = join(&mut reading), if reading.is_some() => {
-                    let plan = reading.take().expect("polled only while reading").1;
+                    let fetch = reading.take().expect("polled only while reading").1;
                     match rows {
                         Ok(rows) => {
                             read_pause.ok();
-                            st.cursor.on_rows(plan, rows);
+                            st.cursor.on_rows(fetch, rows);
                         }
                         Err(e) => {
                             self.counters.io_errors.fetch_add(1, Relaxed);
@@ -280,7 +280,7 @@ impl<C: Upstream> Forwarder<C> {
 }
 
 /// The outcome of the read in progress.
-async fn join(reading: &mut Option<(JoinHandle<Read>, Plan)>) -> Read {
+async fn join(reading: &mut Option<(JoinHandle<Read>, Fetch)>) -> Read {
     match reading {
         Some((task, _)) => task
             .await

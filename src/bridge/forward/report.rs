@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::window::{Mode, State, Tracked, off_the_wire, qos};
 use super::{Forwarder, READ_BYTES, Read, WIRE_BYTES};
 use crate::bridge::RateLimited;
-use crate::bridge::cursor::{Plan, READ_AHEAD};
+use crate::bridge::cursor::{Fetch, READ_AHEAD};
 use crate::bridge::outbox::{self, WriteCmd, dead::Failure};
 use crate::bridge::poison;
 use crate::bridge::upstream::{Report, Resend, Upstream};
@@ -356,7 +356,7 @@ impl<C: Upstream> Forwarder<C> {
     }
 
     /// Starts the next outbox read if the cursor wants one.
-    pub(super) fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Plan)> {
+    pub(super) fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Fetch)> {
         let room = (self.cfg.inflight as usize).saturating_sub(st.used());
         let depth = self.counters.depth.load(Relaxed).max(1);
         let avg = (self.counters.depth_bytes.load(Relaxed) / depth).max(1);
@@ -364,14 +364,16 @@ impl<C: Upstream> Forwarder<C> {
         if !st.cursor.wants_read(room, rows) {
             return None;
         }
-        let plan = st.cursor.plan(room, rows)?;
-        if plan.open_ended() {
+        let fetch = st.cursor.next_fetch(room, rows)?;
+        if fetch.open_ended() {
             // what is committed now is seen: a later commit wakes us again
             self.progress.committed.borrow_and_update();
         }
         let pool = self.pool.clone();
         let task =
-            tokio::spawn(async move { outbox::fetch(&pool, plan.lo, plan.hi, plan.limit).await });
-        Some((task, plan))
+            tokio::spawn(
+                async move { outbox::fetch(&pool, fetch.lo, fetch.hi, fetch.limit).await },
+            );
+        Some((task, fetch))
     }
 }

@@ -132,7 +132,7 @@ async fn writer_at(dir: &std::path::Path, cfg: BufferConfig) -> (SqlitePool, Wri
 async fn expiry_follows_the_run_clock_not_the_wall_clock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = BufferConfig {
-        max_age: crate::config::Duration::from_secs(3600),
+        max_age: crate::config::TimeSpan::from_secs(3600),
         ..BufferConfig::default()
     };
     let (pool, mut w, _) = writer_at(dir.path(), cfg.clone()).await;

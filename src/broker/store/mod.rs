@@ -73,8 +73,8 @@
 //! - reads after open ([`Store::load_messages`]) use their own connections
 //!   and run beside the writer (WAL); they see committed rows only.
 
+mod coalesce;
 mod open;
-mod plan;
 mod read;
 mod types;
 mod writer;

@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use super::*;
 
+mod coalesce;
 mod files;
-mod plan;
 
 const CLOSE: Duration = Duration::from_secs(10);
 

@@ -1,5 +1,5 @@
 //! The writer task: takes the whole pending batch each round, coalesces it
-//! ([`plan`]), commits it in one transaction with retries, then resolves the
+//! ([`coalesce`]), commits it in one transaction with retries, then resolves the
 //! batch's sync waiters (see the guarantees in `mod.rs`).
 //!
 //! Owns the write connection and every statement that changes rows. Must
@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
-use super::plan::{Op, plan};
+use super::coalesce::{Op, coalesce};
 use super::read::encode_state;
 use super::{OutState, Shared, StoreError, StoreOp, q};
 
@@ -54,11 +54,11 @@ impl Writer {
                 continue;
             }
             let (ops, started) = (batch.len(), Instant::now());
-            let plan = plan(batch);
-            let committed = plan.is_empty() || self.commit(&plan).await;
+            let coalesced = coalesce(batch);
+            let committed = coalesced.is_empty() || self.commit(&coalesced).await;
             debug!(
                 ops,
-                applied = plan.len(),
+                applied = coalesced.len(),
                 bytes,
                 committed,
                 elapsed_us = started.elapsed().as_micros() as u64,
@@ -95,10 +95,10 @@ impl Writer {
         debug!(path = %self.path.display(), "broker store writer stopped");
     }
 
-    /// One transaction for the plan, retried; `true` when committed.
-    async fn commit(&mut self, plan: &[Op]) -> bool {
+    /// One transaction for the coalesced ops, retried; `true` when committed.
+    async fn commit(&mut self, ops: &[Op]) -> bool {
         for attempt in 1..=ATTEMPTS {
-            match self.transaction(plan).await {
+            match self.transaction(ops).await {
                 Ok(()) => {
                     self.shared.commits.fetch_add(1, Relaxed);
                     return true;
@@ -107,7 +107,7 @@ impl Writer {
                     let Some(&ms) = BACKOFF_MS.get(attempt as usize - 1) else {
                         self.shared.failed_commits.fetch_add(1, Relaxed);
                         error!(path = %self.path.display(), error = %e, attempts = attempt,
-                            ops = plan.len(),
+                            ops = ops.len(),
                             failed_commits = self.shared.failed_commits.load(Relaxed),
                             "broker store commit failed: batch dropped");
                         return false;
@@ -121,25 +121,25 @@ impl Writer {
         false
     }
 
-    async fn transaction(&mut self, plan: &[Op]) -> Result<(), StoreError> {
+    async fn transaction(&mut self, ops: &[Op]) -> Result<(), StoreError> {
         let path = &self.path;
         let mut tx = self.conn.begin().await.map_err(q(path, "begin"))?;
         let mut i = 0;
-        while i < plan.len() {
+        while i < ops.len() {
             let mut j = i + 1;
-            match &plan[i] {
+            match &ops[i] {
                 Op::Add { .. } => {
-                    while j < plan.len() && matches!(plan[j], Op::Add { .. }) {
+                    while j < ops.len() && matches!(ops[j], Op::Add { .. }) {
                         j += 1;
                     }
-                    insert(&mut tx, path, &plan[i..j]).await?;
+                    insert(&mut tx, path, &ops[i..j]).await?;
                 }
                 Op::Other(StoreOp::RemoveMessage { client_id, seq }) => {
                     let mut hi = *seq;
                     while let Some(Op::Other(StoreOp::RemoveMessage {
                         client_id: c,
                         seq: s,
-                    })) = plan.get(j)
+                    })) = ops.get(j)
                         && c == client_id
                         && hi.checked_add(1) == Some(*s)
                     {

@@ -1,5 +1,5 @@
 //! Config of the Modbus kinds: `ModbusTcpConfig`, `ModbusRtuConfig`, the
-//! settings they share, and the read plan they imply. The semantic checks
+//! settings they share, and the read requests they imply. The semantic checks
 //! are in `validate.rs`.
 //!
 //! Owns the Modbus config keys and their defaults. Must not start anything.
@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::plan::{self, Limits, ReadRequest, Span};
+use super::merge::{self, Limits, ReadRequest, Span};
 use super::points::PointConfig;
 use super::rtu::BusConfig;
-use crate::config::Duration;
+use crate::config::TimeSpan;
 pub use crate::southbound::line::Parity;
 
 /// Declares a Modbus device config struct: the kind's own fields, then the
@@ -28,9 +28,9 @@ macro_rules! modbus_device_config {
             #[serde(default = "default_unit")]
             pub unit: u8,
             #[serde(default = "default_poll")]
-            pub poll: Duration,
+            pub poll: TimeSpan,
             #[serde(default = "default_timeout")]
-            pub timeout: Duration,
+            pub timeout: TimeSpan,
             #[serde(default = "default_retries")]
             pub retries: u32,
             #[serde(default = "default_max_gap")]
@@ -40,13 +40,13 @@ macro_rules! modbus_device_config {
             #[serde(default)]
             pub address_base: u8,
             #[serde(default = "default_backoff_max")]
-            pub backoff_max: Duration,
+            pub backoff_max: TimeSpan,
             #[serde(default)]
             pub write_multiple: bool,
             #[serde(default)]
             pub bit_write: BitWrite,
             #[serde(default = "default_busy_delay")]
-            pub busy_delay: Duration,
+            pub busy_delay: TimeSpan,
             #[serde(default)]
             pub points: Vec<PointConfig>,
         }
@@ -144,9 +144,9 @@ pub enum BitWrite {
 pub struct Common {
     /// Unit (slave) id.
     pub unit: u8,
-    pub poll: Duration,
+    pub poll: TimeSpan,
     /// How long one request may take before it counts as unanswered.
-    pub timeout: Duration,
+    pub timeout: TimeSpan,
     /// Extra attempts of an unanswered request before the device is offline.
     pub retries: u32,
     /// Unused registers bridged when merging reads.
@@ -155,24 +155,24 @@ pub struct Common {
     /// 0: `address` is the protocol address; 1: the datasheet's 1-based number.
     pub address_base: u8,
     /// Longest wait between attempts to reach an offline device.
-    pub backoff_max: Duration,
+    pub backoff_max: TimeSpan,
     /// Write with FC15/FC16 even for one coil or register (for devices
     /// without FC5/FC6).
     pub write_multiple: bool,
     pub bit_write: BitWrite,
     /// Wait before asking again a device that answered exception 06 (busy).
-    pub busy_delay: Duration,
+    pub busy_delay: TimeSpan,
     pub points: Vec<PointConfig>,
 }
 
 fn default_unit() -> u8 {
     1
 }
-fn default_poll() -> Duration {
-    Duration::from_secs(1)
+fn default_poll() -> TimeSpan {
+    TimeSpan::from_secs(1)
 }
-fn default_timeout() -> Duration {
-    Duration::from_secs(1)
+fn default_timeout() -> TimeSpan {
+    TimeSpan::from_secs(1)
 }
 fn default_retries() -> u32 {
     1
@@ -183,11 +183,11 @@ fn default_max_gap() -> u16 {
 fn default_max_registers() -> u16 {
     125
 }
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(60)
+fn default_backoff_max() -> TimeSpan {
+    TimeSpan::from_secs(60)
 }
-fn default_busy_delay() -> Duration {
-    Duration::from_millis(100)
+fn default_busy_delay() -> TimeSpan {
+    TimeSpan::from_millis(100)
 }
 fn default_baud() -> u32 {
     9600
@@ -214,8 +214,8 @@ impl Common {
     }
 
     /// The merged read requests of one poll cycle.
-    pub fn plan(&self) -> Vec<ReadRequest> {
-        plan::merge(&self.spans(), self.limits())
+    pub fn read_requests(&self) -> Vec<ReadRequest> {
+        merge::merge(&self.spans(), self.limits())
     }
 
     /// One request per point: what polling would cost without merging.

@@ -72,16 +72,16 @@ fn points_and_requests(
         );
         return;
     }
-    let plan = c.plan();
+    let requests = c.read_requests();
     let _ = writeln!(
         s,
         "    requests per poll: {} (one per point: {}; max_gap {}, max_registers_per_request {})",
-        plan.len(),
+        requests.len(),
         c.unmerged_requests(),
         c.max_gap,
         c.max_registers_per_request
     );
-    for r in &plan {
+    for r in &requests {
         let names: Vec<&str> = r
             .spans
             .iter()

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::Common;
 use super::link::{self, CallError, Link};
-use super::plan::ReadRequest;
+use super::merge::ReadRequest;
 use super::points::Codec;
 use crate::metrics;
 use crate::reading::{Reading, Value, now_ms};
@@ -115,7 +115,11 @@ impl Poller {
             busy: 0,
             write_multiple: common.write_multiple,
             points,
-            requests: if broadcast { Vec::new() } else { common.plan() },
+            requests: if broadcast {
+                Vec::new()
+            } else {
+                common.read_requests()
+            },
             cursor: 0,
             attempt: 0,
             cycle_due: now,
@@ -293,7 +297,7 @@ impl Poller {
             table: p.codec.table,
             start: p.start,
             count: p.codec.length,
-            spans: vec![super::plan::Span {
+            spans: vec![super::merge::Span {
                 point,
                 table: p.codec.table,
                 start: p.start,

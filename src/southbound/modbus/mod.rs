@@ -21,7 +21,7 @@ mod config;
 pub mod describe;
 mod device;
 mod link;
-pub mod plan;
+pub mod merge;
 pub mod points;
 mod rtu;
 mod rtu_tcp;

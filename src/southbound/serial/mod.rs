@@ -23,7 +23,7 @@ use tracing::{Instrument, info_span};
 
 use super::{Source, SourceContext, SourceFuture};
 use crate::config::ReconnectConfig;
-use crate::config::{ByteSize, Duration, Report};
+use crate::config::{ByteSize, Report, TimeSpan};
 use crate::script::Limits;
 use decoder::{Decoder, SerialPoint};
 use framing::{FrameMode, unescape};
@@ -108,7 +108,7 @@ pub struct FrameConfig {
     /// Escapes `\r \n \t \0 \\ \xHH` are understood also in single quotes.
     pub delimiter: Option<String>,
     pub length: Option<usize>,
-    pub idle: Option<Duration>,
+    pub idle: Option<TimeSpan>,
 }
 
 impl FrameConfig {
@@ -146,7 +146,7 @@ impl FrameConfig {
 pub struct RequestConfig {
     /// Escapes as in `frame.delimiter`.
     pub data: String,
-    pub every: Duration,
+    pub every: TimeSpan,
 }
 
 impl SerialConfig {

@@ -26,14 +26,14 @@ pub(super) enum Op {
 
 #[derive(Default)]
 struct ClientOps {
-    /// Positions of this client's ops in the plan.
+    /// Positions of this client's ops in the coalesced batch.
     ops: Vec<usize>,
     /// Position of the `Add` of each seq added in this batch.
     adds: HashMap<u64, usize>,
 }
 
 /// The batch with cheap redundancies removed; order kept otherwise.
-pub(super) fn plan(batch: Vec<StoreOp>) -> Vec<Op> {
+pub(super) fn coalesce(batch: Vec<StoreOp>) -> Vec<Op> {
     let mut out: Vec<Option<Op>> = Vec::with_capacity(batch.len());
     let mut clients: HashMap<String, ClientOps> = HashMap::new();
     let mut retained: HashMap<String, usize> = HashMap::new();

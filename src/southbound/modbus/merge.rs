@@ -1,4 +1,4 @@
-//! Read planning: merges the points of one device into as few read requests
+//! Read merging: merges the points of one device into as few read requests
 //! as the protocol and the device allow, and splits a merged request again
 //! when the device refuses it.
 //!

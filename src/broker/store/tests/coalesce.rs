@@ -4,13 +4,13 @@
 
 use super::super::OutState;
 use super::super::StoreOp;
-use super::super::plan::{Op, plan};
+use super::super::coalesce::{Op, coalesce};
 use super::{add, remove, set_state};
 
 #[test]
 fn plan_coalesces_added_and_removed_rows() {
     let state = |seq| set_state("c", seq, OutState::Sent { pkid: 1 });
-    let planned = plan(vec![
+    let planned = coalesce(vec![
         remove("c", 1), // a row of an earlier batch: kept
         add("c", 2, b"x"),
         state(2), // folded into the add
