@@ -7,7 +7,7 @@
 //! drain state machine (`forward/`) and its send cursor (`cursor.rs`),
 //! the gateway's own publishes (`own.rs`), the local clients' intake
 //! (`intake.rs`), poison messages (`poison.rs`, `outbox/dead.rs`),
-//! filters (`filters.rs`), helpers (`throttle.rs`),
+//! filters (`filters.rs`), the try-now poll (`poll.rs`),
 //! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
 //! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
 //! not know about devices or rules: it sees [`Publish`]es.
@@ -57,7 +57,7 @@ mod metrics;
 pub mod outbox;
 mod own;
 mod poison;
-mod throttle;
+mod poll;
 pub mod upstream;
 
 use std::path::Path;
@@ -74,7 +74,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
 pub use describe::describe;
-pub(crate) use throttle::{RateLimited, poll_once};
+pub(crate) use poll::poll_once;
 
 use crate::reading::Publish;
 

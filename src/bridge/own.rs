@@ -14,7 +14,8 @@ use tracing::warn;
 
 use super::config::UplinkConfig;
 use super::outbox::{NewMessage, WriteCmd};
-use super::{Counters, INTAKE_BATCH, RateLimited};
+use super::{Counters, INTAKE_BATCH};
+use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
 /// The gateway's own publishes: commit (when forwarded), then publish locally.
@@ -30,7 +31,7 @@ pub(super) struct Intake {
 impl Intake {
     pub(super) async fn run(self, mut rx: mpsc::Receiver<Publish>) {
         let mut batch = Vec::with_capacity(64);
-        let mut live_log = RateLimited::new(Duration::from_secs(10));
+        let mut live_log = LogThrottle::new(Duration::from_secs(10));
         while let Some(first) = rx.recv().await {
             batch.push(first);
             while batch.len() < INTAKE_BATCH {
@@ -97,7 +98,7 @@ impl Intake {
         }
     }
 
-    fn send_live(&self, p: Publish, log: &mut RateLimited) {
+    fn send_live(&self, p: Publish, log: &mut LogThrottle) {
         if self.live.try_send(p).is_err() {
             self.counters.live_dropped.fetch_add(1, Relaxed);
             if let Some(suppressed) = log.ready() {

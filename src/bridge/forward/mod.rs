@@ -52,11 +52,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
+use super::Counters;
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Link, Report, Upstream};
-use super::{Counters, RateLimited};
+use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 use window::{Mode, State, Tracked};
 
@@ -106,8 +107,8 @@ impl<C: Upstream> Forwarder<C> {
     pub async fn run(mut self, link: Link) {
         let mut st = State::new(Cursor::new(self.cfg.buffer.drain));
         let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
-        let mut live_drops = RateLimited::new(Duration::from_secs(10));
-        let mut read_log = RateLimited::new(Duration::from_secs(10));
+        let mut live_drops = LogThrottle::new(Duration::from_secs(10));
+        let mut read_log = LogThrottle::new(Duration::from_secs(10));
         let mut read_pause = ReadPause::Clear;
         let mut live_open = true;
         let status_topic = self.cfg.status_topic(&self.gateway);

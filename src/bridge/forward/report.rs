@@ -14,11 +14,11 @@ use tracing::{info, warn};
 
 use super::window::{Mode, State, Tracked, off_the_wire, qos};
 use super::{Forwarder, READ_BYTES, Read, WIRE_BYTES};
-use crate::bridge::RateLimited;
 use crate::bridge::cursor::{Fetch, READ_AHEAD};
 use crate::bridge::outbox::{self, WriteCmd, dead::Failure};
 use crate::bridge::poison;
 use crate::bridge::upstream::{Report, Resend, Upstream};
+use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
 /// Commands from upstream that wait for room in the local publish queue.
@@ -296,7 +296,7 @@ impl<C: Upstream> Forwarder<C> {
         }
     }
 
-    pub(super) fn send_live(&mut self, p: Publish, st: &mut State, log: &mut RateLimited) {
+    pub(super) fn send_live(&mut self, p: Publish, st: &mut State, log: &mut LogThrottle) {
         let q = p.qos.as_u8();
         let max = self.cfg.max_packet_size.bytes();
         if let Some(reason) = poison::too_large(&p.topic, p.payload.len(), max) {

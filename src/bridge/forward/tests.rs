@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::window::{Mode, State, Tracked};
 use super::{Forwarder, Upstream};
+use crate::bridge::Counters;
 use crate::bridge::config::{Synchronous, UplinkConfig};
 use crate::bridge::cursor::Cursor;
 use crate::bridge::outbox::{self, Progress, Stored, WriteCmd};
 use crate::bridge::upstream::{Report, Resend};
-use crate::bridge::{Counters, RateLimited};
+use crate::metrics::LogThrottle;
 
 const STATUS: &str = "s/gw/status";
 
@@ -258,7 +259,7 @@ async fn shutdown_flushes_when_live_and_stops_when_down() {
 #[tokio::test]
 async fn live_messages_go_out_only_while_connected() {
     let mut r = rig("").await;
-    let mut log = RateLimited::new(std::time::Duration::from_secs(10));
+    let mut log = LogThrottle::new(std::time::Duration::from_secs(10));
     let p = crate::reading::Publish {
         topic: "s/gw/fast".into(),
         payload: bytes::Bytes::from_static(b"1"),

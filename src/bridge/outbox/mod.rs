@@ -75,8 +75,9 @@ use sqlx::{Connection, Row as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
+use super::Counters;
 use super::config::BufferConfig;
-use super::{Counters, RateLimited};
+use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
@@ -283,7 +284,7 @@ struct Accounting {
     clock: expire::RunClock,
     /// When the oldest row was last looked up (for the age metric).
     last_oldest: Option<Instant>,
-    drops_log: RateLimited,
+    drops_log: LogThrottle,
 }
 
 impl Writer {
@@ -319,7 +320,7 @@ impl Writer {
                 in_flight: in_flight.clone(),
                 clock,
                 last_oldest: None,
-                drops_log: RateLimited::new(std::time::Duration::from_secs(10)),
+                drops_log: LogThrottle::new(std::time::Duration::from_secs(10)),
             },
         };
         writer.acct.note_oldest(&mut writer.conn).await;
