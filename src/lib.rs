@@ -83,6 +83,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let gateway: Arc<str> = config.gateway.id.as_str().into();
 
     let broker = Broker::start(&config.broker, &config.gateway.data_dir).await?;
+    // each stage's metrics exist from the start (the broker's, the
+    // bridge's and the rules stage's register as they start)
+    southbound::metrics::get();
+    publish_dropped();
     let handle = broker.handle();
 
     let ops_cancel = CancellationToken::new();
@@ -259,12 +263,24 @@ async fn publish_all(handle: broker::BrokerHandle, mut rx: mpsc::Receiver<Publis
             metrics::get().published.inc();
         } else {
             warn!(topic = %topic, "dropping publish with an invalid topic");
-            metrics::get()
-                .publish_dropped
+            publish_dropped()
                 .get_or_create(&metrics::labels("reason", "invalid_topic"))
                 .inc();
         }
     }
+}
+
+/// `fieldgate_publish_dropped`: publishes dropped before the broker, per
+/// reason; registered when the gateway starts.
+fn publish_dropped() -> &'static metrics::CounterFamily {
+    static DROPPED: std::sync::LazyLock<metrics::CounterFamily> = std::sync::LazyLock::new(|| {
+        metrics::get().register(
+            "publish_dropped",
+            "Publishes dropped before the broker",
+            metrics::CounterFamily::default(),
+        )
+    });
+    &DROPPED
 }
 
 #[cfg(test)]

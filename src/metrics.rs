@@ -3,17 +3,20 @@
 //! [`Collector`]s stages register, and the one throttle for repeated log
 //! lines ([`LogThrottle`]).
 //!
-//! Owns the metric names and the registry. Stages record into [`get()`]
-//! as things happen; a stage whose figures live in its own counters (the
-//! broker, the bridge) registers a [`Collector`] at start, which copies
-//! them in whenever the figures are read ([`Metrics::collect`]: the
-//! scrape, `/healthz`, the systemd STATUS line). This module must import
-//! no stage and hold no pipeline state beyond counters and gauges.
-//! Metric names (all prefixed `fieldgate_`): see [`Metrics`].
+//! Owns the registry and the figures health reads ([`Metrics`]). Each
+//! stage creates its own metrics and registers them here at start
+//! ([`Metrics::register`], names prefixed `fieldgate_`); a stage whose
+//! figures live in its own counters (the broker, the bridge) also
+//! registers a [`Collector`], which copies them into its metrics whenever
+//! the figures are read ([`Metrics::collect`]: the scrape, `/healthz`, the
+//! status page, the systemd STATUS line). This module must import no stage
+//! and hold no pipeline state beyond counters and gauges.
 
 pub mod readings;
 mod throttle;
 
+pub use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::gauge::Gauge;
 pub use throttle::LogThrottle;
 
 use std::collections::BTreeMap;
@@ -21,10 +24,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// A label set: `[("device", "boiler")]`.
 pub type Labels = Vec<(String, String)>;
@@ -34,61 +35,50 @@ pub fn labels(key: &str, value: &str) -> Labels {
     vec![(key.to_string(), value.to_string())]
 }
 
-type CounterFamily = Family<Labels, Counter>;
-type GaugeFamily = Family<Labels, Gauge>;
+/// A counter per label set.
+pub type CounterFamily = Family<Labels, Counter>;
+/// A gauge per label set.
+pub type GaugeFamily = Family<Labels, Gauge>;
 
-/// Every metric fieldgate exports.
+/// The process-wide registry and the figures health reads.
+///
+/// The leaf itself owns only what is not any one stage's: the readings per
+/// device and the device health (`readings`, `device_up`, set through
+/// [`Metrics::set_device`]), the messages the gateway published (the
+/// watchdog's sign of progress), the uplink's figures for `/healthz`, the
+/// status page and the STATUS line ([`UplinkFigures`], set by the bridge's
+/// collector), and the outbox problem. Every other metric belongs to a
+/// stage, which creates it and [`Metrics::register`]s it at start.
 pub struct Metrics {
-    registry: Registry,
+    registry: Mutex<Registry>,
     started: Instant,
     /// readings handed to the rules stage, per device
     pub readings: CounterFamily,
     /// 1 when the device's last poll succeeded, per device
     pub device_up: GaugeFamily,
-    /// Modbus requests sent / failed / timed out, per device
-    pub modbus_requests: CounterFamily,
-    pub modbus_errors: CounterFamily,
-    pub modbus_timeouts: CounterFamily,
-    /// script errors (compile at reload, or run time), per script
-    pub rule_errors: CounterFamily,
-    /// serial bytes discarded (garbage, oversized frames), per device
-    pub serial_discarded_bytes: CounterFamily,
-    /// decoder errors, per device
-    pub decode_errors: CounterFamily,
     /// messages published on the embedded broker by the gateway
     pub published: Counter,
-    /// publishes dropped before the broker, per reason
-    pub publish_dropped: CounterFamily,
-    /// connections open on the embedded broker
-    pub broker_connections: Gauge,
-    /// panics caught in broker threads and listener restarts after them
-    pub broker_panics: Gauge,
-    pub broker_dropped: Gauge,
-    pub broker_protocol_errors: Gauge,
-    pub broker_publish_denied: Gauge,
-    pub broker_store_failed_commits: Gauge,
-    /// outbox: messages, bytes, age of the oldest message in seconds
-    pub outbox_depth: Gauge,
-    pub outbox_bytes: Gauge,
-    pub outbox_oldest_age_seconds: Gauge,
-    /// uplink: messages sent, acknowledged, dropped (per reason), errors
-    pub uplink_sent: Counter,
-    pub uplink_acked: Counter,
-    pub uplink_dropped: CounterFamily,
-    pub outbox_errors: Counter,
-    /// 1 while the upstream connection is up
-    pub uplink_connected: Gauge,
-    /// messages the uplink gave up on (moved to the dead-letter table)
-    pub uplink_dead: Counter,
-    /// broken outbox files set aside at start
-    pub outbox_set_aside: Counter,
     /// what is wrong with the outbox, for /healthz and the STATUS line
     outbox_problem: Mutex<Option<String>>,
+    uplink: Mutex<Option<UplinkFigures>>,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
     collectors: Mutex<Vec<(&'static str, Arc<dyn Collector>)>>,
 }
 
-/// A stage's own figures, copied into [`Metrics`] whenever they are read.
+/// The uplink's figures as health and the status page show them (set by
+/// the bridge's collector at every [`Metrics::collect`]; absent without an
+/// uplink).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkFigures {
+    pub connected: bool,
+    pub outbox_depth: u64,
+    pub outbox_bytes: u64,
+    pub oldest_age_s: u64,
+    pub sent: u64,
+    pub acked: u64,
+}
+
+/// A stage's own figures, copied into its metrics whenever they are read.
 pub trait Collector: Send + Sync {
     fn collect(&self, m: &Metrics);
 }
@@ -96,6 +86,11 @@ pub trait Collector: Send + Sync {
 /// `i64` for a gauge from a `u64` count (saturating).
 pub fn gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Sets a counter that mirrors a stage's own count.
+pub fn mirror(c: &Counter, v: u64) {
+    c.inner().store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What `/healthz` says about one device.
@@ -113,182 +108,64 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
-macro_rules! reg {
-    ($r:expr, $name:literal, $help:literal, $m:expr) => {{
-        let m = $m;
-        $r.register($name, $help, m.clone());
-        m
-    }};
-}
-
 impl Metrics {
     fn new() -> Metrics {
-        let mut r = Registry::with_prefix("fieldgate");
-        Metrics {
-            readings: reg!(
-                r,
-                "readings",
-                "Readings handed to the rules stage",
-                CounterFamily::default()
-            ),
-            device_up: reg!(
-                r,
-                "device_up",
-                "1 when the device's last poll succeeded",
-                GaugeFamily::default()
-            ),
-            modbus_requests: reg!(
-                r,
-                "modbus_requests",
-                "Modbus requests sent",
-                CounterFamily::default()
-            ),
-            modbus_errors: reg!(
-                r,
-                "modbus_errors",
-                "Modbus requests that failed",
-                CounterFamily::default()
-            ),
-            modbus_timeouts: reg!(
-                r,
-                "modbus_timeouts",
-                "Modbus requests that timed out",
-                CounterFamily::default()
-            ),
-            rule_errors: reg!(
-                r,
-                "rule_errors",
-                "Rule script errors",
-                CounterFamily::default()
-            ),
-            serial_discarded_bytes: reg!(
-                r,
-                "serial_discarded_bytes",
-                "Serial bytes discarded",
-                CounterFamily::default()
-            ),
-            decode_errors: reg!(
-                r,
-                "decode_errors",
-                "Serial decoder errors",
-                CounterFamily::default()
-            ),
-            published: reg!(
-                r,
-                "published",
-                "Messages the gateway published on the embedded broker",
-                Counter::default()
-            ),
-            publish_dropped: reg!(
-                r,
-                "publish_dropped",
-                "Publishes dropped before the broker",
-                CounterFamily::default()
-            ),
-            broker_panics: reg!(
-                r,
-                "broker_panics",
-                "Panics caught in embedded broker threads (a count since start)",
-                Gauge::default()
-            ),
-            broker_dropped: reg!(
-                r,
-                "broker_dropped",
-                "Messages the embedded broker did not deliver to a subscriber (full queue, offline QoS 0, spool quota; a count since start)",
-                Gauge::default()
-            ),
-            broker_protocol_errors: reg!(
-                r,
-                "broker_protocol_errors",
-                "Broker connections closed for a protocol violation (a count since start)",
-                Gauge::default()
-            ),
-            broker_publish_denied: reg!(
-                r,
-                "broker_publish_denied",
-                "PUBLISHes refused by the broker ACL, acknowledged and dropped (a count since start)",
-                Gauge::default()
-            ),
-            broker_store_failed_commits: reg!(
-                r,
-                "broker_store_failed_commits",
-                "Broker store commits that failed after retries (a count since start)",
-                Gauge::default()
-            ),
-            broker_connections: reg!(
-                r,
-                "broker_connections",
-                "Client connections on the embedded broker",
-                Gauge::default()
-            ),
-            outbox_depth: reg!(
-                r,
-                "outbox_depth",
-                "Messages in the outbox",
-                Gauge::default()
-            ),
-            outbox_bytes: reg!(
-                r,
-                "outbox_bytes",
-                "Payload and topic bytes in the outbox",
-                Gauge::default()
-            ),
-            outbox_oldest_age_seconds: reg!(
-                r,
-                "outbox_oldest_age_seconds",
-                "Age of the oldest outbox message",
-                Gauge::default()
-            ),
-            uplink_sent: reg!(
-                r,
-                "uplink_sent",
-                "Messages sent upstream",
-                Counter::default()
-            ),
-            uplink_acked: reg!(
-                r,
-                "uplink_acked",
-                "Messages acknowledged by the upstream broker",
-                Counter::default()
-            ),
-            uplink_dropped: reg!(
-                r,
-                "uplink_dropped",
-                "Messages dropped from the outbox",
-                CounterFamily::default()
-            ),
-            outbox_errors: reg!(r, "outbox_errors", "Outbox I/O errors", Counter::default()),
-            uplink_connected: reg!(
-                r,
-                "uplink_connected",
-                "1 while connected upstream",
-                Gauge::default()
-            ),
-            uplink_dead: reg!(
-                r,
-                "uplink_dead",
-                "Messages moved to the outbox's dead-letter table",
-                Counter::default()
-            ),
-            outbox_set_aside: reg!(
-                r,
-                "outbox_set_aside",
-                "Broken outbox files renamed to outbox.db.corrupt-<time> at start",
-                Counter::default()
-            ),
-            outbox_problem: Mutex::new(None),
-            registry: r,
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("fieldgate")),
             started: Instant::now(),
+            readings: CounterFamily::default(),
+            device_up: GaugeFamily::default(),
+            published: Counter::default(),
+            outbox_problem: Mutex::new(None),
+            uplink: Mutex::new(None),
             devices: Mutex::new(BTreeMap::new()),
             collectors: Mutex::new(Vec::new()),
-        }
+        };
+        m.register(
+            "readings",
+            "Readings handed to the rules stage",
+            m.readings.clone(),
+        );
+        m.register(
+            "device_up",
+            "1 when the device's last poll succeeded",
+            m.device_up.clone(),
+        );
+        m.register(
+            "published",
+            "Messages the gateway published on the embedded broker",
+            m.published.clone(),
+        );
+        m
+    }
+
+    /// Registers a stage's metric under `fieldgate_<name>` and hands it
+    /// back. A stage keeps its metrics in a process-wide static, so each is
+    /// registered once.
+    pub fn register<M: Metric + Clone>(&self, name: &str, help: &str, metric: M) -> M {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(name, help, metric.clone());
+        metric
+    }
+
+    /// Records the uplink's figures (the bridge's collector).
+    pub fn set_uplink(&self, f: UplinkFigures) {
+        *self.uplink.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// The uplink's figures as last collected; `None` without an uplink.
+    pub fn uplink(&self) -> Option<UplinkFigures> {
+        *self.uplink.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
         // Writing into a String cannot fail.
-        let _ = encode(&mut s, &self.registry);
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = encode(&mut s, &r);
         s
     }
 
@@ -341,14 +218,6 @@ impl Metrics {
         if let Ok(mut d) = self.devices.lock() {
             d.insert(device.to_string(), health);
         }
-    }
-
-    /// Whether the bridge attached its counters (an uplink is configured).
-    pub fn has_bridge(&self) -> bool {
-        self.collectors
-            .lock()
-            .map(|cs| cs.iter().any(|(name, _)| *name == "bridge"))
-            .unwrap_or(false)
     }
 
     /// Devices by name with their last state.

@@ -167,6 +167,8 @@ impl Bridge {
         let cfg = Arc::new(cfg.clone());
         let gateway: Arc<str> = gateway.into();
         let counters = Arc::new(Counters::default());
+        // the bridge's metrics exist from its start
+        self::metrics::get();
         crate::metrics::get().set_collector("bridge", counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
         let metrics = crate::metrics::get();
@@ -186,7 +188,7 @@ impl Bridge {
             }
         };
         if let Some((to, why)) = &set_aside {
-            metrics.outbox_set_aside.inc();
+            self::metrics::get().outbox_set_aside.inc();
             error!(moved_to = %to.display(), error = %why,
                 "the outbox file was broken: set aside, a fresh outbox is in use \
                  (the messages it held are not sent)");

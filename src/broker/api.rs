@@ -135,31 +135,3 @@ async fn pump(cell: Arc<Cell>, router: Arc<Router>, tx: mpsc::Sender<Message>) {
         }
     }
 }
-
-/// The broker's figures in the metrics leaf: the collector the broker
-/// registers at start. Holds the router weakly, so a stopped broker is
-/// not kept alive by the registry (its figures then stay as last read).
-pub(crate) struct Figures(std::sync::Weak<super::router::Router>);
-
-impl Figures {
-    pub(crate) fn of(router: &std::sync::Arc<super::router::Router>) -> Self {
-        Figures(std::sync::Arc::downgrade(router))
-    }
-}
-
-impl crate::metrics::Collector for Figures {
-    fn collect(&self, m: &crate::metrics::Metrics) {
-        use crate::metrics::gauge;
-        let Some(router) = self.0.upgrade() else {
-            return;
-        };
-        let b = BrokerHandle { router }.stats();
-        m.broker_connections.set(gauge(b.clients_connected));
-        m.broker_panics.set(gauge(b.panics));
-        m.broker_dropped.set(gauge(b.publish_dropped));
-        m.broker_protocol_errors.set(gauge(b.protocol_errors));
-        m.broker_publish_denied.set(gauge(b.publish_denied));
-        m.broker_store_failed_commits
-            .set(gauge(b.store_failed_commits));
-    }
-}

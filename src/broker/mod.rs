@@ -20,6 +20,7 @@ pub mod api;
 pub mod auth;
 mod config;
 mod connection;
+mod figures;
 mod listener;
 pub mod message;
 pub mod packet;
@@ -141,7 +142,7 @@ impl Broker {
         }
         let router = Arc::new(Router::new(limits, store, acl));
         router.restore(loaded);
-        crate::metrics::get().set_collector("broker", Arc::new(api::Figures::of(&router)));
+        crate::metrics::get().set_collector("broker", Arc::new(figures::Figures::of(&router)));
         let ctx = Arc::new(Ctx {
             router: router.clone(),
             auth,

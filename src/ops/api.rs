@@ -148,7 +148,7 @@ impl Api {
         let now = now_ms();
         let rates = self.rates(Sample {
             at: Instant::now(),
-            acked: m.uplink_acked.get(),
+            acked: m.uplink().map_or(0, |u| u.acked),
             publish_in: b.publish_received,
             publish_out: b.publish_sent,
         });
@@ -157,17 +157,17 @@ impl Api {
             .iter()
             .map(|d| self.device_json(d, now))
             .collect();
-        let uplink = if m.has_bridge() {
-            let depth = u64::try_from(m.outbox_depth.get()).unwrap_or(0);
+        let uplink = if let Some(u) = m.uplink() {
+            let depth = u.outbox_depth;
             let drain = (rates.acked > 0.0).then(|| (depth as f64 / rates.acked).ceil());
             json!({
                 "configured": true,
-                "connected": m.uplink_connected.get() == 1,
+                "connected": u.connected,
                 "outbox_depth": depth,
-                "outbox_bytes": m.outbox_bytes.get(),
-                "oldest_age_s": m.outbox_oldest_age_seconds.get(),
-                "sent": m.uplink_sent.get(),
-                "acked": m.uplink_acked.get(),
+                "outbox_bytes": u.outbox_bytes,
+                "oldest_age_s": u.oldest_age_s,
+                "sent": u.sent,
+                "acked": u.acked,
                 "send_rate": round(rates.acked),
                 "drain_eta_s": if depth == 0 { Some(0.0) } else { drain },
             })

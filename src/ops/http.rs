@@ -86,6 +86,7 @@ async fn healthz(gateway: String) -> impl IntoResponse {
     let devices = m.devices();
     let (online, total) = m.devices_online();
     let outbox = m.outbox_problem();
+    let uplink = m.uplink();
     let body = serde_json::json!({
         "status": if online == total && outbox.is_none() { "ok" } else { "degraded" },
         "outbox": outbox.as_deref().unwrap_or("ok"),
@@ -94,8 +95,8 @@ async fn healthz(gateway: String) -> impl IntoResponse {
         "devices_online": online,
         "devices_total": total,
         "devices": devices,
-        "uplink_connected": m.uplink_connected.get() == 1,
-        "outbox_depth": m.outbox_depth.get(),
+        "uplink_connected": uplink.is_some_and(|u| u.connected),
+        "outbox_depth": uplink.map_or(0, |u| u.outbox_depth),
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -95,7 +95,7 @@ pub async fn run(queues: Vec<Box<dyn QueueLen>>, cancel: CancellationToken) {
         let rate = (now_readings - readings.min(now_readings)) as f64 / period.as_secs_f64();
         let mut status = format!(
             "{online}/{total} devices online, {rate:.1} readings/s, outbox {}",
-            m.outbox_depth.get()
+            m.uplink().map_or(0, |u| u.outbox_depth)
         );
         if let Some(problem) = m.outbox_problem() {
             status.push_str("; ");

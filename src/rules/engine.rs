@@ -193,8 +193,7 @@ impl RulesEngine {
                         slot.counters.limit_exceeded.fetch_add(1, Ordering::Relaxed);
                     }
                     let errors_total = slot.counters.errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    crate::metrics::get()
-                        .rule_errors
+                    rule_errors()
                         .get_or_create(&crate::metrics::labels("script", &slot.name))
                         .inc();
                     failures.push(Failure {
@@ -222,4 +221,18 @@ impl RulesEngine {
         let ctx = api::lock(&self.ctx);
         ctx.helpers.iter().map(|h| h.untracked).sum::<u64>() + ctx.last.untracked
     }
+}
+
+/// `fieldgate_rule_errors`: script errors (compile at reload, or run
+/// time), per script; registered when the rules stage starts.
+pub(crate) fn rule_errors() -> &'static crate::metrics::CounterFamily {
+    static ERRORS: std::sync::LazyLock<crate::metrics::CounterFamily> =
+        std::sync::LazyLock::new(|| {
+            crate::metrics::get().register(
+                "rule_errors",
+                "Rule script errors",
+                crate::metrics::CounterFamily::default(),
+            )
+        });
+    &ERRORS
 }

@@ -141,6 +141,8 @@ pub async fn run(
     mut readings: mpsc::Receiver<Reading>,
     out: mpsc::Sender<Publish>,
 ) {
+    // the stage's metric exists from its start
+    engine::rule_errors();
     let mut hup = reload::hangups();
     let (engine, errors) = RulesEngine::from_config(gateway, cfg, config_file);
     for e in &errors {

@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod devices;
 pub mod line;
+pub(crate) mod metrics;
 pub mod modbus;
 pub mod serial;
 pub mod simulated;
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics;
 use crate::reading::status;
 use crate::reading::{Publish, Reading};
 use devices::DeviceConfig;
@@ -70,9 +70,9 @@ impl SourceContext {
     /// Hands a reading to the rules stage. Returns `false` when the pipeline
     /// has shut down (the source should stop).
     pub async fn send(&self, reading: Reading) -> bool {
-        metrics::get()
+        crate::metrics::get()
             .readings
-            .get_or_create(&metrics::labels("device", &reading.device))
+            .get_or_create(&metrics::device(&reading.device))
             .inc();
         crate::metrics::readings::record(&reading);
         self.readings.send(reading).await.is_ok()
@@ -85,7 +85,7 @@ impl SourceContext {
 
     /// Publishes the retained `{gateway}/status/{device}` message.
     pub async fn set_status(&self, device: &str, online: bool, error: Option<&str>) -> bool {
-        metrics::get().set_device(device, online, error);
+        crate::metrics::get().set_device(device, online, error);
         let p = status::device(&self.gateway, device, online, error);
         self.publishes.send(p).await.is_ok()
     }

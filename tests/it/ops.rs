@@ -78,6 +78,17 @@ async fn metrics_move_with_traffic_and_healthz_reports_devices() {
     let after = readings_of(&second, "pump");
     assert!(after >= before + 3, "readings {before} -> {after}");
     assert!(second.contains("fieldgate_published_total"), "{second}");
+    // the broker registered its metrics at start, before any drop (label
+    // families appear with their first label set)
+    for name in [
+        "fieldgate_broker_dropped",
+        "fieldgate_broker_publish_denied",
+    ] {
+        assert!(
+            second.contains(&format!("# TYPE {name} ")),
+            "no {name}:\n{second}"
+        );
+    }
     let conns: i64 = second
         .lines()
         .find_map(|l| l.strip_prefix("fieldgate_broker_connections "))

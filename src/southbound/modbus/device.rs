@@ -19,7 +19,6 @@ use super::Common;
 use super::link::{self, CallError, Link};
 use super::merge::ReadRequest;
 use super::points::Codec;
-use crate::metrics;
 use crate::reading::{Reading, Value, now_ms};
 use crate::southbound::SourceContext;
 
@@ -321,8 +320,8 @@ impl Poller {
 /// Records one request in the Modbus metrics (requests, errors, timeouts
 /// per device).
 pub(super) fn count(device: &str, r: &Result<Response, CallError>) {
-    let m = metrics::get();
-    let l = metrics::labels("device", device);
+    let m = crate::southbound::metrics::get();
+    let l = crate::southbound::metrics::device(device);
     m.modbus_requests.get_or_create(&l).inc();
     match r {
         Ok(_) => {}

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::decoder::Decoder;
 use super::framing::{FrameStats, Framer, escape_for_log, unescape};
 use super::{FlowControl, SerialConfig, SerialStats};
-use crate::metrics::{self, LogThrottle};
+use crate::metrics::LogThrottle;
 use crate::reading::{Quality, Reading, now_ms};
 use crate::southbound::SourceContext;
 
@@ -285,9 +285,9 @@ fn account(
         .discarded_bytes
         .fetch_add(discarded, Ordering::Relaxed);
     if discarded > 0 {
-        metrics::get()
+        crate::southbound::metrics::get()
             .serial_discarded_bytes
-            .get_or_create(&metrics::labels("device", device))
+            .get_or_create(&crate::southbound::metrics::device(device))
             .inc_by(discarded);
     }
     let oversized = now.oversized - before.oversized;
@@ -322,9 +322,9 @@ async fn deliver(
         Ok(d) => d,
         Err(e) => {
             let total = stats.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
-            metrics::get()
+            crate::southbound::metrics::get()
                 .decode_errors
-                .get_or_create(&metrics::labels("device", device))
+                .get_or_create(&crate::southbound::metrics::device(device))
                 .inc();
             let Some(suppressed) = throttle.ready() else {
                 debug!(error = %e, "decoder error (warning throttled)");

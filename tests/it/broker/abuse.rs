@@ -28,7 +28,7 @@ pub(super) async fn still_serving(gw: &mut Gateway, tag: &str) {
     let topic = format!("ok/{tag}");
     // a listener being replaced after a panic refuses for a moment: wait
     // until it answers CONNACK, then use real clients
-    drop(connect_eventually(gw.port, &format!("probe-{tag}"), SECS).await);
+    leave(connect_eventually(gw.port, &format!("probe-{tag}"), SECS).await).await;
     let mut sub = Sub::connect(gw.port, &[&topic], QoS::AtLeastOnce).await;
     let mut publisher = Client::connect(opts(&format!("ok-pub-{tag}"), gw.port)).await;
     publisher
@@ -40,6 +40,17 @@ pub(super) async fn still_serving(gw: &mut Gateway, tag: &str) {
         .wait_incoming(SECS, |p| matches!(p, Packet::PubAck(_)))
         .await;
     assert_eq!(sub.wait_topic(&topic, SECS).await.text(), "alive");
+}
+
+/// Sends DISCONNECT on a raw connection and waits until the broker closes
+/// it: its connection slot is free again then (a socket merely dropped is
+/// freed whenever the broker notices, which can be after the next connect).
+pub(super) async fn leave(mut s: TcpStream) {
+    s.write_all(&raw::DISCONNECT).await.expect("disconnect");
+    assert!(
+        raw::closed_within(&mut s, SECS).await,
+        "not closed after DISCONNECT"
+    );
 }
 
 /// Resident memory of a process, in bytes.
@@ -137,8 +148,8 @@ async fn a_client_refused_when_full_can_retry_with_the_same_id() {
         .expect("disconnect");
     assert!(raw::closed_within(&mut leaving, SECS).await);
     drop(held);
-    connect_eventually(gw.port, "retrier", SECS).await;
-    connect_eventually(gw.port, "someone-else", SECS).await;
+    leave(connect_eventually(gw.port, "retrier", SECS).await).await;
+    leave(connect_eventually(gw.port, "someone-else", SECS).await).await;
     still_serving(&mut gw, "after-full").await;
 }
 

@@ -1,0 +1,82 @@
+//! The broker's metrics: registered in the metrics leaf when the broker
+//! starts, and the collector that copies the broker's counters into them
+//! whenever the figures are read.
+//!
+//! Owns the broker's metric names. Must not count anything itself (the
+//! counts live in `stats.rs`).
+
+use std::sync::{Arc, LazyLock, Weak};
+
+use super::api::BrokerHandle;
+use super::router::Router;
+use crate::metrics::{Collector, Gauge, Metrics, gauge};
+
+/// Every metric of the broker (names prefixed `fieldgate_`; counts since
+/// start, exported as gauges as they always were).
+struct BrokerMetrics {
+    connections: Gauge,
+    panics: Gauge,
+    dropped: Gauge,
+    protocol_errors: Gauge,
+    publish_denied: Gauge,
+    store_failed_commits: Gauge,
+}
+
+static METRICS: LazyLock<BrokerMetrics> = LazyLock::new(|| {
+    let m = crate::metrics::get();
+    let g = |name: &str, help: &str| m.register(name, help, Gauge::default());
+    BrokerMetrics {
+        connections: g(
+            "broker_connections",
+            "Client connections on the embedded broker",
+        ),
+        panics: g(
+            "broker_panics",
+            "Panics caught in embedded broker threads (a count since start)",
+        ),
+        dropped: g(
+            "broker_dropped",
+            "Messages the embedded broker did not deliver to a subscriber (full queue, offline QoS 0, spool quota; a count since start)",
+        ),
+        protocol_errors: g(
+            "broker_protocol_errors",
+            "Broker connections closed for a protocol violation (a count since start)",
+        ),
+        publish_denied: g(
+            "broker_publish_denied",
+            "PUBLISHes refused by the broker ACL, acknowledged and dropped (a count since start)",
+        ),
+        store_failed_commits: g(
+            "broker_store_failed_commits",
+            "Broker store commits that failed after retries (a count since start)",
+        ),
+    }
+});
+
+/// The collector the broker registers at start (which registers its
+/// metrics). Holds the router weakly, so a stopped broker is not kept
+/// alive by the registry (its figures then stay as last read).
+pub(crate) struct Figures(Weak<Router>);
+
+impl Figures {
+    pub(crate) fn of(router: &Arc<Router>) -> Self {
+        LazyLock::force(&METRICS);
+        Figures(Arc::downgrade(router))
+    }
+}
+
+impl Collector for Figures {
+    fn collect(&self, _: &Metrics) {
+        let Some(router) = self.0.upgrade() else {
+            return;
+        };
+        let b = BrokerHandle { router }.stats();
+        let m = &*METRICS;
+        m.connections.set(gauge(b.clients_connected));
+        m.panics.set(gauge(b.panics));
+        m.dropped.set(gauge(b.publish_dropped));
+        m.protocol_errors.set(gauge(b.protocol_errors));
+        m.publish_denied.set(gauge(b.publish_denied));
+        m.store_failed_commits.set(gauge(b.store_failed_commits));
+    }
+}
