@@ -159,7 +159,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         read_tx,
         pub_tx.clone(),
         sources_cancel.clone(),
-    );
+    )
+    .with_data_dir(&config.gateway.data_dir);
     let mut routes = southbound::commands::Routes::new();
     for source in southbound::build_all(&config.devices, &mut routes) {
         info!(source = source.name(), "starting source");

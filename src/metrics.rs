@@ -62,6 +62,7 @@ pub struct Metrics {
     outbox_problem: Mutex<Option<String>>,
     uplink: Mutex<Option<UplinkFigures>>,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
+    learned: Mutex<BTreeMap<String, String>>,
     collectors: Mutex<Vec<(&'static str, Arc<dyn Collector>)>>,
 }
 
@@ -99,6 +100,9 @@ pub struct DeviceHealth {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Limits the device taught (Modbus: largest read, holes), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<String>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -119,6 +123,7 @@ impl Metrics {
             outbox_problem: Mutex::new(None),
             uplink: Mutex::new(None),
             devices: Mutex::new(BTreeMap::new()),
+            learned: Mutex::new(BTreeMap::new()),
             collectors: Mutex::new(Vec::new()),
         };
         m.register(
@@ -214,15 +219,31 @@ impl Metrics {
         let health = DeviceHealth {
             state: if online { "online" } else { "offline" },
             error: error.map(str::to_string),
+            learned: None,
         };
         if let Ok(mut d) = self.devices.lock() {
             d.insert(device.to_string(), health);
         }
     }
 
+    /// Records what a device taught about its limits (empty: nothing).
+    pub fn set_learned(&self, device: &str, summary: String) {
+        let mut l = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if summary.is_empty() {
+            l.remove(device);
+        } else {
+            l.insert(device.to_string(), summary);
+        }
+    }
+
     /// Devices by name with their last state.
     pub fn devices(&self) -> BTreeMap<String, DeviceHealth> {
-        self.devices.lock().map(|d| d.clone()).unwrap_or_default()
+        let mut d = self.devices.lock().map(|d| d.clone()).unwrap_or_default();
+        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, h) in d.iter_mut() {
+            h.learned = learned.get(name).cloned();
+        }
+        d
     }
 
     /// Number of devices online / known.

@@ -104,9 +104,15 @@ pub fn render(config: &Config) -> String {
                     let _ = writeln!(s, "    {:<16} {:?}{unit} -> {topic}", p.name, p.signal);
                 }
             }
-            DeviceConfig::ModbusTcp(c) => modbus::describe::tcp(&mut s, gw, c, &mapping),
-            DeviceConfig::ModbusRtu(c) => modbus::describe::rtu(&mut s, gw, c, &mapping),
-            DeviceConfig::ModbusRtuTcp(c) => modbus::describe::rtu_tcp(&mut s, gw, c, &mapping),
+            DeviceConfig::ModbusTcp(c) => {
+                modbus::describe::tcp(&mut s, gw, c, &mapping, &config.gateway.data_dir)
+            }
+            DeviceConfig::ModbusRtu(c) => {
+                modbus::describe::rtu(&mut s, gw, c, &mapping, &config.gateway.data_dir)
+            }
+            DeviceConfig::ModbusRtuTcp(c) => {
+                modbus::describe::rtu_tcp(&mut s, gw, c, &mapping, &config.gateway.data_dir)
+            }
             DeviceConfig::Serial(c) => crate::southbound::serial::describe(&mut s, c, gw, &mapping),
         }
     }

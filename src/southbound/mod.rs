@@ -50,6 +50,9 @@ pub struct SourceContext {
     readings: mpsc::Sender<Reading>,
     publishes: mpsc::Sender<Publish>,
     pub cancel: CancellationToken,
+    /// Where sources keep what they learn about their devices (`None`:
+    /// kept in memory only).
+    pub data_dir: Option<Arc<std::path::Path>>,
 }
 
 impl SourceContext {
@@ -64,7 +67,14 @@ impl SourceContext {
             readings,
             publishes,
             cancel,
+            data_dir: None,
         }
+    }
+
+    /// Sources keep what they learn about their devices in `data_dir`.
+    pub fn with_data_dir(mut self, data_dir: &std::path::Path) -> Self {
+        self.data_dir = Some(data_dir.into());
+        self
     }
 
     /// Hands a reading to the rules stage. Returns `false` when the pipeline

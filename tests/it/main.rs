@@ -17,6 +17,7 @@ mod homeassistant;
 mod homeassistant_uplink;
 mod modbus;
 mod modbus_faults;
+mod modbus_learn;
 mod modbus_rtu;
 mod modbus_rtu_tcp;
 mod modbus_server;

@@ -65,6 +65,9 @@ pub struct State {
     pub delay: Duration,
     /// Busy answers (exception 06) still to give, by unit.
     pub busy: HashMap<u8, u32>,
+    /// Reads of more registers than this are refused with exception 03
+    /// (illegal data value), as many small devices do.
+    pub max_read: Option<u16>,
 }
 
 /// Shared server state: the test reads and changes it while the server runs.
@@ -131,6 +134,12 @@ impl Registers {
             | Request::ReadInputRegisters(a, _) => Some(*a),
             _ => None,
         };
+        if let (Some(max), Request::ReadHoldingRegisters(_, n) | Request::ReadInputRegisters(_, n)) =
+            (s.max_read, &req.request)
+            && *n > max
+        {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
         let fault = start.and_then(|a| s.faults.get(&(unit, a)).copied());
         if let Some(Fault::Exception(e)) = fault {
             return Err(e);

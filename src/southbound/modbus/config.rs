@@ -223,7 +223,7 @@ impl Common {
         self.points.len()
     }
 
-    fn spans(&self) -> Vec<Span> {
+    pub(super) fn spans(&self) -> Vec<Span> {
         self.points
             .iter()
             .enumerate()

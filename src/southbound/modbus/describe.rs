@@ -4,9 +4,11 @@
 //! Owns the wording. Must not touch the network.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use super::points::{DataType, Order, PointConfig};
 use super::{Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
+use super::{learn, merge};
 use crate::rules::DefaultMapping;
 
 fn layout(p: &PointConfig) -> String {
@@ -30,6 +32,7 @@ fn points_and_requests(
     c: &Common,
     mapping: &DefaultMapping,
     broadcast: bool,
+    data_dir: &Path,
 ) {
     for p in &c.points {
         let ty = p.data_type();
@@ -72,7 +75,21 @@ fn points_and_requests(
         );
         return;
     }
-    let requests = c.read_requests();
+    // what the device taught before, as the gateway will use it
+    let spans = c.spans();
+    let learned = learn::peek(data_dir, name, &learn::fingerprint(c.unit, &spans));
+    let requests = match &learned {
+        Some(l) => merge::merge_avoiding(&spans, l.limits(c.limits()), &l.holes),
+        None => c.read_requests(),
+    };
+    if let Some(l) = &learned {
+        let _ = writeln!(
+            s,
+            "    learned ({}): {}",
+            data_dir.join(learn::FILE).display(),
+            l.summary()
+        );
+    }
     let _ = writeln!(
         s,
         "    requests per poll: {} (one per point: {}; max_gap {}, max_registers_per_request {})",
@@ -118,7 +135,13 @@ fn timing(c: &Common) -> String {
 }
 
 /// The plan of one `modbus-tcp` device.
-pub fn tcp(s: &mut String, gw: &str, c: &ModbusTcpConfig, mapping: &DefaultMapping) {
+pub fn tcp(
+    s: &mut String,
+    gw: &str,
+    c: &ModbusTcpConfig,
+    mapping: &DefaultMapping,
+    data_dir: &Path,
+) {
     let _ = writeln!(
         s,
         "  {} (modbus-tcp {}, {}) status {gw}/status/{}",
@@ -127,11 +150,17 @@ pub fn tcp(s: &mut String, gw: &str, c: &ModbusTcpConfig, mapping: &DefaultMappi
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping, false);
+    points_and_requests(s, &c.name, &c.common(), mapping, false, data_dir);
 }
 
 /// The plan of one `modbus-rtu` device.
-pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMapping) {
+pub fn rtu(
+    s: &mut String,
+    gw: &str,
+    c: &ModbusRtuConfig,
+    mapping: &DefaultMapping,
+    data_dir: &Path,
+) {
     let _ = writeln!(
         s,
         "  {} (modbus-rtu{} on {} {} {}{}{}, {}) status {gw}/status/{}",
@@ -149,11 +178,17 @@ pub fn rtu(s: &mut String, gw: &str, c: &ModbusRtuConfig, mapping: &DefaultMappi
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0);
+    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0, data_dir);
 }
 
 /// The plan of one `modbus-rtu-tcp` device.
-pub fn rtu_tcp(s: &mut String, gw: &str, c: &ModbusRtuTcpConfig, mapping: &DefaultMapping) {
+pub fn rtu_tcp(
+    s: &mut String,
+    gw: &str,
+    c: &ModbusRtuTcpConfig,
+    mapping: &DefaultMapping,
+    data_dir: &Path,
+) {
     let _ = writeln!(
         s,
         "  {} (modbus-rtu-tcp {} {} frames{}, {}) status {gw}/status/{}",
@@ -168,5 +203,5 @@ pub fn rtu_tcp(s: &mut String, gw: &str, c: &ModbusRtuTcpConfig, mapping: &Defau
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0);
+    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0, data_dir);
 }

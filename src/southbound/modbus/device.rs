@@ -7,6 +7,7 @@
 //! request goes through the [`Link`] its caller lends for one step, so a bus
 //! can interleave several devices and a failed read publishes nothing.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use tokio_modbus::{ExceptionCode, Response};
 use tracing::{debug, info, warn};
 
 use super::Common;
+use super::learn::{self, Learned};
 use super::link::{self, CallError, Link};
-use super::merge::ReadRequest;
+use super::merge::{Limits, ReadRequest, Span};
 use super::points::Codec;
 use crate::reading::{Reading, Value, now_ms};
 use crate::southbound::SourceContext;
@@ -65,6 +67,12 @@ pub(super) struct Poller {
     attempt: u32,
     cycle_due: Instant,
     cycle_errors: Vec<String>,
+    /// Every point's place, the configured limits and what the device
+    /// taught (`learn.rs`): the merge of `requests`.
+    spans: Vec<Span>,
+    limits: Limits,
+    learned: Learned,
+    data_dir: Option<Arc<Path>>,
     /// Whether the device answered its last request.
     pub online: bool,
     failures: u32,
@@ -123,6 +131,13 @@ impl Poller {
             attempt: 0,
             cycle_due: now,
             cycle_errors: Vec::new(),
+            learned: Learned {
+                fingerprint: learn::fingerprint(common.unit, &common.spans()),
+                ..Learned::default()
+            },
+            spans: common.spans(),
+            limits: common.limits(),
+            data_dir: None,
             online: true,
             failures: 0,
             next_due: now,
@@ -168,6 +183,12 @@ impl Poller {
                             return false;
                         }
                     }
+                }
+                Err(CallError::Exception(
+                    ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue,
+                )) if req.spans.len() > 1 && self.learn_from(link, &req).await => {
+                    self.online = true;
+                    self.attempt = 0;
                 }
                 Err(CallError::Exception(ExceptionCode::IllegalDataAddress))
                     if req.spans.len() > 1 =>
@@ -334,50 +355,7 @@ pub(super) fn count(device: &str, r: &Result<Response, CallError>) {
     }
 }
 
+mod learning;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn poller(yaml: &str) -> Poller {
-        let cfg: super::super::ModbusTcpConfig = serde_yaml_ng::from_str(yaml).expect("yaml");
-        Poller::new(&cfg.name, &cfg.common())
-    }
-
-    #[test]
-    fn backoff_doubles_from_poll_up_to_the_cap_with_jitter() {
-        let mut p = poller("{name: d, address: 'h:502', poll: 2s, backoff_max: 10s}");
-        let mut lows = Vec::new();
-        for failures in 1..=6 {
-            p.failures = failures;
-            let full = Duration::from_secs(2)
-                .saturating_mul(1 << (failures - 1))
-                .min(Duration::from_secs(10));
-            let waits: Vec<Duration> = (0..200).map(|_| p.backoff()).collect();
-            assert!(
-                waits.iter().all(|w| *w >= full / 2 && *w <= full),
-                "{failures}: {waits:?}"
-            );
-            lows.push(*waits.iter().min().expect("waits"));
-            // jitter: not all the same
-            assert!(
-                waits.iter().any(|w| *w != waits[0]),
-                "{failures}: no jitter"
-            );
-        }
-        assert!(
-            lows[4] >= Duration::from_secs(5),
-            "capped at backoff_max: {lows:?}"
-        );
-    }
-
-    #[test]
-    fn backoff_starts_at_half_a_second_for_fast_polls() {
-        let mut p = poller("{name: d, address: 'h:502', poll: 50ms}");
-        p.failures = 1;
-        let w = p.backoff();
-        assert!(
-            w >= Duration::from_millis(250) && w <= Duration::from_millis(500),
-            "{w:?}"
-        );
-    }
-}
+mod tests;

@@ -10,6 +10,15 @@ use std::fmt;
 
 use super::points::Table;
 
+/// An unmapped range `start..=end` of one table that a device refuses to
+/// read (learned: `learn.rs`): no merged request covers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hole {
+    pub table: Table,
+    pub start: u16,
+    pub end: u16,
+}
+
 /// What the planner needs of a point: where it is and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -38,7 +47,7 @@ pub struct ReadRequest {
 }
 
 impl ReadRequest {
-    fn single(s: Span) -> Self {
+    pub(super) fn single(s: Span) -> Self {
         ReadRequest {
             table: s.table,
             start: s.start,
@@ -103,6 +112,11 @@ impl Limits {
 /// address; points in a request are ordered by address. Overlapping points
 /// (two views of the same registers) share a request.
 pub fn merge(spans: &[Span], limits: Limits) -> Vec<ReadRequest> {
+    merge_avoiding(spans, limits, &[])
+}
+
+/// As [`merge`], and no request covers a learned hole (`learn.rs`).
+pub fn merge_avoiding(spans: &[Span], limits: Limits, holes: &[Hole]) -> Vec<ReadRequest> {
     let mut sorted = spans.to_vec();
     sorted.sort_by_key(|s| (s.table, s.start, s.count, s.point));
     let mut out: Vec<ReadRequest> = Vec::new();
@@ -111,9 +125,15 @@ pub fn merge(spans: &[Span], limits: Limits) -> Vec<ReadRequest> {
             let cur_end = u32::from(cur.start) + u32::from(cur.count);
             let gap = u32::from(s.start).saturating_sub(cur_end);
             let new_end = cur_end.max(s.end());
+            let holed = holes.iter().any(|h| {
+                h.table == s.table
+                    && u32::from(h.start) < new_end
+                    && u32::from(h.end) >= u32::from(cur.start)
+            });
             if cur.table == s.table
                 && gap <= u32::from(limits.max_gap)
                 && new_end - u32::from(cur.start) <= limits.cap(s.table)
+                && !holed
             {
                 cur.count = (new_end - u32::from(cur.start)) as u16;
                 cur.spans.push(s);

@@ -20,6 +20,7 @@ mod bus;
 mod config;
 pub mod describe;
 mod device;
+mod learn;
 mod link;
 pub mod merge;
 pub mod points;

@@ -140,7 +140,7 @@ impl RtuBus {
             .cfg
             .devices
             .iter()
-            .map(|d| Poller::on_bus(&d.name, &d.common()))
+            .map(|d| Poller::on_bus(&d.name, &d.common()).learning(ctx.data_dir.as_ref()))
             .collect();
         let mut link = BusLink::new(SerialOpener(self.cfg.clone()));
         link.framing = self.cfg.framing;

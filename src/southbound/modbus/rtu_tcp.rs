@@ -119,7 +119,7 @@ impl Source for RtuTcpBus {
                     .cfg
                     .devices
                     .iter()
-                    .map(|d| Poller::on_bus(&d.name, &d.common()))
+                    .map(|d| Poller::on_bus(&d.name, &d.common()).learning(ctx.data_dir.as_ref()))
                     .collect();
                 let mut link = BusLink::new(TcpOpener {
                     address: self.cfg.address.clone(),

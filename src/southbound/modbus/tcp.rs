@@ -134,7 +134,8 @@ impl Source for TcpDevice {
 
 impl TcpDevice {
     async fn poll_loop(mut self, ctx: SourceContext) {
-        let mut poller = Poller::new(&self.cfg.name, &self.cfg.common());
+        let mut poller =
+            Poller::new(&self.cfg.name, &self.cfg.common()).learning(ctx.data_dir.as_ref());
         let mut link = TcpLink::new(&self.cfg.address);
         let mut commands_open = true;
         loop {
