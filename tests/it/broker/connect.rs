@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::raw::{self, ConnectOutcome, Raw, Will};
 use super::validation::{BAD_UTF8, Before, Case, NUL, run_all};
-use super::{SECS, mosquitto, mosquitto_spawn, mosquitto_wait, yaml};
+use super::{SECS, local_args, mosquitto, mosquitto_spawn, mosquitto_wait, yaml};
 use crate::support::{Gateway, Sub};
 
 /// Sends `connect` and asserts CONNACK `code` with session present 0
@@ -110,41 +110,22 @@ async fn mqtt_3_1_clients_work_with_mosquitto_tools() {
     let mut modern = Sub::connect(gw.port, &["k/v31/#"], rumqttc::QoS::AtLeastOnce).await;
     let sub = mosquitto_spawn(
         "mosquitto_sub",
-        &[
-            "-V",
-            "mqttv31",
-            "-h",
-            "127.0.0.1",
-            "-p",
+        &local_args(
             &port,
-            "-q",
-            "1",
-            "-t",
-            "k/v31/r",
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ],
+            &[
+                "-V", "mqttv31", "-q", "1", "-t", "k/v31/r", "-C", "1", "-W", "10",
+            ],
+        ),
     );
     // retained: mosquitto_sub gets it whether it subscribed before or after
     let (ok, _, err) = mosquitto(
         "mosquitto_pub",
-        &[
-            "-V",
-            "mqttv31",
-            "-h",
-            "127.0.0.1",
-            "-p",
+        &local_args(
             &port,
-            "-q",
-            "1",
-            "-r",
-            "-t",
-            "k/v31/r",
-            "-m",
-            "from-3.1",
-        ],
+            &[
+                "-V", "mqttv31", "-q", "1", "-r", "-t", "k/v31/r", "-m", "from-3.1",
+            ],
+        ),
     )
     .await;
     assert!(ok, "mosquitto_pub -V mqttv31 failed: {err}");
