@@ -20,6 +20,12 @@ const MESSAGE_COUNTS: &str =
     "SELECT client_id, COUNT(*), SUM(size) FROM messages GROUP BY client_id";
 const RETAINED: &str = "SELECT topic, payload, qos FROM retained ORDER BY topic";
 
+// what page reads: the sizes first when bytes are capped, then the rows
+const PAGE_SIZES: &str =
+    "SELECT size FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+const PAGE_ROWS: &str = "SELECT seq, state, pkid, qos, retain, topic, payload FROM messages \
+     WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
 /// Column value of a state: `(state, pkid)`.
 pub(super) fn encode_state(s: OutState) -> (i64, i64) {
     match s {
@@ -152,15 +158,7 @@ pub(super) async fn page(
     let op = "load messages";
     if max_bytes != usize::MAX {
         // sizes first (no payload read), to know how many rows fit
-        let sizes = sqlx::query(
-            "SELECT size FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(client_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?;
+        let sizes = page_rows(conn, path, op, PAGE_SIZES, client_id, after, limit).await?;
         let (mut n, mut bytes) = (0i64, 0u64);
         for r in &sizes {
             n += 1;
@@ -174,17 +172,27 @@ pub(super) async fn page(
             return Ok(Vec::new());
         }
     }
-    let rows = sqlx::query(
-        "SELECT seq, state, pkid, qos, retain, topic, payload FROM messages \
-         WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )
-    .bind(client_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(q(path, op))?;
+    let rows = page_rows(conn, path, op, PAGE_ROWS, client_id, after, limit).await?;
     rows.iter().map(|r| queued_row(path, r)).collect()
+}
+
+/// Every row of `sql` for (`client_id`, seq > `after`, LIMIT `limit`).
+async fn page_rows(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    op: &'static str,
+    sql: &'static str,
+    client_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    sqlx::query(sql)
+        .bind(client_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+        .map_err(q(path, op))
 }
 
 fn queued_row(path: &Path, r: &SqliteRow) -> Result<QueuedRow, StoreError> {
