@@ -153,37 +153,31 @@ fn gateway(dir: &std::path::Path, devices: &str) -> (Proc, u16, std::path::PathB
 
 /// The plain loop (run as a child of this binary): one task per device,
 /// read all 100 registers every 100 ms, turn them into f64 values.
-fn plain_loop(addrs: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let sink = Arc::new(AtomicU64::new(0));
-        for a in addrs.split(',') {
-            let addr: SocketAddr = a.parse().expect("addr");
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                use tokio_modbus::prelude::*;
-                let mut ctx = tcp::connect(addr).await.expect("connect");
-                let mut tick = tokio::time::interval(POLL);
-                loop {
-                    tick.tick().await;
-                    let r = tokio::time::timeout(
-                        Duration::from_millis(500),
-                        ctx.read_holding_registers(0, POINTS),
-                    )
-                    .await;
-                    if let Ok(Ok(Ok(words))) = r {
-                        let vals: Vec<f64> = words.iter().map(|w| f64::from(*w)).collect();
-                        sink.fetch_add(vals.len() as u64, Ordering::Relaxed);
-                    }
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_loop(addrs: &str) {
+    let sink = Arc::new(AtomicU64::new(0));
+    for a in addrs.split(',') {
+        let addr: SocketAddr = a.parse().expect("addr");
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            use tokio_modbus::prelude::*;
+            let mut ctx = tcp::connect(addr).await.expect("connect");
+            let mut tick = tokio::time::interval(POLL);
+            loop {
+                tick.tick().await;
+                let r = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    ctx.read_holding_registers(0, POINTS),
+                )
+                .await;
+                if let Ok(Ok(Ok(words))) = r {
+                    let vals: Vec<f64> = words.iter().map(|w| f64::from(*w)).collect();
+                    sink.fetch_add(vals.len() as u64, Ordering::Relaxed);
                 }
-            });
-        }
-        std::future::pending::<()>().await;
-    });
+            }
+        });
+    }
+    std::future::pending::<()>().await;
 }
 
 struct Window {

@@ -282,20 +282,15 @@ fn binary_rss(dir: &Path) -> u64 {
     rss
 }
 
-fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        println!("fieldgate outbox benchmarks (synchronous = full, WAL)\n");
-        // BENCH_ONLY=writes|drain|memory|wear runs one part; =profile the bridge
-        // drain alone (BENCH_INFLIGHT=N overrides the window)
-        let only = std::env::var("BENCH_ONLY").ok();
-        let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!("fieldgate outbox benchmarks (synchronous = full, WAL)\n");
+    // BENCH_ONLY=writes|drain|memory|wear runs one part; =profile the bridge
+    // drain alone (BENCH_INFLIGHT=N overrides the window)
+    let only = std::env::var("BENCH_ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
 
-        if part("writes") {
+    if part("writes") {
         let a = tempfile::tempdir().expect("tempdir");
         let single = writer_fill(a.path(), WRITES, 1).await;
         let b = tempfile::tempdir().expect("tempdir");
@@ -304,26 +299,37 @@ fn main() {
         let bare = bare_inserts(c.path(), WRITES).await;
         let rate = |d: Duration| WRITES as f64 / d.as_secs_f64();
         println!("durable outbox writes, {WRITES} x 100-byte QoS 1 messages");
-        println!("  writer, one message per command : {:>10.0} msg/s", rate(single));
-        println!("  writer, 256 messages per command: {:>10.0} msg/s", rate(batched));
-        println!("  bare batched inserts (ceiling)  : {:>10.0} msg/s", rate(bare));
+        println!(
+            "  writer, one message per command : {:>10.0} msg/s",
+            rate(single)
+        );
+        println!(
+            "  writer, 256 messages per command: {:>10.0} msg/s",
+            rate(batched)
+        );
+        println!(
+            "  bare batched inserts (ceiling)  : {:>10.0} msg/s",
+            rate(bare)
+        );
         println!(
             "  ratio to ceiling: {:.2} (one per command), {:.2} (batched); target 150000/s and >= 0.50\n",
             rate(single) / rate(bare),
             rate(batched) / rate(bare)
         );
-
+    }
+    if only.as_deref() == Some("profile") {
+        // the bridge drain alone, three times over, for `perf record`
+        let mosq = Mosquitto::start();
+        for _ in 0..3 {
+            let (t, _) = bridge_drain(backlog().await.path(), mosq.1).await;
+            println!(
+                "bridge drain: {:.0} msg/s",
+                BACKLOG as f64 / t.as_secs_f64()
+            );
         }
-        if only.as_deref() == Some("profile") {
-            // the bridge drain alone, three times over, for `perf record`
-            let mosq = Mosquitto::start();
-            for _ in 0..3 {
-                let (t, _) = bridge_drain(backlog().await.path(), mosq.1).await;
-                println!("bridge drain: {:.0} msg/s", BACKLOG as f64 / t.as_secs_f64());
-            }
-            return;
-        }
-        if part("drain") {
+        return;
+    }
+    if part("drain") {
         let mosq = Mosquitto::start();
         let d = backlog().await;
         let mpid = mosq.0.id().to_string();
@@ -335,14 +341,19 @@ fn main() {
         let plain = plain_rumqttc(mosq.1, inflight).await;
         let c2 = cpu();
         let r = |t: Duration| BACKLOG as f64 / t.as_secs_f64();
-        println!("drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight {inflight}, the default)");
+        println!(
+            "drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight {inflight}, the default)"
+        );
         println!(
             "  bridge, from start      : {:>10.0} msg/s ({} ms to open the outbox, connect and send the first)",
             r(drain),
             (drain - draining).as_millis()
         );
         println!("  bridge, from first send : {:>10.0} msg/s", r(draining));
-        println!("  plain rumqttc publisher : {:>10.0} msg/s (connect included)", r(plain));
+        println!(
+            "  plain rumqttc publisher : {:>10.0} msg/s (connect included)",
+            r(plain)
+        );
         println!(
             "  ratio: {:.2} from start, {:.2} from first send (target >= 0.80)",
             r(drain) / r(plain),
@@ -355,13 +366,12 @@ fn main() {
             c2.0 - c1.0,
             c2.1 - c1.1
         );
-
-        }
-        if part("wear") {
-            let mosq = Mosquitto::start();
-            wear::wear(uplink(mosq.1)).await;
-        }
-        if part("memory") {
+    }
+    if part("wear") {
+        let mosq = Mosquitto::start();
+        wear::wear(uplink(mosq.1)).await;
+    }
+    if part("memory") {
         let idle = tempfile::tempdir().expect("tempdir");
         let full = tempfile::tempdir().expect("tempdir");
         writer_fill(&full.path().join("data"), RESIDENT, 8192).await;
@@ -384,6 +394,5 @@ fn main() {
             "  difference: {:.1} MiB (target <= 10 MiB)",
             (full_rss as f64 - idle_rss as f64) / 1024.0
         );
-        }
-    });
+    }
 }

@@ -72,6 +72,21 @@ pub(crate) async fn wait_upstream(up: &mut Sub, value: i64) {
     up.seen.push(m);
 }
 
+/// A gateway (a counter every `poll`, `extra` under `uplink:`) whose uplink
+/// reaches a real mosquitto through a [`Proxy`] the test cuts: (mosquitto,
+/// proxy, subscriber to the readings upstream, gateway, subscriber on its own
+/// broker), once the first reading arrived upstream (kept in `seen`).
+async fn linked(poll: &str, extra: &str) -> (Mosquitto, Proxy, Sub, Gateway, Sub) {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.port).await;
+    let mut up = Sub::connect(broker.port, &["site/gw1/dev/#"], QoS::AtLeastOnce).await;
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let gw = Gateway::start(&gateway_yaml(&url, poll, extra));
+    let local = Sub::connect(gw.port, &["gw1/dev/#"], QoS::AtLeastOnce).await;
+    wait_reading(&mut up).await;
+    (broker, proxy, up, gw, local)
+}
+
 /// Values first seen in increasing order, and duplicates at most `max_dups`.
 pub(crate) fn assert_in_order(got: &[i64], max_dups: usize) {
     let mut seen = BTreeSet::new();
@@ -129,7 +144,21 @@ pub(crate) async fn publish_locally(
     n: usize,
     payload: impl Fn(usize) -> Vec<u8>,
 ) {
-    let (client, mut el) = rumqttc::AsyncClient::new(options("local-pub", port), 100);
+    let msgs = (0..n).map(|i| (topic.to_string(), payload(i)));
+    publish_all(port, "local-pub", msgs, Duration::from_secs(60)).await;
+}
+
+/// Publishes every `(topic, payload)` in order from a local QoS 1 client
+/// `id` and waits, for at most `within`, for every PUBACK of the embedded
+/// broker.
+pub(crate) async fn publish_all(
+    port: u16,
+    id: &str,
+    msgs: impl ExactSizeIterator<Item = (String, Vec<u8>)>,
+    within: Duration,
+) {
+    let (client, mut el) = rumqttc::AsyncClient::new(options(id, port), 100);
+    let n = msgs.len();
     let pump = tokio::spawn(async move {
         let mut acked = 0;
         while acked < n {
@@ -140,15 +169,15 @@ pub(crate) async fn publish_locally(
             }
         }
     });
-    for i in 0..n {
+    for (topic, payload) in msgs {
         client
-            .publish(topic, QoS::AtLeastOnce, false, payload(i))
+            .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
             .expect("publish");
     }
-    tokio::time::timeout(Duration::from_secs(60), pump)
+    tokio::time::timeout(within, pump)
         .await
-        .expect("local PUBACKs within 60 s")
+        .unwrap_or_else(|_| panic!("local PUBACKs did not all arrive within {within:?}"))
         .expect("pump");
 }
 
@@ -232,13 +261,8 @@ async fn outage_under_qos1_loses_nothing_and_keeps_order() {
 
 #[tokio::test]
 async fn sigkill_during_outage_then_restart_sends_everything_committed() {
-    let broker = Mosquitto::start();
-    let proxy = Proxy::start(broker.port).await;
-    let mut up = Sub::connect(broker.port, &["site/gw1/dev/#"], QoS::AtLeastOnce).await;
+    let (_broker, proxy, mut up, mut gw, mut local) = linked("10ms", "").await;
     let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-    let mut gw = Gateway::start(&gateway_yaml(&url, "10ms", ""));
-    let mut local = Sub::connect(gw.port, &["gw1/dev/#"], QoS::AtLeastOnce).await;
-    wait_reading(&mut up).await;
     proxy.cut();
     let mut seen = BTreeSet::new();
     wait_local_value(&mut local, 150, &mut seen).await;
@@ -279,14 +303,8 @@ async fn sigkill_during_outage_then_restart_sends_everything_committed() {
 
 #[tokio::test]
 async fn broker_restart_loses_nothing() {
-    let mut broker = Mosquitto::start();
+    let (mut broker, proxy, mut up1, mut gw, mut local) = linked("10ms", "").await;
     let port = broker.port;
-    let proxy = Proxy::start(port).await;
-    let mut up1 = Sub::connect(port, &["site/gw1/dev/#"], QoS::AtLeastOnce).await;
-    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-    let mut gw = Gateway::start(&gateway_yaml(&url, "10ms", ""));
-    let mut local = Sub::connect(gw.port, &["gw1/dev/#"], QoS::AtLeastOnce).await;
-    wait_reading(&mut up1).await;
     let mut seen = BTreeSet::new();
     wait_local_value(&mut local, 30, &mut seen).await;
     // the broker dies with its sessions (no persistence) and comes back
@@ -318,13 +336,7 @@ async fn broker_restart_loses_nothing() {
 
 #[tokio::test]
 async fn flapping_link_loses_nothing() {
-    let broker = Mosquitto::start();
-    let proxy = Proxy::start(broker.port).await;
-    let mut up = Sub::connect(broker.port, &["site/gw1/dev/#"], QoS::AtLeastOnce).await;
-    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-    let mut gw = Gateway::start(&gateway_yaml(&url, "10ms", ""));
-    let mut local = Sub::connect(gw.port, &["gw1/dev/#"], QoS::AtLeastOnce).await;
-    wait_reading(&mut up).await;
+    let (_broker, proxy, mut up, mut gw, mut local) = linked("10ms", "").await;
     for _ in 0..10 {
         proxy.cut();
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -413,14 +425,8 @@ async fn when_full_drop_newest_keeps_the_oldest() {
 
 #[tokio::test]
 async fn live_first_sends_the_present_before_the_backlog() {
-    let broker = Mosquitto::start();
-    let proxy = Proxy::start(broker.port).await;
-    let mut up = Sub::connect(broker.port, &["site/gw1/dev/#"], QoS::AtLeastOnce).await;
-    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
     let extra = "  inflight: 5\n  buffer: { drain: live_first }";
-    let mut gw = Gateway::start(&gateway_yaml(&url, "5ms", extra));
-    let mut local = Sub::connect(gw.port, &["gw1/dev/#"], QoS::AtLeastOnce).await;
-    wait_reading(&mut up).await;
+    let (_broker, proxy, mut up, mut gw, mut local) = linked("5ms", extra).await;
     proxy.cut();
     let mut seen = BTreeSet::new();
     // readings from here on are committed while the uplink is down

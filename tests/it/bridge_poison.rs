@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 
-use crate::bridge::SECS;
-use crate::support::{ConfigDir, Gateway, Sub, fieldgate, options};
+use crate::bridge::{SECS, publish_all};
+use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
 use crate::upstream::Mosquitto;
 
 /// A gateway with a 1-hour counter (quiet) and an uplink to `url` that
@@ -40,35 +40,6 @@ uplink:
 {uplink_extra}
 "#
     )
-}
-
-/// Publishes every `(topic, payload)` from a local QoS 1 client, in order,
-/// and waits for all PUBACKs of the embedded broker.
-async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) {
-    let mut opts = options("local-poison", port);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
-    let n = msgs.len();
-    let pump = tokio::spawn(async move {
-        let mut acked = 0;
-        while acked < n {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => panic!("local publisher: {e}"),
-            }
-        }
-    });
-    for (topic, payload) in msgs {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("publish");
-    }
-    tokio::time::timeout(SECS, pump)
-        .await
-        .expect("local PUBACKs in time")
-        .expect("pump");
 }
 
 fn metric(port: u16, name: &str) -> i64 {
@@ -113,7 +84,7 @@ async fn small_ones_get_past(gw: &Gateway, up: &mut Sub, poison_topic: String, p
     for i in 0..20 {
         msgs.push(("gw1/hmi/small".into(), format!("after-{i}").into_bytes()));
     }
-    publish_all(gw.port, msgs).await;
+    publish_all(gw.port, "local-poison", msgs.into_iter(), SECS).await;
     let mut want: Vec<String> = vec!["before".into()];
     want.extend((0..20).map(|i| format!("after-{i}")));
     let mut got = Vec::new();

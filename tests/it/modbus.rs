@@ -25,6 +25,15 @@ pub(crate) async fn reading(sub: &mut Sub, topic: &str) -> Value {
     sub.wait_topic(topic, SECS).await.json()
 }
 
+/// Timestamps (ms) of the next `n` readings on `topic`.
+pub(crate) async fn stamps(sub: &mut Sub, topic: &str, n: usize) -> Vec<i64> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(reading(sub, topic).await["ts"].as_i64().expect("ts"));
+    }
+    out
+}
+
 /// Waits until the device status on `topic` satisfies `pred`. Status and
 /// readings travel different channels, so the latest status may already
 /// sit among the messages an earlier wait skipped: it is looked at first.

@@ -4,19 +4,9 @@
 use rumqttc::QoS;
 use serde_json::json;
 
-use crate::modbus::{SECS, header, reading, set, status_where};
+use crate::modbus::{header, reading, set, stamps, status_where};
 use crate::modbus_server::{RawRtuDevice, Registers, RtuServer};
 use crate::support::{Gateway, Sub};
-
-/// Timestamps (ms) of `n` readings on `topic`.
-async fn stamps(sub: &mut Sub, topic: &str, n: usize) -> Vec<i64> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let m = sub.wait_topic(topic, SECS).await.json();
-        out.push(m["ts"].as_i64().expect("ts"));
-    }
-    out
-}
 
 #[tokio::test]
 async fn rtu_bus_two_units_keep_their_rate_beside_a_silent_one() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 use serde_json::json;
 
-use crate::modbus::{SECS, header, reading, set, status_where};
+use crate::modbus::{SECS, header, reading, set, stamps, status_where};
 use crate::modbus_server::Registers;
 use crate::modbus_wire::{Framing, WireServer};
 use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
@@ -19,16 +19,6 @@ fn device(name: &str, addr: &str, unit: u8, timeout: &str, points: &str) -> Stri
     format!(
         "  - name: {name}\n    kind: modbus-rtu-tcp\n    address: \"{addr}\"\n    unit: {unit}\n    poll: 100ms\n    timeout: {timeout}\n    backoff_max: 2s\n    points:\n{points}"
     )
-}
-
-/// Timestamps (ms) of the next `n` readings on `topic`.
-async fn stamps(sub: &mut Sub, topic: &str, n: usize) -> Vec<i64> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let m = sub.wait_topic(topic, SECS).await.json();
-        out.push(m["ts"].as_i64().expect("ts"));
-    }
-    out
 }
 
 #[tokio::test]

@@ -48,17 +48,21 @@ devices:
     )
 }
 
+/// The flags every headless chromium of the page tests runs with (here and
+/// in `page_live`).
+pub(crate) const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+];
+
 /// Runs headless chromium with `args` (bounded by a deadline); returns stdout.
 fn chromium(profile: &Path, args: &[&str]) -> String {
     let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
+        .args(HEADLESS)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .stdin(Stdio::null())

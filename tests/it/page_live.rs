@@ -81,13 +81,7 @@ devices:
     let devtools = free_port();
     let _browser = Browser(
         Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-            ])
+            .args(crate::page::HEADLESS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--remote-debugging-port={devtools}"))
             .arg(format!("http://127.0.0.1:{http}/"))

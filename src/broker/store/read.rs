@@ -11,6 +11,21 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use super::{Loaded, OutState, QueuedRow, StoreError, StoredMessage, StoredSession, q};
 
+// what load_all reads, one SELECT per table
+const SESSIONS: &str = "SELECT client_id FROM sessions";
+const SUBSCRIPTIONS: &str =
+    "SELECT client_id, filter, qos FROM subscriptions ORDER BY client_id, pos";
+const INBOUND_IDS: &str = "SELECT client_id, pkid FROM inbound ORDER BY client_id, pkid";
+const MESSAGE_COUNTS: &str =
+    "SELECT client_id, COUNT(*), SUM(size) FROM messages GROUP BY client_id";
+const RETAINED: &str = "SELECT topic, payload, qos FROM retained ORDER BY topic";
+
+// what page reads: the sizes first when bytes are capped, then the rows
+const PAGE_SIZES: &str =
+    "SELECT size FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+const PAGE_ROWS: &str = "SELECT seq, state, pkid, qos, retain, topic, payload FROM messages \
+     WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+
 /// Column value of a state: `(state, pkid)`.
 pub(super) fn encode_state(s: OutState) -> (i64, i64) {
     match s {
@@ -26,28 +41,40 @@ fn decode_state(
     state: i64,
     pkid: i64,
 ) -> Result<OutState, StoreError> {
-    let bad = |what, value| StoreError::BadValue {
-        path: path.to_path_buf(),
-        op,
-        what,
-        value,
-    };
-    let id = || u16::try_from(pkid).map_err(|_| bad("packet id", pkid));
+    let id = || packet_id(path, op, pkid);
     match state {
         0 => Ok(OutState::Queued),
         1 => Ok(OutState::Sent { pkid: id()? }),
         2 => Ok(OutState::Released { pkid: id()? }),
-        _ => Err(bad("state", state)),
+        _ => Err(bad_value(path, op, "state", state)),
     }
 }
 
-fn small(path: &Path, op: &'static str, what: &'static str, v: i64) -> Result<u8, StoreError> {
-    u8::try_from(v).map_err(|_| StoreError::BadValue {
+fn bad_value(path: &Path, op: &'static str, what: &'static str, value: i64) -> StoreError {
+    StoreError::BadValue {
         path: path.to_path_buf(),
         op,
         what,
-        value: v,
-    })
+        value,
+    }
+}
+
+fn packet_id(path: &Path, op: &'static str, v: i64) -> Result<u16, StoreError> {
+    u16::try_from(v).map_err(|_| bad_value(path, op, "packet id", v))
+}
+
+fn small(path: &Path, op: &'static str, what: &'static str, v: i64) -> Result<u8, StoreError> {
+    u8::try_from(v).map_err(|_| bad_value(path, op, what, v))
+}
+
+/// Every row of `sql` (a SELECT without parameters); errors name `op`.
+async fn all_rows(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    op: &'static str,
+    sql: &'static str,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    sqlx::query(sql).fetch_all(conn).await.map_err(q(path, op))
 }
 
 /// Loads every session (its first `preload` rows) and every retained message.
@@ -58,47 +85,25 @@ pub(super) async fn load_all(
 ) -> Result<Loaded, StoreError> {
     let mut sessions: BTreeMap<String, StoredSession> = BTreeMap::new();
     let op = "load sessions";
-    for r in sqlx::query("SELECT client_id FROM sessions")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?
-    {
+    for r in all_rows(conn, path, op, SESSIONS).await? {
         let id: String = r.try_get(0).map_err(q(path, op))?;
         entry(&mut sessions, id);
     }
     let op = "load subscriptions";
-    for r in sqlx::query("SELECT client_id, filter, qos FROM subscriptions ORDER BY client_id, pos")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?
-    {
+    for r in all_rows(conn, path, op, SUBSCRIPTIONS).await? {
         let id: String = r.try_get(0).map_err(q(path, op))?;
         let filter: String = r.try_get(1).map_err(q(path, op))?;
         let qos = small(path, op, "qos", r.try_get(2).map_err(q(path, op))?)?;
         entry(&mut sessions, id).subscriptions.push((filter, qos));
     }
     let op = "load inbound ids";
-    for r in sqlx::query("SELECT client_id, pkid FROM inbound ORDER BY client_id, pkid")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?
-    {
+    for r in all_rows(conn, path, op, INBOUND_IDS).await? {
         let id: String = r.try_get(0).map_err(q(path, op))?;
-        let pkid: i64 = r.try_get(1).map_err(q(path, op))?;
-        let pkid = u16::try_from(pkid).map_err(|_| StoreError::BadValue {
-            path: path.to_path_buf(),
-            op,
-            what: "packet id",
-            value: pkid,
-        })?;
+        let pkid = packet_id(path, op, r.try_get(1).map_err(q(path, op))?)?;
         entry(&mut sessions, id).inbound_qos2.push(pkid);
     }
     let op = "count messages";
-    for r in sqlx::query("SELECT client_id, COUNT(*), SUM(size) FROM messages GROUP BY client_id")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?
-    {
+    for r in all_rows(conn, path, op, MESSAGE_COUNTS).await? {
         let id: String = r.try_get(0).map_err(q(path, op))?;
         let s = entry(&mut sessions, id);
         s.total_rows = r.try_get::<i64, _>(1).map_err(q(path, op))?.max(0) as u64;
@@ -111,11 +116,7 @@ pub(super) async fn load_all(
     }
     let op = "load retained";
     let mut retained = Vec::new();
-    for r in sqlx::query("SELECT topic, payload, qos FROM retained ORDER BY topic")
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?
-    {
+    for r in all_rows(conn, path, op, RETAINED).await? {
         retained.push(StoredMessage {
             topic: r.try_get(0).map_err(q(path, op))?,
             payload: bytes::Bytes::from(r.try_get::<Vec<u8>, _>(1).map_err(q(path, op))?),
@@ -157,15 +158,7 @@ pub(super) async fn page(
     let op = "load messages";
     if max_bytes != usize::MAX {
         // sizes first (no payload read), to know how many rows fit
-        let sizes = sqlx::query(
-            "SELECT size FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
-        .bind(client_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(q(path, op))?;
+        let sizes = page_rows(conn, path, op, PAGE_SIZES, client_id, after, limit).await?;
         let (mut n, mut bytes) = (0i64, 0u64);
         for r in &sizes {
             n += 1;
@@ -179,17 +172,27 @@ pub(super) async fn page(
             return Ok(Vec::new());
         }
     }
-    let rows = sqlx::query(
-        "SELECT seq, state, pkid, qos, retain, topic, payload FROM messages \
-         WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    )
-    .bind(client_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(q(path, op))?;
+    let rows = page_rows(conn, path, op, PAGE_ROWS, client_id, after, limit).await?;
     rows.iter().map(|r| queued_row(path, r)).collect()
+}
+
+/// Every row of `sql` for (`client_id`, seq > `after`, LIMIT `limit`).
+async fn page_rows(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    op: &'static str,
+    sql: &'static str,
+    client_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<SqliteRow>, StoreError> {
+    sqlx::query(sql)
+        .bind(client_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+        .map_err(q(path, op))
 }
 
 fn queued_row(path: &Path, r: &SqliteRow) -> Result<QueuedRow, StoreError> {

@@ -135,18 +135,10 @@ async fn a_client_refused_when_full_can_retry_with_the_same_id() {
     let (_s, o) = raw::connect_raw(gw.port, &connected("retrier")).await;
     assert_eq!(
         o,
-        ConnectOutcome::ConnAck {
-            session_present: false,
-            code: 3
-        },
+        ConnectOutcome::connack(3),
         "refused while full: server unavailable"
     );
-    let mut leaving = held.pop().expect("a held client");
-    leaving
-        .write_all(&raw::DISCONNECT)
-        .await
-        .expect("disconnect");
-    assert!(raw::closed_within(&mut leaving, SECS).await);
+    leave(held.pop().expect("a held client")).await;
     drop(held);
     leave(connect_eventually(gw.port, "retrier", SECS).await).await;
     leave(connect_eventually(gw.port, "someone-else", SECS).await).await;
@@ -165,13 +157,7 @@ async fn a_thousand_clients_connect_at_once() {
     let mut streams = Vec::new();
     while let Some(r) = tasks.join_next().await {
         let (s, outcome) = r.expect("client task");
-        assert_eq!(
-            outcome,
-            ConnectOutcome::ConnAck {
-                session_present: false,
-                code: 0
-            }
-        );
+        assert_eq!(outcome, ConnectOutcome::connack(0));
         streams.push(s);
     }
     assert_eq!(streams.len(), 1000);
@@ -199,10 +185,7 @@ async fn max_connections_refuses_clients_over_the_limit() {
     let (at, how) = refused.expect("no client was refused");
     assert_eq!(
         how,
-        ConnectOutcome::ConnAck {
-            session_present: false,
-            code: 3
-        },
+        ConnectOutcome::connack(3),
         "over max_connections: CONNACK 3 (server unavailable)"
     );
     assert!(
@@ -211,12 +194,7 @@ async fn max_connections_refuses_clients_over_the_limit() {
         fieldgate::broker::LOCAL_LINKS
     );
     // a slot frees when a client leaves
-    let mut leaving = held.pop().expect("a held client");
-    leaving
-        .write_all(&raw::DISCONNECT)
-        .await
-        .expect("disconnect");
-    assert!(raw::closed_within(&mut leaving, SECS).await);
+    leave(held.pop().expect("a held client")).await;
     let (_s, outcome) = raw::connect_raw(gw.port, &connected("lim-again")).await;
     assert!(
         matches!(outcome, ConnectOutcome::ConnAck { code: 0, .. }),

@@ -6,7 +6,7 @@ use rumqttc::{Packet, QoS};
 
 use super::connect::refused_with;
 use super::raw::{self, ConnectOutcome};
-use super::{Client, SECS, mosquitto, opts, yaml};
+use super::{Client, SECS, local_args, mosquitto, opts, yaml};
 use crate::support::{Gateway, Sub};
 
 const USERS: &str = r#"
@@ -38,22 +38,21 @@ async fn users_log_in_with_passwords_from_env_and_file() {
     let port = gw.port.to_string();
     let (ok, _, err) = mosquitto(
         "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
+        &local_args(
             &port,
-            "-u",
-            "script",
-            "-P",
-            "file-secret",
-            "-q",
-            "1",
-            "-t",
-            "l/auth",
-            "-m",
-            "from-script",
-        ],
+            &[
+                "-u",
+                "script",
+                "-P",
+                "file-secret",
+                "-q",
+                "1",
+                "-t",
+                "l/auth",
+                "-m",
+                "from-script",
+            ],
+        ),
     )
     .await;
     assert!(ok, "mosquitto_pub with the file password failed: {err}");
@@ -85,20 +84,7 @@ async fn wrong_password_and_anonymous_clients_are_refused() {
     let port = gw.port.to_string();
     let (ok, _, _) = mosquitto(
         "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            "hmi",
-            "-P",
-            "nope",
-            "-t",
-            "l/x",
-            "-m",
-            "x",
-        ],
+        &local_args(&port, &["-u", "hmi", "-P", "nope", "-t", "l/x", "-m", "x"]),
     )
     .await;
     assert!(!ok, "mosquitto_pub with a wrong password succeeded");

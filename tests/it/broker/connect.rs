@@ -6,21 +6,14 @@ use std::time::Duration;
 
 use super::raw::{self, ConnectOutcome, Raw, Will};
 use super::validation::{BAD_UTF8, Before, Case, NUL, run_all};
-use super::{SECS, mosquitto, mosquitto_spawn, mosquitto_wait, yaml};
+use super::{SECS, local_args, mosquitto, mosquitto_spawn, mosquitto_wait, yaml};
 use crate::support::{Gateway, Sub};
 
 /// Sends `connect` and asserts CONNACK `code` with session present 0
 /// (MQTT-3.2.2-4), then that the broker closes the connection (MQTT-3.2.2-5).
 pub(super) async fn refused_with(port: u16, connect: &[u8], code: u8, what: &str) {
     let (mut s, outcome) = raw::connect_raw(port, connect).await;
-    assert_eq!(
-        outcome,
-        ConnectOutcome::ConnAck {
-            session_present: false,
-            code
-        },
-        "{what}"
-    );
+    assert_eq!(outcome, ConnectOutcome::connack(code), "{what}");
     assert!(
         raw::closed_within(&mut s, SECS).await,
         "{what}: still open after a refusing CONNACK (MQTT-3.2.2-5)"
@@ -33,7 +26,7 @@ pub(super) async fn refused_with(port: u16, connect: &[u8], code: u8, what: &str
 async fn wrong_protocol_name_closes_without_connack_mqtt_3_1_2_1() {
     let gw = Gateway::start(&yaml(""));
     for name in [&b"MQTX"[..], b"mqtt", b"", b"MQTTMQTT"] {
-        let c = raw::connect_as(name, 4, "k-name", true, 30, None, None);
+        let c = raw::connect_as(name, 4, "k-name");
         let (_s, outcome) = raw::connect_raw(gw.port, &c).await;
         assert_eq!(
             outcome,
@@ -56,7 +49,7 @@ async fn unsupported_protocol_level_gets_connack_1_mqtt_3_1_2_2() {
         (b"MQTT", 3),
         (b"MQIsdp", 4),
     ] {
-        let c = raw::connect_as(name, level, "k-level", true, 30, None, None);
+        let c = raw::connect_as(name, level, "k-level");
         let what = format!("{}/{level}", String::from_utf8_lossy(name));
         refused_with(gw.port, &c, 1, &what).await;
     }
@@ -93,10 +86,10 @@ async fn empty_client_id_with_clean_session_1_is_accepted_mqtt_3_1_3_6() {
 async fn mqtt_3_1_client_id_over_23_bytes_gets_connack_2() {
     let gw = Gateway::start(&yaml(""));
     let long = "x".repeat(24);
-    let c = raw::connect_as(b"MQIsdp", 3, &long, true, 30, None, None);
+    let c = raw::connect_as(b"MQIsdp", 3, &long);
     refused_with(gw.port, &c, 2, "MQTT 3.1, 24-byte client id").await;
     let ok = "y".repeat(23);
-    let c = raw::connect_as(b"MQIsdp", 3, &ok, true, 30, None, None);
+    let c = raw::connect_as(b"MQIsdp", 3, &ok);
     let (mut client, _) = Raw::open(gw.port, &c).await;
     assert_eq!(client.subscribe(1, "k/v31", 1).await, 1, "SUBACK over 3.1");
 }
@@ -110,41 +103,22 @@ async fn mqtt_3_1_clients_work_with_mosquitto_tools() {
     let mut modern = Sub::connect(gw.port, &["k/v31/#"], rumqttc::QoS::AtLeastOnce).await;
     let sub = mosquitto_spawn(
         "mosquitto_sub",
-        &[
-            "-V",
-            "mqttv31",
-            "-h",
-            "127.0.0.1",
-            "-p",
+        &local_args(
             &port,
-            "-q",
-            "1",
-            "-t",
-            "k/v31/r",
-            "-C",
-            "1",
-            "-W",
-            "10",
-        ],
+            &[
+                "-V", "mqttv31", "-q", "1", "-t", "k/v31/r", "-C", "1", "-W", "10",
+            ],
+        ),
     );
     // retained: mosquitto_sub gets it whether it subscribed before or after
     let (ok, _, err) = mosquitto(
         "mosquitto_pub",
-        &[
-            "-V",
-            "mqttv31",
-            "-h",
-            "127.0.0.1",
-            "-p",
+        &local_args(
             &port,
-            "-q",
-            "1",
-            "-r",
-            "-t",
-            "k/v31/r",
-            "-m",
-            "from-3.1",
-        ],
+            &[
+                "-V", "mqttv31", "-q", "1", "-r", "-t", "k/v31/r", "-m", "from-3.1",
+            ],
+        ),
     )
     .await;
     assert!(ok, "mosquitto_pub -V mqttv31 failed: {err}");
@@ -168,13 +142,7 @@ async fn keep_alive_expiry_closes_the_connection_and_fires_the_will_mqtt_3_1_2_2
     };
     let (mut s, outcome) =
         raw::connect_raw(gw.port, &raw::connect("c-ka", true, 1, None, Some(will))).await;
-    assert_eq!(
-        outcome,
-        ConnectOutcome::ConnAck {
-            session_present: false,
-            code: 0
-        }
-    );
+    assert_eq!(outcome, ConnectOutcome::connack(0));
     // keep-alive 1 s: the broker must close after 1.5 s of silence
     assert!(
         raw::closed_within(&mut s, Duration::from_secs(5)).await,
@@ -204,13 +172,7 @@ async fn keep_alive_zero_is_accepted_and_never_expires() {
     let gw = Gateway::start(&yaml(""));
     let (mut s, outcome) =
         raw::connect_raw(gw.port, &raw::connect("c-ka0", true, 0, None, None)).await;
-    assert_eq!(
-        outcome,
-        ConnectOutcome::ConnAck {
-            session_present: false,
-            code: 0
-        }
-    );
+    assert_eq!(outcome, ConnectOutcome::connack(0));
     assert!(
         !raw::closed_within(&mut s, Duration::from_secs(4)).await,
         "a keep-alive 0 client was disconnected while idle"

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::raw;
-use super::{Client, SECS, mosquitto, opts, yaml};
+use super::{Client, SECS, local_args, mosquitto, opts, yaml};
 use crate::support::{Gateway, free_port};
 
 /// A CA and a server certificate for `localhost` signed by it (PEM files).
@@ -195,18 +195,7 @@ async fn websocket_listener_carries_mqtt() {
     let port = gw.port.to_string();
     let (ok, _, err) = mosquitto(
         "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "l/ws",
-            "-m",
-            "to-browser",
-        ],
+        &local_args(&port, &["-q", "1", "-t", "l/ws", "-m", "to-browser"]),
     )
     .await;
     assert!(ok, "{err}");

@@ -9,7 +9,7 @@ use rumqttc::QoS;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::abuse::HEAVY;
-use super::{Client, mosquitto_spawn, mosquitto_wait, opts, yaml};
+use super::{Client, local_args, mosquitto_spawn, mosquitto_wait, opts, yaml};
 use crate::support::Gateway;
 
 const N: usize = 200_000;
@@ -21,17 +21,7 @@ async fn mosquitto_pub_lines_all_reach_mosquitto_sub() {
     let port = gw.port.to_string();
     let mut sub = mosquitto_spawn(
         "mosquitto_sub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "0",
-            "-v",
-            "-t",
-            "load/#",
-        ],
+        &local_args(&port, &["-q", "0", "-v", "-t", "load/#"]),
     );
     let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
     // mosquitto_sub has subscribed once it prints a probe
@@ -51,17 +41,7 @@ async fn mosquitto_pub_lines_all_reach_mosquitto_sub() {
     assert!(ready, "mosquitto_sub never received a probe");
 
     let mut publisher = tokio::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "0",
-            "-t",
-            "load/lines",
-            "-l",
-        ])
+        .args(local_args(&port, &["-q", "0", "-t", "load/lines", "-l"]))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -196,6 +196,14 @@ pub fn qos(n: u8) -> QoS {
     }
 }
 
+/// A mosquitto client tool's arguments for the broker at 127.0.0.1:`port`,
+/// followed by `rest`.
+pub fn local_args<'a>(port: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["-h", "127.0.0.1", "-p", port];
+    args.extend_from_slice(rest);
+    args
+}
+
 /// Starts a long-running mosquitto client tool (killed on drop); stdout piped.
 pub fn mosquitto_spawn(tool: &str, args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(tool)

@@ -50,47 +50,29 @@ pub fn connect(
     login: Option<(&str, &str)>,
     will: Option<Will>,
 ) -> Vec<u8> {
-    connect_as(b"MQTT", 4, client_id, clean, keep_alive, login, will)
-}
-
-/// CONNECT with any protocol name and level (`MQIsdp`/3 is MQTT 3.1).
-pub fn connect_as(
-    name: &[u8],
-    level: u8,
-    client_id: &str,
-    clean: bool,
-    keep_alive: u16,
-    login: Option<(&str, &str)>,
-    will: Option<Will>,
-) -> Vec<u8> {
-    let mut body = Vec::new();
-    string(name, &mut body);
-    body.push(level);
     let mut flags = 0u8;
     if clean {
         flags |= 0x02;
     }
+    let mut fields: Vec<&[u8]> = vec![client_id.as_bytes()];
     if let Some(w) = &will {
         flags |= 0x04 | (w.qos << 3);
         if w.retain {
             flags |= 0x20;
         }
-    }
-    if login.is_some() {
-        flags |= 0xC0;
-    }
-    body.push(flags);
-    body.extend_from_slice(&keep_alive.to_be_bytes());
-    string(client_id.as_bytes(), &mut body);
-    if let Some(w) = &will {
-        string(w.topic.as_bytes(), &mut body);
-        string(w.payload, &mut body);
+        fields.extend([w.topic.as_bytes(), w.payload]);
     }
     if let Some((u, p)) = login {
-        string(u.as_bytes(), &mut body);
-        string(p.as_bytes(), &mut body);
+        flags |= 0xC0;
+        fields.extend([u.as_bytes(), p.as_bytes()]);
     }
-    packet(0x10, &body)
+    connect_fields(flags, keep_alive, &fields)
+}
+
+/// CONNECT with any protocol name and level (`MQIsdp`/3 is MQTT 3.1): clean
+/// session, keep-alive 30 s, no will, no login.
+pub fn connect_as(name: &[u8], level: u8, client_id: &str) -> Vec<u8> {
+    connect_named(name, level, 0x02, 30, &[client_id.as_bytes()])
 }
 
 /// SUBSCRIBE to one filter.
@@ -115,9 +97,15 @@ pub fn publish(topic: &str, payload: &[u8], qos: u8, retain: bool, pkid: u16) ->
 /// CONNECT `MQTT`/4 with exactly this flags byte and these payload fields
 /// (each written as a length-prefixed string), for malformed CONNECTs.
 pub fn connect_fields(flags: u8, keep_alive: u16, fields: &[&[u8]]) -> Vec<u8> {
+    connect_named(b"MQTT", 4, flags, keep_alive, fields)
+}
+
+/// CONNECT with this protocol name and level, flags byte, keep-alive and
+/// payload fields (each written as a length-prefixed string).
+fn connect_named(name: &[u8], level: u8, flags: u8, keep_alive: u16, fields: &[&[u8]]) -> Vec<u8> {
     let mut body = Vec::new();
-    string(b"MQTT", &mut body);
-    body.push(4);
+    string(name, &mut body);
+    body.push(level);
     body.push(flags);
     body.extend_from_slice(&keep_alive.to_be_bytes());
     for f in fields {
@@ -319,6 +307,16 @@ pub enum ConnectOutcome {
     ConnAck { session_present: bool, code: u8 },
     /// The connection closed without a CONNACK.
     ClosedWithoutConnAck,
+}
+
+impl ConnectOutcome {
+    /// CONNACK `code` with session present 0.
+    pub fn connack(code: u8) -> ConnectOutcome {
+        ConnectOutcome::ConnAck {
+            session_present: false,
+            code,
+        }
+    }
 }
 
 /// How long [`connect_raw`] waits for the answer (generous: 1,000 clients

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{SECS, mosquitto_spawn, yaml};
+use super::{SECS, local_args, mosquitto_spawn, yaml};
 use crate::support::{Gateway, Sub};
 
 /// Each entry: the accepted names under `$SYS/broker/` (a name also
@@ -54,18 +54,7 @@ async fn mosquitto_sub_gets_the_sys_tree_retained() {
     let port = gw.port.to_string();
     let mut child = mosquitto_spawn(
         "mosquitto_sub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-F",
-            "%t",
-            "-t",
-            "#",
-            "-t",
-            "$SYS/#",
-        ],
+        &local_args(&port, &["-F", "%t", "-t", "#", "-t", "$SYS/#"]),
     );
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut seen: Vec<String> = Vec::new();
