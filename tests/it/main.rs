@@ -2,6 +2,7 @@
 //! `fieldgate` binary and real peers on loopback (see docs/design.md).
 
 mod arch;
+mod arch_parse;
 mod bridge;
 mod bridge_ack;
 mod bridge_clock;
@@ -9,6 +10,7 @@ mod bridge_crash;
 mod bridge_large;
 mod bridge_outbox_file;
 mod bridge_poison;
+mod bridge_policies;
 mod bridge_qos2;
 mod bridge_stop;
 mod broker;
