@@ -80,6 +80,7 @@ pub enum RunError {
 /// every stage with a deadline, within [`STOP_WORST_CASE`] in all.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let config = Arc::new(config);
+    reading::clock::set_check(config.gateway.clock_check == settings::ClockCheck::Kernel);
     let gateway: Arc<str> = config.gateway.id.as_str().into();
 
     let broker = Broker::start(&config.broker, &config.gateway.data_dir).await?;

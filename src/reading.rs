@@ -5,6 +5,7 @@
 //! Owns only plain data and its JSON form. Must not know about channels,
 //! the broker or any device protocol.
 
+pub mod clock;
 pub mod status;
 
 use std::sync::Arc;
@@ -108,6 +109,10 @@ impl Reading {
         }
         map.insert("ts".into(), serde_json::Value::from(self.ts));
         map.insert("quality".into(), self.quality.as_str().into());
+        if !clock::synced(self.ts) {
+            // taken before NTP set the clock: `ts` may be far off
+            map.insert("clock".into(), "unsynced".into());
+        }
         Bytes::from(serde_json::Value::Object(map).to_string())
     }
 }
@@ -180,6 +185,8 @@ mod tests {
 
     #[test]
     fn payload_omits_missing_unit() {
+        // exact payloads: whatever this machine's clock state
+        clock::set_check(false);
         let r = Reading {
             device: "d".into(),
             point: "p".into(),
@@ -196,6 +203,7 @@ mod tests {
 
     #[test]
     fn payload_with_unit_and_nan() {
+        clock::set_check(false);
         let r = Reading {
             device: "d".into(),
             point: "p".into(),

@@ -46,6 +46,19 @@ pub struct GatewayConfig {
     pub id: String,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// `kernel` (default): readings' payload says `"clock": "unsynced"`
+    /// while the kernel says NTP has not set the clock; `off`: never.
+    #[serde(default)]
+    pub clock_check: ClockCheck,
+}
+
+/// `gateway.clock_check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockCheck {
+    #[default]
+    Kernel,
+    Off,
 }
 
 fn default_data_dir() -> PathBuf {

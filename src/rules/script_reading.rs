@@ -52,6 +52,9 @@ impl ScriptReading {
         }
         map.insert("ts".into(), self.ts.into());
         map.insert("quality".into(), self.quality.as_str().into());
+        if !crate::reading::clock::synced(self.ts) {
+            map.insert("clock".into(), "unsynced".into());
+        }
         Bytes::from(serde_json::Value::Object(map).to_string())
     }
 }

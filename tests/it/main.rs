@@ -28,6 +28,7 @@ mod modbus_writes;
 mod ops;
 mod page;
 mod page_live;
+mod reading_clock;
 mod rules;
 mod serial;
 mod skeleton;
