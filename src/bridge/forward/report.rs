@@ -151,6 +151,11 @@ impl<C: Upstream> Forwarder<C> {
     /// at the deadline, `expired`).
     pub(super) fn after_turn(&mut self, st: &mut State, expired: bool) {
         if let Mode::Flushing { .. } = st.mode {
+            // a commit the loop has not looked at yet (its wake-up lost the
+            // race against the shutdown) is not caught up
+            if self.progress.committed.has_changed().unwrap_or(false) {
+                st.cursor.wake();
+            }
             let done = st.cursor.caught_up && st.cursor.ready.is_empty() && st.unacked() == 0;
             if expired {
                 warn!(

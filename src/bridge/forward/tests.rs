@@ -337,3 +337,27 @@ async fn commands_waiting_at_the_stop_are_counted_and_not_acknowledged() {
     assert_eq!(r.f.counters.commands_dropped.load(Relaxed), 2);
     assert!(r.st.commands.is_empty());
 }
+
+#[tokio::test]
+async fn a_commit_just_before_the_shutdown_is_flushed_not_left_behind() {
+    let mut r = rig("").await;
+    let (committed, rx) = watch::channel(0);
+    r.f.progress.committed = rx;
+    r.up(true);
+    r.st.queued.clear(); // `online` acknowledged
+    r.st.cursor.caught_up = true;
+    // the last message (`offline`) is committed; the shutdown wins the race
+    // against the loop's wake-up for it
+    committed.send_replace(7);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    r.f.on_shutdown(&mut r.st, until);
+    r.f.after_turn(&mut r.st, false);
+    assert_eq!(r.st.mode, Mode::Flushing { until }, "row 7 not read yet");
+    assert!(!r.st.cursor.caught_up);
+    // read and sent: then the flush is done
+    r.f.progress.committed.borrow_and_update();
+    r.st.cursor.caught_up = true;
+    r.f.after_turn(&mut r.st, false);
+    assert_eq!(r.st.mode, Mode::Stopping { connected: true });
+    drop(committed);
+}
