@@ -65,6 +65,19 @@ impl Routes {
         self.map.insert(device.to_string(), tx);
     }
 
+    /// One queue for a source that serves several devices (a bus): each
+    /// device's commands are routed to it.
+    pub fn queue_for<'a>(
+        &mut self,
+        devices: impl IntoIterator<Item = &'a str>,
+    ) -> mpsc::Receiver<WriteCommand> {
+        let (tx, rx) = Self::queue();
+        for d in devices {
+            self.add(d, tx.clone());
+        }
+        rx
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

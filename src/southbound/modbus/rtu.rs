@@ -111,10 +111,7 @@ pub struct RtuBus {
 impl RtuBus {
     /// Makes the bus source and routes its devices' commands to it.
     pub fn new(cfg: BusConfig, routes: &mut Routes) -> Self {
-        let (tx, rx) = Routes::queue();
-        for d in &cfg.devices {
-            routes.add(&d.name, tx.clone());
-        }
+        let rx = routes.queue_for(cfg.devices.iter().map(|d| d.name.as_str()));
         RtuBus {
             name: cfg.port.display().to_string(),
             cfg,

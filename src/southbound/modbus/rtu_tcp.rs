@@ -98,10 +98,7 @@ pub struct RtuTcpBus {
 impl RtuTcpBus {
     /// Makes the bus source and routes its devices' commands to it.
     pub fn new(cfg: TcpBusConfig, routes: &mut Routes) -> Self {
-        let (tx, rx) = Routes::queue();
-        for d in &cfg.devices {
-            routes.add(&d.name, tx.clone());
-        }
+        let rx = routes.queue_for(cfg.devices.iter().map(|d| d.name.as_str()));
         RtuTcpBus { cfg, commands: rx }
     }
 }
