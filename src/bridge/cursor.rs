@@ -150,11 +150,13 @@ impl Cursor {
         }
     }
 
-    /// The rows a read of `fetch` returned, in id order.
-    pub fn on_rows(&mut self, fetch: Fetch, rows: Vec<Stored>) {
+    /// The rows a read of `fetch` returned, in id order. Returns the ids
+    /// that went into `ready` (none when the read was voided).
+    pub fn on_rows(&mut self, fetch: Fetch, rows: Vec<Stored>) -> Vec<i64> {
         if fetch.epoch != self.epoch {
-            return; // the cursor moved meanwhile: these rows are in the ranges
+            return Vec::new(); // the cursor moved meanwhile: these rows are in the ranges
         }
+        let ids = rows.iter().map(|r| r.id).collect();
         let next = rows.last().map(|r| r.id + 1);
         if fetch.live {
             match next {
@@ -162,7 +164,7 @@ impl Cursor {
                 None => self.skip_live = true,
             }
             self.ready.extend(rows);
-            return;
+            return ids;
         }
         match next {
             Some(n) => {
@@ -182,6 +184,7 @@ impl Cursor {
                 self.ranges.pop_front();
             }
         }
+        ids
     }
 }
 

@@ -10,7 +10,7 @@ use rumqttc::QoS;
 
 use crate::bridge::*;
 use crate::support::{Gateway, Msg, Sub, fieldgate, options};
-use crate::upstream::{Mosquitto, counter, gateway_yaml, gateway_yaml_from, make_pki};
+use crate::upstream::{Mosquitto, Proxy, counter, gateway_yaml, gateway_yaml_from, make_pki};
 
 /// Runs a gateway whose uplink never connects until the counter passed
 /// `until`, stops it, and returns (values seen locally, outbox values, log).
@@ -63,6 +63,40 @@ async fn when_full_drop_oldest_keeps_the_newest() {
     assert_eq!(listed, (newest - 19..=newest).collect::<Vec<i64>>());
     assert_eq!(counted(&log, "dropped_oldest"), (newest + 1 - 20) as u64);
     assert_eq!(counted(&log, "dropped_newest"), 0);
+}
+
+/// Issue 13, item 3: the uplink is up but slow while the outbox is at its
+/// limit, so `drop_oldest` runs between sends and acknowledgements. Every
+/// committed message is accounted for exactly once: acknowledged upstream,
+/// dropped, or left in the outbox (a row in flight that was dropped and
+/// then acknowledged would count twice), and the outbox holds what the
+/// counters say.
+#[tokio::test]
+async fn a_slow_uplink_at_the_limit_accounts_for_every_message_once() {
+    let broker = Mosquitto::start();
+    let mut up = Sub::connect(broker.port, &["site/gw1/dev/n"], QoS::AtLeastOnce).await;
+    let proxy = Proxy::start_slow(broker.port, Duration::from_millis(20)).await;
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let extra = "  inflight: 10\n  buffer: { max_messages: 30, when_full: drop_oldest }";
+    let mut gw = Gateway::start(&gateway_yaml(&url, "2ms", extra));
+    wait_reading(&mut up).await;
+    gw.wait_log("outbox full or expired", SECS);
+    wait_reading(&mut up).await;
+    assert!(gw.terminate(SECS).success());
+    let log = gw.log_text();
+    let n = |key: &str| counted(&log, key);
+    let (acked, dropped, left) = (n("acked"), n("dropped_oldest"), n("left_in_outbox"));
+    assert!(acked > 0 && dropped > 0, "{acked} acked, {dropped} dropped");
+    assert_eq!(
+        n("committed"),
+        acked + dropped + n("dropped_newest") + n("expired") + n("dead") + left,
+        "every committed message once:\n{log}"
+    );
+    assert_eq!(
+        outbox_messages(&gw.cfg),
+        left,
+        "the outbox holds what the counters say"
+    );
 }
 
 #[tokio::test]

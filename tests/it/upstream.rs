@@ -154,6 +154,12 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(target: u16) -> Proxy {
+        Self::start_slow(target, Duration::ZERO).await
+    }
+
+    /// A proxy that holds every chunk from the gateway for `delay` before
+    /// passing it on (a slow uplink); the way back is not slowed.
+    pub async fn start_slow(target: u16, delay: Duration) -> Proxy {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let port = std_listener.local_addr().expect("addr").port();
@@ -184,7 +190,7 @@ impl Proxy {
                             let _ = inbound.set_nodelay(true);
                             let _ = outbound.set_nodelay(true);
                             tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = relay(&mut inbound, &mut outbound, delay) => {}
                                 _ = rx.wait_for(|up| !*up) => {}
                             }
                         });
@@ -209,6 +215,34 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.up.send_replace(true);
+    }
+}
+
+/// Copies both ways; chunks from `inbound` wait `delay` first.
+async fn relay(inbound: &mut TcpStream, outbound: &mut TcpStream, delay: Duration) {
+    if delay.is_zero() {
+        let _ = tokio::io::copy_bidirectional(inbound, outbound).await;
+        return;
+    }
+    use tokio::io::AsyncReadExt;
+    let (mut in_r, mut in_w) = inbound.split();
+    let (mut out_r, mut out_w) = outbound.split();
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = in_r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            if out_w.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let down = tokio::io::copy(&mut out_r, &mut in_w);
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 

@@ -69,6 +69,9 @@ pub const DISCONNECT_WAIT: Duration = Duration::from_millis(1000);
 
 /// A finished outbox read.
 type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
+/// The outbox read in progress: its task, what it reads, and the
+/// generation of dropped rows when it started (see `outbox::InFlight`).
+type Reading = (JoinHandle<Read>, Fetch, u64);
 /// Most connection events handled before the window is refilled.
 const EVENTS_PER_TURN: usize = 256;
 /// Bytes (topic + payload) handed to rumqttc and not yet acknowledged, at
@@ -116,7 +119,7 @@ impl<C: Upstream> Forwarder<C> {
         let writer = self.writer.clone();
         let mut local = self.commands.clone();
         // the outbox read in progress, run beside the connection
-        let mut reading: Option<(JoinHandle<Read>, Fetch)> = None;
+        let mut reading: Option<Reading> = None;
         while !matches!(st.mode, Mode::Stopping { .. }) {
             let deleting = st.acks_sent > st.acks_done;
             let mut expired = false;
@@ -137,11 +140,15 @@ impl<C: Upstream> Forwarder<C> {
                     }
                 }
                 rows = join(&mut reading), if reading.is_some() => {
-                    let fetch = reading.take().expect("polled only while reading").1;
+                    let (_, fetch, started) = reading.take().expect("polled only while reading");
                     match rows {
                         Ok(rows) => {
                             read_pause.ok();
                             st.cursor.on_rows(fetch, rows);
+                            let ready = &st.cursor.ready;
+                            self.progress
+                                .in_flight
+                                .forget_gone(started, |id| ready.iter().any(|r| r.id == id));
                         }
                         Err(e) => {
                             self.counters.io_errors.fetch_add(1, Relaxed);
@@ -281,9 +288,9 @@ impl<C: Upstream> Forwarder<C> {
 }
 
 /// The outcome of the read in progress.
-async fn join(reading: &mut Option<(JoinHandle<Read>, Fetch)>) -> Read {
+async fn join(reading: &mut Option<Reading>) -> Read {
     match reading {
-        Some((task, _)) => task
+        Some((task, ..)) => task
             .await
             .unwrap_or_else(|e| Err(outbox::OutboxError::Task(e.to_string()))),
         None => std::future::pending().await,

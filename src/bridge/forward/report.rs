@@ -334,6 +334,9 @@ impl<C: Upstream> Forwarder<C> {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
+            if !self.progress.in_flight.claim(r.id) {
+                continue; // dropped or expired since it was read
+            }
             let max = self.cfg.max_packet_size.bytes();
             if let Some(reason) = poison::too_large(&r.topic, r.payload.len(), max) {
                 st.failures.push(Failure {
@@ -349,10 +352,9 @@ impl<C: Upstream> Forwarder<C> {
                 .client
                 .publish(r.topic, qos(r.qos), r.retain, r.payload)
             {
-                st.cursor.rewind(std::iter::once(r.id));
+                st.rewind_rows(vec![r.id], &self.progress.in_flight);
                 return;
             }
-            self.progress.in_flight.insert(r.id);
             st.queued
                 .push_back(Tracked::Row(r.id, r.size as u64, r.attempts));
             st.wire_bytes += r.size as u64;
@@ -361,7 +363,7 @@ impl<C: Upstream> Forwarder<C> {
     }
 
     /// Starts the next outbox read if the cursor wants one.
-    pub(super) fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Fetch)> {
+    pub(super) fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Fetch, u64)> {
         let room = (self.cfg.inflight as usize).saturating_sub(st.used());
         let depth = self.counters.depth.load(Relaxed).max(1);
         let avg = (self.counters.depth_bytes.load(Relaxed) / depth).max(1);
@@ -374,11 +376,12 @@ impl<C: Upstream> Forwarder<C> {
             // what is committed now is seen: a later commit wakes us again
             self.progress.committed.borrow_and_update();
         }
+        let started = self.progress.in_flight.generation();
         let pool = self.pool.clone();
         let task =
             tokio::spawn(
                 async move { outbox::fetch(&pool, fetch.lo, fetch.hi, fetch.limit).await },
             );
-        Some((task, fetch))
+        Some((task, fetch, started))
     }
 }

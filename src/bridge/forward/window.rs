@@ -113,6 +113,12 @@ impl State {
                 Tracked::Untracked => None,
             })
             .collect::<Vec<_>>();
+        self.rewind_rows(ids, in_flight);
+    }
+
+    /// Rows `ids` and the rows read ahead go back to the cursor's ranges;
+    /// the uplink no longer holds any of them.
+    pub(super) fn rewind_rows(&mut self, ids: Vec<i64>, in_flight: &InFlight) {
         in_flight.remove(ids.iter().copied());
         self.cursor.rewind(ids.into_iter());
     }

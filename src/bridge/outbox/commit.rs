@@ -270,10 +270,19 @@ impl Accounting {
         // the acked rows' sizes come off before drop_oldest looks (a failed
         // transaction has its caller restore the counts)
         self.forget_rows(&deleted);
-        if self.cfg.when_full == WhenFull::DropOldest {
-            self.drop_oldest(&mut tx).await?;
-        }
+        let dropped = match self.cfg.when_full {
+            WhenFull::DropOldest => self.drop_oldest(&mut tx).await?,
+            WhenFull::DropNewest => Vec::new(),
+        };
         tx.commit().await.map_err(q("commit"))?;
+        if !dropped.is_empty() {
+            // a row sent while this transaction ran is on its way: not dropped
+            let n = dropped.len() as u64 - self.in_flight.dropped(&dropped);
+            self.counters.dropped_oldest.fetch_add(n, Relaxed);
+            if n > 0 {
+                self.log_drop("drop_oldest", n as usize);
+            }
+        }
         self.in_flight.remove(acks.iter().map(|a| a.0));
         self.in_flight
             .remove(failures.iter().filter(|f| f.dead.is_some()).map(|f| f.id));
@@ -291,12 +300,14 @@ impl Accounting {
         Ok(last)
     }
 
-    async fn drop_oldest(&mut self, tx: &mut SqliteConnection) -> Result<(), OutboxError> {
-        let mut dropped = 0usize;
+    /// Deletes the oldest rows not sent until the limits hold; returns
+    /// their ids (counted by the caller once the transaction committed).
+    async fn drop_oldest(&mut self, tx: &mut SqliteConnection) -> Result<Vec<i64>, OutboxError> {
+        let mut dropped = Vec::new();
         let skip = not_in_flight(&self.in_flight.snapshot());
         let sql = format!(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox {skip} ORDER BY id LIMIT ?1) \
-             RETURNING size"
+             RETURNING size, id"
         );
         while self.messages > self.cfg.max_messages || self.bytes > self.cfg.max_bytes.bytes() {
             let over = self.messages.saturating_sub(self.cfg.max_messages).max(1);
@@ -311,15 +322,9 @@ impl Accounting {
                 break;
             }
             self.forget_rows(&rows);
-            dropped += rows.len();
+            dropped.extend(rows.iter().map(|r| r.get::<i64, _>(1)));
         }
-        if dropped > 0 {
-            self.counters
-                .dropped_oldest
-                .fetch_add(dropped as u64, Relaxed);
-            self.log_drop("drop_oldest", dropped);
-        }
-        Ok(())
+        Ok(dropped)
     }
 
     /// Takes deleted rows off the counts: `rows` hold each one's `size`.

@@ -96,10 +96,10 @@ impl Accounting {
         let skip = not_in_flight(&self.in_flight.snapshot());
         let sql = format!(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox {skip} ORDER BY id LIMIT {EXPIRE_CHUNK}) \
-             AND clock_ms < ?1 RETURNING size"
+             AND clock_ms < ?1 RETURNING size, id"
         );
         let mut tx = conn.begin().await.map_err(q("begin"))?;
-        let mut gone = Vec::new();
+        let (mut gone, mut ids) = (Vec::new(), Vec::new());
         loop {
             let rows = sqlx::query(AssertSqlSafe(sql.clone()))
                 .bind(cutoff)
@@ -108,6 +108,7 @@ impl Accounting {
                 .map_err(q("expire"))?;
             let n = rows.len();
             gone.extend(rows.iter().map(|r| r.get::<i64, _>(0) as u64));
+            ids.extend(rows.iter().map(|r| r.get::<i64, _>(1)));
             if n < EXPIRE_CHUNK as usize {
                 break;
             }
@@ -115,8 +116,12 @@ impl Accounting {
         tx.commit().await.map_err(q("commit"))?;
         if !gone.is_empty() {
             self.forget_sizes(&gone);
-            self.counters.expired.fetch_add(gone.len() as u64, Relaxed);
-            self.log_drop("expired", gone.len());
+            // a row sent while this transaction ran is on its way: not expired
+            let n = ids.len() as u64 - self.in_flight.dropped(&ids);
+            self.counters.expired.fetch_add(n, Relaxed);
+            if n > 0 {
+                self.log_drop("expired", n as usize);
+            }
             self.counters.depth.store(self.messages, Relaxed);
             self.counters.depth_bytes.store(self.bytes, Relaxed);
             self.note_oldest(conn).await;

@@ -67,7 +67,7 @@ async fn a_full_outbox_never_drops_rows_in_flight_and_its_counts_stay_exact() {
     let first = s.rows().await;
     // the uplink sent the three oldest; they wait for their PUBACK
     for r in &first[..3] {
-        s.in_flight.insert(r.id);
+        assert!(s.in_flight.claim(r.id));
     }
     assert!(s.insert((10..15).map(m).collect()).await);
     let rows = s.rows().await;
@@ -81,7 +81,7 @@ async fn a_full_outbox_never_drops_rows_in_flight_and_its_counts_stay_exact() {
 
     // a slow uplink: acks of the in-flight rows (one twice), a row sent
     // meanwhile, and more inserts, all in one commit batch
-    s.in_flight.insert(rows[3].id);
+    assert!(s.in_flight.claim(rows[3].id));
     let mut acked = acks(&rows[..3]);
     acked.push((rows[0].id, rows[0].size as u64));
     s.tx.send(WriteCmd::Ack(acked)).await.expect("ack");
@@ -100,7 +100,7 @@ async fn a_full_outbox_never_drops_rows_in_flight_and_its_counts_stay_exact() {
     // every row in flight and the outbox full: the oldest row not in
     // flight is the new one; the limit holds and no sent message is dropped
     for r in &after {
-        s.in_flight.insert(r.id);
+        assert!(s.in_flight.claim(r.id));
     }
     assert!(s.insert(vec![m(20)]).await);
     let last = s.rows().await;
@@ -172,7 +172,7 @@ async fn expiry_follows_the_run_clock_not_the_wall_clock() {
         .iter()
         .map(|r| r.id)
         .collect();
-    w.acct.in_flight.insert(ids[0]);
+    assert!(w.acct.in_flight.claim(ids[0]));
     w.acct.expire(&mut w.conn).await.expect("expire");
     let left = fetch(&pool, 0, i64::MAX, 10).await.expect("fetch");
     assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
@@ -229,4 +229,31 @@ async fn a_busy_database_is_retried_and_the_message_committed() {
     );
     assert_eq!(stats(&pool).await.expect("stats").messages, 1);
     assert_eq!(counters.live_dropped.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_row_read_ahead_and_then_dropped_is_not_sent_nor_counted_twice() {
+    let cfg = BufferConfig {
+        max_messages: 5,
+        ..BufferConfig::default()
+    };
+    let s = start(cfg).await;
+    assert!(s.insert((0..5).map(m).collect()).await);
+    // the forwarder starts a read and gets the five rows (not sent yet)
+    let started = s.in_flight.generation();
+    let read = s.rows().await;
+    // meanwhile two more commits drop the two oldest
+    assert!(s.insert((5..7).map(m).collect()).await);
+    assert_eq!(s.counters.dropped_oldest.load(Relaxed), 2);
+    // the read's rows reach the cursor: the dropped ones are not sent
+    let sent: Vec<i64> = read
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| s.in_flight.claim(*id))
+        .collect();
+    assert_eq!(sent, read[2..].iter().map(|r| r.id).collect::<Vec<_>>());
+    // nothing held any more: the gone entries are forgotten after the read
+    s.in_flight.forget_gone(started, |_| false);
+    assert_eq!(s.in_flight.gone_len(), 0);
+    s.assert_counts_match().await;
 }

@@ -40,9 +40,9 @@
 //!   refuses the incoming ones; `max_age` is enforced once a second on the
 //!   run clock, which a step of the wall clock cannot move (`expire.rs`);
 //!   every drop is counted. Rows in flight upstream ([`InFlight`]) are
-//!   never dropped or expired: a message counted as dropped must not
-//!   arrive too (when every older row is in flight, the oldest row that is
-//!   not is the incoming one);
+//!   never dropped or expired, and a dropped row the uplink read ahead is
+//!   not sent: a message counted as dropped must not arrive too (when every
+//!   older row is in flight, the oldest row that is not is the incoming one);
 //! - the depth and byte counts are exact: every delete returns the sizes
 //!   of the rows it deleted (`RETURNING size`), so no path recounts the
 //!   table (a full scan) except the start;
