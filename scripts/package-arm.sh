@@ -40,7 +40,8 @@ esac
 if [ -n "$arch" ]; then
   deb=$DIST/fieldgate_${VERSION}_$arch.deb
   # the profile already strips; cargo-deb would look for a cross strip tool
-  cargo deb --no-build --no-strip --target "$T" --deb-arch "$arch" --output "$deb"
+  cargo deb --no-build --no-strip --target "$T" --output "$deb"
+  [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] || { echo "package: $deb is not $arch" >&2; exit 1; }
   echo "package: $deb"
 fi
 (cd "$DIST" && sha256sum -- *.tar.gz *.deb 2>/dev/null >SHA256SUMS)
