@@ -24,6 +24,12 @@ install() {
   python3 -m ziglang version >/dev/null 2>&1 \
     || python3 -m pip install --quiet ziglang \
     || python3 -m pip install --quiet --break-system-packages ziglang
+  # cargo-zigbuild: the prebuilt binary from PyPI (seconds), else built from crates.io (minutes)
+  command -v cargo-zigbuild >/dev/null \
+    || python3 -m pip install --quiet cargo-zigbuild \
+    || python3 -m pip install --quiet --break-system-packages cargo-zigbuild \
+    || true
+  hash -r
   command -v cargo-zigbuild >/dev/null || cargo install cargo-zigbuild --locked --quiet
   local t
   for t in "${TARGETS_ALL[@]}"; do
