@@ -47,12 +47,17 @@ has_std() {
 build() {
   local target=$1 t0=$SECONDS
   local -a std=()
+  local flags_var
+  flags_var=CARGO_TARGET_$(tr a-z- A-Z_ <<<"$target")_RUSTFLAGS
   if ! has_std "$target"; then
     std=(-Zbuild-std=std,panic_unwind)
     export RUSTC_BOOTSTRAP=1
+    # std built here has no self-contained musl start files (crt1.o, libc.a,
+    # libunwind.a, which rustup ships beside a prebuilt std): zig brings them
+    export "$flags_var=-Clink-self-contained=no"
   fi
   cargo zigbuild --locked --release --target "$target" "${std[@]}"
-  unset RUSTC_BOOTSTRAP
+  unset RUSTC_BOOTSTRAP "$flags_var"
   local bin=${CARGO_TARGET_DIR:-target}/$target/release/fieldgate
   echo "built $bin: $(stat -c %s "$bin") bytes, $((SECONDS - t0)) s${std:+ (std from rust-src)}"
 }
