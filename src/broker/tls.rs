@@ -33,7 +33,12 @@ pub fn acceptor(tls: &BrokerTls) -> Result<TlsAcceptor, BrokerError> {
     let key = rustls_pemfile::private_key(&mut open(&tls.key_file)?)
         .map_err(|e| tls_error(&tls.key_file, e))?
         .ok_or_else(|| tls_error(&tls.key_file, "no private key in the file"))?;
-    let config = ServerConfig::builder()
+    // ring is the only provider built in (Cargo.toml): name it, so a second
+    // one pulled in by a dependency cannot make the builder ambiguous
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(&tls.cert_file, e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| tls_error(&tls.cert_file, e))?;
