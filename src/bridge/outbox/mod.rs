@@ -384,6 +384,7 @@ impl Writer {
 
 mod commit;
 pub mod dead;
+mod delete;
 mod expire;
 mod inflight;
 pub use inflight::InFlight;

@@ -1,4 +1,4 @@
-use super::commit::runs;
+use super::delete::runs;
 use super::*;
 use crate::bridge::config::Synchronous;
 use crate::config::ByteSize;

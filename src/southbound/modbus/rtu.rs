@@ -133,12 +133,12 @@ impl Source for RtuBus {
 
 impl RtuBus {
     async fn bus_loop(self, ctx: SourceContext) {
-        let pollers: Vec<Poller> = self
+        let devices = self
             .cfg
             .devices
             .iter()
-            .map(|d| Poller::on_bus(&d.name, &d.common()).learning(ctx.data_dir.as_ref()))
-            .collect();
+            .map(|d| (d.name.as_str(), d.common()));
+        let pollers = Poller::for_bus(devices, &ctx);
         let mut link = BusLink::new(SerialOpener(self.cfg.clone()));
         link.framing = self.cfg.framing;
         bus::run(pollers, link, self.commands, ctx).await;

@@ -112,12 +112,12 @@ impl Source for RtuTcpBus {
         let span = info_span!("converter", address = %self.cfg.address);
         Box::pin(
             async move {
-                let pollers: Vec<Poller> = self
+                let devices = self
                     .cfg
                     .devices
                     .iter()
-                    .map(|d| Poller::on_bus(&d.name, &d.common()).learning(ctx.data_dir.as_ref()))
-                    .collect();
+                    .map(|d| (d.name.as_str(), d.common()));
+                let pollers = Poller::for_bus(devices, &ctx);
                 let mut link = BusLink::new(TcpOpener {
                     address: self.cfg.address.clone(),
                 });

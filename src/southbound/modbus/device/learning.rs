@@ -17,6 +17,18 @@ use super::super::merge::{self, ReadRequest};
 use super::{Poller, count};
 
 impl Poller {
+    /// The pollers of the units on one bus, each keeping what it learns in
+    /// the context's `data_dir`.
+    pub fn for_bus<'a>(
+        devices: impl IntoIterator<Item = (&'a str, super::super::Common)>,
+        ctx: &crate::southbound::SourceContext,
+    ) -> Vec<Poller> {
+        devices
+            .into_iter()
+            .map(|(name, common)| Poller::on_bus(name, &common).learning(ctx.data_dir.as_ref()))
+            .collect()
+    }
+
     /// Keeps what the device teaches in `data_dir`, and starts from what it
     /// taught before (when its unit and points are the same).
     pub fn learning(mut self, data_dir: Option<&Arc<Path>>) -> Self {

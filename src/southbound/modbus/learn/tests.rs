@@ -35,6 +35,27 @@ fn spans(addrs: impl Iterator<Item = u16>) -> Vec<Span> {
         .collect()
 }
 
+impl Device {
+    fn new(
+        max: u16,
+        mapped: std::ops::RangeInclusive<u16>,
+        unmapped: Vec<std::ops::RangeInclusive<u16>>,
+    ) -> Device {
+        Device {
+            max,
+            mapped,
+            unmapped,
+            asked: 0,
+        }
+    }
+}
+
+/// Learns from the merged read over `points`, refused as a whole.
+async fn learn_refused(points: &[Span], probe: &mut impl Probe) -> Option<Learned> {
+    let refused = &merge::merge(points, CONFIGURED)[0];
+    learn(refused, CONFIGURED, &Learned::default(), probe).await
+}
+
 const CONFIGURED: Limits = Limits {
     max_gap: 10,
     max_registers: 125,
@@ -44,22 +65,13 @@ const CONFIGURED: Limits = Limits {
 async fn finds_the_largest_read_and_the_hole() {
     // points at 0..=9 and 12..=59; 10 and 11 unmapped; reads of 16 at most
     let points = spans((0..10).chain(12..60));
-    let mut dev = Device {
-        max: 16,
-        mapped: 0..=59,
-        unmapped: vec![10..=11],
-        asked: 0,
-    };
-    let first = merge::merge(&points, CONFIGURED);
-    assert_eq!(first.len(), 1, "one read of 60 is refused");
-    let learned = learn(
-        &merge::merge(&points, CONFIGURED)[0],
-        CONFIGURED,
-        &Learned::default(),
-        &mut dev,
-    )
-    .await
-    .expect("answers");
+    let mut dev = Device::new(16, 0..=59, vec![10..=11]);
+    assert_eq!(
+        merge::merge(&points, CONFIGURED).len(),
+        1,
+        "one read of 60 is refused"
+    );
+    let learned = learn_refused(&points, &mut dev).await.expect("answers");
     assert_eq!(learned.max_registers, Some(16));
     assert_eq!(
         learned.holes,
@@ -85,20 +97,8 @@ async fn finds_the_largest_read_and_the_hole() {
 #[tokio::test]
 async fn a_hole_alone_leaves_the_size_as_configured() {
     let points = spans((0..5).chain(8..12));
-    let mut dev = Device {
-        max: 125,
-        mapped: 0..=11,
-        unmapped: vec![5..=7],
-        asked: 0,
-    };
-    let learned = learn(
-        &merge::merge(&points, CONFIGURED)[0],
-        CONFIGURED,
-        &Learned::default(),
-        &mut dev,
-    )
-    .await
-    .expect("answers");
+    let mut dev = Device::new(125, 0..=11, vec![5..=7]);
+    let learned = learn_refused(&points, &mut dev).await.expect("answers");
     assert_eq!(learned.max_registers, None);
     assert_eq!(learned.holes.len(), 1);
 }
@@ -114,16 +114,7 @@ impl Probe for Gone {
 #[tokio::test]
 async fn a_device_that_stops_answering_teaches_nothing() {
     let points = spans(0..4);
-    assert!(
-        learn(
-            &merge::merge(&points, CONFIGURED)[0],
-            CONFIGURED,
-            &Learned::default(),
-            &mut Gone
-        )
-        .await
-        .is_none()
-    );
+    assert!(learn_refused(&points, &mut Gone).await.is_none());
 }
 
 #[test]
