@@ -16,6 +16,12 @@
 //! flight when the process died are sent again (see the module doc of
 //! `bridge`).
 //!
+//! rumqttc forgets which incoming QoS 2 commands it PUBREC'd at every
+//! drop, and fails on the PUBREL the broker of the lasting session sends
+//! again (rumqttc issue 664: a reconnect at every try, for ever). After
+//! such a failure the packet id is marked as received, so the next
+//! connection takes the PUBREL and answers PUBCOMP (one extra reconnect).
+//!
 //! A packet from upstream larger than `uplink.max_packet_size` (a command
 //! too big to take) breaks the connection, and the broker would send it
 //! again on every reconnect of the lasting session, for ever. So after such
@@ -190,6 +196,37 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Makes rumqttc take a PUBREL for the incoming QoS 2 packet id `pkid`
+    /// on the next connection. rumqttc forgets the incoming QoS 2 ids at
+    /// every drop, but the broker of a lasting session sends the PUBREL of
+    /// a command the gateway had PUBREC'd again (MQTT-4.4.0-1): rumqttc
+    /// then fails with "unsolicited" and drops the connection, and the
+    /// broker sends it again on the next one, for ever (rumqttc issue 664).
+    /// Marking the id as received (the one public way: rumqttc's own
+    /// handler for an incoming QoS 2 publish, acknowledged manually so
+    /// nothing is sent; its event taken back) lets the PUBREL through and
+    /// rumqttc answers PUBCOMP. An unsolicited PUBACK, PUBREC or PUBCOMP is
+    /// not sent again, so marking its id changes nothing.
+    fn expect_pubrel(&mut self, pkid: u16) {
+        let mut p = rumqttc::Publish::new("", QoS::ExactlyOnce, Vec::new());
+        p.pkid = pkid;
+        if self
+            .el
+            .state
+            .handle_incoming_packet(Incoming::Publish(p))
+            .is_ok()
+        {
+            self.el.state.events.pop_back();
+        }
+        info!(
+            pkid,
+            "uplink: an acknowledgement for an unknown packet id dropped the connection; \
+             a PUBREL with that id is taken on the next one"
+        );
+    }
+}
+
 /// The requests the forwarder makes of the upstream client: rumqttc's
 /// `AsyncClient`, or a mock in the forwarder's unit tests. Each is queued
 /// at once or refused (`false`): the forwarder polls the event loop itself,
@@ -311,6 +348,9 @@ pub async fn next(mut link: Box<Link>) -> (Box<Link>, Report) {
                     );
                     link.el.mqtt_options.set_clean_session(true);
                     link.session = Session::Wipe;
+                }
+                if let ConnectionError::MqttState(StateError::Unsolicited(pkid)) = &e {
+                    link.expect_pubrel(*pkid);
                 }
                 let delay = backoff(&link.reconnect, link.attempt);
                 link.attempt = link.attempt.saturating_add(1);

@@ -11,6 +11,7 @@ mod bridge_large;
 mod bridge_outbox_file;
 mod bridge_poison;
 mod bridge_policies;
+mod bridge_pubrel;
 mod bridge_qos2;
 mod bridge_stop;
 mod broker;

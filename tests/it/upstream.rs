@@ -164,43 +164,29 @@ impl Proxy {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let port = std_listener.local_addr().expect("addr").port();
         let (up, up_rx) = watch::channel(true);
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("proxy runtime");
-            rt.block_on(async move {
-                let listener = TcpListener::from_std(std_listener).expect("tokio listener");
-                let serve = async {
-                    loop {
-                        let Ok((mut inbound, _)) = listener.accept().await else {
-                            return;
-                        };
-                        if !*up_rx.borrow() {
-                            let _ = inbound.shutdown().await;
-                            continue;
-                        }
-                        let mut rx = up_rx.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await
-                            else {
-                                return;
-                            };
-                            let _ = inbound.set_nodelay(true);
-                            let _ = outbound.set_nodelay(true);
-                            tokio::select! {
-                                _ = relay(&mut inbound, &mut outbound, delay) => {}
-                                _ = rx.wait_for(|up| !*up) => {}
-                            }
-                        });
-                    }
+        let stop = on_own_thread(async move {
+            let listener = TcpListener::from_std(std_listener).expect("tokio listener");
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
                 };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = stop_rx => {}
+                if !*up_rx.borrow() {
+                    let _ = inbound.shutdown().await;
+                    continue;
                 }
-            });
+                let mut rx = up_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    tokio::select! {
+                        _ = relay(&mut inbound, &mut outbound, delay) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
         });
         Proxy {
             port,
@@ -216,6 +202,28 @@ impl Proxy {
     pub fn restore(&self) {
         self.up.send_replace(true);
     }
+}
+
+/// Runs `serve` on its own thread and runtime, so a test blocked in a
+/// synchronous wait does not stall it; it ends when the returned sender
+/// is sent to or dropped.
+pub fn on_own_thread(
+    serve: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        rt.block_on(async move {
+            tokio::select! {
+                _ = serve => {}
+                _ = stop_rx => {}
+            }
+        });
+    });
+    stop
 }
 
 /// Copies both ways; chunks from `inbound` wait `delay` first.
