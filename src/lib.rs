@@ -12,6 +12,7 @@
 //! - [`broker`]: fieldgate's own MQTT broker and its in-process API;
 //! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
 //! - [`metrics`]: the metrics leaf: registry, collectors stages register, the log throttle;
+//! - [`ports`]: the leaf ops reaches other stages through: `Watch`, `PasswordCheck`, the point catalogue's types;
 //! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery, systemd;
 //! - [`plan`]: what `fieldgate check` prints.
 //!
@@ -27,6 +28,7 @@ pub mod config;
 pub mod metrics;
 pub mod ops;
 pub mod plan;
+pub mod ports;
 pub mod reading;
 pub mod rules;
 pub mod script;
@@ -41,7 +43,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::auth::{Auth, AuthError};
+use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::ops::http::MetricsConfig;
+use crate::ports::PasswordCheck;
 use crate::reading::{Publish, Reading};
 use crate::settings::Config;
 use crate::southbound::SourceContext;
@@ -70,6 +75,8 @@ pub enum RunError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Http(#[from] ops::http::HttpError),
+    #[error("http.users: {0}")]
+    PageLogins(#[source] AuthError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
     #[error("startup task failed: {0}")]
@@ -90,14 +97,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     publish_dropped();
     let handle = broker.handle();
 
+    // what ops shows of the configured points (ops imports no stage)
+    let catalogue = southbound::catalogue::build(&config.devices);
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        let api = ops::api::Api::new(
-            gateway.to_string(),
-            ops::points::catalogue(&config.devices),
-            handle.clone(),
-        );
-        let page = ops::page::Page::new(api, ops::http::page_auth(m, &config.broker)?);
+        let api = ops::api::Api::new(gateway.to_string(), catalogue.clone());
+        let logins = page_logins(m, &config.broker).map_err(RunError::PageLogins)?;
+        let page = ops::page::Page::new(api, logins);
         ops::http::serve(m, gateway.to_string(), Arc::new(page), ops_cancel.clone()).await?;
     }
 
@@ -183,8 +189,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     if let Some(ha) = &config.homeassistant {
         let mapping = rules::DefaultMapping::new(&gateway, &config.rules);
-        let devices = ops::points::catalogue(&config.devices);
-        let entities = ops::homeassistant::entities(&ha.prefix, &gateway, &devices, &|d, p| {
+        let entities = ops::homeassistant::entities(&ha.prefix, &gateway, &catalogue, &|d, p| {
             mapping.topic(d, p)
         });
         tokio::spawn(
@@ -192,7 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 ha.clone(),
                 config.gateway.data_dir.clone(),
                 entities,
-                handle.clone(),
+                Arc::new(handle.clone()),
                 pub_tx.clone(),
                 sources_cancel.clone(),
             )
@@ -255,6 +260,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Ok(())
 }
 
+/// The password store the status page checks: `http.users` when given,
+/// else the broker's users and password file; `None` when there is none
+/// (no login asked).
+fn page_logins(
+    http: &MetricsConfig,
+    broker: &BrokerConfig,
+) -> Result<Option<Arc<dyn PasswordCheck>>, AuthError> {
+    let auth = if !http.users.is_empty() {
+        Auth::of_users(&http.users)?
+    } else if broker.users.is_empty() && broker.password_file.is_none() {
+        return Ok(None);
+    } else {
+        Auth::new(broker)?
+    };
+    Ok(Some(Arc::new(auth)))
+}
+
 /// Publishes what the rules stage (and the bridge's intake) produce into
 /// the embedded broker, until every sender is gone. Drop policy: a publish
 /// whose topic is not a valid MQTT topic name is logged and counted.
@@ -288,6 +310,34 @@ fn publish_dropped() -> &'static metrics::CounterFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page checks `http.users` when given, else the broker's users;
+    /// with neither, no login is asked.
+    #[test]
+    fn the_page_checks_http_users_else_the_brokers() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = |name: &str, pw: &str| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, format!("{pw}\n")).unwrap();
+            config::LoginUser {
+                username: name.into(),
+                password_env: None,
+                password_file: Some(file),
+            }
+        };
+        let no_http: MetricsConfig = serde_yaml_ng::from_str("{}").unwrap();
+        let mut broker = BrokerConfig::default();
+        assert!(page_logins(&no_http, &broker).unwrap().is_none());
+        broker.users.push(user("mqtt", "m-pw"));
+        let logins = page_logins(&no_http, &broker).unwrap().unwrap();
+        assert!(logins.check("mqtt", b"m-pw"));
+        assert!(!logins.check("mqtt", b"wrong"));
+        let mut http = no_http.clone();
+        http.users.push(user("tech", "t-pw"));
+        let logins = page_logins(&http, &broker).unwrap().unwrap();
+        assert!(logins.check("tech", b"t-pw"));
+        assert!(!logins.check("mqtt", b"m-pw"));
+    }
 
     /// The stop's deadlines add up to [`STOP_WORST_CASE`], which leaves a
     /// margin inside the unit's `TimeoutStopSec` (systemd SIGKILLs after it).

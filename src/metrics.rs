@@ -47,7 +47,8 @@ pub type GaugeFamily = Family<Labels, Gauge>;
 /// [`Metrics::set_device`]), the messages the gateway published (the
 /// watchdog's sign of progress), the uplink's figures for `/healthz`, the
 /// status page and the STATUS line ([`UplinkFigures`], set by the bridge's
-/// collector), and the outbox problem. Every other metric belongs to a
+/// collector), the broker's figures for the status page ([`BrokerFigures`],
+/// set by the broker's collector), and the outbox problem. Every other metric belongs to a
 /// stage, which creates it and [`Metrics::register`]s it at start.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -61,6 +62,7 @@ pub struct Metrics {
     /// what is wrong with the outbox, for /healthz and the STATUS line
     outbox_problem: Mutex<Option<String>>,
     uplink: Mutex<Option<UplinkFigures>>,
+    broker: Mutex<Option<BrokerFigures>>,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
     learned: Mutex<BTreeMap<String, String>>,
     collectors: Mutex<Vec<(&'static str, Arc<dyn Collector>)>>,
@@ -77,6 +79,18 @@ pub struct UplinkFigures {
     pub oldest_age_s: u64,
     pub sent: u64,
     pub acked: u64,
+}
+
+/// The embedded broker's figures as the status page shows them (counts
+/// since start; set by the broker's collector at every
+/// [`Metrics::collect`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerFigures {
+    pub clients_connected: u64,
+    pub publish_received: u64,
+    pub publish_sent: u64,
+    pub publish_dropped: u64,
+    pub retained: u64,
 }
 
 /// A stage's own figures, copied into its metrics whenever they are read.
@@ -122,6 +136,7 @@ impl Metrics {
             published: Counter::default(),
             outbox_problem: Mutex::new(None),
             uplink: Mutex::new(None),
+            broker: Mutex::new(None),
             devices: Mutex::new(BTreeMap::new()),
             learned: Mutex::new(BTreeMap::new()),
             collectors: Mutex::new(Vec::new()),
@@ -163,6 +178,17 @@ impl Metrics {
     /// The uplink's figures as last collected; `None` without an uplink.
     pub fn uplink(&self) -> Option<UplinkFigures> {
         *self.uplink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the broker's figures (the broker's collector).
+    pub fn set_broker(&self, f: BrokerFigures) {
+        *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// The broker's figures as last collected; `None` before the broker
+    /// started.
+    pub fn broker(&self) -> Option<BrokerFigures> {
+        *self.broker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Prometheus text exposition of every metric.

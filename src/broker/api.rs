@@ -2,7 +2,8 @@
 //! and subscribes to it (no TCP loopback, no copy per subscriber), and
 //! where the bridge registers its intake.
 //!
-//! Owns [`BrokerHandle`] and the local subscriber pumps. Must not know
+//! Owns [`BrokerHandle`] (which is also the ports leaf's [`Watch`], for
+//! ops) and the local subscriber pumps. Must not know
 //! about devices, rules or the outbox: it moves [`Publish`]es and
 //! [`Message`]s.
 
@@ -18,7 +19,8 @@ use super::router::{Intake, Router};
 use super::session::{Attached, Cell, Outgoing, Session};
 use super::stats::Snapshot;
 use super::topics::{valid_filter, valid_topic};
-use crate::reading::Publish;
+use crate::ports::Watch;
+use crate::reading::{Publish, Qos};
 
 /// Generation of in-process sessions (never taken over).
 const LOCAL_GENERATION: u64 = u64::MAX;
@@ -64,6 +66,18 @@ impl BrokerHandle {
         filters: &[String],
         capacity: usize,
     ) -> mpsc::Receiver<Message> {
+        self.subscribe_as(name, filters, capacity, |m| m)
+    }
+
+    /// [`Self::subscribe`], each message made a `T` by `into` on its way
+    /// into the channel.
+    fn subscribe_as<T: Send + 'static>(
+        &self,
+        name: &str,
+        filters: &[String],
+        capacity: usize,
+        into: fn(Message) -> T,
+    ) -> mpsc::Receiver<T> {
         let id: Arc<str> = format!("$local/{name}").into();
         let mut s = Session::new(id, false);
         s.internal = true;
@@ -85,7 +99,7 @@ impl BrokerHandle {
             .collect();
         self.router.subscribe(&cell, valid, None);
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(pump(cell, self.router.clone(), tx));
+        tokio::spawn(pump(cell, self.router.clone(), tx, into));
         rx
     }
 
@@ -112,8 +126,24 @@ impl BrokerHandle {
     }
 }
 
+impl Watch for BrokerHandle {
+    fn watch(&self, name: &str, filters: &[String], capacity: usize) -> mpsc::Receiver<Publish> {
+        self.subscribe_as(name, filters, capacity, |m| Publish {
+            topic: m.topic.to_string(),
+            payload: m.payload,
+            qos: Qos::from_u8(m.qos).unwrap_or(Qos::AtMostOnce),
+            retain: m.retain,
+        })
+    }
+}
+
 /// Moves an in-process session's queue into its channel.
-async fn pump(cell: Arc<Cell>, router: Arc<Router>, tx: mpsc::Sender<Message>) {
+async fn pump<T>(
+    cell: Arc<Cell>,
+    router: Arc<Router>,
+    tx: mpsc::Sender<T>,
+    into: fn(Message) -> T,
+) {
     let mut out = Vec::new();
     loop {
         let wake = cell.wake.notified();
@@ -128,7 +158,7 @@ async fn pump(cell: Arc<Cell>, router: Arc<Router>, tx: mpsc::Sender<Message>) {
         cell.space.notify_waiters();
         for o in out.drain(..) {
             if let Outgoing::Publish { d, .. } = o
-                && tx.send(d.msg).await.is_err()
+                && tx.send(into(d.msg)).await.is_err()
             {
                 return; // the subscriber is gone
             }

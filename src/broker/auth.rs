@@ -4,7 +4,8 @@
 //! anonymous clients (`broker.allow_anonymous`); plus the config-load checks
 //! of `password_file` and `broker.acl`.
 //!
-//! Owns the CONNECT credential decision ([`Auth::login`]). Must not know
+//! Owns the CONNECT credential decision ([`Auth::login`]), also offered to
+//! the status page as the ports leaf's [`PasswordCheck`]. Must not know
 //! about sockets, packets or topics (topic rights are [`super::acl`]), and
 //! must never log or put into an error a password or a hash: `users`
 //! passwords are kept only as SHA-512 digests, compared in constant time.
@@ -19,7 +20,8 @@ use subtle::ConstantTimeEq;
 use super::acl::check_filter;
 use super::config::BrokerConfig;
 use super::passwd::{self, PasswdError, PasswdFile};
-use crate::config::{Report, SecretSource};
+use crate::config::{LoginUser, Report};
+use crate::ports::PasswordCheck;
 
 /// The outcome of a CONNECT's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,17 +70,13 @@ impl Auth {
     pub fn new(cfg: &BrokerConfig) -> Result<Auth, AuthError> {
         let mut users = HashMap::new();
         for u in &cfg.users {
-            let secret = SecretSource::pick(
-                u.password_env.as_ref(),
-                u.password_file.as_ref(),
-                "password",
-            )
-            .and_then(|s| s.ok_or_else(|| "a user needs password_env or password_file".into()))
-            .and_then(|s| s.resolve())
-            .map_err(|reason| AuthError::User {
-                username: u.username.clone(),
-                reason,
-            })?;
+            let secret =
+                u.source()
+                    .and_then(|s| s.resolve())
+                    .map_err(|reason| AuthError::User {
+                        username: u.username.clone(),
+                        reason,
+                    })?;
             users.insert(
                 Arc::<str>::from(u.username.as_str()),
                 digest(secret.expose().as_bytes()),
@@ -128,6 +126,26 @@ impl Auth {
 
     pub fn anonymous_allowed(&self) -> bool {
         self.allow_anonymous
+    }
+
+    /// The store for a `users:` list alone (`http.users`): no password
+    /// file, no anonymous login.
+    pub fn of_users(users: &[LoginUser]) -> Result<Auth, AuthError> {
+        Auth::new(&BrokerConfig {
+            users: users.to_vec(),
+            ..BrokerConfig::default()
+        })
+    }
+}
+
+/// The status page's check: a login the broker would accept under that
+/// user name.
+impl PasswordCheck for Auth {
+    fn check(&self, user: &str, password: &[u8]) -> bool {
+        matches!(
+            self.login(Some(user), Some(password)),
+            Login::Accepted { .. }
+        )
     }
 }
 

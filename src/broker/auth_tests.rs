@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::broker::BrokerUser;
 use crate::broker::config::AclRule;
 use crate::config::Locations;
+use crate::config::LoginUser;
 
 /// `mosquitto_passwd` output: alice / s3cret ($7$), bob / hunter2 ($6$).
 const PASSWD: &str = "# test users\n\
@@ -20,8 +20,8 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn user(name: &str, password_file: PathBuf) -> BrokerUser {
-    BrokerUser {
+fn user(name: &str, password_file: PathBuf) -> LoginUser {
+    LoginUser {
         username: name.to_string(),
         password_env: None,
         password_file: Some(password_file),
@@ -128,7 +128,7 @@ fn new_reports_unresolvable_secrets_and_files() {
     let e = Auth::new(&cfg).unwrap_err();
     assert!(matches!(&e, AuthError::User { username, .. } if username == "dave"));
     let mut cfg = config(dir.path());
-    cfg.users.push(BrokerUser {
+    cfg.users.push(LoginUser {
         username: "erin".into(),
         password_env: None,
         password_file: None,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::{ByteSize, SecretSource, TimeSpan};
+use crate::config::{ByteSize, LoginUser, TimeSpan};
 
 /// `broker:`.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,7 +17,8 @@ pub struct BrokerConfig {
     pub websocket: Option<SocketAddr>,
     pub max_connections: usize,
     pub max_payload: ByteSize,
-    pub users: Vec<BrokerUser>,
+    /// Logins (`config::LoginUser`: a name and where its password comes from).
+    pub users: Vec<LoginUser>,
     pub tls: Option<BrokerTls>,
     /// No longer used (rumqttd's per-filter log); accepted so that older
     /// config files still load.
@@ -79,16 +80,6 @@ impl Default for BrokerConfig {
     }
 }
 
-/// One entry of `broker.users`. The password comes from `password_env` or
-/// `password_file`, never from the YAML file itself.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerUser {
-    pub username: String,
-    pub password_env: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
 /// `broker.tls`: an MQTT-over-TLS listener beside the plain one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,15 +87,4 @@ pub struct BrokerTls {
     pub listen: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-}
-
-impl BrokerUser {
-    pub(crate) fn source(&self) -> Result<SecretSource, String> {
-        SecretSource::pick(
-            self.password_env.as_ref(),
-            self.password_file.as_ref(),
-            "password",
-        )?
-        .ok_or_else(|| "a user needs password_env or password_file".to_string())
-    }
 }

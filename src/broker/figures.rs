@@ -1,6 +1,6 @@
 //! The broker's metrics: registered in the metrics leaf when the broker
 //! starts, and the collector that copies the broker's counters into them
-//! whenever the figures are read.
+//! (and the status page's [`BrokerFigures`]) whenever the figures are read.
 //!
 //! Owns the broker's metric names. Must not count anything itself (the
 //! counts live in `stats.rs`).
@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, Weak};
 
 use super::api::BrokerHandle;
 use super::router::Router;
-use crate::metrics::{Collector, Gauge, Metrics, gauge};
+use crate::metrics::{BrokerFigures, Collector, Gauge, Metrics, gauge};
 
 /// Every metric of the broker (names prefixed `fieldgate_`; counts since
 /// start, exported as gauges as they always were).
@@ -66,7 +66,7 @@ impl Figures {
 }
 
 impl Collector for Figures {
-    fn collect(&self, _: &Metrics) {
+    fn collect(&self, leaf: &Metrics) {
         let Some(router) = self.0.upgrade() else {
             return;
         };
@@ -78,5 +78,12 @@ impl Collector for Figures {
         m.protocol_errors.set(gauge(b.protocol_errors));
         m.publish_denied.set(gauge(b.publish_denied));
         m.store_failed_commits.set(gauge(b.store_failed_commits));
+        leaf.set_broker(BrokerFigures {
+            clients_connected: b.clients_connected,
+            publish_received: b.publish_received,
+            publish_sent: b.publish_sent,
+            publish_dropped: b.publish_dropped,
+            retained: b.retained,
+        });
     }
 }

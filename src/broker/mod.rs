@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 pub use api::{BrokerHandle, valid_publish_topic};
-pub use config::{AclRule, BrokerConfig, BrokerTls, BrokerUser};
+pub use config::{AclRule, BrokerConfig, BrokerTls};
 pub use message::Message;
 pub use router::{Durable, Intake};
 pub use tls::acceptor;

@@ -18,7 +18,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use locate::{Location, Locations};
-pub use types::{ByteSize, ReconnectConfig, Secret, SecretSource, TimeSpan, is_valid_name};
+pub use types::{
+    ByteSize, LoginUser, ReconnectConfig, Secret, SecretSource, TimeSpan, is_valid_name,
+};
 pub(crate) use validate::{check_point_names, check_topic_template};
 
 /// Default config file path.

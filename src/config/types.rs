@@ -1,6 +1,6 @@
 //! Typed scalar values of the YAML file: durations (`500ms`, `5m`), byte sizes
-//! (`64KiB`), names (`[A-Za-z0-9_-]+`) and secrets read from the environment
-//! or a file.
+//! (`64KiB`), names (`[A-Za-z0-9_-]+`), secrets read from the environment
+//! or a file, and the entries of a `users:` list ([`LoginUser`]).
 //!
 //! Owns parsing and the user-facing wording of these values. Must not know
 //! which section of the config uses them.
@@ -177,6 +177,29 @@ impl SecretSource {
                 .map(|s| Secret(s.trim_end_matches(['\r', '\n']).to_string()))
                 .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
         }
+    }
+}
+
+/// One login of a `users:` list (`broker.users`, `http.users`): a user
+/// name and where the password comes from (`password_env` or
+/// `password_file`, never the YAML file itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginUser {
+    pub username: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl LoginUser {
+    /// Where the password comes from; an error when neither or both are given.
+    pub fn source(&self) -> Result<SecretSource, String> {
+        SecretSource::pick(
+            self.password_env.as_ref(),
+            self.password_file.as_ref(),
+            "password",
+        )?
+        .ok_or_else(|| "a user needs password_env or password_file".to_string())
     }
 }
 

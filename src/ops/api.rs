@@ -3,8 +3,9 @@
 //! updates carry the same `/api/v1/status` document.
 //!
 //! Owns the document shape (documented in the README) and the rate
-//! sampler. Reads only: [`super::metrics`], [`super::readings`],
-//! [`super::logring`] and the broker's stats; must not change pipeline state.
+//! sampler. Reads only: the metrics leaf (the broker's and the uplink's
+//! figures among them), [`crate::metrics::readings`], [`super::logring`]
+//! and the point catalogue it is given; must not change pipeline state.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,10 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 
 use super::logring;
-use super::points::DeviceSpec;
-use crate::broker::BrokerHandle;
 use crate::metrics;
 use crate::metrics::readings;
+use crate::ports::points::DeviceSpec;
 use crate::reading::{Quality, now_ms};
 
 /// A value older than this many poll intervals is marked stale.
@@ -45,7 +45,6 @@ struct Rates {
 pub struct Api {
     gateway: String,
     devices: Vec<DeviceSpec>,
-    broker: BrokerHandle,
     /// last sample and the rates computed from it (only touched while
     /// someone asks: nothing runs when nobody looks)
     rates: Mutex<(Option<Sample>, Rates)>,
@@ -61,11 +60,10 @@ fn round(x: f64) -> f64 {
 }
 
 impl Api {
-    pub fn new(gateway: String, devices: Vec<DeviceSpec>, broker: BrokerHandle) -> Api {
+    pub fn new(gateway: String, devices: Vec<DeviceSpec>) -> Api {
         Api {
             gateway,
             devices,
-            broker,
             rates: Mutex::new((None, Rates::default())),
         }
     }
@@ -144,7 +142,7 @@ impl Api {
     pub fn status(&self) -> Json {
         let m = metrics::get();
         m.collect();
-        let b = self.broker.stats();
+        let b = m.broker().unwrap_or_default();
         let now = now_ms();
         let rates = self.rates(Sample {
             at: Instant::now(),

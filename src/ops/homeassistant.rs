@@ -8,10 +8,12 @@
 //! `{data_dir}/homeassistant.json` (the topics published last time). Must
 //! not change pipeline state: it publishes through the gateway's publish
 //! channel (so a `forward` filter on the prefix takes them upstream) and
-//! watches the birth topic as an in-process subscriber.
+//! watches the birth topic as an in-process subscriber, through the ports
+//! leaf's [`Watch`] (it imports no stage).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -20,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::points::{DeviceSpec, PointKind, PointSpec};
-use crate::broker::BrokerHandle;
+use crate::ports::Watch;
+use crate::ports::points::{DeviceSpec, PointKind, PointSpec};
 use crate::reading::status;
 use crate::reading::{Publish, Qos};
 
@@ -266,7 +268,7 @@ pub async fn run(
     cfg: HomeAssistantConfig,
     data_dir: PathBuf,
     entities: Vec<Entity>,
-    broker: BrokerHandle,
+    broker: Arc<dyn Watch>,
     out: mpsc::Sender<Publish>,
     cancel: CancellationToken,
 ) {
@@ -274,7 +276,7 @@ pub async fn run(
     let birth_topic = format!("{}/status", cfg.prefix);
     // subscribe first: a birth that arrives while we publish is not missed
     let mut births = cfg.enabled.then(|| {
-        broker.subscribe(
+        broker.watch(
             "homeassistant",
             std::slice::from_ref(&birth_topic),
             BIRTH_CAPACITY,

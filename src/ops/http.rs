@@ -15,11 +15,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-
-use crate::broker::auth::{Auth, AuthError};
-use crate::broker::{BrokerConfig, BrokerUser};
 use tracing::{info, warn};
 
+use crate::config::LoginUser;
 use crate::metrics;
 
 /// `metrics:`.
@@ -31,9 +29,9 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
     /// Logins for the status page and `/api/v1` (HTTP basic). Without
     /// them the broker's `users` / `password_file` are used; with neither,
-    /// no login is asked.
+    /// no login is asked (the wiring picks the store, see `lib.rs`).
     #[serde(default)]
-    pub users: Vec<BrokerUser>,
+    pub users: Vec<LoginUser>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -48,24 +46,6 @@ pub enum HttpError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("http.users: {0}")]
-    Auth(#[from] AuthError),
-}
-
-/// The password store the status page checks: `http.users` when given,
-/// else the broker's users and password file; `None` when there is none.
-pub fn page_auth(cfg: &MetricsConfig, broker: &BrokerConfig) -> Result<Option<Auth>, HttpError> {
-    if !cfg.users.is_empty() {
-        let own = BrokerConfig {
-            users: cfg.users.clone(),
-            ..BrokerConfig::default()
-        };
-        return Ok(Some(Auth::new(&own)?));
-    }
-    if broker.users.is_empty() && broker.password_file.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(Auth::new(broker)?))
 }
 
 async fn prometheus() -> impl IntoResponse {

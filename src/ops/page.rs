@@ -2,7 +2,8 @@
 //! in from `src/ops/page/`, no CDN), the server-sent events at `/events`
 //! and the JSON API routes (`/api/v1/...`, built by [`super::api`]).
 //!
-//! Owns the routes, HTTP basic auth for them and the stream limit. Costs
+//! Owns the routes, HTTP basic auth for them (checked by the
+//! [`PasswordCheck`] the wiring hands in) and the stream limit. Costs
 //! nothing when nobody looks: a document is built only for a request or
 //! for an open event stream (one every [`EVENT_INTERVAL`]). Read-only:
 //! must not change pipeline state.
@@ -20,7 +21,7 @@ use axum::routing::get;
 use base64::Engine;
 
 use super::api::Api;
-use crate::broker::auth::{Auth, Login};
+use crate::ports::PasswordCheck;
 
 /// How often an open page gets a new document.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(2);
@@ -36,12 +37,12 @@ const STYLE: &str = include_str!("page/page.css");
 pub struct Page {
     api: Api,
     /// `None`: no users configured, no login asked.
-    auth: Option<Auth>,
+    auth: Option<Arc<dyn PasswordCheck>>,
     streams: AtomicUsize,
 }
 
 impl Page {
-    pub fn new(api: Api, auth: Option<Auth>) -> Page {
+    pub fn new(api: Api, auth: Option<Arc<dyn PasswordCheck>>) -> Page {
         Page {
             api,
             auth,
@@ -57,10 +58,7 @@ impl Page {
         let Some((user, pass)) = basic_credentials(headers) else {
             return false;
         };
-        matches!(
-            auth.login(Some(&user), Some(pass.as_bytes())),
-            Login::Accepted { .. }
-        )
+        auth.check(&user, pass.as_bytes())
     }
 }
 

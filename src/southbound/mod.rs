@@ -1,12 +1,14 @@
 //! Southbound: the sources that read field devices and turn samples into
 //! [`Reading`]s. One adapter per file; this file holds the [`Source`] trait,
 //! the context every source gets, and [`build_all`], which makes the sources
-//! for the configured devices.
+//! for the configured devices; [`catalogue::build`] describes the configured points
+//! for ops.
 //!
 //! Owns the contract between adapters and the pipeline. Must not publish
 //! readings itself (that is the rules stage) nor touch the broker directly:
 //! sources only send into the channels of their [`SourceContext`].
 
+pub mod catalogue;
 pub mod commands;
 pub mod devices;
 pub mod line;

@@ -20,8 +20,12 @@ const WIRING: &[&str] = &["wiring", "settings", "plan"];
 /// The stages of the data flow and the ops endpoints.
 const STAGES: &[&str] = &["southbound", "rules", "broker", "bridge", "ops"];
 /// Shared leaves: value types and errors, the readings, the Rhai engine,
-/// the metrics registry.
-const LEAVES: &[&str] = &["config", "reading", "script", "metrics"];
+/// the metrics registry, the ports ops reaches the other stages through.
+const LEAVES: &[&str] = &["config", "reading", "script", "metrics", "ports"];
+/// Stages that import no other stage, only leaves: ops reads figures from
+/// `metrics` and reaches the broker and the point catalogue through
+/// `ports`, all handed in by the wiring.
+const ISOLATED: &[&str] = &["ops"];
 
 fn layer(module: &str) -> Option<usize> {
     [WIRING, STAGES, LEAVES]
@@ -245,6 +249,30 @@ fn imports_run_one_way() {
         let files: Vec<&str> = files.iter().map(String::as_str).collect();
         println!("  {from} -> {to}  [{}]", files.join(", "));
     }
+    let stage = |m: &str| STAGES.contains(&m);
+    let sideways: Vec<_> = g
+        .edges
+        .iter()
+        .filter(|((from, to), _)| stage(from) && stage(to))
+        .collect();
+    println!("edges between stages ({}):", sideways.len());
+    for ((from, to), files) in &sideways {
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        println!("  {from} -> {to}  [{}]", files.join(", "));
+    }
+    let out_of_isolated: Vec<_> = sideways
+        .iter()
+        .filter(|((from, _), _)| ISOLATED.contains(&from.as_str()))
+        .collect();
+    for m in ISOLATED {
+        let out: Vec<&str> = g
+            .edges
+            .keys()
+            .filter(|(from, _)| from == m)
+            .map(|(_, to)| to.as_str())
+            .collect();
+        println!("edges out of {m} ({}): {}", out.len(), out.join(", "));
+    }
 
     assert!(
         unplaced.is_empty(),
@@ -257,6 +285,10 @@ fn imports_run_one_way() {
     assert!(
         upward.is_empty(),
         "imports from a lower layer to a higher one: {upward:?}"
+    );
+    assert!(
+        out_of_isolated.is_empty(),
+        "imports from {ISOLATED:?} into another stage (go through a leaf): {out_of_isolated:?}"
     );
 }
 

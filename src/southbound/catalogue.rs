@@ -1,51 +1,18 @@
 //! The point catalogue: every configured point of every device with what
 //! the status page and Home Assistant discovery need to know about it (unit,
-//! kind of value, writable, how often it is sampled).
+//! kind of value, writable, how often it is sampled), as the value types of
+//! the ports leaf, which the wiring hands to ops.
 //!
-//! Owns [`PointSpec`] and [`catalogue`]. Reads the device config structs
-//! only; must not start anything or know about topics.
+//! Owns [`build`] (how each kind's point config reads as a
+//! [`PointKind`]). Reads the device config structs only; must not start
+//! anything or know about topics.
 
-use std::time::Duration;
-
+use super::devices::DeviceConfig;
+use super::modbus::points::{DataType, PointConfig};
+use super::serial::decoder::PointType;
+use super::simulated::Signal;
+use crate::ports::points::{DeviceSpec, PointKind, PointSpec};
 use crate::reading::Value;
-use crate::southbound::devices::DeviceConfig;
-use crate::southbound::modbus::points::DataType;
-use crate::southbound::serial::decoder::PointType;
-use crate::southbound::simulated::Signal;
-
-/// What kind of value a point carries.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum PointKind {
-    Bool,
-    /// An integer type, with its range when known.
-    Integer {
-        min: f64,
-        max: f64,
-    },
-    /// A float, or an integer with `scale` / `offset`.
-    Float,
-    Text,
-}
-
-/// One configured point.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PointSpec {
-    pub name: String,
-    pub unit: Option<String>,
-    pub kind: PointKind,
-    pub writable: bool,
-}
-
-/// One configured device and its points.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceSpec {
-    pub name: String,
-    pub kind: &'static str,
-    /// Sampling interval (`poll`, or a serial `request.every`); `None` when
-    /// the device sends on its own.
-    pub poll: Option<Duration>,
-    pub points: Vec<PointSpec>,
-}
 
 fn modbus_kind(t: DataType, scaled: bool) -> PointKind {
     let int = |min: f64, max: f64| {
@@ -68,7 +35,7 @@ fn modbus_kind(t: DataType, scaled: bool) -> PointKind {
     }
 }
 
-fn modbus_points(points: &[crate::southbound::modbus::points::PointConfig]) -> Vec<PointSpec> {
+fn modbus_points(points: &[PointConfig]) -> Vec<PointSpec> {
     points
         .iter()
         .map(|p| PointSpec {
@@ -81,7 +48,7 @@ fn modbus_points(points: &[crate::southbound::modbus::points::PointConfig]) -> V
 }
 
 /// The devices of `devices` with their points, in config order.
-pub fn catalogue(devices: &[DeviceConfig]) -> Vec<DeviceSpec> {
+pub fn build(devices: &[DeviceConfig]) -> Vec<DeviceSpec> {
     devices
         .iter()
         .map(|d| {
