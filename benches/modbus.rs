@@ -89,11 +89,16 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/<pid>/status (`VmRSS:`, `RssAnon:`: heap and stacks).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse().ok())
         })
@@ -184,6 +189,7 @@ struct Window {
     secs: f64,
     cpu: f64,
     rss: u64,
+    anon: u64,
     requests: u64,
 }
 
@@ -201,6 +207,7 @@ fn measure(pid: u32, counts: &[Arc<AtomicU64>], secs: u64) -> Window {
         secs,
         cpu: (cpu_ticks(pid) - c0) as f64 / 100.0 / secs,
         rss: rss_kib(pid),
+        anon: status_kib(pid, "RssAnon:"),
         requests: total() - r0,
     }
 }
@@ -226,6 +233,7 @@ fn main() {
     let (idle, _, _) = gateway(dir.path(), " []\n");
     std::thread::sleep(Duration::from_secs(3));
     let idle_rss = rss_kib(idle.0.id());
+    let idle_anon = status_kib(idle.0.id(), "RssAnon:");
     drop(idle);
 
     let mut devices = String::from("\n");
@@ -302,6 +310,11 @@ fn main() {
         "gateway RSS: {} KiB polling, {idle_rss} KiB idle: +{grow_kib} KiB [{}] (target < 2048 KiB more)",
         g.rss,
         verdict(grow_kib < 2048)
+    );
+    println!(
+        "  of which heap and stacks (RssAnon): {} KiB polling, {idle_anon} KiB idle: +{} KiB; the rest is program pages",
+        g.anon,
+        g.anon.saturating_sub(idle_anon)
     );
     println!(
         "plain tokio-modbus loop: {plain_rate:.0} values/s, CPU {:.1}% of one core, RSS {} KiB",
