@@ -3,7 +3,7 @@
 //! the uplink is down; subscribes to command topics upstream and publishes
 //! them locally.
 //!
-//! Owns the outbox (`outbox/`), the upstream client (`upstream.rs`), the
+//! Owns the outbox (`outbox/`), the upstream client (`upstream/`), the
 //! drain state machine (`forward/`) and its send cursor (`cursor.rs`),
 //! the gateway's own publishes (`own.rs`), the local clients' intake
 //! (`intake.rs`), poison messages (`poison.rs`, `outbox/dead.rs`),
@@ -38,7 +38,9 @@
 //!   If the broker lost the session (restart without persistence), every
 //!   unacknowledged row is sent again from the outbox.
 //! - Crash (SIGKILL, power loss with `synchronous: full`): every committed
-//!   row is still there and is sent after the restart. Rows that were in
+//!   row is still there and is sent after the restart; the first connection
+//!   resumes the upstream session (commands queued meanwhile arrive) unless
+//!   QoS 2 is in play (`upstream`'s module doc). Rows that were in
 //!   flight are sent again: QoS 1 and QoS 2 duplicates are bounded by the
 //!   in-flight window (`inflight`), because a message keeps its window slot
 //!   until its delete is committed.
@@ -142,6 +144,28 @@ struct Tasks {
     flush_ms: Arc<AtomicU64>,
 }
 
+/// How the first upstream connection of this process starts: resuming the
+/// session (commands queued upstream meanwhile arrive) unless QoS 2 is in
+/// play (see the module doc of `upstream`). A failed check wipes.
+async fn first_session(cfg: &UplinkConfig, pool: &sqlx::SqlitePool) -> upstream::Session {
+    let forwards_qos2 = cfg.forward.iter().any(|f| f.qos.as_u8() == 2);
+    let stored_qos2 = outbox::holds_qos2(pool).await.unwrap_or_else(|e| {
+        warn!(error = %e, "uplink: cannot tell whether the outbox holds QoS 2 messages");
+        true
+    });
+    if forwards_qos2 || stored_qos2 {
+        info!(
+            forwards_qos2,
+            stored_qos2,
+            "uplink: the first connection clears the upstream session (QoS 2 in play); \
+             commands queued upstream while the gateway was down are lost"
+        );
+        upstream::Session::Wipe
+    } else {
+        upstream::Session::Lasting
+    }
+}
+
 impl Bridge {
     /// A bridge that forwards nothing: the gateway's publishes go straight
     /// to the local broker.
@@ -210,6 +234,7 @@ impl Bridge {
 
         // room for the whole window plus status, subscribe and disconnect
         // requests: the forwarder never waits for room (see forward.rs)
+        let start = first_session(&cfg, &pool).await;
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
         let uplink = upstream::Link::new(
             el,
@@ -217,6 +242,7 @@ impl Bridge {
             cfg.reconnect,
             cfg.io_timeout.get(),
             counters.clone(),
+            start,
         );
         let (local_tx, local_rx) = mpsc::channel(local_capacity);
         let status_topic = crate::reading::status::gateway_topic(&gateway);

@@ -389,7 +389,7 @@ mod expire;
 mod inflight;
 pub use inflight::InFlight;
 mod open;
-pub use open::{Opened, db_path, open, open_or_set_aside};
+pub use open::{Opened, db_path, holds_qos2, open, open_or_set_aside};
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]

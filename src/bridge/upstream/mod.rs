@@ -8,13 +8,18 @@
 //! Session handling: the client id is fixed and reconnects use
 //! `clean_session = false`, so rumqttc resends unacknowledged QoS 1/2
 //! publishes (and PUBRELs) with their packet ids after an outage and the
-//! broker drops QoS 2 duplicates. The first connection of a process is
-//! clean (`clean_session = true`, then an immediate DISCONNECT), because
-//! a restarted process no longer knows the packet ids of its previous life:
-//! a new QoS 2 message reusing a packet id the broker still holds would be
-//! taken for a duplicate and lost. The price: QoS 2 messages that were in
-//! flight when the process died are sent again (see the module doc of
-//! `bridge`).
+//! broker drops QoS 2 duplicates. The first connection of a process
+//! resumes the session too ([`Session::Lasting`]: commands queued upstream
+//! while the gateway was down are delivered) unless QoS 2 is in play: with
+//! a `forward` entry at QoS 2 or a QoS 2 row in the outbox it is clean
+//! ([`Session::Wipe`]: `clean_session = true`, then an immediate
+//! DISCONNECT), because a restarted process no longer knows the packet ids
+//! of its previous life, and a new QoS 2 message reusing a packet id the
+//! broker still holds (PUBLISH received, PUBREL not yet) would be taken for
+//! a duplicate and lost. QoS 1 leaves no such state at the broker: its
+//! packet id is free once the broker has the message. The price of the
+//! wipe: QoS 2 messages that were in flight when the process died are sent
+//! again, and queued commands are lost (see the module doc of `bridge`).
 //!
 //! rumqttc forgets which incoming QoS 2 commands it PUBREC'd at every
 //! drop, and fails on the PUBREL the broker of the lasting session sends
@@ -31,36 +36,19 @@
 
 use std::time::Duration;
 
-use rand::Rng;
 use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::mqttbytes::Error as MqttError;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions,
-    NetworkOptions, Outgoing, QoS, Request, StateError, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, NetworkOptions, Outgoing, QoS,
+    Request, StateError,
 };
 use tracing::{info, warn};
 
-use super::config::{Endpoint, UplinkConfig};
 use crate::config::ReconnectConfig;
 
-/// The system CA bundle, used when `ca_file` is not given.
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// Why the upstream client could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("uplink.url: {0}")]
-    Url(String),
-    #[error("uplink: cannot read {key} {path}: {source}")]
-    File {
-        key: &'static str,
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("uplink password: {0}")]
-    Password(String),
-}
+mod options;
+pub use options::{SYSTEM_CA_BUNDLE, UpstreamError, backoff, options};
 
 /// What the connection reports to the forwarder.
 #[derive(Debug)]
@@ -72,77 +60,6 @@ pub enum Report {
     /// The connection failed or dropped; a reconnect follows after a backoff.
     Down,
     Event(Event),
-}
-
-fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, UpstreamError> {
-    std::fs::read(path).map_err(|source| UpstreamError::File {
-        key,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// rumqttc options from the config; the last will is `offline`, retained,
-/// on the upstream status topic.
-pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, UpstreamError> {
-    let ep = Endpoint::parse(&cfg.url).map_err(UpstreamError::Url)?;
-    let mut o = MqttOptions::new(cfg.client_id(gateway), ep.host, ep.port);
-    o.set_keep_alive(cfg.keep_alive.get());
-    o.set_clean_session(true);
-    o.set_inflight(cfg.inflight);
-    let max = cfg.max_packet_size.as_usize();
-    o.set_max_packet_size(max, max);
-    o.set_pending_throttle(Duration::ZERO);
-    // commands are acknowledged once handed on locally (forward/report.rs)
-    o.set_manual_acks(true);
-    o.set_last_will(LastWill::new(
-        cfg.status_topic(gateway),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
-    if let Some(user) = &cfg.username {
-        let password = match cfg.password_source().map_err(UpstreamError::Password)? {
-            Some(s) => s
-                .resolve()
-                .map_err(UpstreamError::Password)?
-                .expose()
-                .to_string(),
-            None => String::new(),
-        };
-        o.set_credentials(user, password);
-    }
-    if ep.tls {
-        let ca = match &cfg.ca_file {
-            Some(p) => read("ca_file", p)?,
-            None => read(
-                "ca_file (system bundle)",
-                std::path::Path::new(SYSTEM_CA_BUNDLE),
-            )?,
-        };
-        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
-            _ => None,
-        };
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        }));
-    }
-    Ok(o)
-}
-
-/// The delay before reconnect attempt `attempt` (0-based): `min * 2^attempt`
-/// capped at `max`, then a random factor in [0.5, 1.0] (jitter, so a fleet
-/// of gateways does not reconnect in step).
-pub fn backoff(cfg: &ReconnectConfig, attempt: u32) -> Duration {
-    let base = cfg
-        .min
-        .get()
-        .saturating_mul(1u32 << attempt.min(20))
-        .min(cfg.max.get());
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 /// The upstream connection: the rumqttc event loop with reconnect backoff
@@ -160,7 +77,7 @@ pub struct Link {
 
 /// Where the upstream session stands (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Session {
+pub enum Session {
     /// The next connection is clean (`clean_session = true`) and is closed
     /// at once: the broker forgets the previous session.
     Wipe,
@@ -179,7 +96,12 @@ impl Link {
         reconnect: ReconnectConfig,
         io_timeout: Duration,
         counters: std::sync::Arc<super::Counters>,
+        start: Session,
     ) -> Link {
+        // the options come clean: a lasting start resumes at once
+        if start == Session::Lasting {
+            el.mqtt_options.set_clean_session(false);
+        }
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(io_timeout.as_secs().max(1));
@@ -189,7 +111,7 @@ impl Link {
             client,
             reconnect,
             attempt: 0,
-            session: Session::Wipe,
+            session: start,
             retry_at: None,
             counters,
         }
@@ -365,23 +287,4 @@ pub async fn next(mut link: Box<Link>) -> (Box<Link>, Report) {
 
 fn log_error(e: &ConnectionError, delay: Duration) {
     warn!(error = %e, retry_in = ?delay, "uplink connection failed");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::TimeSpan as D;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cfg = ReconnectConfig {
-            min: D::from_millis(100),
-            max: D::from_secs(2),
-        };
-        for attempt in 0..40 {
-            let d = backoff(&cfg, attempt);
-            let base = (100u64 << attempt.min(20)).min(2000);
-            assert!(d.as_millis() as u64 >= base / 2 && d.as_millis() as u64 <= base);
-        }
-    }
 }

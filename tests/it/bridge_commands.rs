@@ -1,9 +1,11 @@
-//! A QoS 2 command whose exchange a dropped connection interrupts after
-//! the gateway's PUBREC: on the next connection of the lasting session the
-//! broker sends the PUBREL again (MQTT-4.4.0-1), and the gateway must
-//! answer it with PUBCOMP (MQTT-4.3.3-3 for the receiver's side) and go on
-//! forwarding, not drop every new connection because it no longer knows
-//! that packet id.
+//! Commands from upstream across drops and restarts, against a real
+//! mosquitto. A QoS 2 command whose exchange a dropped connection
+//! interrupts after the gateway's PUBREC: on the next connection of the
+//! lasting session the broker sends the PUBREL again (MQTT-4.4.0-1), and
+//! the gateway must answer it with PUBCOMP and go on forwarding, not drop
+//! every new connection because it no longer knows that packet id. A
+//! command sent while the gateway is down arrives after its restart
+//! (MQTT-3.1.2-4: the broker keeps it in the session).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -187,4 +189,36 @@ async fn a_qos2_command_cut_after_pubrec_completes_on_the_next_connection() {
     );
     pump.abort();
     assert!(gw.terminate(SECS).success());
+}
+
+#[tokio::test]
+async fn a_command_sent_while_the_gateway_is_down_arrives_after_the_restart() {
+    let broker = Mosquitto::start();
+    let mut up = Sub::connect(broker.port, &["site/gw1/#"], QoS::AtLeastOnce).await;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let extra = "  commands:\n    - { filter: \"site/gw1/+/+/set\", strip_prefix: \"site/\" }";
+    let mut gw = Gateway::start(&gateway_yaml(&url, "200ms", extra));
+    // a reading upstream: the command subscription was made before it
+    wait_reading(&mut up).await;
+    gw.kill();
+
+    let (client, mut el) = rumqttc::AsyncClient::new(options("operator", broker.port), 10);
+    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    client
+        .publish("site/gw1/dev/n/set", QoS::AtLeastOnce, false, "9")
+        .await
+        .expect("publish");
+    // the broker has routed it (to the gateway's stored session too)
+    up.wait_topic("site/gw1/dev/n/set", SECS).await;
+
+    let gw = gw.sigkill_and_restart(&[]);
+    // the commands stage answers every command it gets on `.../set/result`
+    let result = up.wait_topic("site/gw1/dev/n/set/result", SECS).await;
+    assert!(
+        result.text().contains("\"ok\""),
+        "unexpected result {}",
+        result.text()
+    );
+    gw.wait_log("command from upstream", SECS);
+    pump.abort();
 }
