@@ -232,9 +232,9 @@ impl Bridge {
         let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
         let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
 
+        let start = first_session(&cfg, &pool).await;
         // room for the whole window plus status, subscribe and disconnect
         // requests: the forwarder never waits for room (see forward.rs)
-        let start = first_session(&cfg, &pool).await;
         let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
         let uplink = upstream::Link::new(
             el,

@@ -1,6 +1,6 @@
-//! The upstream connection (rumqttc): options from `uplink:` (TLS through
-//! rustls, credentials, keep-alive, last will), the event-loop driver with
-//! exponential backoff and jitter, and the session wipe at start.
+//! The upstream connection (rumqttc): the event-loop driver with
+//! exponential backoff and jitter, and how the session starts; the client
+//! options from `uplink:` and the backoff are in `options.rs`.
 //!
 //! Owns the rumqttc `EventLoop` ([`Link`]). Must not touch the outbox: the
 //! forwarder (`forward.rs`) polls [`next`] and keeps the state.
