@@ -8,6 +8,7 @@
 # Usage:
 #   scripts/build-arm.sh --install    # ziglang (PyPI), cargo-zigbuild, the Rust targets
 #   scripts/build-arm.sh [TARGET...]  # default: all three below
+# A stripped binary over FG_SIZE_LIMIT bytes (default 10,000,000) fails the build.
 # Targets (binary: target/TARGET/release/fieldgate):
 #   aarch64-unknown-linux-musl       Pi 3/4/5 with a 64-bit OS (arm64)
 #   arm-unknown-linux-musleabihf     ARMv6 + VFP: Pi Zero / Pi 1 and every 32-bit Pi (armhf)
@@ -19,6 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS_ALL=(aarch64-unknown-linux-musl arm-unknown-linux-musleabihf armv7-unknown-linux-musleabihf)
+SIZE_LIMIT=${FG_SIZE_LIMIT:-10000000}
 
 install() {
   python3 -m ziglang version >/dev/null 2>&1 \
@@ -58,8 +60,14 @@ build() {
   fi
   cargo zigbuild --locked --release --target "$target" "${std[@]}"
   unset RUSTC_BOOTSTRAP "$flags_var"
-  local bin=${CARGO_TARGET_DIR:-target}/$target/release/fieldgate
-  echo "built $bin: $(stat -c %s "$bin") bytes, $((SECONDS - t0)) s${std:+ (std from rust-src)}"
+  local bin=${CARGO_TARGET_DIR:-target}/$target/release/fieldgate size
+  size=$(stat -c %s "$bin")
+  echo "built $bin: $size bytes, $((SECONDS - t0)) s${std:+ (std from rust-src)}"
+  # the size goal of the stripped static binary (README, "Building for the Raspberry Pi")
+  if [ "$size" -gt "$SIZE_LIMIT" ]; then
+    echo "$bin: $size bytes is over the limit of $SIZE_LIMIT bytes (FG_SIZE_LIMIT)" >&2
+    exit 1
+  fi
 }
 
 if [ "${1:-}" = "--install" ]; then install; exit 0; fi
