@@ -101,20 +101,35 @@ impl Reading {
 
     /// The default payload of docs/design.md §4:
     /// `{"value": 21.5, "unit": "°C", "ts": 1763773200123, "quality": "good"}`.
+    /// Written straight from the reading (no JSON tree in between: this
+    /// runs once per reading).
     pub fn to_payload(&self) -> Bytes {
-        let mut map = serde_json::Map::with_capacity(4);
-        map.insert("value".into(), self.value.to_json());
-        if let Some(unit) = &self.unit {
-            map.insert("unit".into(), serde_json::Value::String(unit.to_string()));
-        }
-        map.insert("ts".into(), serde_json::Value::from(self.ts));
-        map.insert("quality".into(), self.quality.as_str().into());
-        if !clock::synced(self.ts) {
+        let p = Payload {
+            value: &self.value,
+            unit: self.unit.as_deref(),
+            ts: self.ts,
+            quality: self.quality.as_str(),
             // taken before NTP set the clock: `ts` may be far off
-            map.insert("clock".into(), "unsynced".into());
-        }
-        Bytes::from(serde_json::Value::Object(map).to_string())
+            clock: (!clock::synced(self.ts)).then_some("unsynced"),
+        };
+        let mut out = Vec::with_capacity(96);
+        // writing these types to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut out, &p);
+        Bytes::from(out)
     }
+}
+
+/// The default payload's fields, in their order.
+#[derive(Serialize)]
+struct Payload<'a> {
+    /// Non-finite floats are written as `null` (serde_json's rule).
+    value: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    ts: i64,
+    quality: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clock: Option<&'static str>,
 }
 
 /// MQTT quality of service. In YAML it is written 0, 1 or 2.
@@ -202,6 +217,31 @@ mod tests {
     }
 
     #[test]
+    fn payload_of_each_value_kind_matches_the_json_tree() {
+        clock::set_check(false);
+        for value in [
+            Value::Int(-42),
+            Value::Bool(true),
+            Value::Float(1.0),
+            Value::Float(0.1 + 0.2),
+            Value::String("a \"b\"\n".into()),
+        ] {
+            let r = Reading {
+                device: "d".into(),
+                point: "p".into(),
+                value: value.clone(),
+                unit: Some("kWh".into()),
+                ts: 9,
+                quality: Quality::Stale,
+            };
+            let tree = serde_json::json!({
+                "value": value.to_json(), "unit": "kWh", "ts": 9, "quality": "stale"
+            });
+            assert_eq!(r.to_payload(), Bytes::from(tree.to_string()), "{value:?}");
+        }
+    }
+
+    #[test]
     fn payload_with_unit_and_nan() {
         clock::set_check(false);
         let r = Reading {
@@ -212,9 +252,9 @@ mod tests {
             ts: 7,
             quality: Quality::Bad,
         };
-        let v: serde_json::Value = serde_json::from_slice(&r.to_payload()).unwrap();
-        assert_eq!(v["value"], serde_json::Value::Null);
-        assert_eq!(v["unit"], "°C");
-        assert_eq!(v["quality"], "bad");
+        assert_eq!(
+            r.to_payload(),
+            Bytes::from(r#"{"value":null,"unit":"°C","ts":7,"quality":"bad"}"#)
+        );
     }
 }
