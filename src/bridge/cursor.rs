@@ -202,6 +202,7 @@ mod tests {
             created_ms: 0,
             size: 1,
             attempts: 0,
+            released: false,
         })
         .collect()
     }

@@ -7,7 +7,7 @@
 //! drain state machine (`forward/`) and its send cursor (`cursor.rs`),
 //! the gateway's own publishes (`own.rs`), the local clients' intake
 //! (`intake.rs`), poison messages (`poison.rs`, `outbox/dead.rs`),
-//! filters (`filters.rs`), the try-now poll (`poll.rs`),
+//! filters (`filters.rs`),
 //! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
 //! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
 //! not know about devices or rules: it sees [`Publish`]es.
@@ -31,19 +31,19 @@
 //!   backlog behind them, each in commit order. At most `inflight` messages
 //!   are sent and still in the outbox (unacknowledged, or acknowledged and
 //!   not yet deleted) at any time.
-//! - Outages inside one process: the client id is fixed and the session
-//!   lasting (`clean_session = false`): rumqttc resends unacknowledged
-//!   messages with their packet ids, the broker drops QoS 2 duplicates, so
-//!   QoS 2 is not duplicated; QoS 1 may be (at most the in-flight window).
-//!   If the broker lost the session (restart without persistence), every
-//!   unacknowledged row is sent again from the outbox.
+//! - Outages and restarts: the client id is fixed and every connection
+//!   resumes the session (`clean_session = false`), so commands queued
+//!   upstream while the gateway was down arrive. Each row's packet id is
+//!   a function of its row id and a QoS 2 row is marked `released` before
+//!   its PUBREL goes (`upstream`'s module doc): unacknowledged messages are
+//!   sent again with the same packet ids, the broker drops QoS 2
+//!   duplicates, so QoS 2 is not duplicated, across a SIGKILL too; QoS 1
+//!   may be (at most the in-flight window, because a message keeps its
+//!   window slot until its delete is committed). If the broker lost the
+//!   session (restart without persistence, session expiry), every
+//!   unacknowledged row is sent again from the outbox as a new message.
 //! - Crash (SIGKILL, power loss with `synchronous: full`): every committed
-//!   row is still there and is sent after the restart; the first connection
-//!   resumes the upstream session (commands queued meanwhile arrive) unless
-//!   QoS 2 is in play (`upstream`'s module doc). Rows that were in
-//!   flight are sent again: QoS 1 and QoS 2 duplicates are bounded by the
-//!   in-flight window (`inflight`), because a message keeps its window slot
-//!   until its delete is committed.
+//!   row is still there and is sent after the restart.
 //! - Capacity: see `outbox.rs`; every drop is counted in [`Counters`].
 //! - The gateway never stops because of the bridge: commit failures (full
 //!   disk) are logged and counted and the messages go live if connected.
@@ -59,7 +59,6 @@ mod metrics;
 pub mod outbox;
 mod own;
 mod poison;
-mod poll;
 pub mod upstream;
 
 use std::path::Path;
@@ -67,7 +66,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +74,6 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
 pub use describe::describe;
-pub(crate) use poll::poll_once;
 
 use crate::reading::Publish;
 
@@ -142,28 +139,6 @@ struct Tasks {
     writer: JoinHandle<()>,
     flush: CancellationToken,
     flush_ms: Arc<AtomicU64>,
-}
-
-/// How the first upstream connection of this process starts: resuming the
-/// session (commands queued upstream meanwhile arrive) unless QoS 2 is in
-/// play (see the module doc of `upstream`). A failed check wipes.
-async fn first_session(cfg: &UplinkConfig, pool: &sqlx::SqlitePool) -> upstream::Session {
-    let forwards_qos2 = cfg.forward.iter().any(|f| f.qos.as_u8() == 2);
-    let stored_qos2 = outbox::holds_qos2(pool).await.unwrap_or_else(|e| {
-        warn!(error = %e, "uplink: cannot tell whether the outbox holds QoS 2 messages");
-        true
-    });
-    if forwards_qos2 || stored_qos2 {
-        info!(
-            forwards_qos2,
-            stored_qos2,
-            "uplink: the first connection clears the upstream session (QoS 2 in play); \
-             commands queued upstream while the gateway was down are lost"
-        );
-        upstream::Session::Wipe
-    } else {
-        upstream::Session::Lasting
-    }
 }
 
 impl Bridge {
@@ -232,18 +207,10 @@ impl Bridge {
         let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
         let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
 
-        let start = first_session(&cfg, &pool).await;
         // room for the whole window plus status, subscribe and disconnect
-        // requests: the forwarder never waits for room (see forward.rs)
-        let (client, el) = AsyncClient::new(opts, cfg.inflight as usize + 64);
-        let uplink = upstream::Link::new(
-            el,
-            client.clone(),
-            cfg.reconnect,
-            cfg.io_timeout.get(),
-            counters.clone(),
-            start,
-        );
+        // requests: the forwarder never waits for room (see forward/)
+        let (client, requests) = upstream::Client::new(cfg.inflight as usize + 64);
+        let uplink = upstream::Link::new(opts, requests, cfg.reconnect, counters.clone());
         let (local_tx, local_rx) = mpsc::channel(local_capacity);
         let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();

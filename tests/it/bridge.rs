@@ -157,27 +157,42 @@ pub(crate) async fn publish_all(
     msgs: impl ExactSizeIterator<Item = (String, Vec<u8>)>,
     within: Duration,
 ) {
+    let msgs = msgs.map(|(t, p)| (t, p, QoS::AtLeastOnce));
+    publish_all_qos(port, id, msgs, within).await;
+}
+
+/// Publishes every `(topic, payload, qos)` (QoS 1 or 2) in order from a
+/// local client `id` and waits, for at most `within`, until the embedded
+/// broker has acknowledged each (PUBACK, or PUBCOMP for QoS 2).
+pub(crate) async fn publish_all_qos(
+    port: u16,
+    id: &str,
+    msgs: impl ExactSizeIterator<Item = (String, Vec<u8>, QoS)>,
+    within: Duration,
+) {
     let (client, mut el) = rumqttc::AsyncClient::new(options(id, port), 100);
     let n = msgs.len();
     let pump = tokio::spawn(async move {
         let mut acked = 0;
         while acked < n {
             match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Incoming::PubAck(_))) => acked += 1,
+                Ok(rumqttc::Event::Incoming(
+                    rumqttc::Incoming::PubAck(_) | rumqttc::Incoming::PubComp(_),
+                )) => acked += 1,
                 Ok(_) => {}
                 Err(e) => panic!("local publisher: {e}"),
             }
         }
     });
-    for (topic, payload) in msgs {
+    for (topic, payload, qos) in msgs {
         client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, qos, false, payload)
             .await
             .expect("publish");
     }
     tokio::time::timeout(within, pump)
         .await
-        .unwrap_or_else(|_| panic!("local PUBACKs did not all arrive within {within:?}"))
+        .unwrap_or_else(|_| panic!("local acknowledgements did not all arrive within {within:?}"))
         .expect("pump");
 }
 

@@ -197,7 +197,10 @@ async fn a_command_sent_while_the_gateway_is_down_arrives_after_the_restart() {
     let mut up = Sub::connect(broker.port, &["site/gw1/#"], QoS::AtLeastOnce).await;
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
     let extra = "  commands:\n    - { filter: \"site/gw1/+/+/set\", strip_prefix: \"site/\" }";
-    let mut gw = Gateway::start(&gateway_yaml(&url, "200ms", extra));
+    // readings forwarded at QoS 2: the session is resumed all the same
+    let yaml = gateway_yaml(&url, "200ms", extra).replace("qos: 1 }", "qos: 2 }");
+    assert!(yaml.contains("qos: 2 }"), "{yaml}");
+    let mut gw = Gateway::start(&yaml);
     // a reading upstream: the command subscription was made before it
     wait_reading(&mut up).await;
     gw.kill();

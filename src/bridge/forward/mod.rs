@@ -2,12 +2,14 @@
 //! upstream connection.
 //!
 //! Owns the in-flight window, the packet-id map and the
-//! upstream connection (it polls [`upstream::next`] itself, so the two
-//! events of every message need no task hop). Reads committed rows from the
+//! upstream connection (it polls [`upstream::next`] itself, so the events
+//! of every message need no task hop). Reads committed rows from the
 //! outbox (never writes: acknowledgements go to the writer as
-//! [`WriteCmd::Ack`]), hands them to rumqttc, and correlates
-//! `Outgoing::Publish(pkid)` with the rows it queued, in order, then
-//! `PubAck(pkid)` / `PubComp(pkid)` with the row ids to delete.
+//! [`WriteCmd::Ack`], QoS 2 PUBRECs as [`WriteCmd::Release`]), hands them
+//! to the link with their packet id ([`upstream::row_pkid`]), and maps
+//! `Acked(pkid)` / `Completed(pkid)` back to the row ids to delete. A QoS 2
+//! row's PUBREL is asked for only once the writer has committed its
+//! `released` mark (see `upstream`'s module doc).
 //!
 //! Window: a message holds one of the `inflight` slots from the moment it
 //! is handed to rumqttc until the writer has deleted its row. So at any
@@ -36,16 +38,16 @@
 //! ```
 //!
 //! Rows are sent (`fill`) and read only while connected (`Live`,
-//! `Flushing`). The upstream client sits behind [`upstream::Upstream`] and rumqttc's
-//! resend queue behind [`upstream::Resend`], so the transitions have unit tests
-//! without a broker (`tests.rs`).
+//! `Flushing`). The upstream client sits behind [`upstream::Upstream`] and
+//! the link's session behind [`upstream::Resend`], so the transitions have
+//! unit tests without a broker (`tests.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,10 +58,10 @@ use super::Counters;
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
-use super::upstream::{self, Link, Report, Upstream};
+use super::upstream::{self, Client, Link, Report, Upstream};
 use crate::metrics::LogThrottle;
 use crate::reading::Publish;
-use window::{Mode, State, Tracked};
+use window::{Mode, State};
 
 /// How long the stop waits for the PUBACK of `offline` upstream.
 pub const OFFLINE_WAIT: Duration = Duration::from_millis(1500);
@@ -74,8 +76,8 @@ type Read = Result<Vec<outbox::Stored>, outbox::OutboxError>;
 type Reading = (JoinHandle<Read>, Fetch, u64);
 /// Most connection events handled before the window is refilled.
 const EVENTS_PER_TURN: usize = 256;
-/// Bytes (topic + payload) handed to rumqttc and not yet acknowledged, at
-/// most, whatever the window: rumqttc keeps a copy of each for resending,
+/// Bytes (topic + payload) handed to the link and not yet acknowledged, at
+/// most, whatever the window: the link keeps a copy of each for resending,
 /// and large payloads must not make that hundreds of megabytes.
 const WIRE_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes one outbox read should bring, about (rows are counted from the
@@ -86,7 +88,7 @@ const READ_BYTES: u64 = 2 * 1024 * 1024;
 type Next = ReusableBoxFuture<'static, (Box<Link>, Report)>;
 
 /// The forwarder's inputs and outputs.
-pub struct Forwarder<C: Upstream = AsyncClient> {
+pub struct Forwarder<C: Upstream = Client> {
     pub cfg: Arc<UplinkConfig>,
     pub gateway: Arc<str>,
     pub client: C,
@@ -122,6 +124,7 @@ impl<C: Upstream> Forwarder<C> {
         let mut reading: Option<Reading> = None;
         while !matches!(st.mode, Mode::Stopping { .. }) {
             let deleting = st.acks_sent > st.acks_done;
+            let marking = st.marks_sent > st.marks_done;
             let mut expired = false;
             tokio::select! {
                 (mut link, r) = conn.get_pin() => {
@@ -163,6 +166,7 @@ impl<C: Upstream> Forwarder<C> {
                 _ = read_pause.wait(), if reading.is_none() => {}
                 _ = self.progress.committed.changed(), if st.cursor.caught_up => st.cursor.wake(),
                 _ = self.progress.deleted.changed(), if deleting => {}
+                _ = self.progress.released.changed(), if marking => {}
                 permit = writer.reserve(), if !st.acks.is_empty() && !deleting => {
                     if let Ok(p) = permit {
                         st.acks_sent += st.acks.len() as u64;
@@ -190,7 +194,10 @@ impl<C: Upstream> Forwarder<C> {
                 local = None;
             }
             st.acks_done = *self.progress.deleted.borrow_and_update();
+            let marked = *self.progress.released.borrow_and_update();
+            self.release_marked(&mut st, marked);
             self.send_acks(&mut st);
+            self.send_marks(&mut st);
             self.send_failures(&mut st);
             self.send_command_acks(&mut st);
             match st.mode {
@@ -213,11 +220,13 @@ impl<C: Upstream> Forwarder<C> {
     async fn stop(&mut self, st: &mut State, conn: &mut Next, status_topic: &str) {
         if let Mode::Stopping { connected: true } = st.mode {
             let offline = bytes::Bytes::from_static(b"offline");
-            if self
-                .client
-                .publish(status_topic.to_string(), QoS::AtLeastOnce, true, offline)
-            {
-                st.queued.push_back(Tracked::Untracked);
+            if self.send_other(
+                st,
+                status_topic.to_string(),
+                QoS::AtLeastOnce,
+                true,
+                offline,
+            ) {
                 let deadline = tokio::time::Instant::now() + OFFLINE_WAIT;
                 while st.mode == (Mode::Stopping { connected: true }) && st.unacked() > 0 {
                     match tokio::time::timeout_at(deadline, conn.get_pin()).await {
@@ -246,10 +255,12 @@ impl<C: Upstream> Forwarder<C> {
         for cmd in [
             WriteCmd::Ack(std::mem::take(&mut st.acks)),
             WriteCmd::Failed(std::mem::take(&mut st.failures)),
+            WriteCmd::Release(std::mem::take(&mut st.marks)),
         ] {
             let empty = match &cmd {
                 WriteCmd::Ack(a) => a.is_empty(),
                 WriteCmd::Failed(f) => f.is_empty(),
+                WriteCmd::Release(r) => r.is_empty(),
                 WriteCmd::Insert { .. } => true,
             };
             if !empty
@@ -283,6 +294,23 @@ impl<C: Upstream> Forwarder<C> {
             Err(_) => {
                 warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
             }
+        }
+    }
+}
+
+impl<C: Upstream> Forwarder<C> {
+    /// Hands the `released` marks of PUBREC'd rows to the writer (at
+    /// once: a QoS 2 message holds its window slot until PUBCOMP).
+    fn send_marks(&mut self, st: &mut State) {
+        if st.marks.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut st.marks);
+        let n = ids.len() as u64;
+        match self.writer.try_send(WriteCmd::Release(ids)) {
+            Ok(()) => st.marks_sent += n,
+            Err(mpsc::error::TrySendError::Full(WriteCmd::Release(ids))) => st.marks = ids,
+            Err(_) => warn!("uplink: outbox writer gone; QoS 2 messages wait for their PUBREL"),
         }
     }
 }
@@ -366,6 +394,7 @@ async fn sleep_until(mode: Mode) {
     }
 }
 
+mod commands;
 mod report;
 #[cfg(test)]
 mod tests;

@@ -7,22 +7,22 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use rumqttc::{Event, Incoming, Outgoing, QoS};
+use rumqttc::QoS;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::window::{Mode, State, Tracked, off_the_wire, qos};
+use super::window::{Marks, Mode, State, Tracked, off_the_wire, qos};
 use super::{Forwarder, READ_BYTES, Read, WIRE_BYTES};
 use crate::bridge::cursor::{Fetch, READ_AHEAD};
 use crate::bridge::outbox::{self, WriteCmd, dead::Failure};
 use crate::bridge::poison;
-use crate::bridge::upstream::{Report, Resend, Upstream};
+use crate::bridge::upstream::{Outgoing, Report, Resend, Upstream, row_pkid};
 use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
-/// Commands from upstream that wait for room in the local publish queue.
-pub(super) const COMMANDS_WAITING: usize = 64;
+/// The resend order of messages not from the outbox: before every row.
+const OTHER_KEY: i64 = i64::MIN + 1;
 
 impl<C: Upstream> Forwarder<C> {
     pub(super) fn on_report(
@@ -35,45 +35,102 @@ impl<C: Upstream> Forwarder<C> {
         match r {
             Report::Up { session_present } => self.on_up(st, session_present, status_topic),
             Report::Down => self.on_down(link, st),
-            Report::Event(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                if pkid != 0 && !st.inflight.contains_key(&pkid) {
-                    match st.queued.pop_front() {
-                        Some(t) => {
-                            st.inflight.insert(pkid, t);
-                        }
-                        None => warn!(
-                            pkid,
-                            "uplink: a publish went out that the bridge did not queue"
-                        ),
-                    }
-                }
-            }
-            Report::Event(Event::Incoming(Incoming::PubAck(a))) => {
-                let t = st.inflight.remove(&a.pkid);
+            Report::Acked(pkid) => {
+                let t = st.inflight.remove(&pkid);
                 off_the_wire(st, t);
                 self.acked(st, t);
             }
-            Report::Event(Event::Incoming(Incoming::PubRec(r))) => {
-                if let Some(t) = st.inflight.remove(&r.pkid) {
+            Report::Received(pkid) => match st.inflight.remove(&pkid) {
+                Some(t @ Tracked::Row(id, ..)) => {
+                    // PUBREL once the row is marked released in the outbox
                     off_the_wire(st, Some(t));
-                    st.released.insert(r.pkid, t);
+                    st.marks.push(id);
+                    st.releasing.push_back(Some((pkid, t)));
                 }
-            }
-            Report::Event(Event::Incoming(Incoming::PubComp(c))) => {
-                let t = st.released.remove(&c.pkid);
+                // not sent at QoS 2; nothing to mark either way
+                Some(Tracked::Untracked) if self.client.release(pkid, OTHER_KEY) => {
+                    st.released.insert(pkid, Tracked::Untracked);
+                }
+                Some(Tracked::Untracked) | None => {}
+            },
+            Report::Completed(pkid) => {
+                let t = st.released.remove(&pkid);
                 self.acked(st, t);
             }
-            Report::Event(Event::Incoming(Incoming::Publish(p))) => self.command(st, p),
-            Report::Event(_) => {}
+            Report::Command(p) => self.command(st, p),
         }
     }
 
-    /// Disconnected → Live: a CONNACK. A new session (rumqttc lost its
-    /// pending messages) sends every unacknowledged row again from the
-    /// outbox; commands are subscribed, `online` said.
+    /// Asks for the PUBREL of every row whose `released` mark the writer
+    /// has committed (`done` marks in all).
+    pub(super) fn release_marked(&mut self, st: &mut State, done: u64) {
+        while st.marks_done < done {
+            let Some(front) = st.releasing.front() else {
+                return;
+            };
+            if let Some((pkid, t)) = *front {
+                let key = match t {
+                    Tracked::Row(id, ..) => id,
+                    Tracked::Untracked => OTHER_KEY,
+                };
+                if !self.client.release(pkid, key) {
+                    return; // no room: the next turn
+                }
+                st.released.insert(pkid, t);
+            }
+            st.releasing.pop_front();
+            st.marks_done += 1;
+        }
+    }
+
+    /// Sends a message not from the outbox (`online`, `offline`, live):
+    /// QoS 2 goes at QoS 1 (see `upstream`'s module doc); `false` when the
+    /// link has no room or no packet id is free.
+    pub(super) fn send_other(
+        &mut self,
+        st: &mut State,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: bytes::Bytes,
+    ) -> bool {
+        let qos = match qos {
+            QoS::ExactlyOnce => QoS::AtLeastOnce,
+            q => q,
+        };
+        let pkid = match qos {
+            QoS::AtMostOnce => 0,
+            _ => match st.other_pkid() {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        let o = Outgoing {
+            topic,
+            qos,
+            retain,
+            payload,
+            pkid,
+            key: OTHER_KEY,
+        };
+        if !self.client.publish(o) {
+            return false;
+        }
+        if pkid != 0 {
+            st.inflight.insert(pkid, Tracked::Untracked);
+        }
+        true
+    }
+
+    /// Disconnected → Live: a CONNACK. A new session (the broker kept
+    /// nothing) sends every unacknowledged row again from the outbox; commands are subscribed, `online` said.
     pub(super) fn on_up(&mut self, st: &mut State, session_present: bool, status_topic: &str) {
         st.mode = Mode::Live;
         self.counters.connected.store(1, Relaxed);
+        st.marks_view = match (st.marks_view, session_present) {
+            (Marks::Unknown | Marks::Trusted, true) => Marks::Trusted,
+            _ => Marks::Ignored,
+        };
         if !session_present {
             st.rewind(&self.progress.in_flight);
         }
@@ -85,11 +142,8 @@ impl<C: Upstream> Forwarder<C> {
             }
         }
         let online = bytes::Bytes::from_static(b"online");
-        if self
-            .client
-            .publish(status_topic.to_string(), QoS::AtLeastOnce, true, online)
-        {
-            st.queued.push_back(Tracked::Untracked);
+        if !self.send_other(st, status_topic.to_string(), QoS::AtLeastOnce, true, online) {
+            warn!("uplink: cannot say online");
         }
     }
 
@@ -98,13 +152,6 @@ impl<C: Upstream> Forwarder<C> {
     /// counts as a failed try of the oldest unacknowledged row.
     pub(super) fn on_down(&mut self, link: &mut impl Resend, st: &mut State) {
         if st.mode.connected() {
-            // rows by id; a packet id whose Outgoing event has not come
-            // yet was sent after every known one
-            link.order(&|pkid| match st.inflight.get(&pkid) {
-                Some(Tracked::Row(id, ..)) => *id,
-                Some(Tracked::Untracked) => i64::MIN + 1,
-                None => i64::MAX / 2 + i64::from(pkid),
-            });
             self.blame(link, st);
         }
         st.mode = match st.mode {
@@ -171,9 +218,9 @@ impl<C: Upstream> Forwarder<C> {
 
     /// A connection that was up dropped: the oldest message sent and not
     /// acknowledged takes the blame (a broker that refuses a message closes
-    /// the connection when it reads it, and rumqttc resends it first after
+    /// the connection when it reads it, and the link resends it first after
     /// the reconnect). After `max_attempts` tries it is given up on: out of
-    /// rumqttc's resend queue, to the dead-letter table.
+    /// the session, to the dead-letter table.
     fn blame(&mut self, link: &mut impl Resend, st: &mut State) {
         let suspect = st
             .inflight
@@ -218,89 +265,6 @@ impl<C: Upstream> Forwarder<C> {
         }
     }
 
-    /// A publish from upstream: a command for the local broker when a
-    /// `commands` rule matches. It is acknowledged upstream only once it is
-    /// in the local publish queue; while that queue is full it waits here
-    /// (in order, at most [`COMMANDS_WAITING`]; the broker sends no more than
-    /// its in-flight window unacknowledged meanwhile). Past that, or while
-    /// the gateway stops, it is dropped, counted in `commands_dropped` and
-    /// logged; one dropped while stopping is not acknowledged.
-    fn command(&mut self, st: &mut State, p: rumqttc::Publish) {
-        let Some(rule) = self
-            .cfg
-            .commands
-            .iter()
-            .find(|c| crate::bridge::filters::matches(&c.filter, &p.topic))
-        else {
-            // not a command topic: nothing to hand on
-            self.ack_command(st, p);
-            return;
-        };
-        let topic = p
-            .topic
-            .strip_prefix(rule.strip_prefix.as_str())
-            .unwrap_or(&p.topic)
-            .to_string();
-        let Some(tx) = &self.commands else {
-            self.counters.commands_dropped.fetch_add(1, Relaxed);
-            warn!(upstream = %p.topic, "uplink: command during the stop dropped (not acknowledged)");
-            return;
-        };
-        info!(upstream = %p.topic, topic = %topic, "uplink: command from upstream");
-        let publish = Publish {
-            topic,
-            payload: p.payload.clone(),
-            qos: rule.qos,
-            retain: false,
-        };
-        if st.commands.is_empty() {
-            match tx.try_send(publish) {
-                Ok(()) => self.ack_command(st, p),
-                Err(mpsc::error::TrySendError::Full(publish)) => {
-                    st.commands.push_back((publish, Some(p)));
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.counters.commands_dropped.fetch_add(1, Relaxed);
-                    warn!(upstream = %p.topic, "uplink: local broker gone; command dropped");
-                    self.ack_command(st, p);
-                }
-            }
-        } else if st.commands.len() < COMMANDS_WAITING {
-            st.commands.push_back((publish, Some(p)));
-        } else {
-            self.counters.commands_dropped.fetch_add(1, Relaxed);
-            warn!(upstream = %p.topic, waiting = st.commands.len(),
-                "uplink: local publish queue full and too many commands waiting; command dropped");
-            self.ack_command(st, p);
-        }
-    }
-
-    /// Hands the oldest waiting command on through `permit` and
-    /// acknowledges it upstream.
-    pub(super) fn command_handed_on(&mut self, st: &mut State, permit: mpsc::Permit<'_, Publish>) {
-        if let Some((publish, ack)) = st.commands.pop_front() {
-            permit.send(publish);
-            if let Some(p) = ack {
-                self.ack_command(st, p);
-            }
-        }
-    }
-
-    /// Acknowledges `p` upstream (QoS 1/2), now or, when the client has
-    /// no room, at the next turn.
-    pub(super) fn ack_command(&mut self, st: &mut State, p: rumqttc::Publish) {
-        if p.qos != QoS::AtMostOnce && !self.client.ack(&p) {
-            st.command_acks.push(p);
-        }
-    }
-
-    /// Retries the acknowledgements the client had no room for.
-    pub(super) fn send_command_acks(&mut self, st: &mut State) {
-        for p in std::mem::take(&mut st.command_acks) {
-            self.ack_command(st, p);
-        }
-    }
-
     pub(super) fn send_live(&mut self, p: Publish, st: &mut State, log: &mut LogThrottle) {
         let q = p.qos.as_u8();
         let max = self.cfg.max_packet_size.bytes();
@@ -309,13 +273,10 @@ impl<C: Upstream> Forwarder<C> {
             warn!(topic = %p.topic, %reason, "uplink: live message dropped");
             return;
         }
-        let ok = st.mode.connected() && self.client.publish(p.topic, qos(q), p.retain, p.payload);
+        // not from the outbox: its ack deletes nothing
+        let ok = st.mode.connected() && self.send_other(st, p.topic, qos(q), p.retain, p.payload);
         if ok {
             self.counters.sent.fetch_add(1, Relaxed);
-            if q > 0 {
-                // not from the outbox: its ack deletes nothing
-                st.queued.push_back(Tracked::Untracked);
-            }
         } else {
             self.counters.live_dropped.fetch_add(1, Relaxed);
             if let Some(suppressed) = log.ready() {
@@ -327,13 +288,21 @@ impl<C: Upstream> Forwarder<C> {
         }
     }
 
-    /// Hands read-ahead rows to rumqttc while the window has room.
+    /// Hands read-ahead rows to the link while the window has room, each
+    /// with its packet id ([`row_pkid`]); a row marked released whose
+    /// session the broker kept gets its PUBREL instead.
     pub(super) fn fill(&mut self, st: &mut State) {
         let window = self.cfg.inflight as usize;
         while st.used() < window && (st.wire_bytes < WIRE_BYTES || st.unacked() == 0) {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
+            let pkid = row_pkid(r.id);
+            if st.holds(pkid) {
+                // a row ROW_PKIDS older still has this id: wait for it
+                st.cursor.ready.push_front(r);
+                return;
+            }
             if !self.progress.in_flight.claim(r.id) {
                 continue; // dropped or expired since it was read
             }
@@ -346,18 +315,32 @@ impl<C: Upstream> Forwarder<C> {
                 });
                 continue;
             }
-            // the request channel holds the window and more: this fails
-            // only if rumqttc is gone; the row is then read again later
-            if !self
-                .client
-                .publish(r.topic, qos(r.qos), r.retain, r.payload)
-            {
+            let t = Tracked::Row(r.id, r.size as u64, r.attempts);
+            let release = r.released && st.marks_view == Marks::Trusted;
+            // the request queue holds the window and more: this fails
+            // only if the link is gone; the row is then read again later
+            let queued = if release {
+                self.client.release(pkid, r.id)
+            } else {
+                self.client.publish(Outgoing {
+                    topic: r.topic,
+                    qos: qos(r.qos),
+                    retain: r.retain,
+                    payload: r.payload,
+                    pkid,
+                    key: r.id,
+                })
+            };
+            if !queued {
                 st.rewind_rows(vec![r.id], &self.progress.in_flight);
                 return;
             }
-            st.queued
-                .push_back(Tracked::Row(r.id, r.size as u64, r.attempts));
-            st.wire_bytes += r.size as u64;
+            if release {
+                st.released.insert(pkid, t);
+            } else {
+                st.inflight.insert(pkid, t);
+                st.wire_bytes += r.size as u64;
+            }
             self.counters.sent.fetch_add(1, Relaxed);
         }
     }

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
-use rumqttc::{Event, Incoming, Outgoing, PubAck, QoS};
+use rumqttc::QoS;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::window::{Mode, State, Tracked};
+use super::window::{Marks, Mode, State, Tracked};
 use super::{Forwarder, Upstream};
 use crate::bridge::Counters;
 use crate::bridge::config::{Synchronous, UplinkConfig};
 use crate::bridge::cursor::Cursor;
 use crate::bridge::outbox::{self, Progress, Stored, WriteCmd};
-use crate::bridge::upstream::{Report, Resend};
+use crate::bridge::upstream::{OTHER_PKIDS, Outgoing, ROW_PKIDS, Report, Resend, row_pkid};
 use crate::metrics::LogThrottle;
 
 const STATUS: &str = "s/gw/status";
@@ -24,17 +24,23 @@ const STATUS: &str = "s/gw/status";
 /// Records every request; refuses none.
 #[derive(Default)]
 struct Mock {
-    published: RefCell<Vec<(String, QoS, usize)>>,
+    /// Topic, QoS, payload size and packet id of each publish.
+    published: RefCell<Vec<(String, QoS, usize, u16)>>,
+    released: RefCell<Vec<u16>>,
     subscribed: RefCell<Vec<String>>,
     disconnects: RefCell<usize>,
     acked: RefCell<Vec<u16>>,
 }
 
 impl Upstream for Mock {
-    fn publish(&self, topic: String, qos: QoS, _retain: bool, payload: bytes::Bytes) -> bool {
+    fn publish(&self, o: Outgoing) -> bool {
         self.published
             .borrow_mut()
-            .push((topic, qos, payload.len()));
+            .push((o.topic, o.qos, o.payload.len(), o.pkid));
+        true
+    }
+    fn release(&self, pkid: u16, _key: i64) -> bool {
+        self.released.borrow_mut().push(pkid);
         true
     }
     fn subscribe(&self, filter: String, _qos: QoS) -> bool {
@@ -51,7 +57,7 @@ impl Upstream for Mock {
     }
 }
 
-/// rumqttc's resend queue: which packet ids were taken out.
+/// The link's session: which packet ids were taken out.
 #[derive(Default)]
 struct Queue(Vec<u16>);
 
@@ -60,7 +66,6 @@ impl Resend for Queue {
         self.0.push(pkid);
         true
     }
-    fn order(&mut self, _key: &dyn Fn(u16) -> i64) {}
 }
 
 struct Rig {
@@ -85,6 +90,7 @@ async fn rig(extra: &str) -> Rig {
     let progress = Progress {
         committed: watch::channel(0).1,
         deleted: watch::channel(0).1,
+        released: watch::channel(0).1,
         in_flight: Default::default(),
     };
     let st = State::new(Cursor::new(cfg.buffer.drain));
@@ -120,6 +126,7 @@ fn row(id: i64, payload: usize) -> Stored {
         created_ms: 0,
         size: 10 + payload as i64,
         attempts: 0,
+        released: false,
     }
 }
 
@@ -130,13 +137,12 @@ impl Rig {
     fn up(&mut self, session_present: bool) {
         self.report(Report::Up { session_present });
     }
-    fn out(&mut self, pkid: u16) {
-        self.report(Report::Event(Event::Outgoing(Outgoing::Publish(pkid))));
-    }
     fn puback(&mut self, pkid: u16) {
-        self.report(Report::Event(Event::Incoming(Incoming::PubAck(
-            PubAck::new(pkid),
-        ))));
+        self.report(Report::Acked(pkid));
+    }
+    /// The packet id of the `n`th publish so far.
+    fn pkid(&self, n: usize) -> u16 {
+        self.f.client.published.borrow()[n].3
     }
     /// Rows `ids` read ahead and handed out by `fill`.
     fn send(&mut self, ids: &[i64]) {
@@ -159,24 +165,27 @@ async fn a_connect_goes_live_subscribes_commands_and_says_online() {
     );
     let published = r.f.client.published.borrow();
     assert_eq!(published[0].0, STATUS);
-    assert_eq!(r.st.queued.front(), Some(&Tracked::Untracked));
+    let pkid = published[0].3;
+    assert!(OTHER_PKIDS.contains(&pkid), "{pkid}");
+    assert_eq!(r.st.inflight.get(&pkid), Some(&Tracked::Untracked));
 }
 
 #[tokio::test]
 async fn acknowledged_rows_go_to_the_writer_in_their_window_slots() {
     let mut r = rig("").await;
     r.up(true);
-    r.out(1); // `online`
     r.send(&[7, 8, 9]);
     assert_eq!(r.f.client.published.borrow().len(), 4);
-    for pkid in 2..=4 {
-        r.out(pkid);
-    }
-    r.puback(3);
+    // each row goes with the packet id of its row id
+    let ids: Vec<u16> = (1..4).map(|n| r.pkid(n)).collect();
+    assert_eq!(ids, vec![row_pkid(7), row_pkid(8), row_pkid(9)]);
+    assert_eq!(ids, vec![7, 8, 9]);
+    r.puback(8);
     assert_eq!(r.st.acks, vec![(8, 20)]);
     // acknowledged but not deleted: still holds its window slot
     assert_eq!(r.st.used(), 4);
-    r.puback(1);
+    let online = r.pkid(0);
+    r.puback(online);
     assert_eq!(r.st.acks.len(), 1, "the status message deletes no row");
 }
 
@@ -185,10 +194,8 @@ async fn a_drop_blames_the_oldest_row_and_max_attempts_gives_it_up() {
     let mut r = rig("max_attempts: 2\n").await;
     r.up(true);
     r.send(&[10, 11]);
-    r.out(1); // `online`
-    r.out(2);
-    r.out(3);
-    r.puback(1);
+    let online = r.pkid(0);
+    r.puback(online);
     r.report(Report::Down);
     assert_eq!(r.st.mode, Mode::Disconnected);
     let f = std::mem::take(&mut r.st.failures);
@@ -202,10 +209,10 @@ async fn a_drop_blames_the_oldest_row_and_max_attempts_gives_it_up() {
     let f = std::mem::take(&mut r.st.failures);
     assert_eq!((f[0].id, f[0].attempts), (10, 2));
     assert!(f[0].dead.as_deref().is_some_and(|d| d.contains("2 times")));
-    assert_eq!(r.queue.0, vec![2], "taken out of rumqttc's resend queue");
-    assert!(!r.st.inflight.contains_key(&2));
+    assert_eq!(r.queue.0, vec![10], "taken out of the link's session");
+    assert!(!r.st.inflight.contains_key(&10));
     assert!(
-        r.st.inflight.contains_key(&3),
+        r.st.inflight.contains_key(&11),
         "the row behind stays in flight"
     );
 }
@@ -242,8 +249,8 @@ async fn shutdown_flushes_when_live_and_stops_when_down() {
 
     let mut r = rig("").await;
     r.up(true);
-    r.out(1);
-    r.puback(1);
+    let online = r.pkid(0);
+    r.puback(online);
     r.f.on_shutdown(&mut r.st, until);
     r.st.cursor.caught_up = true;
     r.f.after_turn(&mut r.st, false);
@@ -284,7 +291,7 @@ async fn live_messages_go_out_only_while_connected() {
 fn command(pkid: u16, payload: &'static str) -> Report {
     let mut p = rumqttc::Publish::new("s/gw/valve/set", QoS::AtLeastOnce, payload);
     p.pkid = pkid;
-    Report::Event(Event::Incoming(Incoming::Publish(p)))
+    Report::Command(p)
 }
 
 #[tokio::test]
@@ -344,7 +351,7 @@ async fn a_commit_just_before_the_shutdown_is_flushed_not_left_behind() {
     let (committed, rx) = watch::channel(0);
     r.f.progress.committed = rx;
     r.up(true);
-    r.st.queued.clear(); // `online` acknowledged
+    r.st.inflight.clear(); // `online` acknowledged
     r.st.cursor.caught_up = true;
     // the last message (`offline`) is committed; the shutdown wins the race
     // against the loop's wake-up for it
@@ -360,4 +367,123 @@ async fn a_commit_just_before_the_shutdown_is_flushed_not_left_behind() {
     r.f.after_turn(&mut r.st, false);
     assert_eq!(r.st.mode, Mode::Stopping { connected: true });
     drop(committed);
+}
+
+fn qos2_row(id: i64, released: bool) -> Stored {
+    Stored {
+        qos: 2,
+        released,
+        ..row(id, 10)
+    }
+}
+
+#[tokio::test]
+async fn a_qos2_pubrel_waits_for_the_released_mark_to_be_committed() {
+    let mut r = rig("").await;
+    let (marked, rx) = watch::channel(0);
+    r.f.progress.released = rx;
+    r.up(true);
+    r.st.cursor.ready.push_back(qos2_row(5, false));
+    r.st.cursor.ready.push_back(qos2_row(6, false));
+    r.f.fill(&mut r.st);
+    r.report(Report::Received(6));
+    r.report(Report::Received(5));
+    assert_eq!(r.st.marks, vec![6, 5], "marks in PUBREC order");
+    assert!(
+        r.f.client.released.borrow().is_empty(),
+        "no PUBREL before the mark"
+    );
+    r.st.marks_sent = 2;
+    r.st.marks.clear();
+    // the writer committed the first mark only
+    marked.send_replace(1);
+    let done = *r.f.progress.released.borrow();
+    r.f.release_marked(&mut r.st, done);
+    assert_eq!(*r.f.client.released.borrow(), vec![6]);
+    r.f.release_marked(&mut r.st, 2);
+    assert_eq!(*r.f.client.released.borrow(), vec![6, 5]);
+    assert_eq!(
+        r.st.used(),
+        3,
+        "both hold their slots until PUBCOMP (and `online`)"
+    );
+    r.report(Report::Completed(6));
+    assert_eq!(r.st.acks, vec![(6, 20)]);
+}
+
+#[tokio::test]
+async fn a_marked_row_gets_its_pubrel_only_when_the_session_was_kept() {
+    // a restart: the first connection finds the session
+    let mut r = rig("").await;
+    r.up(true);
+    assert_eq!(r.st.marks_view, Marks::Trusted);
+    r.st.cursor.ready.push_back(qos2_row(40, true));
+    r.st.cursor.ready.push_back(qos2_row(41, false));
+    r.f.fill(&mut r.st);
+    assert_eq!(
+        *r.f.client.released.borrow(),
+        vec![40],
+        "PUBREL, no PUBLISH"
+    );
+    let published: Vec<u16> = r.f.client.published.borrow().iter().map(|p| p.3).collect();
+    assert_eq!(
+        published[1..],
+        [41],
+        "the other row is published again, same id"
+    );
+    // the broker lost the session meanwhile: marks no longer hold
+    r.report(Report::Down);
+    r.up(false);
+    assert_eq!(r.st.marks_view, Marks::Ignored);
+    r.st.cursor.ready.clear();
+    r.st.cursor.ready.push_back(qos2_row(40, true));
+    r.f.fill(&mut r.st);
+    assert_eq!(r.f.client.released.borrow().len(), 1);
+    assert_eq!(r.f.client.published.borrow().last().map(|p| p.3), Some(40));
+}
+
+#[tokio::test]
+async fn a_session_loss_while_marks_are_on_their_way_keeps_the_count_in_line() {
+    let mut r = rig("").await;
+    r.up(true);
+    r.st.cursor.ready.push_back(qos2_row(7, false));
+    r.f.fill(&mut r.st);
+    r.report(Report::Received(7));
+    r.report(Report::Down);
+    r.up(false);
+    assert_eq!(
+        r.st.releasing.len(),
+        1,
+        "a placeholder keeps the writer's count"
+    );
+    // row 7 is sent again as a new message, and row 8 after it
+    r.st.cursor.ready.clear();
+    r.st.cursor.ready.push_back(qos2_row(7, true));
+    r.st.cursor.ready.push_back(qos2_row(8, false));
+    r.f.fill(&mut r.st);
+    r.report(Report::Received(8));
+    // the writer confirms the stale mark of 7: no PUBREL for anything yet
+    r.f.release_marked(&mut r.st, 1);
+    assert!(r.f.client.released.borrow().is_empty());
+    r.f.release_marked(&mut r.st, 2);
+    assert_eq!(*r.f.client.released.borrow(), vec![8]);
+}
+
+#[tokio::test]
+async fn a_row_whose_packet_id_is_still_taken_waits() {
+    let mut r = rig("").await;
+    r.up(true);
+    let old = 3;
+    let new = old + i64::from(ROW_PKIDS);
+    assert_eq!(row_pkid(old), row_pkid(new));
+    r.send(&[old, new]);
+    assert_eq!(
+        r.f.client.published.borrow().len(),
+        2,
+        "`online` and the old row"
+    );
+    assert_eq!(r.st.cursor.ready.front().map(|r| r.id), Some(new));
+    r.puback(row_pkid(old));
+    r.f.fill(&mut r.st);
+    assert_eq!(r.f.client.published.borrow().len(), 3);
 }

@@ -9,12 +9,13 @@ use rumqttc::QoS;
 
 use super::super::cursor::Cursor;
 use super::super::outbox::{self, InFlight, dead::Failure};
+use super::super::upstream::OTHER_PKIDS;
 use crate::reading::Publish;
 
 /// The forwarder's mode (see the transition diagram in `forward`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
-    /// No upstream connection; rumqttc reconnects after a backoff.
+    /// No upstream connection; the link reconnects after a backoff.
     Disconnected,
     /// Connected: the outbox drains, live messages go out.
     Live,
@@ -41,18 +42,44 @@ pub(super) enum Tracked {
     Untracked,
 }
 
+/// Whether the `released` marks of rows read from the outbox describe
+/// the broker's session (see `upstream`'s module doc): only while every
+/// connection of this process resumed the session of the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Marks {
+    /// Before the first CONNACK.
+    Unknown,
+    /// Every CONNACK so far had the session present: a marked row gets
+    /// its PUBREL, not its PUBLISH.
+    Trusted,
+    /// A connection came up without the session: marks are stale, marked
+    /// rows are sent again as new messages.
+    Ignored,
+}
+
 pub(super) struct State {
     pub(super) mode: Mode,
-    /// Handed to rumqttc, waiting for their packet id, in order.
-    pub(super) queued: VecDeque<Tracked>,
+    /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2), by packet id.
     pub(super) inflight: HashMap<u16, Tracked>,
-    /// QoS 2 messages past PUBREC, waiting for PUBCOMP. Kept apart because
-    /// rumqttc may give their packet id to a new publish meanwhile.
+    /// QoS 2 rows past PUBREC whose `released` mark is on its way to the
+    /// writer, in the order of their marks (`None`: forgotten at a session
+    /// loss, kept so the writer's count still lines up).
+    pub(super) releasing: VecDeque<Option<(u16, Tracked)>>,
+    /// Marks not yet handed to the writer.
+    pub(super) marks: Vec<i64>,
+    /// Marks handed to the writer, and those it confirmed and whose
+    /// PUBREL was asked for (`releasing` entries taken).
+    pub(super) marks_sent: u64,
+    pub(super) marks_done: u64,
+    pub(super) marks_view: Marks,
+    /// QoS 2 messages whose PUBREL was asked for, waiting for PUBCOMP.
     pub(super) released: HashMap<u16, Tracked>,
+    /// The next packet id to try for a message not from the outbox.
+    pub(super) next_other: u16,
     /// What to send next.
     pub(super) cursor: Cursor,
-    /// Bytes of outbox rows handed to rumqttc, not yet acknowledged (or,
-    /// for QoS 2, not yet PUBREC'd: then rumqttc drops the payload).
+    /// Bytes of outbox rows handed to the link, not yet acknowledged (or,
+    /// for QoS 2, not yet PUBREC'd: then the link drops the payload).
     pub(super) wire_bytes: u64,
     /// Acknowledged, not yet handed to the writer.
     pub(super) acks: Vec<outbox::Acked>,
@@ -74,9 +101,14 @@ impl State {
     pub(super) fn new(cursor: Cursor) -> State {
         State {
             mode: Mode::Disconnected,
-            queued: VecDeque::new(),
             inflight: HashMap::new(),
+            releasing: VecDeque::new(),
+            marks: Vec::new(),
+            marks_sent: 0,
+            marks_done: 0,
+            marks_view: Marks::Unknown,
             released: HashMap::new(),
+            next_other: *OTHER_PKIDS.start(),
             cursor,
             wire_bytes: 0,
             acks: Vec::new(),
@@ -90,7 +122,30 @@ impl State {
 
     /// Sent (or queued to send) and not yet acknowledged.
     pub(super) fn unacked(&self) -> usize {
-        self.queued.len() + self.inflight.len() + self.released.len()
+        self.inflight.len() + self.releasing.iter().flatten().count() + self.released.len()
+    }
+
+    /// Whether packet id `pkid` stands for a message not yet done.
+    pub(super) fn holds(&self, pkid: u16) -> bool {
+        self.inflight.contains_key(&pkid)
+            || self.released.contains_key(&pkid)
+            || self.releasing.iter().flatten().any(|(p, _)| *p == pkid)
+    }
+
+    /// A free packet id for a message not from the outbox.
+    pub(super) fn other_pkid(&mut self) -> Option<u16> {
+        for _ in OTHER_PKIDS {
+            let pkid = self.next_other;
+            self.next_other = if pkid == *OTHER_PKIDS.end() {
+                *OTHER_PKIDS.start()
+            } else {
+                pkid + 1
+            };
+            if !self.holds(pkid) {
+                return Some(pkid);
+            }
+        }
+        None
     }
 
     /// Window slots taken: unacknowledged, plus acknowledged rows whose
@@ -99,13 +154,15 @@ impl State {
         self.unacked() + self.acks.len() + (self.acks_sent - self.acks_done) as usize
     }
 
-    /// rumqttc lost its pending messages (new session): everything not
-    /// acknowledged goes back to the ranges, to be sent again in order.
+    /// The broker kept no session: everything not acknowledged goes back
+    /// to the ranges, to be sent again in order.
     pub(super) fn rewind(&mut self, in_flight: &InFlight) {
         self.wire_bytes = 0;
-        let ids = self
-            .queued
-            .drain(..)
+        let releasing = self.releasing.iter_mut().filter_map(|e| e.take());
+        let ids = releasing
+            .map(|(_, t)| t)
+            .collect::<Vec<_>>()
+            .into_iter()
             .chain(self.inflight.drain().map(|(_, t)| t))
             .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
@@ -132,7 +189,7 @@ pub(super) fn qos(q: u8) -> QoS {
     }
 }
 
-/// A PUBACK or PUBREC: rumqttc no longer holds the payload of `t`.
+/// A PUBACK or PUBREC: the session no longer holds the payload of `t`.
 pub(super) fn off_the_wire(st: &mut State, t: Option<Tracked>) {
     if let Some(Tracked::Row(_, size, _)) = t {
         st.wire_bytes = st.wire_bytes.saturating_sub(size);

@@ -20,10 +20,20 @@ use super::{Accounting, Acked, COMMIT_TRIES, INSERT_CHUNK, NewMessage, OutboxErr
 use crate::bridge::config::{Synchronous, WhenFull};
 use crate::reading::now_ms;
 
+/// What one commit writes.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    acks: &'a [Acked],
+    failures: &'a [Failure],
+    releases: &'a [i64],
+    inserts: &'a [NewMessage],
+}
+
 impl Accounting {
     pub(super) async fn commit(&mut self, conn: &mut SqliteConnection, batch: &mut Vec<WriteCmd>) {
         let mut acks = Vec::new();
         let mut failures = Vec::new();
+        let mut releases = Vec::new();
         let mut inserts = Vec::new();
         let mut waiters = Vec::new();
         let mut refused = 0u64;
@@ -32,6 +42,7 @@ impl Accounting {
             match cmd {
                 WriteCmd::Ack(ids) => acks.extend(ids),
                 WriteCmd::Failed(f) => failures.extend(f),
+                WriteCmd::Release(ids) => releases.extend(ids),
                 WriteCmd::Insert { msgs, done } => {
                     for m in msgs {
                         if self.admit(&m) {
@@ -48,7 +59,7 @@ impl Accounting {
             self.counters.dropped_newest.fetch_add(refused, Relaxed);
             self.log_drop("drop_newest", refused as usize);
         }
-        if inserts.is_empty() && waiters.is_empty() && failures.is_empty() {
+        if inserts.is_empty() && waiters.is_empty() && failures.is_empty() && releases.is_empty() {
             // deletes only (the drain): one statement list, one round trip
             if let Err(e) = self.delete_only(conn, &acks).await {
                 self.counters.io_errors.fetch_add(1, Relaxed);
@@ -58,11 +69,22 @@ impl Accounting {
             self.after_commit(conn, acks.len(), before_m).await;
             return;
         }
+        let batch = Batch {
+            acks: &acks,
+            failures: &failures,
+            releases: &releases,
+            inserts: &inserts,
+        };
         let committed = self
-            .commit_with_retries(conn, &acks, &failures, &inserts, (before_m, before_b))
+            .commit_with_retries(conn, batch, (before_m, before_b))
             .await;
         for done in waiters.into_iter().flatten() {
             let _ = done.send(committed);
+        }
+        if !releases.is_empty() {
+            // handled either way: a failed mark only means the row is sent
+            // as PUBLISH after a crash (the broker drops it as a duplicate)
+            self.released.send_modify(|d| *d += releases.len() as u64);
         }
         self.after_commit(conn, acks.len(), before_m).await;
     }
@@ -87,16 +109,15 @@ impl Accounting {
     async fn commit_with_retries(
         &mut self,
         conn: &mut SqliteConnection,
-        acks: &[Acked],
-        failures: &[Failure],
-        inserts: &[NewMessage],
+        batch: Batch<'_>,
         before: (u64, u64),
     ) -> bool {
+        let (acks, inserts) = (batch.acks, batch.inserts);
         // the counts with this batch's inserts admitted, for each try
         let admitted = (self.messages, self.bytes);
         let mut pause = std::time::Duration::from_millis(100);
         for attempt in 1..=COMMIT_TRIES {
-            match self.transaction(conn, acks, failures, inserts).await {
+            match self.transaction(conn, batch).await {
                 Ok(last_id) => {
                     if let Some(id) = last_id {
                         self.committed.send_replace(id);
@@ -229,15 +250,19 @@ impl Accounting {
         true
     }
 
-    /// One transaction: acked deletes, expiry, inserts, `drop_oldest`.
-    /// Returns the last inserted id, if any.
+    /// One transaction: acked deletes, failed tries, release marks,
+    /// inserts, `drop_oldest`. Returns the last inserted id, if any.
     async fn transaction(
         &mut self,
         conn: &mut SqliteConnection,
-        acks: &[Acked],
-        failures: &[Failure],
-        inserts: &[NewMessage],
+        batch: Batch<'_>,
     ) -> Result<Option<i64>, OutboxError> {
+        let Batch {
+            acks,
+            failures,
+            releases,
+            inserts,
+        } = batch;
         let mut tx = conn.begin().await.map_err(q("begin"))?;
         let mut deleted = Vec::new();
         if !acks.is_empty() {
@@ -247,6 +272,17 @@ impl Accounting {
                 .map_err(q("delete"))?;
         }
         let moved = dead::apply(&mut tx, failures).await?;
+        for chunk in releases.chunks(INSERT_CHUNK * 8) {
+            let sql = format!(
+                "UPDATE outbox SET released = 1 WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(",")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await.map_err(q("release"))?;
+        }
         let (now, clock) = (now_ms(), self.clock.now_ms());
         let mut last = None;
         for chunk in inserts.chunks(INSERT_CHUNK) {

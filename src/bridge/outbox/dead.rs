@@ -28,7 +28,8 @@
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
-use super::{OutboxError, Stored, q, stored};
+use super::read::stored;
+use super::{OutboxError, Stored, q};
 use crate::reading::now_ms;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS dead (
@@ -74,6 +75,11 @@ pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
         (
             "clock_ms",
             "ALTER TABLE outbox ADD COLUMN clock_ms INTEGER NOT NULL DEFAULT 0",
+        ),
+        // an earlier version PUBREL'd at once: its rows are sent as PUBLISH
+        (
+            "released",
+            "ALTER TABLE outbox ADD COLUMN released INTEGER NOT NULL DEFAULT 0",
         ),
     ] {
         let has = sqlx::query("SELECT 1 FROM pragma_table_info('outbox') WHERE name = ?1")
@@ -152,7 +158,7 @@ pub async fn list(pool: &SqlitePool, limit: usize) -> Result<Vec<DeadRow>, Outbo
             let reason = r.get::<String, _>(8);
             let dead_ms = r.get::<i64, _>(9);
             DeadRow {
-                msg: stored(r),
+                msg: stored(&r),
                 reason,
                 dead_ms,
             }

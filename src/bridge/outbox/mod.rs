@@ -13,7 +13,8 @@
 //!     created_ms INTEGER NOT NULL,                  -- commit time, ms since the epoch (display only)
 //!     size       INTEGER NOT NULL,                  -- bytes of topic + payload
 //!     attempts   INTEGER NOT NULL DEFAULT 0,        -- failed tries upstream
-//!     clock_ms   INTEGER NOT NULL DEFAULT 0         -- commit time on the run clock (expire.rs)
+//!     clock_ms   INTEGER NOT NULL DEFAULT 0,        -- commit time on the run clock (expire.rs)
+//!     released   INTEGER NOT NULL DEFAULT 0         -- QoS 2: PUBREC'd, only PUBREL left
 //! );
 //! ```
 //!
@@ -89,7 +90,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     created_ms INTEGER NOT NULL,
     size       INTEGER NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
-    clock_ms   INTEGER NOT NULL DEFAULT 0
+    clock_ms   INTEGER NOT NULL DEFAULT 0,
+    released   INTEGER NOT NULL DEFAULT 0
 )";
 
 /// Rows per multi-row INSERT statement.
@@ -154,73 +156,6 @@ impl NewMessage {
     }
 }
 
-/// A stored message.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub id: i64,
-    pub topic: String,
-    pub payload: bytes::Bytes,
-    pub qos: u8,
-    pub retain: bool,
-    pub created_ms: i64,
-    pub size: i64,
-    /// Failed tries upstream so far.
-    pub attempts: u32,
-}
-
-/// Depth, bytes and age of the outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub messages: u64,
-    pub bytes: u64,
-    pub oldest_ms: Option<i64>,
-}
-
-pub async fn stats(pool: &SqlitePool) -> Result<Stats, OutboxError> {
-    let row = sqlx::query("SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_ms) FROM outbox")
-        .fetch_one(pool)
-        .await
-        .map_err(q("stats"))?;
-    Ok(Stats {
-        messages: row.get::<i64, _>(0) as u64,
-        bytes: row.get::<i64, _>(1) as u64,
-        oldest_ms: row.get::<Option<i64>, _>(2),
-    })
-}
-
-fn stored(r: sqlx::sqlite::SqliteRow) -> Stored {
-    Stored {
-        id: r.get(0),
-        topic: r.get(1),
-        payload: bytes::Bytes::from(r.get::<Vec<u8>, _>(2)),
-        qos: r.get::<i64, _>(3) as u8,
-        retain: r.get::<i64, _>(4) != 0,
-        created_ms: r.get(5),
-        size: r.get(6),
-        attempts: r.get::<i64, _>(7).clamp(0, u32::MAX as i64) as u32,
-    }
-}
-
-/// Up to `limit` messages with `lo <= id < hi`, in id order.
-pub async fn fetch<'e>(
-    ex: impl sqlx::SqliteExecutor<'e>,
-    lo: i64,
-    hi: i64,
-    limit: usize,
-) -> Result<Vec<Stored>, OutboxError> {
-    let rows = sqlx::query(
-        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts FROM outbox \
-         WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
-    )
-    .bind(lo)
-    .bind(hi)
-    .bind(limit as i64)
-    .fetch_all(ex)
-    .await
-    .map_err(q("read"))?;
-    Ok(rows.into_iter().map(stored).collect())
-}
-
 /// Deletes every message; returns how many there were.
 pub async fn purge(pool: &SqlitePool) -> Result<u64, OutboxError> {
     let r = sqlx::query("DELETE FROM outbox")
@@ -247,6 +182,9 @@ pub enum WriteCmd {
     Ack(Vec<Acked>),
     /// Tries that failed: count them, or move the row to `dead`.
     Failed(Vec<dead::Failure>),
+    /// The broker PUBREC'd these QoS 2 rows: mark them released (committed
+    /// before their PUBREL is sent; see `upstream`'s module doc).
+    Release(Vec<i64>),
 }
 
 /// What the writer tells the uplink.
@@ -255,6 +193,8 @@ pub struct Progress {
     pub committed: watch::Receiver<i64>,
     /// How many acknowledged ids were handled (see [`WriteCmd::Ack`]).
     pub deleted: watch::Receiver<u64>,
+    /// How many release marks were handled (see [`WriteCmd::Release`]).
+    pub released: watch::Receiver<u64>,
     /// The rows in flight, shared with the writer.
     pub in_flight: InFlight,
 }
@@ -274,6 +214,8 @@ struct Accounting {
     /// How many acknowledged ids the writer has handled (deleted, or given
     /// up on after a failed commit), for the uplink's window.
     deleted: watch::Sender<u64>,
+    /// How many release marks the writer has handled, for the uplink.
+    released: watch::Sender<u64>,
     /// Where messages of a failed commit go when nobody waits for them.
     live: Option<mpsc::Sender<Publish>>,
     messages: u64,
@@ -303,6 +245,7 @@ impl Writer {
         let bytes = row.get::<i64, _>(1) as u64;
         let (tx, rx) = watch::channel(row.get::<i64, _>(2));
         let (deleted, deleted_rx) = watch::channel(0);
+        let (released, released_rx) = watch::channel(0);
         counters.depth.store(messages, Relaxed);
         counters.depth_bytes.store(bytes, Relaxed);
         let clock = expire::RunClock::resume(&mut conn).await?;
@@ -314,6 +257,7 @@ impl Writer {
                 counters,
                 committed: tx,
                 deleted,
+                released,
                 live: None,
                 messages,
                 bytes,
@@ -329,6 +273,7 @@ impl Writer {
             Progress {
                 committed: rx,
                 deleted: deleted_rx,
+                released: released_rx,
                 in_flight,
             },
         ))
@@ -389,7 +334,9 @@ mod expire;
 mod inflight;
 pub use inflight::InFlight;
 mod open;
-pub use open::{Opened, db_path, holds_qos2, open, open_or_set_aside};
+pub use open::{Opened, db_path, open, open_or_set_aside};
+mod read;
+pub use read::{Stats, Stored, fetch, stats};
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]

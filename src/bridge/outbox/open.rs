@@ -15,11 +15,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
 
 use super::{Counters, OutboxError, Progress, SCHEMA, Writer, dead};
 use crate::bridge::config::{BufferConfig, Synchronous};
@@ -75,19 +75,6 @@ pub async fn open(
         .await
         .map_err(open_err)?;
     Ok((pool, conn))
-}
-
-/// Whether any row waits at QoS 2: then the process before this one may
-/// have left one of its QoS 2 packet ids at the upstream broker (see
-/// `upstream`'s module doc).
-pub async fn holds_qos2(pool: &SqlitePool) -> Result<bool, OutboxError> {
-    let row = sqlx::query("SELECT EXISTS (SELECT 1 FROM outbox WHERE qos = 2)")
-        .fetch_one(pool)
-        .await
-        .map_err(super::q("QoS 2 check"))?;
-    row.try_get::<i64, _>(0)
-        .map(|v| v != 0)
-        .map_err(super::q("QoS 2 check"))
 }
 
 /// An open outbox and its writer.

@@ -1,290 +1,327 @@
-//! The upstream connection (rumqttc): the event-loop driver with
-//! exponential backoff and jitter, and how the session starts; the client
-//! options from `uplink:` and the backoff are in `options.rs`.
+//! The upstream connection: fieldgate's own MQTT 3.1.1 client on
+//! rumqttc's `mqttbytes` codec (`conn.rs`), the session it resumes
+//! (`outgoing.rs`), reconnects with exponential backoff and jitter; the
+//! options from `uplink:` are in `options.rs`, the forwarder's request
+//! queue in `client.rs`.
 //!
-//! Owns the rumqttc `EventLoop` ([`Link`]). Must not touch the outbox: the
-//! forwarder (`forward.rs`) polls [`next`] and keeps the state.
+//! Owns the connection ([`Link`]). Must not touch the outbox: the
+//! forwarder (`forward/`) polls [`next`], chooses every packet id and
+//! keeps the rows' state.
 //!
-//! Session handling: the client id is fixed and reconnects use
-//! `clean_session = false`, so rumqttc resends unacknowledged QoS 1/2
-//! publishes (and PUBRELs) with their packet ids after an outage and the
-//! broker drops QoS 2 duplicates. The first connection of a process
-//! resumes the session too ([`Session::Lasting`]: commands queued upstream
-//! while the gateway was down are delivered) unless QoS 2 is in play: with
-//! a `forward` entry at QoS 2 or a QoS 2 row in the outbox it is clean
-//! ([`Session::Wipe`]: `clean_session = true`, then an immediate
-//! DISCONNECT), because a restarted process no longer knows the packet ids
-//! of its previous life, and a new QoS 2 message reusing a packet id the
-//! broker still holds (PUBLISH received, PUBREL not yet) would be taken for
-//! a duplicate and lost. QoS 1 leaves no such state at the broker: its
-//! packet id is free once the broker has the message. The price of the
-//! wipe: QoS 2 messages that were in flight when the process died are sent
-//! again, and queued commands are lost (see the module doc of `bridge`).
+//! Packet ids (see docs/design.md, "Packet ids"): an outbox row's packet
+//! id is a function of its row id ([`row_pkid`]), so it is stored with the
+//! row at no cost and is the same in every life of the process; messages
+//! not from the outbox (`online`, live sends) use [`OTHER_PKIDS`] at QoS 1
+//! at most, SUBSCRIBE the last ids. A QoS 2 row's PUBREL is sent only when
+//! the forwarder asks for it, after the row is marked released in the
+//! outbox: so after a crash a row is either sent again as the same PUBLISH
+//! (the broker still holds that packet id: a duplicate it drops) or
+//! released again (PUBREL: the broker completes it, or answers PUBCOMP
+//! for an id it already freed). Never a second delivery, never a new
+//! message taken for an old one.
 //!
-//! rumqttc forgets which incoming QoS 2 commands it PUBREC'd at every
-//! drop, and fails on the PUBREL the broker of the lasting session sends
-//! again (rumqttc issue 664: a reconnect at every try, for ever). After
-//! such a failure the packet id is marked as received, so the next
-//! connection takes the PUBREL and answers PUBCOMP (one extra reconnect).
+//! Session: the client id is fixed and every connection resumes the
+//! session (`clean_session = false`, from the first connection of a
+//! process): commands queued upstream while the gateway was down arrive,
+//! and a resumed session sends every unacknowledged PUBLISH again (DUP)
+//! and every PUBREL, in row order (MQTT-4.4.0-1). A PUBREL from the broker
+//! is always answered with PUBCOMP (MQTT-4.3.3-2), known id or not.
 //!
 //! A packet from upstream larger than `uplink.max_packet_size` (a command
 //! too big to take) breaks the connection, and the broker would send it
 //! again on every reconnect of the lasting session, for ever. So after such
-//! a drop the session is wiped again (the broker forgets that message and
-//! any other queued for the gateway; the rows in flight are sent again from
-//! the outbox); the message is counted in `commands_dropped` and logged.
+//! a drop one connection is made clean and closed at once ([`Start::Wipe`]:
+//! the broker forgets that message and any other queued for the gateway;
+//! the rows in flight are sent again from the outbox); the message is
+//! counted in `commands_dropped` and logged.
 
-use std::time::Duration;
-
+use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use rumqttc::mqttbytes::Error as MqttError;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, NetworkOptions, Outgoing, QoS,
-    Request, StateError,
-};
+use rumqttc::QoS;
+use rumqttc::mqttbytes::v4::{Packet, Publish};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::ReconnectConfig;
 
+mod client;
+mod conn;
+mod live;
 mod options;
-pub use options::{SYSTEM_CA_BUNDLE, UpstreamError, backoff, options};
+mod outgoing;
+pub use client::{Client, Outgoing, Request, Upstream};
+use conn::{Conn, ConnError};
+use live::Turn;
+pub use options::{Options, SYSTEM_CA_BUNDLE, UpstreamError, backoff, options};
+use outgoing::Held;
+
+/// Packet ids of outbox rows: `1..=ROW_PKIDS` ([`row_pkid`]).
+pub const ROW_PKIDS: u16 = 64_511;
+/// Packet ids of messages not from the outbox, chosen by the forwarder.
+pub const OTHER_PKIDS: RangeInclusive<u16> = 64_512..=65_471;
+/// Packet ids of SUBSCRIBE packets, chosen here.
+const SUBSCRIBE_PKIDS: RangeInclusive<u16> = 65_472..=65_535;
+/// Requests taken before a write, at most.
+const REQUESTS_PER_WRITE: usize = 256;
+
+/// The packet id of outbox row `id`: the same in every life of the process.
+pub fn row_pkid(id: i64) -> u16 {
+    ((id - 1).rem_euclid(i64::from(ROW_PKIDS)) + 1) as u16
+}
 
 /// What the connection reports to the forwarder.
 #[derive(Debug)]
 pub enum Report {
     /// Connected (the CONNACK of a session the forwarder may use).
-    Up {
-        session_present: bool,
-    },
+    Up { session_present: bool },
     /// The connection failed or dropped; a reconnect follows after a backoff.
     Down,
-    Event(Event),
+    /// PUBACK: a QoS 1 message is done.
+    Acked(u16),
+    /// PUBREC: the broker has a QoS 2 message; its PUBREL waits for
+    /// [`Upstream::release`].
+    Received(u16),
+    /// PUBCOMP: a QoS 2 message is done.
+    Completed(u16),
+    /// A publish from upstream (a command).
+    Command(Publish),
 }
 
-/// The upstream connection: the rumqttc event loop with reconnect backoff
-/// and the session wipe. Polled by the forwarder through [`next`], so
-/// events reach the drain state machine without a task hop.
-pub struct Link {
-    el: EventLoop,
-    client: AsyncClient,
-    reconnect: ReconnectConfig,
-    attempt: u32,
-    session: Session,
-    retry_at: Option<tokio::time::Instant>,
-    counters: std::sync::Arc<super::Counters>,
-}
-
-/// Where the upstream session stands (see the module doc).
+/// How the next connection starts (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Session {
-    /// The next connection is clean (`clean_session = true`) and is closed
-    /// at once: the broker forgets the previous session.
+pub enum Start {
+    /// Clean, and closed at once: the broker forgets the session.
     Wipe,
-    /// The wipe's DISCONNECT is on its way; then the lasting session.
-    Wiping,
-    /// Connections resume the session (`clean_session = false`).
+    /// Resumes the session.
     Lasting,
 }
 
+/// Where the connection stands.
+enum State {
+    /// Not connected; the next try waits until `retry_at`.
+    Down {
+        retry_at: Option<Instant>,
+    },
+    Up {
+        conn: Conn,
+    },
+    /// Our DISCONNECT is sent: acknowledgements on their way are still
+    /// read until the broker closes the connection.
+    Closing {
+        conn: Conn,
+    },
+}
+
+/// The keep-alive (MQTT-3.1.2-23): a PINGREQ when nothing was written for
+/// the interval; no PINGRESP within another interval drops the connection.
+#[derive(Debug, Clone, Copy)]
+enum Ping {
+    Idle { since: Instant },
+    Waiting { since: Instant },
+}
+
+/// The upstream connection and its session. Polled by the forwarder
+/// through [`next`], so events reach the drain state machine without a
+/// task hop.
+pub struct Link {
+    opts: Options,
+    requests: mpsc::Receiver<Request>,
+    state: State,
+    ping: Ping,
+    start: Start,
+    held: Held,
+    next_subscribe: u16,
+    reconnect: ReconnectConfig,
+    attempt: u32,
+    counters: Arc<super::Counters>,
+}
+
 impl Link {
-    /// `client` is used for the DISCONNECT of the session wipe; `io_timeout`
-    /// bounds each connect and each write (rumqttc's connection timeout).
     pub fn new(
-        mut el: EventLoop,
-        client: AsyncClient,
+        opts: Options,
+        requests: mpsc::Receiver<Request>,
         reconnect: ReconnectConfig,
-        io_timeout: Duration,
-        counters: std::sync::Arc<super::Counters>,
-        start: Session,
+        counters: Arc<super::Counters>,
     ) -> Link {
-        // the options come clean: a lasting start resumes at once
-        if start == Session::Lasting {
-            el.mqtt_options.set_clean_session(false);
-        }
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(io_timeout.as_secs().max(1));
-        el.set_network_options(net);
         Link {
-            el,
-            client,
+            opts,
+            requests,
+            state: State::Down { retry_at: None },
+            ping: Ping::Idle {
+                since: Instant::now(),
+            },
+            start: Start::Lasting,
+            held: Held::default(),
+            next_subscribe: *SUBSCRIBE_PKIDS.start(),
             reconnect,
             attempt: 0,
-            session: start,
-            retry_at: None,
             counters,
         }
     }
 }
 
-impl Link {
-    /// Makes rumqttc take a PUBREL for the incoming QoS 2 packet id `pkid`
-    /// on the next connection. rumqttc forgets the incoming QoS 2 ids at
-    /// every drop, but the broker of a lasting session sends the PUBREL of
-    /// a command the gateway had PUBREC'd again (MQTT-4.4.0-1): rumqttc
-    /// then fails with "unsolicited" and drops the connection, and the
-    /// broker sends it again on the next one, for ever (rumqttc issue 664).
-    /// Marking the id as received (the one public way: rumqttc's own
-    /// handler for an incoming QoS 2 publish, acknowledged manually so
-    /// nothing is sent; its event taken back) lets the PUBREL through and
-    /// rumqttc answers PUBCOMP. An unsolicited PUBACK, PUBREC or PUBCOMP is
-    /// not sent again, so marking its id changes nothing.
-    fn expect_pubrel(&mut self, pkid: u16) {
-        let mut p = rumqttc::Publish::new("", QoS::ExactlyOnce, Vec::new());
-        p.pkid = pkid;
-        if self
-            .el
-            .state
-            .handle_incoming_packet(Incoming::Publish(p))
-            .is_ok()
-        {
-            self.el.state.events.pop_back();
-        }
-        info!(
-            pkid,
-            "uplink: an acknowledgement for an unknown packet id dropped the connection; \
-             a PUBREL with that id is taken on the next one"
-        );
-    }
-}
-
-/// The requests the forwarder makes of the upstream client: rumqttc's
-/// `AsyncClient`, or a mock in the forwarder's unit tests. Each is queued
-/// at once or refused (`false`): the forwarder polls the event loop itself,
-/// so waiting for room would never end.
-pub trait Upstream {
-    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool;
-    fn subscribe(&self, filter: String, qos: QoS) -> bool;
-    fn disconnect(&self) -> bool;
-    /// Acknowledges an incoming QoS 1/2 publish (PUBACK, or PUBREC for
-    /// QoS 2): acknowledgements are manual, so a command is acknowledged
-    /// only once it was handed on.
-    fn ack(&self, publish: &rumqttc::Publish) -> bool;
-}
-
-impl Upstream for AsyncClient {
-    /// Moves the payload without a copy.
-    fn publish(&self, topic: String, qos: QoS, retain: bool, payload: bytes::Bytes) -> bool {
-        matches!(
-            super::poll_once(self.publish_bytes(topic, qos, retain, payload)),
-            Some(Ok(()))
-        )
-    }
-
-    fn subscribe(&self, filter: String, qos: QoS) -> bool {
-        self.try_subscribe(filter, qos).is_ok()
-    }
-
-    fn disconnect(&self) -> bool {
-        self.try_disconnect().is_ok()
-    }
-
-    fn ack(&self, publish: &rumqttc::Publish) -> bool {
-        self.try_ack(publish).is_ok()
-    }
-}
-
-/// rumqttc's queue of requests it replays after a reconnect.
+/// What the forwarder does to the session beside its requests.
 pub trait Resend {
-    /// Takes the QoS 1/2 publish with packet id `pkid` out; `true` when it
-    /// was there.
+    /// Takes the QoS 1/2 publish with packet id `pkid` out of the session,
+    /// so a message given up on is not sent again; `true` when it was there.
     fn forget_publish(&mut self, pkid: u16) -> bool;
-    /// Puts the queue in send order again: releases first, then the
-    /// publishes with a packet id by `key(pkid)` (the outbox row id), then
-    /// new requests as they came. rumqttc appends what was in flight
-    /// behind what was still waiting when a connection drops during a
-    /// replay, which would send newer rows before older ones.
-    fn order(&mut self, key: &dyn Fn(u16) -> i64);
 }
 
 impl Resend for Link {
-    fn order(&mut self, key: &dyn Fn(u16) -> i64) {
-        let rank = |r: &Request| match r {
-            Request::PubRel(_) => i64::MIN,
-            Request::Publish(p) if p.pkid != 0 => key(p.pkid),
-            _ => i64::MAX,
-        };
-        self.el.pending.make_contiguous().sort_by_key(rank);
-    }
-
-    /// Takes the QoS 1/2 publish with packet id `pkid` out of rumqttc's
-    /// queue of requests to resend, so a message given up on is not
-    /// replayed first on every reconnect.
     fn forget_publish(&mut self, pkid: u16) -> bool {
-        let before = self.el.pending.len();
-        self.el
-            .pending
-            .retain(|r| !matches!(r, Request::Publish(p) if p.pkid == pkid));
-        self.el.pending.len() != before
+        self.held.forget(pkid)
     }
 }
 
 /// The next report of `link`, handing the link back (boxed: the future
-/// is made anew for every event, and moves only the box). The forwarder keeps
-/// this future across its `select!` loop (it is never cancelled midway:
-/// a connect in progress must not restart because a message arrived).
+/// is made anew for every event, and moves only the box). The forwarder
+/// keeps this future across its `select!` loop (it is never cancelled
+/// midway: a connect in progress must not restart because a message
+/// arrived).
 pub async fn next(mut link: Box<Link>) -> (Box<Link>, Report) {
-    loop {
-        if let Some(at) = link.retry_at.take() {
-            tokio::time::sleep_until(at).await;
-        }
-        let report = match link.el.poll().await {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) if link.session == Session::Wipe => {
-                info!("uplink connected; clearing the previous session");
-                link.el.mqtt_options.set_clean_session(false);
-                link.attempt = 0;
-                link.session = if link.client.try_disconnect().is_ok() {
-                    Session::Wiping
-                } else {
-                    link.el.network = None;
-                    Session::Lasting
-                };
-                continue;
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if link.session == Session::Wiping => {
-                // the wipe's DISCONNECT went out: reconnect with the lasting session
-                link.session = Session::Lasting;
-                link.el.network = None;
-                continue;
-            }
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                link.attempt = 0;
-                info!(session_present = ack.session_present, "uplink connected");
-                Report::Up {
-                    session_present: ack.session_present,
-                }
-            }
-            Ok(ev) => Report::Event(ev),
-            Err(e) => {
-                if let ConnectionError::MqttState(StateError::Deserialization(
-                    MqttError::PayloadSizeLimitExceeded(size),
-                )) = &e
-                {
-                    link.counters.commands_dropped.fetch_add(1, Relaxed);
-                    warn!(
-                        size,
-                        "uplink: a packet from upstream is over uplink.max_packet_size; \
-                        dropped (counted in commands_dropped), and the next connection clears \
-                        the session so the broker does not send it again"
-                    );
-                    link.el.mqtt_options.set_clean_session(true);
-                    link.session = Session::Wipe;
-                }
-                if let ConnectionError::MqttState(StateError::Unsolicited(pkid)) = &e {
-                    link.expect_pubrel(*pkid);
-                }
-                let delay = backoff(&link.reconnect, link.attempt);
-                link.attempt = link.attempt.saturating_add(1);
-                log_error(&e, delay);
-                link.retry_at = Some(tokio::time::Instant::now() + delay);
-                Report::Down
-            }
-        };
-        return (link, report);
-    }
+    let r = link.step().await;
+    (link, r)
 }
 
-fn log_error(e: &ConnectionError, delay: Duration) {
-    warn!(error = %e, retry_in = ?delay, "uplink connection failed");
+impl Link {
+    async fn step(&mut self) -> Report {
+        loop {
+            match std::mem::replace(&mut self.state, State::Down { retry_at: None }) {
+                State::Down { retry_at } => {
+                    self.wait_down(retry_at).await;
+                    match self.connect().await {
+                        Ok(Some(r)) => return r,
+                        Ok(None) => {}
+                        Err(e) => return self.failed(e),
+                    }
+                }
+                State::Up { mut conn } => match self.turn(&mut conn).await {
+                    Ok(Turn::Report(r)) => {
+                        self.state = State::Up { conn };
+                        return r;
+                    }
+                    Ok(Turn::Again) => self.state = State::Up { conn },
+                    Ok(Turn::Closing) => self.state = State::Closing { conn },
+                    Err(e) => return self.failed(e),
+                },
+                State::Closing { mut conn } => {
+                    if conn.has_output() && conn.flush().await.is_err() {
+                        return Report::Down;
+                    }
+                    let r = match conn.next_packet() {
+                        Ok(Some(p)) => self.incoming(&mut conn, p),
+                        Ok(None) => conn.fill().await.map(|()| None),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(r) => {
+                            self.state = State::Closing { conn };
+                            if let Some(r) = r {
+                                return r;
+                            }
+                        }
+                        Err(_) => return Report::Down,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Until `retry_at`, taking requests meanwhile.
+    async fn wait_down(&mut self, retry_at: Option<Instant>) {
+        self.take_requests();
+        let Some(at) = retry_at else { return };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => return,
+                Some(r) = self.requests.recv() => self.request_down(r),
+            }
+        }
+    }
+
+    /// Connects; `Ok(None)` after a session wipe (the next connection
+    /// follows at once).
+    async fn connect(&mut self) -> Result<Option<Report>, ConnError> {
+        let wipe = self.start == Start::Wipe;
+        let (mut conn, present) = Conn::open(&self.opts, wipe).await?;
+        self.attempt = 0;
+        self.ping = Ping::Idle {
+            since: Instant::now(),
+        };
+        if wipe {
+            info!("uplink connected; clearing the previous session");
+            // closed either way; the next connection resumes nothing
+            let _ = conn.queue(&Packet::Disconnect);
+            let _ = conn.flush().await;
+            self.start = Start::Lasting;
+            self.held.clear();
+            return Ok(None);
+        }
+        if present {
+            for p in self.held.resend() {
+                if let Err(e) = conn.queue(&p) {
+                    warn!(error = %e, "uplink: a message cannot be sent again");
+                }
+            }
+        } else {
+            self.held.clear();
+        }
+        info!(
+            session_present = present,
+            resent = self.held.len(),
+            "uplink connected"
+        );
+        self.state = State::Up { conn };
+        Ok(Some(Report::Up {
+            session_present: present,
+        }))
+    }
+
+    /// The connection failed: counts a command too large, logs, and waits
+    /// a backoff before the next try.
+    fn failed(&mut self, e: ConnError) -> Report {
+        if let ConnError::TooLarge(size) = e {
+            self.counters.commands_dropped.fetch_add(1, Relaxed);
+            warn!(
+                size,
+                "uplink: a packet from upstream is over uplink.max_packet_size; \
+                 dropped (counted in commands_dropped), and the next connection clears \
+                 the session so the broker does not send it again"
+            );
+            self.start = Start::Wipe;
+        }
+        let delay = backoff(&self.reconnect, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        warn!(error = %e, retry_in = ?delay, "uplink connection failed");
+        self.take_requests();
+        self.state = State::Down {
+            retry_at: Some(Instant::now() + delay),
+        };
+        Report::Down
+    }
+
+    /// Requests made while no connection is up: publishes and releases
+    /// join the session (sent when it resumes), the rest is dropped (the
+    /// forwarder subscribes again at every connect; acknowledgements
+    /// belong to the connection that dropped).
+    fn take_requests(&mut self) {
+        while let Ok(r) = self.requests.try_recv() {
+            self.request_down(r);
+        }
+    }
+
+    fn request_down(&mut self, r: Request) {
+        match r {
+            Request::Publish { publish, key } if publish.qos != QoS::AtMostOnce => {
+                self.held.sent(publish, key);
+            }
+            Request::Release { pkid, key } => {
+                self.held.release(pkid, key);
+            }
+            _ => {}
+        }
+    }
 }

@@ -3,10 +3,16 @@
 //!
 //! Owns nothing at run time. Must not touch the connection or the outbox.
 
+use std::io::{BufReader, Cursor};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::QoS;
+use rumqttc::mqttbytes::v4::{Connect, LastWill, Login};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::bridge::config::{Endpoint, UplinkConfig};
 use crate::config::ReconnectConfig;
@@ -27,6 +33,8 @@ pub enum UpstreamError {
     },
     #[error("uplink password: {0}")]
     Password(String),
+    #[error("uplink {key}: {reason}")]
+    Tls { key: &'static str, reason: String },
 }
 
 fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, UpstreamError> {
@@ -37,20 +45,36 @@ fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, UpstreamEr
     })
 }
 
-/// rumqttc options from the config; the last will is `offline`, retained,
+/// How to reach the upstream broker and what to say in CONNECT.
+#[derive(Clone)]
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+    /// For `mqtts://`: the connector and the name the certificate must carry.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The CONNECT packet (its `clean_session` is set per connection).
+    pub connect: Connect,
+    /// Largest packet read or written (`uplink.max_packet_size`).
+    pub max_packet: usize,
+    /// Bounds each connect (TCP, TLS, CONNACK) and each write.
+    pub io_timeout: Duration,
+}
+
+impl Options {
+    /// The keep-alive interval; `None` when 0 (no pings).
+    pub fn keep_alive(&self) -> Option<Duration> {
+        (self.connect.keep_alive > 0).then(|| Duration::from_secs(self.connect.keep_alive.into()))
+    }
+}
+
+/// The options from the config; the last will is `offline`, retained,
 /// on the upstream status topic.
-pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, UpstreamError> {
+pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<Options, UpstreamError> {
     let ep = Endpoint::parse(&cfg.url).map_err(UpstreamError::Url)?;
-    let mut o = MqttOptions::new(cfg.client_id(gateway), ep.host, ep.port);
-    o.set_keep_alive(cfg.keep_alive.get());
-    o.set_clean_session(true);
-    o.set_inflight(cfg.inflight);
-    let max = cfg.max_packet_size.as_usize();
-    o.set_max_packet_size(max, max);
-    o.set_pending_throttle(Duration::ZERO);
-    // commands are acknowledged once handed on locally (forward/report.rs)
-    o.set_manual_acks(true);
-    o.set_last_will(LastWill::new(
+    let mut connect = Connect::new(cfg.client_id(gateway));
+    connect.keep_alive = cfg.keep_alive.get().as_secs().min(u16::MAX.into()) as u16;
+    connect.clean_session = false;
+    connect.last_will = Some(LastWill::new(
         cfg.status_topic(gateway),
         "offline",
         QoS::AtLeastOnce,
@@ -65,9 +89,9 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, Upstrea
                 .to_string(),
             None => String::new(),
         };
-        o.set_credentials(user, password);
+        connect.login = Some(Login::new(user.as_str(), password));
     }
-    if ep.tls {
+    let tls = if ep.tls {
         let ca = match &cfg.ca_file {
             Some(p) => read("ca_file", p)?,
             None => read(
@@ -79,13 +103,68 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<MqttOptions, Upstrea
             (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
             _ => None,
         };
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        }));
+        let name = ServerName::try_from(ep.host.clone()).map_err(|e| UpstreamError::Tls {
+            key: "url",
+            reason: format!("{}: {e}", ep.host),
+        })?;
+        Some((tls_connector(&ca, client_auth)?, name))
+    } else {
+        None
+    };
+    Ok(Options {
+        host: ep.host,
+        port: ep.port,
+        tls,
+        connect,
+        max_packet: cfg.max_packet_size.as_usize(),
+        io_timeout: cfg.io_timeout.get(),
+    })
+}
+
+/// A rustls client config trusting the certificates of `ca` (PEM), with
+/// the client certificate and key (PEM) when given.
+fn tls_connector(
+    ca: &[u8],
+    client_auth: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<TlsConnector, UpstreamError> {
+    let tls = |key: &'static str| {
+        move |e: &dyn std::fmt::Display| UpstreamError::Tls {
+            key,
+            reason: e.to_string(),
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    let certs = rustls_pemfile::certs(&mut BufReader::new(Cursor::new(ca)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls("ca_file")(&e))?;
+    roots.add_parsable_certificates(certs);
+    if roots.is_empty() {
+        return Err(tls("ca_file")(&"no certificate in the file"));
     }
-    Ok(o)
+    // ring is the only provider built in (Cargo.toml), named as in broker/tls.rs
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls("url")(&e))?
+        .with_root_certificates(roots);
+    let config = match client_auth {
+        Some((cert, key)) => {
+            let certs = rustls_pemfile::certs(&mut BufReader::new(Cursor::new(cert)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls("cert_file")(&e))?;
+            if certs.is_empty() {
+                return Err(tls("cert_file")(&"no certificate in the file"));
+            }
+            let key = rustls_pemfile::private_key(&mut BufReader::new(Cursor::new(key)))
+                .map_err(|e| tls("key_file")(&e))?
+                .ok_or_else(|| tls("key_file")(&"no private key in the file"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| tls("key_file")(&e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// The delay before reconnect attempt `attempt` (0-based): `min * 2^attempt`

@@ -1,0 +1,178 @@
+//! One turn of a live connection: the forwarder's requests written, then
+//! the next packet from the broker handed on (or answered here), or the
+//! keep-alive.
+//!
+//! Owns the packet-level protocol of the client side (which packet
+//! answers which). Must not reconnect or back off: that is `mod.rs`.
+
+use rumqttc::QoS;
+use rumqttc::mqttbytes::v4::{
+    Packet, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::conn::{Conn, ConnError};
+use super::outgoing::PubRecIs;
+use super::{Link, Ping, REQUESTS_PER_WRITE, Report, Request, SUBSCRIBE_PKIDS};
+
+/// What one turn of a live connection gave.
+pub(super) enum Turn {
+    Report(Report),
+    Again,
+    Closing,
+}
+
+impl Link {
+    /// Writes what was asked for, then hands on the next packet read, or
+    /// waits for one, a request or the keep-alive.
+    pub(super) async fn turn(&mut self, conn: &mut Conn) -> Result<Turn, ConnError> {
+        for _ in 0..REQUESTS_PER_WRITE {
+            let Ok(r) = self.requests.try_recv() else {
+                break;
+            };
+            if self.request(conn, r)? {
+                return Ok(Turn::Closing);
+            }
+        }
+        if conn.has_output() {
+            conn.flush().await?;
+            if let Ping::Idle { .. } = self.ping {
+                self.ping = Ping::Idle {
+                    since: Instant::now(),
+                };
+            }
+        }
+        if let Some(p) = conn.next_packet()? {
+            return Ok(self.incoming(conn, p)?.map_or(Turn::Again, Turn::Report));
+        }
+        let keep_alive = self.opts.keep_alive();
+        let ping_at = keep_alive.map(|k| match self.ping {
+            Ping::Idle { since } | Ping::Waiting { since } => since + k,
+        });
+        tokio::select! {
+            r = conn.fill() => r?,
+            Some(r) = self.requests.recv() => {
+                if self.request(conn, r)? {
+                    return Ok(Turn::Closing);
+                }
+            }
+            _ = sleep_until(ping_at) => match self.ping {
+                Ping::Waiting { .. } => return Err(ConnError::NoPingResp),
+                Ping::Idle { .. } => {
+                    conn.queue(&Packet::PingReq)?;
+                    self.ping = Ping::Waiting { since: Instant::now() };
+                }
+            },
+        }
+        Ok(Turn::Again)
+    }
+
+    /// Queues one request on a live connection; `true` after DISCONNECT.
+    fn request(&mut self, conn: &mut Conn, r: Request) -> Result<bool, ConnError> {
+        let packet = match r {
+            Request::Publish { publish, key } => {
+                let pkid = publish.pkid;
+                if publish.qos != QoS::AtMostOnce {
+                    self.held.sent(publish.clone(), key);
+                }
+                if let Err(e) = conn.queue(&Packet::Publish(publish)) {
+                    // the forwarder checks sizes first: this is a bug, not a drop
+                    warn!(error = %e, pkid, "uplink: a message cannot be sent");
+                    self.held.forget(pkid);
+                }
+                return Ok(false);
+            }
+            Request::Release { pkid, key } => self.held.release(pkid, key),
+            Request::Subscribe { filter, qos } => {
+                let pkid = self.next_subscribe;
+                self.next_subscribe = if pkid == *SUBSCRIBE_PKIDS.end() {
+                    *SUBSCRIBE_PKIDS.start()
+                } else {
+                    pkid + 1
+                };
+                Packet::Subscribe(Subscribe {
+                    pkid,
+                    filters: vec![SubscribeFilter::new(filter, qos)],
+                })
+            }
+            Request::Ack { pkid, qos } => match qos {
+                QoS::AtMostOnce => return Ok(false),
+                QoS::AtLeastOnce => Packet::PubAck(PubAck::new(pkid)),
+                QoS::ExactlyOnce => {
+                    self.held.took(pkid);
+                    Packet::PubRec(PubRec::new(pkid))
+                }
+            },
+            Request::Disconnect => {
+                conn.queue(&Packet::Disconnect)?;
+                return Ok(true);
+            }
+        };
+        conn.queue(&packet)?;
+        Ok(false)
+    }
+
+    /// One packet from the broker: a report for the forwarder, or an
+    /// answer queued here.
+    pub(super) fn incoming(
+        &mut self,
+        conn: &mut Conn,
+        p: Packet,
+    ) -> Result<Option<Report>, ConnError> {
+        Ok(match p {
+            Packet::Publish(p) if p.qos == QoS::ExactlyOnce && self.held.has_taken(p.pkid) => {
+                // sent again before our PUBREC arrived: not a new command
+                conn.queue(&Packet::PubRec(PubRec::new(p.pkid)))?;
+                None
+            }
+            Packet::Publish(p) => Some(Report::Command(p)),
+            Packet::PubAck(a) => {
+                self.held.done(a.pkid);
+                Some(Report::Acked(a.pkid))
+            }
+            Packet::PubRec(r) => match self.held.received(r.pkid) {
+                PubRecIs::News => Some(Report::Received(r.pkid)),
+                PubRecIs::Seen => None,
+                PubRecIs::ReleaseAgain => {
+                    conn.queue(&Packet::PubRel(PubRel::new(r.pkid)))?;
+                    None
+                }
+            },
+            Packet::PubComp(c) => {
+                self.held.done(c.pkid);
+                Some(Report::Completed(c.pkid))
+            }
+            Packet::PubRel(r) => {
+                self.held.released_by_broker(r.pkid);
+                conn.queue(&Packet::PubComp(PubComp::new(r.pkid)))?;
+                None
+            }
+            Packet::SubAck(s) => {
+                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    warn!(
+                        pkid = s.pkid,
+                        "uplink: the broker refused a command subscription"
+                    );
+                }
+                None
+            }
+            Packet::PingResp => {
+                self.ping = Ping::Idle {
+                    since: Instant::now(),
+                };
+                None
+            }
+            Packet::UnsubAck(_) => None,
+            _ => return Err(ConnError::Protocol("a packet a broker must not send")),
+        })
+    }
+}
+
+/// Until `at`; for ever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
