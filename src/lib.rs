@@ -10,7 +10,7 @@
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
 //! - [`broker`]: fieldgate's own MQTT broker and its in-process API;
-//! - [`bridge`]: the store-and-forward uplink (SQLite outbox, rumqttc);
+//! - [`bridge`]: the store-and-forward uplink (SQLite outbox, own MQTT client);
 //! - [`metrics`]: the metrics leaf: registry, collectors stages register, the log throttle;
 //! - [`ports`]: the leaf ops reaches other stages through: `Watch`, `PasswordCheck`, the point catalogue's types;
 //! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery, systemd;

@@ -137,10 +137,6 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // the process-wide rustls provider for the bridge's upstream client
-    // (rumqttc builds its ClientConfig from it); ring is the only one built
-    // in, so this cannot fail unless something installed one first
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     init_logging(&cli.log_level, cli.log_format);
     match cli.command {
         Command::Check => match settings::load(&cli.config) {

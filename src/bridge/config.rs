@@ -56,12 +56,12 @@ pub struct UplinkConfig {
     /// unacknowledged counts as a failed try.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Largest MQTT packet sent or received upstream (rumqttc's limits).
+    /// Largest MQTT packet sent or received upstream.
     /// A message that cannot fit goes to the dead-letter table unsent.
     #[serde(default = "default_max_packet_size")]
     pub max_packet_size: ByteSize,
     /// Deadline of a connect (TCP, TLS, CONNACK) and of each write upstream
-    /// (rumqttc's connection and flush timeout; whole seconds).
+    /// that makes no progress.
     #[serde(default = "default_io_timeout")]
     pub io_timeout: TimeSpan,
 }

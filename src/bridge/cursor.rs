@@ -46,7 +46,7 @@ pub struct Cursor {
     live: Option<i64>,
     /// The last live read found nothing: read the backlog next.
     skip_live: bool,
-    /// Read ahead, not yet handed to rumqttc.
+    /// Read ahead, not yet handed to the upstream link.
     pub ready: VecDeque<Stored>,
     /// Nothing left to read until the committed id moves.
     pub caught_up: bool,

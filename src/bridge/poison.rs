@@ -1,14 +1,14 @@
 //! Poison messages: the size check that keeps a message the uplink can
-//! never carry away from rumqttc (an oversize publish drops the connection
-//! and is replayed first on every reconnect, so nothing behind it would get
-//! out). What the forwarder does with failed tries is in `forward.rs`
+//! never carry away from the upstream link (an oversize publish would be
+//! refused on every try, and replayed first on every reconnect, so nothing
+//! behind it would get out). What the forwarder does with failed tries is in `forward.rs`
 //! (`blame`); the dead-letter table is `outbox/dead.rs`.
 //!
 //! Owns the MQTT size arithmetic. Must not touch the outbox or the network.
 
 /// Bytes of the MQTT 3.1.1 PUBLISH packet that carries `topic` and a
 /// payload of `payload` bytes at QoS 1/2: fixed header, remaining length,
-/// topic length and packet id included (as rumqttc counts it).
+/// topic length and packet id included (as the codec counts it).
 pub fn packet_size(topic: &str, payload: usize) -> u64 {
     let remaining = 2 + topic.len() as u64 + 2 + payload as u64;
     let len_len = match remaining {

@@ -4,8 +4,9 @@
 //! lasting session the broker sends the PUBREL again (MQTT-4.4.0-1), and
 //! the gateway must answer it with PUBCOMP and go on forwarding, not drop
 //! every new connection because it no longer knows that packet id. A
-//! command sent while the gateway is down arrives after its restart
-//! (MQTT-3.1.2-4: the broker keeps it in the session).
+//! command sent while the gateway is down arrives after its restart, with
+//! readings forwarded at QoS 2 (MQTT-3.1.2-4: the broker keeps it in the
+//! session, which the restarted gateway resumes from its first connection).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -128,7 +129,7 @@ async fn a_qos2_command_cut_after_pubrec_completes_on_the_next_connection() {
         "  commands:\n    - { filter: \"site/gw1/+/+/set\", strip_prefix: \"site/\", qos: 2 }";
     let mut gw = Gateway::start(&gateway_yaml(&url, "50ms", extra));
     let mut local = Sub::connect(gw.port, &["gw1/+/+/set"], QoS::ExactlyOnce).await;
-    // readings flow once the lasting session is up (after the wipe)
+    // readings flow once the session is up
     wait_reading(&mut up).await;
     let connected_before = proxy.connections.load(SeqCst);
 

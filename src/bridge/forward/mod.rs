@@ -12,7 +12,7 @@
 //! `released` mark (see `upstream`'s module doc).
 //!
 //! Window: a message holds one of the `inflight` slots from the moment it
-//! is handed to rumqttc until the writer has deleted its row. So at any
+//! is handed to the link until the writer has deleted its row. So at any
 //! time at most `inflight` rows have been sent and are still in the
 //! outbox: after a crash, at most `inflight` messages go upstream again.
 //!
