@@ -6,7 +6,9 @@
 //!    through the bridge's writer (group commit, shipped `synchronous`),
 //!    beside bare batched SQLite inserts of the same rows (the ceiling).
 //! 2. Drain: a 100,000-message backlog sent into mosquitto by the bridge,
-//!    beside a plain rumqttc QoS 1 publisher into the same mosquitto.
+//!    beside a plain rumqttc QoS 1 publisher into the same mosquitto
+//!    (`BENCH_QOS=2`: both at QoS 2, where each PUBREC is also committed
+//!    to the outbox before the PUBREL goes).
 //! 3. Resident memory of the real binary with 1,000,000 messages in the
 //!    outbox, beside the same binary with an empty outbox.
 //! 4. Wear: bytes written to the device per forwarded message and fsyncs
@@ -42,6 +44,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The QoS of the drain's backlog and of the plain publisher (`BENCH_QOS`).
+fn bench_qos() -> u8 {
+    match std::env::var("BENCH_QOS").as_deref() {
+        Ok("2") => 2,
+        _ => 1,
+    }
+}
+
 fn msg(i: usize) -> NewMessage {
     let mut payload = format!("{{\"value\":{i},\"ts\":1763773200123,\"quality\":\"good\"}}");
     while payload.len() < 100 {
@@ -50,7 +60,7 @@ fn msg(i: usize) -> NewMessage {
     NewMessage {
         topic: "site/gw1/dev/n".to_string(),
         payload: Bytes::from(payload),
-        qos: 1,
+        qos: bench_qos(),
         retain: false,
     }
 }
@@ -164,8 +174,9 @@ impl Drop for Mosquitto {
 
 fn uplink(port: u16) -> UplinkConfig {
     let yaml = format!(
-        "url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: 1 }}]\n\
+        "url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: {} }}]\n\
          buffer: {{ max_messages: 100000000, max_bytes: 1TiB }}\n{}",
+        bench_qos(),
         std::env::var("BENCH_INFLIGHT")
             .map(|n| format!("inflight: {n}\n"))
             .unwrap_or_default()
@@ -210,11 +221,12 @@ async fn plain_rumqttc(port: u16, inflight: u16) -> Duration {
     o.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut el) = AsyncClient::new(o, 1024);
     let payload = msg(0).payload;
+    let qos = [QoS::AtLeastOnce, QoS::ExactlyOnce][usize::from(bench_qos() == 2)];
     let t = Instant::now();
     tokio::spawn(async move {
         for _ in 0..BACKLOG {
             client
-                .publish_bytes("site/gw1/dev/n", QoS::AtLeastOnce, false, payload.clone())
+                .publish_bytes("site/gw1/dev/n", qos, false, payload.clone())
                 .await
                 .expect("publish");
         }
@@ -223,7 +235,9 @@ async fn plain_rumqttc(port: u16, inflight: u16) -> Duration {
     });
     let mut acks = 0;
     while acks < BACKLOG {
-        if let Event::Incoming(Incoming::PubAck(_)) = el.poll().await.expect("poll") {
+        if let Event::Incoming(Incoming::PubAck(_) | Incoming::PubComp(_)) =
+            el.poll().await.expect("poll")
+        {
             acks += 1;
         }
     }
@@ -342,7 +356,8 @@ async fn main() {
         let c2 = cpu();
         let r = |t: Duration| BACKLOG as f64 / t.as_secs_f64();
         println!(
-            "drain of a {BACKLOG}-message backlog into mosquitto (QoS 1, in-flight {inflight}, the default)"
+            "drain of a {BACKLOG}-message backlog into mosquitto (QoS {}, in-flight {inflight}, the default)",
+            bench_qos()
         );
         println!(
             "  bridge, from start      : {:>10.0} msg/s ({} ms to open the outbox, connect and send the first)",

@@ -8,6 +8,7 @@ mod bridge_ack;
 mod bridge_clock;
 mod bridge_commands;
 mod bridge_crash;
+mod bridge_keepalive;
 mod bridge_large;
 mod bridge_outbox_file;
 mod bridge_poison;
