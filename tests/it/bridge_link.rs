@@ -1,7 +1,9 @@
-//! The upstream client's keep-alive: an idle uplink sends PINGREQ so a real
-//! mosquitto keeps it (MQTT-3.1.2-23), and a broker that stops answering is
-//! left and reconnected to (§3.1.2.10: no PINGRESP within a reasonable
-//! time, the client closes the connection).
+//! The upstream client's connection: its keep-alive (an idle uplink sends
+//! PINGREQ so a real mosquitto keeps it, MQTT-3.1.2-23; a broker that stops
+//! answering is left and reconnected to, §3.1.2.10: no PINGRESP within a
+//! reasonable time, the client closes the connection) and its login
+//! (a user name and password mosquitto checks; a refusal is logged with the
+//! CONNACK's reason, never with the password).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -11,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::bridge::SECS;
-use crate::support::Gateway;
+use crate::support::{Gateway, Sub, options};
 use crate::upstream::{Mosquitto, gateway_yaml_from, on_own_thread};
 
 /// A gateway whose uplink (keep-alive 1 s) forwards nothing but its status.
@@ -93,5 +95,51 @@ async fn a_broker_that_stops_answering_is_left_after_the_keep_alive() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(gw.terminate(SECS).success());
+}
+
+/// A mosquitto that takes only `gw`, password `s3cret-pw`.
+fn mosquitto_with_login() -> (Mosquitto, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("passwd");
+    let out = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&file)
+        .args(["gw", "s3cret-pw"])
+        .output()
+        .expect("mosquitto_passwd");
+    assert!(out.status.success(), "{out:?}");
+    let conf = format!("allow_anonymous false\npassword_file {}\n", file.display());
+    (Mosquitto::start_with(&conf), dir)
+}
+
+#[tokio::test]
+async fn the_uplink_logs_in_and_a_wrong_password_is_refused_without_logging_it() {
+    let (broker, _passwd) = mosquitto_with_login();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let login = "  username: gw\n  password_env: FG_TEST_UPLINK_PW";
+    let yaml = gateway_yaml_from(&url, "50ms", 0, "gw1/dev/#", login);
+    let mut up = Sub::connect_with(
+        {
+            let mut o = options("checker", broker.port);
+            o.set_credentials("gw", "s3cret-pw");
+            o
+        },
+        &["site/gw1/dev/#"],
+        rumqttc::QoS::AtLeastOnce,
+    )
+    .await;
+    let mut gw = Gateway::start_with_env(&yaml, &[("FG_TEST_UPLINK_PW", "s3cret-pw")]);
+    up.wait_topic("site/gw1/dev/n", SECS).await;
+    assert!(gw.terminate(SECS).success());
+
+    let mut gw = Gateway::start_with_env(&yaml, &[("FG_TEST_UPLINK_PW", "wrong-pw")]);
+    let log = gw.wait_log("the broker refused the connection", SECS);
+    assert!(
+        log.contains("NotAuthorized") || log.contains("BadUserNamePassword"),
+        "{log}"
+    );
+    assert!(!log.contains("wrong-pw"), "the password was logged:\n{log}");
+    assert!(!log.contains("uplink connected"), "{log}");
     assert!(gw.terminate(SECS).success());
 }
