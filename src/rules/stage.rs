@@ -84,6 +84,7 @@ pub(super) fn worker(
         match w {
             Work::Batch(batch) => {
                 for r in &batch {
+                    let before = pubs.len();
                     // Rhai should never panic; if it does, lose this reading,
                     // not the stage (a dead stage would stop every source).
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -102,14 +103,16 @@ pub(super) fn worker(
                                 "rules engine panicked on a reading; the reading is dropped"
                             );
                             engine.discard_pending();
-                            pubs.clear();
+                            pubs.truncate(before);
                         }
                     }
-                    for p in pubs.drain(..) {
-                        if out.blocking_send(p).is_err() {
-                            debug!("publish channel closed; rules stage stops");
-                            break 'work;
-                        }
+                }
+                // the batch's publishes back to back, in order: the
+                // publisher wakes once for many, not once per publish
+                for p in pubs.drain(..) {
+                    if out.blocking_send(p).is_err() {
+                        debug!("publish channel closed; rules stage stops");
+                        break 'work;
                     }
                 }
             }

@@ -22,7 +22,7 @@ use super::link::{self, CallError, Link};
 use super::merge::{Limits, ReadRequest, Span};
 use super::points::Codec;
 use crate::reading::{Reading, Value, now_ms};
-use crate::southbound::SourceContext;
+use crate::southbound::{DeviceFeed, SourceContext};
 
 /// Shortest first wait before probing a device that stopped answering.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -49,6 +49,8 @@ pub(super) struct PointRt {
 /// One device's poll state.
 pub(super) struct Poller {
     pub name: Arc<str>,
+    /// The device's readings counter and last values, kept between polls.
+    feed: DeviceFeed,
     pub unit: u8,
     /// Unit 0 on a bus: written to all units at once, never read.
     pub broadcast: bool,
@@ -105,9 +107,11 @@ impl Poller {
             })
             .collect();
         let now = Instant::now();
+        let name: Arc<str> = name.into();
         Poller {
             broadcast,
-            name: name.into(),
+            feed: DeviceFeed::new(&name),
+            name,
             unit: common.unit,
             poll: if broadcast {
                 BROADCAST_IDLE
@@ -175,13 +179,9 @@ impl Poller {
                     self.attempt = 0;
                     self.busy = 0;
                     self.cursor += 1;
-                    let ts = now_ms();
-                    for (i, value) in values {
-                        let p = &self.points[i];
-                        let reading = Reading::good(&self.name, &p.name, value, &p.unit, ts);
-                        if !ctx.send(reading).await {
-                            return false;
-                        }
+                    // one batch per reply: one send, in point order
+                    if !ctx.send_all(&self.feed, self.readings(values)).await {
+                        return false;
                     }
                 }
                 Err(CallError::Exception(
@@ -328,13 +328,20 @@ impl Poller {
         count(&self.name, &resp);
         let resp = resp?;
         let values = self.decode(&req, resp)?;
-        let ts = now_ms();
-        for (i, value) in values {
-            let p = &self.points[i];
-            ctx.send(Reading::good(&self.name, &p.name, value, &p.unit, ts))
-                .await;
-        }
+        ctx.send_all(&self.feed, self.readings(values)).await;
         Ok(())
+    }
+
+    /// The readings of decoded values (by point index), stamped now.
+    fn readings(&self, values: Vec<(usize, Value)>) -> Vec<Reading> {
+        let ts = now_ms();
+        values
+            .into_iter()
+            .map(|(i, value)| {
+                let p = &self.points[i];
+                Reading::good(&self.name, &p.name, value, &p.unit, ts)
+            })
+            .collect()
     }
 }
 
