@@ -44,9 +44,9 @@ use crate::reading::batch::ReadingsReceiver;
 use crate::reading::{Publish, Qos, Reading};
 use crate::script::Limits;
 
-/// Batches queued in the readings channel are joined into one piece of
-/// work for the script worker while it holds fewer readings than this (a
-/// single batch may be larger: it is never split).
+/// Batches queued in the readings channel go to the script worker together
+/// while they hold fewer readings than this (a single batch may be larger:
+/// it is never split).
 pub const BATCH: usize = 256;
 /// Batches queued for the worker (bounded: back-pressure, no drops).
 pub const WORK_CAPACITY: usize = 4;
@@ -165,13 +165,17 @@ pub async fn run(
     loop {
         tokio::select! {
             batch = readings.recv() => {
-                let Some(mut batch) = batch else { break };
-                // join what else is queued (small batches: serial, simulated)
-                while batch.len() < BATCH {
+                let Some(batch) = batch else { break };
+                // take what else is queued along (small batches: serial,
+                // simulated), without copying readings
+                let mut held = batch.len();
+                let mut batches = vec![batch];
+                while held < BATCH {
                     let Some(more) = readings.try_recv() else { break };
-                    batch.extend(more);
+                    held += more.len();
+                    batches.push(more);
                 }
-                if work_tx.send(stage::Work::Batch(batch)).await.is_err() {
+                if work_tx.send(stage::Work::Batch(batches)).await.is_err() {
                     break;
                 }
             }

@@ -26,7 +26,8 @@ pub const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the async side hands the worker.
 pub(super) enum Work {
-    Batch(Vec<Reading>),
+    /// Batches from the readings channel, in the order received.
+    Batch(Vec<Vec<Reading>>),
     Reload,
 }
 
@@ -82,8 +83,8 @@ pub(super) fn worker(
     let mut pubs = Vec::new();
     'work: while let Some(w) = work.blocking_recv() {
         match w {
-            Work::Batch(batch) => {
-                for r in &batch {
+            Work::Batch(batches) => {
+                for r in batches.iter().flatten() {
                     let before = pubs.len();
                     // Rhai should never panic; if it does, lose this reading,
                     // not the stage (a dead stage would stop every source).

@@ -111,7 +111,7 @@ fn a_panic_in_the_engine_drops_one_reading_not_the_stage() {
         reading("d", "p", Value::Int(1), 2),
     ];
     work_tx
-        .try_send(stage::Work::Batch(batch))
+        .try_send(stage::Work::Batch(vec![batch]))
         .expect("room for one batch");
     drop(work_tx);
     std::thread::spawn(move || stage::worker(engine, work_rx, out_tx))
