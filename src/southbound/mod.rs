@@ -176,3 +176,39 @@ pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::{Quality, Value};
+
+    #[tokio::test]
+    async fn a_feed_counts_and_records_a_batch_and_its_series_comes_with_the_first_reading() {
+        let (tx, mut rx) = crate::reading::batch::channel(16);
+        let (ptx, _prx) = mpsc::channel(4);
+        let ctx = SourceContext::new("gw".into(), tx, ptx, CancellationToken::new());
+        let dev: Arc<str> = "feed-unit-test".into();
+        let feed = DeviceFeed::new(&dev);
+        let series = "fieldgate_readings_total{device=\"feed-unit-test\"}";
+        assert!(!crate::metrics::get().render().contains(series));
+        let reading = |p: &str, v: i64| Reading {
+            device: dev.clone(),
+            point: p.into(),
+            value: Value::Int(v),
+            unit: None,
+            ts: v,
+            quality: Quality::Good,
+        };
+        let batch = vec![reading("a", 1), reading("b", 2), reading("c", 3)];
+        assert!(ctx.send_all(&feed, batch.clone()).await);
+        assert!(ctx.send_all(&feed, Vec::new()).await);
+        assert_eq!(rx.recv().await, Some(batch));
+        let text = crate::metrics::get().render();
+        assert!(text.contains(&format!("{series} 3")), "{text}");
+        let last = crate::metrics::readings::of_device(&dev);
+        assert_eq!(last.len(), 3);
+        assert_eq!(last["c"].value, Value::Int(3));
+        drop(rx);
+        assert!(!ctx.send_all(&feed, vec![reading("a", 4)]).await);
+    }
+}
