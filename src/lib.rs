@@ -5,7 +5,7 @@
 //! Module map (see docs/design.md):
 //! - [`settings`]: the whole `Config` (every stage's section), loading and the checks across sections;
 //! - [`config`]: the config leaf: value types, problems with YAML paths and lines;
-//! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
+//! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages, and the readings channel (`reading::batch`);
 //! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
