@@ -101,7 +101,7 @@ fn stage(dir: &std::path::Path, input: Vec<Reading>) -> Duration {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let (read_tx, read_rx) = tokio::sync::mpsc::channel(fieldgate::READINGS_CAPACITY);
+        let (read_tx, read_rx) = fieldgate::reading::batch::channel(fieldgate::READINGS_CAPACITY);
         let (pub_tx, mut pub_rx) = tokio::sync::mpsc::channel(fieldgate::PUBLISH_CAPACITY);
         let start = Instant::now();
         let stage = tokio::spawn(async move {
@@ -115,7 +115,7 @@ fn stage(dir: &std::path::Path, input: Vec<Reading>) -> Duration {
             n
         });
         for r in input {
-            read_tx.send(r).await.expect("stage alive");
+            read_tx.send(vec![r]).await.expect("stage alive");
         }
         drop(read_tx);
         stage.await.expect("stage");

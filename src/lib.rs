@@ -5,7 +5,7 @@
 //! Module map (see docs/design.md):
 //! - [`settings`]: the whole `Config` (every stage's section), loading and the checks across sections;
 //! - [`config`]: the config leaf: value types, problems with YAML paths and lines;
-//! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages;
+//! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages, and the readings channel (`reading::batch`);
 //! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;
 //! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
 //! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
@@ -47,11 +47,13 @@ use crate::broker::auth::{Auth, AuthError};
 use crate::broker::{Broker, BrokerConfig, BrokerError};
 use crate::ops::http::MetricsConfig;
 use crate::ports::PasswordCheck;
-use crate::reading::{Publish, Reading};
+use crate::reading::Publish;
 use crate::settings::Config;
 use crate::southbound::SourceContext;
 
-/// Capacity of the sources -> rules channel (back-pressure, no drops).
+/// Capacity of the sources -> rules channel in readings (it carries
+/// batches, one per device request: `reading::batch`; back-pressure, no
+/// drops).
 pub const READINGS_CAPACITY: usize = 1024;
 /// Capacity of the rules -> broker channel (back-pressure, no drops).
 pub const PUBLISH_CAPACITY: usize = 1024;
@@ -124,9 +126,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
         None => (None, pub_rx),
     };
-    let (read_tx, read_rx) = mpsc::channel::<Reading>(READINGS_CAPACITY);
+    let (read_tx, read_rx) = reading::batch::channel(READINGS_CAPACITY);
     let queues: Vec<Box<dyn ops::notify::QueueLen>> = vec![
-        Box::new(ops::notify::Queue {
+        Box::new(ops::notify::ReadingsQueue {
             name: "readings",
             sender: read_tx.downgrade(),
         }),
@@ -282,14 +284,14 @@ fn page_logins(
 /// whose topic is not a valid MQTT topic name is logged and counted.
 async fn publish_all(handle: broker::BrokerHandle, mut rx: mpsc::Receiver<Publish>) {
     while let Some(p) = rx.recv().await {
-        let topic = p.topic.clone();
-        if handle.publish(p).await {
-            metrics::get().published.inc();
-        } else {
-            warn!(topic = %topic, "dropping publish with an invalid topic");
+        if !broker::valid_publish_topic(&p.topic) {
+            warn!(topic = %p.topic, "dropping publish with an invalid topic");
             publish_dropped()
                 .get_or_create(&metrics::labels("reason", "invalid_topic"))
                 .inc();
+        } else {
+            handle.publish_valid(p).await;
+            metrics::get().published.inc();
         }
     }
 }

@@ -1,12 +1,17 @@
 //! The types that flow between stages: [`Reading`] (southbound -> rules) and
-//! [`Publish`] (rules -> broker and bridge), plus [`Qos`], and the status
-//! topics and payloads every stage publishes ([`status`]).
+//! [`Publish`] (rules -> broker and bridge), plus [`Qos`], the status
+//! topics and payloads every stage publishes ([`status`]), and the readings
+//! channel between sources and rules ([`batch`]: bounded in readings,
+//! carrying batches).
 //!
-//! Owns only plain data and its JSON form. Must not know about channels,
-//! the broker or any device protocol.
+//! Owns only plain data, its JSON form and the readings channel. Must not
+//! know about the broker or any device protocol.
 
+pub mod batch;
 pub mod clock;
 pub mod status;
+
+use std::cell::RefCell;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -101,36 +106,54 @@ impl Reading {
 
     /// The default payload of docs/design.md §4:
     /// `{"value": 21.5, "unit": "°C", "ts": 1763773200123, "quality": "good"}`.
-    /// Written straight from the reading (no JSON tree in between: this
-    /// runs once per reading).
+    /// Written straight from the reading (no JSON tree in between, the
+    /// field names as fixed bytes: this runs once per reading) into a
+    /// reused buffer, then copied once into a payload of exactly its size.
+    /// The value and the unit go through serde_json (escaping, number
+    /// formatting; non-finite floats become `null`).
     pub fn to_payload(&self) -> Bytes {
-        let p = Payload {
-            value: &self.value,
-            unit: self.unit.as_deref(),
-            ts: self.ts,
-            quality: self.quality.as_str(),
-            // taken before NTP set the clock: `ts` may be far off
-            clock: (!clock::synced(self.ts)).then_some("unsynced"),
-        };
-        let mut out = Vec::with_capacity(96);
+        PAYLOAD_BUF.with(|buf| {
+            let mut out = buf.borrow_mut();
+            out.clear();
+            self.write_payload(&mut out);
+            let payload = Bytes::copy_from_slice(&out);
+            if out.capacity() > PAYLOAD_BUF_KEEP {
+                out.clear();
+                out.shrink_to(PAYLOAD_BUF_KEEP);
+            }
+            payload
+        })
+    }
+
+    fn write_payload(&self, out: &mut Vec<u8>) {
         // writing these types to a Vec cannot fail
-        let _ = serde_json::to_writer(&mut out, &p);
-        Bytes::from(out)
+        out.extend_from_slice(b"{\"value\":");
+        let _ = serde_json::to_writer(&mut *out, &self.value);
+        if let Some(unit) = &self.unit {
+            out.extend_from_slice(b",\"unit\":");
+            let _ = serde_json::to_writer(&mut *out, &**unit);
+        }
+        out.extend_from_slice(b",\"ts\":");
+        let _ = serde_json::to_writer(&mut *out, &self.ts);
+        out.extend_from_slice(b",\"quality\":\"");
+        out.extend_from_slice(self.quality.as_str().as_bytes());
+        out.push(b'"');
+        // taken before NTP set the clock: `ts` may be far off
+        if !clock::synced(self.ts) {
+            out.extend_from_slice(b",\"clock\":\"unsynced\"");
+        }
+        out.push(b'}');
     }
 }
 
-/// The default payload's fields, in their order.
-#[derive(Serialize)]
-struct Payload<'a> {
-    /// Non-finite floats are written as `null` (serde_json's rule).
-    value: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    unit: Option<&'a str>,
-    ts: i64,
-    quality: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    clock: Option<&'static str>,
+thread_local! {
+    /// The buffer [`Reading::to_payload`] writes into (one per thread;
+    /// kept small: a payload with a long string value shrinks it back).
+    static PAYLOAD_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(PAYLOAD_BUF_KEEP));
 }
+
+/// The buffer size [`Reading::to_payload`] keeps between readings.
+const PAYLOAD_BUF_KEEP: usize = 256;
 
 /// MQTT quality of service. In YAML it is written 0, 1 or 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -221,23 +244,28 @@ mod tests {
         clock::set_check(false);
         for value in [
             Value::Int(-42),
+            Value::Int(i64::MIN),
             Value::Bool(true),
             Value::Float(1.0),
             Value::Float(0.1 + 0.2),
+            Value::Float(-0.0),
+            Value::Float(1e300),
             Value::String("a \"b\"\n".into()),
         ] {
-            let r = Reading {
-                device: "d".into(),
-                point: "p".into(),
-                value: value.clone(),
-                unit: Some("kWh".into()),
-                ts: 9,
-                quality: Quality::Stale,
-            };
-            let tree = serde_json::json!({
-                "value": value.to_json(), "unit": "kWh", "ts": 9, "quality": "stale"
-            });
-            assert_eq!(r.to_payload(), Bytes::from(tree.to_string()), "{value:?}");
+            for unit in ["kWh", "°C", "a\"b\\c\u{1}/"] {
+                let r = Reading {
+                    device: "d".into(),
+                    point: "p".into(),
+                    value: value.clone(),
+                    unit: Some(unit.into()),
+                    ts: -9,
+                    quality: Quality::Stale,
+                };
+                let tree = serde_json::json!({
+                    "value": value.to_json(), "unit": unit, "ts": -9, "quality": "stale"
+                });
+                assert_eq!(r.to_payload(), Bytes::from(tree.to_string()), "{value:?}");
+            }
         }
     }
 

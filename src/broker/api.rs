@@ -44,10 +44,16 @@ impl BrokerHandle {
         if !valid_publish_topic(&p.topic) {
             return false;
         }
+        self.publish_valid(p).await;
+        true
+    }
+
+    /// [`Self::publish`] of a publish whose topic the caller found
+    /// [`valid_publish_topic`] (not checked again).
+    pub async fn publish_valid(&self, p: Publish) {
         let msg = Message::new(p.topic.into(), p.payload, p.qos.as_u8(), p.retain);
         super::stats::add(&self.router.stats.publish_received, 1);
         self.router.publish(msg).await;
-        true
     }
 
     /// Registers the bridge's intake (see [`Intake`]).

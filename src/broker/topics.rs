@@ -231,28 +231,78 @@ impl<S: Clone + PartialEq> Tree<S> {
     /// Calls `f` for every subscriber whose filter matches `topic` (a
     /// subscriber with several matching filters is seen once per filter).
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&S)) {
-        let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        let mut stack = vec![(ROOT, 0usize)];
-        while let Some((at, i)) = stack.pop() {
+        // depth-first, without allocating for the usual few branches: each
+        // entry is a node and where the topic's next level starts
+        // (`ALL_MATCHED` once every level is matched); pos 0 is the root
+        let mut stack = Stack::new((ROOT, 0usize));
+        while let Some((at, pos)) = stack.pop() {
             let n = self.node(at);
-            let root_wild = i == 0 && dollar; // MQTT-4.7.2-1
+            let root_wild = pos == 0 && dollar; // MQTT-4.7.2-1
             if !root_wild {
                 n.hash.iter().for_each(&mut f);
             }
-            if i == levels.len() {
+            if pos == ALL_MATCHED {
                 n.exact.iter().for_each(&mut f);
                 continue;
             }
-            if let Some(&c) = n.children.get(levels[i]) {
-                stack.push((c, i + 1));
+            let rest = &topic[pos..];
+            let (level, next) = match rest.find('/') {
+                Some(k) => (&rest[..k], pos + k + 1),
+                None => (rest, ALL_MATCHED),
+            };
+            if let Some(&c) = n.children.get(level) {
+                stack.push((c, next));
             }
             if let Some(p) = n.plus
                 && !root_wild
             {
-                stack.push((p, i + 1));
+                stack.push((p, next));
             }
         }
+    }
+}
+
+/// A position past every level of a topic.
+const ALL_MATCHED: usize = usize::MAX;
+
+/// A LIFO stack that keeps its first few entries inline and spills the
+/// rest to the heap (a deep match with many `+` branches).
+struct Stack<T: Copy> {
+    inline: [T; 8],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy> Stack<T> {
+    fn new(first: T) -> Self {
+        Stack {
+            inline: [first; 8],
+            len: 1,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, v: T) {
+        // the heap part only grows while the inline part is full, so
+        // popping the heap part first keeps the order LIFO
+        if self.len < self.inline.len() {
+            self.inline[self.len] = v;
+            self.len += 1;
+        } else {
+            self.spill.push(v);
+        }
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if let Some(v) = self.spill.pop() {
+            return Some(v);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        Some(self.inline[self.len])
     }
 }
 

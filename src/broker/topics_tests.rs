@@ -69,3 +69,38 @@ fn topics_of_65535_levels_do_not_overflow_the_stack() {
         .expect("thread");
     assert_eq!(h.join().expect("no overflow"), (vec![1, 2], true));
 }
+
+#[test]
+fn many_branches_at_once_match_like_the_filter_rules() {
+    // every filter of 10 levels that is "a" or "+" at each level, and "#"
+    // after each prefix: hundreds of branches pending in one walk (more
+    // than the walk keeps inline)
+    let mut t = Tree::default();
+    let mut filters = Vec::new();
+    for bits in 0u32..1 << 10 {
+        let levels: Vec<&str> = (0..10)
+            .map(|l| if bits & (1 << l) != 0 { "+" } else { "a" })
+            .collect();
+        filters.push(levels.join("/"));
+        filters.push(format!("{}/#", levels[..5].join("/")));
+    }
+    for (i, f) in filters.iter().enumerate() {
+        t.insert(f, i as u32, |s| *s == i as u32);
+    }
+    for topic in [
+        ["a"; 10].join("/"),
+        ["b"; 10].join("/"),
+        ["a"; 6].join("/"),
+        ["a"; 11].join("/"),
+        format!("{}/b", ["a"; 9].join("/")),
+    ] {
+        let want: Vec<u32> = filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches(f, &topic))
+            .map(|(i, _)| i as u32)
+            .collect();
+        assert_eq!(subs(&t, &topic), want, "{topic}");
+    }
+    assert_eq!(subs(&t, &["a"; 10].join("/")).len(), 2048);
+}

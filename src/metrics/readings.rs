@@ -1,11 +1,18 @@
 //! The last reading of every point, kept for the status page and the JSON
 //! API: one map entry per point, overwritten by each new reading.
 //!
-//! Owns the process-wide map. Sources record into it through
-//! `SourceContext::send`; it must not hold anything but the latest value.
+//! Owns the process-wide map: devices by name, each with its own points
+//! behind its own lock, so a source that holds its device's [`DeviceLast`]
+//! records a whole batch with one lock and no lookup of the device. The
+//! points are kept in the order they first came, with a by-name index; a
+//! source that sends the same points in the same order every cycle (a
+//! Modbus poll) finds each one at the place after the previous one, by
+//! pointer, without comparing names. Sources record into it through
+//! `SourceContext::send` / `send_all`; it must not hold anything but the
+//! latest value.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use crate::reading::{Quality, Reading, Value};
 
@@ -19,29 +26,159 @@ pub struct LastReading {
     pub ts: i64,
 }
 
-type Map = BTreeMap<Arc<str>, BTreeMap<Arc<str>, LastReading>>;
+impl LastReading {
+    fn of(r: &Reading) -> LastReading {
+        LastReading {
+            value: r.value.clone(),
+            unit: r.unit.clone(),
+            quality: r.quality,
+            ts: r.ts,
+        }
+    }
+}
+
+/// One device's points.
+#[derive(Default)]
+struct Points {
+    slots: Vec<(Arc<str>, LastReading)>,
+    /// Point name -> its place in `slots`.
+    index: BTreeMap<Arc<str>, usize>,
+    /// Where the next reading's point probably is.
+    hint: usize,
+}
+
+impl Points {
+    fn record(&mut self, r: &Reading) {
+        let at = match self.slots.get(self.hint) {
+            Some((name, _)) if Arc::ptr_eq(name, &r.point) => self.hint,
+            _ => match self.index.get(&*r.point) {
+                Some(&i) => i,
+                None => {
+                    self.index.insert(r.point.clone(), self.slots.len());
+                    self.slots.push((r.point.clone(), LastReading::of(r)));
+                    self.hint = self.slots.len();
+                    return;
+                }
+            },
+        };
+        self.slots[at].1 = LastReading::of(r);
+        self.hint = at + 1;
+    }
+}
+
+type Map = BTreeMap<Arc<str>, Arc<Mutex<Points>>>;
 
 static LAST: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
-/// Keeps `r` as its point's last reading (one lock and one map write).
-pub fn record(r: &Reading) {
-    let last = LastReading {
-        value: r.value.clone(),
-        unit: r.unit.clone(),
-        quality: r.quality,
-        ts: r.ts,
-    };
-    if let Ok(mut map) = LAST.lock() {
-        map.entry(r.device.clone())
-            .or_default()
-            .insert(r.point.clone(), last);
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One device's last readings, held by its source (created at the first
+/// reading, so a device that never sent one is not listed).
+#[derive(Clone)]
+pub struct DeviceLast(Arc<Mutex<Points>>);
+
+impl DeviceLast {
+    /// The entry of `device` (made when missing).
+    pub fn of(device: &Arc<str>) -> DeviceLast {
+        let mut map = lock(&LAST);
+        let points = match map.get(&**device) {
+            Some(p) => p.clone(),
+            None => map.entry(device.clone()).or_default().clone(),
+        };
+        DeviceLast(points)
     }
+
+    /// Keeps each reading as its point's last one (one lock in all; a later
+    /// reading of the same point wins).
+    pub fn record_all(&self, readings: &[Reading]) {
+        let mut points = lock(&self.0);
+        for r in readings {
+            points.record(r);
+        }
+    }
+}
+
+/// Keeps `r` as its point's last reading.
+pub fn record(r: &Reading) {
+    DeviceLast::of(&r.device).record_all(std::slice::from_ref(r));
 }
 
 /// The last reading of each point of `device`, by point name.
 pub fn of_device(device: &str) -> BTreeMap<Arc<str>, LastReading> {
-    LAST.lock()
-        .ok()
-        .and_then(|m| m.get(device).cloned())
-        .unwrap_or_default()
+    let Some(points) = lock(&LAST).get(device).cloned() else {
+        return BTreeMap::new();
+    };
+    let points = lock(&points);
+    points
+        .slots
+        .iter()
+        .map(|(name, last)| (name.clone(), last.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(device: &str, point: &str, v: i64) -> Reading {
+        Reading {
+            device: device.into(),
+            point: point.into(),
+            value: Value::Int(v),
+            unit: None,
+            ts: v,
+            quality: Quality::Good,
+        }
+    }
+
+    #[test]
+    fn the_last_reading_of_each_point_wins() {
+        let dev: Arc<str> = "readings-unit-test".into();
+        assert!(of_device(&dev).is_empty());
+        let last = DeviceLast::of(&dev);
+        last.record_all(&[
+            reading(&dev, "a", 1),
+            reading(&dev, "b", 2),
+            reading(&dev, "a", 3),
+        ]);
+        record(&reading(&dev, "b", 4));
+        let got = of_device(&dev);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got["a"].value, Value::Int(3));
+        assert_eq!(got["b"].value, Value::Int(4));
+        assert_eq!(got["b"].ts, 4);
+    }
+
+    #[test]
+    fn same_points_by_pointer_in_cycles_and_new_or_reordered_ones_by_name() {
+        let dev: Arc<str> = "readings-unit-test-cycles".into();
+        let names: Vec<Arc<str>> = ["p0", "p1", "p2"].into_iter().map(Arc::from).collect();
+        let of = |name: &Arc<str>, v: i64| Reading {
+            point: name.clone(),
+            ..reading(&dev, "", v)
+        };
+        let last = DeviceLast::of(&dev);
+        for cycle in 0..3 {
+            let batch: Vec<Reading> = names.iter().map(|n| of(n, cycle)).collect();
+            last.record_all(&batch);
+        }
+        // out of order, and names in other allocations than the first ones
+        last.record_all(&[reading(&dev, "p2", 10), reading(&dev, "p0", 11)]);
+        last.record_all(&[reading(&dev, "p3", 12), of(&names[1], 13)]);
+        let got: Vec<(String, Value)> = of_device(&dev)
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("p0".to_string(), Value::Int(11)),
+                ("p1".to_string(), Value::Int(13)),
+                ("p2".to_string(), Value::Int(10)),
+                ("p3".to_string(), Value::Int(12)),
+            ]
+        );
+    }
 }

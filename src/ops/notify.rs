@@ -57,6 +57,21 @@ impl<T: Send + 'static> QueueLen for Queue<T> {
     }
 }
 
+/// The readings channel (bounded in readings), watched like [`Queue`].
+pub struct ReadingsQueue {
+    pub name: &'static str,
+    pub sender: crate::reading::batch::WeakReadingsSender,
+}
+
+impl QueueLen for ReadingsQueue {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn queued(&self) -> Option<usize> {
+        self.sender.queued()
+    }
+}
+
 /// The liveness rule: the pipeline is stuck when some queue holds messages
 /// and no message was published since the previous check.
 pub fn stuck(

@@ -40,10 +40,13 @@ pub use reload::Reloaded;
 pub use script_reading::ScriptReading;
 
 use crate::config::Report;
+use crate::reading::batch::ReadingsReceiver;
 use crate::reading::{Publish, Qos, Reading};
 use crate::script::Limits;
 
-/// Readings handed to the script worker at most at once.
+/// Batches queued in the readings channel go to the script worker together
+/// while they hold fewer readings than this (a single batch may be larger:
+/// it is never split).
 pub const BATCH: usize = 256;
 /// Batches queued for the worker (bounded: back-pressure, no drops).
 pub const WORK_CAPACITY: usize = 4;
@@ -138,7 +141,7 @@ pub async fn run(
     gateway: &str,
     cfg: &RulesConfig,
     config_file: &Path,
-    mut readings: mpsc::Receiver<Reading>,
+    mut readings: ReadingsReceiver,
     out: mpsc::Sender<Publish>,
 ) {
     // the stage's metric exists from its start
@@ -159,15 +162,20 @@ pub async fn run(
     let span = info_span!("rules-worker");
     let worker =
         tokio::task::spawn_blocking(move || span.in_scope(|| stage::worker(engine, work_rx, out)));
-    let mut buf = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
-            n = readings.recv_many(&mut buf, BATCH) => {
-                if n == 0 {
-                    break;
+            batch = readings.recv() => {
+                let Some(batch) = batch else { break };
+                // take what else is queued along (small batches: serial,
+                // simulated), without copying readings
+                let mut held = batch.len();
+                let mut batches = vec![batch];
+                while held < BATCH {
+                    let Some(more) = readings.try_recv() else { break };
+                    held += more.len();
+                    batches.push(more);
                 }
-                let batch = std::mem::replace(&mut buf, Vec::with_capacity(BATCH));
-                if work_tx.send(stage::Work::Batch(batch)).await.is_err() {
+                if work_tx.send(stage::Work::Batch(batches)).await.is_err() {
                     break;
                 }
             }

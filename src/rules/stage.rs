@@ -26,7 +26,8 @@ pub const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the async side hands the worker.
 pub(super) enum Work {
-    Batch(Vec<Reading>),
+    /// Batches from the readings channel, in the order received.
+    Batch(Vec<Vec<Reading>>),
     Reload,
 }
 
@@ -82,8 +83,9 @@ pub(super) fn worker(
     let mut pubs = Vec::new();
     'work: while let Some(w) = work.blocking_recv() {
         match w {
-            Work::Batch(batch) => {
-                for r in &batch {
+            Work::Batch(batches) => {
+                for r in batches.iter().flatten() {
+                    let before = pubs.len();
                     // Rhai should never panic; if it does, lose this reading,
                     // not the stage (a dead stage would stop every source).
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -102,14 +104,16 @@ pub(super) fn worker(
                                 "rules engine panicked on a reading; the reading is dropped"
                             );
                             engine.discard_pending();
-                            pubs.clear();
+                            pubs.truncate(before);
                         }
                     }
-                    for p in pubs.drain(..) {
-                        if out.blocking_send(p).is_err() {
-                            debug!("publish channel closed; rules stage stops");
-                            break 'work;
-                        }
+                }
+                // the batch's publishes back to back, in order: the
+                // publisher wakes once for many, not once per publish
+                for p in pubs.drain(..) {
+                    if out.blocking_send(p).is_err() {
+                        debug!("publish channel closed; rules stage stops");
+                        break 'work;
                     }
                 }
             }

@@ -26,13 +26,13 @@ async fn a_busy_script_does_not_stall_the_runtime() {
     // Busy for a second of wall time per reading (well within the limit).
     let script = "fn on_reading(r) {\n  let end_at = now() + 1000;\n  while now() < end_at { }\n  emit(r);\n}";
     let (_dir, cfg) = config(script, u64::MAX / 2);
-    let (read_tx, read_rx) = mpsc::channel(8);
+    let (read_tx, read_rx) = crate::reading::batch::channel(8);
     let (out_tx, mut out_rx) = mpsc::channel(8);
     let stage = tokio::spawn(async move {
         run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, out_tx).await
     });
     read_tx
-        .send(reading("d", "p", Value::Int(1), 1))
+        .send(vec![reading("d", "p", Value::Int(1), 1)])
         .await
         .expect("send");
     // On a single-threaded runtime this timer could not fire while the
@@ -57,7 +57,7 @@ async fn the_stage_drains_every_reading_then_returns() {
         "fn on_reading(r) {\n  if r.value % 2 == 0 { emit(r); }\n}",
         100_000,
     );
-    let (read_tx, read_rx) = mpsc::channel(16);
+    let (read_tx, read_rx) = crate::reading::batch::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
     let stage = tokio::spawn(async move {
         run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, out_tx).await
@@ -71,7 +71,7 @@ async fn the_stage_drains_every_reading_then_returns() {
     });
     for i in 0..1000 {
         read_tx
-            .send(reading("d", "p", Value::Int(i), i))
+            .send(vec![reading("d", "p", Value::Int(i), i)])
             .await
             .expect("send");
     }
@@ -111,7 +111,7 @@ fn a_panic_in_the_engine_drops_one_reading_not_the_stage() {
         reading("d", "p", Value::Int(1), 2),
     ];
     work_tx
-        .try_send(stage::Work::Batch(batch))
+        .try_send(stage::Work::Batch(vec![batch]))
         .expect("room for one batch");
     drop(work_tx);
     std::thread::spawn(move || stage::worker(engine, work_rx, out_tx))

@@ -22,7 +22,7 @@ use super::link::{self, CallError, Link};
 use super::merge::{Limits, ReadRequest, Span};
 use super::points::Codec;
 use crate::reading::{Reading, Value, now_ms};
-use crate::southbound::SourceContext;
+use crate::southbound::{DeviceFeed, SourceContext};
 
 /// Shortest first wait before probing a device that stopped answering.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -49,6 +49,8 @@ pub(super) struct PointRt {
 /// One device's poll state.
 pub(super) struct Poller {
     pub name: Arc<str>,
+    /// The device's readings counter and last values, kept between polls.
+    feed: DeviceFeed,
     pub unit: u8,
     /// Unit 0 on a bus: written to all units at once, never read.
     pub broadcast: bool,
@@ -62,7 +64,8 @@ pub(super) struct Poller {
     busy: u32,
     pub write_multiple: bool,
     pub points: Vec<PointRt>,
-    requests: Vec<ReadRequest>,
+    /// Shared, so taking the one at the cursor copies no spans.
+    requests: Vec<Arc<ReadRequest>>,
     cursor: usize,
     attempt: u32,
     cycle_due: Instant,
@@ -105,9 +108,11 @@ impl Poller {
             })
             .collect();
         let now = Instant::now();
+        let name: Arc<str> = name.into();
         Poller {
             broadcast,
-            name: name.into(),
+            feed: DeviceFeed::new(&name),
+            name,
             unit: common.unit,
             poll: if broadcast {
                 BROADCAST_IDLE
@@ -125,7 +130,7 @@ impl Poller {
             requests: if broadcast {
                 Vec::new()
             } else {
-                common.read_requests()
+                common.read_requests().into_iter().map(Arc::new).collect()
             },
             cursor: 0,
             attempt: 0,
@@ -170,18 +175,14 @@ impl Poller {
             count(&self.name, &r);
             let r = r.and_then(|resp| self.decode(&req, resp));
             match r {
-                Ok(values) => {
+                Ok(readings) => {
                     self.online = true;
                     self.attempt = 0;
                     self.busy = 0;
                     self.cursor += 1;
-                    let ts = now_ms();
-                    for (i, value) in values {
-                        let p = &self.points[i];
-                        let reading = Reading::good(&self.name, &p.name, value, &p.unit, ts);
-                        if !ctx.send(reading).await {
-                            return false;
-                        }
+                    // one batch per reply: one send, in point order
+                    if !ctx.send_all(&self.feed, readings).await {
+                        return false;
                     }
                 }
                 Err(CallError::Exception(
@@ -200,7 +201,8 @@ impl Poller {
                     );
                     self.online = true;
                     self.attempt = 0;
-                    self.requests.splice(self.cursor..=self.cursor, parts);
+                    self.requests
+                        .splice(self.cursor..=self.cursor, parts.into_iter().map(Arc::new));
                 }
                 Err(CallError::Exception(ExceptionCode::ServerDeviceBusy))
                     if self.busy < BUSY_RETRIES =>
@@ -279,14 +281,20 @@ impl Poller {
             .await;
     }
 
-    /// The values of the points a reply serves, by point index.
-    fn decode(&self, req: &ReadRequest, resp: Response) -> Result<Vec<(usize, Value)>, CallError> {
+    /// The readings of the points a reply serves, in request order,
+    /// stamped now.
+    fn decode(&self, req: &ReadRequest, resp: Response) -> Result<Vec<Reading>, CallError> {
         let mut out = Vec::with_capacity(req.spans.len());
+        let ts = now_ms();
+        let reading = |i: usize, value: Value| {
+            let p = &self.points[i];
+            Reading::good(&self.name, &p.name, value, &p.unit, ts)
+        };
         if req.table.is_bits() {
             let bits = link::bits(resp, req.count)?;
             for s in &req.spans {
                 let b = bits[usize::from(s.start - req.start)];
-                out.push((s.point, self.points[s.point].codec.decode_bit(b)));
+                out.push(reading(s.point, self.points[s.point].codec.decode_bit(b)));
             }
         } else {
             let words = link::registers(resp, req.count)?;
@@ -299,7 +307,7 @@ impl Poller {
                     .map_err(|e| {
                         CallError::BadReply(format!("point {}: {e}", self.points[s.point].name))
                     })?;
-                out.push((s.point, v));
+                out.push(reading(s.point, v));
             }
         }
         Ok(out)
@@ -327,13 +335,8 @@ impl Poller {
         let resp = link.call(self.unit, req.to_request(), self.timeout).await;
         count(&self.name, &resp);
         let resp = resp?;
-        let values = self.decode(&req, resp)?;
-        let ts = now_ms();
-        for (i, value) in values {
-            let p = &self.points[i];
-            ctx.send(Reading::good(&self.name, &p.name, value, &p.unit, ts))
-                .await;
-        }
+        let readings = self.decode(&req, resp)?;
+        ctx.send_all(&self.feed, readings).await;
         Ok(())
     }
 }

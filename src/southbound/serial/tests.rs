@@ -24,7 +24,9 @@ fn config(extra: &str) -> SerialConfig {
 
 struct Running {
     sensor: SerialStream,
-    readings: mpsc::Receiver<Reading>,
+    readings: crate::reading::batch::ReadingsReceiver,
+    /// readings received but not yet looked at
+    pending: std::collections::VecDeque<Reading>,
     cancel: CancellationToken,
     stats: Arc<SerialStats>,
     done: tokio::task::JoinHandle<Ended>,
@@ -32,7 +34,7 @@ struct Running {
 
 fn start(cfg: SerialConfig) -> Running {
     let (port, sensor) = SerialStream::pair().expect("pty pair");
-    let (rtx, readings) = mpsc::channel(64);
+    let (rtx, readings) = crate::reading::batch::channel(64);
     let (ptx, _prx) = mpsc::channel(64);
     let cancel = CancellationToken::new();
     let ctx = SourceContext::new("gw".into(), rtx, ptx, cancel.clone());
@@ -48,6 +50,7 @@ fn start(cfg: SerialConfig) -> Running {
     Running {
         sensor,
         readings,
+        pending: Default::default(),
         cancel,
         stats,
         done,
@@ -55,10 +58,14 @@ fn start(cfg: SerialConfig) -> Running {
 }
 
 async fn next(r: &mut Running) -> (String, Value) {
-    let got = tokio::time::timeout(WITHIN, r.readings.recv())
-        .await
-        .expect("a reading in time")
-        .expect("channel open");
+    while r.pending.is_empty() {
+        let batch = tokio::time::timeout(WITHIN, r.readings.recv())
+            .await
+            .expect("a reading in time")
+            .expect("channel open");
+        r.pending.extend(batch);
+    }
+    let got = r.pending.pop_front().expect("a reading");
     assert_eq!(&*got.device, "dev");
     (got.point.to_string(), got.value)
 }

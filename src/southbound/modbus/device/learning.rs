@@ -48,7 +48,10 @@ impl Poller {
     pub(super) fn replan(&mut self) {
         if !self.broadcast {
             let limits = self.learned.limits(self.limits);
-            self.requests = merge::merge_avoiding(&self.spans, limits, &self.learned.holes);
+            self.requests = merge::merge_avoiding(&self.spans, limits, &self.learned.holes)
+                .into_iter()
+                .map(std::sync::Arc::new)
+                .collect();
         }
         crate::metrics::get().set_learned(&self.name, self.learned.summary());
     }
