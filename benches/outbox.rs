@@ -14,12 +14,13 @@
 //! 4. Wear: bytes written to the device per forwarded message and fsyncs
 //!    per second at 1,000 msg/s with the uplink up (`outbox/wear.rs`).
 
+#[path = "outbox/mosquitto.rs"]
+mod mosquitto;
 #[path = "outbox/wear.rs"]
 mod wear;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use fieldgate::bridge::config::{BufferConfig, Synchronous};
 use fieldgate::bridge::outbox::{self, NewMessage, WriteCmd};
 use fieldgate::bridge::{Bridge, Counters, UplinkConfig};
+use mosquitto::{Mosquitto, free_port};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{mpsc, oneshot};
@@ -35,14 +37,6 @@ use tokio::sync::{mpsc, oneshot};
 const WRITES: usize = 300_000;
 const BACKLOG: usize = 100_000;
 const RESIDENT: usize = 1_000_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// The QoS of the drain's backlog and of the plain publisher (`BENCH_QOS`).
 fn bench_qos() -> u8 {
@@ -134,42 +128,6 @@ async fn bare_inserts(dir: &Path, n: usize) -> Duration {
         tx.commit().await.expect("commit");
     }
     t.elapsed()
-}
-
-/// mosquitto, killed on drop; the folder holds its config.
-struct Mosquitto(Child, u16, #[allow(dead_code)] tempfile::TempDir);
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let conf = dir.path().join("m.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("conf");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto on the PATH");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mosquitto(child, port, dir)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn uplink(port: u16) -> UplinkConfig {

@@ -61,6 +61,7 @@ use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Client, Link, Report, Upstream};
 use crate::metrics::LogThrottle;
 use crate::reading::Publish;
+use pause::ReadPause;
 use window::{Mode, State};
 
 /// How long the stop waits for the PUBACK of `offline` upstream.
@@ -333,59 +334,6 @@ async fn reserve(local: &Option<mpsc::Sender<Publish>>) -> Option<mpsc::Permit<'
     }
 }
 
-/// Reads of the outbox after a failed one: paused with a growing delay
-/// (100 ms doubling to 5 s), so a broken file is not read in a tight loop.
-#[derive(Debug, Clone, Copy)]
-enum ReadPause {
-    Clear,
-    /// The last read failed: the next one waits until `until`.
-    Until {
-        until: tokio::time::Instant,
-        last: Duration,
-    },
-    /// The pause is over; `last` is kept in case the next read fails too.
-    Over {
-        last: Duration,
-    },
-}
-
-impl ReadPause {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn is_clear(&self) -> bool {
-        !matches!(self, ReadPause::Until { .. })
-    }
-
-    fn ok(&mut self) {
-        *self = ReadPause::Clear;
-    }
-
-    /// A read failed: returns how long the next one waits.
-    fn failed(&mut self) -> Duration {
-        let wait = match *self {
-            ReadPause::Clear => Self::FIRST,
-            ReadPause::Until { last, .. } | ReadPause::Over { last } => (last * 2).min(Self::MAX),
-        };
-        *self = ReadPause::Until {
-            until: tokio::time::Instant::now() + wait,
-            last: wait,
-        };
-        wait
-    }
-
-    /// Until the pause is over (for ever when there is none).
-    async fn wait(&mut self) {
-        match *self {
-            ReadPause::Until { until, last } => {
-                tokio::time::sleep_until(until).await;
-                *self = ReadPause::Over { last };
-            }
-            _ => std::future::pending().await,
-        }
-    }
-}
-
 /// Until the flush deadline, in `Flushing`; for ever otherwise.
 async fn sleep_until(mode: Mode) {
     match mode {
@@ -395,6 +343,7 @@ async fn sleep_until(mode: Mode) {
 }
 
 mod commands;
+mod pause;
 mod report;
 #[cfg(test)]
 mod tests;
