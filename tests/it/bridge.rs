@@ -196,6 +196,25 @@ pub(crate) async fn publish_all_qos(
         .expect("pump");
 }
 
+/// An operator upstream (rumqttc on `port`) publishes `payload` on
+/// `topic`; the returned task keeps its connection until aborted.
+pub(crate) async fn operator_publish(
+    port: u16,
+    topic: &str,
+    qos: QoS,
+    payload: &str,
+) -> tokio::task::JoinHandle<()> {
+    let (client, mut el) = rumqttc::AsyncClient::new(options("operator", port), 10);
+    client
+        .publish(topic, qos, false, payload.to_string())
+        .await
+        .expect("publish");
+    tokio::spawn(async move {
+        let _client = client;
+        while el.poll().await.is_ok() {}
+    })
+}
+
 /// Waits until the running gateway's outbox holds at least `n` messages
 /// (local clients' messages are committed a batch after the broker's PUBACK).
 pub(crate) async fn wait_outbox(gw: &Gateway, n: u64) {

@@ -16,8 +16,9 @@ use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bridge::{READING, SECS, wait_reading};
-use crate::support::{Gateway, Sub, options};
+use crate::bridge::{READING, SECS, operator_publish, wait_reading};
+use crate::support::Gateway;
+use crate::support::Sub;
 use crate::upstream::{Mosquitto, counter, gateway_yaml, on_own_thread};
 
 /// MQTT control packet type PUBREL (with its fixed flags 0b0010).
@@ -133,12 +134,7 @@ async fn a_qos2_command_cut_after_pubrec_completes_on_the_next_connection() {
     wait_reading(&mut up).await;
     let connected_before = proxy.connections.load(SeqCst);
 
-    let (client, mut el) = rumqttc::AsyncClient::new(options("operator", broker.port), 10);
-    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    client
-        .publish("site/gw1/dev/n/set", QoS::ExactlyOnce, false, "7")
-        .await
-        .expect("publish");
+    let pump = operator_publish(broker.port, "site/gw1/dev/n/set", QoS::ExactlyOnce, "7").await;
     let m = local.wait_topic("gw1/dev/n/set", SECS).await;
     assert_eq!(m.text(), "7");
 
@@ -206,12 +202,7 @@ async fn a_command_sent_while_the_gateway_is_down_arrives_after_the_restart() {
     wait_reading(&mut up).await;
     gw.kill();
 
-    let (client, mut el) = rumqttc::AsyncClient::new(options("operator", broker.port), 10);
-    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    client
-        .publish("site/gw1/dev/n/set", QoS::AtLeastOnce, false, "9")
-        .await
-        .expect("publish");
+    let pump = operator_publish(broker.port, "site/gw1/dev/n/set", QoS::AtLeastOnce, "9").await;
     // the broker has routed it (to the gateway's stored session too)
     up.wait_topic("site/gw1/dev/n/set", SECS).await;
 

@@ -220,12 +220,7 @@ async fn command_from_upstream_reaches_the_local_set_topic_once() {
     let mut gw = Gateway::start(&gateway_yaml(&url, "1s", extra));
     let mut local = Sub::connect(gw.port, &["gw1/+/+/set"], QoS::AtLeastOnce).await;
     up.wait_topic("site/gw1/status", SECS).await;
-    let (client, mut el) = rumqttc::AsyncClient::new(options("operator", broker.port), 10);
-    let pump = tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    client
-        .publish("site/gw1/dev/n/set", QoS::AtLeastOnce, false, "42")
-        .await
-        .expect("publish");
+    let pump = operator_publish(broker.port, "site/gw1/dev/n/set", QoS::AtLeastOnce, "42").await;
     let m = local.wait_topic("gw1/dev/n/set", SECS).await;
     assert_eq!(m.text(), "42");
     // the command is not forwarded back up (no loop)

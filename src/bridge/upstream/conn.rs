@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use rumqttc::mqttbytes::Error as CodecError;
-use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet};
+use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, Publish};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -117,6 +117,20 @@ impl Conn {
     /// Encodes `p` behind what is waiting to be written.
     pub fn queue(&mut self, p: &Packet) -> Result<(), ConnError> {
         p.write(&mut self.write, self.max_packet)
+            .map(|_| ())
+            .map_err(ConnError::Codec)
+    }
+
+    /// Encodes a PUBLISH behind what is waiting (without moving it into a
+    /// `Packet`: the session keeps it for resending).
+    pub fn queue_publish(&mut self, p: &Publish) -> Result<(), ConnError> {
+        if p.size() > self.max_packet {
+            return Err(ConnError::Codec(CodecError::OutgoingPacketTooLarge {
+                pkt_size: p.size(),
+                max: self.max_packet,
+            }));
+        }
+        p.write(&mut self.write)
             .map(|_| ())
             .map_err(ConnError::Codec)
     }

@@ -72,14 +72,12 @@ impl Link {
     fn request(&mut self, conn: &mut Conn, r: Request) -> Result<bool, ConnError> {
         let packet = match r {
             Request::Publish { publish, key } => {
-                let pkid = publish.pkid;
-                if publish.qos != QoS::AtMostOnce {
-                    self.held.sent(publish.clone(), key);
-                }
-                if let Err(e) = conn.queue(&Packet::Publish(publish)) {
+                if let Err(e) = conn.queue_publish(&publish) {
                     // the forwarder checks sizes first: this is a bug, not a drop
-                    warn!(error = %e, pkid, "uplink: a message cannot be sent");
-                    self.held.forget(pkid);
+                    warn!(error = %e, pkid = publish.pkid, "uplink: a message cannot be sent");
+                } else if publish.qos != QoS::AtMostOnce {
+                    // kept (not copied) for a resend on a resumed session
+                    self.held.sent(publish, key);
                 }
                 return Ok(false);
             }
