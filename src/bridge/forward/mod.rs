@@ -174,6 +174,14 @@ impl<C: Upstream> Forwarder<C> {
                         p.send(WriteCmd::Ack(std::mem::take(&mut st.acks)));
                     }
                 }
+                // marks the writer had no room for: as soon as it has (the
+                // PUBRELs wait for them, nothing else may wake the loop)
+                permit = writer.reserve(), if !st.marks.is_empty() => {
+                    if let Ok(p) = permit {
+                        st.marks_sent += st.marks.len() as u64;
+                        p.send(WriteCmd::Release(std::mem::take(&mut st.marks)));
+                    }
+                }
                 permit = reserve(&local), if !st.commands.is_empty() => {
                     if let Some(p) = permit {
                         self.command_handed_on(&mut st, p);
