@@ -213,7 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     info!(
         gateway = %gateway,
         devices = config.devices.len(),
-        listen = %config.broker.listen,
+        listen = ?config.broker.listen,
         "fieldgate running"
     );
 

@@ -20,7 +20,10 @@ pub fn render(config: &Config) -> String {
         "gateway {gw} (data in {})",
         config.gateway.data_dir.display()
     );
-    let _ = writeln!(s, "broker  mqtt://{}", config.broker.listen);
+    let _ = match config.broker.listen {
+        Some(plain) => writeln!(s, "broker  mqtt://{plain}"),
+        None => writeln!(s, "broker  (plain listener off: listen: null)"),
+    };
     if let Some(tls) = &config.broker.tls {
         let _ = writeln!(s, "        mqtts://{}", tls.listen);
     }

@@ -12,13 +12,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
 use super::acl::check_filter;
 use super::config::BrokerConfig;
+use super::login_guard::LoginGuard;
 use super::passwd::{self, PasswdError, PasswdFile};
 use crate::config::{LoginUser, Report};
 use crate::ports::PasswordCheck;
@@ -32,6 +35,9 @@ pub enum Login {
     BadCredentials,
     /// CONNACK 5: no user name and anonymous clients are not allowed.
     NotAuthorized,
+    /// CONNACK 5: this address failed too often (`broker.login_failures`);
+    /// the password was not checked.
+    Throttled,
 }
 
 /// Why the broker's users cannot be set up.
@@ -49,6 +55,7 @@ pub struct Auth {
     users: HashMap<Arc<str>, [u8; 64]>,
     passwd: PasswdFile,
     allow_anonymous: bool,
+    guard: LoginGuard,
 }
 
 impl fmt::Debug for Auth {
@@ -89,10 +96,12 @@ impl Auth {
         let allow_anonymous = cfg
             .allow_anonymous
             .unwrap_or(cfg.users.is_empty() && cfg.password_file.is_none());
+        let guard = LoginGuard::new(cfg.login_failures.max, cfg.login_failures.per.get());
         Ok(Auth {
             users,
             passwd,
             allow_anonymous,
+            guard,
         })
     }
 
@@ -101,7 +110,15 @@ impl Auth {
     /// A user name with a wrong or missing password, or an unknown user:
     /// BadCredentials (CONNACK 4). Users from `users` and from the password
     /// file both count; `users` wins when a name is in both.
+    ///
+    /// With no users at all (no `users`, no password file) a user name and
+    /// password are ignored: the client is anonymous, as with mosquitto's
+    /// `allow_anonymous true` and no password file. A user name unknown to
+    /// both costs the same time as a known one.
     pub fn login(&self, username: Option<&str>, password: Option<&[u8]>) -> Login {
+        if self.users.is_empty() && self.passwd.len() == 0 && self.allow_anonymous {
+            return Login::Accepted { user: None };
+        }
         let Some(name) = username else {
             return if self.allow_anonymous {
                 Login::Accepted { user: None }
@@ -120,8 +137,34 @@ impl Auth {
         }
         match (self.passwd.get(name), password) {
             (Some((user, entry)), Some(p)) if entry.verify(p) => accepted(user),
+            (None, p) => {
+                self.passwd.verify_unknown(p.unwrap_or_default());
+                Login::BadCredentials
+            }
             _ => Login::BadCredentials,
         }
+    }
+
+    /// [`Auth::login`] from `peer`, refused at once while that address is
+    /// past `broker.login_failures`; failures counted, a success clears
+    /// the count. Hashes passwords: call it off the runtime's threads.
+    pub fn login_from(
+        &self,
+        peer: IpAddr,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Login {
+        let now = Instant::now();
+        if self.guard.blocked(peer, now) {
+            return Login::Throttled;
+        }
+        let outcome = self.login(username, password);
+        match &outcome {
+            Login::Accepted { user: Some(_) } => self.guard.succeeded(peer),
+            Login::BadCredentials | Login::NotAuthorized => self.guard.failed(peer, now),
+            Login::Accepted { user: None } | Login::Throttled => {}
+        }
+        outcome
     }
 
     pub fn anonymous_allowed(&self) -> bool {
@@ -144,7 +187,14 @@ impl PasswordCheck for Auth {
     fn check(&self, user: &str, password: &[u8]) -> bool {
         matches!(
             self.login(Some(user), Some(password)),
-            Login::Accepted { .. }
+            Login::Accepted { user: Some(_) }
+        )
+    }
+
+    fn check_from(&self, peer: IpAddr, user: &str, password: &[u8]) -> bool {
+        matches!(
+            self.login_from(peer, Some(user), Some(password)),
+            Login::Accepted { user: Some(_) }
         )
     }
 }

@@ -97,7 +97,11 @@ fn anonymous_defaults_and_overrides() {
     let open = Auth::new(&BrokerConfig::default()).unwrap();
     assert!(open.anonymous_allowed());
     assert_eq!(open.login(None, None), Login::Accepted { user: None });
-    assert_eq!(open.login(Some("x"), Some(b"y")), Login::BadCredentials);
+    // with no users at all, credentials are ignored, as mosquitto does
+    assert_eq!(
+        open.login(Some("x"), Some(b"y")),
+        Login::Accepted { user: None }
+    );
     // only a password file: off
     let only_file = BrokerConfig {
         password_file: Some(write(dir.path(), "pw2", PASSWD)),
@@ -219,4 +223,31 @@ fn validate_acl() {
             "broker.acl[1].deny[1]",
         ]
     );
+}
+
+#[test]
+fn an_address_that_fails_too_often_is_refused_even_with_the_right_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.login_failures = crate::broker::LoginFailures {
+        max: 3,
+        per: crate::config::TimeSpan(std::time::Duration::from_secs(60)),
+    };
+    let auth = Auth::new(&cfg).unwrap();
+    let attacker: std::net::IpAddr = [10, 0, 0, 9].into();
+    let other: std::net::IpAddr = [10, 0, 0, 10].into();
+    for _ in 0..3 {
+        assert_eq!(
+            auth.login_from(attacker, Some("carol"), Some(b"guess")),
+            Login::BadCredentials
+        );
+    }
+    assert_eq!(
+        auth.login_from(attacker, Some("carol"), Some(b"c-pass")),
+        Login::Throttled
+    );
+    assert!(matches!(
+        auth.login_from(other, Some("carol"), Some(b"c-pass")),
+        Login::Accepted { user: Some(_) }
+    ));
 }

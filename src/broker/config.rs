@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -13,7 +14,8 @@ use crate::config::{ByteSize, LoginUser, TimeSpan};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    pub listen: SocketAddr,
+    /// The plain MQTT listener; `null` turns it off (TLS or websocket only).
+    pub listen: Option<SocketAddr>,
     pub websocket: Option<SocketAddr>,
     pub max_connections: usize,
     pub max_payload: ByteSize,
@@ -39,6 +41,55 @@ pub struct BrokerConfig {
     pub max_spooled_bytes: ByteSize,
     /// QoS 1/2 messages sent to one client and not yet acknowledged.
     pub max_inflight: u16,
+    /// Levels of a topic or filter; deeper ones close the connection.
+    pub max_topic_levels: usize,
+    /// Retained messages kept, by count and by bytes (topic + payload);
+    /// past either a retained publish is delivered but not retained.
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: ByteSize,
+    /// Subscriptions one session may hold; also the most filters of one
+    /// SUBSCRIBE that are looked at (the rest are refused).
+    pub max_subscriptions_per_client: usize,
+    /// Persistent sessions kept; past it a new one gets CONNACK 3.
+    pub max_sessions: usize,
+    /// An offline persistent session is removed after this long.
+    pub persistent_session_expiry: TimeSpan,
+    /// A connection with no complete CONNECT by then is closed (the TLS
+    /// and websocket handshakes count).
+    pub connect_timeout: TimeSpan,
+    /// Sockets accepted that have not sent CONNECT yet; a new one past it
+    /// closes the one that has waited longest.
+    pub max_pending_connections: usize,
+    /// What one connection may owe its client unsent (control packets
+    /// and messages taken for writing); past it the client is disconnected.
+    pub max_client_buffer: ByteSize,
+    /// `broker.db` in all (the sessions' stored messages and the retained
+    /// messages); past it new stored messages are dropped and counted.
+    pub max_store_bytes: ByteSize,
+    /// Allowed `Origin` headers on the websocket listener; empty: the
+    /// request's own host only. A request without `Origin` (not a browser)
+    /// is allowed.
+    pub websocket_origins: Vec<String>,
+    /// Failed logins per client address before it is refused for the rest
+    /// of the period (MQTT and the status page).
+    pub login_failures: LoginFailures,
+}
+
+/// `broker.login_failures`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFailures {
+    pub max: u32,
+    pub per: TimeSpan,
+}
+
+impl Default for LoginFailures {
+    fn default() -> Self {
+        LoginFailures {
+            max: 5,
+            per: TimeSpan(Duration::from_secs(60)),
+        }
+    }
 }
 
 /// One entry of `broker.acl`: topic filters a user (or `*`, any client) may
@@ -61,7 +112,7 @@ pub struct AclRule {
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
             websocket: None,
             max_connections: 256,
             max_payload: ByteSize(256 * 1024),
@@ -76,6 +127,18 @@ impl Default for BrokerConfig {
             max_queued_bytes: ByteSize(1024 * 1024),
             max_spooled_bytes: ByteSize(64 * 1024 * 1024),
             max_inflight: 100,
+            max_topic_levels: 200,
+            max_retained_messages: 10_000,
+            max_retained_bytes: ByteSize(16 * 1024 * 1024),
+            max_subscriptions_per_client: 1000,
+            max_sessions: 10_000,
+            persistent_session_expiry: TimeSpan(Duration::from_secs(2 * 24 * 3600)),
+            connect_timeout: TimeSpan(Duration::from_secs(10)),
+            max_pending_connections: 64,
+            max_client_buffer: ByteSize(1024 * 1024),
+            max_store_bytes: ByteSize(512 * 1024 * 1024),
+            websocket_origins: Vec::new(),
+            login_failures: LoginFailures::default(),
         }
     }
 }
@@ -87,4 +150,8 @@ pub struct BrokerTls {
     pub listen: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// Clients must present a certificate signed by `cafile`.
+    #[serde(default)]
+    pub require_certificate: bool,
+    pub cafile: Option<PathBuf>,
 }

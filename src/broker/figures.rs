@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, Weak};
 
 use super::api::BrokerHandle;
 use super::router::Router;
-use crate::metrics::{BrokerFigures, Collector, Gauge, Metrics, gauge};
+use crate::metrics::{BrokerFigures, Collector, Gauge, GaugeFamily, Metrics, gauge, labels};
 
 /// Every metric of the broker (names prefixed `fieldgate_`; counts since
 /// start, exported as gauges as they always were).
@@ -20,6 +20,8 @@ struct BrokerMetrics {
     protocol_errors: Gauge,
     publish_denied: Gauge,
     store_failed_commits: Gauge,
+    store_bytes: Gauge,
+    limit_hits: GaugeFamily,
 }
 
 static METRICS: LazyLock<BrokerMetrics> = LazyLock::new(|| {
@@ -50,6 +52,15 @@ static METRICS: LazyLock<BrokerMetrics> = LazyLock::new(|| {
             "broker_store_failed_commits",
             "Broker store commits that failed after retries (a count since start)",
         ),
+        store_bytes: g(
+            "broker_store_bytes",
+            "Bytes of persistent sessions' messages and retained messages held in broker.db (counted against max_store_bytes)",
+        ),
+        limit_hits: m.register(
+            "broker_limit_hits",
+            "Times a broker limit was hit, by its config key (a count since start)",
+            GaugeFamily::default(),
+        ),
     }
 });
 
@@ -70,7 +81,10 @@ impl Collector for Figures {
         let Some(router) = self.0.upgrade() else {
             return;
         };
-        let b = BrokerHandle { router }.stats();
+        let b = BrokerHandle {
+            router: router.clone(),
+        }
+        .stats();
         let m = &*METRICS;
         m.connections.set(gauge(b.clients_connected));
         m.panics.set(gauge(b.panics));
@@ -78,6 +92,13 @@ impl Collector for Figures {
         m.protocol_errors.set(gauge(b.protocol_errors));
         m.publish_denied.set(gauge(b.publish_denied));
         m.store_failed_commits.set(gauge(b.store_failed_commits));
+        m.store_bytes
+            .set(gauge(b.store_bytes.saturating_add(b.retained_bytes)));
+        for (name, hits) in router.stats.limits.all() {
+            m.limit_hits
+                .get_or_create(&labels("limit", name))
+                .set(gauge(hits));
+        }
         leaf.set_broker(BrokerFigures {
             clients_connected: b.clients_connected,
             publish_received: b.publish_received,

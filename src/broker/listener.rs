@@ -1,37 +1,40 @@
 //! The listeners: plain MQTT, MQTT over TLS (`broker.tls`) and MQTT over
-//! websocket (`broker.websocket`). Each accepted socket gets TCP_NODELAY
-//! and its own task; a TLS or websocket handshake runs inside that task
-//! with a deadline ([`HANDSHAKE_TIMEOUT`]), so a silent client blocks
-//! nobody. Past `max_connections` a client still gets its CONNECT
-//! answered (CONNACK 3) by a small reserve of slots; past that reserve
-//! the socket is closed at once. A panic in a connection task closes that
-//! connection only and is counted.
+//! websocket (`broker.websocket`). Each accepted socket gets TCP_NODELAY,
+//! its own task and a place among the connections that have not sent
+//! CONNECT yet ([`Pending`], `broker.max_pending_connections`: a new
+//! socket past it closes the one that has waited longest, so silent
+//! sockets cannot lock real clients out). The TLS or websocket handshake
+//! and the CONNECT must be done within `broker.connect_timeout` of the
+//! accept. A connection slot (`max_connections`) is taken only once the
+//! CONNECT is read (see `connection`). The websocket listener reads
+//! messages no larger than a packet may be and checks `Origin` against
+//! `broker.websocket_origins` (empty: the request's own host). A panic in
+//! a connection task closes that connection only and is counted.
 //!
 //! Owns the listening sockets and the connection tasks. Must not touch
 //! the router except through [`Ctx`].
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::server::{
     Callback, ErrorResponse, Request, Response,
 };
-use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::connection::{Ctx, serve};
+use super::limits::Limit;
 use super::stats::add;
-
-/// How long a client gets to complete the TLS or websocket handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections over `max_connections` that are answered with CONNACK 3.
-const REFUSE_RESERVE: usize = 64;
 
 /// What a listener speaks.
 #[derive(Clone)]
@@ -51,30 +54,110 @@ impl Kind {
     }
 }
 
-/// Answers the websocket upgrade with the `mqtt` subprotocol.
-struct MqttSubprotocol;
+/// Sockets accepted that have not sent CONNECT yet, oldest first.
+pub struct Pending {
+    max: usize,
+    next: AtomicU64,
+    waiting: Mutex<VecDeque<(u64, CancellationToken)>>,
+}
 
-impl Callback for MqttSubprotocol {
-    fn on_request(self, _req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+/// A socket's place in [`Pending`]; given back when dropped. `evicted`
+/// fires when a newer socket took the place.
+pub struct PendingSlot {
+    pending: Arc<Pending>,
+    id: u64,
+    pub evicted: CancellationToken,
+}
+
+impl Pending {
+    pub fn new(max: usize) -> Arc<Pending> {
+        Arc::new(Pending {
+            max: max.max(1),
+            next: AtomicU64::new(0),
+            waiting: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, CancellationToken)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a new socket; at the cap, the longest waiting one is
+    /// told to close (`true` in the result).
+    pub fn admit(self: &Arc<Self>) -> (PendingSlot, bool) {
+        let id = self.next.fetch_add(1, Relaxed);
+        let evicted = CancellationToken::new();
+        let mut w = self.lock();
+        let mut evicted_one = false;
+        if w.len() >= self.max
+            && let Some((_, oldest)) = w.pop_front()
+        {
+            oldest.cancel();
+            evicted_one = true;
+        }
+        w.push_back((id, evicted.clone()));
+        drop(w);
+        let slot = PendingSlot {
+            pending: self.clone(),
+            id,
+            evicted,
+        };
+        (slot, evicted_one)
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut w = self.pending.lock();
+        if let Some(i) = w.iter().position(|(id, _)| *id == self.id) {
+            w.remove(i);
+        }
+    }
+}
+
+/// Answers the websocket upgrade with the `mqtt` subprotocol, after the
+/// `Origin` check.
+struct Upgrade {
+    origins: Arc<[String]>,
+}
+
+impl Upgrade {
+    /// A request without `Origin` (not a browser) passes; with it, the
+    /// origin must be listed, or (empty list) name the request's host.
+    fn origin_allowed(&self, req: &Request) -> bool {
+        let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) else {
+            return true;
+        };
+        if !self.origins.is_empty() {
+            return self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin));
+        }
+        let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host))
+    }
+}
+
+impl Callback for Upgrade {
+    fn on_request(self, req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+        if !self.origin_allowed(req) {
+            let mut refused = ErrorResponse::new(Some("origin not allowed".into()));
+            *refused.status_mut() = StatusCode::FORBIDDEN;
+            return Err(refused);
+        }
         resp.headers_mut()
             .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
         Ok(resp)
     }
 }
 
-/// Connection slots shared by all listeners.
-pub struct Slots {
-    pub clients: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
-}
-
-impl Slots {
-    pub fn new(max_connections: usize) -> Arc<Slots> {
-        Arc::new(Slots {
-            clients: Arc::new(Semaphore::new(max_connections)),
-            reserve: Arc::new(Semaphore::new(REFUSE_RESERVE)),
-        })
-    }
+/// Websocket limits: a message or frame no larger than the largest packet
+/// the broker reads, small write buffers.
+fn websocket_config(max_packet: usize) -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.max_message_size = Some(max_packet + 16);
+    c.max_frame_size = Some(max_packet + 16);
+    c.write_buffer_size = 16 * 1024;
+    c
 }
 
 /// Accepts until `cancel`; connection tasks join `tracker`.
@@ -82,13 +165,14 @@ pub async fn run(
     listener: TcpListener,
     kind: Kind,
     ctx: Arc<Ctx>,
-    slots: Arc<Slots>,
+    pending: Arc<Pending>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
     if let Ok(addr) = listener.local_addr() {
         info!(listener = kind.name(), listen = %addr, "broker listener ready");
     }
+    let mut accept_failures = crate::metrics::LogThrottle::new(Duration::from_secs(10));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -96,43 +180,49 @@ pub async fn run(
                 Ok(c) => c,
                 Err(e) => {
                     // e.g. out of file descriptors: back off instead of spinning
-                    warn!(listener = kind.name(), error = %e, "listener cannot accept");
+                    if let Some(suppressed) = accept_failures.ready() {
+                        warn!(listener = kind.name(), error = %e, suppressed, "listener cannot accept");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let (permit, full) = match slots.clients.clone().try_acquire_owned() {
-            Ok(p) => (p, false),
-            Err(_) => match slots.reserve.clone().try_acquire_owned() {
-                Ok(p) => (p, true),
-                Err(_) => {
-                    warn!(listener = kind.name(), %peer, "connection closed at once: max_connections and the refusal reserve are in use");
-                    continue;
-                }
-            },
-        };
+        let deadline = Instant::now() + ctx.limits.connect_timeout;
+        let (slot, evicted) = pending.admit();
+        if evicted {
+            ctx.router
+                .stats
+                .limits
+                .hit(Limit::PendingConnections, &peer);
+        }
         let _ = tcp.set_nodelay(true);
         let (kind, for_task) = (kind.clone(), ctx.clone());
         let task = tracker.spawn(async move {
             let ctx = for_task;
+            let evict = slot.evicted.clone();
             match kind {
-                Kind::Plain => serve(tcp, peer, ctx, full, permit).await,
+                Kind::Plain => serve(tcp, peer, ctx, slot, deadline).await,
                 Kind::Tls(acceptor) => {
-                    let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
                     if let Some(s) = handshaken("tls", peer, r) {
-                        serve(s, peer, ctx, full, permit).await;
+                        serve(s, peer, ctx, slot, deadline).await;
                     }
                 }
                 Kind::Websocket => {
-                    let r = tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        async_tungstenite::tokio::accept_hdr_async(tcp, MqttSubprotocol),
-                    )
-                    .await;
+                    let upgrade = Upgrade {
+                        origins: ctx.websocket_origins.clone(),
+                    };
+                    let config = websocket_config(ctx.max_packet());
+                    let accept = async_tungstenite::tokio::accept_hdr_async_with_config(
+                        tcp,
+                        upgrade,
+                        Some(config),
+                    );
+                    let r = handshake(deadline, &evict, accept).await;
                     if let Some(s) = handshaken("websocket", peer, r) {
                         let ws = ws_stream_tungstenite::WsStream::new(s);
-                        serve(ws, peer, ctx, full, permit).await;
+                        serve(ws, peer, ctx, slot, deadline).await;
                     }
                 }
             }
@@ -141,20 +231,47 @@ pub async fn run(
     }
 }
 
+/// Why a handshake did not finish.
+enum Unfinished<E> {
+    Failed(E),
+    TimedOut,
+    Evicted,
+}
+
+/// Runs a handshake until `deadline` or until a newer socket takes its place.
+async fn handshake<S, E>(
+    deadline: Instant,
+    evict: &CancellationToken,
+    f: impl std::future::Future<Output = Result<S, E>>,
+) -> Result<S, Unfinished<E>> {
+    tokio::select! {
+        _ = evict.cancelled() => Err(Unfinished::Evicted),
+        r = tokio::time::timeout_at(deadline, f) => match r {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Unfinished::Failed(e)),
+            Err(_) => Err(Unfinished::TimedOut),
+        },
+    }
+}
+
 /// The handshaken stream, or `None` (logged) on failure or timeout.
 fn handshaken<S, E: std::fmt::Display>(
     kind: &str,
     peer: SocketAddr,
-    r: Result<Result<S, E>, tokio::time::error::Elapsed>,
+    r: Result<S, Unfinished<E>>,
 ) -> Option<S> {
     match r {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
+        Ok(s) => Some(s),
+        Err(Unfinished::Failed(e)) => {
             debug!(listener = kind, %peer, error = %e, "handshake failed");
             None
         }
-        Err(_) => {
-            debug!(listener = kind, %peer, timeout = ?HANDSHAKE_TIMEOUT, "handshake timed out");
+        Err(Unfinished::TimedOut) => {
+            debug!(listener = kind, %peer, "handshake not done within connect_timeout");
+            None
+        }
+        Err(Unfinished::Evicted) => {
+            debug!(listener = kind, %peer, "closed before its handshake: max_pending_connections");
             None
         }
     }

@@ -21,7 +21,9 @@ pub mod auth;
 mod config;
 mod connection;
 mod figures;
+mod limits;
 mod listener;
+mod login_guard;
 pub mod message;
 pub mod packet;
 mod passwd;
@@ -45,16 +47,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use stats::add;
+
 pub use api::{BrokerHandle, valid_publish_topic};
-pub use config::{AclRule, BrokerConfig, BrokerTls};
+pub use config::{AclRule, BrokerConfig, BrokerTls, LoginFailures};
 pub use message::Message;
 pub use router::{Durable, Intake};
 pub use tls::acceptor;
 
 use connection::Ctx;
-use listener::{Kind, Slots};
+use limits::Limits;
+use listener::{Kind, Pending};
 use router::Router;
-use session::Limits;
 
 /// In-process subscribers use no connection slot (kept for tests that
 /// count slots).
@@ -81,6 +85,52 @@ pub enum BrokerError {
     },
 }
 
+/// The limits of `cfg`, with the floors the broker needs.
+fn limits_of(cfg: &BrokerConfig) -> Limits {
+    Limits {
+        max_queued_messages: cfg.max_queued_messages.max(1),
+        max_queued_bytes: cfg
+            .max_queued_bytes
+            .as_usize()
+            .max(cfg.max_payload.as_usize()),
+        max_spooled_bytes: cfg.max_spooled_bytes.bytes(),
+        max_inflight: cfg.max_inflight.max(1) as usize,
+        max_client_buffer: cfg.max_client_buffer.as_usize(),
+        max_topic_levels: cfg.max_topic_levels.max(1),
+        max_subscriptions: cfg.max_subscriptions_per_client.max(1),
+        max_retained_messages: cfg.max_retained_messages,
+        max_retained_bytes: cfg.max_retained_bytes.bytes(),
+        max_sessions: cfg.max_sessions,
+        max_store_bytes: cfg.max_store_bytes.bytes(),
+        session_expiry: cfg.persistent_session_expiry.get(),
+        connect_timeout: cfg.connect_timeout.get(),
+    }
+}
+
+/// Removes persistent sessions of clients that have not come back within
+/// `persistent_session_expiry`, checking a few times per expiry (at most
+/// every minute), until `cancel`.
+async fn expire_sessions(router: Arc<Router>, cancel: CancellationToken) {
+    let every = (router.limits.session_expiry / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let n = router.expire_sessions(std::time::Instant::now());
+        if n > 0 {
+            add(&router.stats.sessions_expired, n as u64);
+            info!(
+                sessions = n,
+                expiry = ?router.limits.session_expiry,
+                "persistent sessions of clients that did not come back removed"
+            );
+        }
+    }
+}
+
 /// The running broker.
 pub struct Broker {
     handle: BrokerHandle,
@@ -100,8 +150,11 @@ impl Broker {
     /// broker running without persistence, logged), restores persistent
     /// sessions and retained messages, and starts serving.
     pub async fn start(cfg: &BrokerConfig, data_dir: &Path) -> Result<Broker, BrokerError> {
-        let auth = auth::Auth::new(cfg)?;
-        let plain = bind(cfg.listen).await?;
+        let auth = Arc::new(auth::Auth::new(cfg)?);
+        let plain = match cfg.listen {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
         let tls = match &cfg.tls {
             Some(t) => Some((bind(t.listen).await?, tls::acceptor(t)?)),
             None => None,
@@ -123,15 +176,7 @@ impl Broker {
                 None
             }
         };
-        let limits = Limits {
-            max_queued_messages: cfg.max_queued_messages.max(1),
-            max_queued_bytes: cfg
-                .max_queued_bytes
-                .as_usize()
-                .max(cfg.max_payload.as_usize()),
-            max_spooled_bytes: cfg.max_spooled_bytes.bytes(),
-            max_inflight: cfg.max_inflight.max(1) as usize,
-        };
+        let limits = limits_of(cfg);
         let acl = cfg.acl.as_deref().map(acl::Acl::new);
         let (store, loaded) = match store {
             Some((s, l)) => (Some(s), l),
@@ -147,12 +192,18 @@ impl Broker {
             router: router.clone(),
             auth,
             max_payload: cfg.max_payload.as_usize(),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections)),
+            websocket_origins: cfg.websocket_origins.clone().into(),
+            limits,
             shutdown: CancellationToken::new(),
         });
         let cancel = ctx.shutdown.clone();
         let tracker = TaskTracker::new();
-        let slots = Slots::new(cfg.max_connections);
-        let mut listeners = vec![(plain, Kind::Plain)];
+        let pending = Pending::new(cfg.max_pending_connections);
+        let mut listeners = Vec::new();
+        if let Some(l) = plain {
+            listeners.push((l, Kind::Plain));
+        }
         if let Some((l, a)) = tls {
             listeners.push((l, Kind::Tls(a)));
         }
@@ -165,7 +216,7 @@ impl Broker {
                     l,
                     kind,
                     ctx.clone(),
-                    slots.clone(),
+                    pending.clone(),
                     cancel.clone(),
                     tracker.clone(),
                 )
@@ -176,7 +227,8 @@ impl Broker {
         if !sys.is_zero() {
             tracker.spawn(sys::run(router.clone(), sys, cancel.clone()));
         }
-        info!(listen = %cfg.listen, "embedded broker listening");
+        tracker.spawn(expire_sessions(router.clone(), cancel.clone()));
+        info!(listen = ?cfg.listen, "embedded broker listening");
         Ok(Broker {
             handle: BrokerHandle { router },
             cancel,

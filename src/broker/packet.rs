@@ -37,6 +37,10 @@ pub struct Will {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connect {
     pub protocol: Protocol,
+    /// Protocol level with the bridge bit (0x83 / 0x84: mosquitto's
+    /// `try_private`): a broker bridging in, which must not get its own
+    /// messages back.
+    pub bridge: bool,
     pub clean_session: bool,
     pub keep_alive: u16,
     pub client_id: String,
@@ -277,7 +281,8 @@ fn publish(flags: u8, b: &mut Bytes) -> Result<Publish, DecodeError> {
 fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
     let name = binary(b)?;
     let level = u8(b)?;
-    let protocol = match (&name[..], level) {
+    let bridge = level & 0x80 != 0;
+    let protocol = match (&name[..], level & 0x7f) {
         (b"MQTT", 4) => Protocol::V311,
         (b"MQIsdp", 3) => Protocol::V31,
         (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::Refuse(connack::BAD_PROTOCOL)),
@@ -328,6 +333,7 @@ fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
     }
     Ok(Connect {
         protocol,
+        bridge,
         clean_session,
         keep_alive,
         client_id,

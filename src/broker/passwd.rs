@@ -95,6 +95,9 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct PasswdFile {
     entries: HashMap<Arc<str>, Entry>,
+    /// The most PBKDF2 iterations of any entry (0: none): what a login of
+    /// an unknown user costs too, so timing does not tell names apart.
+    decoy_iterations: u32,
 }
 
 impl PasswdFile {
@@ -105,6 +108,24 @@ impl PasswdFile {
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Spends what checking a password of a listed user costs; always
+    /// `false`. For logins under a name the file does not have.
+    pub(crate) fn verify_unknown(&self, password: &[u8]) -> bool {
+        let decoy = match self.decoy_iterations {
+            0 => Entry::Sha512 {
+                salt: b"fieldgate-decoy".to_vec(),
+                hash: [0; HASH_LEN],
+            },
+            iterations => Entry::Pbkdf2 {
+                iterations,
+                salt: b"fieldgate-decoy".to_vec(),
+                hash: [0; HASH_LEN],
+            },
+        };
+        let _ = decoy.verify(password);
+        false
     }
 }
 
@@ -142,7 +163,18 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<PasswdFile, PasswdError> 
             return Err(err(format!("user {user:?} is listed twice")));
         }
     }
-    Ok(PasswdFile { entries })
+    let decoy_iterations = entries
+        .values()
+        .filter_map(|e| match e {
+            Entry::Pbkdf2 { iterations, .. } => Some(*iterations),
+            Entry::Sha512 { .. } => None,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(PasswdFile {
+        entries,
+        decoy_iterations,
+    })
 }
 
 /// Parses `$7$iterations$salt$hash` or `$6$salt$hash`. Reasons never quote

@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use super::limits::Hits;
+
 #[derive(Debug)]
 pub struct Stats {
     pub started: Instant,
@@ -32,6 +34,14 @@ pub struct Stats {
     pub panics: AtomicU64,
     /// CONNECTs refused, any CONNACK code.
     pub refused: AtomicU64,
+    /// Bytes of the persistent sessions' message rows in the store.
+    pub store_bytes: AtomicU64,
+    /// Bytes (topic + payload) of the retained messages.
+    pub retained_bytes: AtomicU64,
+    /// Persistent sessions removed after `persistent_session_expiry`.
+    pub sessions_expired: AtomicU64,
+    /// Each limit's hits.
+    pub limits: Hits,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -56,6 +66,9 @@ pub struct Snapshot {
     pub refused: u64,
     /// Filled by the handle: store commits that failed after retries.
     pub store_failed_commits: u64,
+    pub store_bytes: u64,
+    pub retained_bytes: u64,
+    pub sessions_expired: u64,
 }
 
 impl Default for Stats {
@@ -79,6 +92,10 @@ impl Default for Stats {
             protocol_errors: z(),
             panics: z(),
             refused: z(),
+            store_bytes: z(),
+            retained_bytes: z(),
+            sessions_expired: z(),
+            limits: Hits::default(),
         }
     }
 }
@@ -114,6 +131,9 @@ impl Stats {
             panics: g(&self.panics),
             refused: g(&self.refused),
             store_failed_commits: 0,
+            store_bytes: g(&self.store_bytes),
+            retained_bytes: g(&self.retained_bytes),
+            sessions_expired: g(&self.sessions_expired),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! total, messages/received|sent (packets), messages/publish/received|
 //! sent|dropped, messages/retained/count, subscriptions/count,
 //! bytes/received|sent (totals) and load/bytes/received|sent (bytes per
-//! minute over the last interval). Owns nothing but its task; must not
+//! minute over the last interval); fieldgate's own limits/<limit> (the
+//! times each broker limit was hit, named by its config key). Owns nothing but its task; must not
 //! touch sessions.
 
 use std::sync::Arc;
@@ -65,8 +66,16 @@ pub async fn run(router: Arc<Router>, interval: Duration, cancel: CancellationTo
             _ = tick.tick() => {}
         }
         let now = router.stats.snapshot();
-        for (name, value) in figures(&now, &last, interval) {
-            let topic: Arc<str> = format!("$SYS/broker/{name}").into();
+        let mut all = figures(&now, &last, interval);
+        for (name, hits) in router.stats.limits.all() {
+            all.push((name, hits.to_string()));
+        }
+        let limits = all.len() - router.stats.limits.all().len();
+        for (i, (name, value)) in all.into_iter().enumerate() {
+            let topic: Arc<str> = match i >= limits {
+                true => format!("$SYS/broker/limits/{name}").into(),
+                false => format!("$SYS/broker/{name}").into(),
+            };
             router
                 .publish(Message::new(topic, Bytes::from(value), 0, true))
                 .await;

@@ -2,7 +2,9 @@
 //! client (control packets, messages in flight again after a reconnect,
 //! queued messages while the in-flight window has room), encodes a batch
 //! into one buffer, writes it, and flushes only when nothing more is
-//! waiting. Refills the memory queue from the store's spool.
+//! waiting. Refills the memory queue from the store's spool. Its buffers
+//! are allocated on first use and given back when it goes idle with more
+//! than [`IDLE_KEEP`] bytes held, so an idle connection costs little.
 //!
 //! Owns the socket's write half. Must not read from the client or touch
 //! other sessions.
@@ -19,6 +21,8 @@ use super::stats::add;
 
 /// Most packets encoded into one write.
 const BATCH: usize = 256;
+/// Buffer bytes an idle writer keeps.
+const IDLE_KEEP: usize = 2048;
 /// Spool rows and bytes loaded at a time.
 const LOAD_ROWS: usize = 256;
 const LOAD_BYTES: usize = 1 << 20;
@@ -53,8 +57,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     generation: u64,
 ) -> std::io::Result<()> {
     let limits = router.limits;
-    let mut out = Vec::with_capacity(BATCH);
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = Vec::new();
+    let mut buf = BytesMut::new();
     loop {
         let wake = cell.wake.notified();
         tokio::pin!(wake);
@@ -85,6 +89,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
         if out.is_empty() {
             wr.flush().await?;
+            if buf.capacity() > IDLE_KEEP {
+                buf = BytesMut::new();
+            }
+            if out.capacity() * std::mem::size_of::<Outgoing>() > IDLE_KEEP {
+                out = Vec::new();
+            }
             wake.await;
             continue;
         }
@@ -99,8 +109,5 @@ pub async fn run<W: AsyncWrite + Unpin>(
         add(&stats.bytes_sent, buf.len() as u64);
         wr.write_all(&buf).await?;
         buf.clear();
-        if buf.capacity() > 1 << 20 {
-            buf = BytesMut::with_capacity(16 * 1024);
-        }
     }
 }

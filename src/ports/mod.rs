@@ -36,4 +36,11 @@ pub trait PasswordCheck: Send + Sync {
     /// `true` when `user` is known and `password` is theirs. Must not log
     /// or keep the password.
     fn check(&self, user: &str, password: &[u8]) -> bool;
+
+    /// [`PasswordCheck::check`] of a login from `peer`: a store may refuse
+    /// an address that failed too often (`broker.login_failures`).
+    fn check_from(&self, peer: std::net::IpAddr, user: &str, password: &[u8]) -> bool {
+        let _ = peer;
+        self.check(user, password)
+    }
 }

@@ -1,14 +1,17 @@
-//! The packet handlers of a connected client: PUBLISH (ACL, inbound QoS 2
-//! exactly once, the intake and the store before the acknowledgement),
-//! the acknowledgements of outgoing messages, SUBSCRIBE (with retained
-//! messages), UNSUBSCRIBE, PINGREQ, DISCONNECT. Must not touch the socket:
-//! replies go through the session's control queue.
+//! The packet handlers of a connected client: PUBLISH (ACL, `$SYS`
+//! refused, inbound QoS 2 exactly once, the intake and the store before
+//! the acknowledgement), the acknowledgements of outgoing messages (one of
+//! the wrong kind closes the connection, as mosquitto does), SUBSCRIBE
+//! (with retained messages), UNSUBSCRIBE, PINGREQ, DISCONNECT; topics and
+//! filters past `max_topic_levels` close the connection. Must not touch
+//! the socket: replies go through the session's control queue.
 
-use super::{Conn, End};
+use super::{Conn, End, TOO_DEEP};
+use crate::broker::limits::Limit;
 use crate::broker::message::Message;
 use crate::broker::packet::{self, DecodeError, Packet};
 use crate::broker::router::Durable;
-use crate::broker::session::{Control, Delivery};
+use crate::broker::session::{AckIs, Control, Delivery};
 use crate::broker::stats::add;
 use crate::broker::store::StoreOp;
 
@@ -22,22 +25,24 @@ impl Conn {
                 let comp = matches!(p, Packet::PubComp(_));
                 let cell = self.cell();
                 let mut s = cell.lock();
-                s.acked(id, comp);
+                let is = s.acked(id, comp);
                 router.flush_ops(&mut s);
                 drop(s);
                 cell.wake.notify_one();
                 cell.space.notify_waiters();
-                Ok(())
+                wrong_kind(is)
             }
             Packet::PubRec(id) => {
-                let cell = self.cell();
-                let mut s = cell.lock();
-                if s.received(id) {
-                    s.push_control(Control::Ack(0x62, id));
-                }
-                router.flush_ops(&mut s);
-                drop(s);
-                cell.wake.notify_one();
+                let is = {
+                    let mut s = self.cell().lock();
+                    let is = s.received(id);
+                    router.flush_ops(&mut s);
+                    is
+                };
+                wrong_kind(is)?;
+                // an unknown id is answered too, as mosquitto does: the
+                // client may hold a message from before a restart
+                self.control(Control::Ack(0x62, id));
                 Ok(())
             }
             Packet::PubRel(id) => {
@@ -58,9 +63,19 @@ impl Conn {
             }
             Packet::Subscribe { pkid, filters } => {
                 let cell = self.cell().clone();
+                if filters
+                    .iter()
+                    .any(|(f, _)| self.ctx.too_deep(f, &cell.client_id))
+                {
+                    return Err(End::Violation(TOO_DEEP));
+                }
+                // back-pressure from the store, as for PUBLISH
+                if let Some(store) = &router.store {
+                    store.room().await;
+                }
                 let (codes, granted) = router.subscribe(&cell, filters, self.user());
                 self.ack(Control::SubAck(pkid, codes), None);
-                for (msg, qos) in router.retained_for(&granted) {
+                for (msg, qos) in router.retained_for(&granted).await {
                     let d = Delivery {
                         msg,
                         qos,
@@ -72,7 +87,14 @@ impl Conn {
                 Ok(())
             }
             Packet::Unsubscribe { pkid, filters } => {
-                router.unsubscribe(self.cell(), &filters);
+                let cell = self.cell();
+                if filters
+                    .iter()
+                    .any(|f| self.ctx.too_deep(f, &cell.client_id))
+                {
+                    return Err(End::Violation(TOO_DEEP));
+                }
+                router.unsubscribe(cell, &filters);
                 self.ack(Control::Ack(0xB0, pkid), None);
                 Ok(())
             }
@@ -92,8 +114,11 @@ impl Conn {
                 max: self.ctx.max_payload,
             }));
         }
-        add(&router.stats.publish_received, 1);
         let cell = self.cell().clone();
+        if self.ctx.too_deep(&p.topic, &cell.client_id) {
+            return Err(End::Violation(TOO_DEEP));
+        }
+        add(&router.stats.publish_received, 1);
         let ack = match p.qos {
             0 => None,
             1 => Some(Control::Ack(0x40, p.pkid)),
@@ -123,10 +148,16 @@ impl Conn {
         if let Some(store) = &router.store {
             store.room().await;
         }
-        let allowed = match &router.acl {
-            Some(acl) => acl.can_write(self.user(), &cell.client_id, &p.topic),
-            None => true,
-        };
+        // clients do not write the broker's own figures (mosquitto drops them too)
+        let sys = p.topic.starts_with("$SYS");
+        if sys {
+            router.stats.limits.hit(Limit::SysPublish, &cell.client_id);
+        }
+        let allowed = !sys
+            && match &router.acl {
+                Some(acl) => acl.can_write(self.user(), &cell.client_id, &p.topic),
+                None => true,
+            };
         let mut durable = Vec::new();
         if allowed {
             let msg = Message::new(p.topic.into(), p.payload, p.qos, p.retain);
@@ -134,10 +165,10 @@ impl Conn {
             if let Some(f) = router.intake(&msg) {
                 durable.push(f);
             }
-            if let Some(f) = router.publish(msg).await {
+            if let Some(f) = router.publish_from(msg, Some(&cell)).await {
                 durable.push(f);
             }
-        } else {
+        } else if !sys {
             add(&router.stats.publish_denied, 1);
         }
         let Some(c) = ack else { return Ok(()) };
@@ -154,5 +185,16 @@ impl Conn {
         };
         self.ack(c, wait);
         Ok(())
+    }
+}
+
+/// An acknowledgement of the wrong kind for its message closes the
+/// connection (mosquitto: a protocol error); an unknown id is ignored.
+fn wrong_kind(is: AckIs) -> Result<(), End> {
+    match is {
+        AckIs::WrongKind => Err(End::Violation(DecodeError::Invalid(
+            "acknowledgement of the wrong kind for that message",
+        ))),
+        AckIs::Done | AckIs::Unknown => Ok(()),
     }
 }

@@ -3,9 +3,14 @@
 //! (will, session detach). The write half runs beside it ([`writer`]).
 //!
 //! Phases, in the order of [`serve`]: awaiting CONNECT (only CONNECT is
-//! valid, within [`CONNECT_TIMEOUT`], MQTT-3.1.0-1), refused (CONNACK 1-5,
-//! then close) or connected ([`Conn`]: the read loop beside the writer),
-//! then ended with an [`End`] that decides the will. A QoS 1/2 PUBLISH is acknowledged only when the intake (the
+//! valid, within `broker.connect_timeout` of the accept, MQTT-3.1.0-1;
+//! the socket holds a [`PendingSlot`] until then), a connection slot
+//! (`max_connections`, else CONNACK 3), the login (hashed off the
+//! runtime's threads; an address past `login_failures` is refused),
+//! refused (CONNACK 1-5, then close) or connected ([`Conn`]: the read loop
+//! beside the writer), then ended with an [`End`] that decides the will.
+//! A client that owes more than `max_client_buffer` unsent (it does not
+//! read its socket) is disconnected. A QoS 1/2 PUBLISH is acknowledged only when the intake (the
 //! bridge's outbox) and the store hold it; acknowledgements leave in the
 //! order the PUBLISHes came (MQTT-4.6.0-2/3). A protocol violation closes
 //! this connection only. Must not touch other connections' sockets.
@@ -23,23 +28,31 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::auth::{Auth, Login};
+use super::limits::{Limit, Limits};
+use super::listener::PendingSlot;
 use super::message::Message;
 use super::packet::{self, Connect, DecodeError, Packet, connack};
-use super::router::{Durable, Router};
+use super::router::{Attach, Durable, Router};
 use super::session::{Cell, Control};
 use super::stats::add;
 use super::writer;
 
-/// How long a new connection gets to send CONNECT.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Acknowledgements waiting for a commit before the reader pauses.
 const MAX_PENDING: usize = 4096;
+/// What a connection's read buffer starts at (it grows for large packets
+/// and shrinks back once they are read).
+const READ_BUFFER: usize = 1024;
 
 /// What every connection shares.
 pub struct Ctx {
     pub router: Arc<Router>,
-    pub auth: Auth,
+    pub auth: Arc<Auth>,
     pub max_payload: usize,
+    /// Connection slots (`max_connections`), taken at CONNECT.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// `broker.websocket_origins`.
+    pub websocket_origins: Arc<[String]>,
+    pub limits: Limits,
     /// Cancelled when the broker stops.
     pub shutdown: CancellationToken,
 }
@@ -47,10 +60,24 @@ pub struct Ctx {
 impl Ctx {
     /// The largest packet read: a payload of `max_payload` plus topic,
     /// packet id and lengths.
-    fn max_packet(&self) -> usize {
+    pub fn max_packet(&self) -> usize {
         self.max_payload + 65_535 + 4
     }
+
+    /// Whether `topic` (a name or a filter) has more levels than
+    /// `max_topic_levels`; counted when it has.
+    fn too_deep(&self, topic: &str, client: &dyn std::fmt::Display) -> bool {
+        let levels = topic.bytes().filter(|b| *b == b'/').count() + 1;
+        let deep = levels > self.limits.max_topic_levels;
+        if deep {
+            self.router.stats.limits.hit(Limit::TopicLevels, client);
+        }
+        deep
+    }
 }
+
+/// The violation a too deep topic is.
+const TOO_DEEP: DecodeError = DecodeError::Invalid("topic deeper than broker.max_topic_levels");
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -60,6 +87,8 @@ pub enum End {
     Closed,
     KeepAlive,
     TakenOver,
+    /// The client owed more than `max_client_buffer`: it does not read.
+    Overflow,
     /// The broker is stopping: no will (the client did nothing wrong).
     Shutdown,
     /// A commit the acknowledgement waited for failed: the message is not
@@ -69,55 +98,41 @@ pub enum End {
     Io(std::io::Error),
 }
 
-/// Serves one client until it leaves. `full`: the broker is at
-/// `max_connections`, so the CONNECT is answered with CONNACK 3.
-///
-/// `slot` (the connection's place under `max_connections`) is given back
-/// before the socket closes, so a client that saw the close finds it free.
+/// Serves one client until it leaves. `pending` is the socket's place
+/// among those without CONNECT yet; `deadline` ends the wait for it.
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
-    full: bool,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    pending: PendingSlot,
+    deadline: tokio::time::Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(4096);
-    let stats = &ctx.router.stats;
-    let first = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        next_packet(&mut rd, &mut buf, ctx.max_packet(), &ctx.router),
-    )
-    .await;
-    let connect = match first {
-        Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Err(End::Violation(DecodeError::Refuse(code)))) => {
-            return refuse(&mut wr, peer, code, &ctx).await;
-        }
-        Ok(r) => {
-            add(&stats.protocol_errors, 1);
-            debug!(%peer, outcome = ?r.map(|_| ()), "first packet is not a valid CONNECT; closing");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "no CONNECT in time; closing");
-            return;
-        }
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let Some(connect) =
+        read_connect(&mut rd, &mut wr, &mut buf, peer, &ctx, pending, deadline).await
+    else {
+        return;
     };
-    if full {
+    // a slot is taken at CONNECT, and given back before the socket closes
+    let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
         return refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx).await;
-    }
-    let user = match ctx
-        .auth
-        .login(connect.username.as_deref(), connect.password.as_deref())
-    {
+    };
+    let user = match login(&ctx, peer, &connect).await {
         Login::Accepted { user } => user,
         Login::BadCredentials => {
             return refuse(&mut wr, peer, connack::BAD_CREDENTIALS, &ctx).await;
         }
         Login::NotAuthorized => return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await,
+        Login::Throttled => {
+            ctx.router
+                .stats
+                .limits
+                .hit(Limit::LoginFailures, &peer.ip());
+            return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await;
+        }
     };
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         format!("auto-{:016x}", rand::random::<u64>()).into()
@@ -130,26 +145,31 @@ pub async fn serve<S>(
         return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await;
     }
     let kick = CancellationToken::new();
-    let (cell, present, generation) = ctx.router.connect(
-        client_id.clone(),
-        connect.clean_session,
-        user.clone(),
-        kick.clone(),
-    );
+    let attach = Attach {
+        client_id: client_id.clone(),
+        clean: connect.clean_session,
+        user: user.clone(),
+        no_local: connect.bridge,
+        kick: kick.clone(),
+    };
+    let Some((cell, present, generation)) = ctx.router.connect(attach) else {
+        return refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx).await;
+    };
     let mut ack = BytesMut::with_capacity(4);
     packet::write_connack(&mut ack, present, connack::ACCEPTED);
     if wr.write_all(&ack).await.is_err() {
         ctx.router.disconnect(&cell, generation);
         return;
     }
-    add(&stats.messages_sent, 1);
-    info!(%peer, client_id = %client_id, clean = connect.clean_session, session_present = present, "client connected");
+    add(&ctx.router.stats.messages_sent, 1);
+    info!(%peer, client_id = %client_id, clean = connect.clean_session, session_present = present, bridge = connect.bridge, "client connected");
     let mut conn = Conn {
         ctx: ctx.clone(),
         cell: cell.clone(),
         user,
         pending: VecDeque::new(),
         kick,
+        overflow: CancellationToken::new(),
     };
     let end = tokio::select! {
         end = conn.read_loop(&mut rd, &mut buf, &connect) => end,
@@ -158,14 +178,7 @@ pub async fn serve<S>(
             Err(e) => End::Io(e),
         },
     };
-    match &end {
-        End::Violation(e) => {
-            add(&stats.protocol_errors, 1);
-            info!(%peer, client_id = %client_id, error = %e, "protocol violation; connection closed");
-        }
-        End::Io(e) => info!(%peer, client_id = %client_id, error = %e, "connection lost"),
-        other => info!(%peer, client_id = %client_id, reason = ?other, "client disconnected"),
-    }
+    log_end(&ctx, peer, &client_id, &end);
     ctx.router.disconnect(&cell, generation);
     if !matches!(end, End::Disconnect | End::Shutdown)
         && let Some(w) = connect.will
@@ -176,6 +189,79 @@ pub async fn serve<S>(
     }
     drop(slot);
     drop(rd);
+}
+
+/// Reads the CONNECT, within `deadline` and while no newer socket took
+/// `pending`'s place. `None`: the connection is done (refused or closed).
+async fn read_connect<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    pending: PendingSlot,
+    deadline: tokio::time::Instant,
+) -> Option<Connect>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let stats = &ctx.router.stats;
+    let first = tokio::select! {
+        _ = pending.evicted.cancelled() => return None, // counted by the listener
+        r = tokio::time::timeout_at(deadline, next_packet(rd, buf, ctx.max_packet(), &ctx.router)) => r,
+    };
+    drop(pending);
+    match first {
+        Ok(Ok(Packet::Connect(c))) => {
+            if let Some(w) = &c.will
+                && ctx.too_deep(&w.topic, &peer)
+            {
+                add(&stats.protocol_errors, 1);
+                return None;
+            }
+            Some(*c)
+        }
+        Ok(Err(End::Violation(DecodeError::Refuse(code)))) => {
+            refuse(wr, peer, code, ctx).await;
+            None
+        }
+        Ok(r) => {
+            add(&stats.protocol_errors, 1);
+            debug!(%peer, outcome = ?r.map(|_| ()), "first packet is not a valid CONNECT; closing");
+            None
+        }
+        Err(_) => {
+            stats.limits.hit(Limit::ConnectTimeout, &peer);
+            None
+        }
+    }
+}
+
+/// Checks the CONNECT's credentials on a blocking thread (PBKDF2 must not
+/// hold up the runtime).
+async fn login(ctx: &Arc<Ctx>, peer: SocketAddr, connect: &Connect) -> Login {
+    let auth = ctx.auth.clone();
+    let (name, password) = (connect.username.clone(), connect.password.clone());
+    tokio::task::spawn_blocking(move || {
+        auth.login_from(peer.ip(), name.as_deref(), password.as_deref())
+    })
+    .await
+    .unwrap_or(Login::NotAuthorized)
+}
+
+fn log_end(ctx: &Ctx, peer: SocketAddr, client_id: &str, end: &End) {
+    match end {
+        End::Violation(e) => {
+            add(&ctx.router.stats.protocol_errors, 1);
+            info!(%peer, client_id, error = %e, "protocol violation; connection closed");
+        }
+        End::Io(e) => info!(%peer, client_id, error = %e, "connection lost"),
+        End::Overflow => {
+            ctx.router.stats.limits.hit(Limit::ClientBuffer, &client_id);
+        }
+        other => info!(%peer, client_id, reason = ?other, "client disconnected"),
+    }
 }
 
 /// Answers CONNECT with a refusal code, then closes.
@@ -220,6 +306,8 @@ struct Conn {
     /// Acknowledgements in packet order, each behind its commit.
     pending: VecDeque<(Control, Option<Durable>)>,
     kick: CancellationToken,
+    /// Cancelled when the client owes more than `max_client_buffer`.
+    overflow: CancellationToken,
 }
 
 impl Conn {
@@ -233,7 +321,9 @@ impl Conn {
 
     fn control(&self, c: Control) {
         let cell = self.cell();
-        cell.lock().push_control(c);
+        if !cell.lock().push_control(c, &self.ctx.limits) {
+            self.overflow.cancel();
+        }
         cell.wake.notify_one();
     }
 
@@ -287,6 +377,9 @@ impl Conn {
                         if let Err(end) = self.handle(p).await {
                             return end;
                         }
+                        if self.overflow.is_cancelled() {
+                            return End::Overflow;
+                        }
                         if self.pending.len() >= MAX_PENDING && !self.settle_front().await {
                             return End::NotDurable;
                         }
@@ -295,6 +388,9 @@ impl Conn {
                     Err(e) => return End::Violation(e),
                 }
             }
+            if buf.is_empty() && buf.capacity() > 4 * READ_BUFFER {
+                *buf = BytesMut::with_capacity(READ_BUFFER); // a large packet was read: give it back
+            }
             let read = async {
                 match keep_alive {
                     Some(ka) => tokio::time::timeout(ka, rd.read_buf(buf)).await.ok(),
@@ -302,10 +398,12 @@ impl Conn {
                 }
             };
             let kick = self.kick.clone();
+            let overflow = self.overflow.clone();
             let shutdown = self.ctx.shutdown.clone();
             tokio::select! {
                 biased;
                 _ = kick.cancelled() => return End::TakenOver,
+                _ = overflow.cancelled() => return End::Overflow,
                 _ = shutdown.cancelled() => return End::Shutdown,
                 ok = self.settle_front(), if !self.pending.is_empty() => if !ok {
                     return End::NotDurable;

@@ -1,17 +1,31 @@
 //! Session lifecycle in the router: restoring persistent sessions from the
 //! store, attaching a connection (takeover, clean_session, session
-//! present: MQTT-3.1.4-2, 3.2.2-1..3), detaching it, and dropping a
-//! session with its subscriptions. Must not touch sockets.
+//! present: MQTT-3.1.4-2, 3.2.2-1..3; a takeover by another user starts a
+//! fresh session; `max_sessions`), detaching it, expiring persistent
+//! sessions whose client has not come back within
+//! `persistent_session_expiry`, and dropping a session with its
+//! subscriptions and stored rows. Must not touch sockets.
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Router, Sub, lock};
+use crate::broker::limits::Limit;
 use crate::broker::message::Message;
 use crate::broker::session::{Attached, Cell, Session};
 use crate::broker::stats::add;
 use crate::broker::store::{Loaded, StoreOp};
+
+/// Who attaches to a session (from the CONNECT and the login).
+pub struct Attach {
+    pub client_id: Arc<str>,
+    pub clean: bool,
+    pub user: Option<Arc<str>>,
+    /// A bridge: its own messages are not sent back to it.
+    pub no_local: bool,
+    pub kick: CancellationToken,
+}
 
 impl Router {
     /// Loads persistent sessions and retained messages from the store.
@@ -19,9 +33,14 @@ impl Router {
         let mut retained = lock(&self.retained);
         for m in loaded.retained {
             let topic: Arc<str> = m.topic.into();
-            retained.insert(topic.clone(), Message::new(topic, m.payload, m.qos, true));
+            let msg = Message::new(topic.clone(), m.payload, m.qos, true);
+            retained.bytes += msg.size() as u64;
+            retained.map.insert(topic, msg);
         }
-        self.stats.retained.store(retained.len() as u64, Relaxed);
+        self.stats
+            .retained
+            .store(retained.map.len() as u64, Relaxed);
+        self.stats.retained_bytes.store(retained.bytes, Relaxed);
         drop(retained);
         let mut sessions = lock(&self.sessions);
         let mut tree = self.tree_write();
@@ -34,6 +53,8 @@ impl Router {
             for (f, q) in &subs {
                 s.subscriptions.insert(f.clone(), *q);
             }
+            self.flush_ops(&mut s);
+            self.persistent.fetch_add(1, Relaxed);
             let cell = Cell::new(s);
             for (f, q) in subs {
                 let sub = Sub {
@@ -50,55 +71,91 @@ impl Router {
 
     /// Attaches a connection to the session of `client_id` (taking it over
     /// from another connection). Returns the cell, session-present and the
-    /// connection's generation.
-    pub fn connect(
-        &self,
-        client_id: Arc<str>,
-        clean: bool,
-        user: Option<Arc<str>>,
-        kick: CancellationToken,
-    ) -> (Arc<Cell>, bool, u64) {
+    /// connection's generation; `None` when a new persistent session would
+    /// pass `max_sessions` (CONNACK 3).
+    pub fn connect(&self, c: Attach) -> Option<(Arc<Cell>, bool, u64)> {
         let generation = self.generation.fetch_add(1, Relaxed);
         let mut sessions = lock(&self.sessions);
-        let existing = sessions.get(&client_id).cloned();
         let mut present = false;
-        let cell = match existing {
-            Some(cell) => {
-                let mut s = cell.lock();
-                if let Some(old) = s.attached.take() {
-                    old.kick.cancel(); // MQTT-3.1.4-2
-                } else {
-                    self.stats.clients_disconnected.fetch_sub(1, Relaxed);
-                }
-                if clean || !s.persistent {
-                    drop(s);
-                    self.drop_session(&cell);
-                    None
-                } else {
-                    present = true;
-                    Some(cell.clone())
-                }
+        let existing = sessions.get(&c.client_id).cloned();
+        let kept = existing.and_then(|cell| {
+            let mut s = cell.lock();
+            if let Some(old) = s.attached.take() {
+                old.kick.cancel(); // MQTT-3.1.4-2
+            } else {
+                self.stats.clients_disconnected.fetch_sub(1, Relaxed);
             }
-            None => None,
-        };
-        let cell = cell.unwrap_or_else(|| {
-            let cell = Cell::new(Session::new(client_id.clone(), !clean));
-            if !clean && let Some(store) = &self.store {
-                store.push(StoreOp::SaveSession {
-                    client_id: client_id.to_string(),
-                    subscriptions: Vec::new(),
-                });
+            // a session whose last login was another user is not handed over
+            let other_user = s.user.is_some() && s.user != c.user;
+            if c.clean || !s.persistent || other_user {
+                drop(s);
+                self.drop_session(&cell);
+                None
+            } else {
+                present = true;
+                Some(cell.clone())
             }
-            sessions.insert(client_id, cell.clone());
-            cell
         });
+        let cell = match kept {
+            Some(cell) => cell,
+            None => {
+                if !c.clean && self.persistent.load(Relaxed) >= self.limits.max_sessions {
+                    sessions.remove(&c.client_id);
+                    self.stats.limits.hit(Limit::Sessions, &c.client_id);
+                    return None;
+                }
+                let cell = Cell::new(Session::new(c.client_id.clone(), !c.clean));
+                if !c.clean {
+                    self.persistent.fetch_add(1, Relaxed);
+                    if let Some(store) = &self.store {
+                        store.push(StoreOp::SaveSession {
+                            client_id: c.client_id.to_string(),
+                            subscriptions: Vec::new(),
+                        });
+                    }
+                }
+                sessions.insert(c.client_id, cell.clone());
+                cell
+            }
+        };
         drop(sessions);
         let mut s = cell.lock();
-        s.user = user;
-        s.attach(Attached { generation, kick });
+        s.user = c.user;
+        s.no_local = c.no_local;
+        s.attach(Attached {
+            generation,
+            kick: c.kick,
+        });
         drop(s);
         self.stats.connected();
-        (cell, present, generation)
+        Some((cell, present, generation))
+    }
+
+    /// Removes the persistent sessions whose client has been away longer
+    /// than `persistent_session_expiry`, from memory and from disk;
+    /// returns how many.
+    pub fn expire_sessions(&self, now: std::time::Instant) -> usize {
+        let expiry = self.limits.session_expiry;
+        let mut sessions = lock(&self.sessions);
+        let expired: Vec<Arc<Cell>> = sessions
+            .values()
+            .filter(|cell| {
+                let s = cell.lock();
+                s.attached.is_none()
+                    && s.detached_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= expiry)
+            })
+            .cloned()
+            .collect();
+        for cell in &expired {
+            sessions.remove(&cell.client_id);
+        }
+        drop(sessions);
+        for cell in &expired {
+            self.stats.clients_disconnected.fetch_sub(1, Relaxed);
+            self.drop_session(cell);
+        }
+        expired.len()
     }
 
     /// Removes a session's subscriptions and its stored state.
@@ -106,8 +163,14 @@ impl Router {
         let (filters, persistent) = {
             let mut s = cell.lock();
             let f: Vec<String> = std::mem::take(&mut s.subscriptions).into_keys().collect();
+            let stored = s.disk_bytes() as i64;
+            s.disk_delta -= stored;
+            self.flush_ops(&mut s);
             (f, s.persistent)
         };
+        if persistent {
+            self.persistent.fetch_sub(1, Relaxed);
+        }
         let mut tree = self.tree_write();
         for f in filters {
             tree.remove(&f, |x| Arc::ptr_eq(&x.cell, cell));

@@ -8,27 +8,48 @@
 //! check of every delivery, the intake (a bridge's durable commit before
 //! the publisher's acknowledgement), and back-pressure: a publisher waits
 //! up to [`FULL_WAIT`] for room in a subscriber's queue before a QoS 0
-//! message to that subscriber is dropped and counted. Lock order: tree,
-//! then one session at a time; never two sessions. Must not touch sockets.
+//! message to that subscriber is dropped and counted; the limits that span
+//! sessions (`max_subscriptions_per_client`, `max_retained_messages` /
+//! `_bytes`, `max_store_bytes`, `max_sessions`, session expiry). Retained
+//! messages for a SUBSCRIBE are matched off the lock, yielding to the
+//! runtime every [`MATCH_BUDGET`] matches, so a SUBSCRIBE with many
+//! filters over many retained messages never holds up other clients.
+//! Lock order: tree, then one session at a time; never two sessions.
+//! Must not touch sockets.
 
 mod lifecycle;
+
+pub use lifecycle::Attach;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use super::acl::Acl;
+use super::limits::Limit;
 use super::message::Message;
-use super::session::{Cell, Delivery, Limits, Offer, Session};
+use super::session::{Cell, Delivery, Limits, Offer, Session, row_bytes};
 use super::stats::{Stats, add};
 use super::store::{Store, StoreOp, StoredMessage};
 use super::topics::{Tree, matches};
 
 /// How long a publisher waits for room in a subscriber's full queue.
 pub const FULL_WAIT: Duration = Duration::from_millis(500);
+/// Filter-against-topic matches between two yields while the retained
+/// messages for a SUBSCRIBE are looked up (about a millisecond of work).
+pub const MATCH_BUDGET: usize = 20_000;
+/// SUBACK return code of a refused filter (MQTT-3.9.3).
+const SUBACK_FAILURE: u8 = 0x80;
+
+/// The retained messages and their bytes (topic + payload).
+#[derive(Default)]
+struct Retained {
+    map: HashMap<Arc<str>, Message>,
+    bytes: u64,
+}
 
 /// A future that says whether a message was made durable.
 pub type Durable = Pin<Box<dyn Future<Output = bool> + Send>>;
@@ -57,12 +78,14 @@ pub struct Router {
     pub limits: Limits,
     tree: RwLock<Tree<Sub>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Cell>>>,
-    retained: Mutex<HashMap<Arc<str>, Message>>,
+    retained: Mutex<Retained>,
     pub stats: Stats,
     pub store: Option<Store>,
     intake: RwLock<Option<Arc<dyn Intake>>>,
     pub acl: Option<Acl>,
     generation: AtomicU64,
+    /// Persistent sessions held (for `max_sessions`).
+    persistent: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -75,12 +98,13 @@ impl Router {
             limits,
             tree: RwLock::new(Tree::default()),
             sessions: Mutex::new(HashMap::new()),
-            retained: Mutex::new(HashMap::new()),
+            retained: Mutex::new(Retained::default()),
             stats: Stats::default(),
             store,
             intake: RwLock::new(None),
             acl,
             generation: AtomicU64::new(1),
+            persistent: AtomicUsize::new(0),
         }
     }
 
@@ -99,6 +123,14 @@ impl Router {
 
     /// Pushes the store ops a session produced.
     pub fn flush_ops(&self, s: &mut Session) {
+        let delta = std::mem::take(&mut s.disk_delta);
+        if delta > 0 {
+            self.stats.store_bytes.fetch_add(delta as u64, Relaxed);
+        } else if delta < 0 {
+            let _ = self.stats.store_bytes.fetch_update(Relaxed, Relaxed, |b| {
+                Some(b.saturating_sub(delta.unsigned_abs()))
+            });
+        }
         if s.ops.is_empty() {
             return;
         }
@@ -110,7 +142,9 @@ impl Router {
 
     /// Adds subscriptions; returns the SUBACK codes and the granted
     /// filters (whose retained messages the caller then delivers,
-    /// MQTT-3.8.4-3, with [`Router::retained_for`]).
+    /// MQTT-3.8.4-3, with [`Router::retained_for`]). A filter the ACL
+    /// denies, or a new one past `max_subscriptions_per_client`, gets 0x80.
+    /// A persistent session stores each granted filter on its own.
     pub fn subscribe(
         &self,
         cell: &Arc<Cell>,
@@ -118,65 +152,103 @@ impl Router {
         user: Option<&str>,
     ) -> (Vec<u8>, Vec<(String, u8)>) {
         let mut codes = Vec::with_capacity(filters.len());
-        let mut granted = Vec::new();
-        for (f, q) in filters {
-            if let Some(acl) = &self.acl
-                && !cell.lock().internal
-                && !acl.can_subscribe(user, &cell.client_id, &f)
-            {
-                codes.push(0x80);
-                continue;
-            }
-            codes.push(q);
-            granted.push((f, q));
-        }
+        let mut granted: Vec<(String, u8)> = Vec::new();
         {
-            let mut tree = self.tree_write();
-            let mut s = cell.lock();
-            for (f, q) in &granted {
-                let sub = Sub {
-                    cell: cell.clone(),
-                    qos: *q,
-                };
-                tree.insert(f, sub, |x| Arc::ptr_eq(&x.cell, cell));
-                s.subscriptions.insert(f.clone(), *q);
+            let s = cell.lock();
+            let mut held = s.subscriptions.len();
+            for (f, q) in filters {
+                if let Some(acl) = &self.acl
+                    && !s.internal
+                    && !acl.can_subscribe(user, &cell.client_id, &f)
+                {
+                    codes.push(SUBACK_FAILURE);
+                    continue;
+                }
+                let new =
+                    !s.subscriptions.contains_key(&f) && !granted.iter().any(|(g, _)| *g == f);
+                if new && held >= self.limits.max_subscriptions {
+                    self.stats.limits.hit(Limit::Subscriptions, &cell.client_id);
+                    codes.push(SUBACK_FAILURE);
+                    continue;
+                }
+                held += usize::from(new);
+                codes.push(q);
+                match granted.iter_mut().find(|(g, _)| *g == f) {
+                    Some(g) => g.1 = q,
+                    None => granted.push((f, q)),
+                }
             }
-            self.stats.subscriptions.store(tree.len() as u64, Relaxed);
-            self.save_subscriptions(&s);
         }
+        let mut tree = self.tree_write();
+        let mut s = cell.lock();
+        for (f, q) in &granted {
+            let sub = Sub {
+                cell: cell.clone(),
+                qos: *q,
+            };
+            tree.insert(f, sub, |x| Arc::ptr_eq(&x.cell, cell));
+            s.subscriptions.insert(f.clone(), *q);
+            self.store_subscription(
+                &s,
+                StoreOp::Subscribe {
+                    client_id: s.client_id.to_string(),
+                    filter: f.clone(),
+                    qos: *q,
+                },
+            );
+        }
+        self.stats.subscriptions.store(tree.len() as u64, Relaxed);
         (codes, granted)
     }
 
-    fn save_subscriptions(&self, s: &Session) {
+    fn store_subscription(&self, s: &Session, op: StoreOp) {
         if s.persistent
             && let Some(store) = &self.store
         {
-            store.push(StoreOp::SaveSession {
-                client_id: s.client_id.to_string(),
-                subscriptions: s
-                    .subscriptions
-                    .iter()
-                    .map(|(f, q)| (f.clone(), *q))
-                    .collect(),
-            });
+            store.push(op);
         }
     }
 
-    /// Retained messages matching `granted`, for one subscriber, in topic order.
-    pub fn retained_for(&self, granted: &[(String, u8)]) -> Vec<(Message, u8)> {
-        let retained = lock(&self.retained);
-        let mut out: Vec<(Message, u8)> = retained
-            .values()
-            .filter_map(|m| {
-                granted
-                    .iter()
-                    .filter(|(f, _)| matches(f, &m.topic))
-                    .map(|(_, q)| *q)
-                    .max()
-                    .map(|q| (m.clone(), q.min(m.qos)))
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
+    /// Retained messages matching `granted`, for one subscriber, in topic
+    /// order, each once at the highest granted QoS. Filters without
+    /// wildcards are looked up; the others are matched against a copy of
+    /// the retained set taken under the lock, yielding every
+    /// [`MATCH_BUDGET`] matches.
+    pub async fn retained_for(&self, granted: &[(String, u8)]) -> Vec<(Message, u8)> {
+        let (wild, exact): (Vec<_>, Vec<_>) =
+            granted.iter().partition(|(f, _)| f.contains(['+', '#']));
+        let mut out: Vec<(Message, u8)> = Vec::new();
+        let all: Vec<Message> = {
+            let r = lock(&self.retained);
+            for (f, q) in &exact {
+                if let Some(m) = r.map.get(f.as_str()) {
+                    out.push((m.clone(), (*q).min(m.qos)));
+                }
+            }
+            match wild.is_empty() {
+                true => Vec::new(),
+                false => r.map.values().cloned().collect(),
+            }
+        };
+        let mut work = 0;
+        for m in all {
+            let best = wild
+                .iter()
+                .filter(|(f, _)| matches(f, &m.topic))
+                .map(|(_, q)| *q)
+                .max();
+            if let Some(q) = best {
+                let q = q.min(m.qos);
+                out.push((m, q));
+            }
+            work += wild.len();
+            if work >= MATCH_BUDGET {
+                work = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+        out.sort_by(|a, b| a.0.topic.cmp(&b.0.topic).then(b.1.cmp(&a.1)));
+        out.dedup_by(|later, kept| later.0.topic == kept.0.topic);
         out
     }
 
@@ -185,25 +257,47 @@ impl Router {
         let mut s = cell.lock();
         for f in filters {
             tree.remove(f, |x| Arc::ptr_eq(&x.cell, cell));
-            s.subscriptions.remove(f);
+            if s.subscriptions.remove(f).is_some() {
+                self.store_subscription(
+                    &s,
+                    StoreOp::Unsubscribe {
+                        client_id: s.client_id.to_string(),
+                        filter: f.clone(),
+                    },
+                );
+            }
         }
         self.stats.subscriptions.store(tree.len() as u64, Relaxed);
-        self.save_subscriptions(&s);
     }
 
     /// Sets, replaces or (empty payload) clears the retained message of
-    /// its topic (MQTT-3.3.1-5/10/11).
+    /// its topic (MQTT-3.3.1-5/10/11). A new message past
+    /// `max_retained_messages` or `max_retained_bytes` is not retained (an
+    /// older one of its topic is cleared: never a stale value) and counted.
     fn retain(&self, msg: &Message) {
         let mut r = lock(&self.retained);
+        let old = r.map.remove(&msg.topic);
+        if let Some(old) = &old {
+            r.bytes = r.bytes.saturating_sub(old.size() as u64);
+        }
+        let fits = r.map.len() < self.limits.max_retained_messages
+            && r.bytes + msg.size() as u64 <= self.limits.max_retained_bytes;
         let stored = if msg.payload.is_empty() {
-            r.remove(&msg.topic);
             None
-        } else {
-            r.insert(msg.topic.clone(), msg.clone());
+        } else if fits {
+            r.bytes += msg.size() as u64;
+            r.map.insert(msg.topic.clone(), msg.clone());
             Some(msg)
+        } else {
+            self.stats.limits.hit(Limit::Retained, &msg.topic);
+            None
         };
-        self.stats.retained.store(r.len() as u64, Relaxed);
+        self.stats.retained.store(r.map.len() as u64, Relaxed);
+        self.stats.retained_bytes.store(r.bytes, Relaxed);
         drop(r);
+        if stored.is_none() && old.is_none() {
+            return;
+        }
         if let Some(store) = &self.store
             && !msg.topic.starts_with('$')
         {
@@ -228,13 +322,23 @@ impl Router {
     /// full queues. The result resolves when every persistent session's
     /// copy is on disk (`None`: nothing to wait for).
     pub async fn publish(&self, msg: Message) -> Option<Durable> {
+        self.publish_from(msg, None).await
+    }
+
+    /// [`Router::publish`] of a client's message; a bridge connection
+    /// (`no_local`) does not get its own messages back.
+    pub async fn publish_from(&self, msg: Message, from: Option<&Arc<Cell>>) -> Option<Durable> {
         if msg.retain {
             self.retain(&msg);
         }
+        let skip = from.filter(|c| c.lock().no_local);
         let mut targets: Vec<Sub> = Vec::new();
         {
             let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
             tree.for_each_match(&msg.topic, |s| {
+                if skip.is_some_and(|c| Arc::ptr_eq(c, &s.cell)) {
+                    return;
+                }
                 // one copy per session, at the highest matching QoS
                 match targets.iter_mut().find(|t| Arc::ptr_eq(&t.cell, &s.cell)) {
                     Some(t) => t.qos = t.qos.max(s.qos),
@@ -274,6 +378,11 @@ impl Router {
                 {
                     return false;
                 }
+                if s.persistent && d.qos > 0 && self.store_full(&cell.client_id, &d.msg) {
+                    self.stats.limits.hit(Limit::StoreBytes, &cell.client_id);
+                    add(&self.stats.publish_dropped, 1);
+                    return false;
+                }
                 let r = s.offer(d, &self.limits);
                 self.flush_ops(&mut s);
                 match r {
@@ -283,6 +392,11 @@ impl Router {
                         return durable;
                     }
                     Offer::Dropped => {
+                        add(&self.stats.publish_dropped, 1);
+                        return false;
+                    }
+                    Offer::SpoolFull => {
+                        self.stats.limits.hit(Limit::SpoolBytes, &cell.client_id);
                         add(&self.stats.publish_dropped, 1);
                         return false;
                     }
@@ -299,6 +413,16 @@ impl Router {
                 return false;
             }
         }
+    }
+
+    /// Whether one more row for `client_id` would take `broker.db` past
+    /// `max_store_bytes` (the sessions' rows and the retained messages).
+    fn store_full(&self, client_id: &str, msg: &Message) -> bool {
+        if self.store.is_none() {
+            return false;
+        }
+        let held = self.stats.store_bytes.load(Relaxed) + self.stats.retained_bytes.load(Relaxed);
+        held + row_bytes(client_id, msg) > self.limits.max_store_bytes
     }
 
     /// Client ids of the sessions (for the status page and tests).

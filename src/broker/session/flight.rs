@@ -2,8 +2,21 @@
 //! packets, resends after a reconnect, queued messages within the
 //! in-flight window), packet ids, and the client's acknowledgements
 //! (MQTT-4.3.2, 4.3.3, 4.4.0-1). Must not touch sockets.
-use super::{Control, Flight, Limits, Outgoing, Session};
+use super::{Control, Flight, Limits, Outgoing, Session, row_bytes};
 use crate::broker::store::{OutState, StoreOp};
+
+/// What a client's acknowledgement of an outgoing message was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckIs {
+    /// It moved the message on.
+    Done,
+    /// No message in flight has that packet id (a late or repeated ack).
+    Unknown,
+    /// The wrong acknowledgement for that message's QoS or state (PUBREC
+    /// or PUBCOMP for QoS 1, PUBACK for QoS 2, PUBCOMP before PUBREC): a
+    /// protocol violation, as mosquitto treats it.
+    WrongKind,
+}
 
 impl Session {
     fn alloc_pkid(&mut self) -> u16 {
@@ -21,7 +34,7 @@ impl Session {
     /// messages while the in-flight window has room. At most `max` items.
     pub fn take(&mut self, l: &Limits, out: &mut Vec<Outgoing>, max: usize) {
         while out.len() < max
-            && let Some(c) = self.control.pop_front()
+            && let Some(c) = self.pop_control()
         {
             out.push(Outgoing::Control(c));
         }
@@ -79,37 +92,38 @@ impl Session {
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2, after PUBREC): the message is done.
-    /// `false` when no such message was in flight.
-    pub fn acked(&mut self, pkid: u16, comp: bool) -> bool {
+    pub fn acked(&mut self, pkid: u16, comp: bool) -> AckIs {
         let Some(i) = self.position(pkid) else {
-            return false;
+            return AckIs::Unknown;
         };
-        let seq = match &self.inflight[i].1 {
-            Flight::Sent(d) if !comp && d.qos == 1 => d.seq,
-            Flight::Released { seq } if comp => *seq,
-            _ => return false,
+        let (seq, disk) = match &self.inflight[i].1 {
+            Flight::Sent(d) if !comp && d.qos == 1 => (d.seq, row_bytes(&self.client_id, &d.msg)),
+            Flight::Released { seq, disk } if comp => (*seq, *disk),
+            _ => return AckIs::WrongKind,
         };
         self.inflight.remove(i);
         if seq != 0 {
+            self.add_disk(-(disk as i64));
             self.ops.push(StoreOp::RemoveMessage {
                 client_id: self.client_id.to_string(),
                 seq,
             });
         }
-        true
+        AckIs::Done
     }
 
-    /// PUBREC: PUBREL is owed from now on (MQTT-4.3.3-1).
-    pub fn received(&mut self, pkid: u16) -> bool {
+    /// PUBREC: PUBREL is owed from now on (MQTT-4.3.3-1); a repeated one
+    /// is answered again.
+    pub fn received(&mut self, pkid: u16) -> AckIs {
         let Some(i) = self.position(pkid) else {
-            return false;
+            return AckIs::Unknown;
         };
-        let seq = match &self.inflight[i].1 {
-            Flight::Sent(d) if d.qos == 2 => d.seq,
-            Flight::Released { .. } => return true, // a repeated PUBREC
-            _ => return false,
+        let (seq, disk) = match &self.inflight[i].1 {
+            Flight::Sent(d) if d.qos == 2 => (d.seq, row_bytes(&self.client_id, &d.msg)),
+            Flight::Released { .. } => return AckIs::Done, // a repeated PUBREC
+            _ => return AckIs::WrongKind,
         };
-        self.inflight[i].1 = Flight::Released { seq };
+        self.inflight[i].1 = Flight::Released { seq, disk };
         if seq != 0 {
             self.ops.push(StoreOp::SetState {
                 client_id: self.client_id.to_string(),
@@ -117,14 +131,15 @@ impl Session {
                 state: OutState::Released { pkid },
             });
         }
-        true
+        AckIs::Done
     }
 
     /// The QoS 0 messages of a session whose connection ended are dropped:
     /// returns how many.
     pub fn detach(&mut self) -> usize {
         self.attached = None;
-        self.control.clear();
+        self.detached_at = Some(std::time::Instant::now());
+        self.clear_control();
         let before = self.queue.len();
         self.queue.retain(|d| d.qos > 0);
         self.queued_bytes = self.queue.iter().map(|d| d.msg.size()).sum();

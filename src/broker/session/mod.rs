@@ -12,6 +12,8 @@
 
 mod flight;
 
+pub use flight::AckIs;
+
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,13 +23,16 @@ use tokio_util::sync::CancellationToken;
 use super::message::Message;
 use super::store::{OutState, QueuedRow, StoreOp, StoredMessage};
 
-/// Per-session limits (from `broker:`).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_queued_messages: usize,
-    pub max_queued_bytes: usize,
-    pub max_spooled_bytes: u64,
-    pub max_inflight: usize,
+pub use super::limits::Limits;
+
+/// Bytes a stored message row costs beyond its topic and payload: the
+/// client id stored with it, its index entry, the other columns.
+const ROW_OVERHEAD: u64 = 48;
+
+/// What a persistent session's message costs on disk (row and index
+/// entry), counted against `max_spooled_bytes` and `max_store_bytes`.
+pub fn row_bytes(client_id: &str, msg: &Message) -> u64 {
+    msg.size() as u64 + 2 * client_id.len() as u64 + ROW_OVERHEAD
 }
 
 /// One message for one subscriber.
@@ -45,9 +50,10 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 enum Flight {
     Sent(Delivery),
-    /// PUBREC received; PUBREL owed until PUBCOMP.
+    /// PUBREC received; PUBREL owed until PUBCOMP. `disk`: its row's bytes.
     Released {
         seq: u64,
+        disk: u64,
     },
 }
 
@@ -58,6 +64,17 @@ pub enum Control {
     Ack(u8, u16),
     SubAck(u16, Vec<u8>),
     PingResp,
+}
+
+impl Control {
+    /// Memory it holds while queued.
+    fn footprint(&self) -> usize {
+        std::mem::size_of::<Control>()
+            + match self {
+                Control::SubAck(_, codes) => codes.len(),
+                _ => 0,
+            }
+    }
 }
 
 /// What the writer sends next.
@@ -74,8 +91,10 @@ pub enum Offer {
     Queued { durable: bool },
     /// The memory queue is full: the caller may wait for room.
     Full(Delivery),
-    /// Not queued (offline session and QoS 0, spool quota reached).
+    /// Not queued (offline session and QoS 0).
     Dropped,
+    /// Not queued: the session's spool quota is reached.
+    SpoolFull,
 }
 
 /// The connection a session is attached to.
@@ -98,6 +117,8 @@ pub struct Session {
     inflight: VecDeque<(u16, Flight)>,
     pub inbound: HashSet<u16>,
     control: VecDeque<Control>,
+    /// Memory of `control`.
+    control_bytes: usize,
     next_pkid: u16,
     next_seq: u64,
     /// QoS 1/2 rows on disk only: seq > `spool_after`.
@@ -114,8 +135,17 @@ pub struct Session {
     pub writing: bool,
     /// An in-process subscriber of the gateway itself (no ACL applies).
     pub internal: bool,
+    /// A bridge (CONNECT protocol level 0x83 / 0x84): its own messages are
+    /// not sent back to it.
+    pub no_local: bool,
     /// Store ops produced by the last calls, for the caller to push.
     pub ops: Vec<StoreOp>,
+    /// Bytes of this session's message rows on disk ([`row_bytes`]).
+    disk_bytes: u64,
+    /// Change of `disk_bytes` since the router last took it.
+    pub disk_delta: i64,
+    /// When the last connection ended (restored sessions: when restored).
+    pub detached_at: Option<std::time::Instant>,
 }
 
 /// A session and the wake-ups around it.
@@ -166,6 +196,7 @@ impl Session {
             inflight: VecDeque::new(),
             inbound: HashSet::new(),
             control: VecDeque::new(),
+            control_bytes: 0,
             next_pkid: 1,
             next_seq: 1,
             spooled_rows: 0,
@@ -177,7 +208,11 @@ impl Session {
             congested: false,
             writing: false,
             internal: false,
+            no_local: false,
             ops: Vec::new(),
+            disk_bytes: 0,
+            disk_delta: 0,
+            detached_at: None,
         }
     }
 
@@ -185,8 +220,11 @@ impl Session {
     pub fn restore(&mut self, rows: Vec<QueuedRow>, total_rows: u64, total_bytes: u64) {
         let mut loaded_bytes = 0u64;
         let n = rows.len() as u64;
+        let per_row = 2 * self.client_id.len() as u64 + ROW_OVERHEAD;
+        self.add_disk((total_bytes + total_rows * per_row) as i64);
+        self.detached_at = Some(std::time::Instant::now());
         for r in rows {
-            loaded_bytes += r.msg.payload.len() as u64;
+            loaded_bytes += (r.msg.topic.len() + r.msg.payload.len()) as u64 + per_row;
             self.next_seq = self.next_seq.max(r.seq + 1);
             self.spool_after = self.spool_after.max(r.seq);
             let d = Delivery {
@@ -201,13 +239,15 @@ impl Session {
                     self.queue.push_back(d);
                 }
                 OutState::Sent { pkid } => self.inflight.push_back((pkid, Flight::Sent(d))),
-                OutState::Released { pkid } => self
-                    .inflight
-                    .push_back((pkid, Flight::Released { seq: r.seq })),
+                OutState::Released { pkid } => {
+                    let disk = row_bytes(&self.client_id, &d.msg);
+                    self.inflight
+                        .push_back((pkid, Flight::Released { seq: r.seq, disk }))
+                }
             }
         }
         self.spooled_rows = total_rows.saturating_sub(n);
-        self.spooled_bytes = total_bytes.saturating_sub(loaded_bytes);
+        self.spooled_bytes = (total_bytes + total_rows * per_row).saturating_sub(loaded_bytes);
         if let Some(max) = self.inflight.iter().map(|(p, _)| *p).max() {
             self.next_pkid = max.wrapping_add(1).max(1);
         }
@@ -216,13 +256,39 @@ impl Session {
     /// Marks the session attached to a new connection.
     pub fn attach(&mut self, a: Attached) {
         self.attached = Some(a);
+        self.detached_at = None;
         self.resend = !self.inflight.is_empty();
         self.congested = false;
-        self.control.clear();
+        self.clear_control();
     }
 
-    pub fn push_control(&mut self, c: Control) {
+    /// Queues a control packet; `false` when the client now owes more
+    /// than `max_client_buffer` (it does not read: disconnect it).
+    pub fn push_control(&mut self, c: Control, l: &Limits) -> bool {
+        self.control_bytes += c.footprint();
         self.control.push_back(c);
+        self.control_bytes <= l.max_client_buffer
+    }
+
+    fn pop_control(&mut self) -> Option<Control> {
+        let c = self.control.pop_front()?;
+        self.control_bytes = self.control_bytes.saturating_sub(c.footprint());
+        Some(c)
+    }
+
+    fn clear_control(&mut self) {
+        self.control = VecDeque::new();
+        self.control_bytes = 0;
+    }
+
+    fn add_disk(&mut self, bytes: i64) {
+        self.disk_bytes = self.disk_bytes.saturating_add_signed(bytes);
+        self.disk_delta += bytes;
+    }
+
+    /// Bytes of this session's rows on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes
     }
 
     /// Nothing queued in memory, nothing taken by the writer unwritten,
@@ -246,9 +312,12 @@ impl Session {
         let size = d.msg.size();
         if self.persistent && d.qos > 0 {
             let to_disk = self.spooled_rows > 0 || self.loading || self.full(l, size);
-            if to_disk && self.spooled_bytes + size as u64 > l.max_spooled_bytes {
-                return Offer::Dropped;
+            let disk = row_bytes(&self.client_id, &d.msg);
+            // every row of a persistent session is on disk, in memory too
+            if self.disk_bytes + disk > l.max_spooled_bytes {
+                return Offer::SpoolFull;
             }
+            self.add_disk(disk as i64);
             d.seq = self.next_seq;
             self.next_seq += 1;
             self.ops.push(StoreOp::AddMessage {
@@ -258,7 +327,7 @@ impl Session {
             });
             if to_disk {
                 self.spooled_rows += 1;
-                self.spooled_bytes += size as u64;
+                self.spooled_bytes += disk;
             } else {
                 self.spool_after = d.seq;
                 self.queued_bytes += size;
@@ -301,7 +370,8 @@ impl Session {
                 retain: r.msg.retain,
                 seq: r.seq,
             };
-            self.spooled_bytes = self.spooled_bytes.saturating_sub(d.msg.size() as u64);
+            let disk = row_bytes(&self.client_id, &d.msg);
+            self.spooled_bytes = self.spooled_bytes.saturating_sub(disk);
             self.queued_bytes += d.msg.size();
             self.queue.push_back(d);
         }

@@ -96,6 +96,8 @@ pub(super) fn coalesce(batch: Vec<StoreOp>) -> Vec<Op> {
                 out.push(Some(Op::Other(StoreOp::DeleteSession { client_id })));
             }
             StoreOp::SaveSession { ref client_id, .. }
+            | StoreOp::Subscribe { ref client_id, .. }
+            | StoreOp::Unsubscribe { ref client_id, .. }
             | StoreOp::AddInbound { ref client_id, .. }
             | StoreOp::RemoveInbound { ref client_id, .. } => {
                 client(&mut clients, client_id).ops.push(at);

@@ -69,6 +69,18 @@ pub enum StoreOp {
         client_id: String,
         subscriptions: Vec<(String, u8)>,
     },
+    /// Adds one subscription (or sets the QoS of an existing one with that
+    /// filter), after the session's others.
+    Subscribe {
+        client_id: String,
+        filter: String,
+        qos: u8,
+    },
+    /// Removes one subscription.
+    Unsubscribe {
+        client_id: String,
+        filter: String,
+    },
     /// Removes the session, its subscriptions, messages and inbound ids.
     DeleteSession {
         client_id: String,
@@ -118,6 +130,10 @@ impl StoreOp {
                 StoreOp::AddMessage { client_id, msg, .. } => {
                     client_id.len() + msg.topic.len() + msg.payload.len()
                 }
+                StoreOp::Subscribe {
+                    client_id, filter, ..
+                }
+                | StoreOp::Unsubscribe { client_id, filter } => client_id.len() + filter.len(),
                 StoreOp::DeleteSession { client_id }
                 | StoreOp::SetState { client_id, .. }
                 | StoreOp::RemoveMessage { client_id, .. }

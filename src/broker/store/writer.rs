@@ -245,6 +245,19 @@ async fn apply(
                 .map_err(q(path, op))?;
             }
         }
+        StoreOp::Subscribe {
+            client_id,
+            filter,
+            qos,
+        } => subscribe(conn, path, client_id, filter, *qos).await?,
+        StoreOp::Unsubscribe { client_id, filter } => {
+            sqlx::query("DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2")
+                .bind(client_id.as_str())
+                .bind(filter.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(q(path, "unsubscribe"))?;
+        }
         StoreOp::DeleteSession { client_id } => {
             for sql in [
                 "DELETE FROM sessions WHERE client_id = ?1",
@@ -331,6 +344,45 @@ async fn apply(
                 .await
                 .map_err(q(path, "clear retained"))?;
         }
+    }
+    Ok(())
+}
+
+/// One subscription written on its own (a SUBSCRIBE costs that row, not a
+/// rewrite of the session's whole set): the QoS of an existing filter
+/// updated, or a new row after the session's last.
+async fn subscribe(
+    conn: &mut SqliteConnection,
+    path: &std::path::Path,
+    client_id: &str,
+    filter: &str,
+    qos: u8,
+) -> Result<(), StoreError> {
+    let op = "subscribe";
+    sqlx::query("INSERT OR IGNORE INTO sessions (client_id) VALUES (?1)")
+        .bind(client_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(q(path, op))?;
+    let updated =
+        sqlx::query("UPDATE subscriptions SET qos = ?3 WHERE client_id = ?1 AND filter = ?2")
+            .bind(client_id)
+            .bind(filter)
+            .bind(i64::from(qos))
+            .execute(&mut *conn)
+            .await
+            .map_err(q(path, op))?;
+    if updated.rows_affected() == 0 {
+        sqlx::query(
+            "INSERT INTO subscriptions (client_id, pos, filter, qos) \
+             SELECT ?1, coalesce(max(pos), -1) + 1, ?2, ?3 FROM subscriptions WHERE client_id = ?1",
+        )
+        .bind(client_id)
+        .bind(filter)
+        .bind(i64::from(qos))
+        .execute(&mut *conn)
+        .await
+        .map_err(q(path, op))?;
     }
     Ok(())
 }
