@@ -2,8 +2,10 @@
 //! websocket (`broker.websocket`). Each accepted socket gets TCP_NODELAY,
 //! its own task and a place among the connections that have not sent
 //! CONNECT yet ([`Pending`], `broker.max_pending_connections`: a new
-//! socket past it closes the one that has waited longest, so silent
-//! sockets cannot lock real clients out). The TLS or websocket handshake
+//! socket past it closes the one that has waited longest, if that one has
+//! waited more than [`GRACE`], so silent sockets cannot lock real clients
+//! out and a burst of real clients, whose CONNECTs are on their way, is
+//! not cut off). The TLS or websocket handshake
 //! and the CONNECT must be done within `broker.connect_timeout` of the
 //! accept. A connection slot (`max_connections`) is taken only once the
 //! CONNECT is read (see `connection`). The websocket listener reads
@@ -54,11 +56,15 @@ impl Kind {
     }
 }
 
+/// How long a socket may wait for its CONNECT before a newer one can take
+/// its place among the pending ones (a real client sends CONNECT at once).
+pub const GRACE: Duration = Duration::from_secs(1);
+
 /// Sockets accepted that have not sent CONNECT yet, oldest first.
 pub struct Pending {
     max: usize,
     next: AtomicU64,
-    waiting: Mutex<VecDeque<(u64, CancellationToken)>>,
+    waiting: Mutex<VecDeque<(u64, Instant, CancellationToken)>>,
 }
 
 /// A socket's place in [`Pending`]; given back when dropped. `evicted`
@@ -78,24 +84,28 @@ impl Pending {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, CancellationToken)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Instant, CancellationToken)>> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A place for a new socket; at the cap, the longest waiting one is
-    /// told to close (`true` in the result).
+    /// told to close if it has waited longer than [`GRACE`] (`true` in the
+    /// result).
     pub fn admit(self: &Arc<Self>) -> (PendingSlot, bool) {
         let id = self.next.fetch_add(1, Relaxed);
         let evicted = CancellationToken::new();
+        let now = Instant::now();
         let mut w = self.lock();
         let mut evicted_one = false;
         if w.len() >= self.max
-            && let Some((_, oldest)) = w.pop_front()
+            && w.front()
+                .is_some_and(|(_, since, _)| now.duration_since(*since) > GRACE)
+            && let Some((_, _, oldest)) = w.pop_front()
         {
             oldest.cancel();
             evicted_one = true;
         }
-        w.push_back((id, evicted.clone()));
+        w.push_back((id, now, evicted.clone()));
         drop(w);
         let slot = PendingSlot {
             pending: self.clone(),
@@ -109,7 +119,7 @@ impl Pending {
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         let mut w = self.pending.lock();
-        if let Some(i) = w.iter().position(|(id, _)| *id == self.id) {
+        if let Some(i) = w.iter().position(|(id, _, _)| *id == self.id) {
             w.remove(i);
         }
     }
@@ -153,11 +163,12 @@ impl Callback for Upgrade {
 /// Websocket limits: a message or frame no larger than the largest packet
 /// the broker reads, small write buffers.
 fn websocket_config(max_packet: usize) -> WebSocketConfig {
-    let mut c = WebSocketConfig::default();
-    c.max_message_size = Some(max_packet + 16);
-    c.max_frame_size = Some(max_packet + 16);
-    c.write_buffer_size = 16 * 1024;
-    c
+    WebSocketConfig {
+        max_message_size: Some(max_packet + 16),
+        max_frame_size: Some(max_packet + 16),
+        write_buffer_size: 16 * 1024,
+        ..WebSocketConfig::default()
+    }
 }
 
 /// Accepts until `cancel`; connection tasks join `tracker`.

@@ -33,9 +33,7 @@ impl Router {
         let mut retained = lock(&self.retained);
         for m in loaded.retained {
             let topic: Arc<str> = m.topic.into();
-            let msg = Message::new(topic.clone(), m.payload, m.qos, true);
-            retained.bytes += msg.size() as u64;
-            retained.map.insert(topic, msg);
+            retained.insert(Message::new(topic, m.payload, m.qos, true));
         }
         self.stats
             .retained

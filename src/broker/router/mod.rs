@@ -44,11 +44,37 @@ pub const MATCH_BUDGET: usize = 20_000;
 /// SUBACK return code of a refused filter (MQTT-3.9.3).
 const SUBACK_FAILURE: u8 = 0x80;
 
-/// The retained messages and their bytes (topic + payload).
+/// The retained messages; `count` and `bytes` (topic + payload) cover the
+/// clients' and the gateway's, not the broker's own `$SYS` figures.
 #[derive(Default)]
 struct Retained {
     map: HashMap<Arc<str>, Message>,
+    count: usize,
     bytes: u64,
+}
+
+impl Retained {
+    fn counted(topic: &str) -> bool {
+        !topic.starts_with("$SYS/")
+    }
+
+    fn insert(&mut self, msg: Message) {
+        self.remove(&msg.topic);
+        if Self::counted(&msg.topic) {
+            self.count += 1;
+            self.bytes += msg.size() as u64;
+        }
+        self.map.insert(msg.topic.clone(), msg);
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Message> {
+        let old = self.map.remove(topic)?;
+        if Self::counted(topic) {
+            self.count -= 1;
+            self.bytes = self.bytes.saturating_sub(old.size() as u64);
+        }
+        Some(old)
+    }
 }
 
 /// A future that says whether a message was made durable.
@@ -276,17 +302,14 @@ impl Router {
     /// older one of its topic is cleared: never a stale value) and counted.
     fn retain(&self, msg: &Message) {
         let mut r = lock(&self.retained);
-        let old = r.map.remove(&msg.topic);
-        if let Some(old) = &old {
-            r.bytes = r.bytes.saturating_sub(old.size() as u64);
-        }
-        let fits = r.map.len() < self.limits.max_retained_messages
-            && r.bytes + msg.size() as u64 <= self.limits.max_retained_bytes;
+        let old = r.remove(&msg.topic);
+        let fits = !Retained::counted(&msg.topic)
+            || (r.count < self.limits.max_retained_messages
+                && r.bytes + msg.size() as u64 <= self.limits.max_retained_bytes);
         let stored = if msg.payload.is_empty() {
             None
         } else if fits {
-            r.bytes += msg.size() as u64;
-            r.map.insert(msg.topic.clone(), msg.clone());
+            r.insert(msg.clone());
             Some(msg)
         } else {
             self.stats.limits.hit(Limit::Retained, &msg.topic);

@@ -13,6 +13,7 @@ mod abuse;
 mod acl;
 mod auth;
 mod connect;
+mod limits;
 mod listeners;
 mod load;
 mod malformed;
