@@ -42,6 +42,7 @@ pub struct BrokerConfig {
     /// QoS 1/2 messages sent to one client and not yet acknowledged.
     pub max_inflight: u16,
     /// Levels of a topic or filter; deeper ones close the connection.
+    /// Default 201: mosquitto's limit of 200 `/` separators.
     pub max_topic_levels: usize,
     /// Retained messages kept, by count and by bytes (topic + payload);
     /// past either a retained publish is delivered but not retained.
@@ -127,7 +128,7 @@ impl Default for BrokerConfig {
             max_queued_bytes: ByteSize(1024 * 1024),
             max_spooled_bytes: ByteSize(64 * 1024 * 1024),
             max_inflight: 100,
-            max_topic_levels: 200,
+            max_topic_levels: 201,
             max_retained_messages: 10_000,
             max_retained_bytes: ByteSize(16 * 1024 * 1024),
             max_subscriptions_per_client: 1000,

@@ -11,8 +11,10 @@
 
 mod abuse;
 mod acl;
+mod agree;
 mod auth;
 mod connect;
+mod exposure;
 mod limits;
 mod listeners;
 mod load;
