@@ -36,3 +36,4 @@ mod serial;
 mod skeleton;
 mod support;
 mod upstream;
+mod writes_safety;

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use crate::reading::Value;
+use crate::southbound::guard::{DEFAULT_RATE, WriteLimits, WriteRate};
 mod words;
 
 use words::{f32_to_f64, ordered_bytes, range, words_from_bytes, wrong};
@@ -131,6 +132,13 @@ pub struct PointConfig {
     pub unit: Option<String>,
     #[serde(default)]
     pub writable: bool,
+    /// Writes below this value are refused (engineering units, after
+    /// `scale` / `offset`); writable numeric points only.
+    pub min: Option<f64>,
+    /// Writes above this value are refused; writable numeric points only.
+    pub max: Option<f64>,
+    /// At most this many writes per period; default [`DEFAULT_RATE`].
+    pub max_write_rate: Option<WriteRate>,
 }
 
 /// A validated point, ready to decode and encode.
@@ -164,6 +172,16 @@ impl PointConfig {
         } else {
             self.data_type().registers(self.length)
         }
+    }
+
+    /// The limits the commands task checks a write against; `None` for a
+    /// point that is not writable.
+    pub fn write_limits(&self) -> Option<WriteLimits> {
+        self.writable.then(|| WriteLimits {
+            min: self.min,
+            max: self.max,
+            rate: self.max_write_rate.unwrap_or(DEFAULT_RATE),
+        })
     }
 
     pub fn codec(&self) -> Codec {
