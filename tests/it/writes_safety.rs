@@ -228,6 +228,17 @@ fn bad_write_limits_exit_78_with_path_and_line() {
             ],
         ),
         (
+            "      - { name: sp, table: holding, address: 0, writable: true, max: 70000 }\n",
+            &[
+                "devices[0].points[0].max (line 8",
+                "max 70000 is beyond what this u16 point can hold (0 to 65535)",
+            ],
+        ),
+        (
+            "      - { name: sp, table: holding, address: 0, type: i16, scale: 0.1, writable: true, min: -4000 }\n",
+            &["devices[0].points[0].min (line 8", "(-3276.8 to 3276.7)"],
+        ),
+        (
             "      - { name: on, table: coil, address: 0, writable: true, min: 0 }\n",
             &[
                 "devices[0].points[0].min (line 8",

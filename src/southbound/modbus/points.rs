@@ -83,6 +83,19 @@ impl DataType {
         }
     }
 
+    /// The raw values a 16- or 32-bit integer type holds; `None` for the
+    /// others (64-bit values are past f64's exact integers, floats and
+    /// strings have no useful bound).
+    pub fn raw_range(self) -> Option<(f64, f64)> {
+        match self {
+            DataType::U16 => Some((0.0, f64::from(u16::MAX))),
+            DataType::I16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+            DataType::U32 => Some((0.0, f64::from(u32::MAX))),
+            DataType::I32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DataType::Bool => "bool",
@@ -225,7 +238,7 @@ impl Codec {
 
     /// `raw * scale + offset`, rounded to 15 significant digits so float
     /// noise does not show (`3 * 0.1` publishes as `0.3`).
-    fn apply_scale(&self, raw: f64) -> f64 {
+    pub(crate) fn apply_scale(&self, raw: f64) -> f64 {
         let x = raw * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0);
         if !x.is_finite() {
             return x;

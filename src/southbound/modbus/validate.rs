@@ -188,6 +188,23 @@ fn validate_write_limits(p: &PointConfig, numeric: bool, pp: &str, report: &mut 
             report.add(format!("{pp}.{key}"), format!("{v} is not a usable {key}"));
         }
     }
+    if let Some((lo, hi)) = p.data_type().raw_range() {
+        // what the register can hold, in the point's units
+        let codec = p.codec();
+        let (a, b) = (codec.apply_scale(lo), codec.apply_scale(hi));
+        let (lo, hi) = (a.min(b), a.max(b));
+        for (key, v) in [("min", p.min), ("max", p.max)] {
+            if let Some(v) = v.filter(|v| *v < lo || *v > hi) {
+                report.add(
+                    format!("{pp}.{key}"),
+                    format!(
+                        "{key} {v} is beyond what this {} point can hold ({lo} to {hi})",
+                        p.data_type().as_str()
+                    ),
+                );
+            }
+        }
+    }
     if let (Some(lo), Some(hi)) = (p.min, p.max)
         && lo > hi
     {
