@@ -116,22 +116,7 @@ impl Routes {
         let now = Instant::now();
         let mut guard = self.guards.get_mut(device).and_then(|g| g.get_mut(point));
         if let Some(g) = guard.as_deref_mut() {
-            let value = parse_value(&cmd.payload).ok();
-            if let Err(refusal) = g.check(point, value.as_ref(), now) {
-                let labels = vec![
-                    ("device".to_string(), device.to_string()),
-                    ("point".to_string(), point.to_string()),
-                    ("reason".to_string(), refusal.reason().to_string()),
-                ];
-                super::metrics::get()
-                    .writes_refused
-                    .get_or_create(&labels)
-                    .inc();
-                if let Some(held) = log.ready() {
-                    warn!(device, point, error = %refusal, held_back = held, "write refused by its guard");
-                }
-                return Err(refusal.to_string());
-            }
+            guarded(g, cmd, now, log)?;
         }
         match q.try_send(cmd.clone()) {
             Ok(()) => {
@@ -153,6 +138,34 @@ impl Routes {
             }
         }
     }
+}
+
+/// The guard's check of `cmd` at `now`; a refusal is counted in
+/// `fieldgate_writes_refused_total` and logged (throttled by `log`).
+fn guarded(
+    g: &mut PointGuard,
+    cmd: &WriteCommand,
+    now: Instant,
+    log: &mut LogThrottle,
+) -> Result<(), String> {
+    let (device, point) = (cmd.device.as_str(), cmd.point.as_str());
+    let value = parse_value(&cmd.payload).ok();
+    let Err(refusal) = g.check(point, value.as_ref(), now) else {
+        return Ok(());
+    };
+    let labels = vec![
+        ("device".to_string(), device.to_string()),
+        ("point".to_string(), point.to_string()),
+        ("reason".to_string(), refusal.reason().to_string()),
+    ];
+    super::metrics::get()
+        .writes_refused
+        .get_or_create(&labels)
+        .inc();
+    if let Some(held) = log.ready() {
+        warn!(device, point, error = %refusal, held_back = held, "write refused by its guard");
+    }
+    Err(refusal.to_string())
 }
 
 /// The `{gateway}/+/+/set` filter the command task subscribes to.
