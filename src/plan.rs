@@ -1,7 +1,10 @@
 //! The plan `fieldgate check` prints: what the gateway would do with this
-//! config (broker listeners, devices, points and their topics, the uplink).
+//! config (broker listeners, devices, points and their topics, the uplink,
+//! who may write to the plant: `plan/writers.rs`), and the warnings last.
 //!
 //! Owns the wording of the plan. Must not start anything or touch the network.
+
+mod writers;
 
 use std::fmt::Write;
 
@@ -124,6 +127,11 @@ pub fn render(config: &Config) -> String {
         None => {
             let _ = writeln!(s, "uplink  none (local gateway)");
         }
+    }
+    let mut warnings = Vec::new();
+    writers::describe(&mut s, config, &mut warnings);
+    for w in warnings {
+        let _ = writeln!(s, "warning: {w}");
     }
     s
 }

@@ -1,11 +1,14 @@
 //! The whole configuration: assembles the sections every stage owns
 //! (`gateway:`, `broker:`, `devices:`, `rules:`, `metrics:`, `uplink:`)
-//! into [`Config`], loads the file and runs the checks across sections.
+//! into [`Config`], loads the file and runs the checks across sections
+//! (the secret files of every section: `settings/secrets.rs`).
 //!
 //! Sits at the wiring level, above the stages, because it names each
 //! stage's section; the value types and problem reporting it uses are the
 //! `crate::config` leaf. A new device kind does not touch this file (see
 //! `southbound/devices.rs`). Must not start anything.
+
+mod secrets;
 
 use std::path::{Path, PathBuf};
 
@@ -102,13 +105,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let locations = Locations::index(text);
     let mut report = Report::new(&locations);
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
+    let mut raw: RawConfig = match serde_path_to_error::deserialize(de) {
         Ok(raw) => raw,
         Err(e) => {
             report.add_serde("", e);
             return Err(report.into_error(path));
         }
     };
+    // before any section reads a secret file
+    secrets::prepare(&mut raw, &mut report);
     let (positions, mut devices): (Vec<usize>, Vec<DeviceConfig>) =
         devices::parse_all(raw.devices, &mut report)
             .into_iter()

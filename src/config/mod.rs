@@ -1,7 +1,8 @@
 //! The config leaf: the value types every section uses (durations, byte
 //! sizes, names, secrets), problem reporting with YAML path, line and
-//! column ([`Report`], [`Problem`], [`ConfigError`]), the line locator, and
-//! the checks several sections share (point names, topic templates).
+//! column ([`Report`], [`Problem`], [`ConfigError`]), the line locator, the
+//! checks several sections share (point names, topic templates), and the
+//! secret-file rules (`secrets`: `${NAME}` in their paths, their mode).
 //!
 //! Owns these shared pieces only. Each stage owns its section struct beside
 //! its code (`broker::BrokerConfig`, `rules::RulesConfig`, one struct per
@@ -11,6 +12,7 @@
 
 pub mod files;
 mod locate;
+pub mod secrets;
 pub mod types;
 mod validate;
 

@@ -183,8 +183,10 @@ pub fn entities(
                         PointKind::Integer { min, max } => (min, max, 1.0),
                         _ => (-1e9, 1e9, 0.001),
                     };
-                    m.insert("min".into(), min.into());
-                    m.insert("max".into(), max.into());
+                    // the point's declared write range wins over its type's
+                    let (lo, hi) = p.write_range;
+                    m.insert("min".into(), lo.unwrap_or(min).into());
+                    m.insert("max".into(), hi.unwrap_or(max).into());
                     m.insert("step".into(), step.into());
                     m.insert("mode".into(), "box".into());
                 }

@@ -29,6 +29,9 @@ pub struct PointSpec {
     pub unit: Option<String>,
     pub kind: PointKind,
     pub writable: bool,
+    /// The `min` / `max` a writable point declares: writes outside are
+    /// refused (Home Assistant offers this range instead of the type's).
+    pub write_range: (Option<f64>, Option<f64>),
 }
 
 /// One configured device and its points.

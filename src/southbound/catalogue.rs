@@ -43,6 +43,7 @@ fn modbus_points(points: &[PointConfig]) -> Vec<PointSpec> {
             unit: p.unit.clone(),
             kind: modbus_kind(p.data_type(), p.scale.is_some() || p.offset.is_some()),
             writable: p.writable,
+            write_range: (p.min, p.max),
         })
         .collect()
 }
@@ -66,6 +67,7 @@ pub fn build(devices: &[DeviceConfig]) -> Vec<DeviceSpec> {
                                 _ => PointKind::Float,
                             },
                             writable: false,
+                            write_range: (None, None),
                         })
                         .collect(),
                 ),
@@ -85,6 +87,7 @@ pub fn build(devices: &[DeviceConfig]) -> Vec<DeviceSpec> {
                                 _ => PointKind::Float,
                             },
                             writable: false,
+                            write_range: (None, None),
                         })
                         .collect(),
                 ),

@@ -4,22 +4,31 @@
 //!
 //! Owns the command task (an in-process broker link subscribed to
 //! `{gateway}/+/+/set`), the routes from device names to the sources that
-//! own them, payload parsing, and the `.../set/result` message. Must not
-//! talk to devices: it hands each command to its source's bounded queue.
+//! own them, each writable point's write guard (`min` / `max`,
+//! `max_write_rate`: [`super::guard`]), payload parsing, and the
+//! `.../set/result` message. Must not talk to devices: it hands each
+//! command to its source's bounded queue.
 //!
 //! Drop policy: a command for a source whose queue is full is refused at
 //! once with `{"ok": false, "error": "device ... busy ..."}` and counted in
-//! [`Stats::refused_busy`]; commands are never queued without bound.
+//! [`Stats::refused_busy`]; commands are never queued without bound. A
+//! write the guard refuses (outside `min` / `max`, or past the point's
+//! rate) never reaches the queue: it is answered at once and counted in
+//! `fieldgate_writes_refused_total{device, point, reason}`, its log line
+//! throttled. Only writes handed to the queue count against the rate.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use super::guard::{PointGuard, WriteLimits};
+use crate::metrics::LogThrottle;
 use crate::reading::{Publish, Qos, Value};
 
 /// Commands a source may have waiting before new ones are refused.
@@ -44,10 +53,12 @@ pub struct Stats {
     pub refused_unroutable: AtomicU64,
 }
 
-/// Device name -> the command queue of the source that owns it.
+/// Device name -> the command queue of the source that owns it, and
+/// device -> point -> the guard of each writable point.
 #[derive(Default)]
 pub struct Routes {
     map: HashMap<String, mpsc::Sender<WriteCommand>>,
+    guards: HashMap<String, HashMap<String, PointGuard>>,
     pub stats: Arc<Stats>,
 }
 
@@ -78,9 +89,83 @@ impl Routes {
         rx
     }
 
+    /// Guards the writes to `device`'s `point` with `limits`.
+    pub fn guard(&mut self, device: &str, point: &str, limits: WriteLimits) {
+        self.guards
+            .entry(device.to_string())
+            .or_default()
+            .insert(point.to_string(), PointGuard::new(limits));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+
+    /// Routes one command: the guard's check, then its source's queue.
+    /// `Err` is the refusal for `.../set/result`.
+    fn route(&mut self, cmd: &WriteCommand, log: &mut LogThrottle) -> Result<(), String> {
+        let (device, point) = (cmd.device.as_str(), cmd.point.as_str());
+        let Some(q) = self.map.get(device) else {
+            self.stats
+                .refused_unroutable
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "device {device:?} does not exist or does not accept writes"
+            ));
+        };
+        let now = Instant::now();
+        let mut guard = self.guards.get_mut(device).and_then(|g| g.get_mut(point));
+        if let Some(g) = guard.as_deref_mut() {
+            guarded(g, cmd, now, log)?;
+        }
+        match q.try_send(cmd.clone()) {
+            Ok(()) => {
+                self.stats.routed.fetch_add(1, Ordering::Relaxed);
+                if let Some(g) = guard {
+                    g.record(now);
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                warn!(device, point, "command queue full; write refused");
+                Err(format!(
+                    "device {device} busy: {QUEUE_CAPACITY} writes already waiting; nothing was written"
+                ))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(format!("device {device} is stopping; nothing was written"))
+            }
+        }
+    }
+}
+
+/// The guard's check of `cmd` at `now`; a refusal is counted in
+/// `fieldgate_writes_refused_total` and logged (throttled by `log`).
+fn guarded(
+    g: &mut PointGuard,
+    cmd: &WriteCommand,
+    now: Instant,
+    log: &mut LogThrottle,
+) -> Result<(), String> {
+    let (device, point) = (cmd.device.as_str(), cmd.point.as_str());
+    let value = parse_value(&cmd.payload).ok();
+    let Err(refusal) = g.check(point, value.as_ref(), now) else {
+        return Ok(());
+    };
+    let labels = vec![
+        ("device".to_string(), device.to_string()),
+        ("point".to_string(), point.to_string()),
+        ("reason".to_string(), refusal.reason().to_string()),
+    ];
+    super::metrics::get()
+        .writes_refused
+        .get_or_create(&labels)
+        .inc();
+    if let Some(held) = log.ready() {
+        warn!(device, point, error = %refusal, held_back = held, "write refused by its guard");
+    }
+    Err(refusal.to_string())
 }
 
 /// The `{gateway}/+/+/set` filter the command task subscribes to.
@@ -147,10 +232,11 @@ pub fn result(gateway: &str, device: &str, point: &str, r: &Result<(), String>) 
 pub async fn run(
     gateway: Arc<str>,
     mut commands: mpsc::Receiver<crate::broker::Message>,
-    routes: Routes,
+    mut routes: Routes,
     publishes: mpsc::Sender<Publish>,
     cancel: CancellationToken,
 ) {
+    let mut refusal_log = LogThrottle::new(Duration::from_secs(10));
     loop {
         let p = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -173,34 +259,7 @@ pub async fn run(
             payload: p.payload.clone(),
         };
         debug!(device, point, "write command");
-        let refusal = match routes.map.get(device) {
-            None => {
-                routes
-                    .stats
-                    .refused_unroutable
-                    .fetch_add(1, Ordering::Relaxed);
-                Some(format!(
-                    "device {device:?} does not exist or does not accept writes"
-                ))
-            }
-            Some(q) => match q.try_send(cmd.clone()) {
-                Ok(()) => {
-                    routes.stats.routed.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    routes.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-                    warn!(device, point, "command queue full; write refused");
-                    Some(format!(
-                        "device {device} busy: {QUEUE_CAPACITY} writes already waiting; nothing was written"
-                    ))
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    Some(format!("device {device} is stopping; nothing was written"))
-                }
-            },
-        };
-        if let Some(e) = refusal {
+        if let Err(e) = routes.route(&cmd, &mut refusal_log) {
             let reply = result(&gateway, &cmd.device, &cmd.point, &Err(e));
             if publishes.send(reply).await.is_err() {
                 break;
@@ -208,7 +267,6 @@ pub async fn run(
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

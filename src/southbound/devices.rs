@@ -12,6 +12,7 @@ use serde_yaml_ng::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::guard::WriteLimits;
 use super::modbus::{ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use super::serial::SerialConfig;
 use super::simulated::SimulatedConfig;
@@ -48,6 +49,21 @@ impl DeviceConfig {
             DeviceConfig::ModbusRtuTcp(c) => &c.name,
             DeviceConfig::Serial(c) => &c.name,
         }
+    }
+
+    /// The writable points and the limits the commands task checks
+    /// their writes against.
+    pub fn write_limits(&self) -> Vec<(&str, WriteLimits)> {
+        let points = match self {
+            DeviceConfig::ModbusTcp(c) => &c.points,
+            DeviceConfig::ModbusRtu(c) => &c.points,
+            DeviceConfig::ModbusRtuTcp(c) => &c.points,
+            DeviceConfig::Simulated(_) | DeviceConfig::Serial(_) => return Vec::new(),
+        };
+        points
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), p.write_limits()?)))
+            .collect()
     }
 
     pub fn kind(&self) -> &'static str {

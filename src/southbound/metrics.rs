@@ -1,5 +1,6 @@
 //! The southbound metrics: Modbus requests, errors and timeouts, serial
-//! bytes discarded and decoder errors, each per device; registered in the
+//! bytes discarded and decoder errors, each per device, and writes the
+//! write guard refused, per point and reason; registered in the
 //! metrics leaf when the first source starts. (Readings per device and
 //! device health belong to the metrics leaf: health reads them.)
 //!
@@ -16,6 +17,8 @@ pub(crate) struct SouthboundMetrics {
     pub modbus_timeouts: CounterFamily,
     pub serial_discarded_bytes: CounterFamily,
     pub decode_errors: CounterFamily,
+    /// Writes the guard refused, per device, point and reason (`range`, `rate`).
+    pub writes_refused: CounterFamily,
 }
 
 static METRICS: LazyLock<SouthboundMetrics> = LazyLock::new(|| {
@@ -27,6 +30,10 @@ static METRICS: LazyLock<SouthboundMetrics> = LazyLock::new(|| {
         modbus_timeouts: f("modbus_timeouts", "Modbus requests that timed out"),
         serial_discarded_bytes: f("serial_discarded_bytes", "Serial bytes discarded"),
         decode_errors: f("decode_errors", "Serial decoder errors"),
+        writes_refused: f(
+            "writes_refused",
+            "Writes refused before reaching the device: outside min/max (range) or past max_write_rate (rate)",
+        ),
     }
 });
 

@@ -11,6 +11,7 @@
 pub mod catalogue;
 pub mod commands;
 pub mod devices;
+pub mod guard;
 pub mod line;
 pub(crate) mod metrics;
 pub mod modbus;
@@ -157,6 +158,9 @@ pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec
     let mut rtu = Vec::new();
     let mut rtu_tcp = Vec::new();
     for d in devices {
+        for (point, limits) in d.write_limits() {
+            routes.guard(d.name(), point, limits);
+        }
         match d {
             DeviceConfig::Simulated(c) => out.push(Box::new(simulated::Simulated::new(c.clone()))),
             DeviceConfig::ModbusTcp(c) => {

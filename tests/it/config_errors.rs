@@ -4,7 +4,7 @@ use crate::support::{ConfigDir, fieldgate};
 
 const GOOD_HEAD: &str = "gateway:\n  id: gw\n";
 
-fn check(yaml: &str) -> (i32, String) {
+pub(crate) fn check(yaml: &str) -> (i32, String) {
     let cfg = ConfigDir::new(yaml);
     let out = fieldgate(&["check", "-c", cfg.path_str()]);
     let text = format!(

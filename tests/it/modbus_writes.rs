@@ -18,8 +18,10 @@ async fn writes_encode_the_point_and_read_back() {
         b.set_input(0, &[5]);
     });
     let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    // setpoint and flow take three writes within a second (two refused by
+    // their type): `max_write_rate: 10/s` lifts the default 2/s
     let yaml = format!(
-        "{}  - name: plc\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 1s\n    timeout: 500ms\n    points:\n      - {{ name: setpoint, table: holding, address: 0, type: i16, scale: 0.1, offset: -40, writable: true }}\n      - {{ name: flow, table: holding, address: 1, type: u32, word_order: little, writable: true }}\n      - {{ name: gain, table: holding, address: 3, type: f32, byte_order: little, writable: true }}\n      - {{ name: tag, table: holding, address: 5, type: string, length: 2, writable: true }}\n      - {{ name: pump, table: coil, address: 3, writable: true }}\n      - {{ name: fixed, table: holding, address: 7 }}\n      - {{ name: ghost, table: holding, address: 300, writable: true }}\n      - {{ name: sensor, table: input, address: 0 }}\n  - name: sim\n    kind: simulated\n    points:\n      - {{ name: x, signal: counter }}\n",
+        "{}  - name: plc\n    kind: modbus-tcp\n    address: \"{}\"\n    poll: 1s\n    timeout: 500ms\n    points:\n      - {{ name: setpoint, table: holding, address: 0, type: i16, scale: 0.1, offset: -40, writable: true, max_write_rate: 10/s }}\n      - {{ name: flow, table: holding, address: 1, type: u32, word_order: little, writable: true, max_write_rate: 10/s }}\n      - {{ name: gain, table: holding, address: 3, type: f32, byte_order: little, writable: true }}\n      - {{ name: tag, table: holding, address: 5, type: string, length: 2, writable: true }}\n      - {{ name: pump, table: coil, address: 3, writable: true }}\n      - {{ name: fixed, table: holding, address: 7 }}\n      - {{ name: ghost, table: holding, address: 300, writable: true }}\n      - {{ name: sensor, table: input, address: 0 }}\n  - name: sim\n    kind: simulated\n    points:\n      - {{ name: x, signal: counter }}\n",
         header("gw-wr"),
         server.addr
     );

@@ -58,6 +58,14 @@ pub fn fieldgate(args: &[&str]) -> Output {
         .expect("run fieldgate")
 }
 
+/// Writes a secret file (a password, a password file, a private key) the
+/// way it must be on a real box: mode 0600, or the gateway refuses it.
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).expect("write secret file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 /// A temporary directory holding a config file.
 pub struct ConfigDir {
     pub dir: TempDir,

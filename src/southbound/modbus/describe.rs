@@ -58,8 +58,12 @@ fn points_and_requests(
         if let Some(u) = &p.unit {
             let _ = write!(what, " [{u}]");
         }
-        if p.writable {
+        if let Some(limits) = p.write_limits() {
             what.push_str(" writable");
+            if let Some(range) = limits.range_text() {
+                let _ = write!(what, " {range},");
+            }
+            let _ = write!(what, " at most {}", limits.rate);
         }
         let _ = writeln!(
             s,

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 
 use crate::reading::Value;
+use crate::southbound::guard::{DEFAULT_RATE, WriteLimits, WriteRate};
 mod words;
 
 use words::{f32_to_f64, ordered_bytes, range, words_from_bytes, wrong};
@@ -82,6 +83,19 @@ impl DataType {
         }
     }
 
+    /// The raw values a 16- or 32-bit integer type holds; `None` for the
+    /// others (64-bit values are past f64's exact integers, floats and
+    /// strings have no useful bound).
+    pub fn raw_range(self) -> Option<(f64, f64)> {
+        match self {
+            DataType::U16 => Some((0.0, f64::from(u16::MAX))),
+            DataType::I16 => Some((f64::from(i16::MIN), f64::from(i16::MAX))),
+            DataType::U32 => Some((0.0, f64::from(u32::MAX))),
+            DataType::I32 => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DataType::Bool => "bool",
@@ -131,6 +145,13 @@ pub struct PointConfig {
     pub unit: Option<String>,
     #[serde(default)]
     pub writable: bool,
+    /// Writes below this value are refused (engineering units, after
+    /// `scale` / `offset`); writable numeric points only.
+    pub min: Option<f64>,
+    /// Writes above this value are refused; writable numeric points only.
+    pub max: Option<f64>,
+    /// At most this many writes per period; default [`DEFAULT_RATE`].
+    pub max_write_rate: Option<WriteRate>,
 }
 
 /// A validated point, ready to decode and encode.
@@ -164,6 +185,16 @@ impl PointConfig {
         } else {
             self.data_type().registers(self.length)
         }
+    }
+
+    /// The limits the commands task checks a write against; `None` for a
+    /// point that is not writable.
+    pub fn write_limits(&self) -> Option<WriteLimits> {
+        self.writable.then(|| WriteLimits {
+            min: self.min,
+            max: self.max,
+            rate: self.max_write_rate.unwrap_or(DEFAULT_RATE),
+        })
     }
 
     pub fn codec(&self) -> Codec {
@@ -207,7 +238,7 @@ impl Codec {
 
     /// `raw * scale + offset`, rounded to 15 significant digits so float
     /// noise does not show (`3 * 0.1` publishes as `0.3`).
-    fn apply_scale(&self, raw: f64) -> f64 {
+    pub(crate) fn apply_scale(&self, raw: f64) -> f64 {
         let x = raw * self.scale.unwrap_or(1.0) + self.offset.unwrap_or(0.0);
         if !x.is_finite() {
             return x;

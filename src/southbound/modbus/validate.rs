@@ -153,6 +153,7 @@ impl Common {
                 report.add(format!("{pp}.{key}"), format!("{v} is not a usable {key}"));
             }
         }
+        validate_write_limits(p, numeric, pp, report);
         if p.writable && !matches!(p.table, points::Table::Coil | points::Table::Holding) {
             report.add(
                 format!("{pp}.writable"),
@@ -162,6 +163,61 @@ impl Common {
                 ),
             );
         }
+    }
+}
+
+/// `min`, `max` and `max_write_rate` limit writes: writable points only,
+/// `min`/`max` on numeric points only and in order.
+fn validate_write_limits(p: &PointConfig, numeric: bool, pp: &str, report: &mut Report) {
+    for (key, v) in [("min", p.min), ("max", p.max)] {
+        let Some(v) = v else { continue };
+        if !p.writable {
+            report.add(
+                format!("{pp}.{key}"),
+                format!("`{key}` limits writes: it applies to writable points only (add `writable: true`, or remove `{key}`)"),
+            );
+        } else if !numeric {
+            report.add(
+                format!("{pp}.{key}"),
+                format!(
+                    "`{key}` applies to numeric points only, not {}",
+                    p.data_type().as_str()
+                ),
+            );
+        } else if !v.is_finite() {
+            report.add(format!("{pp}.{key}"), format!("{v} is not a usable {key}"));
+        }
+    }
+    if let Some((lo, hi)) = p.data_type().raw_range() {
+        // what the register can hold, in the point's units
+        let codec = p.codec();
+        let (a, b) = (codec.apply_scale(lo), codec.apply_scale(hi));
+        let (lo, hi) = (a.min(b), a.max(b));
+        for (key, v) in [("min", p.min), ("max", p.max)] {
+            if let Some(v) = v.filter(|v| *v < lo || *v > hi) {
+                report.add(
+                    format!("{pp}.{key}"),
+                    format!(
+                        "{key} {v} is beyond what this {} point can hold ({lo} to {hi})",
+                        p.data_type().as_str()
+                    ),
+                );
+            }
+        }
+    }
+    if let (Some(lo), Some(hi)) = (p.min, p.max)
+        && lo > hi
+    {
+        report.add(
+            format!("{pp}.min"),
+            format!("min {lo} is greater than max {hi}: no value could be written"),
+        );
+    }
+    if p.max_write_rate.is_some() && !p.writable {
+        report.add(
+            format!("{pp}.max_write_rate"),
+            "`max_write_rate` limits writes: it applies to writable points only (add `writable: true`, or remove it)",
+        );
     }
 }
 

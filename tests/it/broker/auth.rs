@@ -16,7 +16,7 @@ users: [{ username: hmi, password_env: FG_TEST_HMI_PW }, { username: script, pas
 fn auth_gateway() -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let pw = dir.path().join("script.pw");
-    std::fs::write(&pw, "file-secret\n").expect("write password file");
+    crate::support::write_secret(&pw, "file-secret\n");
     let cfg = yaml(&USERS.replace("PWFILE", pw.to_str().expect("utf-8 path")));
     let gw = Gateway::start_with_env(&cfg, &[("FG_TEST_HMI_PW", "env-secret")]);
     (gw, dir)
@@ -122,6 +122,8 @@ fn mosquitto_passwd(dir: &std::path::Path, user: &str, pass: &str) -> Option<Str
         Ok(out) => {
             assert!(out.status.success(), "mosquitto_passwd: {out:?}");
             let text = std::fs::read_to_string(&file).expect("read password file");
+            // mosquitto_passwd leaves the file as the umask makes it (0644)
+            crate::support::write_secret(std::path::Path::new(&file), &text);
             assert!(text.starts_with(&format!("{user}:$7$")), "{text}");
             Some(file)
         }

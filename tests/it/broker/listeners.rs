@@ -29,7 +29,7 @@ fn tls_files(dir: &std::path::Path) -> (String, String, String) {
     let cert = params.signed_by(&key, &issuer).expect("sign server cert");
     let write = |name: &str, pem: String| {
         let p = dir.join(name);
-        std::fs::write(&p, pem).expect("write pem");
+        crate::support::write_secret(&p, &pem);
         p.to_str().expect("utf-8 path").to_string()
     };
     (
@@ -271,7 +271,7 @@ fn an_unreadable_tls_certificate_is_a_config_error_with_the_path() {
     let cert = dir.path().join("server.pem");
     let key = dir.path().join("server.key");
     std::fs::write(&cert, "not a certificate\n").expect("write");
-    std::fs::write(&key, "not a key\n").expect("write");
+    crate::support::write_secret(&key, "not a key\n");
     let cfg = crate::support::ConfigDir::new(&crate::support::fill(
         &yaml(&format!(
             "tls: {{ listen: \"127.0.0.1:{}\", cert_file: \"{}\", key_file: \"{}\" }}",
