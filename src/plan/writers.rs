@@ -150,14 +150,14 @@ fn wildcard_patterns(filter: &str) -> String {
 
 /// The listeners, and whether they are reachable from the network.
 fn reach(b: &BrokerConfig) -> String {
-    let mut addrs = vec![format!("mqtt://{}", b.listen)];
+    let mut addrs: Vec<String> = b.listen.iter().map(|l| format!("mqtt://{l}")).collect();
     if let Some(tls) = &b.tls {
         addrs.push(format!("mqtts://{}", tls.listen));
     }
     if let Some(ws) = b.websocket {
         addrs.push(format!("ws://{ws}"));
     }
-    let loopback = b.listen.ip().is_loopback()
+    let loopback = b.listen.is_none_or(|l| l.ip().is_loopback())
         && b.tls.as_ref().is_none_or(|t| t.listen.ip().is_loopback())
         && b.websocket.is_none_or(|w| w.ip().is_loopback());
     let whence = if loopback {
