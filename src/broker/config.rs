@@ -151,6 +151,9 @@ pub struct BrokerTls {
     pub listen: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// MQTT over websocket over TLS (`wss://`) with the same certificate.
+    #[serde(default)]
+    pub websocket: Option<SocketAddr>,
     /// Clients must present a certificate signed by `cafile`.
     #[serde(default)]
     pub require_certificate: bool,

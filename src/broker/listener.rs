@@ -1,5 +1,6 @@
-//! The listeners: plain MQTT, MQTT over TLS (`broker.tls`) and MQTT over
-//! websocket (`broker.websocket`). Each accepted socket gets TCP_NODELAY,
+//! The listeners: plain MQTT, MQTT over TLS (`broker.tls`), MQTT over
+//! websocket (`broker.websocket`) and over websocket over TLS
+//! (`broker.tls.websocket`). Each accepted socket gets TCP_NODELAY,
 //! its own task and a place among the connections that have not sent
 //! CONNECT yet ([`Pending`], `broker.max_pending_connections`: a new
 //! socket past it closes the one that has waited longest, if that one has
@@ -44,6 +45,7 @@ pub enum Kind {
     Plain,
     Tls(TlsAcceptor),
     Websocket,
+    SecureWebsocket(TlsAcceptor),
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Plain => "mqtt",
             Kind::Tls(_) => "tls",
             Kind::Websocket => "websocket",
+            Kind::SecureWebsocket(_) => "wss",
         }
     }
 }
@@ -221,18 +224,15 @@ pub async fn run(
                     }
                 }
                 Kind::Websocket => {
-                    let upgrade = Upgrade {
-                        origins: ctx.websocket_origins.clone(),
-                    };
-                    let config = websocket_config(ctx.max_packet());
-                    let accept = async_tungstenite::tokio::accept_hdr_async_with_config(
-                        tcp,
-                        upgrade,
-                        Some(config),
-                    );
-                    let r = handshake(deadline, &evict, accept).await;
-                    if let Some(s) = handshaken("websocket", peer, r) {
-                        let ws = ws_stream_tungstenite::WsStream::new(s);
+                    if let Some(ws) = upgrade(tcp, peer, &ctx, deadline, &evict).await {
+                        serve(ws, peer, ctx, slot, deadline).await;
+                    }
+                }
+                Kind::SecureWebsocket(acceptor) => {
+                    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
+                    if let Some(tls) = handshaken("wss", peer, r)
+                        && let Some(ws) = upgrade(tls, peer, &ctx, deadline, &evict).await
+                    {
                         serve(ws, peer, ctx, slot, deadline).await;
                     }
                 }
@@ -240,6 +240,27 @@ pub async fn run(
         });
         watch_panics(task, ctx.clone());
     }
+}
+
+/// The websocket upgrade (Origin checked, frames bounded) on `stream`.
+async fn upgrade<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: &Ctx,
+    deadline: Instant,
+    evict: &CancellationToken,
+) -> Option<ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<S>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static,
+{
+    let upgrade = Upgrade {
+        origins: ctx.websocket_origins.clone(),
+    };
+    let config = websocket_config(ctx.max_packet());
+    let accept =
+        async_tungstenite::tokio::accept_hdr_async_with_config(stream, upgrade, Some(config));
+    let r = handshake(deadline, evict, accept).await;
+    handshaken("websocket", peer, r).map(ws_stream_tungstenite::WsStream::new)
 }
 
 /// Why a handshake did not finish.

@@ -159,6 +159,10 @@ impl Broker {
             Some(t) => Some((bind(t.listen).await?, tls::acceptor(t)?)),
             None => None,
         };
+        let wss = match cfg.tls.as_ref().and_then(|t| t.websocket.map(|w| (t, w))) {
+            Some((t, addr)) => Some((bind(addr).await?, tls::acceptor(t)?)),
+            None => None,
+        };
         let ws = match cfg.websocket {
             Some(a) => Some(bind(a).await?),
             None => None,
@@ -209,6 +213,9 @@ impl Broker {
         }
         if let Some(l) = ws {
             listeners.push((l, Kind::Websocket));
+        }
+        if let Some((l, a)) = wss {
+            listeners.push((l, Kind::SecureWebsocket(a)));
         }
         for (l, kind) in listeners {
             tracker.spawn(

@@ -343,3 +343,47 @@ async fn the_websocket_listener_checks_origin_and_bounds_frames() {
     );
     drop(gw);
 }
+
+/// Publishes one QoS 1 message with paho-mqtt over `wss://` (websocket
+/// over TLS, trusting `ca`); paho's exit status and stderr.
+const PAHO_WSS: &str = r#"
+import sys, paho.mqtt.client as mqtt
+port, ca = int(sys.argv[1]), sys.argv[2]
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wss-paho", transport="websockets")
+c.tls_set(ca_certs=ca)
+c.connect("localhost", port, 30)
+c.loop_start()
+info = c.publish("wss/x", b"over-wss", qos=1)
+info.wait_for_publish(10)
+c.disconnect()
+c.loop_stop()
+sys.exit(0 if info.is_published() else 1)
+"#;
+
+#[tokio::test]
+async fn the_tls_settings_serve_websocket_clients_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pki(dir.path());
+    let wss_port = free_port();
+    let gw = Gateway::start(&format!(
+        "gateway:\n  id: gw-wss\n  data_dir: \"{{data_dir}}\"\nbroker:\n  listen: \"127.0.0.1:{{port}}\"\n  \
+         tls: {{ listen: \"127.0.0.1:{}\", websocket: \"127.0.0.1:{wss_port}\", cert_file: \"{}\", key_file: \"{}\" }}\n\
+         devices: []\n",
+        free_port(),
+        p.cert,
+        p.key
+    ));
+    let mut sub = Raw::connect(gw.port, "wss-watcher").await;
+    assert_eq!(sub.subscribe(1, "wss/#", 1).await, 1);
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", PAHO_WSS, &wss_port.to_string(), &p.ca])
+        .output()
+        .await
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "paho over wss failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sub.publish_in(SECS).await.payload, b"over-wss");
+}
