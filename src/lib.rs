@@ -98,6 +98,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     southbound::metrics::get();
     publish_dropped();
     let handle = broker.handle();
+    // the commands task's subscription exists before the bridge connects
+    // upstream: a command queued there while the gateway was down can
+    // arrive at once, and must find it
+    let commands = handle.subscribe(
+        "commands",
+        &[southbound::commands::filter(&gateway)],
+        southbound::commands::QUEUE_CAPACITY,
+    );
 
     // what ops shows of the configured points (ops imports no stage)
     let catalogue = southbound::catalogue::build(&config.devices);
@@ -178,11 +186,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracker.spawn(
         southbound::commands::run(
             gateway.clone(),
-            handle.subscribe(
-                "commands",
-                &[southbound::commands::filter(&gateway)],
-                southbound::commands::QUEUE_CAPACITY,
-            ),
+            commands,
             routes,
             pub_tx.clone(),
             sources_cancel.clone(),
