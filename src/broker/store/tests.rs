@@ -377,3 +377,40 @@ async fn room_and_close_after_a_burst() {
         "close committed the last push"
     );
 }
+
+#[tokio::test]
+async fn subscriptions_are_stored_one_by_one_in_their_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = |f: &str, qos: u8| StoreOp::Subscribe {
+        client_id: "s".into(),
+        filter: f.into(),
+        qos,
+    };
+    let ops = vec![
+        save("s", &[]),
+        sub("a/#", 1),
+        sub("b/+", 0),
+        sub("c", 2),
+        sub("a/#", 2), // the same filter again: its QoS, its place
+        StoreOp::Unsubscribe {
+            client_id: "s".into(),
+            filter: "b/+".into(),
+        },
+        sub("d", 1),
+    ];
+    for each in [false, true] {
+        let dir = dir.path().join(format!("each-{each}"));
+        let loaded = roundtrip(&dir, ops.clone(), 10, each).await;
+        let s = &loaded.sessions[0];
+        let subs: Vec<(&str, u8)> = s
+            .subscriptions
+            .iter()
+            .map(|(f, q)| (f.as_str(), *q))
+            .collect();
+        assert_eq!(
+            subs,
+            [("a/#", 2), ("c", 2), ("d", 1)],
+            "each op alone: {each}"
+        );
+    }
+}
