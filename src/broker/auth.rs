@@ -167,6 +167,7 @@ impl Auth {
         outcome
     }
 
+    #[cfg(test)]
     pub fn anonymous_allowed(&self) -> bool {
         self.allow_anonymous
     }

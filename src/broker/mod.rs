@@ -2,38 +2,32 @@
 //! Node-RED and MQTT tools on the site talk to, and that the gateway
 //! publishes into in-process.
 //!
-//! Files, one responsibility each: [`config`] (`broker:`), [`packet`]
-//! (strict decoding, encoding), [`topics`] (names, filters, the
-//! subscription tree), [`message`], [`session`] (queues, limits; its
-//! `flight` child: in-flight window and acks), [`router`] (routing,
-//! retained, intake; its `lifecycle` child: takeover, clean sessions,
-//! restore), [`connection`] (one client; its `handlers` child: packets)
-//! and [`writer`], [`listener`] (plain, TLS,
-//! websocket), [`auth`] and [`acl`], [`store`] (SQLite: persistent
-//! sessions and retained messages), [`sys`] (`$SYS`), [`stats`], [`api`]
-//! (the in-process [`BrokerHandle`]). What it guarantees and drops is in
-//! `docs/design.md` ("Embedded broker"). Must not know about devices,
-//! rules or the outbox: the bridge plugs in through [`Intake`].
+//! Its public face is [`Broker`] (start, stop), its in-process
+//! [`BrokerHandle`], its config ([`BrokerConfig`]) and its errors; the files
+//! behind it are listed in `docs/design.md` ("Files of `src/broker/`"),
+//! with what it guarantees, drops and limits ("Embedded broker"). Must not
+//! know about devices, rules or the outbox: the bridge plugs in through
+//! [`Intake`].
 
-pub mod acl;
-pub mod api;
-pub mod auth;
+pub(crate) mod acl;
+pub(crate) mod auth;
 mod config;
 mod connection;
-mod figures;
+mod handle;
 mod limits;
 mod listener;
 mod login_guard;
-pub mod message;
-pub mod packet;
+mod message;
+mod metrics;
+mod packet;
 mod passwd;
-pub mod router;
+mod router;
 mod session;
-pub mod stats;
-pub mod store;
+mod stats;
+mod store;
 mod sys;
 mod tls;
-pub mod topics;
+pub(crate) mod topics;
 mod validate;
 mod writer;
 
@@ -49,8 +43,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use stats::add;
 
-pub use api::{BrokerHandle, valid_publish_topic};
 pub use config::{AclRule, BrokerConfig, BrokerTls, LoginFailures};
+pub use handle::{BrokerHandle, valid_publish_topic};
 pub use message::Message;
 pub use router::{Durable, Intake};
 pub use tls::acceptor;
@@ -60,9 +54,6 @@ use limits::Limits;
 use listener::{Kind, Pending};
 use router::Router;
 
-/// In-process subscribers use no connection slot (kept for tests that
-/// count slots).
-pub const LOCAL_LINKS: usize = 0;
 /// Spooled rows of a persistent session loaded at start.
 const PRELOAD: usize = 1000;
 
@@ -191,7 +182,7 @@ impl Broker {
         }
         let router = Arc::new(Router::new(limits, store, acl));
         router.restore(loaded);
-        crate::metrics::get().set_collector("broker", Arc::new(figures::Figures::of(&router)));
+        crate::metrics::get().set_collector("broker", Arc::new(metrics::Figures::of(&router)));
         let ctx = Arc::new(Ctx {
             router: router.clone(),
             auth,

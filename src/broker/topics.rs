@@ -131,6 +131,7 @@ impl<S: Clone + PartialEq> Tree<S> {
         self.count
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

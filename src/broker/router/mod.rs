@@ -448,11 +448,6 @@ impl Router {
         held + row_bytes(client_id, msg) > self.limits.max_store_bytes
     }
 
-    /// Client ids of the sessions (for the status page and tests).
-    pub fn session_count(&self) -> usize {
-        lock(&self.sessions).len()
-    }
-
     /// Every session attached to a connection (for shutdown and flush).
     pub fn attached(&self) -> Vec<Arc<Cell>> {
         lock(&self.sessions)

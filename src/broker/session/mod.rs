@@ -298,6 +298,7 @@ impl Session {
     }
 
     /// Messages waiting (memory and disk) and in flight.
+    #[cfg(test)]
     pub fn pending(&self) -> u64 {
         self.queue.len() as u64 + self.spooled_rows + self.inflight.len() as u64
     }

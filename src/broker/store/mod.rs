@@ -57,7 +57,7 @@
 //!   retained changes come back as they were then; removed rows can come
 //!   back: sent again, duplicates). The file itself stays consistent;
 //! - a failed commit (disk full, I/O error, SQLITE_BUSY beyond the busy
-//!   timeout) is retried with backoff ([`ATTEMPTS`] tries), then logged at
+//!   timeout) is retried with backoff ([`writer::ATTEMPTS`] tries), then logged at
 //!   error, counted ([`Store::failed_commits`]), its sync waiters told
 //!   `false`, and the batch dropped: the database keeps what was committed
 //!   before; the writer goes on with the next batch;
@@ -90,7 +90,6 @@ use tokio::sync::{Notify, oneshot, watch};
 use tracing::{debug, info, warn};
 
 pub use types::{Loaded, OutState, QueuedRow, StoreError, StoreOp, StoredMessage, StoredSession};
-pub use writer::ATTEMPTS;
 
 use types::q;
 
@@ -302,11 +301,12 @@ impl Store {
     }
 
     /// Transactions committed since open.
+    #[cfg(test)]
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Relaxed)
     }
 
-    /// Batches dropped after their commit failed [`ATTEMPTS`] times.
+    /// Batches dropped after their commit failed [`writer::ATTEMPTS`] times.
     pub fn failed_commits(&self) -> u64 {
         self.inner.shared.failed_commits.load(Relaxed)
     }

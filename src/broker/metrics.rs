@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, LazyLock, Weak};
 
-use super::api::BrokerHandle;
+use super::handle::BrokerHandle;
 use super::router::Router;
 use crate::metrics::{BrokerFigures, Collector, Gauge, GaugeFamily, Metrics, gauge, labels};
 
