@@ -18,6 +18,7 @@ use super::message::Message;
 use super::router::{Intake, Router};
 use super::session::{Attached, Cell, Outgoing, Session};
 use super::stats::Snapshot;
+use super::subscription::SubOpts;
 use super::topics::{valid_filter, valid_topic};
 use crate::ports::Watch;
 use crate::reading::{Publish, Qos};
@@ -92,7 +93,7 @@ impl BrokerHandle {
             kick: CancellationToken::new(),
         });
         let cell = Cell::new(s);
-        let valid: Vec<(String, u8)> = filters
+        let valid: Vec<(String, SubOpts)> = filters
             .iter()
             .filter(|f| {
                 let ok = valid_filter(f);
@@ -101,7 +102,7 @@ impl BrokerHandle {
                 }
                 ok
             })
-            .map(|f| (f.clone(), 0))
+            .map(|f| (f.clone(), SubOpts::qos(0)))
             .collect();
         self.router.subscribe(&cell, valid, None);
         let (tx, rx) = mpsc::channel(capacity.max(1));

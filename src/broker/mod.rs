@@ -25,6 +25,7 @@ mod router;
 mod session;
 mod stats;
 mod store;
+mod subscription;
 mod sys;
 mod tls;
 pub(crate) mod topics;

@@ -38,8 +38,12 @@ pub struct Stats {
     pub store_bytes: AtomicU64,
     /// Bytes (topic + payload) of the retained messages.
     pub retained_bytes: AtomicU64,
-    /// Persistent sessions removed after `persistent_session_expiry`.
+    /// Persistent sessions removed after their expiry.
     pub sessions_expired: AtomicU64,
+    /// Messages dropped because their Message Expiry Interval passed.
+    pub messages_expired: AtomicU64,
+    /// MQTT 5 clients connected now.
+    pub clients_v5: AtomicU64,
     /// Each limit's hits.
     pub limits: Hits,
 }
@@ -69,6 +73,8 @@ pub struct Snapshot {
     pub store_bytes: u64,
     pub retained_bytes: u64,
     pub sessions_expired: u64,
+    pub messages_expired: u64,
+    pub clients_v5: u64,
 }
 
 impl Default for Stats {
@@ -95,6 +101,8 @@ impl Default for Stats {
             store_bytes: z(),
             retained_bytes: z(),
             sessions_expired: z(),
+            messages_expired: z(),
+            clients_v5: z(),
             limits: Hits::default(),
         }
     }
@@ -134,6 +142,8 @@ impl Stats {
             store_bytes: g(&self.store_bytes),
             retained_bytes: g(&self.retained_bytes),
             sessions_expired: g(&self.sessions_expired),
+            messages_expired: g(&self.messages_expired),
+            clients_v5: g(&self.clients_v5),
         }
     }
 }

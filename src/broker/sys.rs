@@ -3,7 +3,8 @@
 //!
 //! Topics: version, uptime, time, clients/connected|disconnected|maximum|
 //! total, messages/received|sent (packets), messages/publish/received|
-//! sent|dropped, messages/retained/count, subscriptions/count,
+//! sent|dropped, messages/retained/count, subscriptions/count, and
+//! fieldgate's messages/expired and clients/mqtt5,
 //! bytes/received|sent (totals) and load/bytes/received|sent (bytes per
 //! minute over the last interval); fieldgate's own limits/<limit> (the
 //! times each broker limit was hit, named by its config key). Owns nothing but its task; must not
@@ -45,6 +46,8 @@ fn figures(s: &Snapshot, last: &Snapshot, per: Duration) -> Vec<(&'static str, S
         ("messages/publish/sent", s.publish_sent.to_string()),
         ("messages/publish/dropped", s.publish_dropped.to_string()),
         ("messages/retained/count", s.retained.to_string()),
+        ("messages/expired", s.messages_expired.to_string()),
+        ("clients/mqtt5", s.clients_v5.to_string()),
         ("subscriptions/count", s.subscriptions.to_string()),
         ("bytes/received", s.bytes_received.to_string()),
         ("bytes/sent", s.bytes_sent.to_string()),

@@ -14,6 +14,7 @@ use crate::broker::router::Durable;
 use crate::broker::session::{AckIs, Control, Delivery};
 use crate::broker::stats::add;
 use crate::broker::store::StoreOp;
+use crate::broker::subscription::SubOpts;
 
 impl Conn {
     pub(super) async fn handle(&mut self, p: Packet) -> Result<(), End> {
@@ -73,6 +74,7 @@ impl Conn {
                 if let Some(store) = &router.store {
                     store.room().await;
                 }
+                let filters = filters.into_iter().map(|(f, q)| (f, SubOpts::qos(q))).collect();
                 let (codes, granted) = router.subscribe(&cell, filters, self.user());
                 self.ack(Control::SubAck(pkid, codes), None);
                 for (msg, qos) in router.retained_for(&granted).await {
@@ -81,6 +83,7 @@ impl Conn {
                         qos,
                         retain: true, // MQTT-3.3.1-8
                         seq: 0,
+                        sub_ids: Vec::new(),
                     };
                     router.deliver(&cell, d).await;
                 }

@@ -33,7 +33,7 @@ use super::listener::PendingSlot;
 use super::message::Message;
 use super::packet::{self, Connect, DecodeError, Packet, connack};
 use super::router::{Attach, Durable, Router};
-use super::session::{Cell, Control};
+use super::session::{Cell, Control, Peer};
 use super::stats::add;
 use super::writer;
 
@@ -148,6 +148,9 @@ pub async fn serve<S>(
     let attach = Attach {
         client_id: client_id.clone(),
         clean: connect.clean_session,
+        persistent: !connect.clean_session,
+        expiry: ctx.limits.session_expiry,
+        peer: Peer::default(),
         user: user.clone(),
         no_local: connect.bridge,
         kick: kick.clone(),

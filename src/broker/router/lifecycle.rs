@@ -13,14 +13,23 @@ use tokio_util::sync::CancellationToken;
 use super::{Router, Sub, lock};
 use crate::broker::limits::Limit;
 use crate::broker::message::Message;
-use crate::broker::session::{Attached, Cell, Session};
+use crate::broker::session::{Attached, Cell, Peer, Session};
 use crate::broker::stats::add;
 use crate::broker::store::{Loaded, StoreOp};
+use crate::broker::subscription::SubOpts;
 
 /// Who attaches to a session (from the CONNECT and the login).
 pub struct Attach {
     pub client_id: Arc<str>,
+    /// Clean session (3.1.1) or Clean Start (5): a stored session is
+    /// discarded.
     pub clean: bool,
+    /// The session outlives the connection (3.1.1: clean session 0; 5: a
+    /// Session Expiry Interval above 0).
+    pub persistent: bool,
+    /// How long it outlives it (capped by the caller).
+    pub expiry: std::time::Duration,
+    pub peer: Peer,
     pub user: Option<Arc<str>>,
     /// A bridge: its own messages are not sent back to it.
     pub no_local: bool,
@@ -45,11 +54,17 @@ impl Router {
         for st in loaded.sessions {
             let id: Arc<str> = st.client_id.into();
             let mut s = Session::new(id.clone(), true);
+            // the expiry is not stored: a restored session gets the cap
+            s.expiry = self.limits.session_expiry;
             s.restore(st.messages, st.total_rows, st.total_bytes);
             s.inbound.extend(st.inbound_qos2);
-            let subs = st.subscriptions;
-            for (f, q) in &subs {
-                s.subscriptions.insert(f.clone(), *q);
+            let subs: Vec<(String, SubOpts)> = st
+                .subscriptions
+                .into_iter()
+                .map(|(f, b)| (f, SubOpts::from_byte(b)))
+                .collect();
+            for (f, o) in &subs {
+                s.subscriptions.insert(f.clone(), *o);
             }
             self.flush_ops(&mut s);
             self.persistent.fetch_add(1, Relaxed);
@@ -57,7 +72,7 @@ impl Router {
             for (f, q) in subs {
                 let sub = Sub {
                     cell: cell.clone(),
-                    qos: q,
+                    opts: q,
                 };
                 tree.insert(&f, sub, |x| Arc::ptr_eq(&x.cell, &cell));
             }
@@ -80,6 +95,12 @@ impl Router {
             let mut s = cell.lock();
             if let Some(old) = s.attached.take() {
                 old.kick.cancel(); // MQTT-3.1.4-2
+                // the old connection's disconnect finds the session taken
+                // over and counts nothing: count it gone here
+                self.stats.clients_connected.fetch_sub(1, Relaxed);
+                if s.peer.v5 {
+                    self.stats.clients_v5.fetch_sub(1, Relaxed);
+                }
             } else {
                 self.stats.clients_disconnected.fetch_sub(1, Relaxed);
             }
@@ -97,13 +118,13 @@ impl Router {
         let cell = match kept {
             Some(cell) => cell,
             None => {
-                if !c.clean && self.persistent.load(Relaxed) >= self.limits.max_sessions {
+                if c.persistent && self.persistent.load(Relaxed) >= self.limits.max_sessions {
                     sessions.remove(&c.client_id);
                     self.stats.limits.hit(Limit::Sessions, &c.client_id);
                     return None;
                 }
-                let cell = Cell::new(Session::new(c.client_id.clone(), !c.clean));
-                if !c.clean {
+                let cell = Cell::new(Session::new(c.client_id.clone(), c.persistent));
+                if c.persistent {
                     self.persistent.fetch_add(1, Relaxed);
                     if let Some(store) = &self.store {
                         store.push(StoreOp::SaveSession {
@@ -120,6 +141,11 @@ impl Router {
         let mut s = cell.lock();
         s.user = c.user;
         s.no_local = c.no_local;
+        s.expiry = c.expiry;
+        s.peer = c.peer;
+        if c.peer.v5 {
+            self.stats.clients_v5.fetch_add(1, Relaxed);
+        }
         s.attach(Attached {
             generation,
             kick: c.kick,
@@ -133,7 +159,6 @@ impl Router {
     /// than `persistent_session_expiry`, from memory and from disk;
     /// returns how many.
     pub fn expire_sessions(&self, now: std::time::Instant) -> usize {
-        let expiry = self.limits.session_expiry;
         let mut sessions = lock(&self.sessions);
         let expired: Vec<Arc<Cell>> = sessions
             .values()
@@ -141,7 +166,7 @@ impl Router {
                 let s = cell.lock();
                 s.attached.is_none()
                     && s.detached_at
-                        .is_some_and(|t| now.saturating_duration_since(t) >= expiry)
+                        .is_some_and(|t| now.saturating_duration_since(t) >= s.expiry)
             })
             .cloned()
             .collect();
@@ -190,7 +215,12 @@ impl Router {
         }
         let dropped = s.detach();
         add(&self.stats.publish_dropped, dropped as u64);
-        let persistent = s.persistent;
+        if s.peer.v5 {
+            self.stats.clients_v5.fetch_sub(1, Relaxed);
+        }
+        // an MQTT 5 client may resume a stored session with an expiry of
+        // 0: it ends with this connection
+        let persistent = s.persistent && !s.expiry.is_zero();
         drop(s);
         self.stats.clients_connected.fetch_sub(1, Relaxed);
         if persistent {

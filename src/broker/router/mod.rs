@@ -30,10 +30,11 @@ use std::time::Duration;
 
 use super::acl::Acl;
 use super::limits::Limit;
-use super::message::Message;
+use super::message::{Message, now_ms};
 use super::session::{Cell, Delivery, Limits, Offer, Session, row_bytes};
 use super::stats::{Stats, add};
 use super::store::{Store, StoreOp, StoredMessage};
+use super::subscription::SubOpts;
 use super::topics::{Tree, matches};
 
 /// How long a publisher waits for room in a subscriber's full queue.
@@ -91,13 +92,22 @@ pub trait Intake: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct Sub {
     pub cell: Arc<Cell>,
-    pub qos: u8,
+    pub opts: SubOpts,
 }
 
 impl PartialEq for Sub {
     fn eq(&self, o: &Sub) -> bool {
-        Arc::ptr_eq(&self.cell, &o.cell) && self.qos == o.qos
+        Arc::ptr_eq(&self.cell, &o.cell) && self.opts == o.opts
     }
+}
+
+/// One session's copy of a message: the matching subscriptions folded
+/// (MQTT-3.3.5-1: one copy at the highest QoS, every identifier).
+struct Target {
+    cell: Arc<Cell>,
+    qos: u8,
+    retain_as_published: bool,
+    ids: Vec<u32>,
 }
 
 pub struct Router {
@@ -149,6 +159,12 @@ impl Router {
 
     /// Pushes the store ops a session produced.
     pub fn flush_ops(&self, s: &mut Session) {
+        let expired = std::mem::take(&mut s.expired_delta);
+        let oversize = std::mem::take(&mut s.oversize_delta);
+        if expired + oversize > 0 {
+            add(&self.stats.messages_expired, expired);
+            add(&self.stats.publish_dropped, expired + oversize);
+        }
         let delta = std::mem::take(&mut s.disk_delta);
         if delta > 0 {
             self.stats.store_bytes.fetch_add(delta as u64, Relaxed);
@@ -174,11 +190,11 @@ impl Router {
     pub fn subscribe(
         &self,
         cell: &Arc<Cell>,
-        filters: Vec<(String, u8)>,
+        filters: Vec<(String, SubOpts)>,
         user: Option<&str>,
-    ) -> (Vec<u8>, Vec<(String, u8)>) {
+    ) -> (Vec<u8>, Vec<(String, SubOpts)>) {
         let mut codes = Vec::with_capacity(filters.len());
-        let mut granted: Vec<(String, u8)> = Vec::new();
+        let mut granted: Vec<(String, SubOpts)> = Vec::new();
         {
             let s = cell.lock();
             let mut held = s.subscriptions.len();
@@ -198,7 +214,7 @@ impl Router {
                     continue;
                 }
                 held += usize::from(new);
-                codes.push(q);
+                codes.push(q.qos);
                 match granted.iter_mut().find(|(g, _)| *g == f) {
                     Some(g) => g.1 = q,
                     None => granted.push((f, q)),
@@ -210,7 +226,7 @@ impl Router {
         for (f, q) in &granted {
             let sub = Sub {
                 cell: cell.clone(),
-                qos: *q,
+                opts: *q,
             };
             tree.insert(f, sub, |x| Arc::ptr_eq(&x.cell, cell));
             s.subscriptions.insert(f.clone(), *q);
@@ -219,7 +235,7 @@ impl Router {
                 StoreOp::Subscribe {
                     client_id: s.client_id.to_string(),
                     filter: f.clone(),
-                    qos: *q,
+                    qos: q.to_byte(),
                 },
             );
         }
@@ -240,15 +256,15 @@ impl Router {
     /// wildcards are looked up; the others are matched against a copy of
     /// the retained set taken under the lock, yielding every
     /// [`MATCH_BUDGET`] matches.
-    pub async fn retained_for(&self, granted: &[(String, u8)]) -> Vec<(Message, u8)> {
+    pub async fn retained_for(&self, granted: &[(String, SubOpts)]) -> Vec<(Message, u8)> {
         let (wild, exact): (Vec<_>, Vec<_>) =
             granted.iter().partition(|(f, _)| f.contains(['+', '#']));
         let mut out: Vec<(Message, u8)> = Vec::new();
         let all: Vec<Message> = {
             let r = lock(&self.retained);
-            for (f, q) in &exact {
+            for (f, o) in &exact {
                 if let Some(m) = r.map.get(f.as_str()) {
-                    out.push((m.clone(), (*q).min(m.qos)));
+                    out.push((m.clone(), o.qos.min(m.qos)));
                 }
             }
             match wild.is_empty() {
@@ -261,7 +277,7 @@ impl Router {
             let best = wild
                 .iter()
                 .filter(|(f, _)| matches(f, &m.topic))
-                .map(|(_, q)| *q)
+                .map(|(_, o)| o.qos)
                 .max();
             if let Some(q) = best {
                 let q = q.min(m.qos);
@@ -354,28 +370,19 @@ impl Router {
         if msg.retain {
             self.retain(&msg);
         }
-        let skip = from.filter(|c| c.lock().no_local);
-        let mut targets: Vec<Sub> = Vec::new();
-        {
-            let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
-            tree.for_each_match(&msg.topic, |s| {
-                if skip.is_some_and(|c| Arc::ptr_eq(c, &s.cell)) {
-                    return;
-                }
-                // one copy per session, at the highest matching QoS
-                match targets.iter_mut().find(|t| Arc::ptr_eq(&t.cell, &s.cell)) {
-                    Some(t) => t.qos = t.qos.max(s.qos),
-                    None => targets.push(s.clone()),
-                }
-            });
+        let now = now_ms();
+        if msg.expired(now) {
+            return None; // MQTT-3.3.2-5: not delivered after it expired
         }
+        let targets = self.targets(&msg, from);
         let mut durable = false;
         for t in targets {
             let d = Delivery {
                 msg: msg.clone(),
                 qos: msg.qos.min(t.qos),
-                retain: false,
+                retain: msg.retain && t.retain_as_published, // MQTT-3.3.1-12/13
                 seq: 0,
+                sub_ids: t.ids,
             };
             durable |= self.deliver(&t.cell, d).await;
         }
@@ -383,6 +390,38 @@ impl Router {
             (Some(store), true) => Some(Box::pin(store.sync())),
             _ => None,
         }
+    }
+
+    /// The sessions `msg` goes to, each once (MQTT-3.3.5-1), without the
+    /// publisher's own no-local subscriptions (MQTT-3.8.3-3; a bridge's
+    /// session is no-local as a whole).
+    fn targets(&self, msg: &Message, from: Option<&Arc<Cell>>) -> Vec<Target> {
+        let bridge = from.is_some_and(|c| c.lock().no_local);
+        let mut targets: Vec<Target> = Vec::new();
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.for_each_match(&msg.topic, |s| {
+            let own = from.is_some_and(|c| Arc::ptr_eq(c, &s.cell));
+            if own && (bridge || s.opts.no_local) {
+                return;
+            }
+            let at = match targets.iter().position(|t| Arc::ptr_eq(&t.cell, &s.cell)) {
+                Some(at) => at,
+                None => {
+                    targets.push(Target {
+                        cell: s.cell.clone(),
+                        qos: 0,
+                        retain_as_published: false,
+                        ids: Vec::new(),
+                    });
+                    targets.len() - 1
+                }
+            };
+            let t = &mut targets[at];
+            t.qos = t.qos.max(s.opts.qos);
+            t.retain_as_published |= s.opts.retain_as_published;
+            t.ids.extend(s.opts.id);
+        });
+        targets
     }
 
     /// Offers one delivery to one session, waiting up to [`FULL_WAIT`] for

@@ -2,7 +2,8 @@
 //! packets, resends after a reconnect, queued messages within the
 //! in-flight window), packet ids, and the client's acknowledgements
 //! (MQTT-4.3.2, 4.3.3, 4.4.0-1). Must not touch sockets.
-use super::{Control, Flight, Limits, Outgoing, Session, row_bytes};
+use super::{Control, Flight, Limits, Outgoing, Session, publish_size_bound, row_bytes};
+use crate::broker::message::now_ms;
 use crate::broker::store::{OutState, StoreOp};
 
 /// What a client's acknowledgement of an outgoing message was.
@@ -50,17 +51,33 @@ impl Session {
                 });
             }
         }
+        let window = l.max_inflight.min(usize::from(self.peer.receive_maximum.max(1)));
+        let now = now_ms();
         while out.len() < max {
             let Some(front) = self.queue.front() else {
                 break;
             };
-            if front.qos > 0 && self.inflight.len() >= l.max_inflight {
+            if front.qos > 0 && self.inflight.len() >= window {
                 break;
             }
             let Some(d) = self.queue.pop_front() else {
                 break;
             };
             self.queued_bytes = self.queued_bytes.saturating_sub(d.msg.size());
+            if d.msg.expired(now) {
+                self.expired_delta += 1; // MQTT-3.3.2-5: never sent stale
+                self.discard(&d);
+                continue;
+            }
+            if self
+                .peer
+                .max_packet
+                .is_some_and(|m| publish_size_bound(&d) > m as usize)
+            {
+                self.oversize_delta += 1; // MQTT-3.1.2-25
+                self.discard(&d);
+                continue;
+            }
             let pkid = if d.qos > 0 {
                 let pkid = self.alloc_pkid();
                 if d.seq != 0 {
@@ -85,6 +102,17 @@ impl Session {
             self.congested = false;
         }
         self.writing = !out.is_empty();
+    }
+
+    /// Removes a queued message that will not be sent from the store.
+    fn discard(&mut self, d: &super::Delivery) {
+        if d.seq != 0 {
+            self.add_disk(-(row_bytes(&self.client_id, &d.msg) as i64));
+            self.ops.push(StoreOp::RemoveMessage {
+                client_id: self.client_id.to_string(),
+                seq: d.seq,
+            });
+        }
     }
 
     fn position(&self, pkid: u16) -> Option<usize> {

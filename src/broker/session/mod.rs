@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::Message;
 use super::store::{OutState, QueuedRow, StoreOp, StoredMessage};
+use super::subscription::SubOpts;
 
 pub use super::limits::Limits;
 
@@ -45,6 +46,8 @@ pub struct Delivery {
     pub retain: bool,
     /// Store row of a persistent session's QoS 1/2 message; 0 otherwise.
     pub seq: u64,
+    /// Subscription identifiers of the matching subscriptions (MQTT 5).
+    pub sub_ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +100,45 @@ pub enum Offer {
     SpoolFull,
 }
 
+/// What the client at the other end asked for in its CONNECT (MQTT 5
+/// properties; a 3.1.1 client gets the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// MQTT 5: packets are written with properties and reason codes.
+    pub v5: bool,
+    /// Receive Maximum: QoS 1/2 messages in flight to it at most
+    /// (MQTT-3.3.4-9), under `max_inflight`.
+    pub receive_maximum: u16,
+    /// Maximum Packet Size: a message that would be larger is dropped for
+    /// this client and counted (MQTT-3.1.2-25).
+    pub max_packet: Option<u32>,
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Peer {
+            v5: false,
+            receive_maximum: u16::MAX,
+            max_packet: None,
+        }
+    }
+}
+
+/// An upper bound of a PUBLISH's size on the wire at MQTT 5 (fixed header,
+/// topic, packet id, properties, payload), for the client's maximum.
+pub fn publish_size_bound(d: &Delivery) -> usize {
+    let props = d.msg.props.as_deref().map_or(0, |p| {
+        p.content_type.as_ref().map_or(0, |s| 3 + s.len())
+            + p.response_topic.as_ref().map_or(0, |s| 3 + s.len())
+            + p.correlation_data.as_ref().map_or(0, |b| 3 + b.len())
+            + p.user.iter().map(|(k, v)| 5 + k.len() + v.len()).sum::<usize>()
+            + 2
+    }) + 5 // message expiry
+        + 5 * d.sub_ids.len()
+        + 4; // property length
+    5 + 2 + d.msg.topic.len() + 2 + props + d.msg.payload.len()
+}
+
 /// The connection a session is attached to.
 #[derive(Debug)]
 pub struct Attached {
@@ -111,7 +153,7 @@ pub struct Session {
     pub persistent: bool,
     /// User name of the last login (for ACL read checks per delivery).
     pub user: Option<Arc<str>>,
-    pub subscriptions: BTreeMap<String, u8>,
+    pub subscriptions: BTreeMap<String, SubOpts>,
     queue: VecDeque<Delivery>,
     queued_bytes: usize,
     inflight: VecDeque<(u16, Flight)>,
@@ -146,6 +188,15 @@ pub struct Session {
     pub disk_delta: i64,
     /// When the last connection ended (restored sessions: when restored).
     pub detached_at: Option<std::time::Instant>,
+    /// How long the session outlives its connection (MQTT 5 Session
+    /// Expiry Interval, capped; a 3.1.1 persistent session gets the cap).
+    pub expiry: std::time::Duration,
+    /// The client at the other end.
+    pub peer: Peer,
+    /// Messages dropped from the queue since the router last took the
+    /// count: expired (MQTT-3.3.2-5), and too large for the client.
+    pub expired_delta: u64,
+    pub oversize_delta: u64,
 }
 
 /// A session and the wake-ups around it.
@@ -213,6 +264,10 @@ impl Session {
             disk_bytes: 0,
             disk_delta: 0,
             detached_at: None,
+            expiry: std::time::Duration::ZERO,
+            peer: Peer::default(),
+            expired_delta: 0,
+            oversize_delta: 0,
         }
     }
 
@@ -232,6 +287,7 @@ impl Session {
                 qos: r.msg.qos,
                 retain: r.msg.retain,
                 seq: r.seq,
+                sub_ids: Vec::new(),
             };
             match r.state {
                 OutState::Queued => {
@@ -370,6 +426,7 @@ impl Session {
                 qos: r.msg.qos,
                 retain: r.msg.retain,
                 seq: r.seq,
+                sub_ids: Vec::new(),
             };
             let disk = row_bytes(&self.client_id, &d.msg);
             self.spooled_bytes = self.spooled_bytes.saturating_sub(disk);

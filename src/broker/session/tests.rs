@@ -32,6 +32,7 @@ fn d(qos: u8, payload: &'static str) -> Delivery {
         qos,
         retain: false,
         seq: 0,
+        sub_ids: Vec::new(),
     }
 }
 
