@@ -105,6 +105,9 @@ mod tests {
         assert_eq!(m.remaining_secs(8_000), Some(3));
         assert!(!m.expired(10_499));
         assert!(m.expired(10_500));
-        assert_eq!(Message::new("t".into(), Bytes::new(), 0, false).remaining_secs(0), None);
+        assert_eq!(
+            Message::new("t".into(), Bytes::new(), 0, false).remaining_secs(0),
+            None
+        );
     }
 }

@@ -74,7 +74,10 @@ impl Conn {
                 if let Some(store) = &router.store {
                     store.room().await;
                 }
-                let filters = filters.into_iter().map(|(f, q)| (f, SubOpts::qos(q))).collect();
+                let filters = filters
+                    .into_iter()
+                    .map(|(f, q)| (f, SubOpts::qos(q)))
+                    .collect();
                 let (codes, granted) = router.subscribe(&cell, filters, self.user());
                 self.ack(Control::SubAck(pkid, codes), None);
                 for (msg, qos) in router.retained_for(&granted).await {

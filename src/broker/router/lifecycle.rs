@@ -16,7 +16,7 @@ use crate::broker::message::Message;
 use crate::broker::session::{Attached, Cell, Peer, Session};
 use crate::broker::stats::add;
 use crate::broker::store::{Loaded, StoreOp};
-use crate::broker::subscription::SubOpts;
+use crate::broker::subscription::{SubOpts, tree_key};
 
 /// Who attaches to a session (from the CONNECT and the login).
 pub struct Attach {
@@ -70,11 +70,13 @@ impl Router {
             self.persistent.fetch_add(1, Relaxed);
             let cell = Cell::new(s);
             for (f, q) in subs {
+                let Some(key) = tree_key(&f) else { continue };
                 let sub = Sub {
                     cell: cell.clone(),
                     opts: q,
+                    share: key.share.clone(),
                 };
-                tree.insert(&f, sub, |x| Arc::ptr_eq(&x.cell, &cell));
+                tree.insert(key.filter, sub, |x| x.same(&cell, &key.share));
             }
             sessions.insert(id, cell);
             add(&self.stats.clients_disconnected, 1);
@@ -196,7 +198,9 @@ impl Router {
         }
         let mut tree = self.tree_write();
         for f in filters {
-            tree.remove(&f, |x| Arc::ptr_eq(&x.cell, cell));
+            if let Some(key) = tree_key(&f) {
+                tree.remove(key.filter, |x| x.same(cell, &key.share));
+            }
         }
         self.stats.subscriptions.store(tree.len() as u64, Relaxed);
         drop(tree);

@@ -12,12 +12,15 @@
 //! sessions (`max_subscriptions_per_client`, `max_retained_messages` /
 //! `_bytes`, `max_store_bytes`, `max_sessions`, session expiry). Retained
 //! messages for a SUBSCRIBE are matched off the lock, yielding to the
-//! runtime every [`MATCH_BUDGET`] matches, so a SUBSCRIBE with many
+//! runtime every `MATCH_BUDGET` matches, so a SUBSCRIBE with many
 //! filters over many retained messages never holds up other clients.
 //! Lock order: tree, then one session at a time; never two sessions.
-//! Must not touch sockets.
+//! Must not touch sockets. What each child owns: its own `//!`.
 
+mod fanout;
 mod lifecycle;
+mod retained;
+mod subscriptions;
 
 pub use lifecycle::Attach;
 
@@ -33,50 +36,13 @@ use super::limits::Limit;
 use super::message::{Message, now_ms};
 use super::session::{Cell, Delivery, Limits, Offer, Session, row_bytes};
 use super::stats::{Stats, add};
-use super::store::{Store, StoreOp, StoredMessage};
+use super::store::Store;
 use super::subscription::SubOpts;
-use super::topics::{Tree, matches};
+use super::topics::Tree;
+use retained::Retained;
 
 /// How long a publisher waits for room in a subscriber's full queue.
 pub const FULL_WAIT: Duration = Duration::from_millis(500);
-/// Filter-against-topic matches between two yields while the retained
-/// messages for a SUBSCRIBE are looked up (about a millisecond of work).
-pub const MATCH_BUDGET: usize = 20_000;
-/// SUBACK return code of a refused filter (MQTT-3.9.3).
-const SUBACK_FAILURE: u8 = 0x80;
-
-/// The retained messages; `count` and `bytes` (topic + payload) cover the
-/// clients' and the gateway's, not the broker's own `$SYS` figures.
-#[derive(Default)]
-struct Retained {
-    map: HashMap<Arc<str>, Message>,
-    count: usize,
-    bytes: u64,
-}
-
-impl Retained {
-    fn counted(topic: &str) -> bool {
-        !topic.starts_with("$SYS/")
-    }
-
-    fn insert(&mut self, msg: Message) {
-        self.remove(&msg.topic);
-        if Self::counted(&msg.topic) {
-            self.count += 1;
-            self.bytes += msg.size() as u64;
-        }
-        self.map.insert(msg.topic.clone(), msg);
-    }
-
-    fn remove(&mut self, topic: &str) -> Option<Message> {
-        let old = self.map.remove(topic)?;
-        if Self::counted(topic) {
-            self.count -= 1;
-            self.bytes = self.bytes.saturating_sub(old.size() as u64);
-        }
-        Some(old)
-    }
-}
 
 /// A future that says whether a message was made durable.
 pub type Durable = Pin<Box<dyn Future<Output = bool> + Send>>;
@@ -93,21 +59,22 @@ pub trait Intake: Send + Sync {
 pub struct Sub {
     pub cell: Arc<Cell>,
     pub opts: SubOpts,
+    /// A shared subscription's whole filter (`$share/{group}/{filter}`):
+    /// the members of one share get each message once among them.
+    pub share: Option<Arc<str>>,
+}
+
+impl Sub {
+    /// The same subscription entry: this session's, in the same share.
+    pub fn same(&self, cell: &Arc<Cell>, share: &Option<Arc<str>>) -> bool {
+        Arc::ptr_eq(&self.cell, cell) && self.share == *share
+    }
 }
 
 impl PartialEq for Sub {
     fn eq(&self, o: &Sub) -> bool {
-        Arc::ptr_eq(&self.cell, &o.cell) && self.opts == o.opts
+        self.same(&o.cell, &o.share) && self.opts == o.opts
     }
-}
-
-/// One session's copy of a message: the matching subscriptions folded
-/// (MQTT-3.3.5-1: one copy at the highest QoS, every identifier).
-struct Target {
-    cell: Arc<Cell>,
-    qos: u8,
-    retain_as_published: bool,
-    ids: Vec<u32>,
 }
 
 pub struct Router {
@@ -122,6 +89,8 @@ pub struct Router {
     generation: AtomicU64,
     /// Persistent sessions held (for `max_sessions`).
     persistent: AtomicUsize,
+    /// The next turn in each share (round robin).
+    share_turns: Mutex<HashMap<Arc<str>, usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,6 +110,7 @@ impl Router {
             acl,
             generation: AtomicU64::new(1),
             persistent: AtomicUsize::new(0),
+            share_turns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -182,180 +152,6 @@ impl Router {
         }
     }
 
-    /// Adds subscriptions; returns the SUBACK codes and the granted
-    /// filters (whose retained messages the caller then delivers,
-    /// MQTT-3.8.4-3, with [`Router::retained_for`]). A filter the ACL
-    /// denies, or a new one past `max_subscriptions_per_client`, gets 0x80.
-    /// A persistent session stores each granted filter on its own.
-    pub fn subscribe(
-        &self,
-        cell: &Arc<Cell>,
-        filters: Vec<(String, SubOpts)>,
-        user: Option<&str>,
-    ) -> (Vec<u8>, Vec<(String, SubOpts)>) {
-        let mut codes = Vec::with_capacity(filters.len());
-        let mut granted: Vec<(String, SubOpts)> = Vec::new();
-        {
-            let s = cell.lock();
-            let mut held = s.subscriptions.len();
-            for (f, q) in filters {
-                if let Some(acl) = &self.acl
-                    && !s.internal
-                    && !acl.can_subscribe(user, &cell.client_id, &f)
-                {
-                    codes.push(SUBACK_FAILURE);
-                    continue;
-                }
-                let new =
-                    !s.subscriptions.contains_key(&f) && !granted.iter().any(|(g, _)| *g == f);
-                if new && held >= self.limits.max_subscriptions {
-                    self.stats.limits.hit(Limit::Subscriptions, &cell.client_id);
-                    codes.push(SUBACK_FAILURE);
-                    continue;
-                }
-                held += usize::from(new);
-                codes.push(q.qos);
-                match granted.iter_mut().find(|(g, _)| *g == f) {
-                    Some(g) => g.1 = q,
-                    None => granted.push((f, q)),
-                }
-            }
-        }
-        let mut tree = self.tree_write();
-        let mut s = cell.lock();
-        for (f, q) in &granted {
-            let sub = Sub {
-                cell: cell.clone(),
-                opts: *q,
-            };
-            tree.insert(f, sub, |x| Arc::ptr_eq(&x.cell, cell));
-            s.subscriptions.insert(f.clone(), *q);
-            self.store_subscription(
-                &s,
-                StoreOp::Subscribe {
-                    client_id: s.client_id.to_string(),
-                    filter: f.clone(),
-                    qos: q.to_byte(),
-                },
-            );
-        }
-        self.stats.subscriptions.store(tree.len() as u64, Relaxed);
-        (codes, granted)
-    }
-
-    fn store_subscription(&self, s: &Session, op: StoreOp) {
-        if s.persistent
-            && let Some(store) = &self.store
-        {
-            store.push(op);
-        }
-    }
-
-    /// Retained messages matching `granted`, for one subscriber, in topic
-    /// order, each once at the highest granted QoS. Filters without
-    /// wildcards are looked up; the others are matched against a copy of
-    /// the retained set taken under the lock, yielding every
-    /// [`MATCH_BUDGET`] matches.
-    pub async fn retained_for(&self, granted: &[(String, SubOpts)]) -> Vec<(Message, u8)> {
-        let (wild, exact): (Vec<_>, Vec<_>) =
-            granted.iter().partition(|(f, _)| f.contains(['+', '#']));
-        let mut out: Vec<(Message, u8)> = Vec::new();
-        let all: Vec<Message> = {
-            let r = lock(&self.retained);
-            for (f, o) in &exact {
-                if let Some(m) = r.map.get(f.as_str()) {
-                    out.push((m.clone(), o.qos.min(m.qos)));
-                }
-            }
-            match wild.is_empty() {
-                true => Vec::new(),
-                false => r.map.values().cloned().collect(),
-            }
-        };
-        let mut work = 0;
-        for m in all {
-            let best = wild
-                .iter()
-                .filter(|(f, _)| matches(f, &m.topic))
-                .map(|(_, o)| o.qos)
-                .max();
-            if let Some(q) = best {
-                let q = q.min(m.qos);
-                out.push((m, q));
-            }
-            work += wild.len();
-            if work >= MATCH_BUDGET {
-                work = 0;
-                tokio::task::yield_now().await;
-            }
-        }
-        out.sort_by(|a, b| a.0.topic.cmp(&b.0.topic).then(b.1.cmp(&a.1)));
-        out.dedup_by(|later, kept| later.0.topic == kept.0.topic);
-        out
-    }
-
-    pub fn unsubscribe(&self, cell: &Arc<Cell>, filters: &[String]) {
-        let mut tree = self.tree_write();
-        let mut s = cell.lock();
-        for f in filters {
-            tree.remove(f, |x| Arc::ptr_eq(&x.cell, cell));
-            if s.subscriptions.remove(f).is_some() {
-                self.store_subscription(
-                    &s,
-                    StoreOp::Unsubscribe {
-                        client_id: s.client_id.to_string(),
-                        filter: f.clone(),
-                    },
-                );
-            }
-        }
-        self.stats.subscriptions.store(tree.len() as u64, Relaxed);
-    }
-
-    /// Sets, replaces or (empty payload) clears the retained message of
-    /// its topic (MQTT-3.3.1-5/10/11). A new message past
-    /// `max_retained_messages` or `max_retained_bytes` is not retained (an
-    /// older one of its topic is cleared: never a stale value) and counted.
-    fn retain(&self, msg: &Message) {
-        let mut r = lock(&self.retained);
-        let old = r.remove(&msg.topic);
-        let fits = !Retained::counted(&msg.topic)
-            || (r.count < self.limits.max_retained_messages
-                && r.bytes + msg.size() as u64 <= self.limits.max_retained_bytes);
-        let stored = if msg.payload.is_empty() {
-            None
-        } else if fits {
-            r.insert(msg.clone());
-            Some(msg)
-        } else {
-            self.stats.limits.hit(Limit::Retained, &msg.topic);
-            None
-        };
-        self.stats.retained.store(r.map.len() as u64, Relaxed);
-        self.stats.retained_bytes.store(r.bytes, Relaxed);
-        drop(r);
-        if stored.is_none() && old.is_none() {
-            return;
-        }
-        if let Some(store) = &self.store
-            && !msg.topic.starts_with('$')
-        {
-            store.push(match stored {
-                Some(m) => StoreOp::SetRetained {
-                    msg: StoredMessage {
-                        topic: m.topic.to_string(),
-                        payload: m.payload.clone(),
-                        qos: m.qos,
-                        retain: true,
-                    },
-                },
-                None => StoreOp::ClearRetained {
-                    topic: msg.topic.to_string(),
-                },
-            });
-        }
-    }
-
     /// Routes `msg` to every matching session (callers count it as
     /// received: clients' and the gateway's messages, not `$SYS`); waits (bounded) for room in
     /// full queues. The result resolves when every persistent session's
@@ -391,39 +187,9 @@ impl Router {
             _ => None,
         }
     }
+}
 
-    /// The sessions `msg` goes to, each once (MQTT-3.3.5-1), without the
-    /// publisher's own no-local subscriptions (MQTT-3.8.3-3; a bridge's
-    /// session is no-local as a whole).
-    fn targets(&self, msg: &Message, from: Option<&Arc<Cell>>) -> Vec<Target> {
-        let bridge = from.is_some_and(|c| c.lock().no_local);
-        let mut targets: Vec<Target> = Vec::new();
-        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
-        tree.for_each_match(&msg.topic, |s| {
-            let own = from.is_some_and(|c| Arc::ptr_eq(c, &s.cell));
-            if own && (bridge || s.opts.no_local) {
-                return;
-            }
-            let at = match targets.iter().position(|t| Arc::ptr_eq(&t.cell, &s.cell)) {
-                Some(at) => at,
-                None => {
-                    targets.push(Target {
-                        cell: s.cell.clone(),
-                        qos: 0,
-                        retain_as_published: false,
-                        ids: Vec::new(),
-                    });
-                    targets.len() - 1
-                }
-            };
-            let t = &mut targets[at];
-            t.qos = t.qos.max(s.opts.qos);
-            t.retain_as_published |= s.opts.retain_as_published;
-            t.ids.extend(s.opts.id);
-        });
-        targets
-    }
-
+impl Router {
     /// Offers one delivery to one session, waiting up to [`FULL_WAIT`] for
     /// room; `true` when it went to the store.
     pub async fn deliver(&self, cell: &Arc<Cell>, mut d: Delivery) -> bool {

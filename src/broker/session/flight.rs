@@ -51,7 +51,9 @@ impl Session {
                 });
             }
         }
-        let window = l.max_inflight.min(usize::from(self.peer.receive_maximum.max(1)));
+        let window = l
+            .max_inflight
+            .min(usize::from(self.peer.receive_maximum.max(1)));
         let now = now_ms();
         while out.len() < max {
             let Some(front) = self.queue.front() else {

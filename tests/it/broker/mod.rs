@@ -25,6 +25,7 @@ mod qos;
 pub mod raw;
 mod retained;
 mod sessions;
+mod shared;
 mod sys;
 mod topics;
 mod validation;

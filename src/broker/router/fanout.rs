@@ -1,0 +1,91 @@
+//! Who gets a message: the sessions whose subscriptions match, each once
+//! at the highest matching QoS with every matching subscription identifier
+//! (MQTT-3.3.5-1, MQTT-3.3.4-3), without the publisher's own no-local
+//! subscriptions (MQTT-3.8.3-3), and one member of each shared
+//! subscription in turn. Must not deliver: the router's `deliver` does.
+
+use std::sync::Arc;
+
+use super::{Router, Sub, lock};
+use crate::broker::message::Message;
+use crate::broker::session::Cell;
+
+/// One session's copy of a message: the matching subscriptions folded
+/// (MQTT-3.3.5-1: one copy at the highest QoS, every identifier).
+pub(super) struct Target {
+    pub(super) cell: Arc<Cell>,
+    pub(super) qos: u8,
+    pub(super) retain_as_published: bool,
+    pub(super) ids: Vec<u32>,
+}
+
+impl Router {
+    /// The sessions `msg` goes to, each once (MQTT-3.3.5-1), without the
+    /// publisher's own no-local subscriptions (MQTT-3.8.3-3; a bridge's
+    /// session is no-local as a whole).
+    pub(super) fn targets(&self, msg: &Message, from: Option<&Arc<Cell>>) -> Vec<Target> {
+        let bridge = from.is_some_and(|c| c.lock().no_local);
+        let mut targets: Vec<Target> = Vec::new();
+        let mut shares: Vec<(Arc<str>, Vec<Sub>)> = Vec::new();
+        let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+        tree.for_each_match(&msg.topic, |s| {
+            let own = from.is_some_and(|c| Arc::ptr_eq(c, &s.cell));
+            if own && (bridge || s.opts.no_local) {
+                return;
+            }
+            if let Some(share) = &s.share {
+                match shares.iter_mut().find(|(k, _)| k == share) {
+                    Some((_, members)) => members.push(s.clone()),
+                    None => shares.push((share.clone(), vec![s.clone()])),
+                }
+                return;
+            }
+            fold(&mut targets, s);
+        });
+        drop(tree);
+        for (share, members) in shares {
+            fold(&mut targets, &self.pick_member(&share, members));
+        }
+        targets
+    }
+
+    /// One member of a share for the next message: round robin among the
+    /// members whose client is connected, or among all when none is (the
+    /// message then waits in that session, or is dropped at QoS 0 like any
+    /// offline delivery).
+    fn pick_member(&self, share: &Arc<str>, members: Vec<Sub>) -> Sub {
+        let online: Vec<&Sub> = members
+            .iter()
+            .filter(|m| m.cell.lock().attached.is_some())
+            .collect();
+        let pool: Vec<&Sub> = match online.is_empty() {
+            true => members.iter().collect(),
+            false => online,
+        };
+        let mut turns = lock(&self.share_turns);
+        let turn = turns.entry(share.clone()).or_insert(0);
+        let pick = pool[*turn % pool.len()].clone();
+        *turn = turn.wrapping_add(1);
+        pick
+    }
+}
+
+/// Adds subscription `s` to the copy of its session, one per session.
+fn fold(targets: &mut Vec<Target>, s: &Sub) {
+    let at = match targets.iter().position(|t| Arc::ptr_eq(&t.cell, &s.cell)) {
+        Some(at) => at,
+        None => {
+            targets.push(Target {
+                cell: s.cell.clone(),
+                qos: 0,
+                retain_as_published: false,
+                ids: Vec::new(),
+            });
+            targets.len() - 1
+        }
+    };
+    let t = &mut targets[at];
+    t.qos = t.qos.max(s.opts.qos);
+    t.retain_as_published |= s.opts.retain_as_published;
+    t.ids.extend(s.opts.id);
+}
