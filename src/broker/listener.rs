@@ -28,7 +28,7 @@ use async_tungstenite::tungstenite::handshake::server::{
 };
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -211,34 +211,63 @@ pub async fn run(
                 .hit(Limit::PendingConnections, &peer);
         }
         let _ = tcp.set_nodelay(true);
-        let (kind, for_task) = (kind.clone(), ctx.clone());
-        let task = tracker.spawn(async move {
-            let ctx = for_task;
-            let evict = slot.evicted.clone();
-            match kind {
-                Kind::Plain => serve(tcp, peer, ctx, slot, deadline).await,
-                Kind::Tls(acceptor) => {
-                    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
-                    if let Some(s) = handshaken("tls", peer, r) {
-                        serve(s, peer, ctx, slot, deadline).await;
-                    }
-                }
-                Kind::Websocket => {
-                    if let Some(ws) = upgrade(tcp, peer, &ctx, deadline, &evict).await {
-                        serve(ws, peer, ctx, slot, deadline).await;
-                    }
-                }
-                Kind::SecureWebsocket(acceptor) => {
-                    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
-                    if let Some(tls) = handshaken("wss", peer, r)
-                        && let Some(ws) = upgrade(tls, peer, &ctx, deadline, &evict).await
-                    {
-                        serve(ws, peer, ctx, slot, deadline).await;
-                    }
-                }
+        // one task type per kind, so a plain connection's task is not
+        // sized for a TLS or websocket handshake
+        let (c, kind) = (ctx.clone(), kind.clone());
+        let task = match kind {
+            Kind::Plain => tracker.spawn(serve(tcp, peer, c, slot, deadline)),
+            Kind::Tls(acceptor) => tracker.spawn(serve_tls(tcp, peer, c, slot, deadline, acceptor)),
+            Kind::Websocket => tracker.spawn(serve_websocket(tcp, peer, c, slot, deadline)),
+            Kind::SecureWebsocket(acceptor) => {
+                tracker.spawn(serve_wss(tcp, peer, c, slot, deadline, acceptor))
             }
-        });
+        };
         watch_panics(task, ctx.clone());
+    }
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    slot: PendingSlot,
+    deadline: Instant,
+    acceptor: TlsAcceptor,
+) {
+    let evict = slot.evicted.clone();
+    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
+    if let Some(s) = handshaken("tls", peer, r) {
+        serve(s, peer, ctx, slot, deadline).await;
+    }
+}
+
+async fn serve_websocket(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    slot: PendingSlot,
+    deadline: Instant,
+) {
+    let evict = slot.evicted.clone();
+    if let Some(ws) = upgrade(tcp, peer, &ctx, deadline, &evict).await {
+        serve(ws, peer, ctx, slot, deadline).await;
+    }
+}
+
+async fn serve_wss(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    slot: PendingSlot,
+    deadline: Instant,
+    acceptor: TlsAcceptor,
+) {
+    let evict = slot.evicted.clone();
+    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
+    if let Some(tls) = handshaken("wss", peer, r)
+        && let Some(ws) = upgrade(tls, peer, &ctx, deadline, &evict).await
+    {
+        serve(ws, peer, ctx, slot, deadline).await;
     }
 }
 

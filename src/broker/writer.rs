@@ -3,8 +3,8 @@
 //! queued messages while the in-flight window has room), encodes a batch
 //! into one buffer, writes it, and flushes only when nothing more is
 //! waiting. Refills the memory queue from the store's spool. Its buffers
-//! are allocated on first use and given back when it goes idle with more
-//! than [`IDLE_KEEP`] bytes held, so an idle connection costs little.
+//! are allocated on first use and given back after [`IDLE_AFTER`] with
+//! nothing to write, so an idle connection costs little.
 //!
 //! Owns the socket's write half. Must not read from the client or touch
 //! other sessions.
@@ -23,6 +23,8 @@ use super::stats::add;
 const BATCH: usize = 256;
 /// Buffer bytes an idle writer keeps.
 const IDLE_KEEP: usize = 2048;
+/// How long without anything to write makes a writer idle.
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Spool rows and bytes loaded at a time.
 const LOAD_ROWS: usize = 256;
 const LOAD_BYTES: usize = 1 << 20;
@@ -89,13 +91,20 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
         if out.is_empty() {
             wr.flush().await?;
-            if buf.capacity() > IDLE_KEEP {
-                buf = BytesMut::new();
+            // buffers stay while the client is busy; after IDLE_AFTER
+            // without anything to write they are given back
+            if tokio::time::timeout(IDLE_AFTER, wake.as_mut())
+                .await
+                .is_err()
+            {
+                if buf.capacity() > IDLE_KEEP {
+                    buf = BytesMut::new();
+                }
+                if out.capacity() * std::mem::size_of::<Outgoing>() > IDLE_KEEP {
+                    out = Vec::new();
+                }
+                wake.await;
             }
-            if out.capacity() * std::mem::size_of::<Outgoing>() > IDLE_KEEP {
-                out = Vec::new();
-            }
-            wake.await;
             continue;
         }
         let mut publishes = 0;

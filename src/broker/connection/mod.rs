@@ -42,6 +42,8 @@ const MAX_PENDING: usize = 4096;
 /// What a connection's read buffer starts at (it grows for large packets
 /// and shrinks back once they are read).
 const READ_BUFFER: usize = 1024;
+/// The read buffer of a connection that sends a lot.
+const READ_BURST: usize = 16 * 1024;
 
 /// What every connection shares.
 pub struct Ctx {
@@ -111,27 +113,34 @@ pub async fn serve<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    let Some(connect) =
-        read_connect(&mut rd, &mut wr, &mut buf, peer, &ctx, pending, deadline).await
+    // boxed, like the other steps before and after the connected part: a
+    // task is sized for its largest state, and an idle connection should
+    // hold only the read and write loops
+    let Some(connect) = Box::pin(read_connect(
+        &mut rd, &mut wr, &mut buf, peer, &ctx, pending, deadline,
+    ))
+    .await
     else {
         return;
     };
     // a slot is taken at CONNECT, and given back before the socket closes
     let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
-        return refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx).await;
+        return Box::pin(refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx)).await;
     };
-    let user = match login(&ctx, peer, &connect).await {
+    let user = match Box::pin(login(&ctx, peer, &connect)).await {
         Login::Accepted { user } => user,
         Login::BadCredentials => {
-            return refuse(&mut wr, peer, connack::BAD_CREDENTIALS, &ctx).await;
+            return Box::pin(refuse(&mut wr, peer, connack::BAD_CREDENTIALS, &ctx)).await;
         }
-        Login::NotAuthorized => return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await,
+        Login::NotAuthorized => {
+            return Box::pin(refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx)).await;
+        }
         Login::Throttled => {
             ctx.router
                 .stats
                 .limits
                 .hit(Limit::LoginFailures, &peer.ip());
-            return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await;
+            return Box::pin(refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx)).await;
         }
     };
     let client_id: Arc<str> = if connect.client_id.is_empty() {
@@ -142,7 +151,7 @@ pub async fn serve<S>(
     if let (Some(acl), Some(w)) = (&ctx.router.acl, &connect.will)
         && !acl.can_write(user.as_deref(), &client_id, &w.topic)
     {
-        return refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx).await;
+        return Box::pin(refuse(&mut wr, peer, connack::NOT_AUTHORIZED, &ctx)).await;
     }
     let kick = CancellationToken::new();
     let attach = Attach {
@@ -156,7 +165,7 @@ pub async fn serve<S>(
         kick: kick.clone(),
     };
     let Some((cell, present, generation)) = ctx.router.connect(attach) else {
-        return refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx).await;
+        return Box::pin(refuse(&mut wr, peer, connack::UNAVAILABLE, &ctx)).await;
     };
     let mut ack = BytesMut::with_capacity(4);
     packet::write_connack(&mut ack, present, connack::ACCEPTED);
@@ -188,7 +197,7 @@ pub async fn serve<S>(
     {
         // MQTT-3.1.2-8: abrupt close, keep-alive expiry, protocol error, takeover
         let msg = Message::new(w.topic.into(), w.payload, w.qos, w.retain);
-        ctx.router.publish(msg).await;
+        Box::pin(ctx.router.publish(msg)).await;
     }
     drop(slot);
     drop(rd);
@@ -275,6 +284,18 @@ async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, peer: SocketAddr, code: u8, c
     packet::write_connack(&mut b, false, code);
     let _ = wr.write_all(&b).await;
     let _ = wr.flush().await;
+}
+
+/// Sizes the read buffer before a read: a client that sends a lot (its
+/// last read filled what was free) gets room for [`READ_BURST`] bytes, one
+/// that is quiet again gets [`READ_BUFFER`] back once nothing is pending.
+fn size_read_buffer(buf: &mut BytesMut, last_read: usize) {
+    let busy = last_read >= READ_BUFFER;
+    if buf.is_empty() && !busy && buf.capacity() > 4 * READ_BUFFER {
+        *buf = BytesMut::with_capacity(READ_BUFFER);
+    } else if busy && buf.capacity() - buf.len() < READ_BURST / 2 {
+        buf.reserve(READ_BURST);
+    }
 }
 
 /// Reads until one whole packet is decoded.
@@ -372,6 +393,7 @@ impl Conn {
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(connect.keep_alive as u64 * 1500));
         let max = self.ctx.max_packet();
+        let mut last_read = 0;
         loop {
             loop {
                 match packet::read(buf, max) {
@@ -391,9 +413,7 @@ impl Conn {
                     Err(e) => return End::Violation(e),
                 }
             }
-            if buf.is_empty() && buf.capacity() > 4 * READ_BUFFER {
-                *buf = BytesMut::with_capacity(READ_BUFFER); // a large packet was read: give it back
-            }
+            size_read_buffer(buf, last_read);
             let read = async {
                 match keep_alive {
                     Some(ka) => tokio::time::timeout(ka, rd.read_buf(buf)).await.ok(),
@@ -414,7 +434,10 @@ impl Conn {
                 r = read => match r {
                     None => return End::KeepAlive, // MQTT-3.1.2-24
                     Some(Ok(0)) => return End::Closed,
-                    Some(Ok(n)) => add(&self.ctx.router.stats.bytes_received, n as u64),
+                    Some(Ok(n)) => {
+                        last_read = n;
+                        add(&self.ctx.router.stats.bytes_received, n as u64);
+                    }
                     Some(Err(e)) => return End::Io(e),
                 },
             }
