@@ -1,7 +1,12 @@
-//! MQTT 3.1 / 3.1.1 packets as the broker reads and writes them: framing of
-//! the fixed header (rumqttc's `mqttbytes::check`), then a strict decoder
-//! for what a client may send, with every check a server owns, and the
-//! encoders for what the broker sends.
+//! MQTT packets as the broker reads and writes them: framing of the fixed
+//! header (rumqttc's `mqttbytes::check`), then a strict decoder for what a
+//! client may send, with every check a server owns, and the encoders for
+//! what the broker sends. This file holds MQTT 3.1 / 3.1.1 ([`read`] and
+//! the `write_*` encoders) and what the levels share ([`Protocol`],
+//! [`DecodeError`]); MQTT 5.0 is in [`props`] (properties), [`v5`] (the
+//! decoder, and [`v5::read_first`] / [`v5::read`] that pick the decoder by
+//! protocol level), [`encode5`] (what the broker sends at level 5) and
+//! [`reason`] (the reason codes).
 //!
 //! Why not decode with `mqttbytes` entirely: it is lenient (no MQTT 3.1
 //! `MQIsdp`, reserved bits and subscription option bits masked away,
@@ -9,9 +14,6 @@
 //! Each violation is a [`DecodeError`] that closes the connection; the
 //! two CONNECT problems the standard answers with a CONNACK first are
 //! [`DecodeError::Refuse`]. Owns no state; must not know about sessions.
-//!
-//! MQTT 5 fits later: [`Protocol`] gains a variant, and properties and
-//! reason codes become fields of these structs.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -24,7 +26,15 @@ pub enum Protocol {
     V31,
     /// MQTT 3.1.1: name `MQTT`, level 4.
     V311,
+    /// MQTT 5.0: name `MQTT`, level 5 (decoded by [`v5`] only).
+    V5,
 }
+
+pub mod encode5;
+mod lift;
+pub mod props;
+pub mod reason;
+pub mod v5;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Will {
@@ -99,12 +109,48 @@ pub enum DecodeError {
     /// CONNECT refused with this CONNACK code, then the connection closes.
     #[error("CONNECT refused with CONNACK code {0}")]
     Refuse(u8),
+    /// MQTT 5: a well-formed packet that breaks a rule of the standard
+    /// ("It is a Protocol Error ..."): DISCONNECT 0x82.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code to send before closing: in a DISCONNECT, or
+    /// in the CONNACK when the CONNECT itself was bad (section 4.13).
+    /// [`DecodeError::Refuse`] carries a 3.1.1 CONNACK code: its 5.0
+    /// equivalent is returned.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::TooLarge { .. } => reason::PACKET_TOO_LARGE,
+            DecodeError::Invalid(_) => reason::MALFORMED_PACKET,
+            DecodeError::Protocol(_) => reason::PROTOCOL_ERROR,
+            DecodeError::Refuse(code) => match *code {
+                connack::BAD_PROTOCOL => reason::UNSUPPORTED_PROTOCOL_VERSION,
+                connack::ID_REJECTED => reason::CLIENT_IDENTIFIER_NOT_VALID,
+                connack::UNAVAILABLE => reason::SERVER_UNAVAILABLE,
+                connack::BAD_CREDENTIALS => reason::BAD_USER_NAME_OR_PASSWORD,
+                connack::NOT_AUTHORIZED => reason::NOT_AUTHORIZED,
+                _ => reason::UNSPECIFIED_ERROR,
+            },
+        }
+    }
 }
 
 /// Takes one whole packet off the front of `buf`: `Ok(None)` when more
 /// bytes are needed. `max` bounds the remaining length, checked from the
 /// fixed header alone, before the body is read.
 pub fn read(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeError> {
+    match frame(buf, max)? {
+        Some((byte1, body)) => decode(byte1, body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Takes one whole packet off the front of `buf`: its first byte and its
+/// body (what follows the remaining length); `Ok(None)` when more bytes
+/// are needed.
+fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<(u8, Bytes)>, DecodeError> {
     let header = match rumqttc::mqttbytes::check(buf.iter(), max) {
         Ok(h) => h,
         Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
@@ -124,7 +170,7 @@ pub fn read(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeErro
     let mut frame = buf.split_to(header.frame_length()).freeze();
     let byte1 = frame[0];
     frame.advance(header_len);
-    decode(byte1, frame).map(Some)
+    Ok(Some((byte1, frame)))
 }
 
 fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
@@ -401,5 +447,4 @@ pub fn write_publish(
 }
 
 #[cfg(test)]
-#[path = "packet_tests.rs"]
 mod tests;
