@@ -447,4 +447,8 @@ pub fn write_publish(
 }
 
 #[cfg(test)]
+mod cross_tests;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests;
