@@ -120,10 +120,14 @@ pub enum Packet {
 /// are not a CONNECT, which the caller refuses). The level is in
 /// [`Connect::protocol`].
 pub fn read_first(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeError> {
+    let minimal = minimal_length(buf);
     let Some((byte1, body)) = frame(buf, max)? else {
         return Ok(None);
     };
     if byte1 >> 4 == 1 && body.starts_with(b"\x00\x04MQTT\x05") {
+        if !minimal {
+            return Err(DecodeError::Invalid("remaining length not minimal")); // MQTT-1.5.5-1
+        }
         return decode(byte1, body).map(Some);
     }
     super::decode(byte1, body).map(|p| Some(p.into()))
@@ -140,17 +144,24 @@ pub fn read(
     if protocol != Protocol::V5 {
         return super::read(buf, max).map(|p| p.map(Packet::from));
     }
-    // MQTT-1.5.5-1: the remaining length in the fewest bytes
-    if let Some(len) = buf.get(1..5)
-        && let Some(last) = len.iter().position(|b| b & 0x80 == 0)
-        && last > 0
-        && len[last] == 0
-    {
-        return Err(DecodeError::Invalid("remaining length not minimal"));
+    if !minimal_length(buf) {
+        return Err(DecodeError::Invalid("remaining length not minimal")); // MQTT-1.5.5-1
     }
     match frame(buf, max)? {
         Some((byte1, body)) => decode(byte1, body).map(Some),
         None => Ok(None),
+    }
+}
+
+/// Whether the remaining length at the front of `buf` (as far as it has
+/// come) uses the fewest bytes: a last byte of 0 after others is not
+/// minimal (MQTT-1.5.5-1; the 3.1.1 decoder does not check it).
+fn minimal_length(buf: &[u8]) -> bool {
+    let len = buf.get(1..).unwrap_or_default();
+    let len = &len[..len.len().min(4)];
+    match len.iter().position(|b| b & 0x80 == 0) {
+        Some(last) => last == 0 || len[last] != 0,
+        None => true,
     }
 }
 
