@@ -63,15 +63,7 @@ pub fn write_publish(
     pkid: u16,
     p: &Properties,
 ) {
-    let len = publish_body(topic.len(), payload.len(), qos, p);
-    header(buf, 0x30 | (dup as u8) << 3 | qos << 1 | retain as u8, len);
-    buf.put_u16(topic.len() as u16);
-    buf.put_slice(topic);
-    if qos > 0 {
-        buf.put_u16(pkid);
-    }
-    props::write(buf, p);
-    buf.put_slice(payload);
+    super::encode::publish(buf, topic, payload, qos, retain, dup, pkid, Some(p));
 }
 
 /// PUBACK (0x40), PUBREC (0x50), PUBREL (0x62) or PUBCOMP (0x70) with a

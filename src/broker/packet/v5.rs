@@ -12,7 +12,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::props::{self, In, Properties};
-use super::{DecodeError, Protocol, binary, frame, need, pkid, reason, string, u8, u16};
+use super::{DecodeError, Protocol, frame, pkid, reason, string, u8};
 use crate::broker::topics::{valid_filter, valid_topic};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,7 +180,7 @@ fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
     let packet = match byte1 >> 4 {
         1 => {
             want_flags(0)?;
-            Packet::Connect(Box::new(connect(&mut b)?))
+            Packet::Connect(Box::new(super::connect5::connect(&mut b)?))
         }
         3 => Packet::Publish(publish(flags, &mut b)?),
         4 => {
@@ -380,66 +380,6 @@ fn unsubscribe(b: &mut Bytes) -> Result<Packet, DecodeError> {
     Ok(Packet::Unsubscribe {
         pkid,
         filters,
-        properties,
-    })
-}
-
-/// A level-5 CONNECT (name and level already matched by [`read_first`]).
-fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
-    need(b, 7)?;
-    b.advance(7); // 00 04 "MQTT" 05
-    let flags = u8(b)?;
-    if flags & 1 != 0 {
-        return Err(DecodeError::Invalid("CONNECT reserved flag")); // MQTT-3.1.2-3
-    }
-    let keep_alive = u16(b)?;
-    let properties = props::read(b, In::Connect)?;
-    let client_id = string(b)?; // MQTT-3.1.3-4
-    let will_flag = flags & 0b100 != 0;
-    let will_qos = (flags >> 3) & 0b11;
-    let will_retain = flags & 0b10_0000 != 0;
-    let will = if will_flag {
-        if will_qos == 3 {
-            return Err(DecodeError::Invalid("will QoS 3")); // MQTT-3.1.2-12
-        }
-        let properties = props::read(b, In::Will)?;
-        let topic = string(b)?;
-        if !valid_topic(&topic) {
-            return Err(DecodeError::Invalid("will topic")); // MQTT-3.1.3-11, MQTT-3.3.2-2
-        }
-        Some(Will {
-            topic,
-            payload: binary(b)?,
-            qos: will_qos,
-            retain: will_retain,
-            properties,
-        })
-    } else {
-        if will_qos != 0 || will_retain {
-            return Err(DecodeError::Invalid("will QoS or retain without a will")); // MQTT-3.1.2-11/13
-        }
-        None
-    };
-    // MQTT-3.1.2-17/19; a password without a user name is allowed at 5.0
-    let username = if flags & 0b1000_0000 != 0 {
-        Some(string(b)?)
-    } else {
-        None
-    };
-    let password = if flags & 0b100_0000 != 0 {
-        Some(binary(b)?)
-    } else {
-        None
-    };
-    Ok(Connect {
-        protocol: Protocol::V5,
-        bridge: false,
-        clean_start: flags & 0b10 != 0,
-        keep_alive,
-        client_id,
-        will,
-        username,
-        password,
         properties,
     })
 }

@@ -1,0 +1,76 @@
+//! The MQTT 5.0 CONNECT (section 3.1) decoded strictly: flags, keep-alive,
+//! properties, client id, will with its properties, user name and
+//! password. Owns no state: what the server answers (CONNACK 0x8C to an
+//! authentication method, an assigned id for an empty one) is the
+//! caller's.
+
+use bytes::{Buf, Bytes};
+
+use super::props::{self, In};
+use super::v5::{Connect, Will};
+use super::{DecodeError, Protocol, binary, need, string, u8, u16};
+use crate::broker::topics::valid_topic;
+
+/// A level-5 CONNECT (name and level already matched by [`super::v5::read_first`]).
+pub(super) fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
+    need(b, 7)?;
+    b.advance(7); // 00 04 "MQTT" 05
+    let flags = u8(b)?;
+    if flags & 1 != 0 {
+        return Err(DecodeError::Invalid("CONNECT reserved flag")); // MQTT-3.1.2-3
+    }
+    let keep_alive = u16(b)?;
+    let properties = props::read(b, In::Connect)?;
+    let client_id = string(b)?; // MQTT-3.1.3-4
+    let will_flag = flags & 0b100 != 0;
+    let will_qos = (flags >> 3) & 0b11;
+    let will_retain = flags & 0b10_0000 != 0;
+    let will = if will_flag {
+        if will_qos == 3 {
+            return Err(DecodeError::Invalid("will QoS 3")); // MQTT-3.1.2-12
+        }
+        let properties = props::read(b, In::Will)?;
+        let topic = string(b)?;
+        if !valid_topic(&topic) {
+            return Err(DecodeError::Invalid("will topic")); // MQTT-3.1.3-11, MQTT-3.3.2-2
+        }
+        Some(Will {
+            topic,
+            payload: binary(b)?,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        if will_qos != 0 || will_retain {
+            return Err(DecodeError::Invalid("will QoS or retain without a will")); // MQTT-3.1.2-11/13
+        }
+        None
+    };
+    // MQTT-3.1.2-17/19; a password without a user name is allowed at 5.0
+    let username = if flags & 0b1000_0000 != 0 {
+        Some(string(b)?)
+    } else {
+        None
+    };
+    let password = if flags & 0b100_0000 != 0 {
+        Some(binary(b)?)
+    } else {
+        None
+    };
+    Ok(Connect {
+        protocol: Protocol::V5,
+        bridge: false,
+        clean_start: flags & 0b10 != 0,
+        keep_alive,
+        client_id,
+        will,
+        username,
+        password,
+        properties,
+    })
+}
+
+#[cfg(test)]
+#[path = "connect5_tests.rs"]
+mod tests;
