@@ -1,4 +1,5 @@
-//! The MQTT 5.0 CONNECT (section 3.1) decoded strictly: flags, keep-alive,
+//! The MQTT 5.0 CONNECT (section 3.1): its type (also what a 3.1/3.1.1
+//! CONNECT is lifted into) and its strict decoder: flags, keep-alive,
 //! properties, client id, will with its properties, user name and
 //! password. Owns no state: what the server answers (CONNACK 0x8C to an
 //! authentication method, an assigned id for an empty one) is the
@@ -6,10 +7,40 @@
 
 use bytes::{Buf, Bytes};
 
-use super::props::{self, In};
-use super::v5::{Connect, Will};
+use super::props::{self, In, Properties};
 use super::{DecodeError, Protocol, binary, need, string, u8, u16};
 use crate::broker::topics::valid_topic;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+    /// Will Delay Interval, Payload Format Indicator, Message Expiry
+    /// Interval, Content Type, Response Topic, Correlation Data, User
+    /// Property.
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connect {
+    pub protocol: Protocol,
+    /// 3.1/3.1.1 only: level 0x83 / 0x84 (mosquitto's `try_private`).
+    pub bridge: bool,
+    /// Clean Start at level 5, Clean Session before.
+    pub clean_start: bool,
+    pub keep_alive: u16,
+    pub client_id: String,
+    pub will: Option<Will>,
+    pub username: Option<String>,
+    pub password: Option<Bytes>,
+    /// Session Expiry Interval, Receive Maximum, Maximum Packet Size, Topic
+    /// Alias Maximum, Request Response / Problem Information, User
+    /// Property, Authentication Method / Data (the broker answers a method
+    /// with CONNACK 0x8C: no enhanced authentication).
+    pub properties: Properties,
+}
 
 /// A level-5 CONNECT (name and level already matched by [`super::v5::read_first`]).
 pub(super) fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {

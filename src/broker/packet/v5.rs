@@ -11,40 +11,10 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+pub use super::connect5::{Connect, Will};
 use super::props::{self, In, Properties};
 use super::{DecodeError, Protocol, frame, pkid, reason, string, u8};
 use crate::broker::topics::{valid_filter, valid_topic};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Will {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: u8,
-    pub retain: bool,
-    /// Will Delay Interval, Payload Format Indicator, Message Expiry
-    /// Interval, Content Type, Response Topic, Correlation Data, User
-    /// Property.
-    pub properties: Properties,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Connect {
-    pub protocol: Protocol,
-    /// 3.1/3.1.1 only: level 0x83 / 0x84 (mosquitto's `try_private`).
-    pub bridge: bool,
-    /// Clean Start at level 5, Clean Session before.
-    pub clean_start: bool,
-    pub keep_alive: u16,
-    pub client_id: String,
-    pub will: Option<Will>,
-    pub username: Option<String>,
-    pub password: Option<Bytes>,
-    /// Session Expiry Interval, Receive Maximum, Maximum Packet Size, Topic
-    /// Alias Maximum, Request Response / Problem Information, User
-    /// Property, Authentication Method / Data (the broker answers a method
-    /// with CONNACK 0x8C: no enhanced authentication).
-    pub properties: Properties,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publish {
