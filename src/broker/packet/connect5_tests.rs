@@ -100,7 +100,7 @@ fn connect_level_5_allows_an_empty_id_without_clean_start_and_a_password_alone()
 }
 
 #[test]
-fn read_first_decodes_3_1_1_and_3_1_exactly_as_the_3_1_1_decoder() {
+fn read_first_decodes_3_1_1_and_3_1_exactly_as_the_3_1_1_decoder_mqtt_3_1_2_2() {
     for body in [
         cat(&[&s(b"MQTT"), &[4, 0x02, 0, 0], &s(b"c1")]),
         cat(&[&s(b"MQIsdp"), &[3, 0x02, 0, 0], &s(b"c1")]),
@@ -119,7 +119,7 @@ fn read_first_decodes_3_1_1_and_3_1_exactly_as_the_3_1_1_decoder() {
 }
 
 #[test]
-fn connect_level_5_violations() {
+fn connect_level_5_checks_mqtt_3_1_2_3_mqtt_3_1_2_11_mqtt_3_1_2_12_mqtt_3_1_2_13_mqtt_1_5_4_2() {
     assert!(
         matches!(
             first(&connect5(0x03, &[], b"c", b"")),

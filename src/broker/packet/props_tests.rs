@@ -101,7 +101,8 @@ fn a_property_not_allowed_in_the_packet_is_malformed_section_2_2_2_2() {
 }
 
 #[test]
-fn zero_values_the_standard_forbids_are_protocol_errors() {
+fn zero_values_are_protocol_errors_section_3_1_2_11_3_section_3_1_2_11_4_mqtt_3_3_2_8_section_3_8_2_1_2()
+ {
     // §3.1.2.11.3, §3.1.2.11.4, MQTT-3.3.2-8, §3.8.2.1.2
     assert!(
         protocol(read_in(In::Connect, &[0x21, 0, 0])),
@@ -127,7 +128,8 @@ fn zero_values_the_standard_forbids_are_protocol_errors() {
 }
 
 #[test]
-fn flags_other_than_0_or_1_are_protocol_errors() {
+fn flags_other_than_0_or_1_are_protocol_errors_section_3_3_2_3_2_section_3_1_2_11_6_section_3_1_2_11_7()
+ {
     // §3.3.2.3.2, §3.1.2.11.6, §3.1.2.11.7
     assert!(
         protocol(read_in(In::Publish, &[0x01, 2])),
@@ -233,7 +235,7 @@ fn variable_byte_integers_round_trip_at_every_boundary() {
 }
 
 #[test]
-fn property_lengths_that_overrun_are_malformed() {
+fn property_lengths_that_overrun_are_malformed_section_2_2_2_1() {
     // the property length says 9, 3 bytes follow
     let mut b = Bytes::from_static(&[9, 0x23, 0, 1]);
     assert!(matches!(

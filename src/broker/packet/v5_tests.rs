@@ -112,7 +112,7 @@ fn acknowledgements_decode_with_and_without_reason_and_properties_section_3_4_2_
 }
 
 #[test]
-fn acknowledgement_violations() {
+fn acknowledgement_checks_section_3_4_2_1_section_3_6_2_1_mqtt_2_1_3_1_mqtt_2_2_1_3() {
     assert!(
         protocol(0x40, &[0, 5, 0x92]),
         "PUBACK with a PUBREL reason code (§3.4.2.1)"
@@ -274,7 +274,7 @@ fn unsubscribe_decodes_and_checks_mqtt_3_10_1_1_mqtt_3_10_3_2() {
 }
 
 #[test]
-fn disconnect_decodes_reason_and_session_expiry_section_3_14_2() {
+fn disconnect_decodes_reason_and_session_expiry_and_checks_section_3_14_2_1_mqtt_3_14_1_1() {
     let d = |body: &[u8]| match one(0xE0, body) {
         Ok(Some(Packet::Disconnect { reason, properties })) => (reason, properties),
         other => panic!("{other:?}"),
@@ -307,7 +307,7 @@ fn disconnect_decodes_reason_and_session_expiry_section_3_14_2() {
 }
 
 #[test]
-fn auth_decodes_and_checks_section_3_15() {
+fn auth_decodes_and_checks_section_3_15_2_1_mqtt_3_15_1_1() {
     let body = cat(&[&[0x19], &props(&cat(&[&sp(0x15, b"m"), &sp(0x16, b"d")]))]);
     match one(0xF0, &body) {
         Ok(Some(Packet::Auth { reason, properties })) => {
@@ -323,7 +323,7 @@ fn auth_decodes_and_checks_section_3_15() {
 }
 
 #[test]
-fn framing_checks_and_reason_codes() {
+fn framing_checks_mqtt_1_5_5_1_and_reason_codes_0x81_0x82_0x95() {
     assert_eq!(one(0xC0, &[]), Ok(Some(Packet::PingReq)));
     assert!(malformed(0x20, &[0, 0]), "CONNACK from a client");
     // MQTT-1.5.5-1: a remaining length of 0 written in two bytes
