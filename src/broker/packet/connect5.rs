@@ -45,7 +45,12 @@ pub struct Connect {
 /// A level-5 CONNECT (name and level already matched by [`super::v5::read_first`]).
 pub(super) fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
     need(b, 7)?;
-    b.advance(7); // 00 04 "MQTT" 05
+    // MQTT-3.1.2-1/2: name `MQTT`, level 5 (a second CONNECT, which the
+    // caller refuses, comes here without `read_first`'s match)
+    if !b.starts_with(b"\x00\x04MQTT\x05") {
+        return Err(DecodeError::Invalid("protocol name or level"));
+    }
+    b.advance(7);
     let flags = u8(b)?;
     if flags & 1 != 0 {
         return Err(DecodeError::Invalid("CONNECT reserved flag")); // MQTT-3.1.2-3

@@ -177,6 +177,11 @@ fn connect_level_5_checks_mqtt_3_1_2_3_mqtt_3_1_2_11_mqtt_3_1_2_12_mqtt_3_1_2_13
         ),
         "U+0000 in the client id (MQTT-1.5.4-2)"
     );
+    let wrong_level = cat(&[b"\x00\x04MQTT\x04", &[0x02, 0, 60], &props(&[]), &s(b"c")]);
+    assert!(
+        matches!(one(0x10, &wrong_level), Err(DecodeError::Invalid(_))),
+        "a second CONNECT at another level (MQTT-3.1.2-2)"
+    );
     let second = connect5(0x02, &[], b"c", b"");
     assert!(
         matches!(one(0x10, &second), Ok(Some(Packet::Connect(_)))),

@@ -197,7 +197,10 @@ fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
             }
             Packet::Auth { reason, properties }
         }
-        _ => return Err(DecodeError::Invalid("packet type a client may not send")),
+        // CONNACK, SUBACK, UNSUBACK, PINGRESP go from server to client
+        2 | 9 | 11 | 13 => return Err(DecodeError::Protocol("packet type only a server sends")),
+        // 0 is reserved (§2.1.2)
+        _ => return Err(DecodeError::Invalid("reserved packet type")),
     };
     if b.has_remaining() {
         return Err(DecodeError::Invalid("trailing bytes"));

@@ -325,7 +325,13 @@ fn auth_decodes_and_checks_section_3_15_2_1_mqtt_3_15_1_1() {
 #[test]
 fn framing_checks_mqtt_1_5_5_1_and_reason_codes_0x81_0x82_0x95() {
     assert_eq!(one(0xC0, &[]), Ok(Some(Packet::PingReq)));
-    assert!(malformed(0x20, &[0, 0]), "CONNACK from a client");
+    assert!(
+        protocol(0x20, &[0, 0]),
+        "CONNACK from a client (§2.1.2: server to client)"
+    );
+    assert!(protocol(0x90, &[0, 1, 0, 0]), "SUBACK from a client");
+    assert!(protocol(0xD0, &[]), "PINGRESP from a client");
+    assert!(malformed(0x00, &[]), "reserved packet type 0 (§2.1.2)");
     // MQTT-1.5.5-1: a remaining length of 0 written in two bytes
     let mut b = BytesMut::from(&[0xC0u8, 0x80, 0x00][..]);
     assert!(matches!(
