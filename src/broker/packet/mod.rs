@@ -1,12 +1,13 @@
 //! MQTT packets as the broker reads and writes them: framing of the fixed
 //! header (rumqttc's `mqttbytes::check`), then a strict decoder for what a
 //! client may send, with every check a server owns, and the encoders for
-//! what the broker sends. This file holds MQTT 3.1 / 3.1.1 ([`read`] and
-//! the `write_*` encoders) and what the levels share ([`Protocol`],
-//! [`DecodeError`]); MQTT 5.0 is in [`props`] (properties), [`v5`] (the
-//! decoder, and [`v5::read_first`] / [`v5::read`] that pick the decoder by
-//! protocol level), [`encode5`] (what the broker sends at level 5) and
-//! [`reason`] (the reason codes).
+//! what the broker sends. This file holds the MQTT 3.1 / 3.1.1 decoder
+//! ([`read`]; its encoders, `write_*`, are in `encode.rs`) and what the
+//! levels share ([`Protocol`], [`DecodeError`]); MQTT 5.0 is in [`props`]
+//! (properties), [`v5`] (the decoder, `connect5.rs` its CONNECT, and
+//! [`v5::read_first`] / [`v5::read`] that pick the decoder by protocol
+//! level; `lift.rs` turns 3.1.1 packets into its types), [`encode5`] (what
+//! the broker sends at level 5) and [`reason`] (the reason codes).
 //!
 //! Why not decode with `mqttbytes` entirely: it is lenient (no MQTT 3.1
 //! `MQIsdp`, reserved bits and subscription option bits masked away,
@@ -37,12 +38,12 @@ mod connect5;
 mod encode;
 pub mod encode5;
 mod lift;
-
-use encode::remaining_length;
-pub use encode::{write_ack, write_connack, write_pingresp, write_publish, write_suback};
 pub mod props;
 pub mod reason;
 pub mod v5;
+
+use encode::remaining_length;
+pub use encode::{write_ack, write_connack, write_pingresp, write_publish, write_suback};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Will {
