@@ -2,11 +2,11 @@
 //! header (rumqttc's `mqttbytes::check`), then a strict decoder for what a
 //! client may send, with every check a server owns, and the encoders for
 //! what the broker sends. This file holds the MQTT 3.1 / 3.1.1 decoder
-//! ([`read`]; its encoders, `write_*`, are in `encode.rs`) and what the
+//! ([`read`]; its encoders, `write_*`, are in `encode`) and what the
 //! levels share ([`Protocol`], [`DecodeError`]); MQTT 5.0 is in [`props`]
-//! (properties), [`v5`] (the decoder, `connect5.rs` its CONNECT, and
+//! (properties), [`v5`] (the decoder, `connect5` its CONNECT, and
 //! [`v5::read_first`] / [`v5::read`] that pick the decoder by protocol
-//! level; `lift.rs` turns 3.1.1 packets into its types), [`encode5`] (what
+//! level; `lift` turns 3.1.1 packets into its types), [`encode5`] (what
 //! the broker sends at level 5) and [`reason`] (the reason codes).
 //!
 //! Why not decode with `mqttbytes` entirely: it is lenient (no MQTT 3.1
