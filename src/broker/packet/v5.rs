@@ -5,7 +5,7 @@
 //! (the CONNECT, at level 3, 4 or 5) and [`read`] (what follows, by the
 //! level the CONNECT gave). 3.1/3.1.1 packets are decoded by the 3.1.1
 //! decoder byte for byte and handed back in this module's types (the
-//! `From` impl in `lift.rs`). Owns no state: checks that need the
+//! `From` impl in `lift`). Owns no state: checks that need the
 //! connection (topic alias over the maximum, a session expiry set at
 //! DISCONNECT after 0 at CONNECT, AUTH without a method) are the caller's.
 
