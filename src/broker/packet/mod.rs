@@ -1,7 +1,13 @@
-//! MQTT 3.1 / 3.1.1 packets as the broker reads and writes them: framing of
-//! the fixed header (rumqttc's `mqttbytes::check`), then a strict decoder
-//! for what a client may send, with every check a server owns, and the
-//! encoders for what the broker sends.
+//! MQTT packets as the broker reads and writes them: framing of the fixed
+//! header (rumqttc's `mqttbytes::check`), then a strict decoder for what a
+//! client may send, with every check a server owns, and the encoders for
+//! what the broker sends. This file holds the MQTT 3.1 / 3.1.1 decoder
+//! ([`read`]; its encoders, `write_*`, are in `encode`) and what the
+//! levels share ([`Protocol`], [`DecodeError`]); MQTT 5.0 is in [`props`]
+//! (properties), [`v5`] (the decoder, `connect5` its CONNECT, and
+//! [`v5::read_first`] / [`v5::read`] that pick the decoder by protocol
+//! level; `lift` turns 3.1.1 packets into its types), [`encode5`] (what
+//! the broker sends at level 5) and [`reason`] (the reason codes).
 //!
 //! Why not decode with `mqttbytes` entirely: it is lenient (no MQTT 3.1
 //! `MQIsdp`, reserved bits and subscription option bits masked away,
@@ -9,11 +15,11 @@
 //! Each violation is a [`DecodeError`] that closes the connection; the
 //! two CONNECT problems the standard answers with a CONNACK first are
 //! [`DecodeError::Refuse`]. Owns no state; must not know about sessions.
-//!
-//! MQTT 5 fits later: [`Protocol`] gains a variant, and properties and
-//! reason codes become fields of these structs.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+// the 3.1.1 tests build frames with it
+#[cfg(test)]
+use bytes::BufMut;
 
 use super::topics::{valid_filter, valid_topic};
 
@@ -24,7 +30,20 @@ pub enum Protocol {
     V31,
     /// MQTT 3.1.1: name `MQTT`, level 4.
     V311,
+    /// MQTT 5.0: name `MQTT`, level 5 (decoded by [`v5`] only).
+    V5,
 }
+
+mod connect5;
+mod encode;
+pub mod encode5;
+mod lift;
+pub mod props;
+pub mod reason;
+pub mod v5;
+
+use encode::remaining_length;
+pub use encode::{write_ack, write_connack, write_pingresp, write_publish, write_suback};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Will {
@@ -99,12 +118,48 @@ pub enum DecodeError {
     /// CONNECT refused with this CONNACK code, then the connection closes.
     #[error("CONNECT refused with CONNACK code {0}")]
     Refuse(u8),
+    /// MQTT 5: a well-formed packet that breaks a rule of the standard
+    /// ("It is a Protocol Error ..."): DISCONNECT 0x82.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code to send before closing: in a DISCONNECT, or
+    /// in the CONNACK when the CONNECT itself was bad (section 4.13).
+    /// [`DecodeError::Refuse`] carries a 3.1.1 CONNACK code: its 5.0
+    /// equivalent is returned.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::TooLarge { .. } => reason::PACKET_TOO_LARGE,
+            DecodeError::Invalid(_) => reason::MALFORMED_PACKET,
+            DecodeError::Protocol(_) => reason::PROTOCOL_ERROR,
+            DecodeError::Refuse(code) => match *code {
+                connack::BAD_PROTOCOL => reason::UNSUPPORTED_PROTOCOL_VERSION,
+                connack::ID_REJECTED => reason::CLIENT_IDENTIFIER_NOT_VALID,
+                connack::UNAVAILABLE => reason::SERVER_UNAVAILABLE,
+                connack::BAD_CREDENTIALS => reason::BAD_USER_NAME_OR_PASSWORD,
+                connack::NOT_AUTHORIZED => reason::NOT_AUTHORIZED,
+                _ => reason::UNSPECIFIED_ERROR,
+            },
+        }
+    }
 }
 
 /// Takes one whole packet off the front of `buf`: `Ok(None)` when more
 /// bytes are needed. `max` bounds the remaining length, checked from the
 /// fixed header alone, before the body is read.
 pub fn read(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeError> {
+    match frame(buf, max)? {
+        Some((byte1, body)) => decode(byte1, body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Takes one whole packet off the front of `buf`: its first byte and its
+/// body (what follows the remaining length); `Ok(None)` when more bytes
+/// are needed.
+fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<(u8, Bytes)>, DecodeError> {
     let header = match rumqttc::mqttbytes::check(buf.iter(), max) {
         Ok(h) => h,
         Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
@@ -124,7 +179,7 @@ pub fn read(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, DecodeErro
     let mut frame = buf.split_to(header.frame_length()).freeze();
     let byte1 = frame[0];
     frame.advance(header_len);
-    decode(byte1, frame).map(Some)
+    Ok(Some((byte1, frame)))
 }
 
 fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
@@ -343,63 +398,11 @@ fn connect(b: &mut Bytes) -> Result<Connect, DecodeError> {
     })
 }
 
-fn remaining_length(buf: &mut BytesMut, mut n: usize) {
-    loop {
-        let mut byte = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            byte |= 0x80;
-        }
-        buf.put_u8(byte);
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-pub fn write_connack(buf: &mut BytesMut, session_present: bool, code: u8) {
-    buf.put_slice(&[0x20, 2, session_present as u8, code]);
-}
-
-/// PUBACK (0x40), PUBREC (0x50), PUBREL (0x62), PUBCOMP (0x70), UNSUBACK (0xB0).
-pub fn write_ack(buf: &mut BytesMut, first: u8, pkid: u16) {
-    buf.put_slice(&[first, 2]);
-    buf.put_u16(pkid);
-}
-
-pub fn write_suback(buf: &mut BytesMut, pkid: u16, codes: &[u8]) {
-    buf.put_u8(0x90);
-    remaining_length(buf, 2 + codes.len());
-    buf.put_u16(pkid);
-    buf.put_slice(codes);
-}
-
-pub fn write_pingresp(buf: &mut BytesMut) {
-    buf.put_slice(&[0xD0, 0]);
-}
-
-/// A PUBLISH to a client; `pkid` is ignored at QoS 0.
-pub fn write_publish(
-    buf: &mut BytesMut,
-    topic: &[u8],
-    payload: &[u8],
-    qos: u8,
-    retain: bool,
-    dup: bool,
-    pkid: u16,
-) {
-    let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-    buf.reserve(len + 5);
-    buf.put_u8(0x30 | (dup as u8) << 3 | qos << 1 | retain as u8);
-    remaining_length(buf, len);
-    buf.put_u16(topic.len() as u16);
-    buf.put_slice(topic);
-    if qos > 0 {
-        buf.put_u16(pkid);
-    }
-    buf.put_slice(payload);
-}
-
 #[cfg(test)]
-#[path = "packet_tests.rs"]
+mod cross_encode_tests;
+#[cfg(test)]
+mod cross_tests;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod tests;
