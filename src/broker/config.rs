@@ -74,6 +74,16 @@ pub struct BrokerConfig {
     /// Failed logins per client address before it is refused for the rest
     /// of the period (MQTT and the status page).
     pub login_failures: LoginFailures,
+    /// MQTT 5: the longest Session Expiry Interval a client gets.
+    pub max_session_expiry: TimeSpan,
+    /// MQTT 5: the Topic Alias Maximum announced in CONNACK.
+    pub max_topic_alias: u16,
+    /// MQTT 5: when set, a client asking for a longer keep-alive (or none)
+    /// is told this one (Server Keep Alive; mosquitto's `max_keepalive`).
+    pub max_keepalive: Option<u16>,
+    /// MQTT 5: a payload whose Payload Format Indicator says UTF-8 is
+    /// checked (0x99 when it is not).
+    pub validate_utf8_payloads: bool,
 }
 
 /// `broker.login_failures`.
@@ -140,6 +150,10 @@ impl Default for BrokerConfig {
             max_store_bytes: ByteSize(512 * 1024 * 1024),
             websocket_origins: Vec::new(),
             login_failures: LoginFailures::default(),
+            max_session_expiry: TimeSpan(Duration::from_secs(2 * 24 * 3600)),
+            max_topic_alias: 10,
+            max_keepalive: None,
+            validate_utf8_payloads: false,
         }
     }
 }

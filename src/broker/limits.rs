@@ -38,6 +38,14 @@ pub struct Limits {
     pub max_store_bytes: u64,
     pub session_expiry: Duration,
     pub connect_timeout: Duration,
+    /// MQTT 5: the cap of a client's Session Expiry Interval.
+    pub max_session_expiry: Duration,
+    pub max_topic_alias: u16,
+    pub max_keepalive: Option<u16>,
+    pub validate_utf8: bool,
+    /// QoS 1/2 PUBLISHes a client may have unacknowledged by the broker
+    /// (the Receive Maximum announced to MQTT 5 clients).
+    pub receive_maximum: u16,
 }
 
 /// One limit a client can run into.

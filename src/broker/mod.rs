@@ -96,15 +96,21 @@ fn limits_of(cfg: &BrokerConfig) -> Limits {
         max_store_bytes: cfg.max_store_bytes.bytes(),
         session_expiry: cfg.persistent_session_expiry.get(),
         connect_timeout: cfg.connect_timeout.get(),
+        max_session_expiry: cfg.max_session_expiry.get(),
+        max_topic_alias: cfg.max_topic_alias,
+        max_keepalive: cfg.max_keepalive,
+        validate_utf8: cfg.validate_utf8_payloads,
+        receive_maximum: cfg.max_inflight.max(1),
     }
 }
 
 /// Removes persistent sessions of clients that have not come back within
-/// `persistent_session_expiry`, checking a few times per expiry (at most
-/// every minute), until `cancel`.
+/// their expiry (`persistent_session_expiry` at 3.1.1, the client's own
+/// at 5.0), looking every second (or a quarter of a shorter
+/// `persistent_session_expiry`), until `cancel`.
 async fn expire_sessions(router: Arc<Router>, cancel: CancellationToken) {
     let every = (router.limits.session_expiry / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {

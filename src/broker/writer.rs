@@ -14,7 +14,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::packet;
+use super::message::now_ms;
+use super::packet::{self, encode5, props::Properties};
 use super::router::Router;
 use super::session::{Cell, Control, Outgoing};
 use super::stats::add;
@@ -29,21 +30,39 @@ const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 const LOAD_ROWS: usize = 256;
 const LOAD_BYTES: usize = 1 << 20;
 
-fn encode(buf: &mut BytesMut, o: &Outgoing) -> bool {
+/// Encodes `o` for a client at 3.1.1 or (`v5`) 5.0; `true` for a PUBLISH.
+fn encode(buf: &mut BytesMut, o: &Outgoing, v5: bool, now_ms: u64) -> bool {
+    let none = Properties::default;
     match o {
         Outgoing::Control(Control::Ack(first, pkid)) => packet::write_ack(buf, *first, *pkid),
-        Outgoing::Control(Control::SubAck(pkid, codes)) => packet::write_suback(buf, *pkid, codes),
+        Outgoing::Control(Control::AckCode(first, pkid, code)) => match v5 {
+            true => encode5::write_ack(buf, *first, *pkid, *code, &none()),
+            false => packet::write_ack(buf, *first, *pkid),
+        },
+        Outgoing::Control(Control::SubAck(pkid, codes)) => match v5 {
+            true => encode5::write_suback(buf, *pkid, codes, &none()),
+            false => {
+                let codes: Vec<u8> = codes
+                    .iter()
+                    .map(|c| if *c >= 0x80 { 0x80 } else { *c })
+                    .collect();
+                packet::write_suback(buf, *pkid, &codes)
+            }
+        },
+        Outgoing::Control(Control::UnsubAck(pkid, codes)) => match v5 {
+            true => encode5::write_unsuback(buf, *pkid, codes, &none()),
+            false => packet::write_ack(buf, 0xB0, *pkid),
+        },
         Outgoing::Control(Control::PingResp) => packet::write_pingresp(buf),
         Outgoing::Publish { d, pkid, dup } => {
-            packet::write_publish(
-                buf,
-                d.msg.topic.as_bytes(),
-                &d.msg.payload,
-                d.qos,
-                d.retain,
-                *dup,
-                *pkid,
-            );
+            let (topic, payload) = (d.msg.topic.as_bytes(), &d.msg.payload);
+            match v5 {
+                true => {
+                    let p = d.properties(now_ms);
+                    encode5::write_publish(buf, topic, payload, d.qos, d.retain, *dup, *pkid, &p)
+                }
+                false => packet::write_publish(buf, topic, payload, d.qos, d.retain, *dup, *pkid),
+            }
             return true;
         }
     }
@@ -53,7 +72,7 @@ fn encode(buf: &mut BytesMut, o: &Outgoing) -> bool {
 /// Writes until the socket fails or the session belongs to another
 /// connection (`generation`).
 pub async fn run<W: AsyncWrite + Unpin>(
-    mut wr: W,
+    wr: &mut W,
     cell: Arc<Cell>,
     router: Arc<Router>,
     generation: u64,
@@ -65,14 +84,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let wake = cell.wake.notified();
         tokio::pin!(wake);
         wake.as_mut().enable();
-        let load = {
+        let (load, v5) = {
             let mut s = cell.lock();
             if s.attached.as_ref().map(|a| a.generation) != Some(generation) {
                 return Ok(());
             }
             s.take(&limits, &mut out, BATCH);
             router.flush_ops(&mut s);
-            s.wants_load(&limits)
+            (s.wants_load(&limits), s.peer.v5)
         };
         // room freed, or all written: wake publishers and flushes waiting
         cell.space.notify_waiters();
@@ -109,8 +128,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
         let mut publishes = 0;
         let packets = out.len() as u64;
+        let now = now_ms();
         for o in out.drain(..) {
-            publishes += encode(&mut buf, &o) as u64;
+            publishes += encode(&mut buf, &o, v5, now) as u64;
         }
         let stats = &router.stats;
         add(&stats.publish_sent, publishes);

@@ -44,6 +44,7 @@ pub mod id {
 }
 
 /// The largest variable byte integer (four bytes, section 1.5.5).
+#[cfg(test)]
 pub const VARINT_MAX: u32 = 268_435_455;
 
 /// The properties of one packet (or of a will), each field one property.

@@ -14,8 +14,11 @@ use crate::broker::session::{Cell, Session};
 use crate::broker::store::StoreOp;
 use crate::broker::subscription::{SubOpts, tree_key};
 
-/// SUBACK return code of a refused filter (MQTT-3.9.3).
-const SUBACK_FAILURE: u8 = 0x80;
+/// SUBACK codes of a refused filter, MQTT 5's (a 3.1.1 client gets
+/// 0x80 for each, MQTT-3.9.3).
+const NOT_AUTHORIZED: u8 = 0x87;
+const TOPIC_FILTER_INVALID: u8 = 0x8F;
+const QUOTA_EXCEEDED: u8 = 0x97;
 
 impl Router {
     /// Adds subscriptions; returns the SUBACK codes and the granted
@@ -39,21 +42,21 @@ impl Router {
             let mut held = s.subscriptions.len();
             for (f, q) in filters {
                 let Some(key) = tree_key(&f) else {
-                    codes.push(SUBACK_FAILURE); // a malformed $share filter
+                    codes.push(TOPIC_FILTER_INVALID); // a malformed $share filter
                     continue;
                 };
                 if let Some(acl) = &self.acl
                     && !s.internal
                     && !acl.can_subscribe(user, &cell.client_id, key.filter)
                 {
-                    codes.push(SUBACK_FAILURE);
+                    codes.push(NOT_AUTHORIZED);
                     continue;
                 }
                 let new =
                     !s.subscriptions.contains_key(&f) && !granted.iter().any(|(g, _)| *g == f);
                 if new && held >= self.limits.max_subscriptions {
                     self.stats.limits.hit(Limit::Subscriptions, &cell.client_id);
-                    codes.push(SUBACK_FAILURE);
+                    codes.push(QUOTA_EXCEEDED);
                     continue;
                 }
                 held += usize::from(new);
@@ -104,14 +107,17 @@ impl Router {
         }
     }
 
-    pub fn unsubscribe(&self, cell: &Arc<Cell>, filters: &[String]) {
+    /// Removes subscriptions; says for each filter whether it existed.
+    pub fn unsubscribe(&self, cell: &Arc<Cell>, filters: &[String]) -> Vec<bool> {
         let mut tree = self.tree_write();
         let mut s = cell.lock();
+        let mut existed = Vec::with_capacity(filters.len());
         for f in filters {
             if let Some(key) = tree_key(f) {
                 tree.remove(key.filter, |x| x.same(cell, &key.share));
             }
-            if s.subscriptions.remove(f).is_some() {
+            existed.push(s.subscriptions.remove(f).is_some());
+            if existed.last() == Some(&true) {
                 self.store_subscription(
                     &s,
                     StoreOp::Unsubscribe {
@@ -122,5 +128,6 @@ impl Router {
             }
         }
         self.stats.subscriptions.store(tree.len() as u64, Relaxed);
+        existed
     }
 }

@@ -2,7 +2,7 @@
 //! packets, resends after a reconnect, queued messages within the
 //! in-flight window), packet ids, and the client's acknowledgements
 //! (MQTT-4.3.2, 4.3.3, 4.4.0-1). Must not touch sockets.
-use super::{Control, Flight, Limits, Outgoing, Session, publish_size_bound, row_bytes};
+use super::{Control, Flight, Limits, Outgoing, Session, row_bytes};
 use crate::broker::message::now_ms;
 use crate::broker::store::{OutState, StoreOp};
 
@@ -74,7 +74,7 @@ impl Session {
             if self
                 .peer
                 .max_packet
-                .is_some_and(|m| publish_size_bound(&d) > m as usize)
+                .is_some_and(|m| d.v5_size(now) > m as usize)
             {
                 self.oversize_delta += 1; // MQTT-3.1.2-25
                 self.discard(&d);
@@ -139,6 +139,24 @@ impl Session {
                 seq,
             });
         }
+        AckIs::Done
+    }
+
+    /// A 5.0 PUBREC of 0x80 or more: the client refused the QoS 2 message
+    /// and the exchange ends there (its packet id is free again).
+    pub fn refused_by_client(&mut self, pkid: u16) -> AckIs {
+        let Some(i) = self.position(pkid) else {
+            return AckIs::Unknown;
+        };
+        let Flight::Sent(d) = &self.inflight[i].1 else {
+            return AckIs::WrongKind;
+        };
+        if d.qos != 2 {
+            return AckIs::WrongKind;
+        }
+        let d = d.clone();
+        self.inflight.remove(i);
+        self.discard(&d);
         AckIs::Done
     }
 

@@ -21,6 +21,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::message::Message;
+use super::packet::encode5;
+use super::packet::props::Properties;
 use super::store::{OutState, QueuedRow, StoreOp, StoredMessage};
 use super::subscription::SubOpts;
 
@@ -63,9 +65,17 @@ enum Flight {
 /// Packets a connection owes its client, written before messages.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
-    /// PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70, UNSUBACK 0xB0.
+    /// PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70, UNSUBACK 0xB0
+    /// (3.1.1), each a success.
     Ack(u8, u16),
+    /// The same with an MQTT 5 reason code (written as [`Control::Ack`]
+    /// to a 3.1.1 client).
+    AckCode(u8, u16, u8),
+    /// One code per filter: a granted QoS or an MQTT 5 reason code of 0x80
+    /// and above (0x80 to a 3.1.1 client).
     SubAck(u16, Vec<u8>),
+    /// MQTT 5: one reason code per filter (a 3.1.1 UNSUBACK has none).
+    UnsubAck(u16, Vec<u8>),
     PingResp,
 }
 
@@ -74,7 +84,7 @@ impl Control {
     fn footprint(&self) -> usize {
         std::mem::size_of::<Control>()
             + match self {
-                Control::SubAck(_, codes) => codes.len(),
+                Control::SubAck(_, codes) | Control::UnsubAck(_, codes) => codes.len(),
                 _ => 0,
             }
     }
@@ -124,19 +134,32 @@ impl Default for Peer {
     }
 }
 
-/// An upper bound of a PUBLISH's size on the wire at MQTT 5 (fixed header,
-/// topic, packet id, properties, payload), for the client's maximum.
-pub fn publish_size_bound(d: &Delivery) -> usize {
-    let props = d.msg.props.as_deref().map_or(0, |p| {
-        p.content_type.as_ref().map_or(0, |s| 3 + s.len())
-            + p.response_topic.as_ref().map_or(0, |s| 3 + s.len())
-            + p.correlation_data.as_ref().map_or(0, |b| 3 + b.len())
-            + p.user.iter().map(|(k, v)| 5 + k.len() + v.len()).sum::<usize>()
-            + 2
-    }) + 5 // message expiry
-        + 5 * d.sub_ids.len()
-        + 4; // property length
-    5 + 2 + d.msg.topic.len() + 2 + props + d.msg.payload.len()
+impl Delivery {
+    /// Its properties in a PUBLISH to an MQTT 5 client: what the publisher
+    /// sent, passed on unchanged (MQTT-3.3.2-4/-15/-16/-17/-20), the expiry
+    /// interval left at `now_ms` (MQTT-3.3.2-6) and the matching
+    /// subscription identifiers (MQTT-3.3.4-3).
+    pub fn properties(&self, now_ms: u64) -> Properties {
+        let mut p = Properties {
+            message_expiry_interval: self.msg.remaining_secs(now_ms).map(|s| s.max(1)),
+            subscription_identifiers: self.sub_ids.clone(),
+            ..Properties::default()
+        };
+        if let Some(m) = self.msg.props.as_deref() {
+            p.payload_format_indicator = m.payload_format;
+            p.content_type = m.content_type.clone();
+            p.response_topic = m.response_topic.clone();
+            p.correlation_data = m.correlation_data.clone();
+            p.user_properties = m.user.clone();
+        }
+        p
+    }
+
+    /// Its size as an MQTT 5 PUBLISH, for the client's maximum.
+    pub fn v5_size(&self, now_ms: u64) -> usize {
+        let p = self.properties(now_ms);
+        encode5::publish_size(self.msg.topic.len(), self.msg.payload.len(), self.qos, &p)
+    }
 }
 
 /// The connection a session is attached to.

@@ -19,6 +19,11 @@ const L: Limits = Limits {
     max_store_bytes: 1 << 20,
     session_expiry: std::time::Duration::from_secs(60),
     connect_timeout: std::time::Duration::from_secs(10),
+    max_session_expiry: std::time::Duration::from_secs(60),
+    max_topic_alias: 10,
+    max_keepalive: None,
+    validate_utf8: false,
+    receive_maximum: 100,
 };
 
 fn d(qos: u8, payload: &'static str) -> Delivery {

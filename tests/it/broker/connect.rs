@@ -38,13 +38,13 @@ async fn wrong_protocol_name_closes_without_connack_mqtt_3_1_2_1() {
 }
 
 /// MQTT-3.1.2-2: an unsupported protocol level gets CONNACK 1, then close;
-/// the level must match the name (MQTT/4, MQIsdp/3).
+/// the level must match the name (MQTT/4 and MQTT/5, MQIsdp/3; MQTT 5 is
+/// in `mqtt5`).
 #[tokio::test]
 async fn unsupported_protocol_level_gets_connack_1_mqtt_3_1_2_2() {
     let gw = Gateway::start(&yaml(""));
     for (name, level) in [
-        (&b"MQTT"[..], 5u8),
-        (b"MQTT", 6),
+        (&b"MQTT"[..], 6u8),
         (b"MQTT", 99),
         (b"MQTT", 3),
         (b"MQIsdp", 4),

@@ -19,6 +19,7 @@ mod limits;
 mod listeners;
 mod load;
 mod malformed;
+mod mqtt5;
 mod paho;
 mod persistence;
 mod qos;
