@@ -103,9 +103,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let catalogue = southbound::catalogue::build(&config.devices);
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        let api = ops::api::Api::new(gateway.to_string(), catalogue.clone());
+        metrics::history::configure(m.history.get(), m.history_bucket.get());
+        let clients: Arc<dyn ports::Clients> = Arc::new(handle.clone());
+        let api = ops::api::Api::new(gateway.to_string(), catalogue.clone())
+            .with_clients(clients.clone());
+        let uplink = config.uplink.as_ref().map(|_| {
+            let t = Arc::new(ops::trend::UplinkTrend::new(m.history.get()));
+            tokio::spawn(ops::trend::run(t.clone(), ops_cancel.clone()));
+            t
+        });
+        let histories = ops::history::Histories {
+            devices: catalogue.clone(),
+            uplink,
+            clients: Some(clients),
+        };
         let logins = page_logins(m, &config.broker).map_err(RunError::PageLogins)?;
-        let page = ops::page::Page::new(api, logins);
+        let page = ops::page::Page::new(api, histories, logins);
         ops::http::serve(m, gateway.to_string(), Arc::new(page), ops_cancel.clone()).await?;
     }
 

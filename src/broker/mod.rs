@@ -18,6 +18,7 @@
 pub mod acl;
 pub mod api;
 pub mod auth;
+mod clients;
 mod config;
 mod connection;
 mod figures;

@@ -136,6 +136,7 @@ pub async fn serve<S>(
         user.clone(),
         kick.clone(),
     );
+    super::clients::attached(&cell, peer, connect.protocol);
     let mut ack = BytesMut::with_capacity(4);
     packet::write_connack(&mut ack, present, connack::ACCEPTED);
     if wr.write_all(&ack).await.is_err() {

@@ -116,6 +116,8 @@ pub struct Session {
     pub internal: bool,
     /// Store ops produced by the last calls, for the caller to push.
     pub ops: Vec<StoreOp>,
+    /// The connection's address, level and time, and drops (the clients list).
+    pub seen: super::clients::Seen,
 }
 
 /// A session and the wake-ups around it.
@@ -178,6 +180,7 @@ impl Session {
             writing: false,
             internal: false,
             ops: Vec::new(),
+            seen: Default::default(),
         }
     }
 

@@ -1,0 +1,69 @@
+//! The connected clients as the status page lists them (the ports leaf's
+//! [`Clients`], implemented by [`BrokerHandle`]): client id, address,
+//! protocol level, subscriptions, messages queued, connected since and the
+//! messages dropped for each.
+//!
+//! Owns [`Seen`], what a session remembers of its connection for this list
+//! (set when a connection attaches, [`attached`]; drops counted by the
+//! router where it counts them in the broker's totals). Reads sessions
+//! only: must not change them otherwise or touch sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::api::BrokerHandle;
+use super::packet::Protocol;
+use super::session::Cell;
+use crate::ports::{ClientInfo, Clients};
+use crate::reading::now_ms;
+
+/// What a session remembers of the connection it is attached to.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub peer: Option<SocketAddr>,
+    pub level: u8,
+    /// ms since the epoch
+    pub since: i64,
+    /// Messages this session did not get (kept across reconnects).
+    pub dropped: u64,
+}
+
+/// The protocol level a CONNECT named.
+fn level(p: Protocol) -> u8 {
+    match p {
+        Protocol::V31 => 3,
+        Protocol::V311 => 4,
+    }
+}
+
+/// Notes the connection that just attached to `cell`'s session.
+pub fn attached(cell: &Arc<Cell>, peer: SocketAddr, protocol: Protocol) {
+    let mut s = cell.lock();
+    s.seen.peer = Some(peer);
+    s.seen.level = level(protocol);
+    s.seen.since = now_ms();
+}
+
+impl Clients for BrokerHandle {
+    fn clients(&self) -> Vec<ClientInfo> {
+        let mut out: Vec<ClientInfo> = self
+            .router
+            .attached()
+            .iter()
+            .filter_map(|cell| {
+                let s = cell.lock();
+                (!s.internal).then(|| ClientInfo {
+                    client_id: s.client_id.to_string(),
+                    address: s.seen.peer.map_or_else(String::new, |p| p.to_string()),
+                    protocol_level: s.seen.level,
+                    subscriptions: s.subscriptions.len(),
+                    queued: s.pending(),
+                    connected_since: s.seen.since,
+                    dropped: s.seen.dropped,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+}
