@@ -19,6 +19,7 @@ mod broker;
 mod config_errors;
 mod homeassistant;
 mod homeassistant_uplink;
+mod http_limits;
 mod modbus;
 mod modbus_faults;
 mod modbus_learn;
