@@ -168,7 +168,9 @@ impl Series {
         };
         let n = self.raw.len();
         let same_kind = self.raw.back().is_some_and(|b| b.v.is_nan() == v.is_nan());
-        let close = n >= 2 && ts - self.ts_of(&self.raw[n - 2]) < RAW_STEP_MS;
+        // the newest entry stands in for its step until a step has passed
+        let close =
+            n >= 2 && self.ts_of(&self.raw[n - 1]) - self.ts_of(&self.raw[n - 2]) < RAW_STEP_MS;
         if same_kind && close {
             self.raw[n - 1] = raw; // thinned: the newest of the step is kept
         } else {

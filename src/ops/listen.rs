@@ -10,7 +10,8 @@
 //! half-sent requests fill the table); when every connection is busy with
 //! a request (or an event stream), the new one gets `503` and is closed.
 //! Each close is counted in `fieldgate_http_closed_total{reason}` and logged
-//! (throttled). Must not know the routes.
+//! (throttled); an idle keep-alive connection closed after a request is
+//! not (browsers keep them open). Must not know the routes.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,6 +168,10 @@ async fn serve_one(tcp: TcpStream, app: Router, conn: Arc<Conn>, header_timeout:
     let served = builder.serve_connection(TokioIo::new(tcp), service);
     tokio::select! {
         r = served => match r {
+            // after a request: an idle keep-alive connection, closed quietly
+            Err(e) if e.is_timeout() && conn.proven.load(Ordering::Relaxed) => {
+                debug!("idle HTTP connection closed");
+            }
             Err(e) if e.is_timeout() => count("header_timeout"),
             Err(e) => debug!(error = %e, "HTTP connection ended"),
             Ok(()) => {}

@@ -33,6 +33,7 @@ pub const MAX_STREAMS: usize = 16;
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/page.js");
+const CHART: &str = include_str!("page/chart.js");
 const STYLE: &str = include_str!("page/page.css");
 
 /// What the page's routes share.
@@ -247,6 +248,10 @@ pub fn router(page: Arc<Page>) -> Router {
         .route(
             "/assets/page.js",
             get(|s, h| asset(s, h, SCRIPT, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/assets/chart.js",
+            get(|s, h| asset(s, h, CHART, "text/javascript; charset=utf-8")),
         )
         .route(
             "/assets/page.css",
