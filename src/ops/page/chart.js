@@ -10,6 +10,8 @@
     if (a >= 10) return v.toFixed(1);
     return String(Math.round(v * 1000) / 1000);
   };
+  // chart width in SVG units: the screen's, so text keeps its size on a phone
+  var width = function () { return Math.max(300, Math.min(900, document.body.clientWidth - 40)); };
   var hhmm = function (ts) {
     return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   };
@@ -56,8 +58,10 @@
     return { d: d, segments: segs };
   }
 
+  // a gap: no reading for 3 polls, and at least 10 s (the live stream
+  // brings one value every 2 s, a busy gateway's a little later)
   function gapFn(pollMs, bucketMs) {
-    var rawGap = Math.max(3 * (pollMs || 1000), 3000);
+    var rawGap = Math.max(3 * (pollMs || 1000), 10000);
     return function (a, b) { return a[2] === "r" && b[2] === "r" ? rawGap : 2 * bucketMs; };
   }
 
@@ -111,7 +115,7 @@
   // bucket, the raw readings of the last minutes.
   function big(doc, now) {
     var win = doc.window, bucketMs = win.bucket_s * 1000;
-    var W = 640, H = 240, pad = 8, left = 0;
+    var W = width(), H = 240, pad = 8, left = 0;
     var vals = [];
     doc.buckets.forEach(function (b) { vals.push(b[1], b[3]); });
     doc.raw.forEach(function (r) { vals.push(r[1]); });
@@ -136,9 +140,9 @@
   // The uplink's hour: outbox depth (area), send rate (line), the times it
   // went down (red) and came back (green), outages shaded.
   function uplink(doc, now) {
-    var W = 640, H = 150, pad = 6;
+    var W = width(), H = 150, pad = 6;
     var s = doc.samples;
-    var t0 = s.length ? s[0][0] : now - 60000, t1 = Math.max(now, t0 + 60000);
+    var t0 = s.length ? s[0][0] : now - 30000, t1 = Math.max(now, t0 + 30000);
     var sx = function (t) { return ((t - t0) / (t1 - t0)) * W; };
     var maxDepth = Math.max(1, Math.max.apply(null, s.map(function (q) { return q[1]; }).concat([0])));
     var maxRate = Math.max(1, Math.max.apply(null, s.map(function (q) { return q[2]; }).concat([0])));
@@ -172,16 +176,22 @@
       '<path class="depth" d="' + area + '"/><path class="rate" d="' + rate.d + '"/>' + ax + "</svg>";
   }
 
-  // A device's hour: readings per bucket as bars, offline time in red.
+  // The start of a device's window: the span back from now, or since the
+  // history has data.
+  function start(win, now) {
+    return Math.max(now - win.span_s * 1000, (win.since || now) - (win.since || now) % (win.bucket_s * 1000));
+  }
+
+  // A device's window: readings per bucket as bars, offline time in red.
   function device(name, trail, win, now) {
     var W = 240, H = 24, bucketMs = win.bucket_s * 1000;
-    var t0 = now - win.span_s * 1000;
+    var t0 = start(win, now), span = Math.max(bucketMs, now - t0);
     var max = Math.max(1, Math.max.apply(null, trail.map(function (b) { return b[1]; }).concat([0])));
-    var bw = Math.max(1, (bucketMs / (win.span_s * 1000)) * W);
+    var bw = Math.max(1, (bucketMs / span) * W);
     var bars = "";
     trail.forEach(function (b) {
       if (b[0] + bucketMs < t0) return;
-      var x = (((b[0] - t0) / (win.span_s * 1000)) * W).toFixed(1);
+      var x = (((b[0] - t0) / span) * W).toFixed(1);
       var h = Math.max(1, (b[1] / max) * (H - 2));
       if (b[3] > 0) bars += '<rect class="off" x="' + x + '" width="' + bw.toFixed(1) + '" y="0" height="' + H + '"/>';
       bars += '<rect class="on" x="' + x + '" width="' + bw.toFixed(1) + '" y="' + (H - h).toFixed(1) + '" height="' + h.toFixed(1) + '"/>';
@@ -189,5 +199,5 @@
     return '<svg class="trail" id="trail-' + name + '" viewBox="0 0 ' + W + " " + H + '" preserveAspectRatio="none">' + bars + "</svg>";
   }
 
-  window.FG_CHART = { spark: spark, big: big, uplink: uplink, device: device, fmt: fmt, hhmm: hhmm };
+  window.FG_CHART = { spark: spark, big: big, uplink: uplink, device: device, start: start, fmt: fmt, hhmm: hhmm };
 })();

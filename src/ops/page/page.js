@@ -80,10 +80,11 @@
     if (!hd || !hist.window.span_s) return "";
     var n = 0, off = 0, bad = 0;
     hd.trail.forEach(function (b) { n += b[1]; bad += b[2]; off += b[3]; });
-    var mins = Math.max(1, hist.window.span_s / 60);
+    var secs = Math.max(1, (now - C.start(hist.window, now)) / 1000);
+    var mins = Math.max(1 / 6, secs / 60);
     var h = '<div class="hour">' + C.device(d.name, hd.trail, hist.window, now) + '<span class="sub">';
     h += (hd.poll_s ? "poll every " + esc(hd.poll_s) + " s · " : "") + esc(Math.round((n / mins) * 10) / 10) + " readings/min";
-    h += " · offline " + esc(dur(off / 1000)) + (bad ? " · " + esc(bad) + " not good" : "") + " in the last " + esc(dur(hist.window.span_s)) + "</span></div>";
+    h += " · offline " + esc(dur(off / 1000)) + (bad ? " · " + esc(bad) + " not good" : "") + " in the last " + esc(dur(secs)) + "</span></div>";
     return h;
   }
 
@@ -178,6 +179,7 @@
   var live = document.getElementById("live");
   var refresh = function () { if (last) render(last); };
   if (window.FIELDGATE_INITIAL) render(window.FIELDGATE_INITIAL);
+  window.addEventListener("resize", refresh); // charts follow the width (a phone turned)
   var loadHistory = function () { get("/api/v1/history", function (h) { hist = h; refresh(); }); };
   var loadUplink = function () { get("/api/v1/uplink/history", function (u) { uplinkDoc = u; refresh(); }); };
   loadHistory();

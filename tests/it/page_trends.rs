@@ -1,0 +1,464 @@
+//! The status page's trends in a real browser (headless chromium read over
+//! the DevTools protocol, as in `page_live`): a sparkline per numeric point
+//! that moves as new values arrive, a silent device drawn as a gap, the
+//! larger chart of a point, a text point's changes; the uplink chart with a
+//! cut and a restore the test makes with a proxy, and the broker's clients
+//! table listing a `mosquitto_sub`. The history API over plain HTTP: its
+//! shapes, the 404s, the CSV and the login. Screenshots at 1280 and 390 px
+//! (`FIELDGATE_SCREENSHOTS=docs` keeps them).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::QoS;
+use serde_json::Value as Json;
+
+use crate::modbus_server::{Registers, TcpServer};
+use crate::page_live::LivePage;
+use crate::support::{Gateway, Sub, free_port};
+use crate::upstream::{Mosquitto, Proxy};
+
+const SECS: Duration = Duration::from_secs(20);
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET with optional basic credentials: (status line, lower-cased headers, body).
+fn get(port: u16, path: &str, basic: Option<&str>) -> (String, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
+    s.set_read_timeout(Some(SECS)).expect("timeout");
+    let auth = basic
+        .map(|b| {
+            use base64::Engine;
+            format!(
+                "Authorization: Basic {}\r\n",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )
+        })
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_lowercase(), body.to_string())
+}
+
+fn get_json(port: u16, path: &str, basic: Option<&str>) -> Json {
+    let (status, _, body) = get(port, path, basic);
+    assert!(status.contains("200"), "{path}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// `mosquitto_sub` connected as `id` with protocol `version`.
+fn mosquitto_sub(port: u16, id: &str, version: &str) -> Killed {
+    Killed(
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", id])
+            .args(["-V", version, "-t", "panel/#"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (apt-get install mosquitto-clients)"),
+    )
+}
+
+/// An element attribute in the page ('' when the element is missing).
+fn attr(id: &str, name: &str) -> String {
+    format!(
+        "(() => {{ const e = document.getElementById('{id}'); return e ? String(e.getAttribute('{name}')) : ''; }})()"
+    )
+}
+
+// multi-threaded: the Modbus server runs on this runtime, and the
+// DevTools and HTTP helpers block their thread while they wait
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparklines_move_live_a_silent_device_is_a_gap_and_a_point_opens_its_hour() {
+    let regs = Registers::default();
+    regs.unit(1, |b| b.set_holding(0, &[100]));
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
+    let http = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+gateway:
+  id: trend-gw
+  data_dir: "{{data_dir}}"
+broker:
+  listen: "127.0.0.1:{{port}}"
+http:
+  listen: "127.0.0.1:{http}"
+  history_bucket: 5s
+devices:
+  - name: plc
+    kind: modbus-tcp
+    address: "{addr}"
+    poll: 200ms
+    timeout: 100ms
+    points:
+      - {{ name: level, table: holding, address: 0, type: u16, unit: cm }}
+  - name: line
+    kind: simulated
+    poll: 500ms
+    points:
+      - {{ name: mode, signal: constant, value: auto }}
+"#,
+        addr = server.addr
+    ));
+    let mut sub = Sub::connect(gw.port, &["trend-gw/plc/level"], QoS::AtMostOnce).await;
+    sub.next(SECS).await;
+
+    let _one_browser = crate::page::BROWSER.lock().await;
+    let mut page = LivePage::open(http, &format!("http://127.0.0.1:{http}/"), "1280,900").await;
+    // a sparkline for the numeric point, with min and max beside it
+    let points = |s: &str| s.parse::<u32>().unwrap_or(0);
+    page.until(SECS, &attr("spark-plc-level", "data-points"), |s| {
+        points(s) >= 3
+    })
+    .await;
+    let path = "(() => { const e = document.querySelector('#spark-plc-level path'); return e ? e.getAttribute('d') : ''; })()";
+    let before = page.eval(path).await;
+    // new values arrive in the same page and move the line (each held
+    // past one event interval, so the live stream carries it)
+    for v in [140u16, 90, 160] {
+        regs.unit(1, |b| b.set_holding(0, &[v]));
+        tokio::time::sleep(Duration::from_millis(4000)).await;
+    }
+    let after = page
+        .until(SECS, path, |d| !d.is_empty() && d != before)
+        .await;
+    assert_ne!(after, before);
+    let mm = "(() => document.getElementById('mm-plc-level').textContent)()";
+    page.until(SECS, mm, |t| t == "90 – 160").await;
+    assert_eq!(
+        page.eval("String(performance.getEntriesByType('navigation').length)")
+            .await,
+        "1",
+        "not reloaded"
+    );
+    // a text point lists its changes
+    let changes = "(() => { const e = document.getElementById('changes-line-mode'); return e ? e.textContent : ''; })()";
+    page.until(SECS, changes, |t| t.contains("auto")).await;
+
+    // the device goes silent (offline), then answers again: a gap, not a line
+    assert_eq!(
+        page.eval(&attr("spark-plc-level", "data-segments")).await,
+        "1",
+        "{}",
+        get_json(http, "/api/v1/devices/plc/points/level/history", None)
+    );
+    regs.lock().silent.insert(1);
+    page.until(SECS, &attr("dev-plc", "data-state"), |s| s == "offline")
+        .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    regs.lock().silent.remove(&1);
+    page.until(SECS, &attr("dev-plc", "data-state"), |s| s == "online")
+        .await;
+    page.until(SECS, &attr("spark-plc-level", "data-segments"), |s| {
+        s.parse::<u32>().unwrap_or(0) >= 2
+    })
+    .await;
+    let h = get_json(http, "/api/v1/devices/plc/points/level/history", None);
+    assert!(
+        h["raw"].as_array().unwrap().iter().any(|r| r[1].is_null()),
+        "the offline stretch is a gap in the raw readings: {}",
+        h["raw"]
+    );
+
+    // tapping the point opens its hour: unit, time axis, CSV link
+    page.eval("(() => { document.querySelector('tr[data-point=level] svg.spark').dispatchEvent(new MouseEvent('click', {bubbles: true})); return ''; })()")
+        .await;
+    let chart = "(() => { const o = document.getElementById('overlay'); const c = document.getElementById('big-chart'); \
+                 return (o && !o.hidden && c) ? o.querySelector('h2').textContent + '|' + c.querySelectorAll('text.tick').length + '|' + \
+                 document.getElementById('csv').getAttribute('href') : ''; })()";
+    let shown = page.until(SECS, chart, |s| !s.is_empty()).await;
+    let parts: Vec<&str> = shown.split('|').collect();
+    assert!(
+        parts[0].contains("plc / level") && parts[0].contains("cm"),
+        "{shown}"
+    );
+    assert!(
+        parts[1].parse::<u32>().unwrap() >= 3,
+        "axis labels: {shown}"
+    );
+    assert_eq!(
+        parts[2],
+        "/api/v1/devices/plc/points/level/history?format=csv"
+    );
+}
+
+#[tokio::test]
+async fn uplink_chart_marks_a_cut_and_a_restore_and_clients_are_listed() {
+    let upstream = Mosquitto::start();
+    let proxy = Proxy::start(upstream.port).await;
+    let http = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+gateway:
+  id: gw1
+  data_dir: "{{data_dir}}"
+broker:
+  listen: "127.0.0.1:{{port}}"
+http:
+  listen: "127.0.0.1:{http}"
+  history_bucket: 5s
+devices:
+  - name: line
+    kind: simulated
+    poll: 200ms
+    points:
+      - {{ name: parts, signal: counter }}
+      - {{ name: speed, signal: ramp, period: 30s, min: 0, max: 1200, unit: rpm }}
+      - {{ name: temperature, signal: sine, period: 20s, min: 60, max: 80, unit: "°C" }}
+uplink:
+  url: mqtt://127.0.0.1:{proxy}
+  client_id: gw1-page
+  keep_alive: 5s
+  reconnect: {{ min: 100ms, max: 500ms }}
+  forward:
+    - {{ filter: "gw1/#", prefix: "site/", qos: 1 }}
+"#,
+        proxy = proxy.port
+    ));
+    let _panel = mosquitto_sub(gw.port, "hmi-panel-31", "mqttv31");
+    let _tool = mosquitto_sub(gw.port, "node-red-311", "mqttv311");
+    let connected = |up: bool| move |s: &Json| s["uplink"]["connected"] == up;
+    wait_status(http, connected(true)).await;
+
+    // the clients, as the API lists them
+    let deadline = Instant::now() + SECS;
+    let clients = loop {
+        let c = get_json(http, "/api/v1/clients", None);
+        if c["clients"].as_array().unwrap().len() >= 2 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "clients never listed: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let panel = clients["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "hmi-panel-31")
+        .expect("the 3.1 client");
+    assert_eq!(panel["protocol_level"], 3);
+    assert_eq!(panel["subscriptions"], 1);
+    assert!(panel["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(panel["connected_since"].as_i64().unwrap() > 0);
+
+    // an outage: cut long enough for the sampler (every 2 s) to see it
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.cut();
+    wait_status(http, connected(false)).await;
+    wait_status(http, |s| s["uplink"]["outbox_depth"].as_u64() > Some(20)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    wait_status(http, |s| {
+        s["uplink"]["connected"] == true && s["uplink"]["outbox_depth"].as_u64() < Some(5)
+    })
+    .await;
+    let deadline = Instant::now() + SECS;
+    let hist = loop {
+        let h = get_json(http, "/api/v1/uplink/history", None);
+        let kinds: Vec<&str> = h["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e[1].as_str())
+            .collect();
+        if kinds.ends_with(&["down", "up"]) {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no down/up events: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let peak = hist["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s[1].as_u64())
+        .max()
+        .unwrap();
+    assert!(peak > 20, "the backlog shows in the samples: {hist}");
+
+    let _one_browser = crate::page::BROWSER.lock().await;
+    let mut page = LivePage::open(http, &format!("http://127.0.0.1:{http}/"), "1280,900").await;
+    let marks = "(() => { const c = document.getElementById('uplink-chart'); if (!c) return ''; \
+                 return c.querySelectorAll('line.ev.down').length + '|' + c.querySelectorAll('line.ev.up').length + '|' + \
+                 c.querySelectorAll('rect.outage').length + '|' + c.getAttribute('data-samples'); })()";
+    let m = page
+        .until(SECS, marks, |s| {
+            let v: Vec<u32> = s.split('|').filter_map(|x| x.parse().ok()).collect();
+            v.len() == 4 && v[0] >= 1 && v[1] >= 1 && v[2] >= 1 && v[3] >= 3
+        })
+        .await;
+    println!("uplink chart down|up|outages|samples: {m}");
+    let level = "(() => { const r = document.querySelector('#clients tr[data-client=\"hmi-panel-31\"] td.level'); return r ? r.textContent : ''; })()";
+    assert_eq!(page.until(SECS, level, |s| !s.is_empty()).await, "3.1");
+    let level = "(() => { const r = document.querySelector('#clients tr[data-client=\"node-red-311\"] td.level'); return r ? r.textContent : ''; })()";
+    assert_eq!(page.until(SECS, level, |s| !s.is_empty()).await, "3.1.1");
+    page.until(SECS, &attr("spark-line-temperature", "data-points"), |s| {
+        s.parse::<u32>().unwrap_or(0) >= 10
+    })
+    .await;
+    for (w, h) in [(1280, 1500), (390, 1700)] {
+        let png = page.screenshot(w, h).await;
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{w} px");
+        if let Ok(dir) = std::env::var("FIELDGATE_SCREENSHOTS") {
+            let file = std::path::Path::new(&dir).join(format!("status-page-{w}.png"));
+            std::fs::write(&file, &png).expect("keep screenshot");
+        }
+    }
+    drop(gw);
+}
+
+/// Polls `/api/v1/status` until `ok` holds.
+async fn wait_status(http: u16, ok: impl Fn(&Json) -> bool) -> Json {
+    let deadline = Instant::now() + SECS;
+    loop {
+        let s = get_json(http, "/api/v1/status", None);
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never matched: {}",
+            s["uplink"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn history_api_shapes_404s_csv_and_login() {
+    let http = free_port();
+    let users = "  users:\n    - { username: tech, password_env: TRENDS_TEST_PW }";
+    let gw = Gateway::start_with_env(
+        &format!(
+            r#"
+gateway:
+  id: api-gw
+  data_dir: "{{data_dir}}"
+broker:
+  listen: "127.0.0.1:{{port}}"
+http:
+  listen: "127.0.0.1:{http}"
+{users}
+devices:
+  - name: line
+    kind: simulated
+    poll: 200ms
+    points:
+      - {{ name: speed, signal: ramp, period: 30s, min: 0, max: 1200, unit: rpm }}
+      - {{ name: mode, signal: constant, value: auto }}
+"#
+        ),
+        &[("TRENDS_TEST_PW", "s3cret")],
+    );
+    let ok = Some("tech:s3cret");
+    let paths = [
+        "/api/v1/history",
+        "/api/v1/devices/line/points/speed/history",
+        "/api/v1/devices/line/points/speed/history?format=csv",
+        "/api/v1/uplink/history",
+        "/api/v1/clients",
+    ];
+    for path in paths {
+        assert!(get(http, path, None).0.contains("401"), "{path}");
+        assert!(get(http, path, Some("tech:no")).0.contains("401"), "{path}");
+    }
+    let deadline = Instant::now() + SECS;
+    let h = loop {
+        let h = get_json(http, "/api/v1/devices/line/points/speed/history", ok);
+        if h["raw"].as_array().unwrap().len() >= 3 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no history: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(h["unit"], "rpm");
+    for r in h["raw"].as_array().unwrap() {
+        let r = r.as_array().unwrap();
+        assert_eq!(r.len(), 2, "[ts, value]");
+        assert!(r[0].is_i64() && r[1].is_number(), "{r:?}");
+    }
+    let b = h["buckets"].as_array().unwrap();
+    assert!(!b.is_empty());
+    let first = b[0].as_array().unwrap();
+    assert_eq!(first.len(), 4, "[ts, min, avg, max]");
+    let (min, avg, max) = (
+        first[1].as_f64().unwrap(),
+        first[2].as_f64().unwrap(),
+        first[3].as_f64().unwrap(),
+    );
+    assert!(min <= avg && avg <= max, "{first:?}");
+    assert_eq!(
+        first[0].as_i64().unwrap() % 30_000,
+        0,
+        "buckets start on 30 s"
+    );
+    assert_eq!(h["window"]["bucket_s"], 30);
+    assert_eq!(h["window"]["span_s"], 3600);
+    assert!(h["window"]["since"].as_i64().unwrap() <= first[0].as_i64().unwrap() + 30_000);
+    // a text point: its changes
+    let t = get_json(http, "/api/v1/devices/line/points/mode/history", ok);
+    assert_eq!(t["changes"][0][1], "auto", "{t}");
+
+    for (path, needle) in [
+        ("/api/v1/devices/nope/points/speed/history", "nope"),
+        ("/api/v1/devices/line/points/nope/history", "nope"),
+    ] {
+        let (status, headers, body) = get(http, path, ok);
+        assert!(status.contains("404"), "{path}: {status}");
+        assert!(headers.contains("application/json"), "{headers}");
+        let e: Json = serde_json::from_str(&body).expect("JSON error");
+        assert!(e["error"].as_str().unwrap().contains(needle), "{e}");
+    }
+
+    let (status, headers, csv) = get(http, paths[2], ok);
+    assert!(status.contains("200"), "{status}");
+    assert!(headers.contains("content-type: text/csv"), "{headers}");
+    assert!(
+        headers.contains("attachment; filename=\"line-speed-history.csv\""),
+        "{headers}"
+    );
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("ts_ms,time_utc,kind,min,avg,max"));
+    assert!(csv.lines().any(|l| l.contains(",bucket,")), "{csv}");
+    assert!(
+        csv.lines().filter(|l| l.contains(",raw,")).count() >= 3,
+        "{csv}"
+    );
+
+    let all = get_json(http, "/api/v1/history", ok);
+    let line = &all["devices"][0];
+    assert_eq!(line["name"], "line");
+    assert_eq!(line["poll_s"], 0.2);
+    assert!(line["points"]["speed"]["raw"].as_array().unwrap().len() >= 3);
+    let trail = line["trail"].as_array().unwrap();
+    assert!(
+        trail[0][1].as_u64().unwrap() > 0,
+        "readings counted: {trail:?}"
+    );
+    assert_eq!(
+        get_json(http, "/api/v1/uplink/history", ok),
+        serde_json::json!({"configured": false})
+    );
+    let _sub = Sub::connect(gw.port, &["api-gw/#"], QoS::AtMostOnce).await;
+    let c = get_json(http, "/api/v1/clients", ok);
+    let ids: Vec<&str> = c["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["client_id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "{c}");
+}
