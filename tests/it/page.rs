@@ -188,7 +188,7 @@ async fn status_page_in_chromium_shows_devices_values_and_offline() {
 }
 
 /// GET with optional basic credentials; returns (status line, headers, body).
-fn get(port: u16, path: &str, basic: Option<&str>) -> (String, String, String) {
+pub(crate) fn get(port: u16, path: &str, basic: Option<&str>) -> (String, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
     s.set_read_timeout(Some(SECS)).expect("timeout");
     let auth = basic

@@ -14,10 +14,10 @@ use crate::support::{Gateway, Sub, free_port};
 
 const SECS: Duration = Duration::from_secs(20);
 
-/// Chromium, killed on drop.
-struct Browser(Child);
+/// A child process (chromium, a client), killed on drop.
+pub(crate) struct Killed(pub(crate) Child);
 
-impl Drop for Browser {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -26,36 +26,9 @@ impl Drop for Browser {
 
 type Ws = async_tungstenite::WebSocketStream<async_tungstenite::tokio::ConnectStream>;
 
-/// Evaluates `expr` in the page; returns its string value.
-async fn eval(ws: &mut Ws, id: u64, expr: &str) -> String {
-    let req = serde_json::json!({
-        "id": id, "method": "Runtime.evaluate",
-        "params": {"expression": expr, "returnByValue": true},
-    });
-    ws.send(Message::Text(req.to_string()))
-        .await
-        .expect("send to devtools");
-    loop {
-        let m = tokio::time::timeout(SECS, ws.next())
-            .await
-            .expect("devtools answers")
-            .expect("devtools open")
-            .expect("devtools message");
-        if let Message::Text(t) = m {
-            let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
-            if v["id"] == id {
-                return v["result"]["result"]["value"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-            }
-        }
-    }
-}
-
 /// Chromium with the page at `url` open, and a DevTools connection to it.
 pub(crate) struct LivePage {
-    _browser: Browser,
+    _browser: Killed,
     _profile: tempfile::TempDir,
     ws: Ws,
     id: u64,
@@ -66,7 +39,7 @@ impl LivePage {
     pub(crate) async fn open(http: u16, url: &str, size: &str) -> LivePage {
         let profile = tempfile::tempdir().expect("profile");
         let devtools = free_port();
-        let browser = Browser(
+        let browser = Killed(
             Command::new("chromium")
                 .args(crate::page::HEADLESS)
                 .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -93,8 +66,9 @@ impl LivePage {
 
     /// Evaluates `expr` in the page; returns its string value.
     pub(crate) async fn eval(&mut self, expr: &str) -> String {
-        self.id += 1;
-        eval(&mut self.ws, self.id, expr).await
+        let params = serde_json::json!({"expression": expr, "returnByValue": true});
+        let r = self.call("Runtime.evaluate", params).await;
+        r["result"]["value"].as_str().unwrap_or("").to_string()
     }
 
     /// A PNG of the page `width` px wide (and `height` tall).

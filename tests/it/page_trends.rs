@@ -7,51 +7,19 @@
 //! shapes, the 404s, the CSV and the login. Screenshots at 1280 and 390 px
 //! (`FIELDGATE_SCREENSHOTS=docs` keeps them).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 use serde_json::Value as Json;
 
 use crate::modbus_server::{Registers, TcpServer};
-use crate::page_live::LivePage;
+use crate::page::get;
+use crate::page_live::{Killed, LivePage};
 use crate::support::{Gateway, Sub, free_port};
 use crate::upstream::{Mosquitto, Proxy};
 
 const SECS: Duration = Duration::from_secs(20);
-
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// GET with optional basic credentials: (status line, lower-cased headers, body).
-fn get(port: u16, path: &str, basic: Option<&str>) -> (String, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
-    s.set_read_timeout(Some(SECS)).expect("timeout");
-    let auth = basic
-        .map(|b| {
-            use base64::Engine;
-            format!(
-                "Authorization: Basic {}\r\n",
-                base64::engine::general_purpose::STANDARD.encode(b)
-            )
-        })
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_lowercase(), body.to_string())
-}
 
 fn get_json(port: u16, path: &str, basic: Option<&str>) -> Json {
     let (status, _, body) = get(port, path, basic);
@@ -234,15 +202,10 @@ uplink:
     wait_status(http, connected(true)).await;
 
     // the clients, as the API lists them
-    let deadline = Instant::now() + SECS;
-    let clients = loop {
-        let c = get_json(http, "/api/v1/clients", None);
-        if c["clients"].as_array().unwrap().len() >= 2 {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "clients never listed: {c}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let clients = poll_json(http, "/api/v1/clients", None, |c| {
+        c["clients"].as_array().unwrap().len() >= 2
+    })
+    .await;
     let panel = clients["clients"]
         .as_array()
         .unwrap()
@@ -265,21 +228,16 @@ uplink:
         s["uplink"]["connected"] == true && s["uplink"]["outbox_depth"].as_u64() < Some(5)
     })
     .await;
-    let deadline = Instant::now() + SECS;
-    let hist = loop {
-        let h = get_json(http, "/api/v1/uplink/history", None);
+    let hist = poll_json(http, "/api/v1/uplink/history", None, |h| {
         let kinds: Vec<&str> = h["events"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|e| e[1].as_str())
             .collect();
-        if kinds.ends_with(&["down", "up"]) {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "no down/up events: {h}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        kinds.ends_with(&["down", "up"])
+    })
+    .await;
     let peak = hist["samples"]
         .as_array()
         .unwrap()
@@ -322,17 +280,18 @@ uplink:
 
 /// Polls `/api/v1/status` until `ok` holds.
 async fn wait_status(http: u16, ok: impl Fn(&Json) -> bool) -> Json {
+    poll_json(http, "/api/v1/status", None, ok).await
+}
+
+/// Polls `path` every 100 ms until `ok` holds for its document.
+async fn poll_json(http: u16, path: &str, basic: Option<&str>, ok: impl Fn(&Json) -> bool) -> Json {
     let deadline = Instant::now() + SECS;
     loop {
-        let s = get_json(http, "/api/v1/status", None);
-        if ok(&s) {
-            return s;
+        let j = get_json(http, path, basic);
+        if ok(&j) {
+            return j;
         }
-        assert!(
-            Instant::now() < deadline,
-            "status never matched: {}",
-            s["uplink"]
-        );
+        assert!(Instant::now() < deadline, "{path} never matched: {j}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -375,15 +334,10 @@ devices:
         assert!(get(http, path, None).0.contains("401"), "{path}");
         assert!(get(http, path, Some("tech:no")).0.contains("401"), "{path}");
     }
-    let deadline = Instant::now() + SECS;
-    let h = loop {
-        let h = get_json(http, "/api/v1/devices/line/points/speed/history", ok);
-        if h["raw"].as_array().unwrap().len() >= 3 {
-            break h;
-        }
-        assert!(Instant::now() < deadline, "no history: {h}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let h = poll_json(http, "/api/v1/devices/line/points/speed/history", ok, |h| {
+        h["raw"].as_array().unwrap().len() >= 3
+    })
+    .await;
     assert_eq!(h["unit"], "rpm");
     for r in h["raw"].as_array().unwrap() {
         let r = r.as_array().unwrap();
