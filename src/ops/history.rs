@@ -15,8 +15,8 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use super::trend::UplinkTrend;
-use crate::metrics::history;
 use crate::metrics::readings::{self, PointHistory};
+use crate::metrics::{Collector, Gauge, Metrics, gauge, history};
 use crate::ports::Clients;
 use crate::ports::points::DeviceSpec;
 
@@ -134,6 +134,30 @@ impl Histories {
             .unwrap_or_default();
         json!({"clients": list})
     }
+}
+
+/// `fieldgate_history_bytes`: what the points' history buffers hold,
+/// set at every collect.
+struct HistoryBytes(Gauge);
+
+impl Collector for HistoryBytes {
+    fn collect(&self, _: &Metrics) {
+        self.0.set(gauge(readings::history_bytes() as u64));
+    }
+}
+
+/// Registers `fieldgate_history_bytes` and its collector (once).
+pub fn register_metrics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let m = crate::metrics::get();
+        let g = m.register(
+            "history_bytes",
+            "Bytes the status page's point history holds in memory",
+            Gauge::default(),
+        );
+        m.set_collector("history", Arc::new(HistoryBytes(g)));
+    });
 }
 
 /// A point's history as CSV: one row per bucket, then one per raw reading

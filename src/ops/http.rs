@@ -156,6 +156,7 @@ pub async fn serve(
         .route("/metrics", get(prometheus))
         .route("/healthz", get(move || healthz(gateway.clone())))
         .merge(super::page::router(page));
+    super::history::register_metrics();
     info!(%addr, "metrics and health endpoint listening");
     let limits = super::listen::Limits {
         max_connections: cfg.max_connections,

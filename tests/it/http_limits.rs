@@ -37,14 +37,7 @@ devices:
 
 /// Resident memory of a process, in bytes (`VmRSS`).
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .expect("VmRSS line")
-        * 1024
+    crate::page_memory::proc_bytes(pid, "VmRSS")
 }
 
 /// A whole `GET path` on a new connection: (status line, body, time taken).

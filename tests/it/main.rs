@@ -31,6 +31,7 @@ mod modbus_writes;
 mod ops;
 mod page;
 mod page_live;
+mod page_memory;
 mod page_trends;
 mod reading_clock;
 mod rules;
