@@ -169,3 +169,25 @@ fn half_sent_requests_neither_lock_out_healthz_nor_stay_open_nor_grow_memory() {
     );
     assert!(get(http, "/healthz").0.contains("200"), "alive after");
 }
+
+#[test]
+fn http_limits_and_history_out_of_range_are_config_errors() {
+    for (keys, path) in [
+        ("max_connections: 0", "http.max_connections"),
+        ("header_timeout: 10ms", "http.header_timeout"),
+        (
+            "history: 1h\n  history_bucket: 100ms",
+            "http.history_bucket",
+        ),
+        ("history: 1h\n  history_bucket: 2h", "http.history_bucket"),
+        ("history: 7d\n  history_bucket: 1s", "http.history"),
+    ] {
+        let cfg = crate::support::ConfigDir::new(&format!(
+            "gateway: {{ id: gw }}\nhttp:\n  listen: \"127.0.0.1:9181\"\n  {keys}\n"
+        ));
+        let out = crate::support::fieldgate(&["check", "-c", cfg.path_str()]);
+        assert_eq!(out.status.code(), Some(78), "{keys}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(path), "{keys}: {err}");
+    }
+}
