@@ -137,10 +137,12 @@ impl Api {
                 }),
             })
             .collect();
+        let learned = health.as_ref().and_then(|h| h.learned.clone());
         json!({
             "name": d.name,
             "kind": d.kind,
             "state": health.as_ref().map_or("unknown", |h| h.state),
+            "learned": learned,
             "error": health.and_then(|h| h.error),
             "last_ok_ts": last_ok,
             "stale_after_s": stale_ms / 1000,

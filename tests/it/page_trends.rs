@@ -296,8 +296,13 @@ async fn poll_json(http: u16, path: &str, basic: Option<&str>, ok: impl Fn(&Json
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_api_shapes_404s_csv_and_login() {
+    // a Modbus device that refuses reads of more than one register
+    let regs = Registers::default();
+    regs.unit(1, |b| b.set_holding(0, &[7, 8]));
+    regs.lock().max_read = Some(1);
+    let server = TcpServer::start(regs.clone(), "127.0.0.1:0").await;
     let http = free_port();
     let users = "  users:\n    - { username: tech, password_env: TRENDS_TEST_PW }";
     let gw = Gateway::start_with_env(
@@ -318,7 +323,15 @@ devices:
     points:
       - {{ name: speed, signal: ramp, period: 30s, min: 0, max: 1200, unit: rpm }}
       - {{ name: mode, signal: constant, value: auto }}
-"#
+  - name: plc
+    kind: modbus-tcp
+    address: "{addr}"
+    poll: 200ms
+    points:
+      - {{ name: a, table: holding, address: 0, type: u16 }}
+      - {{ name: b, table: holding, address: 1, type: u16 }}
+"#,
+            addr = server.addr
         ),
         &[("TRENDS_TEST_PW", "s3cret")],
     );
@@ -407,6 +420,15 @@ devices:
         serde_json::json!({"configured": false})
     );
     let _sub = Sub::connect(gw.port, &["api-gw/#"], QoS::AtMostOnce).await;
+    // the limits a Modbus device taught, as the page shows them
+    let plc = poll_json(http, "/api/v1/devices/plc", ok, |d| {
+        d["learned"].is_string()
+    })
+    .await;
+    assert!(
+        plc["learned"].as_str().unwrap().contains("max 1 register"),
+        "{plc}"
+    );
     let c = get_json(http, "/api/v1/clients", ok);
     let ids: Vec<&str> = c["clients"]
         .as_array()

@@ -94,6 +94,7 @@
     h += "<h2>" + esc(d.name) + ' <span class="badge ' + esc(d.state) + '">' + esc(d.state) + "</span>";
     h += ' <span class="sub">' + esc(d.kind) + "</span></h2>";
     if (d.error) h += '<p class="error">' + esc(d.error) + "</p>";
+    if (d.learned) h += '<p class="sub learned">limits learned: ' + esc(d.learned) + "</p>";
     h += '<p class="sub">last good value ' + esc(time(d.last_ok_ts)) + "</p>" + hour(d, hd, now);
     h += '<table><tr><th>point</th><th>value</th><th>trend</th><th class="q">quality</th><th>age</th></tr>';
     d.points.forEach(function (p) {
