@@ -36,11 +36,26 @@ pub enum Missing {
     Point(String, String),
 }
 
+/// Readings and buckets older than the window (a device silent for longer
+/// than `http.history`) are left out.
+fn oldest() -> i64 {
+    history::shape().map_or(i64::MIN, |s| {
+        crate::reading::now_ms() - s.bucket_ms * s.buckets as i64
+    })
+}
+
 fn series_json(h: &PointHistory) -> Json {
-    let raw: Vec<Json> = h.raw.iter().map(|(t, v)| json!([t, v])).collect();
+    let oldest = oldest();
+    let raw: Vec<Json> = h
+        .raw
+        .iter()
+        .filter(|(t, _)| *t >= oldest)
+        .map(|(t, v)| json!([t, v]))
+        .collect();
     let buckets: Vec<Json> = h
         .buckets
         .iter()
+        .filter(|(t, _)| *t >= oldest)
         .map(|(t, v)| match v {
             Some([min, avg, max]) => json!([t, min, avg, max]),
             None => json!([t, null, null, null]),
@@ -96,6 +111,7 @@ impl Histories {
             .map(|d| {
                 let trail: Vec<Json> = readings::trail_of(&d.name)
                     .iter()
+                    .filter(|b| b.start >= oldest())
                     .map(|b| json!([b.start, b.readings, b.bad, b.offline_ms]))
                     .collect();
                 let mut points = serde_json::Map::new();

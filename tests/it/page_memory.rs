@@ -85,6 +85,16 @@ fn a_thousand_points_of_history_stay_bounded() {
         after / 1024
     );
     assert_eq!(bytes, full, "the buffers are allocated once at full size");
+    // the page's document of all of it still comes whole
+    let (status, _, body) = get(http, "/api/v1/history", None);
+    assert!(status.contains("200"), "{status}");
+    let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(doc["devices"].as_array().unwrap().len(), DEVICES);
+    assert_eq!(
+        doc["devices"][9]["points"].as_object().unwrap().len(),
+        POINTS
+    );
+    println!("/api/v1/history: {} KiB", body.len() / 1024);
     assert!(bytes <= 4 << 20, "{bytes} bytes over 4 MiB");
     assert!(
         after.saturating_sub(before) < 2 << 20,
