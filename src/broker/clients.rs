@@ -67,3 +67,53 @@ impl Clients for BrokerHandle {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::message::Message;
+    use crate::broker::router::Router;
+    use crate::broker::session::Limits;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn lists_connected_clients_with_queue_and_drops_not_the_gateways_own() {
+        let limits = Limits {
+            max_queued_messages: 1,
+            max_queued_bytes: 1 << 20,
+            max_spooled_bytes: 0,
+            max_inflight: 10,
+        };
+        let router = Arc::new(Router::new(limits, None, None));
+        let handle = BrokerHandle {
+            router: router.clone(),
+        };
+        let _own = handle.subscribe("commands", &["a/#".to_string()], 16);
+        let (cell, _, _) = router.connect("hmi".into(), true, None, CancellationToken::new());
+        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        attached(&cell, peer, Protocol::V31);
+        router.subscribe(&cell, vec![("a/#".into(), 0), ("b".into(), 0)], None);
+        // nobody writes the client's queue out: one message fits; the next
+        // waits FULL_WAIT (500 ms) and is dropped, the last at once
+        for _ in 0..3 {
+            let m = Message::new("a/x".into(), bytes::Bytes::from_static(b"1"), 0, false);
+            router.publish(m).await;
+        }
+        let list = handle.clients();
+        assert_eq!(list.len(), 1, "{list:?}");
+        let c = &list[0];
+        assert!(c.connected_since > 0);
+        assert_eq!(
+            *c,
+            ClientInfo {
+                client_id: "hmi".into(),
+                address: "10.0.0.5:4000".into(),
+                protocol_level: 3,
+                subscriptions: 2,
+                queued: 1,
+                connected_since: c.connected_since,
+                dropped: 2,
+            }
+        );
+    }
+}
