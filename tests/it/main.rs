@@ -30,6 +30,7 @@ mod modbus_wire;
 mod modbus_writes;
 mod ops;
 mod page;
+mod page_api;
 mod page_live;
 mod page_memory;
 mod page_trends;
