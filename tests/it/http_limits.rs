@@ -3,7 +3,9 @@
 //! `GET /healthz` still answers within a second during the attack, every
 //! half-open socket is closed (the newest ones after `http.header_timeout`),
 //! an idle keep-alive connection is closed after the same time, and the
-//! gateway's resident memory stays bounded.
+//! gateway's resident memory stays bounded. Past `max_connections` of
+//! connections that each sent a whole request, a new client gets 503; the
+//! limits' config errors name their keys.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -190,4 +192,32 @@ fn http_limits_and_history_out_of_range_are_config_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(path), "{keys}: {err}");
     }
+}
+
+#[test]
+fn past_max_connections_of_finished_requests_a_new_client_gets_503() {
+    let http = free_port();
+    let _gw = gateway(http);
+    // 64 keep-alive connections that each had a whole request: none is
+    // closed to make room
+    let mut kept: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            s
+        })
+        .collect();
+    let (status, body, _) = get(http, "/healthz");
+    assert!(status.contains("503"), "{status}");
+    assert!(body.contains("too many connections"), "{body}");
+    // once they idle out (header_timeout), the listener serves again
+    let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(3);
+    for s in kept.iter_mut() {
+        assert!(closed_by(s, deadline).is_some(), "idle connection kept");
+    }
+    assert!(get(http, "/healthz").0.contains("200"));
 }
