@@ -111,9 +111,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let catalogue = southbound::catalogue::build(&config.devices);
     let ops_cancel = CancellationToken::new();
     if let Some(m) = &config.metrics {
-        let api = ops::api::Api::new(gateway.to_string(), catalogue.clone());
-        let logins = page_logins(m, &config.broker).map_err(RunError::PageLogins)?;
-        let page = ops::page::Page::new(api, logins);
+        metrics::history::configure(m.history.get(), m.history_bucket.get());
+        let clients: Arc<dyn ports::Clients> = Arc::new(handle.clone());
+        let api = ops::api::Api::new(gateway.to_string(), catalogue.clone())
+            .with_clients(clients.clone());
+        let uplink = config.uplink.as_ref().map(|_| {
+            let t = Arc::new(ops::trend::UplinkTrend::new(m.history.get()));
+            tokio::spawn(ops::trend::run(t.clone(), ops_cancel.clone()));
+            t
+        });
+        let histories = ops::history::Histories {
+            devices: catalogue.clone(),
+            uplink,
+            clients: Some(clients),
+        };
+        let logins =
+            page_logins(m, &config.broker, broker.logins()).map_err(RunError::PageLogins)?;
+        let page = ops::page::Page::new(api, histories, logins);
         ops::http::serve(m, gateway.to_string(), Arc::new(page), ops_cancel.clone()).await?;
     }
 
@@ -272,15 +286,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 fn page_logins(
     http: &MetricsConfig,
     broker: &BrokerConfig,
+    broker_logins: Arc<dyn PasswordCheck>,
 ) -> Result<Option<Arc<dyn PasswordCheck>>, AuthError> {
-    let auth = if !http.users.is_empty() {
-        Auth::of_users(&http.users)?
-    } else if broker.users.is_empty() && broker.password_file.is_none() {
+    if !http.users.is_empty() {
+        return Ok(Some(Arc::new(Auth::of_users(&http.users)?)));
+    }
+    if broker.users.is_empty() && broker.password_file.is_none() {
         return Ok(None);
-    } else {
-        Auth::new(broker)?
-    };
-    Ok(Some(Arc::new(auth)))
+    }
+    // the broker's own: one failure count per address for MQTT and the page
+    Ok(Some(broker_logins))
 }
 
 /// Publishes what the rules stage (and the bridge's intake) produce into
@@ -333,14 +348,24 @@ mod tests {
         };
         let no_http: MetricsConfig = serde_yaml_ng::from_str("{}").unwrap();
         let mut broker = BrokerConfig::default();
-        assert!(page_logins(&no_http, &broker).unwrap().is_none());
+        let shared =
+            |b: &BrokerConfig| -> Arc<dyn PasswordCheck> { Arc::new(Auth::new(b).unwrap()) };
+        assert!(
+            page_logins(&no_http, &broker, shared(&broker))
+                .unwrap()
+                .is_none()
+        );
         broker.users.push(user("mqtt", "m-pw"));
-        let logins = page_logins(&no_http, &broker).unwrap().unwrap();
+        let logins = page_logins(&no_http, &broker, shared(&broker))
+            .unwrap()
+            .unwrap();
         assert!(logins.check("mqtt", b"m-pw"));
         assert!(!logins.check("mqtt", b"wrong"));
         let mut http = no_http.clone();
         http.users.push(user("tech", "t-pw"));
-        let logins = page_logins(&http, &broker).unwrap().unwrap();
+        let logins = page_logins(&http, &broker, shared(&broker))
+            .unwrap()
+            .unwrap();
         assert!(logins.check("tech", b"t-pw"));
         assert!(!logins.check("mqtt", b"m-pw"));
     }

@@ -1,7 +1,8 @@
 //! The metrics leaf: process-wide metrics (Prometheus text via
 //! prometheus-client), the device health behind `/healthz`, the
 //! [`Collector`]s stages register, and the one throttle for repeated log
-//! lines ([`LogThrottle`]).
+//! lines ([`LogThrottle`]); `readings` (the last reading per point) and
+//! `history` (their bounded trends, for the status page).
 //!
 //! Owns the registry and the figures health reads ([`Metrics`]). Each
 //! stage creates its own metrics and registers them here at start
@@ -12,6 +13,7 @@
 //! status page, the systemd STATUS line). This module must import no stage
 //! and hold no pipeline state beyond counters and gauges.
 
+pub mod history;
 pub mod readings;
 mod throttle;
 
@@ -250,6 +252,7 @@ impl Metrics {
         if let Ok(mut d) = self.devices.lock() {
             d.insert(device.to_string(), health);
         }
+        readings::mark_state(device, online);
     }
 
     /// Records what a device taught about its limits (empty: nothing).

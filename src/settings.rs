@@ -129,6 +129,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         (Some(h), _) => ("http", Some(h)),
         (None, m) => ("metrics", m.as_ref()),
     };
+    if let Some(h) = http {
+        h.validate(http_key, &mut report);
+    }
     for (i, u) in http.map_or(&[][..], |h| &h.users).iter().enumerate() {
         if let Err(e) = u.source().and_then(|s| s.resolve()) {
             report.add(format!("{http_key}.users[{i}]"), e);

@@ -48,6 +48,33 @@ pub struct Limits {
     pub receive_maximum: u16,
 }
 
+#[cfg(test)]
+impl Limits {
+    /// Small limits for unit tests: `queued` messages in memory.
+    pub fn for_tests(queued: usize) -> Limits {
+        Limits {
+            max_queued_messages: queued,
+            max_queued_bytes: 1 << 20,
+            max_spooled_bytes: 1 << 20,
+            max_inflight: 10,
+            max_client_buffer: 1 << 20,
+            max_topic_levels: 201,
+            max_subscriptions: 100,
+            max_retained_messages: 100,
+            max_retained_bytes: 1 << 20,
+            max_sessions: 100,
+            max_store_bytes: 1 << 30,
+            session_expiry: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_session_expiry: Duration::from_secs(60),
+            max_topic_alias: 10,
+            max_keepalive: None,
+            validate_utf8: false,
+            receive_maximum: 100,
+        }
+    }
+}
+
 /// One limit a client can run into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {

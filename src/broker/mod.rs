@@ -11,6 +11,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod auth;
+mod clients;
 mod config;
 mod connection;
 mod handle;
@@ -132,6 +133,9 @@ async fn expire_sessions(router: Arc<Router>, cancel: CancellationToken) {
 /// The running broker.
 pub struct Broker {
     handle: BrokerHandle,
+    /// The logins, shared with the status page (one failure count per
+    /// address for MQTT and the page).
+    auth: Arc<auth::Auth>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -236,6 +240,7 @@ impl Broker {
         info!(listen = ?cfg.listen, "embedded broker listening");
         Ok(Broker {
             handle: BrokerHandle { router },
+            auth: ctx.auth.clone(),
             cancel,
             tracker,
         })
@@ -243,6 +248,11 @@ impl Broker {
 
     pub fn handle(&self) -> BrokerHandle {
         self.handle.clone()
+    }
+
+    /// The broker's login check, for the status page.
+    pub fn logins(&self) -> Arc<dyn crate::ports::PasswordCheck> {
+        self.auth.clone()
     }
 
     /// Stops the listeners, closes every client connection (no wills: the

@@ -9,12 +9,14 @@
 //! Modbus poll) finds each one at the place after the previous one, by
 //! pointer, without comparing names. Sources record into it through
 //! `SourceContext::send` / `send_all`; it must not hold anything but the
-//! latest value.
+//! latest value and, beside it, the point's bounded trend history
+//! ([`super::history`], recorded only once the wiring configured it).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
-use crate::reading::{Quality, Reading, Value};
+use super::history::{self, DeviceBucket, Series};
+use crate::reading::{Quality, Reading, Value, now_ms};
 
 /// The last reading of one point.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,31 +39,46 @@ impl LastReading {
     }
 }
 
+/// One point: its name, last reading and history.
+struct Slot {
+    name: Arc<str>,
+    last: LastReading,
+    series: Series,
+}
+
 /// One device's points.
 #[derive(Default)]
 struct Points {
-    slots: Vec<(Arc<str>, LastReading)>,
+    slots: Vec<Slot>,
     /// Point name -> its place in `slots`.
     index: BTreeMap<Arc<str>, usize>,
     /// Where the next reading's point probably is.
     hint: usize,
+    trail: history::DeviceTrail,
 }
 
 impl Points {
-    fn record(&mut self, r: &Reading) {
+    fn record(&mut self, r: &Reading, shape: Option<history::Shape>) {
         let at = match self.slots.get(self.hint) {
-            Some((name, _)) if Arc::ptr_eq(name, &r.point) => self.hint,
+            Some(s) if Arc::ptr_eq(&s.name, &r.point) => self.hint,
             _ => match self.index.get(&*r.point) {
                 Some(&i) => i,
                 None => {
                     self.index.insert(r.point.clone(), self.slots.len());
-                    self.slots.push((r.point.clone(), LastReading::of(r)));
-                    self.hint = self.slots.len();
-                    return;
+                    self.slots.push(Slot {
+                        name: r.point.clone(),
+                        last: LastReading::of(r),
+                        series: Series::default(),
+                    });
+                    self.slots.len() - 1
                 }
             },
         };
-        self.slots[at].1 = LastReading::of(r);
+        let slot = &mut self.slots[at];
+        slot.last = LastReading::of(r);
+        if let Some(shape) = shape {
+            slot.series.record(r, shape);
+        }
         self.hint = at + 1;
     }
 }
@@ -93,11 +110,92 @@ impl DeviceLast {
     /// Keeps each reading as its point's last one (one lock in all; a later
     /// reading of the same point wins).
     pub fn record_all(&self, readings: &[Reading]) {
+        let shape = history::shape();
         let mut points = lock(&self.0);
         for r in readings {
-            points.record(r);
+            points.record(r, shape);
+        }
+        if let Some(shape) = shape {
+            points.trail.readings(readings, shape);
         }
     }
+}
+
+/// A point's history as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PointHistory {
+    /// (ms, value; `None`: a gap), oldest first
+    pub raw: Vec<(i64, Option<f64>)>,
+    pub buckets: Vec<history::BucketOut>,
+    /// a text point's last changes
+    pub texts: Vec<(i64, String)>,
+}
+
+/// Notes a device's state change in its history: going offline marks a
+/// gap in each of its points and starts counting offline time.
+pub fn mark_state(device: &str, online: bool) {
+    let Some(shape) = history::shape() else {
+        return;
+    };
+    let now = now_ms();
+    let known = lock(&LAST).get(device).cloned();
+    let points = match known {
+        Some(p) => p,
+        None if online => return,
+        None => DeviceLast::of(&Arc::from(device)).0,
+    };
+    let mut points = lock(&points);
+    if !online {
+        for s in &mut points.slots {
+            s.series.gap(now, shape);
+        }
+    }
+    points.trail.state(online, now, shape);
+}
+
+/// The history of each point of `device` that has one, in the order the
+/// points first came; empty when nothing is recorded.
+pub fn history_of(device: &str) -> Vec<(Arc<str>, PointHistory)> {
+    let (Some(shape), Some(points)) = (history::shape(), lock(&LAST).get(device).cloned()) else {
+        return Vec::new();
+    };
+    let points = lock(&points);
+    points
+        .slots
+        .iter()
+        .map(|s| {
+            let h = PointHistory {
+                raw: s.series.raw(),
+                buckets: s.series.buckets(shape),
+                texts: s.series.texts(),
+            };
+            (s.name.clone(), h)
+        })
+        .collect()
+}
+
+/// `device`'s readings and offline time per bucket, oldest first.
+pub fn trail_of(device: &str) -> Vec<DeviceBucket> {
+    let (Some(shape), Some(points)) = (history::shape(), lock(&LAST).get(device).cloned()) else {
+        return Vec::new();
+    };
+    let mut points = lock(&points);
+    points.trail.buckets(now_ms(), shape)
+}
+
+/// Bytes the histories of all points hold on the heap.
+pub fn history_bytes() -> usize {
+    let devices: Vec<_> = lock(&LAST).values().cloned().collect();
+    devices
+        .iter()
+        .map(|p| {
+            lock(p)
+                .slots
+                .iter()
+                .map(|s| s.series.heap_bytes())
+                .sum::<usize>()
+        })
+        .sum()
 }
 
 /// Keeps `r` as its point's last reading.
@@ -114,7 +212,7 @@ pub fn of_device(device: &str) -> BTreeMap<Arc<str>, LastReading> {
     points
         .slots
         .iter()
-        .map(|(name, last)| (name.clone(), last.clone()))
+        .map(|s| (s.name.clone(), s.last.clone()))
         .collect()
 }
 

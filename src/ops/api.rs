@@ -5,9 +5,10 @@
 //! Owns the document shape (documented in the README) and the rate
 //! sampler. Reads only: the metrics leaf (the broker's and the uplink's
 //! figures among them), [`crate::metrics::readings`], [`super::logring`]
-//! and the point catalogue it is given; must not change pipeline state.
+//! the point catalogue and the broker's [`Clients`] port it is given; must
+//! not change pipeline state.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
@@ -15,6 +16,7 @@ use serde_json::{Value as Json, json};
 use super::logring;
 use crate::metrics;
 use crate::metrics::readings;
+use crate::ports::Clients;
 use crate::ports::points::DeviceSpec;
 use crate::reading::{Quality, now_ms};
 
@@ -45,6 +47,7 @@ struct Rates {
 pub struct Api {
     gateway: String,
     devices: Vec<DeviceSpec>,
+    clients: Option<Arc<dyn Clients>>,
     /// last sample and the rates computed from it (only touched while
     /// someone asks: nothing runs when nobody looks)
     rates: Mutex<(Option<Sample>, Rates)>,
@@ -64,8 +67,15 @@ impl Api {
         Api {
             gateway,
             devices,
+            clients: None,
             rates: Mutex::new((None, Rates::default())),
         }
+    }
+
+    /// Lists the broker's connected clients in the status document.
+    pub fn with_clients(mut self, clients: Arc<dyn Clients>) -> Api {
+        self.clients = Some(clients);
+        self
     }
 
     fn rates(&self, now: Sample) -> Rates {
@@ -127,10 +137,12 @@ impl Api {
                 }),
             })
             .collect();
+        let learned = health.as_ref().and_then(|h| h.learned.clone());
         json!({
             "name": d.name,
             "kind": d.kind,
             "state": health.as_ref().map_or("unknown", |h| h.state),
+            "learned": learned,
             "error": health.and_then(|h| h.error),
             "last_ok_ts": last_ok,
             "stale_after_s": stale_ms / 1000,
@@ -185,6 +197,7 @@ impl Api {
                 "publish_out_per_s": round(rates.publish_out),
                 "dropped": b.publish_dropped,
                 "retained": b.retained,
+                "list": self.clients.as_ref().map(|c| c.clients()).unwrap_or_default(),
             },
             "warnings": logring::recent(),
         })

@@ -2,7 +2,9 @@
 //! at `/metrics`, JSON at `/healthz`, and the status page with its JSON API
 //! (routes in [`super::page`]).
 //!
-//! Owns `MetricsConfig` and the axum server. Must not change pipeline state:
+//! Owns `MetricsConfig` (with the listener's limits and the history's
+//! shape) and the routes; the accept loop with its limits is
+//! [`super::listen`]. Must not change pipeline state:
 //! it only reads `crate::metrics` (after [`crate::metrics::Metrics::collect`],
 //! so the stages' registered figures are current); it imports no stage.
 
@@ -15,9 +17,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::config::LoginUser;
+use crate::config::{LoginUser, Report, TimeSpan};
 use crate::metrics;
 
 /// `metrics:`.
@@ -32,10 +34,65 @@ pub struct MetricsConfig {
     /// no login is asked (the wiring picks the store, see `lib.rs`).
     #[serde(default)]
     pub users: Vec<LoginUser>,
+    /// Connections open at once (past it: see `listen.rs`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request head must arrive within this; also the idle keep-alive
+    /// timeout.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: TimeSpan,
+    /// How far back the page's trends go (in memory only).
+    #[serde(default = "default_history")]
+    pub history: TimeSpan,
+    /// min / avg / max per bucket of this length.
+    #[serde(default = "default_history_bucket")]
+    pub history_bucket: TimeSpan,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9181))
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_header_timeout() -> TimeSpan {
+    TimeSpan::from_secs(10)
+}
+fn default_history() -> TimeSpan {
+    TimeSpan::from_secs(3600)
+}
+fn default_history_bucket() -> TimeSpan {
+    TimeSpan::from_secs(30)
+}
+
+impl MetricsConfig {
+    /// The checks of the section named `at` (`http` or `metrics`).
+    pub(crate) fn validate(&self, at: &str, report: &mut Report) {
+        if self.max_connections == 0 {
+            report.add(format!("{at}.max_connections"), "must be at least 1");
+        }
+        if self.header_timeout.get() < std::time::Duration::from_millis(100) {
+            report.add(format!("{at}.header_timeout"), "must be at least 100ms");
+        }
+        let (span, bucket) = (self.history.get(), self.history_bucket.get());
+        if bucket < std::time::Duration::from_secs(1) || bucket > span {
+            report.add(
+                format!("{at}.history_bucket"),
+                format!("must be between 1s and `history` ({})", self.history),
+            );
+        } else if span.as_millis() / bucket.as_millis()
+            > crate::metrics::history::MAX_BUCKETS as u128
+        {
+            report.add(
+                format!("{at}.history"),
+                format!(
+                    "at most {} buckets of `history_bucket` ({}): make the bucket longer",
+                    crate::metrics::history::MAX_BUCKETS,
+                    self.history_bucket
+                ),
+            );
+        }
+    }
 }
 
 /// Why the endpoint could not start.
@@ -99,15 +156,12 @@ pub async fn serve(
         .route("/metrics", get(prometheus))
         .route("/healthz", get(move || healthz(gateway.clone())))
         .merge(super::page::router(page));
+    super::history::register_metrics();
     info!(%addr, "metrics and health endpoint listening");
-    tokio::spawn(async move {
-        let shutdown = async move { cancel.cancelled().await };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            warn!(error = %e, "metrics endpoint stopped");
-        }
-    });
+    let limits = super::listen::Limits {
+        max_connections: cfg.max_connections,
+        header_timeout: cfg.header_timeout.get(),
+    };
+    tokio::spawn(super::listen::run(listener, app, limits, cancel));
     Ok(())
 }

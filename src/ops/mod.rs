@@ -1,5 +1,6 @@
 //! Operations: what an operator sees of the running gateway: status topics,
-//! metrics and health over HTTP, the status page and its JSON API, Home
+//! metrics and health over HTTP, the status page and its JSON API (with the
+//! points' and the uplink's history and the broker's clients), Home
 //! Assistant discovery, systemd notification and watchdog.
 //!
 //! Must not poll devices or own pipeline state: it formats and exports what
@@ -11,8 +12,11 @@
 //! another stage.
 
 pub mod api;
+pub mod history;
 pub mod homeassistant;
 pub mod http;
+pub mod listen;
 pub mod logring;
 pub mod notify;
 pub mod page;
+pub mod trend;

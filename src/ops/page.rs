@@ -1,6 +1,7 @@
 //! The live status page at `/` on the HTTP listener, its assets (compiled
 //! in from `src/ops/page/`, no CDN), the server-sent events at `/events`
-//! and the JSON API routes (`/api/v1/...`, built by [`super::api`]).
+//! and the JSON API routes (`/api/v1/...`, built by [`super::api`] and,
+//! for the history documents and the clients, [`super::history`]).
 //!
 //! Owns the routes, HTTP basic auth for them (checked by the
 //! [`PasswordCheck`] the wiring hands in) and the stream limit. Costs
@@ -14,13 +15,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 
 use super::api::Api;
+use super::history::{Histories, csv};
 use crate::ports::PasswordCheck;
 
 /// How often an open page gets a new document.
@@ -31,26 +33,30 @@ pub const MAX_STREAMS: usize = 16;
 
 const INDEX: &str = include_str!("page/index.html");
 const SCRIPT: &str = include_str!("page/page.js");
+const CHART: &str = include_str!("page/chart.js");
 const STYLE: &str = include_str!("page/page.css");
 
 /// What the page's routes share.
 pub struct Page {
     api: Api,
+    histories: Histories,
     /// `None`: no users configured, no login asked.
     auth: Option<Arc<dyn PasswordCheck>>,
     streams: AtomicUsize,
 }
 
 impl Page {
-    pub fn new(api: Api, auth: Option<Arc<dyn PasswordCheck>>) -> Page {
+    pub fn new(api: Api, histories: Histories, auth: Option<Arc<dyn PasswordCheck>>) -> Page {
         Page {
             api,
+            histories,
             auth,
             streams: AtomicUsize::new(0),
         }
     }
 
-    /// `true` when the request may see the page.
+    /// `true` when the request may see the page. A login from an address
+    /// that failed too often is refused (`broker.login_failures`).
     fn allowed(&self, headers: &HeaderMap) -> bool {
         let Some(auth) = &self.auth else {
             return true;
@@ -58,9 +64,20 @@ impl Page {
         let Some((user, pass)) = basic_credentials(headers) else {
             return false;
         };
-        auth.check(&user, pass.as_bytes())
+        let peer = headers
+            .get(PEER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match peer {
+            Some(ip) => auth.check_from(ip, &user, pass.as_bytes()),
+            None => auth.check(&user, pass.as_bytes()),
+        }
     }
 }
+
+/// The header the listener sets to the client's address (replacing any
+/// the client sent), for the login guard.
+pub const PEER_HEADER: &str = "x-fieldgate-peer";
 
 /// `user:password` of an `Authorization: Basic` header.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -146,13 +163,63 @@ async fn device(
     }
     match p.api.device(&name) {
         Some(d) => json(d.to_string()),
-        None => (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({"error": format!("no device named {name:?}")}).to_string(),
-        )
-            .into_response(),
+        None => not_found(format!("no device named {name:?}")),
     }
+}
+
+fn not_found(error: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": error }).to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/devices/{device}/points/{point}/history`, JSON or (with
+/// `?format=csv`) a CSV download.
+async fn point_history(
+    State(p): State<Arc<Page>>,
+    Path((device, point)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    let (doc, h) = match p.histories.point(&device, &point) {
+        Ok(found) => found,
+        Err(e) => return not_found(e.to_string()),
+    };
+    let wants_csv = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "format=csv"));
+    if !wants_csv {
+        return json(doc.to_string());
+    }
+    let name = format!("{device}-{point}-history.csv").replace(['"', '\\', '/'], "_");
+    let disposition = format!("attachment; filename=\"{name}\"");
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        csv(&h),
+    )
+        .into_response()
+}
+
+/// A history document (`/api/v1/history`, `/uplink/history`, `/clients`).
+async fn document(
+    State(p): State<Arc<Page>>,
+    headers: HeaderMap,
+    make: fn(&Histories) -> serde_json::Value,
+) -> Response {
+    if !p.allowed(&headers) {
+        return unauthorized();
+    }
+    json(make(&p.histories).to_string())
 }
 
 /// Gives a stream slot back when the stream ends (the browser left).
@@ -195,12 +262,32 @@ pub fn router(page: Arc<Page>) -> Router {
             get(|s, h| asset(s, h, SCRIPT, "text/javascript; charset=utf-8")),
         )
         .route(
+            "/assets/chart.js",
+            get(|s, h| asset(s, h, CHART, "text/javascript; charset=utf-8")),
+        )
+        .route(
             "/assets/page.css",
             get(|s, h| asset(s, h, STYLE, "text/css; charset=utf-8")),
         )
         .route("/events", get(events))
         .route("/api/v1/status", get(status))
         .route("/api/v1/devices/{name}", get(device))
+        .route(
+            "/api/v1/devices/{name}/points/{point}/history",
+            get(point_history),
+        )
+        .route(
+            "/api/v1/history",
+            get(|s, h| document(s, h, Histories::all)),
+        )
+        .route(
+            "/api/v1/uplink/history",
+            get(|s, h| document(s, h, Histories::uplink)),
+        )
+        .route(
+            "/api/v1/clients",
+            get(|s, h| document(s, h, Histories::clients)),
+        )
         .with_state(page)
 }
 

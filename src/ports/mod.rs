@@ -7,14 +7,18 @@
 //! - [`PasswordCheck`]: whether a user name and password are a login (the
 //!   status page's HTTP basic auth, checked against `http.users` or the
 //!   broker's users and password file);
-//! - [`points`]: the configured devices and points as ops needs them.
+//! - [`points`]: the configured devices and points as ops needs them;
+//! - [`clients`]: the broker's connected clients ([`Clients`]).
 //!
 //! The broker's counters reach ops through the metrics leaf
 //! (`metrics::BrokerFigures`, set by the broker's collector), like the
 //! uplink's. Owns only these traits and value types: must import no stage,
 //! start nothing and hold no state.
 
+pub mod clients;
 pub mod points;
+
+pub use clients::{ClientInfo, Clients};
 
 use tokio::sync::mpsc;
 

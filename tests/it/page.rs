@@ -188,7 +188,7 @@ async fn status_page_in_chromium_shows_devices_values_and_offline() {
 }
 
 /// GET with optional basic credentials; returns (status line, headers, body).
-fn get(port: u16, path: &str, basic: Option<&str>) -> (String, String, String) {
+pub(crate) fn get(port: u16, path: &str, basic: Option<&str>) -> (String, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
     s.set_read_timeout(Some(SECS)).expect("timeout");
     let auth = basic
@@ -363,4 +363,38 @@ fn http_and_metrics_sections_are_one_section() {
         err.contains("http.users[0]") && err.contains("FIELDGATE_UNSET_PW"),
         "{err}"
     );
+}
+
+/// `broker.login_failures` guards the page's login too, per address and
+/// shared with MQTT: after the failures, the right password is refused
+/// on the page and over MQTT for the rest of the period.
+#[tokio::test]
+async fn failed_page_logins_lock_the_address_out_of_page_and_broker() {
+    let http = free_port();
+    let users = "  users:\n    - { username: tech, password_env: PAGE_TEST_PW }\n  login_failures: { max: 2, per: 1m }";
+    let gw = Gateway::start_with_env(
+        &config(http, free_port(), users),
+        &[("PAGE_TEST_PW", "s3cret")],
+    );
+    assert!(
+        get(http, "/api/v1/status", Some("tech:s3cret"))
+            .0
+            .contains("200")
+    );
+    for _ in 0..2 {
+        assert!(
+            get(http, "/api/v1/status", Some("tech:guess"))
+                .0
+                .contains("401")
+        );
+    }
+    let (status, _, _) = get(http, "/api/v1/status", Some("tech:s3cret"));
+    assert!(
+        status.contains("401"),
+        "the right password after the failures: {status}"
+    );
+    let mqtt =
+        crate::broker::raw::connect("after-guesses", true, 30, Some(("tech", "s3cret")), None);
+    let (_s, outcome) = crate::broker::raw::connect_raw(gw.port, &mqtt).await;
+    assert_eq!(outcome, crate::broker::raw::ConnectOutcome::connack(5));
 }

@@ -199,6 +199,7 @@ pub async fn serve<S>(
     let Some((cell, present, generation)) = ctx.router.connect(attach) else {
         refused!(Refusal::Quota);
     };
+    super::clients::attached(&cell, peer, connect.protocol);
     let mut ack = BytesMut::new();
     let assigned_id = assigned.then_some(&*client_id);
     write_accepted(&mut ack, &ctx, &connect, present, assigned_id);

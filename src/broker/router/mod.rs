@@ -220,6 +220,7 @@ impl Router {
                         return durable;
                     }
                     Offer::Dropped => {
+                        s.seen.dropped += 1;
                         add(&self.stats.publish_dropped, 1);
                         return false;
                     }
@@ -236,7 +237,8 @@ impl Router {
             };
             cell.wake.notify_one();
             if congested || tokio::time::timeout_at(deadline, space).await.is_err() {
-                cell.lock().congested = true;
+                let mut s = cell.lock();
+                (s.congested, s.seen.dropped) = (true, s.seen.dropped + 1);
                 add(&self.stats.publish_dropped, 1);
                 return false;
             }

@@ -220,6 +220,8 @@ pub struct Session {
     /// count: expired (MQTT-3.3.2-5), and too large for the client.
     pub expired_delta: u64,
     pub oversize_delta: u64,
+    /// The connection's address, level and time, and drops (the clients list).
+    pub seen: super::clients::Seen,
 }
 
 /// A session and the wake-ups around it.
@@ -291,6 +293,7 @@ impl Session {
             peer: Peer::default(),
             expired_delta: 0,
             oversize_delta: 0,
+            seen: Default::default(),
         }
     }
 
@@ -377,7 +380,6 @@ impl Session {
     }
 
     /// Messages waiting (memory and disk) and in flight.
-    #[cfg(test)]
     pub fn pending(&self) -> u64 {
         self.queue.len() as u64 + self.spooled_rows + self.inflight.len() as u64
     }

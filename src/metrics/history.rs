@@ -1,0 +1,370 @@
+//! The trend history of every point for the status page, in memory only:
+//! the raw readings of the last 2 minutes (at most [`RAW_MAX`] per point, a
+//! faster poll thinned to about one a second) and min / avg / max buckets
+//! over `http.history` (`http.history_bucket` each); for text points their
+//! last [`TEXT_CHANGES`] changes; per device, readings and offline time per
+//! bucket.
+//!
+//! Owns [`Series`] (one point's history, kept beside its last reading in
+//! [`super::readings`]) and [`DeviceTrail`], and the shape set once at start
+//! by the wiring ([`configure`]; without it nothing is recorded). Bounded:
+//! a numeric point's buffers are allocated once at their full size (8 bytes
+//! per raw reading, 20 per bucket: 3,360 bytes with the defaults), values
+//! kept as 32-bit floats. Nothing is written to disk: a restart starts
+//! empty ([`since_ms`]). Must not import a stage.
+
+use std::collections::VecDeque;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::reading::{Quality, Reading, Value, now_ms};
+
+/// Raw readings kept per point.
+pub const RAW_MAX: usize = 120;
+/// How far back raw readings go.
+pub const RAW_SPAN_MS: i64 = 120_000;
+/// A faster poll is thinned to one raw reading per this step.
+const RAW_STEP_MS: i64 = RAW_SPAN_MS / RAW_MAX as i64;
+/// Changes kept per text point.
+pub const TEXT_CHANGES: usize = 8;
+/// Buckets at most (`history / history_bucket`), whatever the config says.
+pub const MAX_BUCKETS: usize = 1440;
+
+/// How long each bucket is and how many are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub bucket_ms: i64,
+    pub buckets: usize,
+}
+
+impl Shape {
+    /// The shape of `span` in buckets of `bucket` (at least 1 s each, at
+    /// most [`MAX_BUCKETS`]).
+    pub fn of(span: Duration, bucket: Duration) -> Shape {
+        let bucket_ms = i64::try_from(bucket.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1000);
+        let span_ms = i64::try_from(span.as_millis()).unwrap_or(i64::MAX);
+        let buckets = usize::try_from(span_ms / bucket_ms)
+            .unwrap_or(MAX_BUCKETS)
+            .clamp(1, MAX_BUCKETS);
+        Shape { bucket_ms, buckets }
+    }
+
+    fn index(&self, ts: i64) -> u32 {
+        u32::try_from(ts.div_euclid(self.bucket_ms).max(0)).unwrap_or(u32::MAX)
+    }
+
+    /// Bytes one numeric point's buffers take.
+    pub fn point_bytes(&self) -> usize {
+        RAW_MAX * size_of::<Raw>() + self.buckets * size_of::<Bucket>()
+    }
+}
+
+static SHAPE: OnceLock<(Shape, i64)> = OnceLock::new();
+
+/// Turns recording on with this shape (the first call wins; later calls
+/// return the shape in force).
+pub fn configure(span: Duration, bucket: Duration) -> Shape {
+    SHAPE.get_or_init(|| (Shape::of(span, bucket), now_ms())).0
+}
+
+/// The shape in force; `None`: nothing is recorded.
+pub fn shape() -> Option<Shape> {
+    SHAPE.get().map(|s| s.0)
+}
+
+/// Since when the history has data (ms since the epoch), when recording.
+pub fn since_ms() -> Option<i64> {
+    SHAPE.get().map(|s| s.1)
+}
+
+/// One raw reading: ms after the series' base, the value (NaN: a gap).
+#[derive(Debug, Clone, Copy)]
+struct Raw {
+    dt: u32,
+    v: f32,
+}
+
+/// One bucket: min / avg / max of its good readings (`n == 0`: only gaps).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    idx: u32,
+    min: f32,
+    max: f32,
+    avg: f32,
+    n: u32,
+}
+
+/// A bucket as the API shows it: start (ms), and min / avg / max unless it
+/// held no good reading.
+pub type BucketOut = (i64, Option<[f64; 3]>);
+
+/// One point's history.
+#[derive(Debug, Default)]
+pub struct Series {
+    base: i64,
+    raw: VecDeque<Raw>,
+    buckets: VecDeque<Bucket>,
+    texts: VecDeque<(i64, Box<str>)>,
+}
+
+/// The value a reading draws: `None` for text, NaN for a gap.
+fn plotted(r: &Reading) -> Option<f32> {
+    let v = match &r.value {
+        Value::Bool(b) => f32::from(u8::from(*b)),
+        Value::Int(i) => *i as f32,
+        Value::Float(f) => *f as f32,
+        Value::String(_) => return None,
+    };
+    Some(if r.quality == Quality::Good && v.is_finite() {
+        v
+    } else {
+        f32::NAN
+    })
+}
+
+/// An `f32` as the `f64` it was written as (0.1, not 0.100000001...).
+fn widen(v: f32) -> f64 {
+    format!("{v}").parse().unwrap_or(f64::from(v))
+}
+
+impl Series {
+    /// Adds `r` (with `shape`).
+    pub fn record(&mut self, r: &Reading, shape: Shape) {
+        match plotted(r) {
+            Some(v) => {
+                self.push_raw(r.ts, v, shape);
+                self.push_bucket(r.ts, v, shape);
+            }
+            None => self.push_text(r),
+        }
+    }
+
+    /// Marks a gap now (the device went offline), for numeric points.
+    pub fn gap(&mut self, ts: i64, shape: Shape) {
+        if !self.raw.is_empty() || !self.buckets.is_empty() {
+            self.push_raw(ts, f32::NAN, shape);
+            self.push_bucket(ts, f32::NAN, shape);
+        }
+    }
+
+    fn ts_of(&self, r: &Raw) -> i64 {
+        self.base + i64::from(r.dt)
+    }
+
+    fn push_raw(&mut self, ts: i64, v: f32, _shape: Shape) {
+        if self.raw.capacity() == 0 {
+            self.raw.reserve_exact(RAW_MAX);
+        }
+        let fits = ts >= self.base && ts - self.base <= i64::from(u32::MAX);
+        if self.raw.is_empty() || !fits {
+            self.raw.clear();
+            self.base = ts;
+        }
+        let raw = Raw {
+            dt: u32::try_from(ts - self.base).unwrap_or(u32::MAX),
+            v,
+        };
+        let n = self.raw.len();
+        let same_kind = self.raw.back().is_some_and(|b| b.v.is_nan() == v.is_nan());
+        // the newest entry stands in for its step until a step has passed
+        let close =
+            n >= 2 && self.ts_of(&self.raw[n - 1]) - self.ts_of(&self.raw[n - 2]) < RAW_STEP_MS;
+        if same_kind && close {
+            self.raw[n - 1] = raw; // thinned: the newest of the step is kept
+        } else {
+            if n == RAW_MAX {
+                self.raw.pop_front();
+            }
+            self.raw.push_back(raw);
+        }
+        while self
+            .raw
+            .front()
+            .is_some_and(|f| ts - self.ts_of(f) > RAW_SPAN_MS)
+        {
+            self.raw.pop_front();
+        }
+    }
+
+    fn push_bucket(&mut self, ts: i64, v: f32, shape: Shape) {
+        if self.buckets.capacity() == 0 {
+            self.buckets.reserve_exact(shape.buckets);
+        }
+        let idx = shape.index(ts);
+        let newest = self.buckets.back().map(|b| b.idx);
+        if newest.is_none_or(|last| idx > last) {
+            if self.buckets.len() == shape.buckets {
+                self.buckets.pop_front();
+            }
+            self.buckets.push_back(Bucket {
+                idx,
+                min: f32::NAN,
+                max: f32::NAN,
+                avg: f32::NAN,
+                n: 0,
+            });
+        }
+        let first = idx.saturating_sub(shape.buckets as u32 - 1);
+        while self.buckets.front().is_some_and(|b| b.idx < first) {
+            self.buckets.pop_front();
+        }
+        // a late reading lands in its own bucket if that is still kept
+        let Some(b) = self.buckets.iter_mut().rev().find(|b| b.idx == idx) else {
+            return;
+        };
+        if v.is_nan() {
+            return;
+        }
+        if b.n == 0 {
+            (b.min, b.max, b.avg) = (v, v, v);
+        } else {
+            b.min = b.min.min(v);
+            b.max = b.max.max(v);
+            b.avg += (v - b.avg) / (b.n + 1) as f32;
+        }
+        b.n = b.n.saturating_add(1);
+    }
+
+    fn push_text(&mut self, r: &Reading) {
+        let Value::String(s) = &r.value else {
+            return;
+        };
+        if self.texts.back().is_some_and(|(_, t)| **t == **s) {
+            return;
+        }
+        if self.texts.len() == TEXT_CHANGES {
+            self.texts.pop_front();
+        }
+        self.texts.push_back((r.ts, s.as_str().into()));
+    }
+
+    /// The raw readings, oldest first: (ms, value; `None` a gap).
+    pub fn raw(&self) -> Vec<(i64, Option<f64>)> {
+        self.raw
+            .iter()
+            .map(|r| (self.ts_of(r), (!r.v.is_nan()).then(|| widen(r.v))))
+            .collect()
+    }
+
+    /// The buckets, oldest first.
+    pub fn buckets(&self, shape: Shape) -> Vec<BucketOut> {
+        self.buckets
+            .iter()
+            .map(|b| {
+                let start = i64::from(b.idx) * shape.bucket_ms;
+                let vals = (b.n > 0).then(|| [widen(b.min), widen(b.avg), widen(b.max)]);
+                (start, vals)
+            })
+            .collect()
+    }
+
+    /// A text point's last changes, oldest first.
+    pub fn texts(&self) -> Vec<(i64, String)> {
+        self.texts
+            .iter()
+            .map(|(t, s)| (*t, s.to_string()))
+            .collect()
+    }
+
+    /// Bytes this series holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.raw.capacity() * size_of::<Raw>()
+            + self.buckets.capacity() * size_of::<Bucket>()
+            + self
+                .texts
+                .iter()
+                .map(|(_, s)| s.len() + size_of::<(i64, Box<str>)>())
+                .sum::<usize>()
+    }
+}
+
+/// One device bucket: readings, readings not `good`, ms offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceBucket {
+    pub start: i64,
+    pub readings: u32,
+    pub bad: u32,
+    pub offline_ms: u32,
+}
+
+/// One device over the history: readings and offline time per bucket.
+#[derive(Debug, Default)]
+pub struct DeviceTrail {
+    buckets: VecDeque<DeviceBucket>,
+    /// Offline since (ms), while offline.
+    down_since: Option<i64>,
+}
+
+impl DeviceTrail {
+    fn bucket(&mut self, ts: i64, shape: Shape) -> &mut DeviceBucket {
+        let start = ts.div_euclid(shape.bucket_ms) * shape.bucket_ms;
+        if self.buckets.back().is_none_or(|b| b.start < start) {
+            if self.buckets.len() >= shape.buckets {
+                self.buckets.pop_front();
+            }
+            self.buckets.push_back(DeviceBucket {
+                start,
+                readings: 0,
+                bad: 0,
+                offline_ms: 0,
+            });
+        }
+        let last = self.buckets.len() - 1;
+        &mut self.buckets[last]
+    }
+
+    /// Counts a batch of readings.
+    pub fn readings(&mut self, batch: &[Reading], shape: Shape) {
+        let Some(ts) = batch.last().map(|r| r.ts) else {
+            return;
+        };
+        let bad = batch.iter().filter(|r| r.quality != Quality::Good).count();
+        let b = self.bucket(ts, shape);
+        b.readings = b.readings.saturating_add(batch.len() as u32);
+        b.bad = b.bad.saturating_add(bad as u32);
+    }
+
+    /// Notes a state change at `now`.
+    pub fn state(&mut self, online: bool, now: i64, shape: Shape) {
+        match (online, self.down_since) {
+            (false, None) => self.down_since = Some(now),
+            (true, Some(_)) => {
+                self.close_offline(now, shape);
+                self.down_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds the offline time up to `now` to the buckets it fell in.
+    fn close_offline(&mut self, now: i64, shape: Shape) {
+        let Some(mut from) = self.down_since else {
+            return;
+        };
+        let oldest = now - shape.bucket_ms * shape.buckets as i64;
+        from = from.max(oldest);
+        while from < now {
+            let end = (from.div_euclid(shape.bucket_ms) + 1) * shape.bucket_ms;
+            let upto = end.min(now);
+            let b = self.bucket(from, shape);
+            b.offline_ms = b
+                .offline_ms
+                .saturating_add(u32::try_from(upto - from).unwrap_or(u32::MAX));
+            from = upto;
+        }
+        self.down_since = Some(now);
+    }
+
+    /// The buckets, oldest first, with the offline time up to `now`.
+    pub fn buckets(&mut self, now: i64, shape: Shape) -> Vec<DeviceBucket> {
+        if self.down_since.is_some() {
+            self.close_offline(now, shape);
+        }
+        self.buckets.iter().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
