@@ -1,4 +1,4 @@
-//! fieldgate's own MQTT 3.1 / 3.1.1 broker: the embedded broker that HMIs,
+//! fieldgate's own MQTT 3.1 / 3.1.1 / 5.0 broker: the embedded broker that HMIs,
 //! Node-RED and MQTT tools on the site talk to, and that the gateway
 //! publishes into in-process.
 //!
