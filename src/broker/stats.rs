@@ -112,6 +112,12 @@ pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Relaxed);
 }
 
+/// Takes one off a gauge, never below 0 (a connection that ends while a
+/// takeover is under way must not wrap it).
+pub fn dec(c: &AtomicU64) {
+    let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
+}
+
 impl Stats {
     pub fn connected(&self) {
         let now = self.clients_connected.fetch_add(1, Relaxed) + 1;

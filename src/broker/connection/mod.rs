@@ -42,7 +42,7 @@ use super::router::{Durable, Router};
 use super::session::{Cell, Control};
 use super::stats::add;
 use super::writer;
-use connect::{Refusal, attach_of, login, read_connect, refuse, write_accepted};
+use connect::{Refusal, attach_of, keep_alive, login, read_connect, refuse, write_accepted};
 
 /// What a connection's read buffer starts at (it grows for large packets
 /// and shrinks back once they are read).
@@ -143,21 +143,88 @@ pub async fn serve<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
-    // boxed, like the other steps before and after the connected part: a
-    // task is sized for its largest state, and an idle connection should
-    // hold only the read and write loops
-    let Some(connect) = Box::pin(read_connect(
+    // boxed, like the steps after the connected part: a task is sized for
+    // its largest state, and an idle connection should hold only the read
+    // and write loops (the CONNECT itself is gone by then)
+    let admitted = Box::pin(admit(
         &mut rd, &mut wr, &mut buf, peer, &ctx, pending, deadline,
-    ))
-    .await
-    else {
+    ));
+    let Some(a) = admitted.await else {
         return;
     };
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        cell: a.cell.clone(),
+        user: a.user,
+        protocol: a.protocol,
+        pending: VecDeque::new(),
+        kick: a.kick,
+        overflow: CancellationToken::new(),
+        aliases: HashMap::new(),
+        unacked: 0,
+    };
+    let end = tokio::select! {
+        end = conn.read_loop(&mut rd, &mut buf, a.keep_alive) => end,
+        r = writer::run(&mut wr, a.cell.clone(), ctx.router.clone(), a.generation) => match r {
+            Ok(()) => End::TakenOver,
+            Err(e) => End::Io(e),
+        },
+    };
+    log_end(&ctx, peer, &a.client_id, &end);
+    if a.protocol == Protocol::V5
+        && let Some(code) = end.disconnect_reason()
+    {
+        let mut b = BytesMut::new();
+        encode5::write_disconnect(&mut b, code, None);
+        let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
+    }
+    ctx.router.disconnect(&a.cell, a.generation);
+    if end.publishes_will()
+        && let Some(w) = a.will
+    {
+        Box::pin(publish_will(&ctx, &a.cell, *w)).await;
+    }
+    drop(a.slot);
+    drop(rd);
+}
+
+/// A connection past its CONNECT: what the connected part keeps of it.
+struct Admitted {
+    cell: Arc<Cell>,
+    generation: u64,
+    client_id: Arc<str>,
+    user: Option<Arc<str>>,
+    protocol: Protocol,
+    keep_alive: u16,
+    will: Option<Box<Will>>,
+    kick: CancellationToken,
+    /// The connection's place under `max_connections`, given back before
+    /// the socket closes.
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The CONNECT, a slot, the login, the session and the CONNACK; `None`
+/// when the connection ends there (refused or closed).
+async fn admit<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    pending: PendingSlot,
+    deadline: tokio::time::Instant,
+) -> Option<Admitted>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let connect = read_connect(rd, wr, buf, peer, ctx, pending, deadline).await?;
     // answers the CONNECT with a refusal and ends the connection
     macro_rules! refused {
-        ($why:expr) => {
-            return Box::pin(refuse(&mut wr, peer, $why, &connect, &ctx)).await
-        };
+        ($why:expr) => {{
+            refuse(wr, peer, $why, &connect, ctx).await;
+            return None;
+        }};
     }
     if connect.properties.authentication_method.is_some() {
         refused!(Refusal::BadAuthMethod); // no enhanced authentication
@@ -166,15 +233,13 @@ pub async fn serve<S>(
     let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
         refused!(Refusal::Unavailable);
     };
-    let user = match Box::pin(login(&ctx, peer, &connect)).await {
+    let user = match login(ctx, peer, &connect).await {
         Login::Accepted { user } => user,
         Login::BadCredentials => refused!(Refusal::BadCredentials),
         Login::NotAuthorized => refused!(Refusal::NotAuthorized),
         Login::Throttled => {
-            ctx.router
-                .stats
-                .limits
-                .hit(Limit::LoginFailures, &peer.ip());
+            let limits = &ctx.router.stats.limits;
+            limits.hit(Limit::LoginFailures, &peer.ip());
             refused!(Refusal::NotAuthorized);
         }
     };
@@ -189,61 +254,37 @@ pub async fn serve<S>(
         refused!(Refusal::NotAuthorized);
     }
     let kick = CancellationToken::new();
-    let attach = attach_of(
-        &ctx,
-        &connect,
-        client_id.clone(),
-        user.clone(),
-        kick.clone(),
-    );
+    let attach = attach_of(ctx, &connect, client_id.clone(), user.clone(), kick.clone());
     let Some((cell, present, generation)) = ctx.router.connect(attach) else {
         refused!(Refusal::Quota);
     };
     super::clients::attached(&cell, peer, connect.protocol);
     let mut ack = BytesMut::new();
-    let assigned_id = assigned.then_some(&*client_id);
-    write_accepted(&mut ack, &ctx, &connect, present, assigned_id);
+    write_accepted(
+        &mut ack,
+        ctx,
+        &connect,
+        present,
+        assigned.then_some(&*client_id),
+    );
     if wr.write_all(&ack).await.is_err() {
         ctx.router.disconnect(&cell, generation);
-        return;
+        return None;
     }
     add(&ctx.router.stats.messages_sent, 1);
     info!(%peer, client_id = %client_id, clean = connect.clean_start, session_present = present,
         protocol = ?connect.protocol, bridge = connect.bridge, "client connected");
-    let mut conn = Conn {
-        ctx: ctx.clone(),
-        cell: cell.clone(),
+    Some(Admitted {
+        cell,
+        generation,
+        client_id,
         user,
         protocol: connect.protocol,
-        pending: VecDeque::new(),
+        keep_alive: keep_alive(ctx, &connect),
+        will: connect.will.map(Box::new),
         kick,
-        overflow: CancellationToken::new(),
-        aliases: HashMap::new(),
-        unacked: 0,
-    };
-    let end = tokio::select! {
-        end = conn.read_loop(&mut rd, &mut buf, &connect) => end,
-        r = writer::run(&mut wr, cell.clone(), ctx.router.clone(), generation) => match r {
-            Ok(()) => End::TakenOver,
-            Err(e) => End::Io(e),
-        },
-    };
-    log_end(&ctx, peer, &client_id, &end);
-    if connect.protocol == Protocol::V5
-        && let Some(code) = end.disconnect_reason()
-    {
-        let mut b = BytesMut::new();
-        encode5::write_disconnect(&mut b, code, None);
-        let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
-    }
-    ctx.router.disconnect(&cell, generation);
-    if end.publishes_will()
-        && let Some(w) = connect.will
-    {
-        Box::pin(publish_will(&ctx, &cell, w)).await;
-    }
-    drop(slot);
-    drop(rd);
+        slot,
+    })
 }
 
 /// The will (MQTT-3.1.2-8): at once, or after its Will Delay Interval

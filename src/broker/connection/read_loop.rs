@@ -9,9 +9,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::connect::keep_alive;
 use super::{Conn, End, READ_BUFFER};
-use crate::broker::packet::v5::{self, Connect};
+use crate::broker::packet::v5;
 use crate::broker::stats::add;
 
 /// Acknowledgements waiting for a commit before the reader pauses.
@@ -36,9 +35,8 @@ impl Conn {
         &mut self,
         rd: &mut R,
         buf: &mut BytesMut,
-        connect: &Connect,
+        ka: u16,
     ) -> End {
-        let ka = keep_alive(&self.ctx, connect);
         let keep_alive = (ka > 0).then(|| Duration::from_millis(u64::from(ka) * 1500));
         let max = self.ctx.max_packet();
         let mut last_read = 0;

@@ -14,7 +14,7 @@ use super::{Router, Sub, lock};
 use crate::broker::limits::Limit;
 use crate::broker::message::Message;
 use crate::broker::session::{Attached, Cell, Peer, Session};
-use crate::broker::stats::add;
+use crate::broker::stats::{add, dec};
 use crate::broker::store::{Loaded, StoreOp};
 use crate::broker::subscription::{SubOpts, tree_key};
 
@@ -99,12 +99,12 @@ impl Router {
                 old.kick.cancel(); // MQTT-3.1.4-2
                 // the old connection's disconnect finds the session taken
                 // over and counts nothing: count it gone here
-                self.stats.clients_connected.fetch_sub(1, Relaxed);
+                dec(&self.stats.clients_connected);
                 if s.peer.v5 {
-                    self.stats.clients_v5.fetch_sub(1, Relaxed);
+                    dec(&self.stats.clients_v5);
                 }
-            } else {
-                self.stats.clients_disconnected.fetch_sub(1, Relaxed);
+            } else if s.persistent {
+                dec(&self.stats.clients_disconnected);
             }
             // a session whose last login was another user is not handed over
             let other_user = s.user.is_some() && s.user != c.user;
@@ -177,7 +177,7 @@ impl Router {
         }
         drop(sessions);
         for cell in &expired {
-            self.stats.clients_disconnected.fetch_sub(1, Relaxed);
+            dec(&self.stats.clients_disconnected);
             self.drop_session(cell);
         }
         expired.len()
@@ -194,7 +194,9 @@ impl Router {
             (f, s.persistent)
         };
         if persistent {
-            self.persistent.fetch_sub(1, Relaxed);
+            let _ = self
+                .persistent
+                .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
         }
         let mut tree = self.tree_write();
         for f in filters {
@@ -220,13 +222,13 @@ impl Router {
         let dropped = s.detach();
         add(&self.stats.publish_dropped, dropped as u64);
         if s.peer.v5 {
-            self.stats.clients_v5.fetch_sub(1, Relaxed);
+            dec(&self.stats.clients_v5);
         }
         // an MQTT 5 client may resume a stored session with an expiry of
         // 0: it ends with this connection
         let persistent = s.persistent && !s.expiry.is_zero();
         drop(s);
-        self.stats.clients_connected.fetch_sub(1, Relaxed);
+        dec(&self.stats.clients_connected);
         if persistent {
             add(&self.stats.clients_disconnected, 1);
             return;
