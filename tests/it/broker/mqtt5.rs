@@ -482,3 +482,33 @@ async fn paho_mqtt5_request_response_through_the_broker() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// MQTT.js 5 (the client inside Node-RED and MQTTX, from npm; `.ci/run`
+/// installs it with `npm ci` in tests/js) at protocol 5: connect,
+/// subscribe with an identifier, publish with user properties, response
+/// topic, correlation data and content type, and get them back unchanged.
+#[tokio::test]
+async fn mqtt_js_at_protocol_5_round_trips_properties() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
+    if !std::path::Path::new(dir).join("node_modules/mqtt").is_dir() {
+        eprintln!("SKIPPED: MQTT.js not installed (npm ci --prefix tests/js; .ci/run does it)");
+        return;
+    }
+    let gw = Gateway::start(&yaml(""));
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("node")
+            .arg(format!("{dir}/mqtt5_client.js"))
+            .arg(gw.port.to_string())
+            .output(),
+    )
+    .await
+    .expect("node in time")
+    .expect("run node");
+    assert!(
+        out.status.success(),
+        "MQTT.js failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
