@@ -28,6 +28,7 @@ use async_tungstenite::tungstenite::handshake::server::{
 };
 use async_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -214,15 +215,22 @@ pub async fn run(
         // one task type per kind, so a plain connection's task is not
         // sized for a TLS or websocket handshake
         let (c, kind) = (ctx.clone(), kind.clone());
-        let task = match kind {
-            Kind::Plain => tracker.spawn(serve(tcp, peer, c, slot, deadline)),
-            Kind::Tls(acceptor) => tracker.spawn(serve_tls(tcp, peer, c, slot, deadline, acceptor)),
-            Kind::Websocket => tracker.spawn(serve_websocket(tcp, peer, c, slot, deadline)),
-            Kind::SecureWebsocket(acceptor) => {
-                tracker.spawn(serve_wss(tcp, peer, c, slot, deadline, acceptor))
+        // no second task per connection to watch for panics: each is caught
+        // where it happens
+        let guard = ctx.clone();
+        match kind {
+            Kind::Plain => tracker.spawn(contained(serve(tcp, peer, c, slot, deadline), guard)),
+            Kind::Tls(a) => {
+                tracker.spawn(contained(serve_tls(tcp, peer, c, slot, deadline, a), guard))
+            }
+            Kind::Websocket => tracker.spawn(contained(
+                serve_websocket(tcp, peer, c, slot, deadline),
+                guard,
+            )),
+            Kind::SecureWebsocket(a) => {
+                tracker.spawn(contained(serve_wss(tcp, peer, c, slot, deadline, a), guard))
             }
         };
-        watch_panics(task, ctx.clone());
     }
 }
 
@@ -338,14 +346,15 @@ fn handshaken<S, E: std::fmt::Display>(
     }
 }
 
-/// Counts a connection task's panic (tokio already closed its socket).
-pub fn watch_panics(task: tokio::task::JoinHandle<()>, ctx: Arc<Ctx>) {
-    tokio::spawn(async move {
-        if let Err(e) = task.await
-            && e.is_panic()
-        {
-            add(&ctx.router.stats.panics, 1);
-            warn!("a broker connection task panicked; that connection was closed");
-        }
-    });
+/// Runs a connection task, containing a panic to it: counted, logged,
+/// that connection closed (tokio closes its socket as the future drops).
+async fn contained(task: impl std::future::Future<Output = ()>, ctx: Arc<Ctx>) {
+    if std::panic::AssertUnwindSafe(task)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        add(&ctx.router.stats.panics, 1);
+        warn!("a broker connection task panicked; that connection was closed");
+    }
 }

@@ -46,7 +46,7 @@ use connect::{Refusal, attach_of, keep_alive, login, read_connect, refuse, write
 
 /// What a connection's read buffer starts at (it grows for large packets
 /// and shrinks back once they are read).
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 
 /// What every connection shares.
 pub struct Ctx {
