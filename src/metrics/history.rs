@@ -280,13 +280,19 @@ impl Series {
     }
 }
 
-/// One device bucket: readings, readings not `good`, ms offline.
+/// One device bucket: readings, readings not `good`, ms offline, and the
+/// polls the device's source reported (how many, their time in all, the
+/// requests in them and those that failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceBucket {
     pub start: i64,
     pub readings: u32,
     pub bad: u32,
     pub offline_ms: u32,
+    pub polls: u32,
+    pub poll_ms: u32,
+    pub requests: u32,
+    pub errors: u32,
 }
 
 /// One device over the history: readings and offline time per bucket.
@@ -309,6 +315,10 @@ impl DeviceTrail {
                 readings: 0,
                 bad: 0,
                 offline_ms: 0,
+                polls: 0,
+                poll_ms: 0,
+                requests: 0,
+                errors: 0,
             });
         }
         let last = self.buckets.len() - 1;
@@ -324,6 +334,16 @@ impl DeviceTrail {
         let b = self.bucket(ts, shape);
         b.readings = b.readings.saturating_add(batch.len() as u32);
         b.bad = b.bad.saturating_add(bad as u32);
+    }
+
+    /// Counts one poll of the device at `ts`: how long it took, its
+    /// requests and how many of them failed.
+    pub fn poll(&mut self, ts: i64, took_ms: u32, requests: u32, errors: u32, shape: Shape) {
+        let b = self.bucket(ts, shape);
+        b.polls = b.polls.saturating_add(1);
+        b.poll_ms = b.poll_ms.saturating_add(took_ms);
+        b.requests = b.requests.saturating_add(requests);
+        b.errors = b.errors.saturating_add(errors);
     }
 
     /// Notes a state change at `now`.

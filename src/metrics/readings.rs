@@ -153,6 +153,20 @@ pub fn mark_state(device: &str, online: bool) {
     points.trail.state(online, now, shape);
 }
 
+/// Counts one poll of `device` (a source that polls in cycles reports
+/// each: its time, its requests and the failed ones) in its trail.
+pub fn mark_poll(device: &str, took_ms: u32, requests: u32, errors: u32) {
+    let Some(shape) = history::shape() else {
+        return;
+    };
+    let Some(points) = lock(&LAST).get(device).cloned() else {
+        return;
+    };
+    lock(&points)
+        .trail
+        .poll(now_ms(), took_ms, requests, errors, shape);
+}
+
 /// The history of each point of `device` that has one, in the order the
 /// points first came; empty when nothing is recorded.
 pub fn history_of(device: &str) -> Vec<(Arc<str>, PointHistory)> {

@@ -112,7 +112,18 @@ impl Histories {
                 let trail: Vec<Json> = readings::trail_of(&d.name)
                     .iter()
                     .filter(|b| b.start >= oldest())
-                    .map(|b| json!([b.start, b.readings, b.bad, b.offline_ms]))
+                    .map(|b| {
+                        json!([
+                            b.start,
+                            b.readings,
+                            b.bad,
+                            b.offline_ms,
+                            b.polls,
+                            b.poll_ms,
+                            b.requests,
+                            b.errors
+                        ])
+                    })
                     .collect();
                 let mut points = serde_json::Map::new();
                 for (name, h) in readings::history_of(&d.name) {

@@ -133,6 +133,18 @@ devices:
         trail[0][1].as_u64().unwrap() > 0,
         "readings counted: {trail:?}"
     );
+    // each bucket: start, readings, not good, ms offline, polls, their ms,
+    // requests, failed requests; the Modbus device reports its polls
+    let plc = &all["devices"][1];
+    assert_eq!(plc["name"], "plc");
+    let trail = plc["trail"].as_array().unwrap();
+    let sum = |i: usize| -> u64 { trail.iter().map(|b| b[i].as_u64().unwrap()).sum() };
+    assert!(sum(4) >= 3, "polls counted: {trail:?}");
+    assert!(sum(6) >= sum(4), "every poll makes its requests: {trail:?}");
+    assert!(
+        sum(7) * 2 < sum(6),
+        "a healthy server: most requests answered: {trail:?}"
+    );
     assert_eq!(
         get_json(http, "/api/v1/uplink/history", ok),
         serde_json::json!({"configured": false})

@@ -159,15 +159,31 @@ fn device_trails_count_readings_and_offline_time_per_bucket() {
                 start: t0,
                 readings: 2,
                 bad: 1,
-                offline_ms: 10_000
+                offline_ms: 10_000,
+                polls: 0,
+                poll_ms: 0,
+                requests: 0,
+                errors: 0,
             },
             DeviceBucket {
                 start: t0 + 30_000,
                 readings: 0,
                 bad: 0,
-                offline_ms: 20_000
+                offline_ms: 20_000,
+                polls: 0,
+                poll_ms: 0,
+                requests: 0,
+                errors: 0,
             },
         ]
+    );
+    d.poll(t0 + 31_000, 12, 3, 1, SHAPE);
+    d.poll(t0 + 32_000, 8, 3, 0, SHAPE);
+    let b = d.buckets(t0 + 70_000, SHAPE);
+    assert_eq!(
+        (b[1].polls, b[1].poll_ms, b[1].requests, b[1].errors),
+        (2, 20, 6, 1),
+        "polls add up in their bucket"
     );
     d.state(false, t0 + 80_000, SHAPE);
     let b = d.buckets(t0 + 95_000, SHAPE);
@@ -177,7 +193,11 @@ fn device_trails_count_readings_and_offline_time_per_bucket() {
             start: t0 + 60_000,
             readings: 0,
             bad: 0,
-            offline_ms: 10_000
+            offline_ms: 10_000,
+            polls: 0,
+            poll_ms: 0,
+            requests: 0,
+            errors: 0,
         }
     );
     assert_eq!(
@@ -186,7 +206,11 @@ fn device_trails_count_readings_and_offline_time_per_bucket() {
             start: t0 + 90_000,
             readings: 0,
             bad: 0,
-            offline_ms: 5_000
+            offline_ms: 5_000,
+            polls: 0,
+            poll_ms: 0,
+            requests: 0,
+            errors: 0,
         }
     );
 }

@@ -78,12 +78,19 @@
 
   function hour(d, hd, now) {
     if (!hd || !hist.window.span_s) return "";
-    var n = 0, off = 0, bad = 0;
-    hd.trail.forEach(function (b) { n += b[1]; bad += b[2]; off += b[3]; });
+    var n = 0, off = 0, bad = 0, polls = 0, pollMs = 0, reqs = 0, errs = 0;
+    hd.trail.forEach(function (b) {
+      n += b[1]; bad += b[2]; off += b[3];
+      polls += b[4] || 0; pollMs += b[5] || 0; reqs += b[6] || 0; errs += b[7] || 0;
+    });
     var secs = Math.max(1, (now - C.start(hist.window, now)) / 1000);
     var mins = Math.max(1 / 6, secs / 60);
     var h = '<div class="hour">' + C.device(d.name, hd.trail, hist.window, now) + '<span class="sub">';
     h += (hd.poll_s ? "poll every " + esc(hd.poll_s) + " s · " : "") + esc(Math.round((n / mins) * 10) / 10) + " readings/min";
+    if (polls) {
+      h += " · a poll takes " + esc(Math.round(pollMs / polls)) + " ms";
+      h += " · errors " + esc(reqs ? Math.round((errs / reqs) * 1000) / 10 : 0) + "% of " + esc(reqs) + " requests";
+    }
     h += " · offline " + esc(dur(off / 1000)) + (bad ? " · " + esc(bad) + " not good" : "") + " in the last " + esc(dur(secs)) + "</span></div>";
     return h;
   }

@@ -24,6 +24,24 @@ use super::points::Codec;
 use crate::reading::{Reading, Value, now_ms};
 use crate::southbound::{DeviceFeed, SourceContext};
 
+/// What one poll cycle did so far (reported when it completes).
+#[derive(Debug, Clone, Copy)]
+struct CycleCount {
+    started: Instant,
+    requests: u32,
+    errors: u32,
+}
+
+impl CycleCount {
+    fn started() -> CycleCount {
+        CycleCount {
+            started: Instant::now(),
+            requests: 0,
+            errors: 0,
+        }
+    }
+}
+
 /// Shortest first wait before probing a device that stopped answering.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 
@@ -70,6 +88,8 @@ pub(super) struct Poller {
     attempt: u32,
     cycle_due: Instant,
     cycle_errors: Vec<String>,
+    /// The current cycle's start, requests and failed requests.
+    cycle: CycleCount,
     /// Every point's place, the configured limits and what the device
     /// taught (`learn.rs`): the merge of `requests`.
     spans: Vec<Span>,
@@ -136,6 +156,7 @@ impl Poller {
             attempt: 0,
             cycle_due: now,
             cycle_errors: Vec::new(),
+            cycle: CycleCount::started(),
             learned: Learned {
                 fingerprint: learn::fingerprint(common.unit, &common.spans()),
                 ..Learned::default()
@@ -169,9 +190,12 @@ impl Poller {
         if self.cursor == 0 && self.attempt == 0 && self.busy == 0 {
             self.cycle_errors.clear();
             self.cycle_due = self.next_due;
+            self.cycle = CycleCount::started();
         }
         while let Some(req) = self.requests.get(self.cursor).cloned() {
             let r = link.call(self.unit, req.to_request(), self.timeout).await;
+            self.cycle.requests += 1;
+            self.cycle.errors += u32::from(r.is_err());
             count(&self.name, &r);
             let r = r.and_then(|resp| self.decode(&req, resp));
             match r {
@@ -251,7 +275,17 @@ impl Poller {
                 }
             }
         }
-        // cycle complete
+        // cycle complete: its time and errors for the status page's hour
+        crate::metrics::readings::mark_poll(
+            &self.name,
+            self.cycle
+                .started
+                .elapsed()
+                .as_millis()
+                .min(u32::MAX as u128) as u32,
+            self.cycle.requests,
+            self.cycle.errors,
+        );
         if self.failures > 0 {
             info!(device = %self.name, unit = self.unit, "device answers again");
         }
