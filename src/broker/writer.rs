@@ -96,8 +96,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
         // room freed, or all written: wake publishers and flushes waiting
         cell.space.notify_waiters();
         if let (Some(after), Some(store)) = (load, &router.store) {
-            let rows = store
-                .load_messages(&cell.client_id, after, LOAD_ROWS, LOAD_BYTES)
+            // boxed: only a session with a spool needs room for the read
+            let rows = Box::pin(store.load_messages(&cell.client_id, after, LOAD_ROWS, LOAD_BYTES))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(client_id = %cell.client_id, error = %e, "cannot read spooled messages");

@@ -24,7 +24,9 @@ impl Conn {
         match p {
             // MQTT-3.1.0-2
             Packet::Connect(_) => Err(End::Violation(DecodeError::Invalid("second CONNECT"))),
-            Packet::Publish(p) => self.publish(p).await,
+            // boxed: a connection's task is sized for its largest state, and
+            // an idle connection should not hold room for a PUBLISH
+            Packet::Publish(p) => Box::pin(self.publish(p)).await,
             Packet::PubAck(a) => self.outgoing_done(a, false),
             Packet::PubComp(a) => self.outgoing_done(a, true),
             Packet::PubRec(a) => self.outgoing_received(a),
@@ -36,7 +38,7 @@ impl Conn {
                 pkid,
                 filters,
                 properties,
-            } => self.subscribe(pkid, filters, &properties).await,
+            } => Box::pin(self.subscribe(pkid, filters, &properties)).await,
             Packet::Unsubscribe { pkid, filters, .. } => self.unsubscribe(pkid, filters),
             Packet::PingReq => {
                 self.control(Control::PingResp);

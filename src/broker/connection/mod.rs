@@ -163,9 +163,19 @@ pub async fn serve<S>(
         aliases: HashMap::new(),
         unacked: 0,
     };
+    // the two loops boxed too: the task itself then holds a few hundred
+    // bytes, and each loop only what it needs (PUBLISH and SUBSCRIBE
+    // handling are boxed per packet)
+    let reading = Box::pin(conn.read_loop(&mut rd, &mut buf, a.keep_alive));
+    let writing = Box::pin(writer::run(
+        &mut wr,
+        a.cell.clone(),
+        ctx.router.clone(),
+        a.generation,
+    ));
     let end = tokio::select! {
-        end = conn.read_loop(&mut rd, &mut buf, a.keep_alive) => end,
-        r = writer::run(&mut wr, a.cell.clone(), ctx.router.clone(), a.generation) => match r {
+        end = reading => end,
+        r = writing => match r {
             Ok(()) => End::TakenOver,
             Err(e) => End::Io(e),
         },
