@@ -128,7 +128,18 @@ pub struct BufferConfig {
     /// nothing committed is lost on power loss) or `normal` (WAL synced at
     /// checkpoints only: power loss can lose the batches since the last one).
     pub synchronous: Synchronous,
+    /// Group commit of the gateway's own messages and of the deletes: how
+    /// long writes gather after the first one before one commit (local
+    /// clients' messages are committed at once: their PUBACK waits). `0s`:
+    /// every batch at once, as before this key.
+    pub commit_window: TimeSpan,
 }
+
+/// The longest `commit_window` accepted.
+const MAX_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The default `commit_window` (docs/design.md, "Where the bytes go").
+pub const DEFAULT_COMMIT_WINDOW: TimeSpan = TimeSpan::from_millis(500);
 
 impl Default for BufferConfig {
     fn default() -> Self {
@@ -139,6 +150,7 @@ impl Default for BufferConfig {
             when_full: WhenFull::DropOldest,
             drain: Drain::Fifo,
             synchronous: Synchronous::Full,
+            commit_window: DEFAULT_COMMIT_WINDOW,
         }
     }
 }
@@ -344,6 +356,12 @@ impl UplinkConfig {
         }
         if b.max_age.get() < std::time::Duration::from_secs(1) {
             report.add(format!("{path}.buffer.max_age"), "must be at least 1s");
+        }
+        if b.commit_window.get() > MAX_COMMIT_WINDOW {
+            report.add(
+                format!("{path}.buffer.commit_window"),
+                "must be at most 10s (the own readings wait that long before the local broker sees them)",
+            );
         }
     }
 }

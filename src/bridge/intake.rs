@@ -30,7 +30,7 @@ use tracing::warn;
 
 use super::Counters;
 use super::config::UplinkConfig;
-use super::outbox::{NewMessage, WriteCmd};
+use super::outbox::{Commit, NewMessage, WriteCmd};
 use crate::broker::Message;
 use crate::reading::Publish;
 
@@ -139,6 +139,7 @@ async fn commit_loop(inner: Arc<Inner>, writer: mpsc::Sender<WriteCmd>, cancel: 
             let cmd = WriteCmd::Insert {
                 msgs,
                 done: Some(done),
+                commit: Commit::Now,
             };
             if writer.send(cmd).await.is_err() {
                 warn!("outbox writer gone; local clients' messages are not acknowledged");

@@ -43,7 +43,7 @@ impl Accounting {
                 WriteCmd::Ack(ids) => acks.extend(ids),
                 WriteCmd::Failed(f) => failures.extend(f),
                 WriteCmd::Release(ids) => releases.extend(ids),
-                WriteCmd::Insert { msgs, done } => {
+                WriteCmd::Insert { msgs, done, .. } => {
                     for m in msgs {
                         if self.admit(&m) {
                             inserts.push(m);

@@ -25,6 +25,16 @@
 //! - one writer task ([`Writer`]) owns every write. It takes whatever has
 //!   queued while the previous commit ran (group commit: one transaction,
 //!   one fsync, per batch), so throughput does not depend on fsync latency;
+//! - the commit window (`buffer.commit_window`, [`Writer::gather`]): the
+//!   gateway's own messages ([`Commit::Window`]), acknowledgements and
+//!   release marks gather for up to the window after the first of them,
+//!   so a commit's fixed cost (a 4 KiB WAL frame for every page it
+//!   touches, whatever few bytes changed, and the fsync) is paid once per
+//!   window, not once per device poll (docs/design.md, "Where the bytes
+//!   go"). A local client's message ([`Commit::Now`]) ends the window at
+//!   once (its PUBACK waits); so do half the uplink's in-flight window of
+//!   acknowledgements ([`Writer::with_flush_at`]), so a drain is not held
+//!   back. Deletes ride in the commit of the inserts of the same window;
 //! - a message is inserted before it is sent upstream and deleted only when
 //!   the broker acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2);
 //! - `AUTOINCREMENT` keeps ids growing even when the table empties, so ids
@@ -98,6 +108,9 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
 const INSERT_CHUNK: usize = 64;
 /// Most rows one commit takes (bounds the time a batch holds the write lock).
 pub const MAX_BATCH: usize = 8192;
+/// Acknowledgements and release marks that end a commit window, unless
+/// the bridge sets it ([`Writer::with_flush_at`]).
+const DEFAULT_FLUSH_AT: usize = 500;
 /// Tries of a commit before its messages go to the live queue.
 pub const COMMIT_TRIES: u32 = 4;
 /// How often `max_age` is enforced.
@@ -169,6 +182,15 @@ pub async fn purge(pool: &SqlitePool) -> Result<u64, OutboxError> {
 /// lookup of the sizes.
 pub type Acked = (i64, u64);
 
+/// When an insert is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// At once, with whatever queued: a local client waits for its PUBACK.
+    Now,
+    /// Within `buffer.commit_window`, with whatever gathers meanwhile.
+    Window,
+}
+
 /// A request to the writer.
 pub enum WriteCmd {
     /// Store these; `done` is told `true` once they are committed, `false`
@@ -177,6 +199,7 @@ pub enum WriteCmd {
     Insert {
         msgs: Vec<NewMessage>,
         done: Option<oneshot::Sender<bool>>,
+        commit: Commit,
     },
     /// The broker acknowledged these rows: delete them.
     Ack(Vec<Acked>),
@@ -203,6 +226,8 @@ pub struct Progress {
 pub struct Writer {
     conn: SqliteConnection,
     acct: Accounting,
+    /// Acknowledgements and release marks that end a commit window.
+    flush_at: usize,
 }
 
 /// The writer's view of the outbox size and its drop accounting.
@@ -251,6 +276,7 @@ impl Writer {
         let clock = expire::RunClock::resume(&mut conn).await?;
         let in_flight = InFlight::default();
         let mut writer = Writer {
+            flush_at: DEFAULT_FLUSH_AT,
             conn,
             acct: Accounting {
                 cfg,
@@ -305,24 +331,82 @@ impl Writer {
                     continue;
                 }
             };
-            batch.push(first);
-            let mut rows = 0;
-            while rows < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        if let WriteCmd::Insert { msgs, .. } = &cmd {
-                            rows += msgs.len();
-                        }
-                        batch.push(cmd);
-                    }
-                    Err(_) => break,
-                }
-            }
+            self.gather(first, &mut rx, &mut batch).await;
             self.acct.commit(&mut self.conn, &mut batch).await;
             batch.clear();
         }
         if let Err(e) = self.conn.close().await {
             warn!(error = %e, "closing the outbox");
+        }
+    }
+
+    /// Gathers one commit's commands: whatever queued, then what comes
+    /// within `commit_window` of `first`, unless someone waits
+    /// ([`Commit::Now`]), the batch is full, or enough acknowledgements and
+    /// release marks wait to hold the uplink's window back ([`Writer::flush_at`]).
+    async fn gather(
+        &self,
+        first: WriteCmd,
+        rx: &mut mpsc::Receiver<WriteCmd>,
+        batch: &mut Vec<WriteCmd>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.acct.cfg.commit_window.get();
+        let mut load = Load::default();
+        load.add(&first);
+        batch.push(first);
+        loop {
+            while load.rows < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        load.add(&cmd);
+                        batch.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if load.now || load.rows >= MAX_BATCH || load.marks >= self.flush_at {
+                return;
+            }
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        load.add(&cmd);
+                        batch.push(cmd);
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Acknowledgements and release marks that end a commit window early
+    /// (the bridge sets half the uplink's in-flight window: a drain is not
+    /// held back by the window).
+    pub fn with_flush_at(mut self, marks: usize) -> Writer {
+        self.flush_at = marks.max(1);
+        self
+    }
+}
+
+/// What a gathering batch holds (see [`Writer::gather`]).
+#[derive(Default)]
+struct Load {
+    rows: usize,
+    marks: usize,
+    now: bool,
+}
+
+impl Load {
+    fn add(&mut self, cmd: &WriteCmd) {
+        match cmd {
+            WriteCmd::Insert { msgs, commit, .. } => {
+                self.rows += msgs.len();
+                self.now |= *commit == Commit::Now;
+            }
+            WriteCmd::Ack(ids) => self.marks += ids.len(),
+            WriteCmd::Release(ids) => self.marks += ids.len(),
+            WriteCmd::Failed(_) => {}
         }
     }
 }
@@ -341,3 +425,5 @@ pub use read::{Stats, Stored, fetch, stats};
 mod limits_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
