@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::filters::{filter_problem, matches};
-use crate::config::{ByteSize, ReconnectConfig, Report, SecretSource, TimeSpan};
+use crate::config::{ByteSize, Report, SecretSource, TimeSpan};
 use crate::reading::Qos;
 
 /// `uplink:`.
@@ -42,9 +42,9 @@ pub struct UplinkConfig {
     /// and the bound on messages sent again after a crash.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
-    /// Reconnect backoff: doubles from `min` up to `max`, with jitter.
+    /// Reconnect backoff (`upstream/backoff.rs`).
     #[serde(default)]
-    pub reconnect: ReconnectConfig,
+    pub reconnect: ReconnectPolicy,
     #[serde(default)]
     pub forward: Vec<ForwardRule>,
     #[serde(default)]
@@ -89,6 +89,26 @@ fn default_keep_alive() -> TimeSpan {
 
 fn default_inflight() -> u16 {
     1000
+}
+
+/// `uplink.reconnect`: full jitter under a cap that doubles from `min` to
+/// `max`, reset after a connection stayed up for `stable`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectPolicy {
+    pub min: TimeSpan,
+    pub max: TimeSpan,
+    pub stable: TimeSpan,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            min: TimeSpan::from_secs(1),
+            max: TimeSpan::from_secs(120),
+            stable: TimeSpan::from_secs(30),
+        }
+    }
 }
 
 /// One `uplink.forward` entry: local topics matching `filter` go upstream

@@ -5,6 +5,7 @@ mod arch;
 mod arch_parse;
 mod bridge;
 mod bridge_ack;
+mod bridge_backoff;
 mod bridge_clock;
 mod bridge_commands;
 mod bridge_crash;
