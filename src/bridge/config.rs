@@ -42,6 +42,10 @@ pub struct UplinkConfig {
     /// and the bound on messages sent again after a crash.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
+    /// Messages per second sent from the outbox while a backlog drains
+    /// (`forward/pace.rs`); `None`: as fast as the window allows.
+    #[serde(default)]
+    pub drain_rate: Option<u32>,
     /// Reconnect backoff (`upstream/backoff.rs`).
     #[serde(default)]
     pub reconnect: ReconnectPolicy,
@@ -353,6 +357,12 @@ impl UplinkConfig {
             if let Some(p) = filter_problem(&r.filter) {
                 report.add(format!("{path}.commands[{i}].filter"), p);
             }
+        }
+        if self.drain_rate == Some(0) {
+            report.add(
+                format!("{path}.drain_rate"),
+                "must be at least 1 (messages per second), or null for no limit",
+            );
         }
         if self.max_attempts == 0 {
             report.add(format!("{path}.max_attempts"), "must be at least 1");

@@ -12,6 +12,7 @@ mod bridge_crash;
 mod bridge_large;
 mod bridge_link;
 mod bridge_outbox_file;
+mod bridge_pace;
 mod bridge_poison;
 mod bridge_policies;
 mod bridge_qos2;

@@ -17,7 +17,8 @@
 //! outbox: after a crash, at most `inflight` messages go upstream again.
 //!
 //! Order: rows are sent in id (commit) order; `cursor.rs` decides which
-//! rows come next (`fifo`, `live_first`). The outbox is read beside the
+//! rows come next (`fifo`, `live_first`); `pace.rs` holds rows back to
+//! `uplink.drain_rate` (live rows of `live_first` excepted). The outbox is read beside the
 //! connection (one spawned read at a time), so acknowledgements keep
 //! flowing while rows are read.
 //!
@@ -112,6 +113,8 @@ pub struct Forwarder<C: Upstream = Client> {
 impl<C: Upstream> Forwarder<C> {
     pub async fn run(mut self, link: Link) {
         let mut st = State::new(Cursor::new(self.cfg.buffer.drain));
+        st.pace =
+            (self.cfg.drain_rate).map(|rate| pace::Pace::new(rate, tokio::time::Instant::now()));
         let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
         let mut live_drops = LogThrottle::new(Duration::from_secs(10));
         let mut read_log = LogThrottle::new(Duration::from_secs(10));
@@ -197,6 +200,8 @@ impl<C: Upstream> Forwarder<C> {
                     self.on_shutdown(&mut st, until);
                 }
                 _ = sleep_until(st.mode) => expired = true,
+                // drain_rate: a token is due for the row held back
+                _ = pace::ready(&st.pace), if st.mode.connected() => {}
             }
             if self.commands.is_none() {
                 // the gateway stops: the local publish queue may close
@@ -351,6 +356,7 @@ async fn sleep_until(mode: Mode) {
 }
 
 mod commands;
+mod pace;
 mod pause;
 mod report;
 #[cfg(test)]

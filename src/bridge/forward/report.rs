@@ -293,13 +293,19 @@ impl<C: Upstream> Forwarder<C> {
     /// session the broker kept gets its PUBREL instead.
     pub(super) fn fill(&mut self, st: &mut State) {
         let window = self.cfg.inflight as usize;
+        let now = tokio::time::Instant::now();
+        if let Some(p) = &mut st.pace {
+            p.unblock();
+        }
         while st.used() < window && (st.wire_bytes < WIRE_BYTES || st.unacked() == 0) {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
             let pkid = row_pkid(r.id);
-            if st.holds(pkid) {
-                // a row ROW_PKIDS older still has this id: wait for it
+            let paced = !st.cursor.is_live(r.id) && st.pace.as_mut().is_some_and(|p| !p.take(now));
+            if paced || st.holds(pkid) {
+                // drain_rate: wait for a token; or a row ROW_PKIDS older
+                // still has this id: wait for it
                 st.cursor.ready.push_front(r);
                 return;
             }

@@ -10,6 +10,7 @@ use rumqttc::QoS;
 use super::super::cursor::Cursor;
 use super::super::outbox::{self, InFlight, dead::Failure};
 use super::super::upstream::OTHER_PKIDS;
+use super::pace::Pace;
 use crate::reading::Publish;
 
 /// The forwarder's mode (see the transition diagram in `forward`).
@@ -95,6 +96,8 @@ pub(super) struct State {
     pub(super) commands: VecDeque<(Publish, Option<rumqttc::Publish>)>,
     /// Command acknowledgements the upstream client had no room for yet.
     pub(super) command_acks: Vec<rumqttc::Publish>,
+    /// `uplink.drain_rate`, when set.
+    pub(super) pace: Option<Pace>,
 }
 
 impl State {
@@ -117,6 +120,7 @@ impl State {
             failures: Vec::new(),
             commands: VecDeque::new(),
             command_acks: Vec::new(),
+            pace: None,
         }
     }
 
