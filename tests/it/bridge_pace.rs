@@ -14,19 +14,8 @@ const RATE: usize = 40;
 async fn a_backlog_drains_at_drain_rate_while_live_readings_keep_their_place() {
     let extra = format!("  inflight: 10\n  drain_rate: {RATE}\n  buffer: {{ drain: live_first }}");
     let (_broker, proxy, mut up, mut gw, mut local) = linked("5ms", &extra).await;
-    proxy.cut();
-    let mut seen = BTreeSet::new();
-    let start = local_values(&mut local, Duration::from_millis(50))
-        .await
-        .last()
-        .map_or(0, |v| v + 1);
-    // about 300 readings committed while the uplink is down
-    wait_local_value(&mut local, start + 300, &mut seen).await;
-    proxy.restore();
-    let restored_at = {
-        wait_local_value(&mut local, start + 301, &mut seen).await;
-        *seen.last().expect("values")
-    };
+    // 300 readings committed while the uplink is down
+    let (start, restored_at, _) = outage(&proxy, &mut local, 300).await;
     // what arrives upstream, and when, until the whole backlog is there
     let backlog: BTreeSet<i64> = (start..=start + 300).collect();
     let mut arrivals: Vec<(Instant, i64)> = Vec::new();

@@ -123,19 +123,7 @@ async fn when_full_drop_newest_keeps_the_oldest() {
 async fn live_first_sends_the_present_before_the_backlog() {
     let extra = "  inflight: 5\n  buffer: { drain: live_first }";
     let (_broker, proxy, mut up, mut gw, mut local) = linked("5ms", extra).await;
-    proxy.cut();
-    let mut seen = BTreeSet::new();
-    // readings from here on are committed while the uplink is down
-    let start = local_values(&mut local, Duration::from_millis(50))
-        .await
-        .last()
-        .map_or(0, |v| v + 1);
-    wait_local_value(&mut local, start + 400, &mut seen).await;
-    proxy.restore();
-    let restored_at = {
-        wait_local_value(&mut local, start + 401, &mut seen).await;
-        *seen.last().expect("values")
-    };
+    let (start, restored_at, mut seen) = outage(&proxy, &mut local, 400).await;
     wait_local_value(&mut local, restored_at + 100, &mut seen).await;
     wait_upstream(&mut up, restored_at + 100).await;
     assert!(gw.terminate(SECS).success());
