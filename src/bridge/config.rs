@@ -157,6 +157,10 @@ pub struct BufferConfig {
     /// clients' messages are committed at once: their PUBACK waits). `0s`:
     /// every batch at once, as before this key.
     pub commit_window: TimeSpan,
+    /// Write-behind (`behind.rs`): the gateway's own messages stay in
+    /// memory and reach the outbox only if not acknowledged upstream
+    /// within this time. `None` (the default): committed first.
+    pub write_behind: Option<TimeSpan>,
 }
 
 /// The longest `commit_window` accepted.
@@ -175,6 +179,7 @@ impl Default for BufferConfig {
             drain: Drain::Fifo,
             synchronous: Synchronous::Full,
             commit_window: DEFAULT_COMMIT_WINDOW,
+            write_behind: None,
         }
     }
 }
@@ -386,6 +391,15 @@ impl UplinkConfig {
         }
         if b.max_age.get() < std::time::Duration::from_secs(1) {
             report.add(format!("{path}.buffer.max_age"), "must be at least 1s");
+        }
+        if let Some(w) = b.write_behind
+            && !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600))
+                .contains(&w.get())
+        {
+            report.add(
+                format!("{path}.buffer.write_behind"),
+                "must be between 100ms and 1h, or null (off)",
+            );
         }
         if b.commit_window.get() > MAX_COMMIT_WINDOW {
             report.add(

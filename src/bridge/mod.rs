@@ -48,6 +48,7 @@
 //! - The gateway never stops because of the bridge: commit failures (full
 //!   disk) are logged and counted and the messages go live if connected.
 
+mod behind;
 mod cli;
 pub mod config;
 mod cursor;
@@ -139,6 +140,8 @@ struct Tasks {
     writer: JoinHandle<()>,
     flush: CancellationToken,
     flush_ms: Arc<AtomicU64>,
+    /// Write-behind's spill task and its stop.
+    spill: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
 impl Bridge {
@@ -217,6 +220,16 @@ impl Bridge {
         let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
         let flush_ms = Arc::new(AtomicU64::new(0));
+        let behind =
+            (cfg.buffer.write_behind).map(|w| behind::Behind::new(w.get(), counters.clone()));
+        let spill = behind.clone().map(|b| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(
+                b.run(write_tx.clone(), stop.clone())
+                    .instrument(info_span!("write_behind")),
+            );
+            (task, stop)
+        });
 
         let forwarder = forward::Forwarder {
             cfg: cfg.clone(),
@@ -230,6 +243,7 @@ impl Bridge {
             counters: counters.clone(),
             shutdown: flush.clone(),
             flush_ms: flush_ms.clone(),
+            behind: behind.clone(),
         };
         let forwarder = tokio::spawn(
             forwarder
@@ -258,6 +272,7 @@ impl Bridge {
             live: live_tx,
             local: local_tx,
             counters: counters.clone(),
+            behind,
         };
         let intake = tokio::spawn(
             intake
@@ -274,6 +289,7 @@ impl Bridge {
                     writer,
                     flush,
                     flush_ms,
+                    spill,
                 }),
             },
             local_rx,
@@ -309,6 +325,16 @@ impl Bridge {
             .is_err()
         {
             warn!("bridge intake did not drain in time");
+        }
+        if let Some((task, stop)) = t.spill {
+            // write-behind: what is in memory goes to the outbox first
+            stop.cancel();
+            if tokio::time::timeout_at((now() + INTAKE_WAIT).min(end), task)
+                .await
+                .is_err()
+            {
+                warn!("write-behind: the messages in memory were not written in time");
+            }
         }
         if let Some((task, cancel, intake)) = t.link {
             intake.close();

@@ -2,7 +2,9 @@
 //! local broker: those on forwarded topics at QoS 1/2 are committed to the
 //! outbox first (within `buffer.commit_window`, several batches in one
 //! commit), QoS 0 ones are sent live, and every publish then goes on to
-//! the local broker, in order, once its batch is committed.
+//! the local broker, in order, once its batch is committed. With
+//! write-behind (`behind.rs`) they go to the memory queue instead and on
+//! to the local broker at once.
 //!
 //! Owns that task. Must not read the outbox or talk to the network.
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::behind::{self, Behind};
 use super::config::UplinkConfig;
 use super::outbox::{Commit, NewMessage, WriteCmd};
 use super::{Counters, INTAKE_BATCH};
@@ -28,6 +31,8 @@ pub(super) struct Intake {
     pub(super) live: mpsc::Sender<Publish>,
     pub(super) local: mpsc::Sender<Publish>,
     pub(super) counters: Arc<Counters>,
+    /// Write-behind: forwarded messages go to memory, not to the writer.
+    pub(super) behind: Option<Arc<Behind>>,
 }
 
 /// Batches handed to the writer and not yet committed, at most: the
@@ -111,6 +116,14 @@ impl Intake {
             }
         }
         if store.is_empty() {
+            return None;
+        }
+        if let Some(behind) = &self.behind {
+            // published locally at once; written only if not acknowledged in time
+            let over = behind.push(store);
+            if !over.is_empty() {
+                behind::write(&self.writer, over, false).await;
+            }
             return None;
         }
         let (done_tx, done_rx) = oneshot::channel();

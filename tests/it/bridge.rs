@@ -247,6 +247,25 @@ pub(crate) async fn wait_outbox(gw: &Gateway, n: u64) {
     }
 }
 
+/// The counter values of the readings in the outbox, in row order (the
+/// first `n` rows, `fieldgate outbox list`).
+pub(crate) fn outbox_values(cfg: &ConfigDir, n: usize) -> Vec<i64> {
+    let out = fieldgate(&["outbox", "list", "-n", &n.to_string(), "-c", cfg.path_str()]);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(READING))
+        .map(|l| {
+            let v = l.split("\"value\":").nth(1).expect("value in payload");
+            v.split(',')
+                .next()
+                .expect("number")
+                .parse()
+                .expect("integer")
+        })
+        .collect()
+}
+
 pub(crate) fn outbox_messages(cfg: &ConfigDir) -> u64 {
     let out = fieldgate(&["outbox", "stats", "-c", cfg.path_str()]);
     assert!(

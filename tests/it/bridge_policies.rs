@@ -9,7 +9,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::bridge::*;
-use crate::support::{Gateway, Msg, Sub, fieldgate, options};
+use crate::support::{Gateway, Msg, Sub, options};
 use crate::upstream::{Mosquitto, Proxy, counter, gateway_yaml, gateway_yaml_from, make_pki};
 
 /// Runs a gateway whose uplink never connects until the counter passed
@@ -24,20 +24,7 @@ async fn fill_outbox(policy: &str, until: i64) -> (BTreeSet<i64>, Vec<i64>, Stri
     wait_local_value(&mut local, until, &mut seen).await;
     assert!(gw.terminate(SECS).success());
     seen.extend(local_values(&mut local, Duration::from_millis(200)).await);
-    let out = fieldgate(&["outbox", "list", "-n", "100", "-c", gw.cfg.path_str()]);
-    assert!(out.status.success());
-    let listed: Vec<i64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("site/gw1/dev/n"))
-        .map(|l| {
-            let v = l.split("\"value\":").nth(1).expect("value in payload");
-            v.split(',')
-                .next()
-                .expect("number")
-                .parse()
-                .expect("integer")
-        })
-        .collect();
+    let listed = outbox_values(&gw.cfg, 100);
     (seen, listed, gw.log_text())
 }
 

@@ -6,6 +6,7 @@ mod arch_parse;
 mod bridge;
 mod bridge_ack;
 mod bridge_backoff;
+mod bridge_behind;
 mod bridge_clock;
 mod bridge_commands;
 mod bridge_crash;

@@ -56,6 +56,7 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
 use super::Counters;
+use super::behind::Behind;
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
@@ -108,6 +109,8 @@ pub struct Forwarder<C: Upstream = Client> {
     /// How long the flush may take, in ms, read when `shutdown` fires
     /// (the bridge sets what is left of its stop budget).
     pub flush_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The write-behind memory queue (`buffer.write_behind`), when on.
+    pub behind: Option<Arc<Behind>>,
 }
 
 impl<C: Upstream> Forwarder<C> {
@@ -200,6 +203,8 @@ impl<C: Upstream> Forwarder<C> {
                     self.on_shutdown(&mut st, until);
                 }
                 _ = sleep_until(st.mode) => expired = true,
+                // write-behind: messages in memory to send
+                _ = behind_ready(&self.behind), if st.mode.connected() => {}
                 // drain_rate: a token is due for the row held back
                 _ = pace::ready(&st.pace), if st.mode.connected() => {}
             }
@@ -216,6 +221,7 @@ impl<C: Upstream> Forwarder<C> {
             self.send_command_acks(&mut st);
             match st.mode {
                 Mode::Live | Mode::Flushing { .. } => {
+                    self.send_behind(&mut st);
                     self.fill(&mut st);
                     if reading.is_none() && read_pause.is_clear() {
                         reading = self.read(&mut st);
@@ -343,6 +349,14 @@ async fn join(reading: &mut Option<Reading>) -> Read {
 async fn reserve(local: &Option<mpsc::Sender<Publish>>) -> Option<mpsc::Permit<'_, Publish>> {
     match local {
         Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Until the write-behind queue has messages to send (for ever without one).
+async fn behind_ready(behind: &Option<Arc<Behind>>) {
+    match behind {
+        Some(b) => b.ready.notified().await,
         None => std::future::pending().await,
     }
 }

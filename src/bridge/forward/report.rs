@@ -48,10 +48,12 @@ impl<C: Upstream> Forwarder<C> {
                     st.releasing.push_back(Some((pkid, t)));
                 }
                 // not sent at QoS 2; nothing to mark either way
-                Some(Tracked::Untracked) if self.client.release(pkid, OTHER_KEY) => {
-                    st.released.insert(pkid, Tracked::Untracked);
+                Some(t @ (Tracked::Untracked | Tracked::Behind(_)))
+                    if self.client.release(pkid, OTHER_KEY) =>
+                {
+                    st.released.insert(pkid, t);
                 }
-                Some(Tracked::Untracked) | None => {}
+                Some(Tracked::Untracked | Tracked::Behind(_)) | None => {}
             },
             Report::Completed(pkid) => {
                 let t = st.released.remove(&pkid);
@@ -71,7 +73,7 @@ impl<C: Upstream> Forwarder<C> {
             if let Some((pkid, t)) = *front {
                 let key = match t {
                     Tracked::Row(id, ..) => id,
-                    Tracked::Untracked => OTHER_KEY,
+                    Tracked::Untracked | Tracked::Behind(_) => OTHER_KEY,
                 };
                 if !self.client.release(pkid, key) {
                     return; // no room: the next turn
@@ -227,7 +229,7 @@ impl<C: Upstream> Forwarder<C> {
             .iter()
             .filter_map(|(pkid, t)| match t {
                 Tracked::Row(id, ..) => Some((*id, *pkid)),
-                Tracked::Untracked => None,
+                Tracked::Untracked | Tracked::Behind(_) => None,
             })
             .min();
         let Some((_, pkid)) = suspect else { return };
@@ -259,9 +261,54 @@ impl<C: Upstream> Forwarder<C> {
     }
 
     fn acked(&mut self, st: &mut State, t: Option<Tracked>) {
-        if let Some(Tracked::Row(id, size, _)) = t {
-            st.acks.push((id, size));
-            self.counters.acked.fetch_add(1, Relaxed);
+        match t {
+            Some(Tracked::Row(id, size, _)) => {
+                st.acks.push((id, size));
+                self.counters.acked.fetch_add(1, Relaxed);
+            }
+            Some(Tracked::Behind(seq)) => {
+                if let Some(b) = &self.behind {
+                    b.acked(seq);
+                }
+            }
+            Some(Tracked::Untracked) | None => {}
+        }
+    }
+
+    /// Sends messages of the write-behind memory queue while the window
+    /// has room (before the outbox's rows: they are the present).
+    pub(super) fn send_behind(&mut self, st: &mut State) {
+        let Some(behind) = self.behind.clone() else {
+            return;
+        };
+        let room = (self.cfg.inflight as usize).saturating_sub(st.used());
+        let mut taken = behind.take(room).into_iter();
+        while let Some((seq, m)) = taken.next() {
+            let q = match m.qos {
+                0 => QoS::AtMostOnce,
+                _ => QoS::AtLeastOnce,
+            };
+            let pkid = match st.other_pkid() {
+                Some(p) if q != QoS::AtMostOnce => p,
+                _ => {
+                    behind.untake(std::iter::once(seq).chain(taken.map(|t| t.0)));
+                    return;
+                }
+            };
+            let o = Outgoing {
+                topic: m.topic,
+                qos: q,
+                retain: m.retain,
+                payload: m.payload,
+                pkid,
+                key: OTHER_KEY,
+            };
+            if !self.client.publish(o) {
+                behind.untake(std::iter::once(seq).chain(taken.map(|t| t.0)));
+                return;
+            }
+            st.inflight.insert(pkid, Tracked::Behind(seq));
+            self.counters.sent.fetch_add(1, Relaxed);
         }
     }
 

@@ -41,6 +41,8 @@ pub(super) enum Tracked {
     Row(i64, u64, u32),
     /// Not from the outbox (status messages, live sends after a failed commit).
     Untracked,
+    /// A message of the write-behind memory queue, by its sequence number.
+    Behind(u64),
 }
 
 /// Whether the `released` marks of rows read from the outbox describe
@@ -171,7 +173,7 @@ impl State {
             .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
                 Tracked::Row(id, ..) => Some(id),
-                Tracked::Untracked => None,
+                Tracked::Untracked | Tracked::Behind(_) => None,
             })
             .collect::<Vec<_>>();
         self.rewind_rows(ids, in_flight);

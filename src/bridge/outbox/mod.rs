@@ -210,6 +210,19 @@ pub enum WriteCmd {
     Release(Vec<i64>),
 }
 
+impl WriteCmd {
+    /// An insert committed at once, and the receiver of its answer.
+    pub fn insert_now(msgs: Vec<NewMessage>) -> (WriteCmd, oneshot::Receiver<bool>) {
+        let (done, answer) = oneshot::channel();
+        let cmd = WriteCmd::Insert {
+            msgs,
+            done: Some(done),
+            commit: Commit::Now,
+        };
+        (cmd, answer)
+    }
+}
+
 /// What the writer tells the uplink.
 pub struct Progress {
     /// The highest committed id.
