@@ -124,6 +124,12 @@ pub struct Counters {
     pub connected: AtomicU64,
     /// Commit time (ms since the epoch) of the oldest outbox row; 0 when empty.
     pub oldest_ms: std::sync::atomic::AtomicI64,
+    /// Dead letters removed past the table's bound or age (`outbox/maintain.rs`).
+    pub dead_pruned: AtomicU64,
+    /// What is wrong with the outbox's disk now (a failing commit), for
+    /// `/healthz` (503), the STATUS line and the log; cleared by the next
+    /// commit that succeeds.
+    pub disk_problem: std::sync::Mutex<Option<String>>,
 }
 
 /// A running bridge.

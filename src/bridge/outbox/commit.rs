@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, Row as _};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::dead::{self, Failure};
 use super::delete::delete_sql;
@@ -19,6 +19,9 @@ use super::expire::not_in_flight;
 use super::{Accounting, Acked, COMMIT_TRIES, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
 use crate::bridge::config::{Synchronous, WhenFull};
 use crate::reading::now_ms;
+
+/// SQLite's primary result code for a full disk (or a file at its size limit).
+const SQLITE_FULL: i32 = 13;
 
 /// What one commit writes.
 #[derive(Clone, Copy)]
@@ -61,7 +64,9 @@ impl Accounting {
         }
         if inserts.is_empty() && waiters.is_empty() && failures.is_empty() && releases.is_empty() {
             // deletes only (the drain): one statement list, one round trip
-            if let Err(e) = self.delete_only(conn, &acks).await {
+            let deleted = self.delete_only(conn, &acks).await;
+            self.disk(deleted.as_ref().err());
+            if let Err(e) = deleted {
                 self.counters.io_errors.fetch_add(1, Relaxed);
                 error!(error = %e, acks = acks.len(),
                     "outbox delete failed; these messages will be sent again after a restart");
@@ -119,6 +124,7 @@ impl Accounting {
         for attempt in 1..=COMMIT_TRIES {
             match self.transaction(conn, batch).await {
                 Ok(last_id) => {
+                    self.disk(None);
                     if let Some(id) = last_id {
                         self.committed.send_replace(id);
                     }
@@ -134,6 +140,7 @@ impl Accounting {
                 Err(e) => {
                     // the transaction rolled back: undo the counts it made
                     (self.messages, self.bytes) = admitted;
+                    self.disk(Some(&e));
                     self.counters.io_errors.fetch_add(1, Relaxed);
                     if attempt < COMMIT_TRIES {
                         warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64,
@@ -194,6 +201,33 @@ impl Accounting {
                     source,
                 })
             }
+        }
+    }
+
+    /// Records what a commit says about the disk: `Some(error)` a failing
+    /// commit (shown in `/healthz` as 503, the STATUS line), `None` one
+    /// that succeeded (the problem is over).
+    pub(super) fn disk(&self, failed: Option<&OutboxError>) {
+        let problem = failed.map(|e| {
+            let full = matches!(e, OutboxError::Query { source: sqlx::Error::Database(db), .. }
+                if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_FULL));
+            if full {
+                format!("disk full: the outbox cannot store messages ({e})")
+            } else {
+                format!("outbox disk failing: {e}")
+            }
+        });
+        let mut now = self
+            .counters
+            .disk_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *now != problem {
+            match &problem {
+                Some(p) => error!(problem = %p, "outbox: the disk fails; /healthz answers 503"),
+                None => info!("outbox: commits succeed again; the disk problem is over"),
+            }
+            *now = problem;
         }
     }
 

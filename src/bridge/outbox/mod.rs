@@ -113,6 +113,8 @@ pub const MAX_BATCH: usize = 8192;
 const DEFAULT_FLUSH_AT: usize = 500;
 /// Tries of a commit before its messages go to the live queue.
 pub const COMMIT_TRIES: u32 = 4;
+/// How often the file is shrunk and the dead letters pruned (`maintain.rs`).
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often `max_age` is enforced.
 const EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -330,6 +332,8 @@ impl Writer {
         let mut batch = Vec::new();
         let mut expiry = tokio::time::interval(EXPIRY_EVERY);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -341,6 +345,10 @@ impl Writer {
                         self.acct.counters.io_errors.fetch_add(1, Relaxed);
                         warn!(error = %e, "outbox expiry failed; tried again in a second");
                     }
+                    continue;
+                }
+                _ = maintain.tick() => {
+                    self.acct.maintain(&mut self.conn).await;
                     continue;
                 }
             };
@@ -402,6 +410,31 @@ impl Writer {
     }
 }
 
+impl Accounting {
+    /// Shrinks the file after a drain and prunes the dead letters
+    /// (`maintain.rs`); failures are logged and counted, tried again later.
+    async fn maintain(&mut self, conn: &mut SqliteConnection) {
+        if let Err(e) = maintain::shrink(conn).await {
+            self.counters.io_errors.fetch_add(1, Relaxed);
+            warn!(error = %e, "outbox shrink failed; tried again in a minute");
+        }
+        match maintain::prune_dead(conn).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.counters.dead_pruned.fetch_add(n, Relaxed);
+                warn!(
+                    removed = n,
+                    "dead-letter table over its bound or age limit: oldest removed"
+                );
+            }
+            Err(e) => {
+                self.counters.io_errors.fetch_add(1, Relaxed);
+                warn!(error = %e, "dead-letter pruning failed; tried again in a minute");
+            }
+        }
+    }
+}
+
 /// What a gathering batch holds (see [`Writer::gather`]).
 #[derive(Default)]
 struct Load {
@@ -429,6 +462,7 @@ pub mod dead;
 mod delete;
 mod expire;
 mod inflight;
+mod maintain;
 pub use inflight::InFlight;
 mod open;
 pub use open::{Opened, db_path, open, open_or_set_aside};
@@ -436,6 +470,8 @@ mod read;
 pub use read::{Stats, Stored, fetch, stats};
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod maintain_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -169,6 +169,20 @@ async fn a_failed_commit_goes_live() {
     }
     // every try failed and was counted before the messages went live
     assert_eq!(counters.io_errors.load(Relaxed), COMMIT_TRIES as u64);
+    // ... and the disk problem is there for /healthz until a commit succeeds
+    let problem = counters.disk_problem.lock().expect("lock").clone();
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("outbox disk failing")),
+        "{problem:?}"
+    );
+    sqlx::query(SCHEMA)
+        .execute(&pool)
+        .await
+        .expect("table back");
+    assert!(insert(&tx, vec![m(2)]).await);
+    assert_eq!(*counters.disk_problem.lock().expect("lock"), None);
     drop(tx);
     task.await.expect("writer keeps going and ends cleanly");
 }
