@@ -22,9 +22,9 @@
 //!
 //! | readings/s | before (ff69db5) | `commit_window: 500ms` (default) |
 //! |---|---|---|
-//! | 10    | 16,536, 9.8/s  | 2,565, 2.0/s |
-//! | 100   | 1,985, 9.9/s   | 830, 2.0/s   |
-//! | 1,000 | 1,964, 109.6/s | 249, 2.9/s   |
+//! | 10    | 16,536, 9.8/s  | 2,565-2,652, 2.0/s   |
+//! | 100   | 1,985, 9.9/s   | 817-855, 2.0/s       |
+//! | 1,000 | 1,964, 109.6/s | 240-252, 2.7-2.9/s   |
 //!
 //! (the window alone: 2,589, 739, 237; the incremental vacuum adds a
 //! page per commit)
@@ -157,8 +157,11 @@ async fn bare_inserts(dir: &Path, n: usize) -> Duration {
 fn uplink(port: u16) -> UplinkConfig {
     let yaml = format!(
         "url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: {} }}]\n\
-         buffer: {{ max_messages: 100000000, max_bytes: 1TiB }}\n{}",
+         buffer: {{ max_messages: 100000000, max_bytes: 1TiB{} }}\n{}",
         bench_qos(),
+        std::env::var("BENCH_COMMIT_WINDOW")
+            .map(|w| format!(", commit_window: {w}"))
+            .unwrap_or_default(),
         std::env::var("BENCH_INFLIGHT")
             .map(|n| format!("inflight: {n}\n"))
             .unwrap_or_default()

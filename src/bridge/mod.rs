@@ -208,7 +208,7 @@ impl Bridge {
         let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
         let writer = writer
             .with_live(live_tx.clone())
-            .with_flush_at(usize::from(cfg.inflight) / 2);
+            .with_flush_at(usize::from(cfg.inflight) / 4);
         info!(
             path = %outbox::db_path(data_dir).display(),
             messages = counters.depth.load(Relaxed),

@@ -32,8 +32,9 @@
 //!   touches, whatever few bytes changed, and the fsync) is paid once per
 //!   window, not once per device poll (docs/design.md, "Where the bytes
 //!   go"). A local client's message ([`Commit::Now`]) ends the window at
-//!   once (its PUBACK waits); so do half the uplink's in-flight window of
-//!   acknowledgements ([`Writer::with_flush_at`]), so a drain is not held
+//!   once (its PUBACK waits); so do a quarter of the uplink's in-flight
+//!   window of acknowledgements when no insert waits (a drain), half of it
+//!   beside inserts ([`Writer::with_flush_at`]), so a drain is not held
 //!   back. Deletes ride in the commit of the inserts of the same window;
 //! - a message is inserted before it is sent upstream and deleted only when
 //!   the broker acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2);
@@ -385,7 +386,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if load.now || load.rows >= MAX_BATCH || load.marks >= self.flush_at {
+            // a drain (marks only) commits every `flush_at` marks; beside
+            // inserts the marks wait for the window up to twice that
+            let marks_at = if load.rows == 0 {
+                self.flush_at
+            } else {
+                self.flush_at * 2
+            };
+            if load.now || load.rows >= MAX_BATCH || load.marks >= marks_at {
                 return;
             }
             tokio::select! {
@@ -402,8 +410,8 @@ impl Writer {
     }
 
     /// Acknowledgements and release marks that end a commit window early
-    /// (the bridge sets half the uplink's in-flight window: a drain is not
-    /// held back by the window).
+    /// (twice as many beside inserts; the bridge sets a quarter of the
+    /// uplink's in-flight window: a drain is not held back by the window).
     pub fn with_flush_at(mut self, marks: usize) -> Writer {
         self.flush_at = marks.max(1);
         self
