@@ -369,6 +369,7 @@ async fn sleep_until(mode: Mode) {
     }
 }
 
+mod behind;
 mod commands;
 mod pace;
 mod pause;

@@ -22,7 +22,7 @@ use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
 /// The resend order of messages not from the outbox: before every row.
-const OTHER_KEY: i64 = i64::MIN + 1;
+pub(super) const OTHER_KEY: i64 = i64::MIN + 1;
 
 impl<C: Upstream> Forwarder<C> {
     pub(super) fn on_report(
@@ -272,43 +272,6 @@ impl<C: Upstream> Forwarder<C> {
                 }
             }
             Some(Tracked::Untracked) | None => {}
-        }
-    }
-
-    /// Sends messages of the write-behind memory queue while the window
-    /// has room (before the outbox's rows: they are the present).
-    pub(super) fn send_behind(&mut self, st: &mut State) {
-        let Some(behind) = self.behind.clone() else {
-            return;
-        };
-        let room = (self.cfg.inflight as usize).saturating_sub(st.used());
-        let mut taken = behind.take(room).into_iter();
-        while let Some((seq, m)) = taken.next() {
-            let q = match m.qos {
-                0 => QoS::AtMostOnce,
-                _ => QoS::AtLeastOnce,
-            };
-            let pkid = match st.other_pkid() {
-                Some(p) if q != QoS::AtMostOnce => p,
-                _ => {
-                    behind.untake(std::iter::once(seq).chain(taken.map(|t| t.0)));
-                    return;
-                }
-            };
-            let o = Outgoing {
-                topic: m.topic,
-                qos: q,
-                retain: m.retain,
-                payload: m.payload,
-                pkid,
-                key: OTHER_KEY,
-            };
-            if !self.client.publish(o) {
-                behind.untake(std::iter::once(seq).chain(taken.map(|t| t.0)));
-                return;
-            }
-            st.inflight.insert(pkid, Tracked::Behind(seq));
-            self.counters.sent.fetch_add(1, Relaxed);
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, Row as _};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::dead::{self, Failure};
 use super::delete::delete_sql;
@@ -19,9 +19,6 @@ use super::expire::not_in_flight;
 use super::{Accounting, Acked, COMMIT_TRIES, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
 use crate::bridge::config::{Synchronous, WhenFull};
 use crate::reading::now_ms;
-
-/// SQLite's primary result code for a full disk (or a file at its size limit).
-const SQLITE_FULL: i32 = 13;
 
 /// What one commit writes.
 #[derive(Clone, Copy)]
@@ -201,33 +198,6 @@ impl Accounting {
                     source,
                 })
             }
-        }
-    }
-
-    /// Records what a commit says about the disk: `Some(error)` a failing
-    /// commit (shown in `/healthz` as 503, the STATUS line), `None` one
-    /// that succeeded (the problem is over).
-    pub(super) fn disk(&self, failed: Option<&OutboxError>) {
-        let problem = failed.map(|e| {
-            let full = matches!(e, OutboxError::Query { source: sqlx::Error::Database(db), .. }
-                if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == SQLITE_FULL));
-            if full {
-                format!("disk full: the outbox cannot store messages ({e})")
-            } else {
-                format!("outbox disk failing: {e}")
-            }
-        });
-        let mut now = self
-            .counters
-            .disk_problem
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if *now != problem {
-            match &problem {
-                Some(p) => error!(problem = %p, "outbox: the disk fails; /healthz answers 503"),
-                None => info!("outbox: commits succeed again; the disk problem is over"),
-            }
-            *now = problem;
         }
     }
 

@@ -16,15 +16,17 @@
 //!   [`DEAD_MAX_AGE`]; the oldest go first, counted in
 //!   `fieldgate_uplink_dropped_total{reason="dead_letter_limit"}`.
 //!
-//! Owns these statements. Must not talk to the network.
+//! Owns these statements and the writer's once-a-minute upkeep
+//! ([`Accounting::maintain`]). Must not talk to the network.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteConnection;
 use tracing::{info, warn};
 
-use super::{OutboxError, q};
+use super::{Accounting, OutboxError, q};
 use crate::reading::now_ms;
 
 /// Free pages (4 KiB each) that make a shrink worth its writes: 4 MiB.
@@ -118,4 +120,29 @@ pub(super) async fn prune_dead(conn: &mut SqliteConnection) -> Result<u64, Outbo
     .map_err(q("prune dead"))?
     .rows_affected();
     Ok(old + over)
+}
+
+impl Accounting {
+    /// Shrinks the file after a drain and prunes the dead letters
+    /// (once a minute); failures are logged and counted, tried again later.
+    pub(super) async fn maintain(&mut self, conn: &mut SqliteConnection) {
+        if let Err(e) = shrink(conn).await {
+            self.counters.io_errors.fetch_add(1, Relaxed);
+            warn!(error = %e, "outbox shrink failed; tried again in a minute");
+        }
+        match prune_dead(conn).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.counters.dead_pruned.fetch_add(n, Relaxed);
+                warn!(
+                    removed = n,
+                    "dead-letter table over its bound or age limit: oldest removed"
+                );
+            }
+            Err(e) => {
+                self.counters.io_errors.fetch_add(1, Relaxed);
+                warn!(error = %e, "dead-letter pruning failed; tried again in a minute");
+            }
+        }
+    }
 }

@@ -361,114 +361,14 @@ impl Writer {
             warn!(error = %e, "closing the outbox");
         }
     }
-
-    /// Gathers one commit's commands: whatever queued, then what comes
-    /// within `commit_window` of `first`, unless someone waits
-    /// ([`Commit::Now`]), the batch is full, or enough acknowledgements and
-    /// release marks wait to hold the uplink's window back ([`Writer::flush_at`]).
-    async fn gather(
-        &self,
-        first: WriteCmd,
-        rx: &mut mpsc::Receiver<WriteCmd>,
-        batch: &mut Vec<WriteCmd>,
-    ) {
-        let deadline = tokio::time::Instant::now() + self.acct.cfg.commit_window.get();
-        let mut load = Load::default();
-        load.add(&first);
-        batch.push(first);
-        loop {
-            while load.rows < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        load.add(&cmd);
-                        batch.push(cmd);
-                    }
-                    Err(_) => break,
-                }
-            }
-            // a drain (marks only) commits every `flush_at` marks; beside
-            // inserts the marks wait for the window up to twice that
-            let marks_at = if load.rows == 0 {
-                self.flush_at
-            } else {
-                self.flush_at * 2
-            };
-            if load.now || load.rows >= MAX_BATCH || load.marks >= marks_at {
-                return;
-            }
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => {
-                        load.add(&cmd);
-                        batch.push(cmd);
-                    }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(deadline) => return,
-            }
-        }
-    }
-
-    /// Acknowledgements and release marks that end a commit window early
-    /// (twice as many beside inserts; the bridge sets a quarter of the
-    /// uplink's in-flight window: a drain is not held back by the window).
-    pub fn with_flush_at(mut self, marks: usize) -> Writer {
-        self.flush_at = marks.max(1);
-        self
-    }
-}
-
-impl Accounting {
-    /// Shrinks the file after a drain and prunes the dead letters
-    /// (`maintain.rs`); failures are logged and counted, tried again later.
-    async fn maintain(&mut self, conn: &mut SqliteConnection) {
-        if let Err(e) = maintain::shrink(conn).await {
-            self.counters.io_errors.fetch_add(1, Relaxed);
-            warn!(error = %e, "outbox shrink failed; tried again in a minute");
-        }
-        match maintain::prune_dead(conn).await {
-            Ok(0) => {}
-            Ok(n) => {
-                self.counters.dead_pruned.fetch_add(n, Relaxed);
-                warn!(
-                    removed = n,
-                    "dead-letter table over its bound or age limit: oldest removed"
-                );
-            }
-            Err(e) => {
-                self.counters.io_errors.fetch_add(1, Relaxed);
-                warn!(error = %e, "dead-letter pruning failed; tried again in a minute");
-            }
-        }
-    }
-}
-
-/// What a gathering batch holds (see [`Writer::gather`]).
-#[derive(Default)]
-struct Load {
-    rows: usize,
-    marks: usize,
-    now: bool,
-}
-
-impl Load {
-    fn add(&mut self, cmd: &WriteCmd) {
-        match cmd {
-            WriteCmd::Insert { msgs, commit, .. } => {
-                self.rows += msgs.len();
-                self.now |= *commit == Commit::Now;
-            }
-            WriteCmd::Ack(ids) => self.marks += ids.len(),
-            WriteCmd::Release(ids) => self.marks += ids.len(),
-            WriteCmd::Failed(_) => {}
-        }
-    }
 }
 
 mod commit;
 pub mod dead;
 mod delete;
 mod expire;
+mod gather;
+mod health;
 mod inflight;
 mod maintain;
 pub use inflight::InFlight;
