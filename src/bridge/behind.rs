@@ -73,6 +73,14 @@ impl Queue {
                 out.push(item.msg);
             }
         }
+        // the oldest go first, so what they leave in `unsent` is its head
+        // (an outage of any length must not grow it)
+        while let Some(seq) = self.unsent.front() {
+            if self.items.contains_key(seq) {
+                break;
+            }
+            self.unsent.pop_front();
+        }
         out
     }
 }
@@ -249,6 +257,18 @@ mod tests {
         // an acknowledgement after the message was written changes nothing
         b.acked(sent[1].0);
         assert_eq!(b.counters.acked.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn messages_written_unsent_leave_nothing_behind_in_memory() {
+        let b = Behind::new(Duration::from_secs(1), Arc::new(Counters::default()));
+        // the uplink is down: nothing is taken, everything is written
+        for i in 0..100 {
+            b.push(vec![m(i)]);
+        }
+        assert_eq!(b.due(Instant::now() + Duration::from_secs(2)).len(), 100);
+        assert!(b.lock().unsent.is_empty(), "stale sequence numbers kept");
+        assert!(b.take(10).is_empty());
     }
 
     #[test]
