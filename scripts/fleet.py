@@ -168,7 +168,8 @@ def mosquitto(port, folder):
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
                 f"persistence true\npersistence_location {folder}/\n"
                 "max_queued_messages 0\nmax_inflight_messages 0\n"
-                "max_connections -1\n")
+                "max_connections -1\nlog_type error\nlog_type warning\nlog_type notice\n"
+                "log_type information\nlog_timestamp_format %H:%M:%S\n")
     return subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(folder, "mosquitto.log"), "a"))
 
@@ -226,6 +227,10 @@ async def main():
     a = ap.parse_args()
 
     root = tempfile.mkdtemp(prefix="fleet.", dir="/var/tmp")
+    # mosquitto started as root runs as user mosquitto: it must be able to
+    # write its persistence file here, or a restart forgets every session
+    # (the subscriber's subscription too)
+    os.chmod(root, 0o777)
     bport = free_port()
     broker = mosquitto(bport, root)
     time.sleep(0.5)
