@@ -63,6 +63,8 @@ pub struct Metrics {
     pub published: Counter,
     /// what is wrong with the outbox, for /healthz and the STATUS line
     outbox_problem: Mutex<Option<String>>,
+    /// what is wrong with the outbox's disk now (set and cleared by the bridge)
+    disk_problem: Mutex<Option<String>>,
     uplink: Mutex<Option<UplinkFigures>>,
     broker: Mutex<Option<BrokerFigures>>,
     devices: Mutex<BTreeMap<String, DeviceHealth>>,
@@ -137,6 +139,7 @@ impl Metrics {
             device_up: GaugeFamily::default(),
             published: Counter::default(),
             outbox_problem: Mutex::new(None),
+            disk_problem: Mutex::new(None),
             uplink: Mutex::new(None),
             broker: Mutex::new(None),
             devices: Mutex::new(BTreeMap::new()),
@@ -210,9 +213,27 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner()) = Some(problem);
     }
 
-    /// What is wrong with the outbox, if anything.
+    /// What is wrong with the outbox, if anything (a disk problem too).
     pub fn outbox_problem(&self) -> Option<String> {
-        self.outbox_problem
+        let lasting = self
+            .outbox_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (lasting, self.disk_problem()) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Records what is wrong with the outbox's disk now (`None`: nothing).
+    pub fn set_disk_problem(&self, problem: Option<String>) {
+        *self.disk_problem.lock().unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// What is wrong with the outbox's disk now: `/healthz` answers 503.
+    pub fn disk_problem(&self) -> Option<String> {
+        self.disk_problem
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

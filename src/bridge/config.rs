@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::filters::{filter_problem, matches};
-use crate::config::{ByteSize, ReconnectConfig, Report, SecretSource, TimeSpan};
+use crate::config::{ByteSize, Report, SecretSource, TimeSpan};
 use crate::reading::Qos;
 
 /// `uplink:`.
@@ -42,9 +42,13 @@ pub struct UplinkConfig {
     /// and the bound on messages sent again after a crash.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
-    /// Reconnect backoff: doubles from `min` up to `max`, with jitter.
+    /// Messages per second sent from the outbox while a backlog drains
+    /// (`forward/pace.rs`); `None`: as fast as the window allows.
     #[serde(default)]
-    pub reconnect: ReconnectConfig,
+    pub drain_rate: Option<u32>,
+    /// Reconnect backoff (`upstream/backoff.rs`).
+    #[serde(default)]
+    pub reconnect: ReconnectPolicy,
     #[serde(default)]
     pub forward: Vec<ForwardRule>,
     #[serde(default)]
@@ -91,6 +95,26 @@ fn default_inflight() -> u16 {
     1000
 }
 
+/// `uplink.reconnect`: full jitter under a cap that doubles from `min` to
+/// `max`, reset after a connection stayed up for `stable`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectPolicy {
+    pub min: TimeSpan,
+    pub max: TimeSpan,
+    pub stable: TimeSpan,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            min: TimeSpan::from_secs(1),
+            max: TimeSpan::from_secs(120),
+            stable: TimeSpan::from_secs(30),
+        }
+    }
+}
+
 /// One `uplink.forward` entry: local topics matching `filter` go upstream
 /// as `prefix + topic` at `qos` (0: live only, never buffered).
 #[derive(Debug, Clone, Deserialize)]
@@ -128,7 +152,22 @@ pub struct BufferConfig {
     /// nothing committed is lost on power loss) or `normal` (WAL synced at
     /// checkpoints only: power loss can lose the batches since the last one).
     pub synchronous: Synchronous,
+    /// Group commit of the gateway's own messages and of the deletes: how
+    /// long writes gather after the first one before one commit (local
+    /// clients' messages are committed at once: their PUBACK waits). `0s`:
+    /// every batch at once, as before this key.
+    pub commit_window: TimeSpan,
+    /// Write-behind (`behind.rs`): the gateway's own messages stay in
+    /// memory and reach the outbox only if not acknowledged upstream
+    /// within this time. `None` (the default): committed first.
+    pub write_behind: Option<TimeSpan>,
 }
+
+/// The longest `commit_window` accepted.
+const MAX_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The default `commit_window` (docs/design.md, "Where the bytes go").
+pub const DEFAULT_COMMIT_WINDOW: TimeSpan = TimeSpan::from_millis(500);
 
 impl Default for BufferConfig {
     fn default() -> Self {
@@ -139,6 +178,8 @@ impl Default for BufferConfig {
             when_full: WhenFull::DropOldest,
             drain: Drain::Fifo,
             synchronous: Synchronous::Full,
+            commit_window: DEFAULT_COMMIT_WINDOW,
+            write_behind: None,
         }
     }
 }
@@ -322,6 +363,12 @@ impl UplinkConfig {
                 report.add(format!("{path}.commands[{i}].filter"), p);
             }
         }
+        if self.drain_rate == Some(0) {
+            report.add(
+                format!("{path}.drain_rate"),
+                "must be at least 1 (messages per second), or null for no limit",
+            );
+        }
         if self.max_attempts == 0 {
             report.add(format!("{path}.max_attempts"), "must be at least 1");
         }
@@ -344,6 +391,21 @@ impl UplinkConfig {
         }
         if b.max_age.get() < std::time::Duration::from_secs(1) {
             report.add(format!("{path}.buffer.max_age"), "must be at least 1s");
+        }
+        if let Some(w) = b.write_behind
+            && !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600))
+                .contains(&w.get())
+        {
+            report.add(
+                format!("{path}.buffer.write_behind"),
+                "must be between 100ms and 1h, or null (off)",
+            );
+        }
+        if b.commit_window.get() > MAX_COMMIT_WINDOW {
+            report.add(
+                format!("{path}.buffer.commit_window"),
+                "must be at most 10s (the own readings wait that long before the local broker sees them)",
+            );
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Cursor {
     ranges: VecDeque<(i64, i64)>,
     /// `live_first`: the next live id to look at.
     live: Option<i64>,
+    /// `live_first`: the first id committed since the last connect.
+    live_from: Option<i64>,
     /// The last live read found nothing: read the backlog next.
     skip_live: bool,
     /// Read ahead, not yet handed to the upstream link.
@@ -63,6 +65,7 @@ impl Cursor {
             drain,
             ranges,
             live: None,
+            live_from: None,
             skip_live: false,
             ready: VecDeque::new(),
             caught_up: false,
@@ -87,9 +90,16 @@ impl Cursor {
             None => self.ranges.push_back((0, next_id)),
         }
         self.live = Some(next_id);
+        self.live_from = Some(next_id);
         self.skip_live = false;
         self.epoch += 1;
         self.wake();
+    }
+
+    /// `live_first`: row `id` was committed since the last connect (never
+    /// under `fifo`, where every row waits its turn).
+    pub fn is_live(&self, id: i64) -> bool {
+        self.live_from.is_some_and(|l| id >= l)
     }
 
     /// Rows handed out but not acknowledged (`ids`) and the rows read ahead

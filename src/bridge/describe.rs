@@ -73,6 +73,21 @@ pub fn describe(s: &mut String, cfg: &UplinkConfig, gateway: &str, data_dir: &Pa
             Synchronous::Normal => "normal",
         }
     );
+    let own = match b.write_behind {
+        Some(w) => format!(
+            "write-behind {w}: own messages in memory, written only if not acknowledged by then"
+        ),
+        None => "own messages committed first".to_string(),
+    };
+    let rate = cfg
+        .drain_rate
+        .map_or("unlimited".to_string(), |r| format!("{r} messages/s"));
+    let r = &cfg.reconnect;
+    let _ = writeln!(
+        s,
+        "        commit window {}; {own}; drain rate {rate}; reconnect full jitter {} to {}, reset after {} up",
+        b.commit_window, r.min, r.max, r.stable
+    );
 }
 
 #[cfg(test)]
@@ -83,7 +98,7 @@ mod tests {
     fn the_plan_names_every_rule_and_the_limits() {
         let cfg: UplinkConfig = serde_yaml_ng::from_str(
             "url: mqtt://up:1883\nforward:\n  - { filter: \"gw/#\", prefix: \"site/\", qos: 1 }\n  - { filter: \"gw/fast/#\", qos: 0 }\n\
-             commands:\n  - { filter: \"site/gw/+/set\", strip_prefix: \"site/\" }\nbuffer: { max_messages: 500, drain: live_first }\n",
+             commands:\n  - { filter: \"site/gw/+/set\", strip_prefix: \"site/\" }\nbuffer: { max_messages: 500, drain: live_first, write_behind: 2s }\ndrain_rate: 100\n",
         )
         .expect("yaml");
         let mut s = String::new();
@@ -98,6 +113,9 @@ mod tests {
             "drain live_first",
             "packets up to 1.0 MiB",
             "at 5 dropped connections, goes to the dead-letter table",
+            "commit window 500ms; write-behind 2s",
+            "drain rate 100 messages/s",
+            "reconnect full jitter 1s to 2m, reset after 30s up",
         ] {
             assert!(s.contains(want), "{want:?} missing in:\n{s}");
         }

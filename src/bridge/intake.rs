@@ -135,11 +135,7 @@ async fn commit_loop(inner: Arc<Inner>, writer: mpsc::Sender<WriteCmd>, cancel: 
         };
         if !batch.is_empty() {
             let (msgs, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let (done, committed) = oneshot::channel();
-            let cmd = WriteCmd::Insert {
-                msgs,
-                done: Some(done),
-            };
+            let (cmd, committed) = WriteCmd::insert_now(msgs);
             if writer.send(cmd).await.is_err() {
                 warn!("outbox writer gone; local clients' messages are not acknowledged");
                 return;

@@ -112,12 +112,19 @@ impl Collector for Counters {
             ("drop_newest", &self.dropped_newest),
             ("max_age", &self.expired),
             ("live_not_sent", &self.live_dropped),
+            ("dead_letter_limit", &self.dead_pruned),
         ] {
             mirror(
                 &b.uplink_dropped.get_or_create(&labels("reason", reason)),
                 v.load(Relaxed),
             );
         }
+        m.set_disk_problem(
+            self.disk_problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
         m.set_uplink(UplinkFigures {
             connected: connected == 1,
             outbox_depth: depth,

@@ -48,6 +48,7 @@
 //! - The gateway never stops because of the bridge: commit failures (full
 //!   disk) are logged and counted and the messages go live if connected.
 
+mod behind;
 mod cli;
 pub mod config;
 mod cursor;
@@ -123,6 +124,12 @@ pub struct Counters {
     pub connected: AtomicU64,
     /// Commit time (ms since the epoch) of the oldest outbox row; 0 when empty.
     pub oldest_ms: std::sync::atomic::AtomicI64,
+    /// Dead letters removed past the table's bound or age (`outbox/maintain.rs`).
+    pub dead_pruned: AtomicU64,
+    /// What is wrong with the outbox's disk now (a failing commit), for
+    /// `/healthz` (503), the STATUS line and the log; cleared by the next
+    /// commit that succeeds.
+    pub disk_problem: std::sync::Mutex<Option<String>>,
 }
 
 /// A running bridge.
@@ -139,6 +146,8 @@ struct Tasks {
     writer: JoinHandle<()>,
     flush: CancellationToken,
     flush_ms: Arc<AtomicU64>,
+    /// Write-behind's spill task and its stop.
+    spill: Option<(JoinHandle<()>, CancellationToken)>,
 }
 
 impl Bridge {
@@ -197,7 +206,9 @@ impl Bridge {
             ));
         }
         let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
-        let writer = writer.with_live(live_tx.clone());
+        let writer = writer
+            .with_live(live_tx.clone())
+            .with_flush_at(usize::from(cfg.inflight) / 4);
         info!(
             path = %outbox::db_path(data_dir).display(),
             messages = counters.depth.load(Relaxed),
@@ -215,6 +226,16 @@ impl Bridge {
         let status_topic = crate::reading::status::gateway_topic(&gateway);
         let flush = CancellationToken::new();
         let flush_ms = Arc::new(AtomicU64::new(0));
+        let behind =
+            (cfg.buffer.write_behind).map(|w| behind::Behind::new(w.get(), counters.clone()));
+        let spill = behind.clone().map(|b| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(
+                b.run(write_tx.clone(), stop.clone())
+                    .instrument(info_span!("write_behind")),
+            );
+            (task, stop)
+        });
 
         let forwarder = forward::Forwarder {
             cfg: cfg.clone(),
@@ -228,6 +249,7 @@ impl Bridge {
             counters: counters.clone(),
             shutdown: flush.clone(),
             flush_ms: flush_ms.clone(),
+            behind: behind.clone(),
         };
         let forwarder = tokio::spawn(
             forwarder
@@ -256,6 +278,7 @@ impl Bridge {
             live: live_tx,
             local: local_tx,
             counters: counters.clone(),
+            behind,
         };
         let intake = tokio::spawn(
             intake
@@ -272,6 +295,7 @@ impl Bridge {
                     writer,
                     flush,
                     flush_ms,
+                    spill,
                 }),
             },
             local_rx,
@@ -307,6 +331,16 @@ impl Bridge {
             .is_err()
         {
             warn!("bridge intake did not drain in time");
+        }
+        if let Some((task, stop)) = t.spill {
+            // write-behind: what is in memory goes to the outbox first
+            stop.cancel();
+            if tokio::time::timeout_at((now() + INTAKE_WAIT).min(end), task)
+                .await
+                .is_err()
+            {
+                warn!("write-behind: the messages in memory were not written in time");
+            }
         }
         if let Some((task, cancel, intake)) = t.link {
             intake.close();

@@ -123,10 +123,16 @@ async fn healthz(gateway: String) -> impl IntoResponse {
     let devices = m.devices();
     let (online, total) = m.devices_online();
     let outbox = m.outbox_problem();
+    let disk = m.disk_problem();
     let uplink = m.uplink();
+    let code = match disk {
+        Some(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        None => axum::http::StatusCode::OK,
+    };
     let body = serde_json::json!({
         "status": if online == total && outbox.is_none() { "ok" } else { "degraded" },
         "outbox": outbox.as_deref().unwrap_or("ok"),
+        "disk": disk.as_deref().unwrap_or("ok"),
         "gateway": gateway,
         "uptime_s": m.uptime_secs(),
         "devices_online": online,
@@ -136,6 +142,7 @@ async fn healthz(gateway: String) -> impl IntoResponse {
         "outbox_depth": uplink.map_or(0, |u| u.outbox_depth),
     });
     (
+        code,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )

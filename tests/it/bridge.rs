@@ -123,6 +123,24 @@ pub(crate) async fn local_values(local: &mut Sub, span: Duration) -> BTreeSet<i6
         .collect()
 }
 
+/// Cuts `proxy` until `n` readings were committed while the uplink was
+/// down, then restores it: (the first value of the outage, the first value
+/// seen locally after the restore, the values seen locally).
+pub(crate) async fn outage(proxy: &Proxy, local: &mut Sub, n: i64) -> (i64, i64, BTreeSet<i64>) {
+    proxy.cut();
+    let mut seen = BTreeSet::new();
+    // readings from here on are committed while the uplink is down
+    let start = local_values(local, Duration::from_millis(50))
+        .await
+        .last()
+        .map_or(0, |v| v + 1);
+    wait_local_value(local, start + n, &mut seen).await;
+    proxy.restore();
+    wait_local_value(local, start + n + 1, &mut seen).await;
+    let restored_at = *seen.last().expect("values");
+    (start, restored_at, seen)
+}
+
 pub(crate) async fn wait_local_value(local: &mut Sub, at_least: i64, seen: &mut BTreeSet<i64>) {
     loop {
         let m = local.next(SECS).await;
@@ -227,6 +245,25 @@ pub(crate) async fn wait_outbox(gw: &Gateway, n: u64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The counter values of the readings in the outbox, in row order (the
+/// first `n` rows, `fieldgate outbox list`).
+pub(crate) fn outbox_values(cfg: &ConfigDir, n: usize) -> Vec<i64> {
+    let out = fieldgate(&["outbox", "list", "-n", &n.to_string(), "-c", cfg.path_str()]);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(READING))
+        .map(|l| {
+            let v = l.split("\"value\":").nth(1).expect("value in payload");
+            v.split(',')
+                .next()
+                .expect("number")
+                .parse()
+                .expect("integer")
+        })
+        .collect()
 }
 
 pub(crate) fn outbox_messages(cfg: &ConfigDir) -> u64 {

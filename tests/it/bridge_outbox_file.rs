@@ -171,3 +171,91 @@ async fn an_outbox_of_the_previous_version_is_migrated_and_drained() {
     assert_eq!(healthz(mport)["outbox"], "ok");
     assert!(gw.terminate(SECS).success());
 }
+
+/// A tmpfs of `size` mounted at `dir` (the test runs as root, as `.ci/run`
+/// does), unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `/healthz` until `pred` holds for (status line, JSON body).
+fn wait_healthz(mport: u16, pred: impl Fn(&str, &serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + SECS;
+    loop {
+        let (status, body) = crate::ops::http_get(mport, "/healthz");
+        let h: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        if pred(&status, &h) {
+            return h;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {h}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_503_in_healthz_and_said_in_the_status_line_until_it_has_room() {
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let mport = free_port();
+    let mount = std::sync::Mutex::new(None);
+    let (mut gw, sock, _s) = start(&gateway_yaml(&url, "5ms", ""), mport, |dir| {
+        let data = dir.join("data");
+        *mount.lock().expect("lock") = Some(SmallDisk::mount(&data, "8m"));
+        data
+    });
+    let _disk = mount.lock().expect("lock").take();
+    let data = gw.cfg.dir.path().join("data");
+    wait_healthz(mport, |status, _| status.contains("200"));
+    // something else fills the card
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        while f.write_all(&[0u8; 64 * 1024]).is_ok() {}
+        let _ = f.flush();
+    }
+    let h = wait_healthz(mport, |status, _| status.contains("503"));
+    assert!(
+        h["disk"].as_str().is_some_and(|d| d.contains("disk full")),
+        "{h}"
+    );
+    assert_eq!(h["status"], "degraded", "{h}");
+    let mut seen = Vec::new();
+    crate::ops::wait_datagram(&sock, &mut seen, SECS, |m| {
+        m.contains("STATUS=") && m.contains("disk full")
+    });
+    // room again: the next commit succeeds and the problem is over
+    std::fs::remove_file(&filler).expect("remove filler");
+    let h = wait_healthz(mport, |status, _| status.contains("200"));
+    assert_eq!(h["disk"], "ok", "{h}");
+    assert!(
+        gw.log_text().contains("commits succeed again"),
+        "{}",
+        gw.log_text()
+    );
+    assert!(gw.terminate(SECS).success());
+}

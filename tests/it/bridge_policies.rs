@@ -9,7 +9,7 @@ use std::time::Duration;
 use rumqttc::QoS;
 
 use crate::bridge::*;
-use crate::support::{Gateway, Msg, Sub, fieldgate, options};
+use crate::support::{Gateway, Msg, Sub, options};
 use crate::upstream::{Mosquitto, Proxy, counter, gateway_yaml, gateway_yaml_from, make_pki};
 
 /// Runs a gateway whose uplink never connects until the counter passed
@@ -24,20 +24,7 @@ async fn fill_outbox(policy: &str, until: i64) -> (BTreeSet<i64>, Vec<i64>, Stri
     wait_local_value(&mut local, until, &mut seen).await;
     assert!(gw.terminate(SECS).success());
     seen.extend(local_values(&mut local, Duration::from_millis(200)).await);
-    let out = fieldgate(&["outbox", "list", "-n", "100", "-c", gw.cfg.path_str()]);
-    assert!(out.status.success());
-    let listed: Vec<i64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("site/gw1/dev/n"))
-        .map(|l| {
-            let v = l.split("\"value\":").nth(1).expect("value in payload");
-            v.split(',')
-                .next()
-                .expect("number")
-                .parse()
-                .expect("integer")
-        })
-        .collect();
+    let listed = outbox_values(&gw.cfg, 100);
     (seen, listed, gw.log_text())
 }
 
@@ -105,10 +92,15 @@ async fn when_full_drop_newest_keeps_the_oldest() {
     let last = *seen.last().expect("values");
     assert_eq!(listed, (0..20).collect::<Vec<i64>>());
     // every reading after the 20th was refused: at least those delivered
-    // locally, and at most the few committed in the last moments
+    // locally, and at most those of the last commit window (the local
+    // broker sees a reading once its commit ended) and a few more
+    let window = fieldgate::bridge::config::DEFAULT_COMMIT_WINDOW
+        .get()
+        .as_millis() as i64;
+    let per_window = window / 10; // one reading every 10 ms
     let dropped = counted(&log, "dropped_newest") as i64;
     assert!(
-        (last + 1 - 20..=last + 1 - 20 + 5).contains(&dropped),
+        (last + 1 - 20..=last + 1 - 20 + per_window + 5).contains(&dropped),
         "{dropped} dropped, last {last}"
     );
     assert_eq!(counted(&log, "dropped_oldest"), 0);
@@ -118,19 +110,7 @@ async fn when_full_drop_newest_keeps_the_oldest() {
 async fn live_first_sends_the_present_before_the_backlog() {
     let extra = "  inflight: 5\n  buffer: { drain: live_first }";
     let (_broker, proxy, mut up, mut gw, mut local) = linked("5ms", extra).await;
-    proxy.cut();
-    let mut seen = BTreeSet::new();
-    // readings from here on are committed while the uplink is down
-    let start = local_values(&mut local, Duration::from_millis(50))
-        .await
-        .last()
-        .map_or(0, |v| v + 1);
-    wait_local_value(&mut local, start + 400, &mut seen).await;
-    proxy.restore();
-    let restored_at = {
-        wait_local_value(&mut local, start + 401, &mut seen).await;
-        *seen.last().expect("values")
-    };
+    let (start, restored_at, mut seen) = outage(&proxy, &mut local, 400).await;
     wait_local_value(&mut local, restored_at + 100, &mut seen).await;
     wait_upstream(&mut up, restored_at + 100).await;
     assert!(gw.terminate(SECS).success());

@@ -17,7 +17,8 @@
 //! outbox: after a crash, at most `inflight` messages go upstream again.
 //!
 //! Order: rows are sent in id (commit) order; `cursor.rs` decides which
-//! rows come next (`fifo`, `live_first`). The outbox is read beside the
+//! rows come next (`fifo`, `live_first`); `pace.rs` holds rows back to
+//! `uplink.drain_rate` (live rows of `live_first` excepted). The outbox is read beside the
 //! connection (one spawned read at a time), so acknowledgements keep
 //! flowing while rows are read.
 //!
@@ -55,6 +56,7 @@ use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
 use super::Counters;
+use super::behind::Behind;
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
@@ -107,11 +109,15 @@ pub struct Forwarder<C: Upstream = Client> {
     /// How long the flush may take, in ms, read when `shutdown` fires
     /// (the bridge sets what is left of its stop budget).
     pub flush_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The write-behind memory queue (`buffer.write_behind`), when on.
+    pub behind: Option<Arc<Behind>>,
 }
 
 impl<C: Upstream> Forwarder<C> {
     pub async fn run(mut self, link: Link) {
         let mut st = State::new(Cursor::new(self.cfg.buffer.drain));
+        st.pace =
+            (self.cfg.drain_rate).map(|rate| pace::Pace::new(rate, tokio::time::Instant::now()));
         let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
         let mut live_drops = LogThrottle::new(Duration::from_secs(10));
         let mut read_log = LogThrottle::new(Duration::from_secs(10));
@@ -197,6 +203,10 @@ impl<C: Upstream> Forwarder<C> {
                     self.on_shutdown(&mut st, until);
                 }
                 _ = sleep_until(st.mode) => expired = true,
+                // write-behind: messages in memory to send
+                _ = behind_ready(&self.behind), if st.mode.connected() => {}
+                // drain_rate: a token is due for the row held back
+                _ = pace::ready(&st.pace), if st.mode.connected() => {}
             }
             if self.commands.is_none() {
                 // the gateway stops: the local publish queue may close
@@ -211,6 +221,7 @@ impl<C: Upstream> Forwarder<C> {
             self.send_command_acks(&mut st);
             match st.mode {
                 Mode::Live | Mode::Flushing { .. } => {
+                    self.send_behind(&mut st);
                     self.fill(&mut st);
                     if reading.is_none() && read_pause.is_clear() {
                         reading = self.read(&mut st);
@@ -342,6 +353,14 @@ async fn reserve(local: &Option<mpsc::Sender<Publish>>) -> Option<mpsc::Permit<'
     }
 }
 
+/// Until the write-behind queue has messages to send (for ever without one).
+async fn behind_ready(behind: &Option<Arc<Behind>>) {
+    match behind {
+        Some(b) => b.ready.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Until the flush deadline, in `Flushing`; for ever otherwise.
 async fn sleep_until(mode: Mode) {
     match mode {
@@ -350,7 +369,9 @@ async fn sleep_until(mode: Mode) {
     }
 }
 
+mod behind;
 mod commands;
+mod pace;
 mod pause;
 mod report;
 #[cfg(test)]

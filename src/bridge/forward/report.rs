@@ -22,7 +22,7 @@ use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
 /// The resend order of messages not from the outbox: before every row.
-const OTHER_KEY: i64 = i64::MIN + 1;
+pub(super) const OTHER_KEY: i64 = i64::MIN + 1;
 
 impl<C: Upstream> Forwarder<C> {
     pub(super) fn on_report(
@@ -48,10 +48,12 @@ impl<C: Upstream> Forwarder<C> {
                     st.releasing.push_back(Some((pkid, t)));
                 }
                 // not sent at QoS 2; nothing to mark either way
-                Some(Tracked::Untracked) if self.client.release(pkid, OTHER_KEY) => {
-                    st.released.insert(pkid, Tracked::Untracked);
+                Some(t @ (Tracked::Untracked | Tracked::Behind(_)))
+                    if self.client.release(pkid, OTHER_KEY) =>
+                {
+                    st.released.insert(pkid, t);
                 }
-                Some(Tracked::Untracked) | None => {}
+                Some(Tracked::Untracked | Tracked::Behind(_)) | None => {}
             },
             Report::Completed(pkid) => {
                 let t = st.released.remove(&pkid);
@@ -71,7 +73,7 @@ impl<C: Upstream> Forwarder<C> {
             if let Some((pkid, t)) = *front {
                 let key = match t {
                     Tracked::Row(id, ..) => id,
-                    Tracked::Untracked => OTHER_KEY,
+                    Tracked::Untracked | Tracked::Behind(_) => OTHER_KEY,
                 };
                 if !self.client.release(pkid, key) {
                     return; // no room: the next turn
@@ -227,7 +229,7 @@ impl<C: Upstream> Forwarder<C> {
             .iter()
             .filter_map(|(pkid, t)| match t {
                 Tracked::Row(id, ..) => Some((*id, *pkid)),
-                Tracked::Untracked => None,
+                Tracked::Untracked | Tracked::Behind(_) => None,
             })
             .min();
         let Some((_, pkid)) = suspect else { return };
@@ -259,9 +261,17 @@ impl<C: Upstream> Forwarder<C> {
     }
 
     fn acked(&mut self, st: &mut State, t: Option<Tracked>) {
-        if let Some(Tracked::Row(id, size, _)) = t {
-            st.acks.push((id, size));
-            self.counters.acked.fetch_add(1, Relaxed);
+        match t {
+            Some(Tracked::Row(id, size, _)) => {
+                st.acks.push((id, size));
+                self.counters.acked.fetch_add(1, Relaxed);
+            }
+            Some(Tracked::Behind(seq)) => {
+                if let Some(b) = &self.behind {
+                    b.acked(seq);
+                }
+            }
+            Some(Tracked::Untracked) | None => {}
         }
     }
 
@@ -293,13 +303,19 @@ impl<C: Upstream> Forwarder<C> {
     /// session the broker kept gets its PUBREL instead.
     pub(super) fn fill(&mut self, st: &mut State) {
         let window = self.cfg.inflight as usize;
+        let now = tokio::time::Instant::now();
+        if let Some(p) = &mut st.pace {
+            p.unblock();
+        }
         while st.used() < window && (st.wire_bytes < WIRE_BYTES || st.unacked() == 0) {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
             let pkid = row_pkid(r.id);
-            if st.holds(pkid) {
-                // a row ROW_PKIDS older still has this id: wait for it
+            let paced = !st.cursor.is_live(r.id) && st.pace.as_mut().is_some_and(|p| !p.take(now));
+            if paced || st.holds(pkid) {
+                // drain_rate: wait for a token; or a row ROW_PKIDS older
+                // still has this id: wait for it
                 st.cursor.ready.push_front(r);
                 return;
             }

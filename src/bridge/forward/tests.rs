@@ -106,6 +106,7 @@ async fn rig(extra: &str) -> Rig {
         counters: Arc::new(Counters::default()),
         shutdown: CancellationToken::new(),
         flush_ms: Arc::new(AtomicU64::new(0)),
+        behind: None,
     };
     Rig {
         f,

@@ -10,6 +10,7 @@ use rumqttc::QoS;
 use super::super::cursor::Cursor;
 use super::super::outbox::{self, InFlight, dead::Failure};
 use super::super::upstream::OTHER_PKIDS;
+use super::pace::Pace;
 use crate::reading::Publish;
 
 /// The forwarder's mode (see the transition diagram in `forward`).
@@ -40,6 +41,8 @@ pub(super) enum Tracked {
     Row(i64, u64, u32),
     /// Not from the outbox (status messages, live sends after a failed commit).
     Untracked,
+    /// A message of the write-behind memory queue, by its sequence number.
+    Behind(u64),
 }
 
 /// Whether the `released` marks of rows read from the outbox describe
@@ -95,6 +98,8 @@ pub(super) struct State {
     pub(super) commands: VecDeque<(Publish, Option<rumqttc::Publish>)>,
     /// Command acknowledgements the upstream client had no room for yet.
     pub(super) command_acks: Vec<rumqttc::Publish>,
+    /// `uplink.drain_rate`, when set.
+    pub(super) pace: Option<Pace>,
 }
 
 impl State {
@@ -117,6 +122,7 @@ impl State {
             failures: Vec::new(),
             commands: VecDeque::new(),
             command_acks: Vec::new(),
+            pace: None,
         }
     }
 
@@ -167,7 +173,7 @@ impl State {
             .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
                 Tracked::Row(id, ..) => Some(id),
-                Tracked::Untracked => None,
+                Tracked::Untracked | Tracked::Behind(_) => None,
             })
             .collect::<Vec<_>>();
         self.rewind_rows(ids, in_flight);

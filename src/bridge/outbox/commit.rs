@@ -43,7 +43,7 @@ impl Accounting {
                 WriteCmd::Ack(ids) => acks.extend(ids),
                 WriteCmd::Failed(f) => failures.extend(f),
                 WriteCmd::Release(ids) => releases.extend(ids),
-                WriteCmd::Insert { msgs, done } => {
+                WriteCmd::Insert { msgs, done, .. } => {
                     for m in msgs {
                         if self.admit(&m) {
                             inserts.push(m);
@@ -61,7 +61,9 @@ impl Accounting {
         }
         if inserts.is_empty() && waiters.is_empty() && failures.is_empty() && releases.is_empty() {
             // deletes only (the drain): one statement list, one round trip
-            if let Err(e) = self.delete_only(conn, &acks).await {
+            let deleted = self.delete_only(conn, &acks).await;
+            self.disk(deleted.as_ref().err());
+            if let Err(e) = deleted {
                 self.counters.io_errors.fetch_add(1, Relaxed);
                 error!(error = %e, acks = acks.len(),
                     "outbox delete failed; these messages will be sent again after a restart");
@@ -119,6 +121,7 @@ impl Accounting {
         for attempt in 1..=COMMIT_TRIES {
             match self.transaction(conn, batch).await {
                 Ok(last_id) => {
+                    self.disk(None);
                     if let Some(id) = last_id {
                         self.committed.send_replace(id);
                     }
@@ -134,6 +137,7 @@ impl Accounting {
                 Err(e) => {
                     // the transaction rolled back: undo the counts it made
                     (self.messages, self.bytes) = admitted;
+                    self.disk(Some(&e));
                     self.counters.io_errors.fetch_add(1, Relaxed);
                     if attempt < COMMIT_TRIES {
                         warn!(error = %e, attempt, retry_in_ms = pause.as_millis() as u64,

@@ -19,7 +19,8 @@
 //! counted in `fieldgate_uplink_dead_total` and logged with the topic.
 //! `fieldgate outbox list --dead` shows the table; `fieldgate outbox
 //! retry-dead` puts every row back at the end of the outbox with its tries
-//! reset. Nothing here is ever deleted by the gateway itself.
+//! reset. The table is held to a bound and an age limit (`maintain.rs`):
+//! the oldest rows past them are removed and counted.
 //!
 //! Owns the `dead` table and the migration of the outbox's later columns
 //! (`attempts`, `clock_ms`). Must not

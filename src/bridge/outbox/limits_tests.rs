@@ -33,6 +33,7 @@ impl Setup {
         let cmd = WriteCmd::Insert {
             msgs,
             done: Some(done),
+            commit: Commit::Now,
         };
         self.tx.send(cmd).await.expect("send");
         wait.await.expect("reply")
@@ -139,6 +140,7 @@ async fn expiry_follows_the_run_clock_not_the_wall_clock() {
     let mut batch = vec![WriteCmd::Insert {
         msgs: (0..5).map(m).collect(),
         done: None,
+        commit: Commit::Now,
     }];
     w.acct.commit(&mut w.conn, &mut batch).await;
     // the wall clock jumps (NTP sync on a Pi that booted in 1970): the
@@ -207,6 +209,7 @@ async fn a_busy_database_is_retried_and_the_message_committed() {
     tx.send(WriteCmd::Insert {
         msgs: vec![m(1)],
         done: Some(done),
+        commit: Commit::Now,
     })
     .await
     .expect("send");

@@ -25,6 +25,17 @@
 //! - one writer task ([`Writer`]) owns every write. It takes whatever has
 //!   queued while the previous commit ran (group commit: one transaction,
 //!   one fsync, per batch), so throughput does not depend on fsync latency;
+//! - the commit window (`buffer.commit_window`, [`Writer::gather`]): the
+//!   gateway's own messages ([`Commit::Window`]), acknowledgements and
+//!   release marks gather for up to the window after the first of them,
+//!   so a commit's fixed cost (a 4 KiB WAL frame for every page it
+//!   touches, whatever few bytes changed, and the fsync) is paid once per
+//!   window, not once per device poll (docs/design.md, "Where the bytes
+//!   go"). A local client's message ([`Commit::Now`]) ends the window at
+//!   once (its PUBACK waits); so do a quarter of the uplink's in-flight
+//!   window of acknowledgements when no insert waits (a drain), half of it
+//!   beside inserts ([`Writer::with_flush_at`]), so a drain is not held
+//!   back. Deletes ride in the commit of the inserts of the same window;
 //! - a message is inserted before it is sent upstream and deleted only when
 //!   the broker acknowledged it (PUBACK for QoS 1, PUBCOMP for QoS 2);
 //! - `AUTOINCREMENT` keeps ids growing even when the table empties, so ids
@@ -98,8 +109,13 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
 const INSERT_CHUNK: usize = 64;
 /// Most rows one commit takes (bounds the time a batch holds the write lock).
 pub const MAX_BATCH: usize = 8192;
+/// Acknowledgements and release marks that end a commit window, unless
+/// the bridge sets it ([`Writer::with_flush_at`]).
+const DEFAULT_FLUSH_AT: usize = 500;
 /// Tries of a commit before its messages go to the live queue.
 pub const COMMIT_TRIES: u32 = 4;
+/// How often the file is shrunk and the dead letters pruned (`maintain.rs`).
+const MAINTAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often `max_age` is enforced.
 const EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -169,6 +185,15 @@ pub async fn purge(pool: &SqlitePool) -> Result<u64, OutboxError> {
 /// lookup of the sizes.
 pub type Acked = (i64, u64);
 
+/// When an insert is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// At once, with whatever queued: a local client waits for its PUBACK.
+    Now,
+    /// Within `buffer.commit_window`, with whatever gathers meanwhile.
+    Window,
+}
+
 /// A request to the writer.
 pub enum WriteCmd {
     /// Store these; `done` is told `true` once they are committed, `false`
@@ -177,6 +202,7 @@ pub enum WriteCmd {
     Insert {
         msgs: Vec<NewMessage>,
         done: Option<oneshot::Sender<bool>>,
+        commit: Commit,
     },
     /// The broker acknowledged these rows: delete them.
     Ack(Vec<Acked>),
@@ -185,6 +211,19 @@ pub enum WriteCmd {
     /// The broker PUBREC'd these QoS 2 rows: mark them released (committed
     /// before their PUBREL is sent; see `upstream`'s module doc).
     Release(Vec<i64>),
+}
+
+impl WriteCmd {
+    /// An insert committed at once, and the receiver of its answer.
+    pub fn insert_now(msgs: Vec<NewMessage>) -> (WriteCmd, oneshot::Receiver<bool>) {
+        let (done, answer) = oneshot::channel();
+        let cmd = WriteCmd::Insert {
+            msgs,
+            done: Some(done),
+            commit: Commit::Now,
+        };
+        (cmd, answer)
+    }
 }
 
 /// What the writer tells the uplink.
@@ -203,6 +242,8 @@ pub struct Progress {
 pub struct Writer {
     conn: SqliteConnection,
     acct: Accounting,
+    /// Acknowledgements and release marks that end a commit window.
+    flush_at: usize,
 }
 
 /// The writer's view of the outbox size and its drop accounting.
@@ -251,6 +292,7 @@ impl Writer {
         let clock = expire::RunClock::resume(&mut conn).await?;
         let in_flight = InFlight::default();
         let mut writer = Writer {
+            flush_at: DEFAULT_FLUSH_AT,
             conn,
             acct: Accounting {
                 cfg,
@@ -291,6 +333,8 @@ impl Writer {
         let mut batch = Vec::new();
         let mut expiry = tokio::time::interval(EXPIRY_EVERY);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -304,20 +348,12 @@ impl Writer {
                     }
                     continue;
                 }
-            };
-            batch.push(first);
-            let mut rows = 0;
-            while rows < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        if let WriteCmd::Insert { msgs, .. } = &cmd {
-                            rows += msgs.len();
-                        }
-                        batch.push(cmd);
-                    }
-                    Err(_) => break,
+                _ = maintain.tick() => {
+                    self.acct.maintain(&mut self.conn).await;
+                    continue;
                 }
-            }
+            };
+            self.gather(first, &mut rx, &mut batch).await;
             self.acct.commit(&mut self.conn, &mut batch).await;
             batch.clear();
         }
@@ -331,7 +367,10 @@ mod commit;
 pub mod dead;
 mod delete;
 mod expire;
+mod gather;
+mod health;
 mod inflight;
+mod maintain;
 pub use inflight::InFlight;
 mod open;
 pub use open::{Opened, db_path, open, open_or_set_aside};
@@ -340,4 +379,8 @@ pub use read::{Stats, Stored, fetch, stats};
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
+mod maintain_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;

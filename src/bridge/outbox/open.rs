@@ -17,17 +17,20 @@ use std::sync::Arc;
 
 use sqlx::Connection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Counters, OutboxError, Progress, SCHEMA, Writer, dead};
+use super::{Counters, OutboxError, Progress, SCHEMA, Writer, dead, maintain};
 use crate::bridge::config::{BufferConfig, Synchronous};
 
 pub(super) fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
+        // before journal_mode (sqlx orders it so): a new file is
+        // incremental from its first page (`maintain.rs`)
+        .auto_vacuum(SqliteAutoVacuum::Incremental)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(match sync {
             Synchronous::Full => SqliteSynchronous::Full,
@@ -35,6 +38,9 @@ pub(super) fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
         })
         .busy_timeout(std::time::Duration::from_secs(5))
         .pragma("cache_size", "-2000")
+        // the WAL file goes back to this size after a checkpoint (a drain
+        // of a long outage leaves no large -wal behind)
+        .pragma("journal_size_limit", "4194304")
         // a whole read-ahead crosses from SQLite's thread without the two
         // threads waking each other every 50 rows (sqlx's default)
         .row_buffer_size(1024)
@@ -64,6 +70,7 @@ pub async fn open(
     let mut conn = SqliteConnection::connect_with(&opts)
         .await
         .map_err(open_err)?;
+    maintain::incremental(&mut conn).await.map_err(open_err)?;
     sqlx::query(SCHEMA)
         .execute(&mut conn)
         .await

@@ -57,6 +57,7 @@ async fn insert(tx: &mpsc::Sender<WriteCmd>, msgs: Vec<NewMessage>) -> bool {
     tx.send(WriteCmd::Insert {
         msgs,
         done: Some(done),
+        commit: Commit::Now,
     })
     .await
     .expect("send");
@@ -121,6 +122,7 @@ async fn a_deletes_only_commit_leaves_synchronous_full() {
     let mut batch = vec![WriteCmd::Insert {
         msgs: (0..3).map(m).collect(),
         done: None,
+        commit: Commit::Now,
     }];
     w.acct.commit(&mut w.conn, &mut batch).await;
     let rows = fetch(&pool, 0, i64::MAX, 10).await.expect("fetch");
@@ -157,6 +159,7 @@ async fn a_failed_commit_goes_live() {
     tx.send(WriteCmd::Insert {
         msgs: (0..2).map(m).collect(),
         done: None,
+        commit: Commit::Now,
     })
     .await
     .expect("send");
@@ -166,6 +169,20 @@ async fn a_failed_commit_goes_live() {
     }
     // every try failed and was counted before the messages went live
     assert_eq!(counters.io_errors.load(Relaxed), COMMIT_TRIES as u64);
+    // ... and the disk problem is there for /healthz until a commit succeeds
+    let problem = counters.disk_problem.lock().expect("lock").clone();
+    assert!(
+        problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with("outbox disk failing")),
+        "{problem:?}"
+    );
+    sqlx::query(SCHEMA)
+        .execute(&pool)
+        .await
+        .expect("table back");
+    assert!(insert(&tx, vec![m(2)]).await);
+    assert_eq!(*counters.disk_problem.lock().expect("lock"), None);
     drop(tx);
     task.await.expect("writer keeps going and ends cleanly");
 }

@@ -1,6 +1,7 @@
 //! The upstream connection: fieldgate's own MQTT 3.1.1 client on
 //! rumqttc's `mqttbytes` codec (`conn.rs`), the session it resumes
-//! (`outgoing.rs`), reconnects with exponential backoff and jitter; the
+//! (`outgoing.rs`), reconnects after a backoff with full jitter
+//! (`backoff.rs`); the
 //! options from `uplink:` are in `options.rs`, the forwarder's request
 //! queue in `client.rs`.
 //!
@@ -43,19 +44,21 @@ use rumqttc::QoS;
 use rumqttc::mqttbytes::v4::{Packet, Publish};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::config::ReconnectConfig;
+use crate::bridge::config::ReconnectPolicy;
 
+mod backoff;
 mod client;
 mod conn;
 mod live;
 mod options;
 mod outgoing;
+use backoff::{Backoff, Failure};
 pub use client::{Client, Outgoing, Request, Upstream};
 use conn::{Conn, ConnError};
 use live::Turn;
-pub use options::{Options, SYSTEM_CA_BUNDLE, UpstreamError, backoff, options};
+pub use options::{Options, SYSTEM_CA_BUNDLE, UpstreamError, options};
 use outgoing::Held;
 
 /// Packet ids of outbox rows: `1..=ROW_PKIDS` ([`row_pkid`]).
@@ -134,8 +137,9 @@ pub struct Link {
     start: Start,
     held: Held,
     next_subscribe: u16,
-    reconnect: ReconnectConfig,
-    attempt: u32,
+    backoff: Backoff,
+    /// The last refusal logged (a refused CONNACK is logged once per change).
+    refused: Option<rumqttc::mqttbytes::v4::ConnectReturnCode>,
     counters: Arc<super::Counters>,
 }
 
@@ -143,7 +147,7 @@ impl Link {
     pub fn new(
         opts: Options,
         requests: mpsc::Receiver<Request>,
-        reconnect: ReconnectConfig,
+        reconnect: ReconnectPolicy,
         counters: Arc<super::Counters>,
     ) -> Link {
         Link {
@@ -156,8 +160,8 @@ impl Link {
             start: Start::Lasting,
             held: Held::default(),
             next_subscribe: *SUBSCRIBE_PKIDS.start(),
-            reconnect,
-            attempt: 0,
+            backoff: Backoff::new(reconnect),
+            refused: None,
             counters,
         }
     }
@@ -247,7 +251,10 @@ impl Link {
     async fn connect(&mut self) -> Result<Option<Report>, ConnError> {
         let wipe = self.start == Start::Wipe;
         let (mut conn, present) = Conn::open(&self.opts, wipe).await?;
-        self.attempt = 0;
+        self.backoff.connected(Instant::now());
+        if self.refused.take().is_some() {
+            info!("uplink: the broker accepts the connection again");
+        }
         self.ping = Ping::Idle {
             since: Instant::now(),
         };
@@ -293,9 +300,24 @@ impl Link {
             );
             self.start = Start::Wipe;
         }
-        let delay = backoff(&self.reconnect, self.attempt);
-        self.attempt = self.attempt.saturating_add(1);
-        warn!(error = %e, retry_in = ?delay, "uplink connection failed");
+        let why = match &e {
+            ConnError::Refused(_) => Failure::Refused,
+            _ => Failure::Lost,
+        };
+        let delay = self.backoff.failed(Instant::now(), why);
+        match &e {
+            // the same refusal again: said once, until it changes
+            ConnError::Refused(code) if self.refused.as_ref() == Some(code) => {
+                debug!(error = %e, retry_in = ?delay, "uplink connection refused again");
+            }
+            ConnError::Refused(code) => {
+                self.refused = Some(*code);
+                warn!(error = %e, retry_in = ?delay,
+                    "uplink connection refused; trying again at the backoff's maximum \
+                     (logged again when the answer changes)");
+            }
+            _ => warn!(error = %e, retry_in = ?delay, "uplink connection failed"),
+        }
         self.take_requests();
         self.state = State::Down {
             retry_at: Some(Instant::now() + delay),

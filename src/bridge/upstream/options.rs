@@ -7,7 +7,6 @@ use std::io::{BufReader, Cursor};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use rumqttc::QoS;
 use rumqttc::mqttbytes::v4::{Connect, LastWill, Login};
 use tokio_rustls::TlsConnector;
@@ -15,7 +14,6 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::bridge::config::{Endpoint, UplinkConfig};
-use crate::config::ReconnectConfig;
 
 /// The system CA bundle, used when `ca_file` is not given.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -165,35 +163,4 @@ fn tls_connector(
         None => builder.with_no_client_auth(),
     };
     Ok(TlsConnector::from(Arc::new(config)))
-}
-
-/// The delay before reconnect attempt `attempt` (0-based): `min * 2^attempt`
-/// capped at `max`, then a random factor in [0.5, 1.0] (jitter, so a fleet
-/// of gateways does not reconnect in step).
-pub fn backoff(cfg: &ReconnectConfig, attempt: u32) -> Duration {
-    let base = cfg
-        .min
-        .get()
-        .saturating_mul(1u32 << attempt.min(20))
-        .min(cfg.max.get());
-    base.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::TimeSpan as D;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cfg = ReconnectConfig {
-            min: D::from_millis(100),
-            max: D::from_secs(2),
-        };
-        for attempt in 0..40 {
-            let d = backoff(&cfg, attempt);
-            let base = (100u64 << attempt.min(20)).min(2000);
-            assert!(d.as_millis() as u64 >= base / 2 && d.as_millis() as u64 <= base);
-        }
-    }
 }
