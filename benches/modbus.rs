@@ -490,7 +490,11 @@ fn main() {
         sched_plain * 1e6
     );
     let mut summary = Vec::new();
-    for (payload, r) in [("per_point", &point), ("per_device", &device)] {
+    // readings a message carries: one, or a whole device's poll
+    for (payload, r, per_message) in [
+        ("per_point", &point, 1),
+        ("per_device", &device, u64::from(POINTS)),
+    ] {
         let g = &r.window;
         let cycles = g.secs / POLL.as_secs_f64();
         let per_cycle = g.requests as f64 / cycles;
@@ -541,13 +545,11 @@ fn main() {
             g.threads_ended,
             p.threads_ended
         );
-        let per_reading = r.wire.bytes as f64 / r.wire.readings.max(1) as f64;
+        let carried = r.wire.messages * per_message;
+        let per_reading = r.wire.bytes as f64 / carried.max(1) as f64;
         println!(
-            "  on the wire (QoS 0 subscriber to bench/#, {WIRE_SECS} s): {} messages, {} bytes for {} readings: {per_reading:.1} bytes and {:.3} messages per reading",
-            r.wire.messages,
-            r.wire.bytes,
-            r.wire.readings,
-            r.wire.messages as f64 / r.wire.readings.max(1) as f64
+            "  on the wire (QoS 0 subscriber to bench/#, {WIRE_SECS} s): {} messages, {} bytes, carrying {carried} readings (the gateway counted {} in the window): {per_reading:.1} bytes per reading",
+            r.wire.messages, r.wire.bytes, r.wire.readings,
         );
         summary.push(format!(
             "{payload} {sched_ratio:.2} ({:.3} µs), {per_reading:.1} B",
