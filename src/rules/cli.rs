@@ -128,7 +128,15 @@ pub fn test(
         }
         failures += fails.len();
         if out.is_empty() && fails.is_empty() {
-            let _ = writeln!(text, "  (nothing published)");
+            let _ = writeln!(
+                text,
+                "  {}",
+                if engine.groups_by_device() {
+                    "(held for its device's message: payload per_device)"
+                } else {
+                    "(nothing published)"
+                }
+            );
         }
         write_publishes(&mut text, &mut out);
     }

@@ -168,6 +168,11 @@ impl RulesEngine {
             .collect()
     }
 
+    /// Whether readings are grouped per device (`payload: per_device`, no scripts).
+    pub fn groups_by_device(&self) -> bool {
+        self.grouping.is_some()
+    }
+
     /// Declares the configured devices (`payload: per_device` expects
     /// their points in every poll; without it this does nothing).
     pub fn set_devices(&mut self, devices: &[DeviceSpec]) {

@@ -226,3 +226,25 @@ fn payload_values_other_than_the_two_are_config_errors() {
         .expect("valid");
     assert_eq!(cfg.rules.payload, Payload::PerDevice);
 }
+
+#[test]
+fn rules_test_shows_the_grouped_messages() {
+    let cfg = RulesConfig {
+        payload: Payload::PerDevice,
+        ..RulesConfig::default()
+    };
+    let readings = ["d/a=1", "d/b=2 V", "d/a=3"].map(String::from);
+    let report = super::cli::test(
+        "gw",
+        &cfg,
+        std::path::Path::new("/tmp/fieldgate.yaml"),
+        &readings,
+        Duration::from_secs(1),
+    )
+    .expect("runs");
+    let text = report.text;
+    assert_eq!(text.matches("publish gw/d qos=1").count(), 2, "{text}");
+    assert!(text.contains("(held for its device's message"), "{text}");
+    assert!(text.contains("end of readings (per_device"), "{text}");
+    assert!(text.contains(r#""b":{"value":2,"unit":"V""#), "{text}");
+}
