@@ -6,17 +6,27 @@
 //! Run: `cargo bench --bench modbus` (`FG_BENCH_SECS=N` sets the measured
 //! window, default 10 s).
 //!
+//! The gateway runs twice, one after the other on the same servers: with
+//! `rules.payload: per_point` (one message per reading, the default) and
+//! with `per_device` (one message per device per poll, issue 27).
+//!
 //! Prints: requests per poll cycle seen by the servers beside the merged
 //! plan, readings/s (the gateway's `fieldgate_readings_total`), the CPU
 //! share of one core and the resident memory of the gateway (and of the
-//! idle gateway with no devices), and the plain loop's CPU per reading.
+//! idle gateway with no devices), and the plain loop's CPU per reading;
+//! for each payload the CPU per reading and its ratio to the loop, and the
+//! bytes on the wire per reading: what a QoS 0 subscriber to `bench/#`
+//! receives (whole PUBLISH packets, device status excluded), counted in a
+//! second window after the CPU window, so that the CPU figures stay those
+//! of a gateway with nobody subscribed, as before.
 //! CPU is read twice: from `/proc/<pid>/stat` (10 ms ticks: the loop's
 //! 0.3-0.6% of a core over 10 s is only 3-6 ticks, so its figure moves by
 //! a third with one tick) and from each thread's
 //! `/proc/<pid>/task/<tid>/schedstat` (nanoseconds; a thread that ends
 //! inside the window loses its share, and the line says how many did).
 //! Targets (issue 15): 10,000 readings/s, under 20% of one core, under
-//! 2 MB more RSS than the idle gateway, CPU per reading ≤ 1.5 × the loop's.
+//! 2 MB more RSS than the idle gateway, CPU per reading ≤ 1.5 × the loop's
+//! (issue 27: with `per_device`).
 //! No MQTT client subscribes during the run: the readings go through the
 //! rules stage and into the embedded broker, which has nobody to deliver to.
 
@@ -167,13 +177,21 @@ impl Drop for Proc {
     }
 }
 
-fn gateway(dir: &std::path::Path, devices: &str) -> (Proc, u16, std::path::PathBuf) {
+/// A running gateway: the process, its broker and metrics ports, its config.
+struct Gw {
+    proc: Proc,
+    port: u16,
+    metrics: u16,
+    cfg: std::path::PathBuf,
+}
+
+fn gateway(dir: &std::path::Path, devices: &str, payload: &str) -> Gw {
     let (port, metrics) = (free_port(), free_port());
     let cfg = dir.join(format!("fieldgate-{port}.yaml"));
     std::fs::write(
         &cfg,
         format!(
-            "gateway:\n  id: bench\n  data_dir: \"{}\"\nbroker:\n  listen: \"127.0.0.1:{port}\"\nmetrics:\n  listen: \"127.0.0.1:{metrics}\"\ndevices:{devices}",
+            "gateway:\n  id: bench\n  data_dir: \"{}\"\nbroker:\n  listen: \"127.0.0.1:{port}\"\nmetrics:\n  listen: \"127.0.0.1:{metrics}\"\nrules:\n  payload: {payload}\ndevices:{devices}",
             dir.join(format!("data-{port}")).display()
         ),
     )
@@ -192,7 +210,106 @@ fn gateway(dir: &std::path::Path, devices: &str) -> (Proc, u16, std::path::PathB
         assert!(Instant::now() < deadline, "fieldgate did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (Proc(child), metrics, cfg)
+    Gw {
+        proc: Proc(child),
+        port,
+        metrics,
+        cfg,
+    }
+}
+
+/// An MQTT 3.1.1 remaining length.
+fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
+        }
+        out.push(b);
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// What a subscriber received: PUBLISH packets and their bytes.
+#[derive(Default)]
+struct Wire {
+    messages: u64,
+    bytes: u64,
+    /// Readings the gateway counted in the same window.
+    readings: u64,
+}
+
+/// Subscribes to `bench/#` at QoS 0 on a raw socket for `secs` and counts
+/// the PUBLISH packets received (whole packets: fixed header, topic,
+/// payload), leaving out device status messages.
+fn wire(port: u16, metrics: u16, secs: f64) -> Wire {
+    let mut s = StdStream::connect(("127.0.0.1", port)).expect("connect subscriber");
+    let mut connect = vec![0x10];
+    let body: &[u8] = b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x0abench-wire";
+    remaining_length(body.len(), &mut connect);
+    connect.extend_from_slice(body);
+    let filter = b"bench/#";
+    let mut sub = vec![0x82];
+    remaining_length(2 + 2 + filter.len() + 1, &mut sub);
+    sub.extend_from_slice(&[0, 1, 0, filter.len() as u8]);
+    sub.extend_from_slice(filter);
+    sub.push(0);
+    s.write_all(&connect)
+        .and_then(|()| s.write_all(&sub))
+        .expect("subscribe");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut w = Wire::default();
+    let mut subscribed = false;
+    let mut end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => continue,
+        }
+        // whole packets at the front of `buf`
+        let mut at = 0;
+        loop {
+            let (mut len, mut mul, mut i) = (0usize, 1usize, at + 1);
+            let mut complete = false;
+            while i < buf.len() {
+                len += usize::from(buf[i] & 0x7f) * mul;
+                mul *= 128;
+                i += 1;
+                if buf[i - 1] & 0x80 == 0 {
+                    complete = true;
+                    break;
+                }
+            }
+            if !complete || i + len > buf.len() {
+                break;
+            }
+            let kind = buf[at] >> 4;
+            if kind == 9 && !subscribed {
+                // SUBACK: the window starts
+                subscribed = true;
+                w.readings = readings(metrics);
+                end = Instant::now() + Duration::from_secs_f64(secs);
+            } else if kind == 3 && subscribed {
+                let tl = usize::from(buf[i]) << 8 | usize::from(buf[i + 1]);
+                let topic = &buf[i + 2..i + 2 + tl];
+                if !topic.starts_with(b"bench/status") {
+                    w.messages += 1;
+                    w.bytes += (i + len - at) as u64;
+                }
+            }
+            at = i + len;
+        }
+        buf.drain(..at);
+    }
+    w.readings = readings(metrics) - w.readings;
+    w
 }
 
 /// The plain loop (run as a child of this binary): one task per device,
@@ -257,6 +374,53 @@ fn measure(pid: u32, counts: &[Arc<AtomicU64>], secs: u64) -> Window {
     }
 }
 
+/// Length of the window in which a subscriber counts bytes on the wire.
+const WIRE_SECS: f64 = 3.0;
+
+/// One payload setting's run.
+struct Run {
+    planned: u64,
+    window: Window,
+    /// Readings counted by the gateway during `window`.
+    readings: u64,
+    wire: Wire,
+}
+
+/// Starts the gateway on `devices` with `rules.payload: payload`, lets it
+/// settle, measures CPU with nobody subscribed, then counts a subscriber's
+/// bytes, and stops it.
+fn run_gateway(
+    dir: &std::path::Path,
+    devices: &str,
+    payload: &str,
+    counts: &[Arc<AtomicU64>],
+    secs: u64,
+) -> Run {
+    let gw = gateway(dir, devices, payload);
+    let plan = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["check", "-c"])
+        .arg(&gw.cfg)
+        .output()
+        .expect("fieldgate check");
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    let planned: u64 = plan
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("requests per poll: "))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    std::thread::sleep(Duration::from_secs(3));
+    let r0 = readings(gw.metrics);
+    let window = measure(gw.proc.0.id(), counts, secs);
+    let r1 = readings(gw.metrics);
+    let wire = wire(gw.port, gw.metrics, WIRE_SECS);
+    Run {
+        planned,
+        window,
+        readings: r1 - r0,
+        wire,
+    }
+}
+
 fn main() {
     if let Ok(addrs) = std::env::var("FG_MODBUS_PLAIN") {
         plain_loop(&addrs);
@@ -275,10 +439,10 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // the idle gateway: same binary, no devices
-    let (idle, _, _) = gateway(dir.path(), " []\n");
+    let idle = gateway(dir.path(), " []\n", "per_point");
     std::thread::sleep(Duration::from_secs(3));
-    let idle_rss = rss_kib(idle.0.id());
-    let idle_anon = status_kib(idle.0.id(), "RssAnon:");
+    let idle_rss = rss_kib(idle.proc.0.id());
+    let idle_anon = status_kib(idle.proc.0.id(), "RssAnon:");
     drop(idle);
 
     let mut devices = String::from("\n");
@@ -290,23 +454,8 @@ fn main() {
             devices += &format!("      - {{ name: p{p}, table: holding, address: {p} }}\n");
         }
     }
-    let (gw, metrics, cfg) = gateway(dir.path(), &devices);
-    let plan = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("fieldgate check");
-    let plan = String::from_utf8_lossy(&plan.stdout);
-    let planned: u64 = plan
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("requests per poll: "))
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    std::thread::sleep(Duration::from_secs(3));
-    let r0 = readings(metrics);
-    let g = measure(gw.0.id(), &counts, secs);
-    let got = readings(metrics) - r0;
-    drop(gw);
+    let point = run_gateway(dir.path(), &devices, "per_point", &counts, secs);
+    let device = run_gateway(dir.path(), &devices, "per_device", &counts, secs);
 
     let plain = Proc(
         Command::new(std::env::current_exe().expect("own path"))
@@ -326,63 +475,90 @@ fn main() {
     let p = measure(plain.0.id(), &counts, secs);
     drop(plain);
 
-    let cycles = g.secs / POLL.as_secs_f64();
-    let per_cycle = g.requests as f64 / cycles;
-    let rate = got as f64 / g.secs;
     let plain_rate = p.requests as f64 * f64::from(POINTS) / p.secs;
-    let cpu_per = g.cpu / rate.max(1.0);
     let plain_per = p.cpu / plain_rate.max(1.0);
-    let ratio = cpu_per / plain_per.max(f64::MIN_POSITIVE);
-    let grow_kib = g.rss.saturating_sub(idle_rss);
+    let sched_plain = p.sched_cpu / plain_rate.max(1.0);
     let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
     println!(
         "modbus benchmark: {DEVICES} TCP devices × {POINTS} points every {POLL:?}, {secs} s windows, loopback, 2 shared cores"
     );
     println!(
-        "requests per cycle: {per_cycle:.2} seen by the servers; merged plan {planned} (one per point: {})",
-        DEVICES as u64 * u64::from(POINTS)
-    );
-    println!(
-        "readings/s: {rate:.0} [{}] (target 10000)",
-        verdict(rate >= 9_500.0)
-    );
-    println!(
-        "gateway CPU: {:.1}% of one core [{}] (target < 20%)",
-        g.cpu * 100.0,
-        verdict(g.cpu < 0.20)
-    );
-    println!(
-        "gateway RSS: {} KiB polling, {idle_rss} KiB idle: +{grow_kib} KiB [{}] (target < 2048 KiB more)",
-        g.rss,
-        verdict(grow_kib < 2048)
-    );
-    println!(
-        "  of which heap and stacks (RssAnon): {} KiB polling, {idle_anon} KiB idle: +{} KiB; the rest is program pages",
-        g.anon,
-        g.anon.saturating_sub(idle_anon)
-    );
-    println!(
-        "plain tokio-modbus loop: {plain_rate:.0} values/s, CPU {:.1}% of one core, RSS {} KiB",
+        "plain tokio-modbus loop: {plain_rate:.0} values/s, CPU {:.1}% of one core, RSS {} KiB; per value {:.2} µs (ticks), {:.3} µs (scheduler)",
         p.cpu * 100.0,
-        p.rss
-    );
-    println!(
-        "CPU per reading: gateway {:.2} µs, plain loop {:.2} µs, ratio {ratio:.2} [{}] (target ≤ 1.5)",
-        cpu_per * 1e6,
+        p.rss,
         plain_per * 1e6,
-        verdict(ratio <= 1.5)
+        sched_plain * 1e6
     );
-    let sched_per = g.sched_cpu / rate.max(1.0);
-    let sched_plain = p.sched_cpu / plain_rate.max(1.0);
-    let sched_ratio = sched_per / sched_plain.max(f64::MIN_POSITIVE);
+    let mut summary = Vec::new();
+    // readings a message carries: one, or a whole device's poll
+    for (payload, r, per_message) in [
+        ("per_point", &point, 1),
+        ("per_device", &device, u64::from(POINTS)),
+    ] {
+        let g = &r.window;
+        let cycles = g.secs / POLL.as_secs_f64();
+        let per_cycle = g.requests as f64 / cycles;
+        let rate = r.readings as f64 / g.secs;
+        let cpu_per = g.cpu / rate.max(1.0);
+        let ratio = cpu_per / plain_per.max(f64::MIN_POSITIVE);
+        let grow_kib = g.rss.saturating_sub(idle_rss);
+        println!("rules.payload: {payload}");
+        println!(
+            "  requests per cycle: {per_cycle:.2} seen by the servers; merged plan {} (one per point: {})",
+            r.planned,
+            DEVICES as u64 * u64::from(POINTS)
+        );
+        println!(
+            "  readings/s: {rate:.0} [{}] (target 10000)",
+            verdict(rate >= 9_500.0)
+        );
+        println!(
+            "  gateway CPU: {:.1}% of one core [{}] (target < 20%)",
+            g.cpu * 100.0,
+            verdict(g.cpu < 0.20)
+        );
+        println!(
+            "  gateway RSS: {} KiB polling, {idle_rss} KiB idle: +{grow_kib} KiB [{}] (target < 2048 KiB more)",
+            g.rss,
+            verdict(grow_kib < 2048)
+        );
+        println!(
+            "    of which heap and stacks (RssAnon): {} KiB polling, {idle_anon} KiB idle: +{} KiB; the rest is program pages",
+            g.anon,
+            g.anon.saturating_sub(idle_anon)
+        );
+        println!(
+            "  CPU per reading: gateway {:.2} µs, plain loop {:.2} µs, ratio {ratio:.2} [{}] (target ≤ 1.5)",
+            cpu_per * 1e6,
+            plain_per * 1e6,
+            verdict(ratio <= 1.5)
+        );
+        let sched_per = g.sched_cpu / rate.max(1.0);
+        let sched_ratio = sched_per / sched_plain.max(f64::MIN_POSITIVE);
+        println!(
+            "    from the scheduler's nanoseconds: gateway {:.3} µs ({:.2}% of one core), plain loop {:.3} µs ({:.2}%), ratio {sched_ratio:.2} [{}]; threads ended in the window: {} / {}",
+            sched_per * 1e6,
+            g.sched_cpu * 100.0,
+            sched_plain * 1e6,
+            p.sched_cpu * 100.0,
+            verdict(sched_ratio <= 1.5),
+            g.threads_ended,
+            p.threads_ended
+        );
+        let carried = r.wire.messages * per_message;
+        let per_reading = r.wire.bytes as f64 / carried.max(1) as f64;
+        println!(
+            "  on the wire (QoS 0 subscriber to bench/#, {WIRE_SECS} s): {} messages, {} bytes, carrying {carried} readings (the gateway counted {} in the window): {per_reading:.1} bytes per reading",
+            r.wire.messages, r.wire.bytes, r.wire.readings,
+        );
+        summary.push(format!(
+            "{payload} {sched_ratio:.2} ({:.3} µs), {per_reading:.1} B",
+            sched_per * 1e6
+        ));
+    }
     println!(
-        "  from the scheduler's nanoseconds: gateway {:.3} µs ({:.2}% of one core), plain loop {:.3} µs ({:.2}%), ratio {sched_ratio:.2} [{}]; threads ended in the window: {} / {}",
-        sched_per * 1e6,
-        g.sched_cpu * 100.0,
-        sched_plain * 1e6,
-        p.sched_cpu * 100.0,
-        verdict(sched_ratio <= 1.5),
-        g.threads_ended,
-        p.threads_ended
+        "summary, CPU per reading / plain loop (scheduler ns) and bytes on the wire per reading: {}; plain loop {:.3} µs (issue 27 target: per_device ≤ 1.5)",
+        summary.join("; "),
+        sched_plain * 1e6
     );
 }

@@ -105,7 +105,15 @@ fn stage(dir: &std::path::Path, input: Vec<Reading>) -> Duration {
         let (pub_tx, mut pub_rx) = tokio::sync::mpsc::channel(fieldgate::PUBLISH_CAPACITY);
         let start = Instant::now();
         let stage = tokio::spawn(async move {
-            fieldgate::rules::run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, pub_tx).await
+            fieldgate::rules::run(
+                &cfg.gateway.id,
+                &cfg.rules,
+                &cfg.source,
+                &[],
+                read_rx,
+                pub_tx,
+            )
+            .await
         });
         let sink = tokio::spawn(async move {
             let mut n = 0usize;

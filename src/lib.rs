@@ -167,6 +167,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let rules = {
         let config = config.clone();
+        let devices = catalogue.clone();
         let out = pub_tx.clone();
         tokio::spawn(
             async move {
@@ -174,6 +175,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     &config.gateway.id,
                     &config.rules,
                     &config.source,
+                    &devices,
                     read_rx,
                     out,
                 )

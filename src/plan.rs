@@ -8,7 +8,7 @@ mod writers;
 
 use std::fmt::Write;
 
-use crate::rules::DefaultMapping;
+use crate::rules::{DefaultMapping, Payload};
 use crate::settings::Config;
 use crate::southbound::devices::DeviceConfig;
 use crate::southbound::modbus;
@@ -84,6 +84,7 @@ pub fn render(config: &Config) -> String {
         config.rules.qos.as_u8(),
         config.rules.retain
     );
+    payload_line(&mut s, config);
     for script in &config.rules.scripts {
         let _ = writeln!(
             s,
@@ -129,9 +130,46 @@ pub fn render(config: &Config) -> String {
         }
     }
     let mut warnings = Vec::new();
+    payload_warnings(config, &mut warnings);
     writers::describe(&mut s, config, &mut warnings);
     for w in warnings {
         let _ = writeln!(s, "warning: {w}");
     }
     s
+}
+
+/// The `rules.payload` line: what is published per poll, and where.
+fn payload_line(s: &mut String, config: &Config) {
+    let r = &config.rules;
+    let device_topic = crate::rules::device_template(&r.topic);
+    let _ = match r.payload {
+        Payload::PerPoint => writeln!(s, "        payload per_point: one message per reading"),
+        Payload::PerDevice if r.groups_by_device() => writeln!(
+            s,
+            "        payload per_device: one message per device per poll on {device_topic:?}, every point in it"
+        ),
+        Payload::PerDevice => writeln!(
+            s,
+            "        payload per_device: not applied (rules.scripts are set: emit(r) publishes one message per reading; per_device groups the default mapping only)"
+        ),
+    };
+}
+
+/// What `rules.payload: per_device` changes for other sections.
+fn payload_warnings(config: &Config, warnings: &mut Vec<String>) {
+    let r = &config.rules;
+    if r.payload != Payload::PerDevice {
+        return;
+    }
+    if !r.groups_by_device() {
+        warnings.push(
+            "rules.payload: per_device has no effect while rules.scripts are set (scripts publish per reading)"
+                .to_string(),
+        );
+    } else if config.homeassistant.as_ref().is_some_and(|h| h.enabled) {
+        warnings.push(
+            "rules.payload: per_device: Home Assistant discovery still reads `value` of each message; point entities need per_point"
+                .to_string(),
+        );
+    }
 }

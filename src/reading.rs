@@ -126,24 +126,51 @@ impl Reading {
     }
 
     fn write_payload(&self, out: &mut Vec<u8>) {
-        // writing these types to a Vec cannot fail
-        out.extend_from_slice(b"{\"value\":");
-        let _ = serde_json::to_writer(&mut *out, &self.value);
-        if let Some(unit) = &self.unit {
-            out.extend_from_slice(b",\"unit\":");
-            let _ = serde_json::to_writer(&mut *out, &**unit);
-        }
-        out.extend_from_slice(b",\"ts\":");
-        let _ = serde_json::to_writer(&mut *out, &self.ts);
-        out.extend_from_slice(b",\"quality\":\"");
-        out.extend_from_slice(self.quality.as_str().as_bytes());
-        out.push(b'"');
+        out.push(b'{');
+        write_fields(
+            out,
+            Some(&self.value),
+            self.unit.as_deref(),
+            self.ts,
+            self.quality,
+        );
         // taken before NTP set the clock: `ts` may be far off
         if !clock::synced(self.ts) {
             out.extend_from_slice(b",\"clock\":\"unsynced\"");
         }
         out.push(b'}');
     }
+}
+
+/// The fields of the default payload, without braces:
+/// `"value":21.5,"unit":"°C","ts":1763773200123,"quality":"good"` (`unit`
+/// left out when `None`; a `None` value is written `null`). Shared by the
+/// per-point payload and the per-device one (`rules::grouping`), so a
+/// point reads the same in both.
+pub(crate) fn write_fields(
+    out: &mut Vec<u8>,
+    value: Option<&Value>,
+    unit: Option<&str>,
+    ts: i64,
+    quality: Quality,
+) {
+    // writing these types to a Vec cannot fail
+    out.extend_from_slice(b"\"value\":");
+    match value {
+        Some(v) => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    if let Some(unit) = unit {
+        out.extend_from_slice(b",\"unit\":");
+        let _ = serde_json::to_writer(&mut *out, unit);
+    }
+    out.extend_from_slice(b",\"ts\":");
+    let _ = serde_json::to_writer(&mut *out, &ts);
+    out.extend_from_slice(b",\"quality\":\"");
+    out.extend_from_slice(quality.as_str().as_bytes());
+    out.push(b'"');
 }
 
 thread_local! {

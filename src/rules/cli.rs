@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::RulesConfig;
 use super::RulesEngine;
-use crate::reading::{Quality, Reading, Value, now_ms};
+use crate::reading::{Publish, Quality, Reading, Value, now_ms};
 use crate::script::ScriptError;
 
 /// Why `rules test` could not run.
@@ -128,18 +128,37 @@ pub fn test(
         }
         failures += fails.len();
         if out.is_empty() && fails.is_empty() {
-            let _ = writeln!(text, "  (nothing published)");
-        }
-        for p in out.drain(..) {
             let _ = writeln!(
                 text,
-                "  publish {} qos={} retain={} {}",
-                p.topic,
-                p.qos.as_u8(),
-                p.retain,
-                String::from_utf8_lossy(&p.payload)
+                "  {}",
+                if engine.groups_by_device() {
+                    "(held for its device's message: payload per_device)"
+                } else {
+                    "(nothing published)"
+                }
             );
         }
+        write_publishes(&mut text, &mut out);
     }
+    // `payload: per_device`: the groups the readings left open
+    engine.flush_all(&mut out);
+    if !out.is_empty() {
+        let _ = writeln!(text, "end of readings (per_device: the open groups)");
+    }
+    write_publishes(&mut text, &mut out);
     Ok(TestReport { text, failures })
+}
+
+/// One `publish` line per message of `out`, which it empties.
+fn write_publishes(text: &mut String, out: &mut Vec<Publish>) {
+    for p in out.drain(..) {
+        let _ = writeln!(
+            text,
+            "  publish {} qos={} retain={} {}",
+            p.topic,
+            p.qos.as_u8(),
+            p.retain,
+            String::from_utf8_lossy(&p.payload)
+        );
+    }
 }

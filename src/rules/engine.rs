@@ -20,7 +20,8 @@ use rhai::{Dynamic, Engine};
 
 use super::api::{self, Defaults, SharedCtx};
 use super::script_reading::ScriptReading;
-use super::{DefaultMapping, RulesConfig, TopicTemplate};
+use super::{DefaultMapping, Grouping, RulesConfig, TopicTemplate, device_template};
+use crate::ports::points::DeviceSpec;
 use crate::reading::{Publish, Reading};
 use crate::script::{self, Script, ScriptError};
 
@@ -72,6 +73,8 @@ pub struct RulesEngine {
     pub(super) slots: Vec<Slot>,
     ctx: SharedCtx,
     mapping: DefaultMapping,
+    /// `payload: per_device` without scripts.
+    grouping: Option<Grouping>,
 }
 
 fn empty_state() -> Dynamic {
@@ -140,11 +143,14 @@ impl RulesEngine {
             })
             .collect();
         api::lock(&ctx).helpers = slots.iter().map(|_| Default::default()).collect();
+        let grouping = (cfg.payload == super::Payload::PerDevice && slots.is_empty())
+            .then(|| Grouping::new(gateway, &device_template(&cfg.topic), cfg.qos, cfg.retain));
         let engine = RulesEngine {
             engine,
             slots,
             ctx,
             mapping: DefaultMapping::new(gateway, cfg),
+            grouping,
         };
         (engine, errors)
     }
@@ -162,11 +168,48 @@ impl RulesEngine {
             .collect()
     }
 
+    /// Whether readings are grouped per device (`payload: per_device`, no scripts).
+    pub fn groups_by_device(&self) -> bool {
+        self.grouping.is_some()
+    }
+
+    /// Declares the configured devices (`payload: per_device` expects
+    /// their points in every poll; without it this does nothing).
+    pub fn set_devices(&mut self, devices: &[DeviceSpec]) {
+        if let Some(g) = &mut self.grouping {
+            g.set_devices(devices);
+        }
+    }
+
+    /// When the per-device group waiting longest for missing points is
+    /// due ([`Self::flush_due`]); `None` when none waits.
+    pub fn next_flush(&self) -> Option<std::time::Instant> {
+        self.grouping.as_ref().and_then(Grouping::next_due)
+    }
+
+    /// Publishes the per-device groups due at `now` into `out`.
+    pub fn flush_due(&mut self, now: std::time::Instant, out: &mut Vec<Publish>) {
+        if let Some(g) = &mut self.grouping {
+            g.flush_due(now, out);
+        }
+    }
+
+    /// Publishes every per-device group that holds readings into `out`.
+    pub fn flush_all(&mut self, out: &mut Vec<Publish>) {
+        if let Some(g) = &mut self.grouping {
+            g.flush_all(out);
+        }
+    }
+
     /// Runs every script on `r`, appending what they publish to `out`.
-    /// Returns the calls that failed.
+    /// Returns the calls that failed. With `payload: per_device` (and no
+    /// scripts) `r` joins its device's group, and `out` gets the groups
+    /// it completes.
     pub fn process(&mut self, r: &Reading, out: &mut Vec<Publish>) -> Vec<Failure> {
         if self.slots.is_empty() {
-            out.push(self.mapping.map(r));
+            if !self.grouping.as_mut().is_some_and(|g| g.push(r, out)) {
+                out.push(self.mapping.map(r));
+            }
             return Vec::new();
         }
         let mut failures = Vec::new();

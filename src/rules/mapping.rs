@@ -1,7 +1,8 @@
 //! Topic templates: `{gateway}/{device}/{point}` parsed once and rendered per
 //! reading without re-scanning the template.
 //!
-//! Owns template syntax. Validation with messages lives in
+//! Owns template syntax, and how the per-device topic follows from
+//! `rules.topic` ([`device_template`]). Validation with messages lives in
 //! `config::validate::check_topic_template`; this parser assumes it passed.
 
 enum Part {
@@ -55,9 +56,44 @@ impl TopicTemplate {
     }
 }
 
+/// The template of the per-device topic (`rules.payload: per_device`):
+/// the levels of `template` before the first one that holds `{point}`,
+/// plus a `{device}` level when those do not name the device.
+/// `{gateway}/{device}/{point}` gives `{gateway}/{device}`;
+/// `site/{gateway}/{device}/{point}/v` gives `site/{gateway}/{device}`;
+/// `{gateway}/{device}-{point}` gives `{gateway}/{device}`.
+pub fn device_template(template: &str) -> String {
+    let mut levels: Vec<&str> = template
+        .split('/')
+        .take_while(|l| !l.contains("{point}"))
+        .collect();
+    if !levels.iter().any(|l| l.contains("{device}")) {
+        levels.push("{device}");
+    }
+    levels.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_device_topic_is_the_template_above_the_point() {
+        for (template, device) in [
+            ("{gateway}/{device}/{point}", "{gateway}/{device}"),
+            (
+                "site/{gateway}/{device}/{point}/v",
+                "site/{gateway}/{device}",
+            ),
+            ("{gateway}/{device}-{point}", "{gateway}/{device}"),
+            ("{gateway}/{point}/{device}", "{gateway}/{device}"),
+            ("{device}/{point}", "{device}"),
+            ("{point}", "{device}"),
+            ("plant/{gateway}/{device}", "plant/{gateway}/{device}"),
+        ] {
+            assert_eq!(device_template(template), device, "{template}");
+        }
+    }
 
     #[test]
     fn renders_placeholders() {

@@ -6,7 +6,8 @@
 //! `script_reading.rs` (the reading object scripts get), `state.rs`
 //! (helper memory), `engine.rs` (scripts, state, one call per reading),
 //! `reload.rs` (SIGHUP), `stage.rs` (the blocking worker), `cli.rs`
-//! (`fieldgate rules test`).
+//! (`fieldgate rules test`), `grouping.rs` (`payload: per_device`: one
+//! message per device per poll).
 //!
 //! Owns `RulesConfig` and the stage loop. Must not talk to devices or the
 //! broker: it reads one channel and writes another.
@@ -16,6 +17,9 @@ pub mod cli;
 mod engine;
 #[cfg(test)]
 mod examples_tests;
+mod grouping;
+#[cfg(test)]
+mod grouping_tests;
 mod mapping;
 mod reload;
 mod script_reading;
@@ -35,11 +39,13 @@ use tokio::sync::mpsc;
 use tracing::{error, info, info_span};
 
 pub use engine::{ENTRY, Failure, RulesEngine, ScriptCounters};
-pub use mapping::TopicTemplate;
+pub use grouping::Grouping;
+pub use mapping::{TopicTemplate, device_template};
 pub use reload::Reloaded;
 pub use script_reading::ScriptReading;
 
 use crate::config::Report;
+use crate::ports::points::DeviceSpec;
 use crate::reading::batch::ReadingsReceiver;
 use crate::reading::{Publish, Qos, Reading};
 use crate::script::Limits;
@@ -62,8 +68,22 @@ pub struct RulesConfig {
     pub topic: String,
     pub qos: Qos,
     pub retain: bool,
+    /// One message per point, or per device per poll (default mapping only).
+    pub payload: Payload,
     /// Sandbox limits of every call.
     pub limits: Limits,
+}
+
+/// `rules.payload`: how the default mapping turns readings into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    /// One message per reading on `rules.topic`.
+    #[default]
+    PerPoint,
+    /// One message per device per poll on the device topic
+    /// ([`device_template`]), every point in it (`grouping.rs`).
+    PerDevice,
 }
 
 impl Default for RulesConfig {
@@ -73,12 +93,19 @@ impl Default for RulesConfig {
             topic: "{gateway}/{device}/{point}".to_string(),
             qos: Qos::AtLeastOnce,
             retain: false,
+            payload: Payload::PerPoint,
             limits: Limits::default(),
         }
     }
 }
 
 impl RulesConfig {
+    /// Whether readings are grouped per device: `payload: per_device`
+    /// applies to the default mapping only, not to what scripts emit.
+    pub fn groups_by_device(&self) -> bool {
+        self.payload == Payload::PerDevice && self.scripts.is_empty()
+    }
+
     /// Checks the limits and compiles every script (a compile error names
     /// `file:line:column`).
     pub(crate) fn validate(&self, config_file: &Path, path: &str, report: &mut Report) {
@@ -102,6 +129,8 @@ impl RulesConfig {
 pub struct DefaultMapping {
     gateway: String,
     topic: TopicTemplate,
+    /// `payload: per_device` without scripts: the device topic.
+    device_topic: Option<TopicTemplate>,
     qos: Qos,
     retain: bool,
 }
@@ -111,19 +140,28 @@ impl DefaultMapping {
         DefaultMapping {
             gateway: gateway.to_string(),
             topic: TopicTemplate::parse(&cfg.topic),
+            device_topic: cfg
+                .groups_by_device()
+                .then(|| TopicTemplate::parse(&device_template(&cfg.topic))),
             qos: cfg.qos,
             retain: cfg.retain,
         }
     }
 
-    /// The default topic of a device's point.
+    /// Where a device's point is published by default: its own topic, or
+    /// with `payload: per_device` the device topic (the point is a member
+    /// of that message's `points`).
     pub fn topic(&self, device: &str, point: &str) -> String {
-        self.topic.render(&self.gateway, device, point)
+        match &self.device_topic {
+            Some(t) => t.render(&self.gateway, device, point),
+            None => self.topic.render(&self.gateway, device, point),
+        }
     }
 
+    /// One message for one reading (`payload: per_point`).
     pub fn map(&self, r: &Reading) -> Publish {
         Publish {
-            topic: self.topic(&r.device, &r.point),
+            topic: self.topic.render(&self.gateway, &r.device, &r.point),
             payload: r.to_payload(),
             qos: self.qos,
             retain: self.retain,
@@ -133,7 +171,8 @@ impl DefaultMapping {
 
 /// Runs the stage until `readings` closes (all sources stopped), then
 /// returns once every reading received was processed; dropping `out` lets
-/// the next stage finish in turn.
+/// the next stage finish in turn. `devices` are the configured devices:
+/// with `payload: per_device` their points are expected in every poll.
 ///
 /// Scripts run on a blocking thread (see `stage.rs`); this task forwards
 /// readings in batches and turns SIGHUP into a reload (see `reload.rs`).
@@ -141,13 +180,15 @@ pub async fn run(
     gateway: &str,
     cfg: &RulesConfig,
     config_file: &Path,
+    devices: &[DeviceSpec],
     mut readings: ReadingsReceiver,
     out: mpsc::Sender<Publish>,
 ) {
     // the stage's metric exists from its start
     engine::rule_errors();
     let mut hup = reload::hangups();
-    let (engine, errors) = RulesEngine::from_config(gateway, cfg, config_file);
+    let (mut engine, errors) = RulesEngine::from_config(gateway, cfg, config_file);
+    engine.set_devices(devices);
     for e in &errors {
         // Config loading compiled them a moment ago: the file changed since.
         error!("rule script not loaded (send SIGHUP once fixed): {e}");
@@ -155,6 +196,8 @@ pub async fn run(
     if engine.has_scripts() {
         let names: Vec<_> = engine.counters().into_iter().map(|(n, _)| n).collect();
         info!(scripts = ?names, "rules: scripts loaded");
+    } else if cfg.groups_by_device() {
+        info!(topic = %device_template(&cfg.topic), "rules: default mapping, one message per device per poll");
     } else {
         info!(topic = %cfg.topic, "rules: default mapping");
     }

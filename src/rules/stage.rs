@@ -2,7 +2,9 @@
 //! owns the [`RulesEngine`], so a heavy script never stalls the async
 //! runtime. It takes batches of readings and reload requests from the async
 //! side (`run` in `mod.rs`), sends publishes on with back-pressure, and logs
-//! script errors.
+//! script errors. With `payload: per_device` it also wakes at the deadline
+//! of a device group still waiting for points (`grouping.rs`), and
+//! publishes the groups left when the stage ends.
 //!
 //! Error log policy: every failure is counted (per script, see
 //! [`ScriptCounters`](super::ScriptCounters)); the log gets at most
@@ -66,6 +68,46 @@ impl ErrorLog {
     }
 }
 
+/// Sends `pubs` on in order, back to back: the publisher wakes once for
+/// many, not once per publish. `false` when `out` closed.
+fn send_all(out: &mpsc::Sender<Publish>, pubs: &mut Vec<Publish>) -> bool {
+    for p in pubs.drain(..) {
+        if out.blocking_send(p).is_err() {
+            debug!("publish channel closed; rules stage stops");
+            return false;
+        }
+    }
+    true
+}
+
+/// The next work, or `None` once the async side closed `work`. While a
+/// device group waits for points, waits only until its deadline and
+/// publishes the groups due then. Timers need the runtime's handle: a
+/// worker started off the runtime waits for work only.
+fn next_work(
+    engine: &mut RulesEngine,
+    work: &mut mpsc::Receiver<Work>,
+    out: &mpsc::Sender<Publish>,
+    pubs: &mut Vec<Publish>,
+) -> Option<Work> {
+    let handle = tokio::runtime::Handle::try_current().ok();
+    loop {
+        let (Some(due), Some(h)) = (engine.next_flush(), &handle) else {
+            return work.blocking_recv();
+        };
+        let due = tokio::time::Instant::from_std(due);
+        match h.block_on(tokio::time::timeout_at(due, work.recv())) {
+            Ok(w) => return w,
+            Err(_) => {
+                engine.flush_due(std::time::Instant::now(), pubs);
+                if !send_all(out, pubs) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 /// Processes work until the async side closes `work`; returns when every
 /// reading handed over was processed, or when `out` closed.
 pub(super) fn worker(
@@ -81,7 +123,7 @@ pub(super) fn worker(
             .collect(),
     };
     let mut pubs = Vec::new();
-    'work: while let Some(w) = work.blocking_recv() {
+    while let Some(w) = next_work(&mut engine, &mut work, &out, &mut pubs) {
         match w {
             Work::Batch(batches) => {
                 for r in batches.iter().flatten() {
@@ -108,18 +150,24 @@ pub(super) fn worker(
                         }
                     }
                 }
-                // the batch's publishes back to back, in order: the
-                // publisher wakes once for many, not once per publish
-                for p in pubs.drain(..) {
-                    if out.blocking_send(p).is_err() {
-                        debug!("publish channel closed; rules stage stops");
-                        break 'work;
-                    }
+                // groups that waited past their deadline while other
+                // devices' batches kept the worker busy
+                if engine
+                    .next_flush()
+                    .is_some_and(|d| d <= std::time::Instant::now())
+                {
+                    engine.flush_due(std::time::Instant::now(), &mut pubs);
+                }
+                if !send_all(&out, &mut pubs) {
+                    break;
                 }
             }
             Work::Reload => engine.reload_and_log(),
         }
     }
+    // the polls under way when the sources stopped
+    engine.flush_all(&mut pubs);
+    send_all(&out, &mut pubs);
     for (name, c) in engine.counters() {
         use std::sync::atomic::Ordering::Relaxed;
         info!(

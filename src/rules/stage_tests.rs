@@ -21,6 +21,25 @@ fn config(script: &str, max_operations: u64) -> (tempfile::TempDir, Config) {
     (dir, cfg)
 }
 
+/// The stage on `cfg` with no configured devices, on its own task.
+fn spawn_stage(
+    cfg: Config,
+    read_rx: crate::reading::batch::ReadingsReceiver,
+    out_tx: mpsc::Sender<Publish>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        run(
+            &cfg.gateway.id,
+            &cfg.rules,
+            &cfg.source,
+            &[],
+            read_rx,
+            out_tx,
+        )
+        .await
+    })
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_busy_script_does_not_stall_the_runtime() {
     // Busy for a second of wall time per reading (well within the limit).
@@ -28,9 +47,7 @@ async fn a_busy_script_does_not_stall_the_runtime() {
     let (_dir, cfg) = config(script, u64::MAX / 2);
     let (read_tx, read_rx) = crate::reading::batch::channel(8);
     let (out_tx, mut out_rx) = mpsc::channel(8);
-    let stage = tokio::spawn(async move {
-        run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, out_tx).await
-    });
+    let stage = spawn_stage(cfg, read_rx, out_tx);
     read_tx
         .send(vec![reading("d", "p", Value::Int(1), 1)])
         .await
@@ -59,9 +76,7 @@ async fn the_stage_drains_every_reading_then_returns() {
     );
     let (read_tx, read_rx) = crate::reading::batch::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
-    let stage = tokio::spawn(async move {
-        run(&cfg.gateway.id, &cfg.rules, &cfg.source, read_rx, out_tx).await
-    });
+    let stage = spawn_stage(cfg, read_rx, out_tx);
     let collect = tokio::spawn(async move {
         let mut got = Vec::new();
         while let Some(p) = out_rx.recv().await {

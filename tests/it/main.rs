@@ -40,6 +40,7 @@ mod page_memory;
 mod page_trends;
 mod reading_clock;
 mod rules;
+mod rules_payload;
 mod secret_files;
 mod serial;
 mod skeleton;

@@ -1,0 +1,277 @@
+//! The per-device payload (`rules.payload: per_device`, docs/design.md):
+//! one device's readings of one poll become one message on the device
+//! topic (`mapping::device_template`), every point with its value, unit,
+//! ts and quality, in the order the points are configured:
+//! `{"device":"boiler","ts":…,"points":{"temperature":{"value":21.5,"unit":"°C","ts":…,"quality":"good"},…}}`.
+//!
+//! When a poll is over: the readings channel carries one batch per device
+//! reply, not one per poll, so a device's group is published as soon as
+//! it holds every point expected of the device (its configured points,
+//! and points it reported before that are not configured, as a serial
+//! decoder's); or, when some are missing (a failed read), when a point
+//! arrives a second time (the next poll began) or `grace` after the
+//! group's first reading (the device's poll interval; 1 s for devices
+//! without one), whichever comes first. A configured point with no
+//! reading in the poll is listed with `"value": null` and quality `bad`.
+//!
+//! Bounded: at most [`MAX_POINTS`] point names per device; a reading of
+//! a further name is left to the per-point mapping (never dropped).
+//!
+//! Owns the groups and the payload's shape. Must not run scripts, block
+//! or touch channels: the engine calls it, the stage worker asks it for
+//! its next deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::TopicTemplate;
+use crate::ports::points::DeviceSpec;
+use crate::reading::{Publish, Qos, Quality, Reading, Value, clock, write_fields};
+
+/// Point names one device's group holds at most.
+pub const MAX_POINTS: usize = 4096;
+/// How long a group of a device with no poll interval waits for missing points.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
+
+/// One point's reading in the group.
+struct Slot {
+    value: Value,
+    unit: Option<Arc<str>>,
+    ts: i64,
+    quality: Quality,
+}
+
+/// One device: its expected points and the readings of the poll under way.
+struct Group {
+    device: Arc<str>,
+    topic: String,
+    /// Expected points in message order: the configured ones first.
+    names: Vec<Arc<str>>,
+    /// Configured units (for points listed as bad).
+    units: Vec<Option<Arc<str>>>,
+    /// `names[..configured]` come from the config: listed as bad when missing.
+    configured: usize,
+    index: HashMap<Arc<str>, usize>,
+    pending: Vec<Option<Slot>>,
+    held: usize,
+    /// A point was learned during this poll: the expected set is not
+    /// known yet, so the group waits for a repeat or its deadline.
+    learning: bool,
+    grace: Duration,
+    /// When the group's first reading came (`None`: empty).
+    since: Option<Instant>,
+    /// Size of the last payload, to size the next one.
+    last_len: usize,
+}
+
+impl Group {
+    fn new(device: Arc<str>, topic: String, grace: Duration) -> Self {
+        Group {
+            device,
+            topic,
+            names: Vec::new(),
+            units: Vec::new(),
+            configured: 0,
+            index: HashMap::new(),
+            pending: Vec::new(),
+            held: 0,
+            learning: false,
+            grace,
+            since: None,
+            last_len: 256,
+        }
+    }
+
+    fn add_point(&mut self, name: Arc<str>, unit: Option<Arc<str>>) -> usize {
+        let i = self.names.len();
+        self.index.insert(name.clone(), i);
+        self.names.push(name);
+        self.units.push(unit);
+        self.pending.push(None);
+        i
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|s| s + self.grace)
+    }
+
+    /// Writes the group's message and empties it.
+    fn flush(&mut self, qos: Qos, retain: bool) -> Publish {
+        let ts = self
+            .pending
+            .iter()
+            .flatten()
+            .map(|s| s.ts)
+            .max()
+            .unwrap_or(0);
+        let mut out = Vec::with_capacity(self.last_len);
+        out.extend_from_slice(b"{\"device\":");
+        // writing these types to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut out, &*self.device);
+        out.extend_from_slice(b",\"ts\":");
+        let _ = serde_json::to_writer(&mut out, &ts);
+        // taken before NTP set the clock: `ts` may be far off
+        if !clock::synced(ts) {
+            out.extend_from_slice(b",\"clock\":\"unsynced\"");
+        }
+        out.extend_from_slice(b",\"points\":{");
+        let mut first = true;
+        for (i, slot) in self.pending.iter_mut().enumerate() {
+            let slot = slot.take();
+            if slot.is_none() && i >= self.configured {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let _ = serde_json::to_writer(&mut out, &*self.names[i]);
+            out.extend_from_slice(b":{");
+            match slot {
+                Some(s) => {
+                    write_fields(&mut out, Some(&s.value), s.unit.as_deref(), s.ts, s.quality)
+                }
+                None => write_fields(&mut out, None, self.units[i].as_deref(), ts, Quality::Bad),
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}}");
+        self.last_len = out.len();
+        self.held = 0;
+        self.learning = false;
+        self.since = None;
+        Publish {
+            topic: self.topic.clone(),
+            payload: Bytes::from(out),
+            qos,
+            retain,
+        }
+    }
+}
+
+/// Every device's group.
+pub struct Grouping {
+    gateway: String,
+    topic: TopicTemplate,
+    qos: Qos,
+    retain: bool,
+    groups: Vec<Group>,
+    by_device: HashMap<Arc<str>, usize>,
+    /// The group of the previous reading (readings come in device batches).
+    last: usize,
+}
+
+impl Grouping {
+    /// Groups published on `device_template` (see `mapping::device_template`).
+    pub fn new(gateway: &str, device_template: &str, qos: Qos, retain: bool) -> Self {
+        Grouping {
+            gateway: gateway.to_string(),
+            topic: TopicTemplate::parse(device_template),
+            qos,
+            retain,
+            groups: Vec::new(),
+            by_device: HashMap::new(),
+            last: 0,
+        }
+    }
+
+    /// Declares the configured devices: their points are expected in
+    /// every poll (listed as bad when missing), in this order.
+    pub fn set_devices(&mut self, devices: &[DeviceSpec]) {
+        for d in devices {
+            let i = self.group_of(&d.name);
+            let g = &mut self.groups[i];
+            if let Some(poll) = d.poll {
+                g.grace = poll;
+            }
+            for p in &d.points {
+                if !g.index.contains_key(p.name.as_str()) {
+                    g.add_point(p.name.as_str().into(), p.unit.as_deref().map(Arc::from));
+                }
+            }
+            g.configured = g.names.len();
+        }
+    }
+
+    fn group_of(&mut self, device: &str) -> usize {
+        if let Some(g) = self.groups.get(self.last)
+            && *g.device == *device
+        {
+            return self.last;
+        }
+        let i = match self.by_device.get(device) {
+            Some(i) => *i,
+            None => {
+                let device: Arc<str> = device.into();
+                let topic = self.topic.render(&self.gateway, &device, "");
+                self.groups
+                    .push(Group::new(device.clone(), topic, DEFAULT_GRACE));
+                self.by_device.insert(device, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        self.last = i;
+        i
+    }
+
+    /// Adds `r` to its device's group, appending to `out` the messages
+    /// this completes. Returns `false` when the device already has
+    /// [`MAX_POINTS`] other points: `r` was not taken.
+    pub fn push(&mut self, r: &Reading, out: &mut Vec<Publish>) -> bool {
+        let (qos, retain) = (self.qos, self.retain);
+        let g = self.group_of(&r.device);
+        let g = &mut self.groups[g];
+        let i = match g.index.get(&*r.point) {
+            Some(i) => *i,
+            None if g.names.len() < MAX_POINTS => {
+                g.learning = true;
+                g.add_point(r.point.clone(), None)
+            }
+            None => return false,
+        };
+        if g.pending[i].is_some() {
+            // the point again: the next poll began
+            out.push(g.flush(qos, retain));
+        }
+        g.pending[i] = Some(Slot {
+            value: r.value.clone(),
+            unit: r.unit.clone(),
+            ts: r.ts,
+            quality: r.quality,
+        });
+        g.held += 1;
+        if g.since.is_none() {
+            g.since = Some(Instant::now());
+        }
+        if g.held == g.names.len() && !g.learning {
+            out.push(g.flush(qos, retain));
+        }
+        true
+    }
+
+    /// The earliest deadline of a group still waiting for points.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.groups.iter().filter_map(Group::due).min()
+    }
+
+    /// Publishes the groups whose deadline is at or before `now`.
+    pub fn flush_due(&mut self, now: Instant, out: &mut Vec<Publish>) {
+        for g in &mut self.groups {
+            if g.due().is_some_and(|d| d <= now) {
+                out.push(g.flush(self.qos, self.retain));
+            }
+        }
+    }
+
+    /// Publishes every group that holds readings (at the stage's end).
+    pub fn flush_all(&mut self, out: &mut Vec<Publish>) {
+        for g in &mut self.groups {
+            if g.held > 0 {
+                out.push(g.flush(self.qos, self.retain));
+            }
+        }
+    }
+}
