@@ -211,9 +211,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
     if let Some(ha) = &config.homeassistant {
         let mapping = rules::DefaultMapping::new(&gateway, &config.rules);
-        let entities = ops::homeassistant::entities(&ha.prefix, &gateway, &catalogue, &|d, p| {
-            mapping.topic(d, p)
-        });
+        let grouped =
+            config.rules.payload == rules::Payload::PerDevice && config.rules.scripts.is_empty();
+        let entities = ops::homeassistant::entities(
+            &ha.prefix,
+            &gateway,
+            &catalogue,
+            &|d, p| mapping.topic(d, p),
+            grouped,
+        );
         tokio::spawn(
             ops::homeassistant::run(
                 ha.clone(),

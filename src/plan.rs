@@ -166,10 +166,5 @@ fn payload_warnings(config: &Config, warnings: &mut Vec<String>) {
             "rules.payload: per_device has no effect while rules.scripts are set (scripts publish per reading)"
                 .to_string(),
         );
-    } else if config.homeassistant.as_ref().is_some_and(|h| h.enabled) {
-        warnings.push(
-            "rules.payload: per_device: Home Assistant discovery still reads `value` of each message; point entities need per_point"
-                .to_string(),
-        );
     }
 }

@@ -90,17 +90,29 @@ pub fn component(p: &PointSpec) -> &'static str {
     }
 }
 
-const ON_OFF: &str = "{{ 'ON' if value_json.value else 'OFF' }}";
-const VALUE: &str = "{{ value_json.value }}";
+/// The value template of a point: its reading's `value`, or (`grouped`:
+/// `rules.payload: per_device`) its entry in the device's message.
+fn value_template(point: &str, bool_point: bool, grouped: bool) -> String {
+    let value = match grouped {
+        true => format!("value_json.points['{point}'].value"),
+        false => "value_json.value".to_string(),
+    };
+    match bool_point {
+        true => format!("{{{{ 'ON' if {value} else 'OFF' }}}}"),
+        false => format!("{{{{ {value} }}}}"),
+    }
+}
 
 /// Every discovery message for this gateway: the gateway's own
 /// connectivity sensor first, then one per point. `state_topic(device,
-/// point)` is where the point's readings are published.
+/// point)` is where the point's readings are published; `grouped`: they
+/// come in one message per device (`rules.payload: per_device`).
 pub fn entities(
     prefix: &str,
     gateway: &str,
     devices: &[DeviceSpec],
     state_topic: &dyn Fn(&str, &str) -> String,
+    grouped: bool,
 ) -> Vec<Entity> {
     let version = env!("CARGO_PKG_VERSION");
     let origin = json!({"name": "fieldgate", "sw_version": version});
@@ -153,7 +165,7 @@ pub fn entities(
             let bool_point = matches!(p.kind, PointKind::Bool);
             m.insert(
                 "value_template".into(),
-                if bool_point { ON_OFF } else { VALUE }.into(),
+                value_template(&p.name, bool_point, grouped).into(),
             );
             if let Some(u) = &p.unit
                 && !bool_point

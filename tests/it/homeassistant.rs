@@ -363,3 +363,32 @@ async fn discovery_removes_gone_points_and_resends_on_birth() {
         gw.log_text()
     );
 }
+
+/// With `rules.payload: per_device` each point's entity reads its value
+/// from the device's message: the state topic is the device topic and the
+/// value template picks the point out of `points`; the message there
+/// holds that point's value.
+#[tokio::test]
+async fn per_device_payload_entities_read_their_point_from_the_device_message() {
+    let yaml = "gateway:\n  id: gw-hag\n  data_dir: \"{data_dir}\"\nbroker:\n  listen: \"127.0.0.1:{port}\"\n\
+        rules: { payload: per_device }\nhomeassistant: { enabled: true, prefix: homeassistant }\n\
+        devices:\n  - name: tank\n    kind: simulated\n    poll: 100ms\n    points:\n      - { name: level, signal: constant, value: 42 }\n";
+    let gw = Gateway::start(yaml);
+    let mut sub = Sub::connect(
+        gw.port,
+        &["homeassistant/#", "gw-hag/tank"],
+        QoS::AtLeastOnce,
+    )
+    .await;
+    let config = sub
+        .wait_topic("homeassistant/sensor/gw-hag_tank_level/config", SECS)
+        .await
+        .json();
+    assert_eq!(config["state_topic"], "gw-hag/tank");
+    assert_eq!(
+        config["value_template"],
+        "{{ value_json.points['level'].value }}"
+    );
+    let state = sub.wait_topic("gw-hag/tank", SECS).await.json();
+    assert_eq!(state["points"]["level"]["value"], 42);
+}
