@@ -234,6 +234,19 @@ pub async fn run(
     }
 }
 
+/// The TLS handshake of a socket, within `deadline` and its pending place.
+async fn tls_accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    slot: &PendingSlot,
+    deadline: Instant,
+    acceptor: TlsAcceptor,
+    kind: &str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let r = handshake(deadline, &slot.evicted, acceptor.accept(tcp)).await;
+    handshaken(kind, peer, r)
+}
+
 async fn serve_tls(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -242,9 +255,7 @@ async fn serve_tls(
     deadline: Instant,
     acceptor: TlsAcceptor,
 ) {
-    let evict = slot.evicted.clone();
-    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
-    if let Some(s) = handshaken("tls", peer, r) {
+    if let Some(s) = tls_accept(tcp, peer, &slot, deadline, acceptor, "tls").await {
         serve(s, peer, ctx, slot, deadline).await;
     }
 }
@@ -271,8 +282,7 @@ async fn serve_wss(
     acceptor: TlsAcceptor,
 ) {
     let evict = slot.evicted.clone();
-    let r = handshake(deadline, &evict, acceptor.accept(tcp)).await;
-    if let Some(tls) = handshaken("wss", peer, r)
+    if let Some(tls) = tls_accept(tcp, peer, &slot, deadline, acceptor, "wss").await
         && let Some(ws) = upgrade(tls, peer, &ctx, deadline, &evict).await
     {
         serve(ws, peer, ctx, slot, deadline).await;

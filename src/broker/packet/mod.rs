@@ -182,16 +182,18 @@ fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<(u8, Bytes)>, DecodeEr
     Ok(Some((byte1, frame)))
 }
 
+/// The fixed header's flags must be `want` (MQTT-2.2.2-1/2, MQTT-2.1.3-1:
+/// reserved flags as listed, else malformed).
+pub(super) fn flags_are(flags: u8, want: u8) -> Result<(), DecodeError> {
+    match flags == want {
+        true => Ok(()),
+        false => Err(DecodeError::Invalid("reserved flags in the fixed header")),
+    }
+}
+
 fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
     let flags = byte1 & 0x0F;
-    // MQTT-2.2.2-1/2: reserved flag bits
-    let want_flags = |f: u8| {
-        if flags == f {
-            Ok(())
-        } else {
-            Err(DecodeError::Invalid("reserved flags in the fixed header"))
-        }
-    };
+    let want_flags = |f: u8| flags_are(flags, f);
     let packet = match byte1 >> 4 {
         1 => {
             want_flags(0)?;

@@ -139,14 +139,7 @@ fn minimal_length(buf: &[u8]) -> bool {
 /// length.
 fn decode(byte1: u8, mut b: Bytes) -> Result<Packet, DecodeError> {
     let flags = byte1 & 0x0F;
-    // MQTT-2.1.3-1: reserved flags as listed, else malformed
-    let want_flags = |f: u8| {
-        if flags == f {
-            Ok(())
-        } else {
-            Err(DecodeError::Invalid("reserved flags in the fixed header"))
-        }
-    };
+    let want_flags = |f: u8| super::flags_are(flags, f);
     let packet = match byte1 >> 4 {
         1 => {
             want_flags(0)?;
