@@ -180,6 +180,8 @@ impl Api {
                 "acked": u.acked,
                 "send_rate": round(rates.acked),
                 "drain_eta_s": if depth == 0 { Some(0.0) } else { drain },
+                // a full or failing disk, a set-aside outbox: what /healthz says
+                "problem": m.outbox_problem(),
             })
         } else {
             json!({"configured": false})

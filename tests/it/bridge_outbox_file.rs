@@ -244,6 +244,15 @@ async fn a_full_disk_is_a_503_in_healthz_and_said_in_the_status_line_until_it_ha
         "{h}"
     );
     assert_eq!(h["status"], "degraded", "{h}");
+    // the status page's uplink card says it too
+    let (_, body) = crate::ops::http_get(mport, "/api/v1/status");
+    let s: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert!(
+        s["uplink"]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("disk full")),
+        "{s}"
+    );
     let mut seen = Vec::new();
     crate::ops::wait_datagram(&sock, &mut seen, SECS, |m| {
         m.contains("STATUS=") && m.contains("disk full")

@@ -119,6 +119,7 @@
     var html = '<div class="card wide" id="uplink"><h2>Uplink ';
     if (!u.configured) return html + '<span class="badge">not configured</span></h2></div>';
     html += '<span class="badge ' + (u.connected ? "connected" : "down") + '">' + (u.connected ? "connected" : "down") + "</span></h2><dl>";
+    if (u.problem) html += row("problem", '<span class="badge down">' + esc(u.problem) + "</span>");
     html += row("outbox", esc(u.outbox_depth) + " messages, " + esc(bytes(u.outbox_bytes)));
     html += row("oldest waiting", esc(dur(u.oldest_age_s)));
     html += row("send rate", esc(u.send_rate) + " msg/s");
