@@ -7,6 +7,9 @@
 use std::sync::Arc;
 
 use super::{Router, Sub, lock};
+
+/// Shares whose round-robin turn is remembered at most.
+pub const MAX_SHARES: usize = 10_000;
 use crate::broker::message::Message;
 use crate::broker::session::Cell;
 
@@ -63,6 +66,11 @@ impl Router {
             false => online,
         };
         let mut turns = lock(&self.share_turns);
+        // bounded: shares that came and went leave their turn behind; past
+        // the cap every share starts its round again (a fairness reset only)
+        if turns.len() >= MAX_SHARES && !turns.contains_key(share) {
+            turns.clear();
+        }
         let turn = turns.entry(share.clone()).or_insert(0);
         let pick = pool[*turn % pool.len()].clone();
         *turn = turn.wrapping_add(1);

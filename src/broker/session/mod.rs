@@ -11,8 +11,11 @@
 //! the connection writer takes what to send with [`Session::take`].
 
 mod flight;
+mod values;
 
 pub use flight::AckIs;
+use values::ROW_OVERHEAD;
+pub use values::{Control, Delivery, Offer, Outgoing, Peer, row_bytes};
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,36 +24,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::message::Message;
-use super::packet::encode5;
-use super::packet::props::Properties;
 use super::store::{OutState, QueuedRow, StoreOp, StoredMessage};
 use super::subscription::SubOpts;
 
 pub use super::limits::Limits;
-
-/// Bytes a stored message row costs beyond its topic and payload: the
-/// client id stored with it, its index entry, the other columns.
-const ROW_OVERHEAD: u64 = 48;
-
-/// What a persistent session's message costs on disk (row and index
-/// entry), counted against `max_spooled_bytes` and `max_store_bytes`.
-pub fn row_bytes(client_id: &str, msg: &Message) -> u64 {
-    msg.size() as u64 + 2 * client_id.len() as u64 + ROW_OVERHEAD
-}
-
-/// One message for one subscriber.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub msg: Message,
-    /// Delivered QoS: min(publish, subscription) (MQTT-3.8.4-6).
-    pub qos: u8,
-    /// Set only for retained messages sent because of a SUBSCRIBE (MQTT-3.3.1-8/9).
-    pub retain: bool,
-    /// Store row of a persistent session's QoS 1/2 message; 0 otherwise.
-    pub seq: u64,
-    /// Subscription identifiers of the matching subscriptions (MQTT 5).
-    pub sub_ids: Vec<u32>,
-}
 
 #[derive(Debug, Clone)]
 enum Flight {
@@ -60,106 +37,6 @@ enum Flight {
         seq: u64,
         disk: u64,
     },
-}
-
-/// Packets a connection owes its client, written before messages.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Control {
-    /// PUBACK 0x40, PUBREC 0x50, PUBREL 0x62, PUBCOMP 0x70, UNSUBACK 0xB0
-    /// (3.1.1), each a success.
-    Ack(u8, u16),
-    /// The same with an MQTT 5 reason code (written as [`Control::Ack`]
-    /// to a 3.1.1 client).
-    AckCode(u8, u16, u8),
-    /// One code per filter: a granted QoS or an MQTT 5 reason code of 0x80
-    /// and above (0x80 to a 3.1.1 client).
-    SubAck(u16, Vec<u8>),
-    /// MQTT 5: one reason code per filter (a 3.1.1 UNSUBACK has none).
-    UnsubAck(u16, Vec<u8>),
-    PingResp,
-}
-
-impl Control {
-    /// Memory it holds while queued.
-    fn footprint(&self) -> usize {
-        std::mem::size_of::<Control>()
-            + match self {
-                Control::SubAck(_, codes) | Control::UnsubAck(_, codes) => codes.len(),
-                _ => 0,
-            }
-    }
-}
-
-/// What the writer sends next.
-#[derive(Debug)]
-pub enum Outgoing {
-    Control(Control),
-    Publish { d: Delivery, pkid: u16, dup: bool },
-}
-
-/// The result of offering a delivery to a session.
-#[derive(Debug)]
-pub enum Offer {
-    /// In memory, or on disk for a persistent session (`durable`).
-    Queued { durable: bool },
-    /// The memory queue is full: the caller may wait for room.
-    Full(Delivery),
-    /// Not queued (offline session and QoS 0).
-    Dropped,
-    /// Not queued: the session's spool quota is reached.
-    SpoolFull,
-}
-
-/// What the client at the other end asked for in its CONNECT (MQTT 5
-/// properties; a 3.1.1 client gets the defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    /// MQTT 5: packets are written with properties and reason codes.
-    pub v5: bool,
-    /// Receive Maximum: QoS 1/2 messages in flight to it at most
-    /// (MQTT-3.3.4-9), under `max_inflight`.
-    pub receive_maximum: u16,
-    /// Maximum Packet Size: a message that would be larger is dropped for
-    /// this client and counted (MQTT-3.1.2-25).
-    pub max_packet: Option<u32>,
-}
-
-impl Default for Peer {
-    fn default() -> Self {
-        Peer {
-            v5: false,
-            receive_maximum: u16::MAX,
-            max_packet: None,
-        }
-    }
-}
-
-impl Delivery {
-    /// Its properties in a PUBLISH to an MQTT 5 client: what the publisher
-    /// sent, passed on unchanged (MQTT-3.3.2-4/-15/-16/-17/-20), the expiry
-    /// interval left at `now_ms` (MQTT-3.3.2-6) and the matching
-    /// subscription identifiers (MQTT-3.3.4-3).
-    pub fn properties(&self, now_ms: u64) -> Properties {
-        let mut p = Properties {
-            message_expiry_interval: self.msg.remaining_secs(now_ms).map(|s| s.max(1)),
-            subscription_identifiers: self.sub_ids.clone(),
-            ..Properties::default()
-        };
-        if let Some(m) = self.msg.props.as_deref() {
-            p.payload_format_indicator = m.payload_format;
-            p.content_type = m.content_type.clone();
-            p.response_topic = m.response_topic.clone();
-            p.correlation_data = m.correlation_data.clone();
-            p.user_properties = m.user.clone();
-        }
-        p
-    }
-
-    /// Its size as an MQTT 5 PUBLISH, for the client's maximum.
-    pub fn v5_size(&self, now_ms: u64) -> usize {
-        let p = self.properties(now_ms);
-        encode5::publish_size(self.msg.topic.len(), self.msg.payload.len(), self.qos, &p)
-    }
 }
 
 /// The connection a session is attached to.
