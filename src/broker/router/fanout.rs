@@ -97,3 +97,30 @@ fn fold(targets: &mut Vec<Target>, s: &Sub) {
     t.retain_as_published |= s.opts.retain_as_published;
     t.ids.extend(s.opts.id);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::session::{Limits, Session};
+    use crate::broker::subscription::SubOpts;
+
+    #[test]
+    fn the_turns_of_shares_that_came_and_went_stay_bounded() {
+        let router = Router::new(Limits::for_tests(10), None, None);
+        let sub = |id: &str| Sub {
+            cell: crate::broker::session::Cell::new(Session::new(id.into(), false)),
+            opts: SubOpts::qos(0),
+            share: None,
+        };
+        let (a, b) = (sub("a"), sub("b"));
+        let share: Arc<str> = "$share/g/t".into();
+        let first = router.pick_member(&share, vec![a.clone(), b.clone()]);
+        let second = router.pick_member(&share, vec![a, b]);
+        assert!(!Arc::ptr_eq(&first.cell, &second.cell), "in turn");
+        for i in 0..MAX_SHARES + 10 {
+            let s: Arc<str> = format!("$share/g{i}/t").into();
+            router.pick_member(&s, vec![sub("m")]);
+        }
+        assert!(lock(&router.share_turns).len() <= MAX_SHARES);
+    }
+}
