@@ -22,6 +22,7 @@ mod message;
 mod metrics;
 mod packet;
 mod passwd;
+mod persist;
 mod router;
 mod session;
 mod stats;

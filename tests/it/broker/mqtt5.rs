@@ -7,155 +7,13 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::{QoS, v5 as r};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::client5::{Client5, props};
 use super::raw::{self, Raw};
 use super::{SECS, local_args, mosquitto, mosquitto_spawn, yaml};
 use crate::support::Gateway;
-
-/// A client speaking MQTT 5 through rumqttc's codec.
-struct Client5 {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Client5 {
-    /// Connects with `props`; returns the client and the CONNACK.
-    async fn connect(
-        port: u16,
-        id: &str,
-        clean: bool,
-        props: r::ConnectProperties,
-    ) -> (Client5, r::ConnAck) {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let mut c = Client5 {
-            s,
-            buf: BytesMut::new(),
-        };
-        let connect = r::Connect {
-            keep_alive: 30,
-            client_id: id.into(),
-            clean_start: clean,
-            properties: Some(props),
-        };
-        c.send(r::Packet::Connect(connect, None, None)).await;
-        match c.next(SECS).await {
-            Some(r::Packet::ConnAck(a)) => (c, a),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: r::Packet) {
-        let mut b = BytesMut::new();
-        p.write(&mut b, None).expect("rumqttc encodes");
-        self.send_raw(&b).await;
-    }
-
-    async fn send_raw(&mut self, b: &[u8]) {
-        self.s.write_all(b).await.expect("write");
-    }
-
-    /// The next packet; `None` once the broker closed.
-    async fn next(&mut self, within: Duration) -> Option<r::Packet> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match r::Packet::read(&mut self.buf, None) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("rumqttc cannot decode what the broker sent: {e:?}"),
-            }
-            match tokio::time::timeout_at(deadline, self.s.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(_)) => {}
-                Err(_) => panic!("nothing within {within:?}"),
-            }
-        }
-    }
-
-    /// The next PUBLISH (acknowledged at QoS 1).
-    async fn publish_in(&mut self, within: Duration) -> r::Publish {
-        loop {
-            match self.next(within).await {
-                Some(r::Packet::Publish(p)) => {
-                    if p.qos == QoS::AtLeastOnce {
-                        self.send(r::Packet::PubAck(r::PubAck::new(p.pkid, None)))
-                            .await;
-                    }
-                    return p;
-                }
-                Some(_) => {}
-                None => panic!("closed while waiting for a PUBLISH"),
-            }
-        }
-    }
-
-    /// PUBLISHes until `quiet` passes without a packet.
-    async fn publishes_until_quiet(&mut self, quiet: Duration) -> Vec<r::Publish> {
-        let mut out = Vec::new();
-        loop {
-            match tokio::time::timeout(quiet, self.next(SECS)).await {
-                Ok(Some(r::Packet::Publish(p))) => out.push(p),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return out,
-            }
-        }
-    }
-
-    async fn subscribe(
-        &mut self,
-        pkid: u16,
-        filter: r::Filter,
-        id: Option<usize>,
-    ) -> Vec<r::SubscribeReasonCode> {
-        let props = id.map(|id| r::SubscribeProperties {
-            id: Some(id),
-            user_properties: vec![],
-        });
-        let mut s = r::Subscribe::new(filter, props);
-        s.pkid = pkid;
-        self.send(r::Packet::Subscribe(s)).await;
-        loop {
-            match self.next(SECS).await {
-                Some(r::Packet::SubAck(a)) => return a.return_codes,
-                Some(_) => {}
-                None => panic!("closed while waiting for SUBACK"),
-            }
-        }
-    }
-
-    async fn publish(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        qos: QoS,
-        pkid: u16,
-        props: Option<r::PublishProperties>,
-    ) {
-        let mut p = r::Publish::new(topic, qos, Bytes::copy_from_slice(payload), props);
-        p.pkid = pkid;
-        self.send(r::Packet::Publish(p)).await;
-    }
-
-    /// The reason code of the DISCONNECT the broker sent before closing.
-    async fn disconnect_reason(&mut self) -> u8 {
-        loop {
-            match self.next(SECS).await {
-                Some(r::Packet::Disconnect(d)) => return d.reason_code as u8,
-                Some(_) => {}
-                None => panic!("closed without a DISCONNECT"),
-            }
-        }
-    }
-}
-
-fn props() -> r::ConnectProperties {
-    r::ConnectProperties::new()
-}
 
 /// MQTT-3.2.2: CONNACK tells a 5.0 client the broker's limits and the id
 /// it assigned (MQTT-3.2.2-16); a CONNECT with an authentication method
@@ -175,16 +33,7 @@ async fn connack_announces_the_limits_and_an_assigned_id() {
     assert!(p.max_packet_size.is_some_and(|m| m > 256 * 1024));
     let mut auth = props();
     auth.authentication_method = Some("SCRAM-SHA-1".into());
-    let (s, _) = (
-        TcpStream::connect(("127.0.0.1", gw.port))
-            .await
-            .expect("connect"),
-        (),
-    );
-    let mut c = Client5 {
-        s,
-        buf: BytesMut::new(),
-    };
+    let mut c = Client5::open(gw.port).await;
     c.send(r::Packet::Connect(
         r::Connect {
             keep_alive: 30,
