@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Router, Sub, lock};
 use crate::broker::limits::Limit;
 use crate::broker::persist;
-use crate::broker::session::{Attached, Cell, Peer, Session};
+use crate::broker::session::{Attached, Cell, Delivery, Peer, Session};
 use crate::broker::stats::{add, dec};
 use crate::broker::store::{Loaded, StoreOp};
 use crate::broker::subscription::{SubOpts, tree_key};
@@ -231,11 +231,13 @@ impl Router {
         }
     }
 
-    /// The connection of `generation` ended. A clean session ends with it.
-    pub fn disconnect(&self, cell: &Arc<Cell>, generation: u64) {
+    /// The connection of `generation` ended. A clean session ends with it;
+    /// what a share gave it and its client did not acknowledge is returned
+    /// for [`Router::redeliver_shared`].
+    pub fn disconnect(&self, cell: &Arc<Cell>, generation: u64) -> Vec<Delivery> {
         let mut s = cell.lock();
         if s.attached.as_ref().map(|a| a.generation) != Some(generation) {
-            return; // taken over: the new connection owns the session
+            return Vec::new(); // taken over: the new connection owns the session
         }
         let dropped = s.detach();
         add(&self.stats.publish_dropped, dropped as u64);
@@ -252,8 +254,9 @@ impl Router {
         dec(&self.stats.clients_connected);
         if persistent {
             add(&self.stats.clients_disconnected, 1);
-            return;
+            return Vec::new();
         }
+        let orphans = cell.lock().take_shared();
         let mut sessions = lock(&self.sessions);
         if sessions
             .get(&cell.client_id)
@@ -263,5 +266,6 @@ impl Router {
         }
         drop(sessions);
         self.drop_session(cell);
+        orphans
     }
 }

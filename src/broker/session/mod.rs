@@ -143,6 +143,7 @@ fn delivery_of(seq: u64, row: StoredMessage) -> Delivery {
         retain,
         seq,
         sub_ids,
+        share: None,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct Delivery {
     pub seq: u64,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub sub_ids: Vec<u32>,
+    /// The shared subscription it was given to this member by: handed to
+    /// another member if this session ends before it is acknowledged.
+    /// Not stored (a restored row stays with its session).
+    pub share: Option<std::sync::Arc<str>>,
 }
 
 /// Packets a connection owes its client, written before messages.
