@@ -39,6 +39,7 @@ fn d(qos: u8, payload: &'static str) -> Delivery {
         retain: false,
         seq: 0,
         sub_ids: Vec::new(),
+        share: None,
     }
 }
 
