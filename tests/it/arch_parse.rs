@@ -71,6 +71,9 @@ pub(crate) fn code_only(text: &str) -> String {
             if c == '/' && chars.peek() == Some(&'/') {
                 break;
             }
+            if c == '\'' && skip_char_literal(&mut chars) {
+                continue;
+            }
             if c == '"' {
                 in_str = true;
                 prev = ' ';
@@ -81,6 +84,36 @@ pub(crate) fn code_only(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// After a `'`: skips a char literal (`'"'`, `'\''`, `'\u{22}'`) and says
+/// so; a lifetime (`'a`) is left alone. Without this a `'"'` would open a
+/// string that hides the rest of its line.
+fn skip_char_literal(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    let mut ahead = chars.clone();
+    let literal_len = match ahead.next() {
+        Some('\\') => {
+            // an escape: the escaped char, then up to the closing quote
+            if ahead.next().is_none() {
+                return false;
+            }
+            let mut n = 2;
+            loop {
+                n += 1;
+                match ahead.next() {
+                    Some('\'') => break n,
+                    Some(_) if n < 12 => {}
+                    _ => return false,
+                }
+            }
+        }
+        Some(_) if ahead.next() == Some('\'') => 2,
+        _ => return false,
+    };
+    for _ in 0..literal_len {
+        chars.next();
+    }
+    true
 }
 
 pub(crate) fn ident_at(s: &str) -> &str {
@@ -159,6 +192,22 @@ fn the_parser_sees_groups_and_skips_comments() {
     );
     let named = named_modules(&code, "crate::");
     let want: BTreeSet<String> = ["config", "reading", "metrics"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(named, want);
+}
+
+#[test]
+fn a_char_literal_quote_hides_nothing() {
+    let code = code_only(
+        "let q = '\"'; use crate::bridge::x;\n\
+         let e = '\\''; let b = b'\"'; crate::ops::f();\n\
+         fn f<'a>(s: &'a str) -> &'a str { crate::rules::g(s) }\n\
+         let u = '\\u{22}'; crate::broker::h(); let s = \"crate::plan\";",
+    );
+    let named = named_modules(&code, "crate::");
+    let want: BTreeSet<String> = ["bridge", "ops", "rules", "broker"]
         .iter()
         .map(|s| s.to_string())
         .collect();
