@@ -5,7 +5,7 @@
 //! are skipped) and `fieldgate::` paths in the binary, folds them to
 //! top-level modules and fails on a cycle or on an edge from a lower layer
 //! to a higher one. Edges inside one layer are allowed as long as they form
-//! no cycle. Test code (`tests.rs`, `*_tests.rs`, files under a `tests/`
+//! no cycle. Test code (`tests` and `*_tests` files, files under a `tests/`
 //! folder, `#[cfg(test)] mod` blocks) is left out: a test may build a whole
 //! config. `cargo test --test it arch -- --nocapture` prints the graph.
 

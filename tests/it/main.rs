@@ -7,6 +7,8 @@ mod bridge;
 mod broker;
 mod check_writers;
 mod config_errors;
+mod docs;
+mod docs_keys;
 mod homeassistant;
 mod homeassistant_uplink;
 mod http_limits;
