@@ -220,14 +220,16 @@ pub(crate) fn named_modules(code: &str, prefix: &str) -> BTreeSet<String> {
     found
 }
 
+/// A set of module names, for the tests.
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 #[test]
 fn test_modules_are_left_out() {
     let code = "use crate::reading::Qos;\n#[cfg(test)]\nmod tests {\n    use crate::settings::parse;\n    fn f() { if x { crate::bridge::y(); } }\n}\nfn g() { crate::metrics::get(); }\n#[cfg(test)]\nmod other;\n";
     let named = named_modules(&without_test_mods(code), "crate::");
-    let want: BTreeSet<String> = ["reading", "metrics"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want = names(&["reading", "metrics"]);
     assert_eq!(named, want);
     assert!(is_test_file(Path::new("broker/acl_tests.rs")));
     assert!(is_test_file(Path::new("broker/store/tests/files.rs")));
@@ -243,10 +245,7 @@ fn the_parser_sees_groups_and_skips_comments() {
          use fieldgate::config; notcrate::broker;",
     );
     let named = named_modules(&code, "crate::");
-    let want: BTreeSet<String> = ["config", "reading", "metrics"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want = names(&["config", "reading", "metrics"]);
     assert_eq!(named, want);
 }
 
@@ -259,10 +258,7 @@ fn a_char_literal_quote_hides_nothing() {
          let u = '\\u{22}'; crate::broker::h(); let s = \"crate::plan\";",
     );
     let named = named_modules(&code, "crate::");
-    let want: BTreeSet<String> = ["bridge", "ops", "rules", "broker"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want = names(&["bridge", "ops", "rules", "broker"]);
     assert_eq!(named, want);
 }
 
@@ -276,10 +272,7 @@ fn strings_over_lines_and_raw_strings_hide_nothing() {
          let e = \"crate::settings\"; let r#type = 1; crate::metrics::m();",
     );
     let named = named_modules(&code, "crate::");
-    let want: BTreeSet<String> = ["bridge", "ops", "rules", "broker", "metrics"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want = names(&["bridge", "ops", "rules", "broker", "metrics"]);
     assert_eq!(named, want);
     assert_eq!(code.lines().count(), 6);
 }
