@@ -373,3 +373,93 @@ fn a_circle_under_bridge_is_reported_like_any_other() {
         vec!["bridge/forward: report <-> window".to_string()]
     );
 }
+
+/// Unit-test files in the older layouts (a `#[path]` `*_tests.rs`, a
+/// `tests.rs`, a `tests/` folder), left in trees other work was changing
+/// when the one layout (an inline `mod tests`, docs/design.md "Where tests
+/// live") was chosen. Moving one inline removes it from this list.
+const OLD_TEST_LAYOUT: &[&str] = &[
+    "bridge/forward/tests",
+    "bridge/forward/tests.rs",
+    "bridge/outbox/limits_tests.rs",
+    "bridge/outbox/maintain_tests.rs",
+    "bridge/outbox/tests.rs",
+    "bridge/outbox/window_tests.rs",
+    "broker/acl_tests.rs",
+    "broker/auth_tests.rs",
+    "broker/packet/connect5_tests.rs",
+    "broker/packet/cross_encode_tests.rs",
+    "broker/packet/cross_tests.rs",
+    "broker/packet/encode5_tests.rs",
+    "broker/packet/props_tests.rs",
+    "broker/packet/tests.rs",
+    "broker/packet/v5_tests.rs",
+    "broker/passwd_tests.rs",
+    "broker/session/tests.rs",
+    "broker/store/tests",
+    "broker/store/tests.rs",
+    "broker/topics_tests.rs",
+    "script/tests.rs",
+];
+
+/// Test files and folders under `root` in a layout other than the inline
+/// `mod tests`, outside `OLD_TEST_LAYOUT` (paths relative to `root`).
+fn new_test_files_in_old_layouts(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let rel = p.strip_prefix(root).expect("under the root").to_path_buf();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = if p.is_dir() {
+                name == "tests"
+            } else {
+                name == "tests.rs" || name.ends_with("_tests.rs")
+            };
+            let rel = rel.display().to_string();
+            if old && !OLD_TEST_LAYOUT.contains(&rel.as_str()) {
+                out.push(rel);
+            } else if p.is_dir() && !old {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn unit_tests_are_inline_modules() {
+    let found = new_test_files_in_old_layouts(&src_root());
+    assert!(
+        found.is_empty(),
+        "unit tests outside the one layout (an inline `#[cfg(test)] mod tests {{ ... }}` \
+         at the end of the file; docs/design.md, \"Where tests live\"): {found:?}"
+    );
+}
+
+#[test]
+fn a_new_test_file_in_an_old_layout_is_caught() {
+    let dir = std::env::temp_dir().join(format!("fieldgate-layout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for f in [
+        "rules/engine_tests.rs",
+        "rules/tests.rs",
+        "ops/tests/a.rs",
+        "script/tests.rs",
+    ] {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(&p, "").expect("write");
+    }
+    let found = new_test_files_in_old_layouts(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        found,
+        ["ops/tests", "rules/engine_tests.rs", "rules/tests.rs"]
+    );
+}
