@@ -402,26 +402,24 @@ const OLD_TEST_LAYOUT: &[&str] = &[
     "script/tests.rs",
 ];
 
-/// Test files and folders under `root` in a layout other than the inline
-/// `mod tests`, outside `OLD_TEST_LAYOUT` (paths relative to `root`).
-fn new_test_files_in_old_layouts(root: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+/// Every file and folder below `root` (build output, `.git` and node
+/// modules left out), relative to it.
+pub(crate) fn all_paths(root: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
             let p = entry.path();
-            let rel = p.strip_prefix(root).expect("under the root").to_path_buf();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let old = if p.is_dir() {
-                name == "tests"
-            } else {
-                name == "tests.rs" || name.ends_with("_tests.rs")
-            };
-            let rel = rel.display().to_string();
-            if old && !OLD_TEST_LAYOUT.contains(&rel.as_str()) {
-                out.push(rel);
-            } else if p.is_dir() && !old {
+            let name = entry.file_name();
+            if ["target", ".git", "node_modules"]
+                .iter()
+                .any(|n| name == *n)
+            {
+                continue;
+            }
+            out.push(p.strip_prefix(root).expect("under the root").to_path_buf());
+            if p.is_dir() {
                 walk(root, &p, out);
             }
         }
@@ -430,6 +428,35 @@ fn new_test_files_in_old_layouts(root: &Path) -> Vec<String> {
     walk(root, root, &mut out);
     out.sort();
     out
+}
+
+/// Test files and folders under `root` in a layout other than the inline
+/// `mod tests`, outside `OLD_TEST_LAYOUT` (paths relative to `root`; what
+/// is inside such a folder is not listed again).
+fn new_test_files_in_old_layouts(root: &Path) -> Vec<String> {
+    let is_old = |p: &Path| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if root.join(p).is_dir() {
+            name == "tests"
+        } else {
+            name == "tests.rs" || name.ends_with("_tests.rs")
+        }
+    };
+    all_paths(root)
+        .into_iter()
+        .filter(|p| {
+            is_old(p)
+                && !p
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| a.file_name().is_some_and(|n| n == "tests"))
+        })
+        .map(|p| p.display().to_string())
+        .filter(|p| !OLD_TEST_LAYOUT.contains(&p.as_str()))
+        .collect()
 }
 
 #[test]

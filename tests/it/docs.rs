@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::arch::all_paths;
 use crate::docs_keys::{ALIASES, accepted_keys};
 
 fn repo() -> PathBuf {
@@ -61,29 +62,12 @@ fn the_key_table_reader_takes_first_cells_of_key_tables_only() {
     assert_eq!(documented_keys(md), want);
 }
 
-/// Every tracked-looking file below the repo (target, .git and node
-/// modules left out), as paths relative to it.
+/// Every file and folder of the repo, as paths relative to it.
 fn repo_files() -> BTreeSet<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let p = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if matches!(name.as_str(), "target" | ".git" | "node_modules") {
-                continue;
-            }
-            let rel = p.strip_prefix(root).expect("below the root");
-            out.insert(rel.display().to_string());
-            if p.is_dir() {
-                walk(root, &p, out);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(&repo(), &repo(), &mut out);
-    out
+    all_paths(&repo())
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 /// The `.rs` file names and `src/...` paths `text` names: runs of path
