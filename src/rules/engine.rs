@@ -9,8 +9,9 @@
 //! caller to log; the other scripts still run.
 //!
 //! Owns script slots, per-script state (`this`) and counters. Must not
-//! block on channels or log per reading (the stage in `mod.rs` does that),
-//! so that the CLI (`fieldgate rules test`) and benchmarks can drive it.
+//! block on channels or log per reading (the stage, `run` and its worker,
+//! does that), so that the CLI (`fieldgate rules test`) and benchmarks can
+//! drive it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
