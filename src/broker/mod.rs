@@ -10,6 +10,7 @@
 //! [`Intake`].
 
 pub(crate) mod acl;
+mod aliases;
 pub(crate) mod auth;
 mod clients;
 mod config;

@@ -97,6 +97,8 @@ pub struct Peer {
     /// Maximum Packet Size: a message that would be larger is dropped for
     /// this client and counted (MQTT-3.1.2-25).
     pub max_packet: Option<u32>,
+    /// Topic Alias Maximum: aliases the broker may use towards it.
+    pub topic_alias_max: u16,
 }
 
 impl Default for Peer {
@@ -105,6 +107,7 @@ impl Default for Peer {
             v5: false,
             receive_maximum: u16::MAX,
             max_packet: None,
+            topic_alias_max: 0,
         }
     }
 }

@@ -123,6 +123,50 @@ async fn topic_aliases_from_the_client_and_one_too_many() {
     assert_eq!(c.disconnect_reason().await, 0x94);
 }
 
+/// Section 3.3.2.3.4 the other way: a client that offers a Topic Alias
+/// Maximum of 2 gets the broker's aliases, the topic once, then an empty
+/// topic and the alias; a third topic goes by name (the maximum is never
+/// passed, MQTT-3.3.2-9); a client that offers none gets none (MQTT-3.3.2-8).
+/// What arrives is decoded by rumqttc's codec.
+#[tokio::test]
+async fn the_broker_uses_the_aliases_a_client_offers() {
+    let gw = Gateway::start(&yaml(""));
+    let mut offered = props();
+    offered.topic_alias_max = Some(2);
+    let (mut sub, _) = Client5::connect(gw.port, "alias-offer", true, offered).await;
+    sub.subscribe(1, r::Filter::new("al/#", QoS::AtMostOnce), None)
+        .await;
+    let (mut plain, _) = Client5::connect(gw.port, "alias-none", true, props()).await;
+    plain
+        .subscribe(1, r::Filter::new("al/#", QoS::AtMostOnce), None)
+        .await;
+    let mut p = Raw::connect(gw.port, "alias-src").await;
+    for t in ["al/first", "al/first", "al/second", "al/third", "al/second"] {
+        p.send(&raw::publish(t, t.as_bytes(), 0, false, 0)).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let m = sub.publish_in(SECS).await;
+        let alias = m.properties.as_ref().and_then(|p| p.topic_alias);
+        seen.push((String::from_utf8_lossy(&m.topic).into_owned(), alias));
+    }
+    let want = [
+        ("al/first", Some(1)),
+        ("", Some(1)),
+        ("al/second", Some(2)),
+        ("al/third", None),
+        ("", Some(2)),
+    ];
+    let want: Vec<(String, Option<u16>)> =
+        want.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+    assert_eq!(seen, want);
+    for _ in 0..5 {
+        let m = plain.publish_in(SECS).await;
+        assert!(!m.topic.is_empty(), "no alias to a client that offered none");
+        assert_eq!(m.properties.and_then(|p| p.topic_alias), None);
+    }
+}
+
 /// MQTT-3.3.4-7: more QoS 2 PUBLISHes unacknowledged (no PUBREL) than the
 /// Receive Maximum the broker announced: DISCONNECT 0x93.
 #[tokio::test]
