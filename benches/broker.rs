@@ -158,6 +158,7 @@ async fn memory(mq: &mut BrokerProc, fg: &mut BrokerProc) -> Vec<Verdict> {
             per_pub: burst_n,
             qos: QoS::AtMostOnce,
             rate: None,
+            shared: false,
         };
         let r = run::run(Kind::Rumqttc, b.port, &format!("burst-{}", b.name), spec).await;
         settle(1000).await;
@@ -232,7 +233,7 @@ async fn main() {
         "\nthroughput: messages delivered per second at the subscribers, publishers unthrottled"
     );
     println!(
-        "{:<18} {:<15} {:>22} {:>22} {:>7}  target",
+        "{:<20} {:<16} {:>22} {:>22} {:>7}  target",
         "client", "scenario", "mosquitto msg/s", "fieldgate msg/s", "fg/mq"
     );
     for kind in Kind::ALL {
@@ -242,7 +243,7 @@ async fn main() {
             let ratio = f.rate() / m.rate();
             let v = Verdict::runs(&f, &m, ratio >= 1.0);
             println!(
-                "{:<18} {:<15} {:>22} {:>22} {:>6.2}x  >= 1.00x  {}",
+                "{:<20} {:<16} {:>22} {:>22} {:>6.2}x  >= 1.00x  {}",
                 kind.label(),
                 s.name,
                 format!("{:.0}{}", m.rate(), lost(&m)),
@@ -260,7 +261,7 @@ async fn main() {
         "\nlatency: publish -> delivery in ms, p50 / p99, at {LATENCY_RATE:.0} published msg/s (all publishers together)"
     );
     println!(
-        "{:<18} {:<15} {:>22} {:>22} {:>9}  target",
+        "{:<20} {:<16} {:>22} {:>22} {:>9}  target",
         "client", "scenario", "mosquitto p50 / p99", "fieldgate p50 / p99", "p99 fg/mq"
     );
     for kind in Kind::ALL {
@@ -271,7 +272,7 @@ async fn main() {
             let ratio = f.pct_ms(0.99) / m.pct_ms(0.99);
             let v = Verdict::runs(&f, &m, f.pct_ms(0.99) <= m.pct_ms(0.99));
             println!(
-                "{:<18} {:<15} {:>22} {:>22} {:>8.2}x  <= 1.00x  {}",
+                "{:<20} {:<16} {:>22} {:>22} {:>8.2}x  <= 1.00x  {}",
                 kind.label(),
                 s.name,
                 cell(&m),

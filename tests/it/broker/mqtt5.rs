@@ -157,12 +157,14 @@ async fn the_broker_uses_the_aliases_a_client_offers() {
         ("al/third", None),
         ("", Some(2)),
     ];
-    let want: Vec<(String, Option<u16>)> =
-        want.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+    let want: Vec<(String, Option<u16>)> = want.iter().map(|(t, a)| (t.to_string(), *a)).collect();
     assert_eq!(seen, want);
     for _ in 0..5 {
         let m = plain.publish_in(SECS).await;
-        assert!(!m.topic.is_empty(), "no alias to a client that offered none");
+        assert!(
+            !m.topic.is_empty(),
+            "no alias to a client that offered none"
+        );
         assert_eq!(m.properties.and_then(|p| p.topic_alias), None);
     }
 }
