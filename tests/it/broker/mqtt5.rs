@@ -407,3 +407,74 @@ async fn mqtt_js_at_protocol_5_round_trips_properties() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Connects `id` with a will on `topic` held back `delay` seconds, a
+/// session of a minute, and closes the socket without DISCONNECT.
+async fn vanish_with_will(port: u16, id: &str, topic: &str, delay: u32) {
+    let mut c = Client5::open(port).await;
+    let mut p = props();
+    p.session_expiry_interval = Some(60);
+    let will = r::LastWill {
+        topic: Bytes::copy_from_slice(topic.as_bytes()),
+        message: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Some(r::LastWillProperties {
+            delay_interval: Some(delay),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![("why".into(), "vanished".into())],
+        }),
+    };
+    let connect = r::Connect {
+        keep_alive: 30,
+        client_id: id.into(),
+        clean_start: true,
+        properties: Some(p),
+    };
+    c.send(r::Packet::Connect(connect, Some(will), None)).await;
+    assert!(matches!(c.next(SECS).await, Some(r::Packet::ConnAck(_))));
+    drop(c);
+}
+
+/// MQTT-3.1.3-9: the will waits its Will Delay Interval and goes out with
+/// its properties (MQTT-3.1.3-10); a client back within the delay cancels it.
+#[tokio::test]
+async fn a_will_waits_its_delay_and_a_client_back_in_time_cancels_it() {
+    let gw = Gateway::start(&yaml(""));
+    let (mut watch, _) = Client5::connect(gw.port, "will-watch", true, props()).await;
+    watch
+        .subscribe(1, r::Filter::new("wills/#", QoS::AtLeastOnce), None)
+        .await;
+    vanish_with_will(gw.port, "will-late", "wills/late", 2).await;
+    let gone = std::time::Instant::now();
+    vanish_with_will(gw.port, "will-back", "wills/back", 2).await;
+    // back within the delay, resuming its session: no will
+    let mut resume = props();
+    resume.session_expiry_interval = Some(60);
+    let (_back, ack) = Client5::connect(gw.port, "will-back", false, resume).await;
+    assert!(ack.session_present);
+    assert!(
+        watch
+            .publishes_until_quiet(Duration::from_millis(1_000))
+            .await
+            .is_empty(),
+        "a will went out before its delay"
+    );
+    let will = watch.publish_in(Duration::from_secs(5)).await;
+    let waited = gone.elapsed();
+    assert_eq!(&will.topic[..], b"wills/late");
+    assert!(waited >= Duration::from_secs(2), "sent after {waited:?}");
+    let p = will.properties.expect("will properties");
+    assert_eq!(p.user_properties, vec![("why".into(), "vanished".into())]);
+    assert!(
+        watch
+            .publishes_until_quiet(Duration::from_millis(2_500))
+            .await
+            .is_empty(),
+        "the will of the client that came back was sent"
+    );
+}
