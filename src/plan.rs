@@ -10,8 +10,7 @@ use std::fmt::Write;
 
 use crate::rules::{DefaultMapping, Payload};
 use crate::settings::Config;
-use crate::southbound::devices::DeviceConfig;
-use crate::southbound::modbus;
+use crate::southbound::kind::PlanContext;
 
 /// Renders the plan as text for a terminal.
 pub fn render(config: &Config) -> String {
@@ -93,35 +92,14 @@ pub fn render(config: &Config) -> String {
         );
     }
     let _ = writeln!(s, "devices {}", config.devices.len());
+    let topic = |d: &str, p: &str| mapping.topic(d, p);
+    let plan = PlanContext {
+        gateway: gw,
+        data_dir: &config.gateway.data_dir,
+        topic: &topic,
+    };
     for dev in &config.devices {
-        match dev {
-            DeviceConfig::Simulated(c) => {
-                let _ = writeln!(
-                    s,
-                    "  {} (simulated, every {}) status {gw}/status/{}",
-                    c.name, c.poll, c.name
-                );
-                for p in &c.points {
-                    let topic = mapping.topic(&c.name, &p.name);
-                    let unit = p
-                        .unit
-                        .as_deref()
-                        .map(|u| format!(" [{u}]"))
-                        .unwrap_or_default();
-                    let _ = writeln!(s, "    {:<16} {:?}{unit} -> {topic}", p.name, p.signal);
-                }
-            }
-            DeviceConfig::ModbusTcp(c) => {
-                modbus::describe::tcp(&mut s, gw, c, &mapping, &config.gateway.data_dir)
-            }
-            DeviceConfig::ModbusRtu(c) => {
-                modbus::describe::rtu(&mut s, gw, c, &mapping, &config.gateway.data_dir)
-            }
-            DeviceConfig::ModbusRtuTcp(c) => {
-                modbus::describe::rtu_tcp(&mut s, gw, c, &mapping, &config.gateway.data_dir)
-            }
-            DeviceConfig::Serial(c) => crate::southbound::serial::describe(&mut s, c, gw, &mapping),
-        }
+        dev.device().describe(&mut s, &plan);
     }
     match &config.uplink {
         Some(u) => crate::bridge::describe(&mut s, u, gw, &config.gateway.data_dir),

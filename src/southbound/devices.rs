@@ -1,90 +1,105 @@
 //! The `devices:` list: tells device kinds apart by `kind`, hands each
-//! entry to the config struct of its adapter, and runs the checks across
-//! devices (names, uniqueness, RTU buses).
+//! entry to its kind, and runs the checks across devices (names,
+//! uniqueness, and each kind's checks across its devices, such as RTU
+//! buses).
 //!
-//! Owns the list of kinds this build knows. Adding a kind means its adapter
-//! folder, one arm per `match` here, and one arm in [`super::build_all`].
-//! Must not validate adapter-specific fields (the adapter structs do that).
+//! Owns the list of kinds this build knows ([`KINDS`]): adding a kind is
+//! its folder and one line there. Must not validate a kind's own fields
+//! (the kinds do that).
 
-use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::guard::WriteLimits;
-use super::modbus::{ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
-use super::serial::SerialConfig;
-use super::simulated::SimulatedConfig;
+use super::kind::{Device, Kind};
+use super::{modbus, serial, simulated};
 use crate::config::{Report, is_valid_name};
 
-/// Device kinds this build accepts, as written in `kind:`.
-pub const DEVICE_KINDS: &[&str] = &[
-    "simulated",
-    "modbus-tcp",
-    "modbus-rtu",
-    "modbus-rtu-tcp",
-    "serial",
+/// The device kinds this build accepts, in the order `kind:` lists them.
+pub(crate) static KINDS: &[&dyn Kind] = &[
+    &simulated::KIND,
+    &modbus::TCP_KIND,
+    &modbus::RTU_KIND,
+    &modbus::RTU_TCP_KIND,
+    &serial::KIND,
 ];
 
 /// Kinds that the design names but this build does not have yet.
 const PLANNED_KINDS: &[&str] = &[];
 
-/// One entry of `devices:`.
-#[derive(Debug, Clone)]
-pub enum DeviceConfig {
-    Simulated(SimulatedConfig),
-    ModbusTcp(ModbusTcpConfig),
-    ModbusRtu(ModbusRtuConfig),
-    ModbusRtuTcp(ModbusRtuTcpConfig),
-    Serial(Box<SerialConfig>),
+/// `simulated, modbus-tcp, ...`: the kinds for messages.
+fn kind_names() -> String {
+    KINDS
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One entry of `devices:`: a device of one of the [`KINDS`].
+#[derive(Debug)]
+pub struct DeviceConfig {
+    kind: &'static str,
+    device: Box<dyn Device>,
+}
+
+impl Clone for DeviceConfig {
+    fn clone(&self) -> Self {
+        DeviceConfig {
+            kind: self.kind,
+            device: self.device.clone_device(),
+        }
+    }
 }
 
 impl DeviceConfig {
+    /// The word in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The kind's device.
+    pub(crate) fn device(&self) -> &dyn Device {
+        &*self.device
+    }
+
     pub fn name(&self) -> &str {
-        match self {
-            DeviceConfig::Simulated(c) => &c.name,
-            DeviceConfig::ModbusTcp(c) => &c.name,
-            DeviceConfig::ModbusRtu(c) => &c.name,
-            DeviceConfig::ModbusRtuTcp(c) => &c.name,
-            DeviceConfig::Serial(c) => &c.name,
-        }
+        self.device.name()
     }
 
     /// The writable points and the limits the commands task checks
     /// their writes against.
-    pub fn write_limits(&self) -> Vec<(&str, WriteLimits)> {
-        let points = match self {
-            DeviceConfig::ModbusTcp(c) => &c.points,
-            DeviceConfig::ModbusRtu(c) => &c.points,
-            DeviceConfig::ModbusRtuTcp(c) => &c.points,
-            DeviceConfig::Simulated(_) | DeviceConfig::Serial(_) => return Vec::new(),
-        };
-        points
-            .iter()
-            .filter_map(|p| Some((p.name.as_str(), p.write_limits()?)))
-            .collect()
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            DeviceConfig::Simulated(_) => "simulated",
-            DeviceConfig::ModbusTcp(_) => "modbus-tcp",
-            DeviceConfig::ModbusRtu(_) => "modbus-rtu",
-            DeviceConfig::ModbusRtuTcp(_) => "modbus-rtu-tcp",
-            DeviceConfig::Serial(_) => "serial",
-        }
+    pub fn write_limits(&self) -> Vec<(&str, super::guard::WriteLimits)> {
+        self.device.write_limits()
     }
 }
 
-fn typed<T: DeserializeOwned>(value: Value, path: &str, report: &mut Report) -> Option<T> {
-    match serde_path_to_error::deserialize(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            report.add_serde(path, e);
-            None
-        }
-    }
+/// The devices of `devices` whose kind is `kind`, each with its index.
+fn of_kind<'a>(
+    devices: &'a [DeviceConfig],
+    kind: &'a dyn Kind,
+) -> impl Iterator<Item = (usize, &'a dyn Device)> {
+    devices
+        .iter()
+        .enumerate()
+        .filter(move |(_, d)| d.kind == kind.name())
+        .map(|(i, d)| (i, d.device()))
+}
+
+/// The sources for `devices`, kind by kind, with the command queues of
+/// sources that accept writes registered in `routes`.
+pub(crate) fn sources(
+    devices: &[DeviceConfig],
+    routes: &mut super::commands::Routes,
+) -> Vec<Box<dyn super::Source>> {
+    KINDS
+        .iter()
+        .flat_map(|k| {
+            let mine: Vec<&dyn Device> = of_kind(devices, *k).map(|(_, d)| d).collect();
+            k.sources(&mine, routes)
+        })
+        .collect()
 }
 
 /// Parses every device entry; problems go to `report`, bad entries are skipped.
@@ -106,38 +121,32 @@ pub(crate) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, 
             Some(_) => {
                 report.add(
                     format!("{path}.kind"),
-                    format!("must be one of: {}", DEVICE_KINDS.join(", ")),
+                    format!("must be one of: {}", kind_names()),
                 );
                 continue;
             }
             None => {
-                report.add(
-                    path,
-                    format!("missing `kind` (one of: {})", DEVICE_KINDS.join(", ")),
-                );
+                report.add(path, format!("missing `kind` (one of: {})", kind_names()));
                 continue;
             }
         };
-        let value = Value::Mapping(map);
-        let parsed = match kind.as_str() {
-            "simulated" => typed(value, &path, report).map(DeviceConfig::Simulated),
-            "modbus-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusTcp),
-            "modbus-rtu" => typed(value, &path, report).map(DeviceConfig::ModbusRtu),
-            "modbus-rtu-tcp" => typed(value, &path, report).map(DeviceConfig::ModbusRtuTcp),
-            "serial" => typed(value, &path, report).map(|c| DeviceConfig::Serial(Box::new(c))),
-            other => {
-                let why = if PLANNED_KINDS.contains(&other) {
-                    format!("device kind `{other}` is not available in this build yet")
-                } else {
-                    format!("unknown device kind `{other}`")
-                };
-                report.add(
-                    format!("{path}.kind"),
-                    format!("{why}; kinds available: {}", DEVICE_KINDS.join(", ")),
-                );
-                None
-            }
+        let Some(k) = KINDS.iter().find(|k| k.name() == kind) else {
+            let why = if PLANNED_KINDS.contains(&kind.as_str()) {
+                format!("device kind `{kind}` is not available in this build yet")
+            } else {
+                format!("unknown device kind `{kind}`")
+            };
+            report.add(
+                format!("{path}.kind"),
+                format!("{why}; kinds available: {}", kind_names()),
+            );
+            continue;
         };
+        let parsed = k.parse(Value::Mapping(map), &path, report);
+        let parsed = parsed.map(|device| DeviceConfig {
+            kind: k.name(),
+            device,
+        });
         out.extend(parsed.map(|d| (i, d)));
     }
     out
@@ -147,14 +156,13 @@ pub(crate) fn parse_all(values: Vec<Value>, report: &mut Report) -> Vec<(usize, 
 /// against the config file's folder.
 pub(crate) fn resolve_paths(devices: &mut [DeviceConfig], config_dir: &Path) {
     for d in devices {
-        if let DeviceConfig::Serial(c) = d {
-            c.resolve_paths(config_dir);
-        }
+        d.device.resolve_paths(config_dir);
     }
 }
 
-/// Checks every device: valid and unique names, the adapter's own checks,
-/// and the RTU devices that share a port. `positions[i]` is the index in
+/// Checks every device: valid and unique names, the kind's own checks,
+/// and each kind's checks across its devices (RTU devices that share a
+/// port). `positions[i]` is the index in
 /// the YAML list of `devices[i]`; `config_file` anchors relative paths.
 pub(crate) fn validate_all(
     devices: &[DeviceConfig],
@@ -163,8 +171,6 @@ pub(crate) fn validate_all(
     report: &mut Report,
 ) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut rtu = Vec::new();
-    let mut rtu_tcp = Vec::new();
     for (&i, dev) in positions.iter().zip(devices) {
         let path = format!("devices[{i}]");
         let name = dev.name();
@@ -187,20 +193,38 @@ pub(crate) fn validate_all(
                 format!("duplicate device name {name:?} (also devices[{first}])"),
             );
         }
-        match dev {
-            DeviceConfig::Simulated(c) => c.validate(&path, report),
-            DeviceConfig::ModbusTcp(c) => c.validate(&path, report),
-            DeviceConfig::ModbusRtu(c) => {
-                c.validate(&path, report);
-                rtu.push((path.clone(), c));
-            }
-            DeviceConfig::ModbusRtuTcp(c) => {
-                c.validate(&path, report);
-                rtu_tcp.push((path.clone(), c));
-            }
-            DeviceConfig::Serial(c) => c.validate(config_file, &path, report),
-        }
+        dev.device.validate(&path, config_file, report);
     }
-    super::modbus::validate_buses(&rtu, report);
-    super::modbus::validate_tcp_buses(&rtu_tcp, report);
+    for k in KINDS {
+        let mine: Vec<(String, &dyn Device)> = of_kind(devices, *k)
+            .map(|(d, dev)| (format!("devices[{}]", positions[d]), dev))
+            .collect();
+        k.check_together(&mine, report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Locations;
+
+    /// Every registered kind reads its own entries and answers to its own
+    /// word only: a kind is its registration, nothing else names it.
+    #[test]
+    fn each_kind_is_found_by_its_word_and_the_words_are_distinct() {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        let text = "- { name: s, kind: simulated, points: [ { name: t, signal: sine } ] }\n";
+        let locations = Locations::index(text);
+        let mut report = Report::new(&locations);
+        let values: Vec<Value> = serde_yaml_ng::from_str(text).unwrap();
+        let parsed = parse_all(values, &mut report);
+        report.finish(Path::new("fieldgate.yaml")).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.kind(), "simulated");
+        assert_eq!(parsed[0].1.device().points()[0].name, "t");
+    }
 }

@@ -1,8 +1,7 @@
 //! Southbound: the sources that read field devices and turn samples into
-//! [`Reading`]s. One adapter per file; this file holds the [`Source`] trait,
-//! the context every source gets, and [`build_all`], which makes the sources
-//! for the configured devices; [`catalogue::build`] describes the configured points
-//! for ops.
+//! [`Reading`]s. This file holds the [`Source`] trait, the context every
+//! source gets, and [`build_all`], which makes the sources for the
+//! configured devices through their kinds ([`kind::Kind`]).
 //!
 //! Owns the contract between adapters and the pipeline. Must not publish
 //! readings itself (that is the rules stage) nor touch the broker directly:
@@ -12,6 +11,7 @@ pub mod catalogue;
 pub mod commands;
 pub mod devices;
 pub mod guard;
+pub(crate) mod kind;
 pub mod line;
 pub(crate) mod metrics;
 pub mod modbus;
@@ -151,34 +151,17 @@ impl DeviceFeed {
     }
 }
 
-/// Makes one source per device (or per shared bus) from the config, and
-/// registers the command queues of sources that accept writes in `routes`.
+/// Makes the sources for the configured devices (one per device, or one
+/// per shared bus, as each kind says), and registers the write guards of
+/// writable points and the command queues of sources that accept writes
+/// in `routes`.
 pub fn build_all(devices: &[DeviceConfig], routes: &mut commands::Routes) -> Vec<Box<dyn Source>> {
-    let mut out: Vec<Box<dyn Source>> = Vec::with_capacity(devices.len());
-    let mut rtu = Vec::new();
-    let mut rtu_tcp = Vec::new();
     for d in devices {
         for (point, limits) in d.write_limits() {
             routes.guard(d.name(), point, limits);
         }
-        match d {
-            DeviceConfig::Simulated(c) => out.push(Box::new(simulated::Simulated::new(c.clone()))),
-            DeviceConfig::ModbusTcp(c) => {
-                out.push(Box::new(modbus::TcpDevice::new(c.clone(), routes)))
-            }
-            DeviceConfig::Serial(c) => out.push(Box::new(serial::Serial::new((**c).clone()))),
-            // devices sharing a port become one source: the bus
-            DeviceConfig::ModbusRtu(c) => rtu.push(c),
-            DeviceConfig::ModbusRtuTcp(c) => rtu_tcp.push(c),
-        }
     }
-    for bus in modbus::buses(&rtu) {
-        out.push(Box::new(modbus::RtuBus::new(bus, routes)));
-    }
-    for bus in modbus::tcp_buses(&rtu_tcp) {
-        out.push(Box::new(modbus::RtuTcpBus::new(bus, routes)));
-    }
-    out
+    devices::sources(devices, routes)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The `simulated` device kind: signals computed from the clock, for demos
 //! and tests without hardware.
 //!
-//! Owns `SimulatedConfig` and signal generation. Must not block: every
-//! sample is a few arithmetic operations.
+//! Owns `SimulatedConfig`, its checks, its points and its lines in the
+//! plan (the kind's [`Device`]), and signal generation. Must not block:
+//! every sample is a few arithmetic operations.
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use serde::Deserialize;
 use tokio::time::{MissedTickBehavior, interval};
 use tracing::{Instrument, debug, info_span};
 
+use super::kind::{Device, KindOf, PlanContext, no_checks_together, one_each, read_only};
 use super::{Source, SourceContext, SourceFuture};
-use crate::config::TimeSpan;
+use crate::config::{Report, TimeSpan};
+use crate::ports::points::{PointKind, PointSpec};
 use crate::reading::{Reading, Value, now_ms};
 
 /// `kind: simulated`.
@@ -59,7 +62,7 @@ pub struct SimPoint {
 }
 
 impl SimulatedConfig {
-    pub(crate) fn validate(&self, path: &str, report: &mut crate::config::Report) {
+    pub(crate) fn validate(&self, path: &str, report: &mut Report) {
         if self.poll.get().is_zero() {
             report.add(format!("{path}.poll"), "must be greater than 0");
         }
@@ -108,6 +111,59 @@ impl SimulatedConfig {
                     format!("min ({lo}) is greater than max ({hi})"),
                 );
             }
+        }
+    }
+}
+
+/// `kind: simulated`: one source per device.
+pub(crate) const KIND: KindOf<SimulatedConfig> = KindOf {
+    name: "simulated",
+    check_together: no_checks_together,
+    sources: |devices, _| one_each(devices.iter().map(|c| (*c).clone()), Simulated::new),
+};
+
+impl Device for SimulatedConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, path: &str, _config_file: &std::path::Path, report: &mut Report) {
+        SimulatedConfig::validate(self, path, report)
+    }
+
+    fn poll(&self) -> Option<std::time::Duration> {
+        Some(self.poll.get())
+    }
+
+    fn points(&self) -> Vec<PointSpec> {
+        self.points
+            .iter()
+            .map(|p| {
+                let kind = match (&p.signal, &p.value) {
+                    (Signal::Constant, Some(Value::Bool(_))) => PointKind::Bool,
+                    (Signal::Constant, Some(Value::String(_))) => PointKind::Text,
+                    _ => PointKind::Float,
+                };
+                read_only(&p.name, p.unit.as_ref(), kind)
+            })
+            .collect()
+    }
+
+    fn describe(&self, s: &mut String, plan: &PlanContext<'_>) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            s,
+            "  {} (simulated, every {}) status {}/status/{}",
+            self.name, self.poll, plan.gateway, self.name
+        );
+        for p in &self.points {
+            let topic = (plan.topic)(&self.name, &p.name);
+            let unit = p
+                .unit
+                .as_deref()
+                .map(|u| format!(" [{u}]"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "    {:<16} {:?}{unit} -> {topic}", p.name, p.signal);
         }
     }
 }

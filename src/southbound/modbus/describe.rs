@@ -4,12 +4,11 @@
 //! Owns the wording. Must not touch the network.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use super::points::{DataType, Order, PointConfig};
 use super::{Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig};
 use super::{learn, merge};
-use crate::rules::DefaultMapping;
+use crate::southbound::kind::PlanContext;
 
 fn layout(p: &PointConfig) -> String {
     let ty = p.data_type();
@@ -30,10 +29,10 @@ fn points_and_requests(
     s: &mut String,
     name: &str,
     c: &Common,
-    mapping: &DefaultMapping,
+    plan: &PlanContext<'_>,
     broadcast: bool,
-    data_dir: &Path,
 ) {
+    let data_dir = plan.data_dir;
     for p in &c.points {
         let ty = p.data_type();
         let mut what = format!(
@@ -69,7 +68,7 @@ fn points_and_requests(
             s,
             "    {:<16} {what} -> {}",
             p.name,
-            mapping.topic(name, &p.name)
+            (plan.topic)(name, &p.name)
         );
     }
     if broadcast {
@@ -139,13 +138,8 @@ fn timing(c: &Common) -> String {
 }
 
 /// The plan of one `modbus-tcp` device.
-pub fn tcp(
-    s: &mut String,
-    gw: &str,
-    c: &ModbusTcpConfig,
-    mapping: &DefaultMapping,
-    data_dir: &Path,
-) {
+pub(super) fn tcp(s: &mut String, c: &ModbusTcpConfig, plan: &PlanContext<'_>) {
+    let gw = plan.gateway;
     let _ = writeln!(
         s,
         "  {} (modbus-tcp {}, {}) status {gw}/status/{}",
@@ -154,17 +148,12 @@ pub fn tcp(
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping, false, data_dir);
+    points_and_requests(s, &c.name, &c.common(), plan, false);
 }
 
 /// The plan of one `modbus-rtu` device.
-pub fn rtu(
-    s: &mut String,
-    gw: &str,
-    c: &ModbusRtuConfig,
-    mapping: &DefaultMapping,
-    data_dir: &Path,
-) {
+pub(super) fn rtu(s: &mut String, c: &ModbusRtuConfig, plan: &PlanContext<'_>) {
+    let gw = plan.gateway;
     let _ = writeln!(
         s,
         "  {} (modbus-rtu{} on {} {} {}{}{}, {}) status {gw}/status/{}",
@@ -182,17 +171,12 @@ pub fn rtu(
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0, data_dir);
+    points_and_requests(s, &c.name, &c.common(), plan, c.unit == 0);
 }
 
 /// The plan of one `modbus-rtu-tcp` device.
-pub fn rtu_tcp(
-    s: &mut String,
-    gw: &str,
-    c: &ModbusRtuTcpConfig,
-    mapping: &DefaultMapping,
-    data_dir: &Path,
-) {
+pub(super) fn rtu_tcp(s: &mut String, c: &ModbusRtuTcpConfig, plan: &PlanContext<'_>) {
+    let gw = plan.gateway;
     let _ = writeln!(
         s,
         "  {} (modbus-rtu-tcp {} {} frames{}, {}) status {gw}/status/{}",
@@ -207,5 +191,5 @@ pub fn rtu_tcp(
         timing(&c.common()),
         c.name
     );
-    points_and_requests(s, &c.name, &c.common(), mapping, c.unit == 0, data_dir);
+    points_and_requests(s, &c.name, &c.common(), plan, c.unit == 0);
 }

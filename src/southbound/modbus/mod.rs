@@ -2,7 +2,8 @@
 //! (docs/design.md; for users docs/modbus.md): their config structs and
 //! checks, the register codec, read merging and the limits a device
 //! teaches, the sources that poll them (one per TCP device, one per RTU
-//! bus), `.../set` writes and their part of `fieldgate check`.
+//! bus), `.../set` writes, their part of `fieldgate check`, and how they
+//! plug into the `devices:` list (their `Kind`s).
 //!
 //! Owns everything Modbus. Must not publish readings itself (they go to the
 //! rules stage through the `SourceContext`) nor touch the broker.
@@ -10,8 +11,9 @@
 mod ascii;
 mod bus;
 mod config;
-pub mod describe;
+mod describe;
 mod device;
+mod kind;
 mod learn;
 mod link;
 pub mod merge;
@@ -25,6 +27,7 @@ mod writes;
 pub use config::{
     BitWrite, Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig, Parity, buses,
 };
+pub(crate) use kind::{RTU_KIND, RTU_TCP_KIND, TCP_KIND};
 pub use rtu::{BusConfig, RtuBus};
 pub use rtu_tcp::{RtuTcpBus, TcpBusConfig, tcp_buses};
 pub use tcp::TcpDevice;

@@ -7,14 +7,11 @@ use std::fmt::Write;
 
 use super::SerialConfig;
 use super::framing::{self, FrameMode, unescape};
+use crate::southbound::kind::PlanContext;
 
 /// The device's lines in `fieldgate check`'s plan.
-pub(crate) fn describe(
-    s: &mut String,
-    c: &SerialConfig,
-    gw: &str,
-    mapping: &crate::rules::DefaultMapping,
-) {
+pub(super) fn describe(s: &mut String, c: &SerialConfig, plan: &PlanContext<'_>) {
+    let gw = plan.gateway;
     let parity = c.parity.letter();
     let frame = match c.frame.mode() {
         Ok((FrameMode::Delimiter(d), _)) => {
@@ -64,11 +61,11 @@ pub(crate) fn describe(
             .kind
             .map(|k| format!(" {}", format!("{k:?}").to_lowercase()))
             .unwrap_or_default();
-        let topic = mapping.topic(&c.name, &p.name);
+        let topic = (plan.topic)(&c.name, &p.name);
         let _ = writeln!(s, "    {:<16}{kind}{unit} -> {topic}", p.name);
     }
     if !c.strict {
-        let topic = mapping.topic(&c.name, "{point}");
+        let topic = (plan.topic)(&c.name, "{point}");
         let _ = writeln!(s, "    (points named by the decoder) -> {topic}");
     }
 }

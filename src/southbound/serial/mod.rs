@@ -10,9 +10,10 @@
 pub mod decoder;
 mod describe;
 pub mod framing;
+mod kind;
 mod session;
 
-pub(crate) use describe::describe;
+pub(crate) use kind::KIND;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
