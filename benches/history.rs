@@ -19,9 +19,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fieldgate::metrics::history;
-use fieldgate::metrics::readings::{self, DeviceLast};
 use fieldgate::reading::{Quality, Reading, Value};
+use fieldgate::recent::history;
+use fieldgate::recent::{self, DeviceLast};
 
 const PER_DEVICE: usize = 10;
 /// An hour and a minute of polls, one a second.
@@ -74,7 +74,7 @@ fn run(variant: &str, points: usize) {
     let after = rss_anon_kib();
     println!(
         "{variant} {before} {after} {} {}",
-        readings::history_bytes(),
+        recent::history_bytes(),
         took.as_millis()
     );
 }

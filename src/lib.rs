@@ -14,11 +14,14 @@
 pub mod bridge;
 pub mod broker;
 pub mod config;
+mod data_dir;
+mod log_throttle;
 pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod ports;
 pub mod reading;
+pub mod recent;
 pub mod rules;
 pub mod script;
 pub mod settings;
@@ -34,7 +37,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::broker::auth::{Auth, AuthError};
 use crate::broker::{Broker, BrokerConfig, BrokerError};
-use crate::ops::http::MetricsConfig;
+use crate::ops::http::HttpConfig;
 use crate::ports::PasswordCheck;
 use crate::reading::Publish;
 use crate::settings::Config;
@@ -99,8 +102,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // what ops shows of the configured points (ops imports no stage)
     let catalogue = southbound::catalogue::build(&config.devices);
     let ops_cancel = CancellationToken::new();
-    if let Some(m) = &config.metrics {
-        metrics::history::configure(m.history.get(), m.history_bucket.get());
+    if let Some(m) = &config.http {
+        recent::history::configure(m.history.get(), m.history_bucket.get());
         let clients: Arc<dyn ports::Clients> = Arc::new(handle.clone());
         let api = ops::api::Api::new(gateway.to_string(), catalogue.clone())
             .with_clients(clients.clone());
@@ -281,7 +284,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 /// else the broker's users and password file; `None` when there is none
 /// (no login asked).
 fn page_logins(
-    http: &MetricsConfig,
+    http: &HttpConfig,
     broker: &BrokerConfig,
     broker_logins: Arc<dyn PasswordCheck>,
 ) -> Result<Option<Arc<dyn PasswordCheck>>, AuthError> {
@@ -343,7 +346,7 @@ mod tests {
                 password_file: Some(file),
             }
         };
-        let no_http: MetricsConfig = serde_yaml_ng::from_str("{}").unwrap();
+        let no_http: HttpConfig = serde_yaml_ng::from_str("{}").unwrap();
         let mut broker = BrokerConfig::default();
         let shared =
             |b: &BrokerConfig| -> Arc<dyn PasswordCheck> { Arc::new(Auth::new(b).unwrap()) };

@@ -1,8 +1,8 @@
 //! The metrics leaf: process-wide metrics (Prometheus text via
 //! prometheus-client), the device health behind `/healthz`, the
-//! [`Collector`]s stages register, and the one throttle for repeated log
-//! lines ([`LogThrottle`]); `readings` (the last reading per point) and
-//! `history` (their bounded trends, for the status page).
+//! [`Collector`]s stages register. The last reading per point and its
+//! history are the `recent` leaf's; the log throttle is `log_throttle`'s
+//! (re-exported here as [`LogThrottle`] for the callers not moved yet).
 //!
 //! Owns the registry and the figures health reads ([`Metrics`]). Each
 //! stage creates its own metrics and registers them here at start
@@ -13,13 +13,9 @@
 //! status page, the systemd STATUS line). This module must import no stage
 //! and hold no pipeline state beyond counters and gauges.
 
-pub mod history;
-pub mod readings;
-mod throttle;
-
+pub use crate::log_throttle::LogThrottle;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::gauge::Gauge;
-pub use throttle::LogThrottle;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -273,7 +269,7 @@ impl Metrics {
         if let Ok(mut d) = self.devices.lock() {
             d.insert(device.to_string(), health);
         }
-        readings::mark_state(device, online);
+        crate::recent::mark_state(device, online);
     }
 
     /// Records what a device taught about its limits (empty: nothing).

@@ -1,6 +1,7 @@
 //! The types that flow between stages: [`Reading`] (southbound -> rules) and
 //! [`Publish`] (rules -> broker and bridge), plus [`Qos`], the status
-//! topics and payloads every stage publishes ([`status`]), and the readings
+//! topics and payloads every stage publishes ([`status`]), the command
+//! topics ([`command`]), and the readings
 //! channel between sources and rules ([`batch`]: bounded in readings,
 //! carrying batches).
 //!
@@ -9,6 +10,7 @@
 
 pub mod batch;
 pub mod clock;
+pub mod command;
 pub mod status;
 
 use std::cell::RefCell;

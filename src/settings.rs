@@ -1,5 +1,5 @@
 //! The whole configuration: assembles the sections every stage owns
-//! (`gateway:`, `broker:`, `devices:`, `rules:`, `metrics:`, `uplink:`)
+//! (`gateway:`, `broker:`, `devices:`, `rules:`, `http:`, `uplink:`)
 //! into [`Config`], loads the file and runs the checks across sections
 //! (the secret files of every section: `settings/secrets.rs`).
 //!
@@ -18,7 +18,7 @@ use crate::bridge::UplinkConfig;
 use crate::broker::BrokerConfig;
 use crate::config::{ConfigError, Locations, Report, check_topic_template, is_valid_name};
 use crate::ops::homeassistant::HomeAssistantConfig;
-use crate::ops::http::MetricsConfig;
+use crate::ops::http::HttpConfig;
 use crate::rules::RulesConfig;
 use crate::southbound::devices::{self, DeviceConfig};
 
@@ -33,8 +33,9 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub devices: Vec<DeviceConfig>,
     pub rules: RulesConfig,
-    /// The metrics and health endpoint; off when absent.
-    pub metrics: Option<MetricsConfig>,
+    /// `http:` (or `metrics:`): the metrics, health and status page
+    /// endpoint; off when absent.
+    pub http: Option<HttpConfig>,
     /// `uplink:`: the store-and-forward bridge; `None` for a local gateway.
     pub uplink: Option<UplinkConfig>,
     /// `homeassistant:`: MQTT discovery; off when absent.
@@ -82,10 +83,10 @@ struct RawConfig {
     #[serde(default)]
     uplink: Option<UplinkConfig>,
     #[serde(default)]
-    metrics: Option<MetricsConfig>,
+    metrics: Option<HttpConfig>,
     /// `http:` is the same section as `metrics:` under its newer name.
     #[serde(default)]
-    http: Option<MetricsConfig>,
+    http: Option<HttpConfig>,
     #[serde(default)]
     homeassistant: Option<HomeAssistantConfig>,
 }
@@ -152,7 +153,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         broker: raw.broker,
         devices,
         rules: raw.rules,
-        metrics: raw.http.or(raw.metrics),
+        http: raw.http.or(raw.metrics),
         uplink: raw.uplink,
         homeassistant: raw.homeassistant,
     };

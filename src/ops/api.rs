@@ -4,7 +4,7 @@
 //!
 //! Owns the document shape (documented in docs/operations.md) and the rate
 //! sampler. Reads only: the metrics leaf (the broker's and the uplink's
-//! figures among them), [`crate::metrics::readings`], [`super::logring`]
+//! figures among them), [`crate::recent`], [`super::logring`]
 //! the point catalogue and the broker's [`Clients`] port it is given; must
 //! not change pipeline state.
 
@@ -15,10 +15,10 @@ use serde_json::{Value as Json, json};
 
 use super::logring;
 use crate::metrics;
-use crate::metrics::readings;
 use crate::ports::Clients;
 use crate::ports::points::DeviceSpec;
 use crate::reading::{Quality, now_ms};
+use crate::recent;
 
 /// A value older than this many poll intervals is marked stale.
 pub const STALE_POLLS: u32 = 3;
@@ -108,7 +108,7 @@ impl Api {
 
     fn device_json(&self, d: &DeviceSpec, now: i64) -> Json {
         let health = metrics::get().devices().remove(&d.name);
-        let last = readings::of_device(&d.name);
+        let last = recent::of_device(&d.name);
         let stale_ms = i64::try_from(stale_after(d).as_millis()).unwrap_or(i64::MAX);
         let mut last_ok: Option<i64> = None;
         let points: Vec<Json> = d

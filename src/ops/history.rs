@@ -5,7 +5,7 @@
 //! the broker's clients (`/api/v1/clients`).
 //!
 //! Owns the documents' shapes (documented in docs/operations.md). Reads the
-//! metrics leaf's history ([`crate::metrics::readings`]), the uplink trend
+//! `recent` leaf's history ([`crate::recent`]), the uplink trend
 //! ([`super::trend`]) and the [`Clients`] port; must not change pipeline
 //! state.
 
@@ -15,10 +15,10 @@ use std::sync::Arc;
 use serde_json::{Value as Json, json};
 
 use super::trend::UplinkTrend;
-use crate::metrics::readings::{self, PointHistory};
-use crate::metrics::{Collector, Gauge, Metrics, gauge, history};
+use crate::metrics::{Collector, Gauge, Metrics, gauge};
 use crate::ports::Clients;
 use crate::ports::points::DeviceSpec;
+use crate::recent::{self, PointHistory, history};
 
 /// What the history documents read from, built once at start.
 pub struct Histories {
@@ -83,7 +83,7 @@ impl Histories {
     /// readings.
     pub fn point(&self, device: &str, point: &str) -> Result<(Json, PointHistory), Missing> {
         let spec = self.devices.iter().find(|d| d.name == device);
-        let recorded = readings::history_of(device);
+        let recorded = recent::history_of(device);
         if spec.is_none() && recorded.is_empty() {
             return Err(Missing::Device(device.into()));
         }
@@ -93,7 +93,7 @@ impl Histories {
             None if pspec.is_some() => PointHistory::default(),
             None => return Err(Missing::Point(device.into(), point.into())),
         };
-        let unit = readings::of_device(device)
+        let unit = recent::of_device(device)
             .get(point)
             .and_then(|l| l.unit.as_deref().map(str::to_string))
             .or_else(|| pspec.and_then(|p| p.unit.clone()));
@@ -109,7 +109,7 @@ impl Histories {
             .devices
             .iter()
             .map(|d| {
-                let trail: Vec<Json> = readings::trail_of(&d.name)
+                let trail: Vec<Json> = recent::trail_of(&d.name)
                     .iter()
                     .filter(|b| b.start >= oldest())
                     .map(|b| {
@@ -126,7 +126,7 @@ impl Histories {
                     })
                     .collect();
                 let mut points = serde_json::Map::new();
-                for (name, h) in readings::history_of(&d.name) {
+                for (name, h) in recent::history_of(&d.name) {
                     points.insert(name.to_string(), series_json(&h));
                 }
                 json!({
@@ -169,7 +169,7 @@ struct HistoryBytes(Gauge);
 
 impl Collector for HistoryBytes {
     fn collect(&self, _: &Metrics) {
-        self.0.set(gauge(readings::history_bytes() as u64));
+        self.0.set(gauge(recent::history_bytes() as u64));
     }
 }
 

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use crate::ports::Watch;
 use crate::ports::points::{DeviceSpec, PointKind, PointSpec};
-use crate::reading::status;
 use crate::reading::{Publish, Qos};
+use crate::reading::{command, status};
 
 /// Where the topics published last time are kept, inside `data_dir`.
 pub const STATE_FILE: &str = "homeassistant.json";
@@ -176,7 +176,7 @@ pub fn entities(
             if p.writable {
                 m.insert(
                     "command_topic".into(),
-                    format!("{gateway}/{}/{}/set", d.name, p.name).into(),
+                    command::set_topic(gateway, &d.name, &p.name).into(),
                 );
             }
             match comp {

@@ -2,7 +2,7 @@
 //! at `/metrics`, JSON at `/healthz`, and the status page with its JSON API
 //! (routes in [`super::page`]).
 //!
-//! Owns `MetricsConfig` (with the listener's limits and the history's
+//! Owns `HttpConfig` (with the listener's limits and the history's
 //! shape) and the routes; the accept loop with its limits is
 //! [`super::listen`]. Must not change pipeline state:
 //! it only reads `crate::metrics` (after [`crate::metrics::Metrics::collect`],
@@ -22,10 +22,10 @@ use tracing::info;
 use crate::config::{LoginUser, Report, TimeSpan};
 use crate::metrics;
 
-/// `metrics:`.
+/// `http:` (also read under its older name `metrics:`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
+pub struct HttpConfig {
     /// Address of the HTTP endpoint, loopback by default.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -65,7 +65,7 @@ fn default_history_bucket() -> TimeSpan {
     TimeSpan::from_secs(30)
 }
 
-impl MetricsConfig {
+impl HttpConfig {
     /// The checks of the section named `at` (`http` or `metrics`).
     pub(crate) fn validate(&self, at: &str, report: &mut Report) {
         if self.max_connections == 0 {
@@ -81,13 +81,13 @@ impl MetricsConfig {
                 format!("must be between 1s and `history` ({})", self.history),
             );
         } else if span.as_millis() / bucket.as_millis()
-            > crate::metrics::history::MAX_BUCKETS as u128
+            > crate::recent::history::MAX_BUCKETS as u128
         {
             report.add(
                 format!("{at}.history"),
                 format!(
                     "at most {} buckets of `history_bucket` ({}): make the bucket longer",
-                    crate::metrics::history::MAX_BUCKETS,
+                    crate::recent::history::MAX_BUCKETS,
                     self.history_bucket
                 ),
             );
@@ -150,7 +150,7 @@ async fn healthz(gateway: String) -> impl IntoResponse {
 
 /// Binds `cfg.listen` and serves until `cancel` fires.
 pub async fn serve(
-    cfg: &MetricsConfig,
+    cfg: &HttpConfig,
     gateway: String,
     page: Arc<super::page::Page>,
     cancel: CancellationToken,

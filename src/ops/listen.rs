@@ -26,7 +26,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::metrics::{self, CounterFamily, LogThrottle};
+use crate::log_throttle::LogThrottle;
+use crate::metrics::{self, CounterFamily};
 
 /// The largest request head read (hyper's minimum buffer).
 const MAX_HEAD: usize = 8192;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rhai::{Dynamic, Engine};
 
-use super::api::{self, Defaults, SharedCtx};
+use super::script_functions::{self, Defaults, SharedCtx};
 use super::script_reading::ScriptReading;
 use super::{DefaultMapping, Grouping, RulesConfig, TopicTemplate, device_template};
 use crate::ports::points::DeviceSpec;
@@ -125,7 +125,7 @@ impl RulesEngine {
         });
         let ctx = SharedCtx::default();
         let mut engine = script::engine(&cfg.limits);
-        api::register(&mut engine, defaults, ctx.clone());
+        script_functions::register(&mut engine, defaults, ctx.clone());
         let mut errors = Vec::new();
         let slots: Vec<Slot> = paths
             .into_iter()
@@ -143,7 +143,7 @@ impl RulesEngine {
                 }
             })
             .collect();
-        api::lock(&ctx).helpers = slots.iter().map(|_| Default::default()).collect();
+        script_functions::lock(&ctx).helpers = slots.iter().map(|_| Default::default()).collect();
         let grouping = (cfg.payload == super::Payload::PerDevice && slots.is_empty())
             .then(|| Grouping::new(gateway, &device_template(&cfg.topic), cfg.qos, cfg.retain));
         let engine = RulesEngine {
@@ -217,7 +217,7 @@ impl RulesEngine {
         let sr = ScriptReading::new(r);
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Some(script) = &slot.script else { continue };
-            api::lock(&self.ctx).script = i;
+            script_functions::lock(&self.ctx).script = i;
             slot.counters.calls.fetch_add(1, Ordering::Relaxed);
             let result = script.call(
                 &self.engine,
@@ -225,7 +225,7 @@ impl RulesEngine {
                 ENTRY,
                 (Dynamic::from(sr.clone()),),
             );
-            let mut ctx = api::lock(&self.ctx);
+            let mut ctx = script_functions::lock(&self.ctx);
             match result {
                 Ok(_) => out.append(&mut ctx.out),
                 Err(error) => {
@@ -249,20 +249,20 @@ impl RulesEngine {
                 }
             }
         }
-        api::lock(&self.ctx).last.update(r);
+        script_functions::lock(&self.ctx).last.update(r);
         failures
     }
 
     /// Forgets the publishes of a call that did not finish (after a panic
     /// the stage caught), so they cannot leak into the next reading's.
     pub fn discard_pending(&mut self) {
-        api::lock(&self.ctx).out.clear();
+        script_functions::lock(&self.ctx).out.clear();
     }
 
     /// Readings the helpers let through untracked because their memory was
     /// full, and readings `last` did not remember (see `state.rs`).
     pub fn untracked(&self) -> u64 {
-        let ctx = api::lock(&self.ctx);
+        let ctx = script_functions::lock(&self.ctx);
         ctx.helpers.iter().map(|h| h.untracked).sum::<u64>() + ctx.last.untracked
     }
 }

@@ -7,15 +7,16 @@
 //! SIGHUP, the stage loop on its own thread and `fieldgate rules test`. Must not talk to devices or the
 //! broker: it reads one channel and writes another.
 
-mod api;
 pub mod cli;
 mod engine;
 mod grouping;
 mod mapping;
 mod reload;
+mod script_functions;
 mod script_reading;
 mod stage;
 mod state;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;

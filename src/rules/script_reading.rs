@@ -1,8 +1,8 @@
 //! The reading object rule scripts get in `on_reading(r)` (`ScriptReading`,
-//! registered as the Rhai type `Reading` in `api.rs`), its default payload
+//! registered as the Rhai type `Reading` in `script_functions.rs`), its default payload
 //! and its text form.
 //!
-//! Owns the conversion from a [`Reading`] only. Shared by `api.rs` (the
+//! Owns the conversion from a [`Reading`] only. Shared by `script_functions.rs` (the
 //! script functions) and `state.rs` (what `last_reading` remembers), which
 //! must not import each other.
 

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::engine::{Failure, RulesEngine};
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::{Publish, Reading};
 
 /// Log lines per script per window before errors are only counted.

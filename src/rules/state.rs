@@ -169,7 +169,7 @@ impl LastValues {
 #[cfg(test)]
 mod tests {
     //! Unit tests of the rule helpers that remember between calls
-    //! (`deadband`, `rate_limit`, `last`; `state.rs` and `api.rs`).
+    //! (`deadband`, `rate_limit`, `last`; `state.rs` and `script_functions.rs`).
 
     use crate::reading::Value;
     use crate::rules::RulesEngine;

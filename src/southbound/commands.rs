@@ -6,7 +6,7 @@
 //! `{gateway}/+/+/set`), the routes from device names to the sources that
 //! own them, each writable point's write guard (`min` / `max`,
 //! `max_write_rate`: [`super::guard`]), payload parsing, and the
-//! `.../set/result` message. Must not talk to devices: it hands each
+//! `.../set/result` message (the topics are `reading::command`'s). Must not talk to devices: it hands each
 //! command to its source's bounded queue.
 //!
 //! Drop policy: a command for a source whose queue is full is refused at
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::guard::{PointGuard, WriteLimits};
-use crate::metrics::LogThrottle;
-use crate::reading::{Publish, Qos, Value};
+use crate::log_throttle::LogThrottle;
+use crate::reading::{Publish, Qos, Value, command};
 
 /// Commands a source may have waiting before new ones are refused.
 pub const QUEUE_CAPACITY: usize = 16;
@@ -170,15 +170,7 @@ fn guarded(
 
 /// The `{gateway}/+/+/set` filter the command task subscribes to.
 pub fn filter(gateway: &str) -> String {
-    format!("{gateway}/+/+/set")
-}
-
-/// `(device, point)` of a `{gateway}/{device}/{point}/set` topic.
-pub fn parse_topic<'a>(gateway: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
-    let rest = topic.strip_prefix(gateway)?.strip_prefix('/')?;
-    let rest = rest.strip_suffix("/set")?;
-    let (device, point) = rest.split_once('/')?;
-    (!device.is_empty() && !point.is_empty() && !point.contains('/')).then_some((device, point))
+    command::set_topic(gateway, "+", "+")
 }
 
 /// The value of a command payload: JSON `21.5`, `true`, `"auto"`, or
@@ -219,7 +211,7 @@ pub fn result(gateway: &str, device: &str, point: &str, r: &Result<(), String>) 
         Err(e) => serde_json::json!({"ok": false, "error": e}),
     };
     Publish {
-        topic: format!("{gateway}/{device}/{point}/set/result"),
+        topic: command::result_topic(gateway, device, point),
         payload: Bytes::from(body.to_string()),
         qos: Qos::AtLeastOnce,
         retain: false,
@@ -250,7 +242,7 @@ pub async fn run(
         };
         let topic = p.topic.to_string();
         routes.stats.received.fetch_add(1, Ordering::Relaxed);
-        let Some((device, point)) = parse_topic(&gateway, &topic) else {
+        let Some((device, point)) = command::parse_set_topic(&gateway, &topic) else {
             continue;
         };
         let cmd = WriteCommand {
@@ -270,17 +262,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn topics() {
-        assert_eq!(
-            parse_topic("gw", "gw/boiler/setpoint/set"),
-            Some(("boiler", "setpoint"))
-        );
-        assert_eq!(parse_topic("gw", "gw/boiler/setpoint"), None);
-        assert_eq!(parse_topic("gw", "gw2/boiler/setpoint/set"), None);
-        assert_eq!(parse_topic("gw", "gw/boiler/a/b/set"), None);
-    }
 
     #[test]
     fn payloads() {

@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Counter;
-use crate::metrics::readings::DeviceLast;
 use crate::reading::batch::ReadingsSender;
 use crate::reading::status;
 use crate::reading::{Publish, Reading};
+use crate::recent::DeviceLast;
 use devices::DeviceConfig;
 
 /// A boxed future a source runs as.
@@ -91,7 +91,7 @@ impl SourceContext {
             .readings
             .get_or_create(&metrics::device(&reading.device))
             .inc();
-        crate::metrics::readings::record(&reading);
+        crate::recent::record(&reading);
         self.readings.send(vec![reading]).await.is_ok()
     }
 
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(rx.recv().await, Some(batch));
         let text = crate::metrics::get().render();
         assert!(text.contains(&format!("{series} 3")), "{text}");
-        let last = crate::metrics::readings::of_device(&dev);
+        let last = crate::recent::of_device(&dev);
         assert_eq!(last.len(), 3);
         assert_eq!(last["c"].value, Value::Int(3));
         drop(rx);

@@ -20,8 +20,19 @@ const WIRING: &[&str] = &["wiring", "settings", "plan"];
 /// The stages of the data flow and the ops endpoints.
 const STAGES: &[&str] = &["southbound", "rules", "broker", "bridge", "ops"];
 /// Shared leaves: value types and errors, the readings, the Rhai engine,
-/// the metrics registry, the ports ops reaches the other stages through.
-const LEAVES: &[&str] = &["config", "reading", "script", "metrics", "ports"];
+/// the metrics registry, the last readings and their history, the log
+/// throttle, setting broken files aside, the ports ops reaches the other
+/// stages through.
+const LEAVES: &[&str] = &[
+    "config",
+    "reading",
+    "script",
+    "metrics",
+    "recent",
+    "log_throttle",
+    "data_dir",
+    "ports",
+];
 /// Stages that import no other stage, only leaves: ops reads figures from
 /// `metrics` and reaches the broker and the point catalogue through
 /// `ports`, all handed in by the wiring.

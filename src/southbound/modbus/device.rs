@@ -276,7 +276,7 @@ impl Poller {
             }
         }
         // cycle complete: its time and errors for the status page's hour
-        crate::metrics::readings::mark_poll(
+        crate::recent::mark_poll(
             &self.name,
             self.cycle
                 .started

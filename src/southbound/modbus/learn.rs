@@ -194,7 +194,7 @@ fn read_all(data_dir: &Path, repair: bool) -> BTreeMap<String, Learned> {
         Ok(m) => m,
         Err(_) if !repair => BTreeMap::new(),
         Err(e) => {
-            let moved = crate::config::files::set_aside(&p);
+            let moved = crate::data_dir::set_aside(&p);
             warn!(path = %p.display(), error = %e, moved_to = ?moved.ok(),
                 "learned Modbus limits unreadable: set aside, learning starts over");
             BTreeMap::new()

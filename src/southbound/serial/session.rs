@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::decoder::Decoder;
 use super::framing::{FrameStats, Framer, escape_for_log, unescape};
 use super::{FlowControl, SerialConfig, SerialStats};
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::{Quality, Reading, now_ms};
 use crate::southbound::SourceContext;
 

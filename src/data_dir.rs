@@ -1,6 +1,7 @@
 //! Files the stages keep under `data_dir`: setting a broken SQLite file
 //! aside (the outbox and the broker store share the rule: a broken file is
-//! renamed, never a crash loop). Owns no state; must not open databases.
+//! renamed, never a crash loop). A leaf: owns no state; must not open
+//! databases or import a stage.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

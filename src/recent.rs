@@ -10,13 +10,17 @@
 //! pointer, without comparing names. Sources record into it through
 //! `SourceContext::send` / `send_all`; it must not hold anything but the
 //! latest value and, beside it, the point's bounded trend history
-//! ([`super::history`], recorded only once the wiring configured it).
+//! ([`history`], recorded only once the wiring configured it).
+//!
+//! A leaf: must not import a stage or the metrics registry.
+
+pub mod history;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
-use super::history::{self, DeviceBucket, Series};
 use crate::reading::{Quality, Reading, Value, now_ms};
+use history::{DeviceBucket, Series};
 
 /// The last reading of one point.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@
 //! bucket.
 //!
 //! Owns [`Series`] (one point's history, kept beside its last reading in
-//! [`super::readings`]) and [`DeviceTrail`], and the shape set once at start
+//! [`crate::recent`]) and [`DeviceTrail`], and the shape set once at start
 //! by the wiring ([`configure`]; without it nothing is recorded). Bounded:
 //! a numeric point's buffers are allocated once at their full size (8 bytes
 //! per raw reading, 20 per bucket: 3,360 bytes with the defaults), values
