@@ -115,6 +115,15 @@ fn number(v: &Dynamic, what: &str) -> Res<f64> {
 
 /// Registers the type and the functions on `engine`.
 pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: SharedCtx) {
+    register_reading(engine, defaults.clone());
+    register_publishing(engine, defaults, ctx.clone());
+    register_helpers(engine, ctx.clone());
+    register_last(engine, ctx);
+}
+
+/// The `Reading` type: its fields, their checks, its text form, and the
+/// `topic` it is emitted on (the default mapping's unless set).
+fn register_reading(engine: &mut Engine, defaults: Arc<Defaults>) {
     engine
         .register_type_with_name::<ScriptReading>("Reading")
         .register_get_set(
@@ -138,92 +147,87 @@ pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: Shared
             |r: &mut ScriptReading, v: INT| r.ts = v,
         )
         .register_get("quality", |r: &mut ScriptReading| r.quality.clone())
-        .register_set(
-            "quality",
-            |r: &mut ScriptReading, v: ImmutableString| -> Res<()> {
-                match v.as_str() {
-                    "good" | "bad" | "stale" => {
-                        r.quality = v;
-                        Ok(())
-                    }
-                    other => fail(format!(
-                        "quality must be \"good\", \"bad\" or \"stale\", not {other:?}"
-                    )),
-                }
-            },
-        )
+        .register_set("quality", set_quality)
         .register_get("unit", |r: &mut ScriptReading| r.unit.clone())
-        .register_set("unit", |r: &mut ScriptReading, v: Dynamic| -> Res<()> {
-            if v.is_unit() || v.is_string() {
-                r.unit = v;
-                Ok(())
-            } else {
-                fail(format!(
-                    "unit must be a string or (), not {}",
-                    v.type_name()
-                ))
-            }
-        })
+        .register_set("unit", set_unit)
         .register_set("topic", |r: &mut ScriptReading, v: ImmutableString| {
             r.topic = Some(v)
         })
         .register_fn("to_string", |r: &mut ScriptReading| r.to_string())
         .register_fn("to_debug", |r: &mut ScriptReading| r.to_string());
-
-    let d = defaults.clone();
     engine.register_get("topic", move |r: &mut ScriptReading| -> ImmutableString {
         match &r.topic {
             Some(t) => t.clone(),
-            None => d.topic(&r.device, &r.point).into(),
+            None => defaults.topic(&r.device, &r.point).into(),
         }
     });
+}
 
+fn set_quality(r: &mut ScriptReading, v: ImmutableString) -> Res<()> {
+    match v.as_str() {
+        "good" | "bad" | "stale" => {
+            r.quality = v;
+            Ok(())
+        }
+        other => fail(format!(
+            "quality must be \"good\", \"bad\" or \"stale\", not {other:?}"
+        )),
+    }
+}
+
+fn set_unit(r: &mut ScriptReading, v: Dynamic) -> Res<()> {
+    if v.is_unit() || v.is_string() {
+        r.unit = v;
+        Ok(())
+    } else {
+        fail(format!(
+            "unit must be a string or (), not {}",
+            v.type_name()
+        ))
+    }
+}
+
+/// Adds a publish to the current call's output, once its topic is checked.
+fn push(ctx: &SharedCtx, topic: String, payload: bytes::Bytes, qos: Qos, retain: bool) -> Res<()> {
+    check_topic(&topic)?;
+    lock(ctx).out.push(Publish {
+        topic,
+        payload,
+        qos,
+        retain,
+    });
+    Ok(())
+}
+
+/// `emit(r)`, `publish(topic, payload)` and `publish(topic, payload, qos, retain)`.
+fn register_publishing(engine: &mut Engine, defaults: Arc<Defaults>, ctx: SharedCtx) {
     let (d, c) = (defaults.clone(), ctx.clone());
     engine.register_fn("emit", move |r: &mut ScriptReading| -> Res<()> {
         let topic = match &r.topic {
             Some(t) => t.to_string(),
             None => d.topic(&r.device, &r.point),
         };
-        check_topic(&topic)?;
-        let p = Publish {
-            topic,
-            payload: r.payload(),
-            qos: d.qos,
-            retain: d.retain,
-        };
-        lock(&c).out.push(p);
-        Ok(())
+        push(&c, topic, r.payload(), d.qos, d.retain)
     });
-
-    let (d, c) = (defaults.clone(), ctx.clone());
+    let (d, c) = (defaults, ctx.clone());
     engine.register_fn("publish", move |topic: &str, payload: Dynamic| -> Res<()> {
-        check_topic(topic)?;
-        let p = Publish {
-            topic: topic.to_string(),
-            payload: convert::to_payload(&payload),
-            qos: d.qos,
-            retain: d.retain,
-        };
-        lock(&c).out.push(p);
-        Ok(())
+        let payload = convert::to_payload(&payload);
+        push(&c, topic.to_string(), payload, d.qos, d.retain)
     });
-
-    let c = ctx.clone();
     engine.register_fn(
         "publish",
         move |topic: &str, payload: Dynamic, qos: INT, retain: bool| -> Res<()> {
-            check_topic(topic)?;
-            let p = Publish {
-                topic: topic.to_string(),
-                payload: convert::to_payload(&payload),
-                qos: qos_of(qos)?,
-                retain,
-            };
-            lock(&c).out.push(p);
-            Ok(())
+            check_topic(topic)?; // a bad topic is reported before a bad qos
+            let qos = qos_of(qos)?;
+            let payload = convert::to_payload(&payload);
+            push(&ctx, topic.to_string(), payload, qos, retain)
         },
     );
+}
 
+/// The helpers that remember between calls, per script: `deadband` and
+/// `rate_limit`.
+fn register_helpers(engine: &mut Engine, ctx: SharedCtx) {
     let c = ctx.clone();
     engine.register_fn(
         "deadband",
@@ -245,16 +249,20 @@ pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: Shared
             Ok(g.helpers[i].deadband(r, delta, Some(max_age)))
         },
     );
-    let c = ctx.clone();
     engine.register_fn(
         "rate_limit",
         move |r: &mut ScriptReading, period: Dynamic| -> Res<bool> {
             let period = millis(&period, "the period")?;
-            let mut g = lock(&c);
+            let mut g = lock(&ctx);
             let i = g.script;
             Ok(g.helpers[i].rate_limit(r, period))
         },
     );
+}
+
+/// `last(device, point)` and `last_reading(device, point)`: the last
+/// reading of any point, shared by all scripts.
+fn register_last(engine: &mut Engine, ctx: SharedCtx) {
     let c = ctx.clone();
     engine.register_fn("last", move |device: &str, point: &str| -> Dynamic {
         lock(&c)
@@ -262,11 +270,10 @@ pub(crate) fn register(engine: &mut Engine, defaults: Arc<Defaults>, ctx: Shared
             .get(device, point)
             .map_or(Dynamic::UNIT, |r| convert::from_value(&r.value))
     });
-    let c = ctx;
     engine.register_fn(
         "last_reading",
         move |device: &str, point: &str| -> Dynamic {
-            lock(&c)
+            lock(&ctx)
                 .last
                 .get(device, point)
                 .map_or(Dynamic::UNIT, |r| Dynamic::from(ScriptReading::new(r)))
