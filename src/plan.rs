@@ -16,23 +16,43 @@ use crate::southbound::kind::PlanContext;
 pub fn render(config: &Config) -> String {
     let mut s = String::new();
     let gw = &config.gateway.id;
-    let mapping = DefaultMapping::new(gw, &config.rules);
     let _ = writeln!(
         s,
         "gateway {gw} (data in {})",
         config.gateway.data_dir.display()
     );
-    let _ = match config.broker.listen {
+    broker_lines(&mut s, config);
+    let _ = writeln!(s, "status  {gw}/status (retained online/offline)");
+    rules_lines(&mut s, config);
+    device_lines(&mut s, config);
+    match &config.uplink {
+        Some(u) => crate::bridge::describe(&mut s, u, gw, &config.gateway.data_dir),
+        None => {
+            let _ = writeln!(s, "uplink  none (local gateway)");
+        }
+    }
+    let mut warnings = Vec::new();
+    payload_warnings(config, &mut warnings);
+    writers::describe(&mut s, config, &mut warnings);
+    for w in warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+/// The broker's listeners, who may log in, its limits and its store.
+fn broker_lines(s: &mut String, config: &Config) {
+    let b = &config.broker;
+    let _ = match b.listen {
         Some(plain) => writeln!(s, "broker  mqtt://{plain}"),
         None => writeln!(s, "broker  (plain listener off: listen: null)"),
     };
-    if let Some(tls) = &config.broker.tls {
+    if let Some(tls) = &b.tls {
         let _ = writeln!(s, "        mqtts://{}", tls.listen);
     }
-    if let Some(ws) = config.broker.websocket {
+    if let Some(ws) = b.websocket {
         let _ = writeln!(s, "        ws://{ws}");
     }
-    let b = &config.broker;
     let mut auth = Vec::new();
     if !b.users.is_empty() {
         auth.push(format!("{} user(s)", b.users.len()));
@@ -70,7 +90,10 @@ pub fn render(config: &Config) -> String {
         b.max_spooled_bytes,
         config.gateway.data_dir.join("broker.db").display()
     );
-    let _ = writeln!(s, "status  {gw}/status (retained online/offline)");
+}
+
+/// The rules: the default mapping or the scripts, and the payload.
+fn rules_lines(s: &mut String, config: &Config) {
     let what = if config.rules.scripts.is_empty() {
         "default mapping"
     } else {
@@ -83,7 +106,7 @@ pub fn render(config: &Config) -> String {
         config.rules.qos.as_u8(),
         config.rules.retain
     );
-    payload_line(&mut s, config);
+    payload_line(s, config);
     for script in &config.rules.scripts {
         let _ = writeln!(
             s,
@@ -91,29 +114,21 @@ pub fn render(config: &Config) -> String {
             config.resolve_path(script).display()
         );
     }
+}
+
+/// Every device's lines, as its kind words them.
+fn device_lines(s: &mut String, config: &Config) {
+    let mapping = DefaultMapping::new(&config.gateway.id, &config.rules);
     let _ = writeln!(s, "devices {}", config.devices.len());
     let topic = |d: &str, p: &str| mapping.topic(d, p);
     let plan = PlanContext {
-        gateway: gw,
+        gateway: &config.gateway.id,
         data_dir: &config.gateway.data_dir,
         topic: &topic,
     };
     for dev in &config.devices {
-        dev.device().describe(&mut s, &plan);
+        dev.device().describe(s, &plan);
     }
-    match &config.uplink {
-        Some(u) => crate::bridge::describe(&mut s, u, gw, &config.gateway.data_dir),
-        None => {
-            let _ = writeln!(s, "uplink  none (local gateway)");
-        }
-    }
-    let mut warnings = Vec::new();
-    payload_warnings(config, &mut warnings);
-    writers::describe(&mut s, config, &mut warnings);
-    for w in warnings {
-        let _ = writeln!(s, "warning: {w}");
-    }
-    s
 }
 
 /// The `rules.payload` line: what is published per poll, and where.
