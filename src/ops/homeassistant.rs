@@ -115,113 +115,165 @@ pub fn entities(
     grouped: bool,
 ) -> Vec<Entity> {
     let version = env!("CARGO_PKG_VERSION");
-    let origin = json!({"name": "fieldgate", "sw_version": version});
-    let gw_status = status::gateway_topic(gateway);
-    let mut out = vec![Entity {
-        topic: format!("{prefix}/binary_sensor/{gateway}_status/config"),
-        payload: json!({
-            "name": "Status",
-            "unique_id": format!("{gateway}_status"),
-            "state_topic": gw_status,
-            "payload_on": "online",
-            "payload_off": "offline",
-            "device_class": "connectivity",
-            "entity_category": "diagnostic",
-            "device": {
-                "identifiers": [gateway],
-                "name": gateway,
-                "manufacturer": "fieldgate",
-                "model": "fieldgate gateway",
-                "sw_version": version,
-            },
-            "origin": origin,
-        }),
-    }];
+    let discovery = Discovery {
+        prefix,
+        gateway,
+        grouped,
+        origin: json!({"name": "fieldgate", "sw_version": version}),
+    };
+    let mut out = vec![discovery.gateway_entity(version)];
     for d in devices {
-        let device = json!({
-            "identifiers": [format!("{gateway}_{}", d.name)],
-            "name": d.name,
-            "manufacturer": "fieldgate",
-            "model": d.kind,
-            "via_device": gateway,
-        });
-        let availability = json!([
-            {"topic": gw_status, "payload_available": "online", "payload_not_available": "offline"},
-            {
-                "topic": status::device_topic(gateway, &d.name),
-                "value_template": "{{ value_json.state }}",
-                "payload_available": "online",
-                "payload_not_available": "offline",
-            },
-        ]);
+        let device = discovery.device(d);
         for p in &d.points {
-            let id = format!("{gateway}_{}_{}", d.name, p.name);
-            let comp = component(p);
             let state = state_topic(&d.name, &p.name);
-            let mut m = serde_json::Map::new();
-            m.insert("name".into(), p.name.clone().into());
-            m.insert("unique_id".into(), id.clone().into());
-            m.insert("state_topic".into(), state.clone().into());
-            let bool_point = matches!(p.kind, PointKind::Bool);
-            m.insert(
-                "value_template".into(),
-                value_template(&p.name, bool_point, grouped).into(),
-            );
-            if let Some(u) = &p.unit
-                && !bool_point
-                && p.kind != PointKind::Text
-            {
-                m.insert("unit_of_measurement".into(), u.clone().into());
-            }
-            if p.writable {
-                m.insert(
-                    "command_topic".into(),
-                    command::set_topic(gateway, &d.name, &p.name).into(),
-                );
-            }
-            match comp {
-                "binary_sensor" => {
-                    m.insert("payload_on".into(), "ON".into());
-                    m.insert("payload_off".into(), "OFF".into());
-                }
-                "switch" => {
-                    m.insert("payload_on".into(), "true".into());
-                    m.insert("payload_off".into(), "false".into());
-                    m.insert("state_on".into(), "ON".into());
-                    m.insert("state_off".into(), "OFF".into());
-                }
-                "number" => {
-                    let (min, max, step) = match p.kind {
-                        PointKind::Integer { min, max } => (min, max, 1.0),
-                        _ => (-1e9, 1e9, 0.001),
-                    };
-                    // the point's declared write range wins over its type's
-                    let (lo, hi) = p.write_range;
-                    m.insert("min".into(), lo.unwrap_or(min).into());
-                    m.insert("max".into(), hi.unwrap_or(max).into());
-                    m.insert("step".into(), step.into());
-                    m.insert("mode".into(), "box".into());
-                }
-                "text" => {
-                    m.insert("command_template".into(), "{{ value | tojson }}".into());
-                }
-                _ => {
-                    if p.kind != PointKind::Text {
-                        m.insert("state_class".into(), "measurement".into());
-                    }
-                }
-            }
-            m.insert("availability".into(), availability.clone());
-            m.insert("availability_mode".into(), "all".into());
-            m.insert("device".into(), device.clone());
-            m.insert("origin".into(), origin.clone());
-            out.push(Entity {
-                topic: format!("{prefix}/{comp}/{id}/config"),
-                payload: Json::Object(m),
-            });
+            out.push(discovery.point_entity(&d.name, p, &state, &device));
         }
     }
     out
+}
+
+/// What every discovery message of this gateway shares.
+struct Discovery<'a> {
+    prefix: &'a str,
+    gateway: &'a str,
+    grouped: bool,
+    origin: Json,
+}
+
+/// What every point of one device shares: the Home Assistant device and
+/// the availability (the gateway's status and the device's).
+struct DeviceJson {
+    device: Json,
+    availability: Json,
+}
+
+impl Discovery<'_> {
+    /// The gateway's connectivity sensor.
+    fn gateway_entity(&self, version: &str) -> Entity {
+        let gateway = self.gateway;
+        Entity {
+            topic: format!("{}/binary_sensor/{gateway}_status/config", self.prefix),
+            payload: json!({
+                "name": "Status",
+                "unique_id": format!("{gateway}_status"),
+                "state_topic": status::gateway_topic(gateway),
+                "payload_on": "online",
+                "payload_off": "offline",
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+                "device": {
+                    "identifiers": [gateway],
+                    "name": gateway,
+                    "manufacturer": "fieldgate",
+                    "model": "fieldgate gateway",
+                    "sw_version": version,
+                },
+                "origin": self.origin,
+            }),
+        }
+    }
+
+    fn device(&self, d: &DeviceSpec) -> DeviceJson {
+        let gateway = self.gateway;
+        DeviceJson {
+            device: json!({
+                "identifiers": [format!("{gateway}_{}", d.name)],
+                "name": d.name,
+                "manufacturer": "fieldgate",
+                "model": d.kind,
+                "via_device": gateway,
+            }),
+            availability: json!([
+                {"topic": status::gateway_topic(gateway), "payload_available": "online", "payload_not_available": "offline"},
+                {
+                    "topic": status::device_topic(gateway, &d.name),
+                    "value_template": "{{ value_json.state }}",
+                    "payload_available": "online",
+                    "payload_not_available": "offline",
+                },
+            ]),
+        }
+    }
+
+    /// One point's entity, its readings on `state`.
+    fn point_entity(
+        &self,
+        device: &str,
+        p: &PointSpec,
+        state: &str,
+        shared: &DeviceJson,
+    ) -> Entity {
+        let gateway = self.gateway;
+        let id = format!("{gateway}_{device}_{}", p.name);
+        let comp = component(p);
+        let mut m = serde_json::Map::new();
+        m.insert("name".into(), p.name.clone().into());
+        m.insert("unique_id".into(), id.clone().into());
+        m.insert("state_topic".into(), state.into());
+        let bool_point = matches!(p.kind, PointKind::Bool);
+        m.insert(
+            "value_template".into(),
+            value_template(&p.name, bool_point, self.grouped).into(),
+        );
+        if let Some(u) = &p.unit
+            && !bool_point
+            && p.kind != PointKind::Text
+        {
+            m.insert("unit_of_measurement".into(), u.clone().into());
+        }
+        if p.writable {
+            m.insert(
+                "command_topic".into(),
+                command::set_topic(gateway, device, &p.name).into(),
+            );
+        }
+        component_fields(&mut m, comp, p);
+        m.insert("availability".into(), shared.availability.clone());
+        m.insert("availability_mode".into(), "all".into());
+        m.insert("device".into(), shared.device.clone());
+        m.insert("origin".into(), self.origin.clone());
+        Entity {
+            topic: format!("{}/{comp}/{id}/config", self.prefix),
+            payload: Json::Object(m),
+        }
+    }
+}
+
+/// The fields of Home Assistant component `comp` (the values a switch
+/// sends, a number's range, ...).
+fn component_fields(m: &mut serde_json::Map<String, Json>, comp: &str, p: &PointSpec) {
+    match comp {
+        "binary_sensor" => {
+            m.insert("payload_on".into(), "ON".into());
+            m.insert("payload_off".into(), "OFF".into());
+        }
+        "switch" => {
+            m.insert("payload_on".into(), "true".into());
+            m.insert("payload_off".into(), "false".into());
+            m.insert("state_on".into(), "ON".into());
+            m.insert("state_off".into(), "OFF".into());
+        }
+        "number" => {
+            let (min, max, step) = match p.kind {
+                PointKind::Integer { min, max } => (min, max, 1.0),
+                _ => (-1e9, 1e9, 0.001),
+            };
+            // the point's declared write range wins over its type's
+            let (lo, hi) = p.write_range;
+            m.insert("min".into(), lo.unwrap_or(min).into());
+            m.insert("max".into(), hi.unwrap_or(max).into());
+            m.insert("step".into(), step.into());
+            m.insert("mode".into(), "box".into());
+        }
+        "text" => {
+            m.insert("command_template".into(), "{{ value | tojson }}".into());
+        }
+        _ => {
+            if p.kind != PointKind::Text {
+                m.insert("state_class".into(), "measurement".into());
+            }
+        }
+    }
 }
 
 fn state_path(data_dir: &Path) -> PathBuf {
