@@ -43,6 +43,25 @@ impl CycleCount {
 }
 
 /// Shortest first wait before probing a device that stopped answering.
+/// What one request's answer means for the device's cycle.
+enum Outcome {
+    /// The readings of the points it serves: on to the next request.
+    Read(Vec<Reading>),
+    /// An answer that is an error (an exception, a bad value): the error is
+    /// the cycle's, and on to the next request.
+    Failed(String),
+    /// The device refused a merged read and it was planned again: the
+    /// request now at the cursor goes next.
+    Replanned,
+    /// The device is busy: the same request again after `busy_delay`.
+    Busy,
+    /// No answer, or a garbled one, within the retries: the same request
+    /// again as soon as the link is free.
+    Retry,
+    /// No answer after the retries: the device is offline.
+    Offline(String),
+}
+
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 
 /// How often one request is asked again, `busy_delay` apart, while the
@@ -198,84 +217,116 @@ impl Poller {
             self.cycle.errors += u32::from(r.is_err());
             count(&self.name, &r);
             let r = r.and_then(|resp| self.decode(&req, resp));
-            match r {
-                Ok(readings) => {
-                    self.online = true;
-                    self.attempt = 0;
-                    self.busy = 0;
-                    self.cursor += 1;
+            match self.judge(link, &req, r).await {
+                Outcome::Read(readings) => {
+                    self.answered();
                     // one batch per reply: one send, in point order
                     if !ctx.send_all(&self.feed, readings).await {
                         return false;
                     }
                 }
-                Err(CallError::Exception(
-                    ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue,
-                )) if req.spans.len() > 1 && self.learn_from(link, &req).await => {
+                Outcome::Failed(error) => {
+                    self.answered();
+                    self.cycle_errors.push(error);
+                }
+                Outcome::Replanned => {
                     self.online = true;
                     self.attempt = 0;
                 }
-                Err(CallError::Exception(ExceptionCode::IllegalDataAddress))
-                    if req.spans.len() > 1 =>
-                {
-                    let parts = req.split();
-                    info!(
-                        device = %self.name, unit = self.unit, request = %req, parts = parts.len(),
-                        "device refused a merged read (IllegalDataAddress): reading its points one by one"
-                    );
+                Outcome::Busy => {
                     self.online = true;
-                    self.attempt = 0;
-                    self.requests
-                        .splice(self.cursor..=self.cursor, parts.into_iter().map(Arc::new));
-                }
-                Err(CallError::Exception(ExceptionCode::ServerDeviceBusy))
-                    if self.busy < BUSY_RETRIES =>
-                {
-                    // busy is an answer: ask again later, not an error
                     self.busy += 1;
-                    self.online = true;
-                    debug!(device = %self.name, unit = self.unit, request = %req, busy = self.busy, "device busy; asking again");
                     self.next_due = Instant::now() + self.busy_delay;
                     return true;
                 }
-                Err(e) if e.is_no_answer() => {
-                    if self.online && self.attempt < self.retries {
-                        self.attempt += 1;
-                        debug!(device = %self.name, unit = self.unit, request = %req, error = %e, attempt = self.attempt, "retrying");
-                        // yield the link: a bus serves other devices first
-                        self.next_due = Instant::now();
-                        return true;
-                    }
-                    let msg = format!("{req} (unit {}): {e}", self.unit);
-                    if self.online {
-                        warn!(device = %self.name, unit = self.unit, error = %msg, "device offline");
-                    }
-                    self.online = false;
-                    self.failures = self.failures.saturating_add(1);
-                    self.attempt = 0;
-                    self.busy = 0;
-                    self.cursor = 0;
-                    self.next_due = Instant::now() + self.backoff();
-                    return self.status(false, Some(msg), ctx).await;
+                Outcome::Retry => {
+                    self.attempt += 1;
+                    // yield the link: a bus serves other devices first
+                    self.next_due = Instant::now();
+                    return true;
                 }
-                Err(e) => {
-                    let retry = matches!(e, CallError::BadReply(_) | CallError::Garbled { .. });
-                    if retry && self.attempt < self.retries {
-                        self.attempt += 1;
-                        self.next_due = Instant::now();
-                        return true;
-                    }
-                    debug!(device = %self.name, unit = self.unit, request = %req, error = %e, "read failed");
-                    self.online = true;
-                    self.attempt = 0;
-                    self.busy = 0;
-                    self.cursor += 1;
-                    self.cycle_errors
-                        .push(format!("{req} (unit {}): {e}", self.unit));
-                }
+                Outcome::Offline(error) => return self.offline(error, ctx).await,
             }
         }
-        // cycle complete: its time and errors for the status page's hour
+        self.cycle_complete(ctx).await
+    }
+
+    /// What the answer `r` to `req` means for the cycle. A merged read the
+    /// device refuses is planned again here (learned limits, or one read
+    /// per point).
+    async fn judge<L: Link>(
+        &mut self,
+        link: &mut L,
+        req: &ReadRequest,
+        r: Result<Vec<Reading>, CallError>,
+    ) -> Outcome {
+        match r {
+            Ok(readings) => Outcome::Read(readings),
+            Err(CallError::Exception(
+                ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue,
+            )) if req.spans.len() > 1 && self.learn_from(link, req).await => Outcome::Replanned,
+            Err(CallError::Exception(ExceptionCode::IllegalDataAddress)) if req.spans.len() > 1 => {
+                let parts = req.split();
+                info!(
+                    device = %self.name, unit = self.unit, request = %req, parts = parts.len(),
+                    "device refused a merged read (IllegalDataAddress): reading its points one by one"
+                );
+                self.requests
+                    .splice(self.cursor..=self.cursor, parts.into_iter().map(Arc::new));
+                Outcome::Replanned
+            }
+            Err(CallError::Exception(ExceptionCode::ServerDeviceBusy))
+                if self.busy < BUSY_RETRIES =>
+            {
+                // busy is an answer: ask again later, not an error
+                debug!(device = %self.name, unit = self.unit, request = %req, busy = self.busy + 1, "device busy; asking again");
+                Outcome::Busy
+            }
+            Err(e) if e.is_no_answer() => {
+                if self.online && self.attempt < self.retries {
+                    debug!(device = %self.name, unit = self.unit, request = %req, error = %e, attempt = self.attempt + 1, "retrying");
+                    return Outcome::Retry;
+                }
+                Outcome::Offline(format!("{req} (unit {}): {e}", self.unit))
+            }
+            Err(e) => {
+                let retry = matches!(e, CallError::BadReply(_) | CallError::Garbled { .. });
+                if retry && self.attempt < self.retries {
+                    return Outcome::Retry;
+                }
+                debug!(device = %self.name, unit = self.unit, request = %req, error = %e, "read failed");
+                Outcome::Failed(format!("{req} (unit {}): {e}", self.unit))
+            }
+        }
+    }
+
+    /// The device answered the request at the cursor: on to the next one.
+    fn answered(&mut self) {
+        self.online = true;
+        self.attempt = 0;
+        self.busy = 0;
+        self.cursor += 1;
+    }
+
+    /// No answer after the retries: the device is offline until a probe
+    /// after the backoff answers; the cycle starts over.
+    async fn offline(&mut self, error: String, ctx: &SourceContext) -> bool {
+        if self.online {
+            warn!(device = %self.name, unit = self.unit, error = %error, "device offline");
+        }
+        self.online = false;
+        self.failures = self.failures.saturating_add(1);
+        self.attempt = 0;
+        self.busy = 0;
+        self.cursor = 0;
+        self.next_due = Instant::now() + self.backoff();
+        self.status(false, Some(error), ctx).await
+    }
+
+    /// Every request of the cycle was answered: its time and errors go to
+    /// the status page's hour, the next cycle is due one poll after this
+    /// one was, and the status says online with the cycle's errors.
+    async fn cycle_complete(&mut self, ctx: &SourceContext) -> bool {
         crate::recent::mark_poll(
             &self.name,
             self.cycle
