@@ -1,42 +1,47 @@
 //! fieldgate: an IoT gateway that reads field devices, maps readings to MQTT
 //! through rules, publishes them on an embedded broker and forwards them
-//! upstream.
+//! upstream. The map of the code is docs/design.md.
 //!
-//! The map of the modules, their layers and what each owns is
-//! docs/design.md ("Module map"), the one map of the code.
+//! This file is the front door: [`run`] starts the stages one by one (a
+//! `start_*` function each) and, at shutdown, works through `STOP_STEPS`
+//! in order, each step within its deadline: sources stop first, the rules
+//! stage drains what they sent, the gateway status turns `offline`, the
+//! bridge commits what it was given and flushes the outbox upstream, the
+//! publisher drains, and the broker closes its clients and commits its
+//! store last. The public modules are what the binary, the benchmarks and
+//! the tests use; the others are private.
 //!
-//! [`run`] wires the stages together and owns the shutdown order: sources
-//! stop first, the rules stage drains what they sent, the gateway status
-//! turns `offline`, the bridge commits what it was given and flushes the
-//! outbox upstream within a deadline, the publisher drains, and the
-//! broker closes its clients and commits its store last.
+//! Owns the wiring: the channels between the stages and the shutdown
+//! order. Must not hold a stage's own logic.
 
 pub mod bridge;
 pub mod broker;
 pub mod config;
 mod data_dir;
 mod log_throttle;
-pub mod metrics;
+mod metrics;
 pub mod ops;
 pub mod plan;
-pub mod ports;
+mod ports;
 pub mod reading;
 pub mod recent;
 pub mod rules;
-pub mod script;
+mod script;
 pub mod settings;
-pub mod southbound;
+mod southbound;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::broker::auth::{Auth, AuthError};
-use crate::broker::{Broker, BrokerConfig, BrokerError};
+use crate::broker::{Broker, BrokerConfig, BrokerError, BrokerHandle};
 use crate::ops::http::HttpConfig;
 use crate::ports::PasswordCheck;
 use crate::reading::Publish;
@@ -52,6 +57,8 @@ pub const PUBLISH_CAPACITY: usize = 1024;
 /// How long sources get to stop after shutdown is asked for, and the
 /// rules stage to drain after them.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+/// How long the gateway's `offline` status may wait for room.
+const OFFLINE_STATUS: Duration = Duration::from_secs(1);
 /// The stages after the bridge: the publisher's drain, the last flush to
 /// local subscribers, the broker's stop.
 const PUBLISHER_DEADLINE: Duration = Duration::from_secs(2);
@@ -61,6 +68,37 @@ const BROKER_STOP: Duration = Duration::from_secs(2);
 /// 3 s each, the `offline` status 1 s, the bridge 10 s, then 2 + 1 + 2 s:
 /// 22 s, 8 s inside the unit's `TimeoutStopSec=30s`.
 pub const STOP_WORST_CASE: Duration = Duration::from_secs(22);
+
+/// One step of the stop.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Sources stop (their tasks end).
+    Sources,
+    /// The rules stage drains what the sources sent.
+    Rules,
+    /// The gateway's status turns `offline`.
+    OfflineStatus,
+    /// The bridge commits what it was given and flushes upstream.
+    Bridge,
+    /// The publisher drains into the broker.
+    Publisher,
+    /// The last publishes reach local subscribers.
+    LocalFlush,
+    /// The broker writes out its queues, closes its clients, commits its store.
+    Broker,
+}
+
+/// The stop, in order, each step with its deadline; together at most
+/// [`STOP_WORST_CASE`].
+const STOP_STEPS: [(Stop, Duration); 7] = [
+    (Stop::Sources, SHUTDOWN_DEADLINE),
+    (Stop::Rules, SHUTDOWN_DEADLINE),
+    (Stop::OfflineStatus, OFFLINE_STATUS),
+    (Stop::Bridge, bridge::STOP_BUDGET),
+    (Stop::Publisher, PUBLISHER_DEADLINE),
+    (Stop::LocalFlush, LOCAL_FLUSH),
+    (Stop::Broker, BROKER_STOP),
+];
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -98,134 +136,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         &[southbound::commands::filter(&gateway)],
         southbound::commands::QUEUE_CAPACITY,
     );
-
     // what ops shows of the configured points (ops imports no stage)
     let catalogue = southbound::catalogue::build(&config.devices);
     let ops_cancel = CancellationToken::new();
-    if let Some(m) = &config.http {
-        recent::history::configure(m.history.get(), m.history_bucket.get());
-        let clients: Arc<dyn ports::Clients> = Arc::new(handle.clone());
-        let api = ops::api::Api::new(gateway.to_string(), catalogue.clone())
-            .with_clients(clients.clone());
-        let uplink = config.uplink.as_ref().map(|_| {
-            let t = Arc::new(ops::trend::UplinkTrend::new(m.history.get()));
-            tokio::spawn(ops::trend::run(t.clone(), ops_cancel.clone()));
-            t
-        });
-        let histories = ops::history::Histories {
-            devices: catalogue.clone(),
-            uplink,
-            clients: Some(clients),
-        };
-        let logins =
-            page_logins(m, &config.broker, broker.logins()).map_err(RunError::PageLogins)?;
-        let page = ops::page::Page::new(api, histories, logins);
-        ops::http::serve(m, gateway.to_string(), Arc::new(page), ops_cancel.clone()).await?;
+    if let Some(http) = &config.http {
+        start_http(http, &config, &gateway, &broker, &catalogue, &ops_cancel).await?;
     }
 
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
-    // With an uplink, the bridge sits between the rules and the local broker.
-    let (bridge, pub_rx) = match &config.uplink {
-        Some(up) => {
-            let (b, rx) = bridge::Bridge::start(
-                up,
-                &gateway,
-                &config.gateway.data_dir,
-                pub_rx,
-                PUBLISH_CAPACITY,
-                Some(handle.clone()),
-            )
-            .await?;
-            (Some(b), rx)
-        }
-        None => (None, pub_rx),
-    };
+    let (bridge, pub_rx) = start_bridge(&config, &gateway, pub_rx, &handle).await?;
     let (read_tx, read_rx) = reading::batch::channel(READINGS_CAPACITY);
-    let queues: Vec<Box<dyn ops::notify::QueueLen>> = vec![
-        Box::new(ops::notify::ReadingsQueue {
-            name: "readings",
-            sender: read_tx.downgrade(),
-        }),
-        Box::new(ops::notify::Queue {
-            name: "publishes",
-            sender: pub_tx.downgrade(),
-        }),
-    ];
-
+    let queues = queue_lengths(&read_tx, &pub_tx);
     let publisher =
         tokio::spawn(publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")));
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(reading::status::gateway(&gateway, true)).await;
-
-    let rules = {
-        let config = config.clone();
-        let devices = catalogue.clone();
-        let out = pub_tx.clone();
-        tokio::spawn(
-            async move {
-                rules::run(
-                    &config.gateway.id,
-                    &config.rules,
-                    &config.source,
-                    &devices,
-                    read_rx,
-                    out,
-                )
-                .await
-            }
-            .instrument(info_span!("rules")),
-        )
-    };
-
-    let sources_cancel = shutdown.child_token();
-    let tracker = TaskTracker::new();
-    let ctx = SourceContext::new(
-        gateway.clone(),
-        read_tx,
-        pub_tx.clone(),
-        sources_cancel.clone(),
-    )
-    .with_data_dir(&config.gateway.data_dir);
-    let mut routes = southbound::commands::Routes::new();
-    for source in southbound::build_all(&config.devices, &mut routes) {
-        info!(source = source.name(), "starting source");
-        tracker.spawn(source.run(ctx.clone()));
-    }
-    tracker.spawn(
-        southbound::commands::run(
-            gateway.clone(),
-            commands,
-            routes,
-            pub_tx.clone(),
-            sources_cancel.clone(),
-        )
-        .instrument(info_span!("commands")),
-    );
+    let rules = start_rules(&config, &catalogue, read_rx, pub_tx.clone());
+    let sources = start_sources(&config, &gateway, read_tx, &pub_tx, commands, &shutdown);
     if let Some(ha) = &config.homeassistant {
-        let mapping = rules::DefaultMapping::new(&gateway, &config.rules);
-        let grouped =
-            config.rules.payload == rules::Payload::PerDevice && config.rules.scripts.is_empty();
-        let entities = ops::homeassistant::entities(
-            &ha.prefix,
-            &gateway,
-            &catalogue,
-            &|d, p| mapping.topic(d, p),
-            grouped,
-        );
-        tokio::spawn(
-            ops::homeassistant::run(
-                ha.clone(),
-                config.gateway.data_dir.clone(),
-                entities,
-                Arc::new(handle.clone()),
-                pub_tx.clone(),
-                sources_cancel.clone(),
-            )
-            .instrument(info_span!("homeassistant")),
+        start_homeassistant(
+            ha, &config, &gateway, &catalogue, &handle, &pub_tx, &sources,
         );
     }
-    drop(ctx);
-    tracker.close();
     ops::notify::ready();
     tokio::spawn(ops::notify::run(queues, ops_cancel.clone()).instrument(info_span!("notify")));
     info!(
@@ -236,48 +168,268 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
 
     shutdown.cancelled().await;
-    info!("shutting down: stopping sources");
-    if let Some(b) = &bridge {
-        b.close_local();
-    }
-    ops::notify::stopping();
-    sources_cancel.cancel();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(deadline = ?SHUTDOWN_DEADLINE, "sources did not stop in time; abandoning them");
-    }
-    // The rules stage ends when the last reading sender is dropped.
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, rules)
-        .await
-        .is_err()
-    {
-        warn!("rules stage did not drain in time");
-    }
-    let offline = reading::status::gateway(&gateway, false);
-    if tokio::time::timeout(Duration::from_secs(1), pub_tx.send(offline))
-        .await
-        .is_err()
-    {
-        warn!("the gateway's offline status could not be queued in time");
-    }
-    drop(pub_tx);
-    if let Some(b) = bridge {
-        b.stop(bridge::STOP_BUDGET).await;
-    }
-    if tokio::time::timeout(PUBLISHER_DEADLINE, publisher)
-        .await
-        .is_err()
-    {
-        warn!("publisher did not drain in time");
-    }
-    // the final `offline` reaches local subscribers before they are closed
-    handle.flush(LOCAL_FLUSH).await;
-    broker.stop(BROKER_STOP).await;
+    let running = Running {
+        gateway,
+        sources,
+        rules: Some(rules),
+        publishes: Some(pub_tx),
+        bridge,
+        publisher: Some(publisher),
+        handle,
+        broker: Some(broker),
+    };
+    running.stop().await;
     ops_cancel.cancel();
     info!("fieldgate stopped");
     Ok(())
+}
+
+/// The HTTP listener: `/metrics`, `/healthz`, the status page and its API.
+async fn start_http(
+    http: &HttpConfig,
+    config: &Config,
+    gateway: &str,
+    broker: &Broker,
+    catalogue: &[ports::points::DeviceSpec],
+    cancel: &CancellationToken,
+) -> Result<(), RunError> {
+    recent::history::configure(http.history.get(), http.history_bucket.get());
+    let handle = broker.handle();
+    let clients: Arc<dyn ports::Clients> = Arc::new(handle);
+    let api =
+        ops::api::Api::new(gateway.to_string(), catalogue.to_vec()).with_clients(clients.clone());
+    let uplink = config.uplink.as_ref().map(|_| {
+        let t = Arc::new(ops::trend::UplinkTrend::new(http.history.get()));
+        tokio::spawn(ops::trend::run(t.clone(), cancel.clone()));
+        t
+    });
+    let histories = ops::history::Histories {
+        devices: catalogue.to_vec(),
+        uplink,
+        clients: Some(clients),
+    };
+    let logins =
+        page_logins(http, &config.broker, broker.logins()).map_err(RunError::PageLogins)?;
+    let page = ops::page::Page::new(api, histories, logins);
+    ops::http::serve(http, gateway.to_string(), Arc::new(page), cancel.clone()).await?;
+    Ok(())
+}
+
+/// With an uplink, the bridge sits between the rules and the local
+/// broker: it takes the publishes and hands on a receiver of its own.
+async fn start_bridge(
+    config: &Config,
+    gateway: &str,
+    publishes: mpsc::Receiver<Publish>,
+    handle: &BrokerHandle,
+) -> Result<(Option<bridge::Bridge>, mpsc::Receiver<Publish>), RunError> {
+    let Some(up) = &config.uplink else {
+        return Ok((None, publishes));
+    };
+    let (b, rx) = bridge::Bridge::start(
+        up,
+        gateway,
+        &config.gateway.data_dir,
+        publishes,
+        PUBLISH_CAPACITY,
+        Some(handle.clone()),
+    )
+    .await?;
+    Ok((Some(b), rx))
+}
+
+/// The queues the systemd STATUS line and the watchdog look at.
+fn queue_lengths(
+    readings: &reading::batch::ReadingsSender,
+    publishes: &mpsc::Sender<Publish>,
+) -> Vec<Box<dyn ops::notify::QueueLen>> {
+    vec![
+        Box::new(ops::notify::ReadingsQueue {
+            name: "readings",
+            sender: readings.downgrade(),
+        }),
+        Box::new(ops::notify::Queue {
+            name: "publishes",
+            sender: publishes.downgrade(),
+        }),
+    ]
+}
+
+/// The rules stage: readings in, publishes out; it ends when the last
+/// reading sender is dropped.
+fn start_rules(
+    config: &Arc<Config>,
+    catalogue: &[ports::points::DeviceSpec],
+    readings: reading::batch::ReadingsReceiver,
+    out: mpsc::Sender<Publish>,
+) -> JoinHandle<()> {
+    let config = config.clone();
+    let devices = catalogue.to_vec();
+    tokio::spawn(
+        async move {
+            rules::run(
+                &config.gateway.id,
+                &config.rules,
+                &config.source,
+                &devices,
+                readings,
+                out,
+            )
+            .await
+        }
+        .instrument(info_span!("rules")),
+    )
+}
+
+/// The sources and the commands task, under one token and one tracker.
+struct Sources {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// One source per device (or shared bus), and the commands task that
+/// routes `.../set` to them.
+fn start_sources(
+    config: &Config,
+    gateway: &Arc<str>,
+    readings: reading::batch::ReadingsSender,
+    publishes: &mpsc::Sender<Publish>,
+    commands: mpsc::Receiver<broker::Message>,
+    shutdown: &CancellationToken,
+) -> Sources {
+    let cancel = shutdown.child_token();
+    let tracker = TaskTracker::new();
+    let ctx = SourceContext::new(gateway.clone(), readings, publishes.clone(), cancel.clone())
+        .with_data_dir(&config.gateway.data_dir);
+    let mut routes = southbound::commands::Routes::new();
+    for source in southbound::build_all(&config.devices, &mut routes) {
+        info!(source = source.name(), "starting source");
+        tracker.spawn(source.run(ctx.clone()));
+    }
+    tracker.spawn(
+        southbound::commands::run(
+            gateway.clone(),
+            commands,
+            routes,
+            publishes.clone(),
+            cancel.clone(),
+        )
+        .instrument(info_span!("commands")),
+    );
+    tracker.close();
+    Sources { cancel, tracker }
+}
+
+/// Home Assistant discovery, stopped with the sources.
+fn start_homeassistant(
+    ha: &ops::homeassistant::HomeAssistantConfig,
+    config: &Config,
+    gateway: &str,
+    catalogue: &[ports::points::DeviceSpec],
+    handle: &BrokerHandle,
+    publishes: &mpsc::Sender<Publish>,
+    sources: &Sources,
+) {
+    let mapping = rules::DefaultMapping::new(gateway, &config.rules);
+    let grouped =
+        config.rules.payload == rules::Payload::PerDevice && config.rules.scripts.is_empty();
+    let entities = ops::homeassistant::entities(
+        &ha.prefix,
+        gateway,
+        catalogue,
+        &|d, p| mapping.topic(d, p),
+        grouped,
+    );
+    tokio::spawn(
+        ops::homeassistant::run(
+            ha.clone(),
+            config.gateway.data_dir.clone(),
+            entities,
+            Arc::new(handle.clone()),
+            publishes.clone(),
+            sources.cancel.clone(),
+        )
+        .instrument(info_span!("homeassistant")),
+    );
+}
+
+/// What the stop works through, step by step ([`STOP_STEPS`]).
+struct Running {
+    gateway: Arc<str>,
+    sources: Sources,
+    rules: Option<JoinHandle<()>>,
+    /// The gateway's own sender of publishes (the rules stage and the
+    /// sources hold the others).
+    publishes: Option<mpsc::Sender<Publish>>,
+    bridge: Option<bridge::Bridge>,
+    publisher: Option<JoinHandle<()>>,
+    handle: BrokerHandle,
+    broker: Option<Broker>,
+}
+
+impl Running {
+    /// Stops the gateway: local clients' publishes are no longer taken
+    /// for the uplink, systemd hears the stop, then [`STOP_STEPS`] in order.
+    async fn stop(mut self) {
+        info!("shutting down: stopping sources");
+        if let Some(b) = &self.bridge {
+            b.close_local();
+        }
+        ops::notify::stopping();
+        for (step, deadline) in STOP_STEPS {
+            self.stop_step(step, deadline).await;
+        }
+    }
+
+    /// Runs one step of the stop within `deadline`.
+    async fn stop_step(&mut self, step: Stop, deadline: Duration) {
+        match step {
+            Stop::Sources => {
+                self.sources.cancel.cancel();
+                if timeout(deadline, self.sources.tracker.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(deadline = ?deadline, "sources did not stop in time; abandoning them");
+                }
+            }
+            Stop::Rules => {
+                if let Some(rules) = self.rules.take()
+                    && timeout(deadline, rules).await.is_err()
+                {
+                    warn!("rules stage did not drain in time");
+                }
+            }
+            Stop::OfflineStatus => {
+                // the last of the gateway's own publishes: its sender goes
+                if let Some(tx) = self.publishes.take() {
+                    let offline = reading::status::gateway(&self.gateway, false);
+                    if timeout(deadline, tx.send(offline)).await.is_err() {
+                        warn!("the gateway's offline status could not be queued in time");
+                    }
+                }
+            }
+            Stop::Bridge => {
+                if let Some(b) = self.bridge.take() {
+                    b.stop(deadline).await;
+                }
+            }
+            Stop::Publisher => {
+                if let Some(publisher) = self.publisher.take()
+                    && timeout(deadline, publisher).await.is_err()
+                {
+                    warn!("publisher did not drain in time");
+                }
+            }
+            // the final `offline` reaches local subscribers before they are closed
+            Stop::LocalFlush => self.handle.flush(deadline).await,
+            Stop::Broker => {
+                if let Some(broker) = self.broker.take() {
+                    broker.stop(deadline).await;
+                }
+            }
+        }
+    }
 }
 
 /// The password store the status page checks: `http.users` when given,
@@ -301,7 +453,7 @@ fn page_logins(
 /// Publishes what the rules stage (and the bridge's intake) produce into
 /// the embedded broker, until every sender is gone. Drop policy: a publish
 /// whose topic is not a valid MQTT topic name is logged and counted.
-async fn publish_all(handle: broker::BrokerHandle, mut rx: mpsc::Receiver<Publish>) {
+async fn publish_all(handle: BrokerHandle, mut rx: mpsc::Receiver<Publish>) {
     while let Some(p) = rx.recv().await {
         if !broker::valid_publish_topic(&p.topic) {
             warn!(topic = %p.topic, "dropping publish with an invalid topic");
@@ -374,12 +526,7 @@ mod tests {
     /// margin inside the unit's `TimeoutStopSec` (systemd SIGKILLs after it).
     #[test]
     fn the_worst_case_stop_fits_the_units_timeout_with_a_margin() {
-        let stages = SHUTDOWN_DEADLINE * 2
-            + Duration::from_secs(1)
-            + bridge::STOP_BUDGET
-            + PUBLISHER_DEADLINE
-            + LOCAL_FLUSH
-            + BROKER_STOP;
+        let stages: Duration = STOP_STEPS.iter().map(|(_, deadline)| *deadline).sum();
         assert_eq!(stages, STOP_WORST_CASE);
         let unit = include_str!("../systemd/fieldgate.service");
         let timeout = unit

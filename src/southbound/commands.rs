@@ -97,10 +97,6 @@ impl Routes {
             .insert(point.to_string(), PointGuard::new(limits));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Routes one command: the guard's check, then its source's queue.
     /// `Err` is the refusal for `.../set/result`.
     fn route(&mut self, cmd: &WriteCommand, log: &mut LogThrottle) -> Result<(), String> {

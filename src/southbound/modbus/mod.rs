@@ -28,7 +28,7 @@ pub use config::{
     BitWrite, Common, Framing, ModbusRtuConfig, ModbusRtuTcpConfig, ModbusTcpConfig, Parity, buses,
 };
 pub(crate) use kind::{RTU_KIND, RTU_TCP_KIND, TCP_KIND};
-pub use rtu::{BusConfig, RtuBus};
-pub use rtu_tcp::{RtuTcpBus, TcpBusConfig, tcp_buses};
+pub use rtu::RtuBus;
+pub use rtu_tcp::{RtuTcpBus, tcp_buses};
 pub use tcp::TcpDevice;
 pub(crate) use validate::{validate_buses, validate_tcp_buses};

@@ -68,11 +68,13 @@ impl Framer {
     }
 
     /// Bytes waiting for the rest of their frame.
+    #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
 
     /// Forgets a partial frame (the port closed).
+    #[cfg(test)]
     pub fn reset(&mut self) {
         self.buf.clear();
         self.scan = 0;

@@ -17,7 +17,7 @@ pub(crate) use kind::KIND;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use serde::Deserialize;
 use tracing::{Instrument, info_span};
@@ -256,8 +256,9 @@ pub struct SerialStats {
 }
 
 impl SerialStats {
+    #[cfg(test)]
     pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+        counter.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -273,11 +274,6 @@ impl Serial {
             cfg,
             stats: Arc::default(),
         }
-    }
-
-    /// The device's counters, shared with the running source.
-    pub fn stats(&self) -> Arc<SerialStats> {
-        self.stats.clone()
     }
 }
 
