@@ -41,7 +41,7 @@ impl<C: Upstream> Forwarder<C> {
                 self.acked(st, t);
             }
             Report::Received(pkid) => match st.inflight.remove(&pkid) {
-                Some(t @ Tracked::Row(id, ..)) => {
+                Some(t @ Tracked::Row { id, .. }) => {
                     // PUBREL once the row is marked released in the outbox
                     off_the_wire(st, Some(t));
                     st.marks.push(id);
@@ -72,7 +72,7 @@ impl<C: Upstream> Forwarder<C> {
             };
             if let Some((pkid, t)) = *front {
                 let key = match t {
-                    Tracked::Row(id, ..) => id,
+                    Tracked::Row { id, .. } => id,
                     Tracked::Untracked | Tracked::Behind(_) => OTHER_KEY,
                 };
                 if !self.client.release(pkid, key) {
@@ -228,12 +228,12 @@ impl<C: Upstream> Forwarder<C> {
             .inflight
             .iter()
             .filter_map(|(pkid, t)| match t {
-                Tracked::Row(id, ..) => Some((*id, *pkid)),
+                Tracked::Row { id, .. } => Some((*id, *pkid)),
                 Tracked::Untracked | Tracked::Behind(_) => None,
             })
             .min();
         let Some((_, pkid)) = suspect else { return };
-        let Some(Tracked::Row(id, _, attempts)) = st.inflight.get_mut(&pkid) else {
+        let Some(Tracked::Row { id, attempts, .. }) = st.inflight.get_mut(&pkid) else {
             return;
         };
         *attempts = attempts.saturating_add(1);
@@ -262,7 +262,7 @@ impl<C: Upstream> Forwarder<C> {
 
     fn acked(&mut self, st: &mut State, t: Option<Tracked>) {
         match t {
-            Some(Tracked::Row(id, size, _)) => {
+            Some(Tracked::Row { id, size, .. }) => {
                 st.acks.push((id, size));
                 self.counters.acked.fetch_add(1, Relaxed);
             }
@@ -331,7 +331,11 @@ impl<C: Upstream> Forwarder<C> {
                 });
                 continue;
             }
-            let t = Tracked::Row(r.id, r.size as u64, r.attempts);
+            let t = Tracked::Row {
+                id: r.id,
+                size: r.size as u64,
+                attempts: r.attempts,
+            };
             let release = r.released && st.marks_view == Marks::Trusted;
             // the request queue holds the window and more: this fails
             // only if the link is gone; the row is then read again later

@@ -37,8 +37,13 @@ impl Mode {
 /// What one packet id stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Tracked {
-    /// An outbox row: id, size and failed tries so far.
-    Row(i64, u64, u32),
+    /// An outbox row.
+    Row {
+        id: i64,
+        size: u64,
+        /// Failed tries so far.
+        attempts: u32,
+    },
     /// Not from the outbox (status messages, live sends after a failed commit).
     Untracked,
     /// A message of the write-behind memory queue, by its sequence number.
@@ -172,7 +177,7 @@ impl State {
             .chain(self.inflight.drain().map(|(_, t)| t))
             .chain(self.released.drain().map(|(_, t)| t))
             .filter_map(|t| match t {
-                Tracked::Row(id, ..) => Some(id),
+                Tracked::Row { id, .. } => Some(id),
                 Tracked::Untracked | Tracked::Behind(_) => None,
             })
             .collect::<Vec<_>>();
@@ -197,7 +202,7 @@ pub(super) fn qos(q: u8) -> QoS {
 
 /// A PUBACK or PUBREC: the session no longer holds the payload of `t`.
 pub(super) fn off_the_wire(st: &mut State, t: Option<Tracked>) {
-    if let Some(Tracked::Row(_, size, _)) = t {
+    if let Some(Tracked::Row { size, .. }) = t {
         st.wire_bytes = st.wire_bytes.saturating_sub(size);
     }
 }

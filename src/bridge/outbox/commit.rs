@@ -330,7 +330,13 @@ impl Accounting {
         self.counters
             .committed
             .fetch_add(inserts.len() as u64, Relaxed);
-        for (topic, size, attempts, reason) in moved {
+        for dead::Moved {
+            topic,
+            size,
+            attempts,
+            reason,
+        } in moved
+        {
             self.messages = self.messages.saturating_sub(1);
             self.bytes = self.bytes.saturating_sub(size);
             self.counters.dead.fetch_add(1, Relaxed);

@@ -96,12 +96,20 @@ pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// Applies `failures` inside the writer's transaction; returns the topic
-/// and size of each row moved to `dead`.
+/// A row [`apply`] moved to `dead`.
+pub(super) struct Moved {
+    pub topic: String,
+    pub size: u64,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// Applies `failures` inside the writer's transaction; returns each row
+/// moved to `dead`.
 pub(super) async fn apply(
     tx: &mut SqliteConnection,
     failures: &[Failure],
-) -> Result<Vec<(String, u64, u32, String)>, OutboxError> {
+) -> Result<Vec<Moved>, OutboxError> {
     let mut moved = Vec::new();
     for f in failures {
         let Some(reason) = &f.dead else {
@@ -132,12 +140,12 @@ pub(super) async fn apply(
             .await
             .map_err(q("dead-letter"))?;
         if let Some(r) = row {
-            moved.push((
-                r.get::<String, _>(0),
-                r.get::<i64, _>(1) as u64,
-                f.attempts,
-                reason.clone(),
-            ));
+            moved.push(Moved {
+                topic: r.get::<String, _>(0),
+                size: r.get::<i64, _>(1) as u64,
+                attempts: f.attempts,
+                reason: reason.clone(),
+            });
         }
     }
     Ok(moved)
