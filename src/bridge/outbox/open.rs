@@ -163,9 +163,9 @@ fn is_broken(e: &OutboxError) -> bool {
     }
 }
 
-/// Sets a broken outbox file aside (see [`crate::config::files::set_aside`]).
+/// Sets a broken outbox file aside (see [`crate::data_dir::set_aside`]).
 fn set_aside(path: &Path) -> Result<PathBuf, OutboxError> {
-    crate::config::files::set_aside(path).map_err(|(_, source)| OutboxError::SetAside {
+    crate::data_dir::set_aside(path).map_err(|(_, source)| OutboxError::SetAside {
         path: path.to_path_buf(),
         source,
     })
