@@ -76,6 +76,7 @@ fn msg(i: usize) -> NewMessage {
         payload: Bytes::from(payload),
         qos: bench_qos(),
         retain: false,
+        expiry_s: 0,
     }
 }
 

@@ -213,6 +213,7 @@ mod tests {
             size: 1,
             attempts: 0,
             released: false,
+            expiry_s: 0,
         })
         .collect()
     }

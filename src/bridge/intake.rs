@@ -98,6 +98,7 @@ impl crate::broker::Intake for LocalIntake {
             payload: m.payload.clone(),
             qos: m.qos.min(rule.qos.as_u8()),
             retain: m.retain,
+            expiry_s: rule.expiry_secs(),
         };
         if msg.qos == 0 {
             if i.live.try_send(msg.to_publish()).is_err() {

@@ -109,6 +109,8 @@ pub struct Counters {
     pub dropped_oldest: AtomicU64,
     pub dropped_newest: AtomicU64,
     pub expired: AtomicU64,
+    /// Rows past their MQTT 5 `message_expiry` when their turn came: dropped unsent.
+    pub message_expired: AtomicU64,
     pub io_errors: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,

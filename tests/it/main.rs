@@ -18,6 +18,7 @@ mod bridge_poison;
 mod bridge_policies;
 mod bridge_qos2;
 mod bridge_stop;
+mod bridge_v5;
 mod broker;
 mod check_writers;
 mod config_errors;

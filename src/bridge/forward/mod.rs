@@ -373,7 +373,9 @@ mod behind;
 mod commands;
 mod pace;
 mod pause;
+mod props;
 mod report;
+mod server;
 #[cfg(test)]
 mod tests;
 mod window;

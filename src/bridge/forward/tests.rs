@@ -51,7 +51,7 @@ impl Upstream for Mock {
         *self.disconnects.borrow_mut() += 1;
         true
     }
-    fn ack(&self, publish: &rumqttc::Publish) -> bool {
+    fn ack(&self, publish: &rumqttc::v5::mqttbytes::v5::Publish) -> bool {
         self.acked.borrow_mut().push(publish.pkid);
         true
     }
@@ -128,6 +128,7 @@ fn row(id: i64, payload: usize) -> Stored {
         size: 10 + payload as i64,
         attempts: 0,
         released: false,
+        expiry_s: 0,
     }
 }
 
@@ -136,7 +137,10 @@ impl Rig {
         self.f.on_report(&mut self.queue, r, &mut self.st, STATUS);
     }
     fn up(&mut self, session_present: bool) {
-        self.report(Report::Up { session_present });
+        self.report(Report::Up {
+            session_present,
+            limits: crate::bridge::upstream::Limits::default(),
+        });
     }
     fn puback(&mut self, pkid: u16) {
         self.report(Report::Acked(pkid));
@@ -290,9 +294,14 @@ async fn live_messages_go_out_only_while_connected() {
 }
 
 fn command(pkid: u16, payload: &'static str) -> Report {
-    let mut p = rumqttc::Publish::new("s/gw/valve/set", QoS::AtLeastOnce, payload);
+    let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
+        "s/gw/valve/set",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        payload,
+        None,
+    );
     p.pkid = pkid;
-    Report::Command(p)
+    Report::Command(Box::new(p))
 }
 
 #[tokio::test]

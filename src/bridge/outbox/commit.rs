@@ -291,8 +291,8 @@ impl Accounting {
         let mut last = None;
         for chunk in inserts.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, clock_ms) VALUES {}",
-                vec!["(?,?,?,?,?,?,?)"; chunk.len()].join(",")
+                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, clock_ms, expiry_s) VALUES {}",
+                vec!["(?,?,?,?,?,?,?,?)"; chunk.len()].join(",")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for m in chunk {
@@ -303,7 +303,8 @@ impl Accounting {
                     .bind(m.retain as i64)
                     .bind(now)
                     .bind(m.size() as i64)
-                    .bind(clock);
+                    .bind(clock)
+                    .bind(i64::from(m.expiry_s));
             }
             let r = query.execute(&mut *tx).await.map_err(q("insert"))?;
             last = Some(r.last_insert_rowid());

@@ -14,7 +14,8 @@
 //!     size       INTEGER NOT NULL,                  -- bytes of topic + payload
 //!     attempts   INTEGER NOT NULL DEFAULT 0,        -- failed tries upstream
 //!     clock_ms   INTEGER NOT NULL DEFAULT 0,        -- commit time on the run clock (expire.rs)
-//!     released   INTEGER NOT NULL DEFAULT 0         -- QoS 2: PUBREC'd, only PUBREL left
+//!     released   INTEGER NOT NULL DEFAULT 0,        -- QoS 2: PUBREC'd, only PUBREL left
+//!     expiry_s   INTEGER NOT NULL DEFAULT 0         -- MQTT 5 message expiry from created_ms (0: none)
 //! );
 //! ```
 //!
@@ -102,7 +103,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     size       INTEGER NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
     clock_ms   INTEGER NOT NULL DEFAULT 0,
-    released   INTEGER NOT NULL DEFAULT 0
+    released   INTEGER NOT NULL DEFAULT 0,
+    expiry_s   INTEGER NOT NULL DEFAULT 0
 )";
 
 /// Rows per multi-row INSERT statement.
@@ -154,6 +156,8 @@ pub struct NewMessage {
     pub payload: bytes::Bytes,
     pub qos: u8,
     pub retain: bool,
+    /// The forward entry's `message_expiry` in seconds (0: none).
+    pub expiry_s: u32,
 }
 
 impl NewMessage {
