@@ -80,6 +80,15 @@ impl<C: Upstream> Forwarder<C> {
                 "uplink: the upstream broker has no retained messages (Retain Available 0): forwards are sent without retain"
             );
         }
+        let asked = self.cfg.session_expiry.get().as_secs();
+        if let Some(granted) = limits.session_expiry.filter(|&g| u64::from(g) < asked) {
+            warn!(
+                granted_s = granted,
+                asked_s = asked,
+                "uplink: the upstream broker keeps the session for less than \
+                 uplink.session_expiry: commands sent during a longer outage are lost upstream"
+            );
+        }
         if limits.receive_max < self.cfg.inflight {
             warn!(
                 receive_maximum = limits.receive_max,

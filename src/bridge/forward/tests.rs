@@ -23,9 +23,11 @@ const STATUS: &str = "s/gw/status";
 
 /// Records every request; refuses none.
 #[derive(Default)]
-struct Mock {
+pub(super) struct Mock {
     /// Topic, QoS, payload size and packet id of each publish.
     published: RefCell<Vec<(String, QoS, usize, u16)>>,
+    /// The MQTT 5 properties and retain flag of each publish.
+    props: RefCell<Vec<(Option<rumqttc::v5::mqttbytes::v5::PublishProperties>, bool)>>,
     released: RefCell<Vec<u16>>,
     subscribed: RefCell<Vec<String>>,
     disconnects: RefCell<usize>,
@@ -34,6 +36,7 @@ struct Mock {
 
 impl Upstream for Mock {
     fn publish(&self, o: Outgoing) -> bool {
+        self.props.borrow_mut().push((o.properties, o.retain));
         self.published
             .borrow_mut()
             .push((o.topic, o.qos, o.payload.len(), o.pkid));
@@ -68,15 +71,15 @@ impl Resend for Queue {
     }
 }
 
-struct Rig {
-    f: Forwarder<Mock>,
-    st: State,
+pub(super) struct Rig {
+    pub(super) f: Forwarder<Mock>,
+    pub(super) st: State,
     queue: Queue,
     _writer: mpsc::Receiver<WriteCmd>,
     _dir: tempfile::TempDir,
 }
 
-async fn rig(extra: &str) -> Rig {
+pub(super) async fn rig(extra: &str) -> Rig {
     let yaml = format!(
         "url: mqtt://h\nforward: [{{ filter: \"gw/#\", prefix: \"s/\", qos: 1 }}]\n\
          commands: [{{ filter: \"s/gw/+/set\", strip_prefix: \"s/\" }}]\n{extra}"
@@ -117,7 +120,7 @@ async fn rig(extra: &str) -> Rig {
     }
 }
 
-fn row(id: i64, payload: usize) -> Stored {
+pub(super) fn row(id: i64, payload: usize) -> Stored {
     Stored {
         id,
         topic: "s/gw/dev/n".into(),
@@ -133,7 +136,7 @@ fn row(id: i64, payload: usize) -> Stored {
 }
 
 impl Rig {
-    fn report(&mut self, r: Report) {
+    pub(super) fn report(&mut self, r: Report) {
         self.f.on_report(&mut self.queue, r, &mut self.st, STATUS);
     }
     fn up(&mut self, session_present: bool) {
@@ -380,3 +383,4 @@ async fn a_commit_just_before_the_shutdown_is_flushed_not_left_behind() {
 }
 
 mod qos2;
+mod v5;

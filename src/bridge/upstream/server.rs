@@ -24,6 +24,9 @@ pub struct Limits {
     pub shared: bool,
     /// Topic Alias Maximum: aliases the broker takes from us (0: none).
     pub topic_alias_max: u16,
+    /// Session Expiry Interval the broker grants, when it says one (it may
+    /// be less than `uplink.session_expiry`).
+    pub session_expiry: Option<u32>,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             wildcard: true,
             shared: true,
             topic_alias_max: 0,
+            session_expiry: None,
         }
     }
 }
@@ -55,6 +59,7 @@ impl Limits {
             wildcard: p.wildcard_subscription_available != Some(0),
             shared: p.shared_subscription_available != Some(0),
             topic_alias_max: p.topic_alias_max.unwrap_or(0),
+            session_expiry: p.session_expiry_interval,
         }
     }
 }
