@@ -5,7 +5,8 @@
 //! reconnect while the rest arrive, message expiry is sent as what is left
 //! after a 20 s outage with a SIGKILL (and a message past it is dropped),
 //! backfilled messages carry the replay user properties and live ones do
-//! not, and topic aliases are used on the wire.
+//! not, topic aliases are used on the wire, and a command keeps its
+//! request/response properties when published locally.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -196,6 +197,8 @@ struct Got {
     payload: String,
     expiry: Option<u32>,
     user: Vec<(String, String)>,
+    response_topic: Option<String>,
+    correlation: Option<Vec<u8>>,
 }
 
 /// An MQTT 5 subscriber on the upstream broker (rumqttc's v5 client).
@@ -231,6 +234,8 @@ impl Sub5 {
                             payload: String::from_utf8_lossy(&p.payload).into_owned(),
                             expiry: props.message_expiry_interval,
                             user: props.user_properties,
+                            response_topic: props.response_topic,
+                            correlation: props.correlation_data.map(|c| c.to_vec()),
                         });
                     }
                     Ok(_) => {}
@@ -526,4 +531,38 @@ fn a_protocol_that_is_not_one_exits_78_naming_the_key() {
         assert_eq!(out.status.code(), Some(78), "{err}");
         assert!(err.contains(path), "{path} not named: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_command_keeps_its_response_topic_correlation_data_and_user_properties() {
+    let broker = Mosquitto::start();
+    let uplink = "  protocol: 5\n  commands:\n    \
+                  - { filter: \"site/gw1/+/+/set\", strip_prefix: \"site/\", qos: 1 }";
+    let (_up, mut gw, _) = linked(broker.port, broker.port, uplink).await;
+    let mut local = Sub5::connect(gw.port, "gw1/+/+/set").await;
+    // the requester, an MQTT 5 client upstream
+    let opts = V5Options::new("requester", "127.0.0.1", broker.port);
+    let (req, mut el) = rumqttc::v5::AsyncClient::new(opts, 10);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+        response_topic: Some("site/gw1/replies/7".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"req-7")),
+        user_properties: vec![("who".into(), "scada".into())],
+        ..Default::default()
+    };
+    req.publish_with_properties(
+        "site/gw1/valve/open/set",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "1",
+        props,
+    )
+    .await
+    .expect("publish");
+    let got = local.take("gw1/valve/open/set", 1, SECS, &gw).await;
+    let m = &got[0];
+    assert_eq!(m.response_topic.as_deref(), Some("gw1/replies/7"), "{m:?}");
+    assert_eq!(m.correlation.as_deref(), Some(&b"req-7"[..]), "{m:?}");
+    assert_eq!(m.user, vec![("who".to_string(), "scada".to_string())]);
+    assert!(gw.terminate(SECS).success());
 }

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::Forwarder;
 use super::window::{State, V5Publish};
+use crate::bridge::command_props::local_props;
 use crate::bridge::upstream::Upstream;
 use crate::reading::Publish;
 
@@ -48,6 +49,21 @@ impl<C: Upstream> Forwarder<C> {
             return;
         };
         info!(upstream = %upstream, topic = %topic, "uplink: command from upstream");
+        let props = local_props(p.properties.as_ref(), &rule.strip_prefix);
+        if let (Some(props), Some(tx)) = (props, &self.command_props) {
+            let publish = Publish {
+                topic,
+                payload: p.payload.clone(),
+                qos: rule.qos,
+                retain: false,
+            };
+            if tx.try_send((publish, props)).is_err() {
+                self.counters.commands_dropped.fetch_add(1, Relaxed);
+                warn!(upstream = %upstream, "uplink: too many commands with MQTT 5 properties waiting; command dropped");
+            }
+            self.ack_command(st, p);
+            return;
+        }
         let publish = Publish {
             topic,
             payload: p.payload.clone(),

@@ -189,6 +189,7 @@ impl<C: Upstream> Forwarder<C> {
     /// gateway stops. Commands are no longer taken.
     pub(super) fn on_shutdown(&mut self, st: &mut State, until: tokio::time::Instant) {
         self.commands = None;
+        self.command_props = None;
         if !st.commands.is_empty() {
             self.counters
                 .commands_dropped

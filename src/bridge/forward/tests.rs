@@ -106,6 +106,7 @@ pub(super) async fn rig(extra: &str) -> Rig {
         progress,
         live: mpsc::channel(1).1,
         commands: None,
+        command_props: None,
         counters: Arc::new(Counters::default()),
         shutdown: CancellationToken::new(),
         flush_ms: Arc::new(AtomicU64::new(0)),
