@@ -82,6 +82,7 @@ fn msg(i: usize) -> NewMessage {
         qos: bench_qos(),
         retain: false,
         expiry_s: 0,
+        props: None,
     }
 }
 

@@ -237,6 +237,7 @@ mod tests {
             qos: 1,
             retain: false,
             expiry_s: 0,
+            props: None,
         }
     }
 

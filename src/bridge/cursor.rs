@@ -214,6 +214,7 @@ mod tests {
             attempts: 0,
             released: false,
             expiry_s: 0,
+            props: None,
         })
         .collect()
     }

@@ -113,6 +113,7 @@ impl Intake {
                     qos: up.qos.as_u8(),
                     retain: up.retain,
                     expiry_s: rule.expiry_secs(),
+                    props: None,
                 });
             }
         }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::Packet as V5Packet;
+use rumqttc::v5::mqttbytes::v5::{Packet as V5Packet, PublishProperties};
 use rumqttc::v5::{Event as V5Event, MqttOptions as V5Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -290,6 +290,34 @@ impl Sub5 {
     }
 }
 
+/// Publishes one QoS 1 message with `props` from an MQTT 5 client `id`,
+/// once its PUBACK arrived.
+async fn publish5(port: u16, id: &str, topic: &str, payload: &str, props: PublishProperties) {
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(V5Options::new(id, "127.0.0.1", port), 10);
+    client
+        .publish_with_properties(
+            topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            payload.to_string(),
+            props,
+        )
+        .await
+        .expect("publish");
+    let acked = async {
+        loop {
+            match el.poll().await {
+                Ok(V5Event::Incoming(V5Packet::PubAck(_))) => return,
+                Ok(_) => {}
+                Err(e) => panic!("{id}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(SECS, acked)
+        .await
+        .expect("PUBACK in time");
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -534,35 +562,49 @@ fn a_protocol_that_is_not_one_exits_78_naming_the_key() {
 }
 
 #[tokio::test]
-async fn a_command_keeps_its_response_topic_correlation_data_and_user_properties() {
+async fn request_response_crosses_the_gateway_with_correlation_data() {
     let broker = Mosquitto::start();
     let uplink = "  protocol: 5\n  commands:\n    \
                   - { filter: \"site/gw1/+/+/set\", strip_prefix: \"site/\", qos: 1 }";
-    let (_up, mut gw, _) = linked(broker.port, broker.port, uplink).await;
+    let (mut up, mut gw, _) = linked(broker.port, broker.port, uplink).await;
     let mut local = Sub5::connect(gw.port, "gw1/+/+/set").await;
     // the requester, an MQTT 5 client upstream
-    let opts = V5Options::new("requester", "127.0.0.1", broker.port);
-    let (req, mut el) = rumqttc::v5::AsyncClient::new(opts, 10);
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
-    let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
-        response_topic: Some("site/gw1/replies/7".into()),
-        correlation_data: Some(bytes::Bytes::from_static(b"req-7")),
-        user_properties: vec![("who".into(), "scada".into())],
-        ..Default::default()
-    };
-    req.publish_with_properties(
+    publish5(
+        broker.port,
+        "requester",
         "site/gw1/valve/open/set",
-        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        false,
         "1",
-        props,
+        PublishProperties {
+            response_topic: Some("site/gw1/replies/7".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"req-7")),
+            user_properties: vec![("who".into(), "scada".into())],
+            ..Default::default()
+        },
     )
-    .await
-    .expect("publish");
+    .await;
     let got = local.take("gw1/valve/open/set", 1, SECS, &gw).await;
     let m = &got[0];
     assert_eq!(m.response_topic.as_deref(), Some("gw1/replies/7"), "{m:?}");
     assert_eq!(m.correlation.as_deref(), Some(&b"req-7"[..]), "{m:?}");
     assert_eq!(m.user, vec![("who".to_string(), "scada".to_string())]);
+    // the local responder replies where it was told, with the correlation data
+    let reply = PublishProperties {
+        correlation_data: m.correlation.clone().map(bytes::Bytes::from),
+        user_properties: vec![("status".into(), "done".into())],
+        ..Default::default()
+    };
+    let to = m.response_topic.clone().expect("response topic");
+    publish5(gw.port, "responder", &to, "opened", reply).await;
+    let got = up.take("site/gw1/replies/7", 1, SECS, &gw).await;
+    assert_eq!(got[0].payload, "opened");
+    assert_eq!(
+        got[0].correlation.as_deref(),
+        Some(&b"req-7"[..]),
+        "{got:?}"
+    );
+    assert_eq!(
+        got[0].user,
+        vec![("status".to_string(), "done".to_string())]
+    );
     assert!(gw.terminate(SECS).success());
 }

@@ -1,11 +1,14 @@
 //! The MQTT 5 properties of a row sent from the outbox: what is left of
-//! its message expiry (a row past it is not sent), and the replay user
-//! properties of a row that waited for the uplink. A 3.1.1 uplink writes
-//! none of them (`upstream/wire.rs`).
+//! its message expiry (a row past it is not sent), the request/response
+//! properties a local client gave it (`outbox::RowProps`), and the replay
+//! user properties of a row that waited for the uplink. A 3.1.1 uplink
+//! writes none of them (`upstream/wire.rs`).
 //!
 //! Owns that arithmetic. Must not do I/O.
 
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+use crate::bridge::outbox::RowProps;
 
 /// User property of a message sent after it waited for the uplink.
 pub const REPLAY: &str = "fieldgate-replay";
@@ -39,26 +42,33 @@ pub fn remaining(expiry_s: u32, created_ms: i64, now_ms: i64) -> Expiry {
     Expiry::Left(((left_ms / 1000) as u32).max(1))
 }
 
-/// The properties of a row: its expiry left, and the replay marks when
-/// `replay_ts` (the commit time) is given.
-pub fn row_properties(expiry: Expiry, replay_ts: Option<i64>) -> Option<PublishProperties> {
+/// The properties of a row: its expiry left, the request/response
+/// properties it was stored with (`stored`), and the replay marks when
+/// `replay_ts` (the commit time) is given (after the stored user
+/// properties, whose order MQTT keeps).
+pub fn row_properties(
+    expiry: Expiry,
+    stored: Option<RowProps>,
+    replay_ts: Option<i64>,
+) -> Option<PublishProperties> {
     let left = match expiry {
         Expiry::Left(s) => Some(s),
         Expiry::Never | Expiry::Past => None,
     };
-    if left.is_none() && replay_ts.is_none() {
+    if left.is_none() && replay_ts.is_none() && stored.is_none() {
         return None;
+    }
+    let stored = stored.unwrap_or_default();
+    let mut user = stored.user;
+    if let Some(ts) = replay_ts {
+        user.push((REPLAY.to_string(), "1".to_string()));
+        user.push((REPLAY_TS.to_string(), ts.to_string()));
     }
     Some(PublishProperties {
         message_expiry_interval: left,
-        user_properties: replay_ts
-            .map(|ts| {
-                vec![
-                    (REPLAY.to_string(), "1".to_string()),
-                    (REPLAY_TS.to_string(), ts.to_string()),
-                ]
-            })
-            .unwrap_or_default(),
+        response_topic: stored.response_topic,
+        correlation_data: stored.correlation_data,
+        user_properties: user,
         ..PublishProperties::default()
     })
 }
@@ -79,8 +89,8 @@ mod tests {
 
     #[test]
     fn replay_marks_carry_the_commit_time() {
-        assert!(row_properties(Expiry::Never, None).is_none());
-        let p = row_properties(Expiry::Left(5), Some(1234)).expect("props");
+        assert!(row_properties(Expiry::Never, None, None).is_none());
+        let p = row_properties(Expiry::Left(5), None, Some(1234)).expect("props");
         assert_eq!(p.message_expiry_interval, Some(5));
         assert_eq!(
             p.user_properties,

@@ -350,7 +350,7 @@ impl<C: Upstream> Forwarder<C> {
             let properties = (self.cfg.protocol == Protocol::V5)
                 .then(|| {
                     let replay = self.cfg.backfill_properties && r.id < st.live_from;
-                    row_properties(expiry, replay.then_some(r.created_ms))
+                    row_properties(expiry, r.props.clone(), replay.then_some(r.created_ms))
                 })
                 .flatten();
             let size = poison::packet_size(&r.topic, r.payload.len())

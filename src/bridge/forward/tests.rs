@@ -133,6 +133,7 @@ pub(super) fn row(id: i64, payload: usize) -> Stored {
         attempts: 0,
         released: false,
         expiry_s: 0,
+        props: None,
     }
 }
 

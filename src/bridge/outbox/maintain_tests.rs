@@ -93,6 +93,7 @@ async fn the_file_shrinks_after_a_drain() {
         qos: 1,
         retain: false,
         expiry_s: 0,
+        props: None,
     };
     // an outage: 20,000 messages of 1 KB
     for chunk in 0..20 {

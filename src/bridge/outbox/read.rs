@@ -24,6 +24,8 @@ pub struct Stored {
     pub released: bool,
     /// MQTT 5 message expiry in seconds from `created_ms` (0: none).
     pub expiry_s: u32,
+    /// MQTT 5 request/response properties of a local client's message.
+    pub props: Option<super::RowProps>,
 }
 
 /// Depth, bytes and age of the outbox.
@@ -60,6 +62,7 @@ pub(super) fn stored(r: &sqlx::sqlite::SqliteRow) -> Stored {
         attempts: r.get::<i64, _>(7).clamp(0, u32::MAX as i64) as u32,
         released: false,
         expiry_s: 0,
+        props: None,
     }
 }
 
@@ -71,7 +74,7 @@ pub async fn fetch<'e>(
     limit: usize,
 ) -> Result<Vec<Stored>, OutboxError> {
     let rows = sqlx::query(
-        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts, released, expiry_s FROM outbox \
+        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts, released, expiry_s, props FROM outbox \
          WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
     )
     .bind(lo)
@@ -85,6 +88,9 @@ pub async fn fetch<'e>(
         .map(|r| Stored {
             released: r.get::<i64, _>(8) != 0,
             expiry_s: r.get::<i64, _>(9).clamp(0, u32::MAX as i64) as u32,
+            props: r
+                .get::<Option<Vec<u8>>, _>(10)
+                .map(|b| super::RowProps::decode(&b)),
             ..stored(r)
         })
         .collect())

@@ -10,6 +10,7 @@ pub(super) fn m(i: usize) -> NewMessage {
         qos: 1,
         retain: false,
         expiry_s: 0,
+        props: None,
     }
 }
 
