@@ -89,9 +89,16 @@ impl Client {
 
 impl Upstream for Client {
     fn publish(&self, o: Outgoing) -> bool {
-        let mut publish = Publish::new(o.topic, v5_qos(o.qos), o.payload, o.properties);
-        publish.retain = o.retain;
-        publish.pkid = if o.qos == QoS::AtMostOnce { 0 } else { o.pkid };
+        // the topic's bytes move into the packet (no copy)
+        let publish = Publish {
+            dup: false,
+            qos: v5_qos(o.qos),
+            retain: o.retain,
+            topic: bytes::Bytes::from(o.topic.into_bytes()),
+            pkid: if o.qos == QoS::AtMostOnce { 0 } else { o.pkid },
+            payload: o.payload,
+            properties: o.properties,
+        };
         self.send(Request::Publish {
             publish,
             key: o.key,
