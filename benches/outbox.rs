@@ -13,6 +13,9 @@
 //!    outbox, beside the same binary with an empty outbox.
 //! 4. Wear: bytes written to the device per forwarded message and fsyncs
 //!    per second at 1,000 msg/s with the uplink up (`outbox/wear.rs`).
+//! 5. The MQTT 5 uplink (`BENCH_ONLY=drain5`, `outbox/v5.rs`): its drain
+//!    beside a plain rumqttc v5 publisher, and bytes on the wire per
+//!    forwarded reading with topic aliases and without.
 //!
 //! Wear of the real binary per reading (`scripts/wear.sh BINARY RATE 20`:
 //! 10 simulated devices, every reading forwarded at QoS 1 to mosquitto,
@@ -36,6 +39,8 @@
 
 #[path = "outbox/mosquitto.rs"]
 mod mosquitto;
+#[path = "outbox/v5.rs"]
+mod v5;
 #[path = "outbox/wear.rs"]
 mod wear;
 
@@ -76,6 +81,8 @@ fn msg(i: usize) -> NewMessage {
         payload: Bytes::from(payload),
         qos: bench_qos(),
         retain: false,
+        expiry_s: 0,
+        props: None,
     }
 }
 
@@ -156,8 +163,13 @@ async fn bare_inserts(dir: &Path, n: usize) -> Duration {
 }
 
 fn uplink(port: u16) -> UplinkConfig {
+    uplink_with(port, "")
+}
+
+/// [`uplink`] with `extra` lines (e.g. `protocol: 5`).
+fn uplink_with(port: u16, extra: &str) -> UplinkConfig {
     let yaml = format!(
-        "url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: {} }}]\n\
+        "{extra}url: mqtt://127.0.0.1:{port}\nclient_id: bench-gw\nforward: [{{ filter: \"gw1/#\", prefix: \"site/\", qos: {} }}]\n\
          buffer: {{ max_messages: 100000000, max_bytes: 1TiB{} }}\n{}",
         bench_qos(),
         std::env::var("BENCH_COMMIT_WINDOW")
@@ -181,7 +193,11 @@ async fn backlog() -> tempfile::TempDir {
 /// session wipe) until every backlog message was acknowledged, and the
 /// part of it from the first PUBLISH on.
 async fn bridge_drain(dir: &Path, port: u16) -> (Duration, Duration) {
-    let cfg = uplink(port);
+    bridge_drain_with(dir, uplink(port)).await
+}
+
+/// [`bridge_drain`] with the uplink config `cfg`.
+async fn bridge_drain_with(dir: &Path, cfg: UplinkConfig) -> (Duration, Duration) {
     let (_keep_tx, rx) = mpsc::channel(16);
     let t = Instant::now();
     let (bridge, _local) = Bridge::start(&cfg, "gw1", dir, rx, 1024, None)
@@ -367,6 +383,9 @@ async fn main() {
             c2.0 - c1.0,
             c2.1 - c1.1
         );
+    }
+    if part("drain5") {
+        v5::run().await;
     }
     if part("wear") {
         let mosq = Mosquitto::start();

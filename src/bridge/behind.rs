@@ -236,6 +236,8 @@ mod tests {
             payload: bytes::Bytes::from(format!("{i:09}")),
             qos: 1,
             retain: false,
+            expiry_s: 0,
+            props: None,
         }
     }
 

@@ -68,6 +68,65 @@ pub struct UplinkConfig {
     /// that makes no progress.
     #[serde(default = "default_io_timeout")]
     pub io_timeout: TimeSpan,
+    /// The MQTT version spoken upstream: `3.1.1` (the default) or `5`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// MQTT 5: how long the upstream broker keeps the session after a
+    /// drop (CONNECT's Session Expiry Interval); ignored at 3.1.1, whose
+    /// sessions last until the broker's own limit.
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry: TimeSpan,
+    /// MQTT 5: messages sent from the outbox after they waited for the
+    /// uplink carry the user properties `fieldgate-replay: 1` and
+    /// `fieldgate-ts: <ms when committed>`.
+    #[serde(default = "default_true")]
+    pub backfill_properties: bool,
+}
+
+/// `uplink.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "ProtocolName")]
+pub enum Protocol {
+    /// MQTT 3.1.1 (level 4).
+    #[default]
+    V311,
+    /// MQTT 5.0 (level 5).
+    V5,
+}
+
+/// What YAML may write for a protocol: `3.1.1`, `"5"` or `5`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ProtocolName {
+    Text(String),
+    Number(f64),
+}
+
+impl TryFrom<ProtocolName> for Protocol {
+    type Error = String;
+    fn try_from(n: ProtocolName) -> Result<Protocol, String> {
+        let text = match n {
+            ProtocolName::Text(t) => t,
+            ProtocolName::Number(f) => f.to_string(),
+        };
+        match text.trim() {
+            "3.1.1" | "4" => Ok(Protocol::V311),
+            "5" | "5.0" => Ok(Protocol::V5),
+            other => Err(format!("{other:?} is not a protocol: use 3.1.1 or 5")),
+        }
+    }
+}
+
+/// The longest `session_expiry` MQTT 5 can say (0xFFFFFFFE s; 0xFFFFFFFF
+/// means never).
+const MAX_SESSION_EXPIRY: u64 = 0xFFFF_FFFE;
+
+fn default_session_expiry() -> TimeSpan {
+    TimeSpan::from_secs(7 * 86_400)
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_attempts() -> u32 {
@@ -125,6 +184,19 @@ pub struct ForwardRule {
     pub prefix: String,
     #[serde(default)]
     pub qos: Qos,
+    /// MQTT 5: the Message Expiry Interval of these messages; a message
+    /// sent after an outage carries what is left of it, one past it is
+    /// dropped unsent (counted as expired).
+    #[serde(default)]
+    pub message_expiry: Option<TimeSpan>,
+}
+
+impl ForwardRule {
+    /// `message_expiry` in whole seconds (0: none).
+    pub fn expiry_secs(&self) -> u32 {
+        self.message_expiry
+            .map_or(0, |e| e.get().as_secs().clamp(1, u32::MAX.into()) as u32)
+    }
 }
 
 /// One `uplink.commands` entry: upstream topics matching `filter` are
@@ -351,6 +423,14 @@ impl UplinkConfig {
             if let Some(p) = filter_problem(&r.filter) {
                 report.add(format!("{path}.forward[{i}].filter"), p);
             }
+            if let Some(e) = r.message_expiry
+                && !(1..=u64::from(u32::MAX)).contains(&e.get().as_secs())
+            {
+                report.add(
+                    format!("{path}.forward[{i}].message_expiry"),
+                    "must be between 1s and 136y (MQTT's 32-bit seconds), or left out",
+                );
+            }
             if r.prefix.contains(['+', '#']) {
                 report.add(
                     format!("{path}.forward[{i}].prefix"),
@@ -377,6 +457,12 @@ impl UplinkConfig {
             report.add(
                 format!("{path}.max_packet_size"),
                 "must be between 1KiB and 256MiB",
+            );
+        }
+        if self.session_expiry.get().as_secs() > MAX_SESSION_EXPIRY {
+            report.add(
+                format!("{path}.session_expiry"),
+                "must be at most 136y (MQTT's 32-bit seconds)",
             );
         }
         if self.io_timeout.get() < std::time::Duration::from_secs(1) {
@@ -454,5 +540,27 @@ mod config_tests {
         assert_eq!(up.client_id("gw"), "gw");
         assert_eq!(up.status_topic("gw"), "s/gw/status");
         assert_eq!(up.buffer.max_messages, 1_000_000);
+        assert_eq!(up.protocol, super::Protocol::V311);
+        assert_eq!(up.session_expiry.get().as_secs(), 7 * 86_400);
+        assert!(up.backfill_properties);
+    }
+
+    #[test]
+    fn protocol_and_expiry_keys() {
+        let yaml = "gateway: { id: gw }\nuplink:\n  url: mqtt://h\n  protocol: 5\n  session_expiry: 1h\n  forward: [{ filter: \"gw/#\", qos: 1, message_expiry: 3h }]\n";
+        let cfg = crate::settings::parse(yaml, Path::new("t.yaml")).expect("valid");
+        let up = cfg.uplink.expect("uplink");
+        assert_eq!(up.protocol, super::Protocol::V5);
+        assert_eq!(up.forward[0].expiry_secs(), 3 * 3600);
+        let yaml = "gateway: { id: gw }\nuplink:\n  url: mqtt://h\n  protocol: 3.1.1\n  forward: [{ filter: \"gw/#\" }]\n";
+        let cfg = crate::settings::parse(yaml, Path::new("t.yaml")).expect("valid");
+        assert_eq!(cfg.uplink.expect("uplink").protocol, super::Protocol::V311);
+        let yaml = "gateway: { id: gw }\nuplink:\n  url: mqtt://h\n  protocol: 4.2\n  forward: [{ filter: \"gw/#\", message_expiry: 0s }]\n";
+        let err = crate::settings::parse(yaml, Path::new("t.yaml")).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("protocol") || text.contains("3.1.1 or 5"),
+            "{text}"
+        );
     }
 }

@@ -213,6 +213,8 @@ mod tests {
             size: 1,
             attempts: 0,
             released: false,
+            expiry_s: 0,
+            props: None,
         })
         .collect()
     }

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::config::{Drain, Synchronous, UplinkConfig, WhenFull};
+use super::config::{Drain, Protocol, Synchronous, UplinkConfig, WhenFull};
 
 /// Appends the uplink plan to `s`.
 pub fn describe(s: &mut String, cfg: &UplinkConfig, gateway: &str, data_dir: &Path) {
@@ -28,15 +28,20 @@ pub fn describe(s: &mut String, cfg: &UplinkConfig, gateway: &str, data_dir: &Pa
         "        status {} = online on connect, offline on stop and as last will (retained)",
         cfg.status_topic(gateway)
     );
+    describe_protocol(s, cfg);
     for r in &cfg.forward {
         let how = if r.qos.as_u8() == 0 {
             "live only, never buffered"
         } else {
             "buffered in the outbox"
         };
+        let expiry = match (cfg.protocol, r.message_expiry) {
+            (Protocol::V5, Some(e)) => format!(", message expiry {e} (what is left is sent)"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             s,
-            "        forward  {} -> {}{} qos {} ({how})",
+            "        forward  {} -> {}{} qos {} ({how}{expiry})",
             r.filter,
             r.prefix,
             r.filter,
@@ -88,6 +93,37 @@ pub fn describe(s: &mut String, cfg: &UplinkConfig, gateway: &str, data_dir: &Pa
         "        commit window {}; {own}; drain rate {rate}; reconnect full jitter {} to {}, reset after {} up",
         b.commit_window, r.min, r.max, r.stable
     );
+}
+
+/// The protocol line: MQTT 5's session expiry and what the broker's
+/// CONNACK may still lower (known only once connected: said in the log).
+fn describe_protocol(s: &mut String, cfg: &UplinkConfig) {
+    match cfg.protocol {
+        Protocol::V311 => {
+            let _ = writeln!(s, "        MQTT 3.1.1");
+        }
+        Protocol::V5 => {
+            let replay = if cfg.backfill_properties {
+                "messages sent after they waited carry fieldgate-replay / fieldgate-ts"
+            } else {
+                "no replay properties"
+            };
+            let _ = writeln!(
+                s,
+                "        MQTT 5, session expiry {}; {replay}; the broker's Receive Maximum, \
+                 Maximum Packet Size, Maximum QoS and Retain Available apply once connected \
+                 (logged)",
+                cfg.session_expiry
+            );
+            if cfg.forward.iter().any(|r| r.qos.as_u8() == 2) {
+                let _ = writeln!(
+                    s,
+                    "        note: QoS 2 entries go at QoS 1 to brokers whose Maximum QoS is 1 \
+                     (AWS IoT Core, Azure IoT Hub)"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

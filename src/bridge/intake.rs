@@ -30,7 +30,7 @@ use tracing::warn;
 
 use super::Counters;
 use super::config::UplinkConfig;
-use super::outbox::{NewMessage, WriteCmd};
+use super::outbox::{NewMessage, RowProps, WriteCmd};
 use crate::broker::Message;
 use crate::reading::Publish;
 
@@ -98,6 +98,8 @@ impl crate::broker::Intake for LocalIntake {
             payload: m.payload.clone(),
             qos: m.qos.min(rule.qos.as_u8()),
             retain: m.retain,
+            expiry_s: rule.expiry_secs(),
+            props: request_props(m, &rule.prefix),
         };
         if msg.qos == 0 {
             if i.live.try_send(msg.to_publish()).is_err() {
@@ -153,4 +155,16 @@ async fn commit_loop(inner: Arc<Inner>, writer: mpsc::Sender<WriteCmd>, cancel: 
             return;
         }
     }
+}
+/// The MQTT 5 request/response properties of a local client's message
+/// (a reply to a command, most often), its response topic under the
+/// forward entry's `prefix` like its topic; `None` without any.
+fn request_props(m: &Message, prefix: &str) -> Option<RowProps> {
+    let p = m.props.as_ref()?;
+    let props = RowProps {
+        response_topic: p.response_topic.as_ref().map(|t| format!("{prefix}{t}")),
+        correlation_data: p.correlation_data.clone(),
+        user: p.user.clone(),
+    };
+    (!props.is_empty()).then_some(props)
 }

@@ -111,6 +111,7 @@ impl Collector for Counters {
             ("drop_oldest", &self.dropped_oldest),
             ("drop_newest", &self.dropped_newest),
             ("max_age", &self.expired),
+            ("message_expiry", &self.message_expired),
             ("live_not_sent", &self.live_dropped),
             ("dead_letter_limit", &self.dead_pruned),
         ] {

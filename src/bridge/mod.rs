@@ -49,6 +49,7 @@
 
 mod behind;
 mod cli;
+mod command_props;
 pub mod config;
 mod cursor;
 mod describe;
@@ -108,6 +109,8 @@ pub struct Counters {
     pub dropped_oldest: AtomicU64,
     pub dropped_newest: AtomicU64,
     pub expired: AtomicU64,
+    /// Rows past their MQTT 5 `message_expiry` when their turn came: dropped unsent.
+    pub message_expired: AtomicU64,
     pub io_errors: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
@@ -147,6 +150,8 @@ struct Tasks {
     flush_ms: Arc<AtomicU64>,
     /// Write-behind's spill task and its stop.
     spill: Option<(JoinHandle<()>, CancellationToken)>,
+    /// Publishes MQTT 5 commands with their request/response properties.
+    command_props: Option<JoinHandle<()>>,
 }
 
 impl Bridge {
@@ -236,7 +241,17 @@ impl Bridge {
             (task, stop)
         });
 
+        // MQTT 5 commands keep their response topic, correlation data and
+        // user properties: published through the broker handle
+        let (command_props, command_props_task) = match &broker {
+            Some(b) if cfg.protocol == config::Protocol::V5 && !cfg.commands.is_empty() => {
+                let (tx, task) = command_props::start(b.clone());
+                (Some(tx), Some(task))
+            }
+            _ => (None, None),
+        };
         let forwarder = forward::Forwarder {
+            command_props,
             cfg: cfg.clone(),
             gateway: gateway.clone(),
             client,
@@ -295,6 +310,7 @@ impl Bridge {
                     flush,
                     flush_ms,
                     spill,
+                    command_props: command_props_task,
                 }),
             },
             local_rx,
@@ -363,6 +379,12 @@ impl Bridge {
         }
         if tokio::time::timeout_at(end, t.writer).await.is_err() {
             warn!("outbox writer did not finish in time");
+        }
+        // its sender was the forwarder's: it ends once the queue is published
+        if let Some(task) = t.command_props
+            && tokio::time::timeout_at(end, task).await.is_err()
+        {
+            warn!("commands with MQTT 5 properties were not published locally in time");
         }
         let c = &self.counters;
         info!(

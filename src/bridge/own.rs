@@ -112,6 +112,8 @@ impl Intake {
                     payload: up.payload,
                     qos: up.qos.as_u8(),
                     retain: up.retain,
+                    expiry_s: rule.expiry_secs(),
+                    props: None,
                 });
             }
         }

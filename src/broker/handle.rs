@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::message::Message;
+use super::message::{Message, MessageProps};
 use super::router::{Intake, Router};
 use super::session::{Attached, Cell, Outgoing, Session};
 use super::stats::Snapshot;
@@ -55,6 +55,33 @@ impl BrokerHandle {
         let msg = Message::new(p.topic.into(), p.payload, p.qos.as_u8(), p.retain);
         super::stats::add(&self.router.stats.publish_received, 1);
         self.router.publish(msg).await;
+    }
+
+    /// [`Self::publish`] with the MQTT 5 request/response properties passed
+    /// on to subscribers (the bridge's commands from an MQTT 5 uplink).
+    pub async fn publish_request(
+        &self,
+        p: Publish,
+        response_topic: Option<String>,
+        correlation_data: Option<bytes::Bytes>,
+        user: Vec<(String, String)>,
+    ) -> bool {
+        if !valid_publish_topic(&p.topic) {
+            return false;
+        }
+        let mut msg = Message::new(p.topic.into(), p.payload, p.qos.as_u8(), p.retain);
+        let props = MessageProps {
+            response_topic,
+            correlation_data,
+            user,
+            ..MessageProps::default()
+        };
+        if !props.is_empty() {
+            msg.props = Some(Arc::new(props));
+        }
+        super::stats::add(&self.router.stats.publish_received, 1);
+        self.router.publish(msg).await;
+        true
     }
 
     /// Registers the bridge's intake (see [`Intake`]).

@@ -21,7 +21,7 @@ impl<C: Upstream> Forwarder<C> {
         let Some(behind) = self.behind.clone() else {
             return;
         };
-        let room = (self.cfg.inflight as usize).saturating_sub(st.used());
+        let room = self.room(st);
         let mut taken = behind.take(room).into_iter();
         while let Some((seq, m)) = taken.next() {
             let q = match m.qos {
@@ -42,6 +42,7 @@ impl<C: Upstream> Forwarder<C> {
                 payload: m.payload,
                 pkid,
                 key: OTHER_KEY,
+                properties: None,
             };
             if !self.client.publish(o) {
                 behind.untake(std::iter::once(seq).chain(taken.map(|t| t.0)));

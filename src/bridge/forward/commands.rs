@@ -6,12 +6,13 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use rumqttc::QoS;
+use rumqttc::v5::mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::Forwarder;
-use super::window::State;
+use super::window::{State, V5Publish};
+use crate::bridge::command_props::local_props;
 use crate::bridge::upstream::Upstream;
 use crate::reading::Publish;
 
@@ -26,28 +27,43 @@ impl<C: Upstream> Forwarder<C> {
     /// its in-flight window unacknowledged meanwhile). Past that, or while
     /// the gateway stops, it is dropped, counted in `commands_dropped` and
     /// logged; one dropped while stopping is not acknowledged.
-    pub(super) fn command(&mut self, st: &mut State, p: rumqttc::Publish) {
+    pub(super) fn command(&mut self, st: &mut State, p: V5Publish) {
+        let upstream = String::from_utf8_lossy(&p.topic).into_owned();
         let Some(rule) = self
             .cfg
             .commands
             .iter()
-            .find(|c| crate::bridge::filters::matches(&c.filter, &p.topic))
+            .find(|c| crate::bridge::filters::matches(&c.filter, &upstream))
         else {
             // not a command topic: nothing to hand on
             self.ack_command(st, p);
             return;
         };
-        let topic = p
-            .topic
+        let topic = upstream
             .strip_prefix(rule.strip_prefix.as_str())
-            .unwrap_or(&p.topic)
+            .unwrap_or(&upstream)
             .to_string();
         let Some(tx) = &self.commands else {
             self.counters.commands_dropped.fetch_add(1, Relaxed);
-            warn!(upstream = %p.topic, "uplink: command during the stop dropped (not acknowledged)");
+            warn!(upstream = %upstream, "uplink: command during the stop dropped (not acknowledged)");
             return;
         };
-        info!(upstream = %p.topic, topic = %topic, "uplink: command from upstream");
+        info!(upstream = %upstream, topic = %topic, "uplink: command from upstream");
+        let props = local_props(p.properties.as_ref(), &rule.strip_prefix);
+        if let (Some(props), Some(tx)) = (props, &self.command_props) {
+            let publish = Publish {
+                topic,
+                payload: p.payload.clone(),
+                qos: rule.qos,
+                retain: false,
+            };
+            if tx.try_send((publish, props)).is_err() {
+                self.counters.commands_dropped.fetch_add(1, Relaxed);
+                warn!(upstream = %upstream, "uplink: too many commands with MQTT 5 properties waiting; command dropped");
+            }
+            self.ack_command(st, p);
+            return;
+        }
         let publish = Publish {
             topic,
             payload: p.payload.clone(),
@@ -62,7 +78,7 @@ impl<C: Upstream> Forwarder<C> {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.counters.commands_dropped.fetch_add(1, Relaxed);
-                    warn!(upstream = %p.topic, "uplink: local broker gone; command dropped");
+                    warn!(upstream = %upstream, "uplink: local broker gone; command dropped");
                     self.ack_command(st, p);
                 }
             }
@@ -70,7 +86,7 @@ impl<C: Upstream> Forwarder<C> {
             st.commands.push_back((publish, Some(p)));
         } else {
             self.counters.commands_dropped.fetch_add(1, Relaxed);
-            warn!(upstream = %p.topic, waiting = st.commands.len(),
+            warn!(upstream = %upstream, waiting = st.commands.len(),
                 "uplink: local publish queue full and too many commands waiting; command dropped");
             self.ack_command(st, p);
         }
@@ -89,7 +105,7 @@ impl<C: Upstream> Forwarder<C> {
 
     /// Acknowledges `p` upstream (QoS 1/2), now or, when the client has
     /// no room, at the next turn.
-    pub(super) fn ack_command(&mut self, st: &mut State, p: rumqttc::Publish) {
+    pub(super) fn ack_command(&mut self, st: &mut State, p: V5Publish) {
         if p.qos != QoS::AtMostOnce && !self.client.ack(&p) {
             st.command_acks.push(p);
         }

@@ -102,6 +102,9 @@ pub struct Forwarder<C: Upstream = Client> {
     pub live: mpsc::Receiver<Publish>,
     /// Commands from upstream go to the local broker here.
     pub commands: Option<mpsc::Sender<Publish>>,
+    /// MQTT 5 commands with request/response properties go here
+    /// (`bridge/command_props.rs`), when the broker handle is at hand.
+    pub command_props: Option<mpsc::Sender<super::command_props::WithProps>>,
     /// Commands published locally on forwarded topics must not come back.
     pub counters: Arc<Counters>,
     /// Cancelled when the gateway stops: flush, then say `offline`.
@@ -373,7 +376,9 @@ mod behind;
 mod commands;
 mod pace;
 mod pause;
+mod props;
 mod report;
+mod server;
 #[cfg(test)]
 mod tests;
 mod window;

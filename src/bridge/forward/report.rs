@@ -12,8 +12,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::props::{Expiry, remaining, row_properties};
 use super::window::{Marks, Mode, State, Tracked, off_the_wire, qos};
 use super::{Forwarder, READ_BYTES, Read, WIRE_BYTES};
+use crate::bridge::config::Protocol;
 use crate::bridge::cursor::{Fetch, READ_AHEAD};
 use crate::bridge::outbox::{self, WriteCmd, dead::Failure};
 use crate::bridge::poison;
@@ -33,7 +35,14 @@ impl<C: Upstream> Forwarder<C> {
         status_topic: &str,
     ) {
         match r {
-            Report::Up { session_present } => self.on_up(st, session_present, status_topic),
+            Report::Up {
+                session_present,
+                limits,
+            } => {
+                self.on_limits(st, limits);
+                self.on_up(st, session_present, status_topic);
+            }
+            Report::Refused { pkid, refusal } => self.refused(st, pkid, refusal),
             Report::Down => self.on_down(link, st),
             Report::Acked(pkid) => {
                 let t = st.inflight.remove(&pkid);
@@ -59,7 +68,7 @@ impl<C: Upstream> Forwarder<C> {
                 let t = st.released.remove(&pkid);
                 self.acked(st, t);
             }
-            Report::Command(p) => self.command(st, p),
+            Report::Command(p) => self.command(st, *p),
         }
     }
 
@@ -100,6 +109,7 @@ impl<C: Upstream> Forwarder<C> {
             QoS::ExactlyOnce => QoS::AtLeastOnce,
             q => q,
         };
+        let (qos, retain) = self.allowed(st, qos, retain);
         let pkid = match qos {
             QoS::AtMostOnce => 0,
             _ => match st.other_pkid() {
@@ -114,6 +124,7 @@ impl<C: Upstream> Forwarder<C> {
             payload,
             pkid,
             key: OTHER_KEY,
+            properties: None,
         };
         if !self.client.publish(o) {
             return false;
@@ -136,9 +147,13 @@ impl<C: Upstream> Forwarder<C> {
         if !session_present {
             st.rewind(&self.progress.in_flight);
         }
-        st.cursor.mark_live(*self.progress.committed.borrow() + 1);
+        st.live_from = *self.progress.committed.borrow() + 1;
+        st.cursor.mark_live(st.live_from);
         st.cursor.wake();
-        for c in &self.cfg.commands {
+        for (i, c) in self.cfg.commands.iter().enumerate() {
+            if !self.command_allowed(st, i, c) {
+                continue;
+            }
             if !self.client.subscribe(c.filter.clone(), qos(c.qos.as_u8())) {
                 warn!(filter = %c.filter, "cannot subscribe to commands");
             }
@@ -174,6 +189,7 @@ impl<C: Upstream> Forwarder<C> {
     /// gateway stops. Commands are no longer taken.
     pub(super) fn on_shutdown(&mut self, st: &mut State, until: tokio::time::Instant) {
         self.commands = None;
+        self.command_props = None;
         if !st.commands.is_empty() {
             self.counters
                 .commands_dropped
@@ -277,7 +293,7 @@ impl<C: Upstream> Forwarder<C> {
 
     pub(super) fn send_live(&mut self, p: Publish, st: &mut State, log: &mut LogThrottle) {
         let q = p.qos.as_u8();
-        let max = self.cfg.max_packet_size.bytes();
+        let max = self.send_max(st);
         if let Some(reason) = poison::too_large(&p.topic, p.payload.len(), max) {
             self.counters.live_dropped.fetch_add(1, Relaxed);
             warn!(topic = %p.topic, %reason, "uplink: live message dropped");
@@ -300,14 +316,16 @@ impl<C: Upstream> Forwarder<C> {
 
     /// Hands read-ahead rows to the link while the window has room, each
     /// with its packet id ([`row_pkid`]); a row marked released whose
-    /// session the broker kept gets its PUBREL instead.
+    /// session the broker kept gets its PUBREL instead. A row past its
+    /// message expiry is dropped unsent (counted as expired); one larger
+    /// than the broker takes goes to the dead-letter table.
     pub(super) fn fill(&mut self, st: &mut State) {
-        let window = self.cfg.inflight as usize;
         let now = tokio::time::Instant::now();
+        let wall_ms = crate::reading::now_ms();
         if let Some(p) = &mut st.pace {
             p.unblock();
         }
-        while st.used() < window && (st.wire_bytes < WIRE_BYTES || st.unacked() == 0) {
+        while self.room(st) > 0 && (st.wire_bytes < WIRE_BYTES || st.unacked() == 0) {
             let Some(r) = st.cursor.ready.pop_front() else {
                 return;
             };
@@ -322,8 +340,23 @@ impl<C: Upstream> Forwarder<C> {
             if !self.progress.in_flight.claim(r.id) {
                 continue; // dropped or expired since it was read
             }
-            let max = self.cfg.max_packet_size.bytes();
-            if let Some(reason) = poison::too_large(&r.topic, r.payload.len(), max) {
+            let expiry = remaining(r.expiry_s, r.created_ms, wall_ms);
+            if expiry == Expiry::Past {
+                // deleted like an acknowledged row, never sent stale
+                st.acks.push((r.id, r.size as u64));
+                self.counters.message_expired.fetch_add(1, Relaxed);
+                continue;
+            }
+            let properties = (self.cfg.protocol == Protocol::V5)
+                .then(|| {
+                    let replay = self.cfg.backfill_properties && r.id < st.live_from;
+                    row_properties(expiry, r.props.clone(), replay.then_some(r.created_ms))
+                })
+                .flatten();
+            let size = poison::packet_size(&r.topic, r.payload.len())
+                + poison::properties_size(self.cfg.protocol, properties.as_ref());
+            let (ours, server) = (self.cfg.max_packet_size.bytes(), st.limits.max_packet);
+            if let Some(reason) = poison::too_large_for(size, ours, server.map(u64::from)) {
                 st.failures.push(Failure {
                     id: r.id,
                     attempts: r.attempts,
@@ -337,6 +370,7 @@ impl<C: Upstream> Forwarder<C> {
                 attempts: r.attempts,
             };
             let release = r.released && st.marks_view == Marks::Trusted;
+            let (q, retain) = self.allowed(st, qos(r.qos), r.retain);
             // the request queue holds the window and more: this fails
             // only if the link is gone; the row is then read again later
             let queued = if release {
@@ -344,11 +378,12 @@ impl<C: Upstream> Forwarder<C> {
             } else {
                 self.client.publish(Outgoing {
                     topic: r.topic,
-                    qos: qos(r.qos),
-                    retain: r.retain,
+                    qos: q,
+                    retain,
                     payload: r.payload,
                     pkid,
                     key: r.id,
+                    properties,
                 })
             };
             if !queued {
@@ -357,6 +392,9 @@ impl<C: Upstream> Forwarder<C> {
             }
             if release {
                 st.released.insert(pkid, t);
+            } else if q == QoS::AtMostOnce {
+                // the broker's Maximum QoS is 0: nothing will acknowledge it
+                st.acks.push((r.id, r.size as u64));
             } else {
                 st.inflight.insert(pkid, t);
                 st.wire_bytes += r.size as u64;
@@ -367,7 +405,7 @@ impl<C: Upstream> Forwarder<C> {
 
     /// Starts the next outbox read if the cursor wants one.
     pub(super) fn read(&mut self, st: &mut State) -> Option<(JoinHandle<Read>, Fetch, u64)> {
-        let room = (self.cfg.inflight as usize).saturating_sub(st.used());
+        let room = self.room(st);
         let depth = self.counters.depth.load(Relaxed).max(1);
         let avg = (self.counters.depth_bytes.load(Relaxed) / depth).max(1);
         let rows = (READ_BYTES / avg).clamp(1, READ_AHEAD as u64) as usize;

@@ -23,9 +23,11 @@ const STATUS: &str = "s/gw/status";
 
 /// Records every request; refuses none.
 #[derive(Default)]
-struct Mock {
+pub(super) struct Mock {
     /// Topic, QoS, payload size and packet id of each publish.
     published: RefCell<Vec<(String, QoS, usize, u16)>>,
+    /// The MQTT 5 properties and retain flag of each publish.
+    props: RefCell<Vec<(Option<rumqttc::v5::mqttbytes::v5::PublishProperties>, bool)>>,
     released: RefCell<Vec<u16>>,
     subscribed: RefCell<Vec<String>>,
     disconnects: RefCell<usize>,
@@ -34,6 +36,7 @@ struct Mock {
 
 impl Upstream for Mock {
     fn publish(&self, o: Outgoing) -> bool {
+        self.props.borrow_mut().push((o.properties, o.retain));
         self.published
             .borrow_mut()
             .push((o.topic, o.qos, o.payload.len(), o.pkid));
@@ -51,7 +54,7 @@ impl Upstream for Mock {
         *self.disconnects.borrow_mut() += 1;
         true
     }
-    fn ack(&self, publish: &rumqttc::Publish) -> bool {
+    fn ack(&self, publish: &rumqttc::v5::mqttbytes::v5::Publish) -> bool {
         self.acked.borrow_mut().push(publish.pkid);
         true
     }
@@ -68,15 +71,15 @@ impl Resend for Queue {
     }
 }
 
-struct Rig {
-    f: Forwarder<Mock>,
-    st: State,
+pub(super) struct Rig {
+    pub(super) f: Forwarder<Mock>,
+    pub(super) st: State,
     queue: Queue,
     _writer: mpsc::Receiver<WriteCmd>,
     _dir: tempfile::TempDir,
 }
 
-async fn rig(extra: &str) -> Rig {
+pub(super) async fn rig(extra: &str) -> Rig {
     let yaml = format!(
         "url: mqtt://h\nforward: [{{ filter: \"gw/#\", prefix: \"s/\", qos: 1 }}]\n\
          commands: [{{ filter: \"s/gw/+/set\", strip_prefix: \"s/\" }}]\n{extra}"
@@ -103,6 +106,7 @@ async fn rig(extra: &str) -> Rig {
         progress,
         live: mpsc::channel(1).1,
         commands: None,
+        command_props: None,
         counters: Arc::new(Counters::default()),
         shutdown: CancellationToken::new(),
         flush_ms: Arc::new(AtomicU64::new(0)),
@@ -117,7 +121,7 @@ async fn rig(extra: &str) -> Rig {
     }
 }
 
-fn row(id: i64, payload: usize) -> Stored {
+pub(super) fn row(id: i64, payload: usize) -> Stored {
     Stored {
         id,
         topic: "s/gw/dev/n".into(),
@@ -128,15 +132,20 @@ fn row(id: i64, payload: usize) -> Stored {
         size: 10 + payload as i64,
         attempts: 0,
         released: false,
+        expiry_s: 0,
+        props: None,
     }
 }
 
 impl Rig {
-    fn report(&mut self, r: Report) {
+    pub(super) fn report(&mut self, r: Report) {
         self.f.on_report(&mut self.queue, r, &mut self.st, STATUS);
     }
     fn up(&mut self, session_present: bool) {
-        self.report(Report::Up { session_present });
+        self.report(Report::Up {
+            session_present,
+            limits: crate::bridge::upstream::Limits::default(),
+        });
     }
     fn puback(&mut self, pkid: u16) {
         self.report(Report::Acked(pkid));
@@ -290,9 +299,14 @@ async fn live_messages_go_out_only_while_connected() {
 }
 
 fn command(pkid: u16, payload: &'static str) -> Report {
-    let mut p = rumqttc::Publish::new("s/gw/valve/set", QoS::AtLeastOnce, payload);
+    let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
+        "s/gw/valve/set",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        payload,
+        None,
+    );
     p.pkid = pkid;
-    Report::Command(p)
+    Report::Command(Box::new(p))
 }
 
 #[tokio::test]
@@ -371,3 +385,4 @@ async fn a_commit_just_before_the_shutdown_is_flushed_not_left_behind() {
 }
 
 mod qos2;
+mod v5;

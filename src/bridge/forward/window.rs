@@ -9,7 +9,7 @@ use rumqttc::QoS;
 
 use super::super::cursor::Cursor;
 use super::super::outbox::{self, InFlight, dead::Failure};
-use super::super::upstream::OTHER_PKIDS;
+use super::super::upstream::{Limits, OTHER_PKIDS};
 use super::pace::Pace;
 use crate::reading::Publish;
 
@@ -100,12 +100,22 @@ pub(super) struct State {
     /// Commands from upstream the local queue had no room for, in order,
     /// each with the publish to acknowledge once it is handed on (`None`
     /// when its connection dropped meanwhile: the broker sends it again).
-    pub(super) commands: VecDeque<(Publish, Option<rumqttc::Publish>)>,
+    pub(super) commands: VecDeque<(Publish, Option<V5Publish>)>,
     /// Command acknowledgements the upstream client had no room for yet.
-    pub(super) command_acks: Vec<rumqttc::Publish>,
+    pub(super) command_acks: Vec<V5Publish>,
     /// `uplink.drain_rate`, when set.
     pub(super) pace: Option<Pace>,
+    /// What the broker allows on this connection (its CONNACK).
+    pub(super) limits: Limits,
+    /// The limits last said in the log (`server.rs`).
+    pub(super) told: Option<Limits>,
+    /// The first row committed after the last CONNACK: rows before it
+    /// waited for the uplink and go with the replay marks (`props.rs`).
+    pub(super) live_from: i64,
 }
+
+/// A publish from upstream.
+pub(super) type V5Publish = rumqttc::v5::mqttbytes::v5::Publish;
 
 impl State {
     pub(super) fn new(cursor: Cursor) -> State {
@@ -128,6 +138,9 @@ impl State {
             commands: VecDeque::new(),
             command_acks: Vec::new(),
             pace: None,
+            limits: Limits::default(),
+            told: None,
+            live_from: 0,
         }
     }
 

@@ -16,7 +16,9 @@ use tracing::{debug, error, warn};
 use super::dead::{self, Failure};
 use super::delete::delete_sql;
 use super::expire::not_in_flight;
-use super::{Accounting, Acked, COMMIT_TRIES, INSERT_CHUNK, NewMessage, OutboxError, WriteCmd, q};
+use super::{
+    Accounting, Acked, COMMIT_TRIES, INSERT_CHUNK, NewMessage, OutboxError, RowProps, WriteCmd, q,
+};
 use crate::bridge::config::{Synchronous, WhenFull};
 use crate::reading::now_ms;
 
@@ -291,8 +293,8 @@ impl Accounting {
         let mut last = None;
         for chunk in inserts.chunks(INSERT_CHUNK) {
             let sql = format!(
-                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, clock_ms) VALUES {}",
-                vec!["(?,?,?,?,?,?,?)"; chunk.len()].join(",")
+                "INSERT INTO outbox (topic, payload, qos, retain, created_ms, size, clock_ms, expiry_s, props) VALUES {}",
+                vec!["(?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for m in chunk {
@@ -303,7 +305,9 @@ impl Accounting {
                     .bind(m.retain as i64)
                     .bind(now)
                     .bind(m.size() as i64)
-                    .bind(clock);
+                    .bind(clock)
+                    .bind(i64::from(m.expiry_s))
+                    .bind(m.props.as_ref().map(RowProps::encode));
             }
             let r = query.execute(&mut *tx).await.map_err(q("insert"))?;
             last = Some(r.last_insert_rowid());

@@ -23,7 +23,7 @@
 //! the oldest rows past them are removed and counted.
 //!
 //! Owns the `dead` table and the migration of the outbox's later columns
-//! (`attempts`, `clock_ms`). Must not
+//! (`attempts`, `clock_ms`, `released`, `expiry_s`, `props`). Must not
 //! talk to the network.
 
 use sqlx::Row as _;
@@ -82,6 +82,13 @@ pub(super) async fn migrate(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
             "released",
             "ALTER TABLE outbox ADD COLUMN released INTEGER NOT NULL DEFAULT 0",
         ),
+        // rows of an earlier version carry no message expiry
+        (
+            "expiry_s",
+            "ALTER TABLE outbox ADD COLUMN expiry_s INTEGER NOT NULL DEFAULT 0",
+        ),
+        // rows of an earlier version carry no MQTT 5 properties
+        ("props", "ALTER TABLE outbox ADD COLUMN props BLOB"),
     ] {
         let has = sqlx::query("SELECT 1 FROM pragma_table_info('outbox') WHERE name = ?1")
             .bind(column)

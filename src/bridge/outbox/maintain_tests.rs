@@ -92,6 +92,8 @@ async fn the_file_shrinks_after_a_drain() {
         payload: bytes::Bytes::from(vec![b'a' + (i % 26) as u8; 1000]),
         qos: 1,
         retain: false,
+        expiry_s: 0,
+        props: None,
     };
     // an outage: 20,000 messages of 1 KB
     for chunk in 0..20 {

@@ -14,7 +14,9 @@
 //!     size       INTEGER NOT NULL,                  -- bytes of topic + payload
 //!     attempts   INTEGER NOT NULL DEFAULT 0,        -- failed tries upstream
 //!     clock_ms   INTEGER NOT NULL DEFAULT 0,        -- commit time on the run clock (expire.rs)
-//!     released   INTEGER NOT NULL DEFAULT 0         -- QoS 2: PUBREC'd, only PUBREL left
+//!     released   INTEGER NOT NULL DEFAULT 0,        -- QoS 2: PUBREC'd, only PUBREL left
+//!     expiry_s   INTEGER NOT NULL DEFAULT 0,        -- MQTT 5 message expiry from created_ms (0: none)
+//!     props      BLOB                               -- MQTT 5 request/response properties (props.rs)
 //! );
 //! ```
 //!
@@ -102,7 +104,9 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
     size       INTEGER NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
     clock_ms   INTEGER NOT NULL DEFAULT 0,
-    released   INTEGER NOT NULL DEFAULT 0
+    released   INTEGER NOT NULL DEFAULT 0,
+    expiry_s   INTEGER NOT NULL DEFAULT 0,
+    props      BLOB
 )";
 
 /// Rows per multi-row INSERT statement.
@@ -154,6 +158,10 @@ pub struct NewMessage {
     pub payload: bytes::Bytes,
     pub qos: u8,
     pub retain: bool,
+    /// The forward entry's `message_expiry` in seconds (0: none).
+    pub expiry_s: u32,
+    /// A local client's MQTT 5 request/response properties, if any.
+    pub props: Option<RowProps>,
 }
 
 impl NewMessage {
@@ -373,7 +381,9 @@ mod inflight;
 mod maintain;
 pub use inflight::InFlight;
 mod open;
+mod props;
 pub use open::{Opened, db_path, open, open_or_set_aside};
+pub use props::RowProps;
 mod read;
 pub use read::{Stats, Stored, fetch, stats};
 #[cfg(test)]

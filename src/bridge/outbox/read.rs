@@ -22,6 +22,10 @@ pub struct Stored {
     pub attempts: u32,
     /// QoS 2: PUBREC'd upstream, only the PUBREL is left.
     pub released: bool,
+    /// MQTT 5 message expiry in seconds from `created_ms` (0: none).
+    pub expiry_s: u32,
+    /// MQTT 5 request/response properties of a local client's message.
+    pub props: Option<super::RowProps>,
 }
 
 /// Depth, bytes and age of the outbox.
@@ -57,6 +61,8 @@ pub(super) fn stored(r: &sqlx::sqlite::SqliteRow) -> Stored {
         size: r.get(6),
         attempts: r.get::<i64, _>(7).clamp(0, u32::MAX as i64) as u32,
         released: false,
+        expiry_s: 0,
+        props: None,
     }
 }
 
@@ -68,7 +74,7 @@ pub async fn fetch<'e>(
     limit: usize,
 ) -> Result<Vec<Stored>, OutboxError> {
     let rows = sqlx::query(
-        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts, released FROM outbox \
+        "SELECT id, topic, payload, qos, retain, created_ms, size, attempts, released, expiry_s, props FROM outbox \
          WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
     )
     .bind(lo)
@@ -81,6 +87,10 @@ pub async fn fetch<'e>(
         .iter()
         .map(|r| Stored {
             released: r.get::<i64, _>(8) != 0,
+            expiry_s: r.get::<i64, _>(9).clamp(0, u32::MAX as i64) as u32,
+            props: r
+                .get::<Option<Vec<u8>>, _>(10)
+                .map(|b| super::RowProps::decode(&b)),
             ..stored(r)
         })
         .collect())

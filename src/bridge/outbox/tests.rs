@@ -9,6 +9,8 @@ pub(super) fn m(i: usize) -> NewMessage {
         payload: bytes::Bytes::from(format!("{i:09}")),
         qos: 1,
         retain: false,
+        expiry_s: 0,
+        props: None,
     }
 }
 

@@ -7,8 +7,11 @@
 //! link itself and waiting for room would never end.
 
 use rumqttc::QoS;
-use rumqttc::mqttbytes::v4::Publish;
+use rumqttc::v5::mqttbytes::QoS as V5QoS;
+use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use tokio::sync::mpsc;
+
+use super::wire::v5_qos;
 
 /// A request to the link (`mod.rs`).
 #[derive(Debug)]
@@ -31,7 +34,7 @@ pub enum Request {
     /// PUBACK (QoS 1) or PUBREC (QoS 2) an incoming publish.
     Ack {
         pkid: u16,
-        qos: QoS,
+        qos: V5QoS,
     },
     Disconnect,
 }
@@ -60,6 +63,9 @@ pub struct Outgoing {
     pub payload: bytes::Bytes,
     pub pkid: u16,
     pub key: i64,
+    /// MQTT 5 properties (message expiry, user properties, response
+    /// topic...); a 3.1.1 uplink sends none.
+    pub properties: Option<PublishProperties>,
 }
 
 /// The link's request queue.
@@ -83,9 +89,16 @@ impl Client {
 
 impl Upstream for Client {
     fn publish(&self, o: Outgoing) -> bool {
-        let mut publish = Publish::from_bytes(o.topic, o.qos, o.payload);
-        publish.retain = o.retain;
-        publish.pkid = if o.qos == QoS::AtMostOnce { 0 } else { o.pkid };
+        // the topic's bytes move into the packet (no copy)
+        let publish = Publish {
+            dup: false,
+            qos: v5_qos(o.qos),
+            retain: o.retain,
+            topic: bytes::Bytes::from(o.topic.into_bytes()),
+            pkid: if o.qos == QoS::AtMostOnce { 0 } else { o.pkid },
+            payload: o.payload,
+            properties: o.properties,
+        };
         self.send(Request::Publish {
             publish,
             key: o.key,

@@ -1,19 +1,23 @@
 //! One upstream connection: TCP (and TLS through rustls), the
-//! CONNECT/CONNACK exchange, and framed MQTT 3.1.1 packets on rumqttc's
-//! `mqttbytes` codec.
+//! CONNECT/CONNACK exchange, and framed MQTT packets in the version of
+//! `uplink.protocol` (`wire.rs`); at MQTT 5 the topic aliases of this
+//! connection, when the broker allows them.
 //!
-//! Owns the socket and its read and write buffers. Must not keep any
-//! session state: that is `outgoing.rs` and the link's (`mod.rs`).
+//! Owns the socket, its read and write buffers and the topic aliases.
+//! Must not keep any session state: that is `outgoing.rs` and the link's
+//! (`mod.rs`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use rumqttc::mqttbytes::Error as CodecError;
-use rumqttc::mqttbytes::v4::{ConnectReturnCode, Packet, Publish};
+use bytes::{Buf, Bytes, BytesMut};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, Publish, PublishProperties};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::options::Options;
+use super::server::Limits;
+use super::wire::{self, Protocol, WireError};
 
 /// Why a connection failed or ended.
 #[derive(Debug, thiserror::Error)]
@@ -32,14 +36,16 @@ pub enum ConnError {
     Timeout(Duration, &'static str),
     #[error("the broker refused the connection: {0:?}")]
     Refused(ConnectReturnCode),
+    #[error("the broker closed the connection with DISCONNECT {0}")]
+    Disconnected(String),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("the broker closed the connection")]
     Closed,
     #[error("a packet from upstream of {0} bytes exceeds uplink.max_packet_size")]
     TooLarge(usize),
-    #[error("bad packet from upstream: {0:?}")]
-    Codec(CodecError),
+    #[error("bad packet: {0}")]
+    Codec(WireError),
     #[error("protocol error: {0}")]
     Protocol(&'static str),
     #[error("no PINGRESP within the keep-alive")]
@@ -50,20 +56,71 @@ pub enum ConnError {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Stream for T {}
 
+/// What a CONNACK that accepted the connection said.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    pub session_present: bool,
+    pub limits: Limits,
+}
+
 /// An open connection whose CONNACK accepted the session.
 pub struct Conn {
     io: Box<dyn Stream>,
     read: BytesMut,
     write: BytesMut,
+    proto: Protocol,
+    /// Largest packet read (`uplink.max_packet_size`).
     max_packet: usize,
+    /// Largest packet written: ours, and the broker's Maximum Packet Size.
+    send_max: usize,
     io_timeout: Duration,
+    aliases: Aliases,
+}
+
+/// The topic aliases of one connection (MQTT 5): the first PUBLISH of a
+/// topic carries the topic and a new alias, the next ones the alias and
+/// an empty topic. Once the broker's maximum is taken, new topics go in
+/// full.
+struct Aliases {
+    max: u16,
+    map: HashMap<Bytes, u16>,
+}
+
+impl Aliases {
+    /// The PUBLISH to write for `p`, when an alias applies.
+    fn apply(&mut self, p: &Publish) -> Option<Publish> {
+        if self.max == 0 || p.topic.is_empty() {
+            return None;
+        }
+        let (alias, known) = match self.map.get(&p.topic) {
+            Some(a) => (*a, true),
+            None if self.map.len() < usize::from(self.max) => {
+                let a = self.map.len() as u16 + 1;
+                self.map.insert(p.topic.clone(), a);
+                (a, false)
+            }
+            None => return None,
+        };
+        let mut out = p.clone();
+        let props = out.properties.get_or_insert_with(no_properties);
+        props.topic_alias = Some(alias);
+        if known {
+            out.topic = Bytes::new();
+        }
+        Some(out)
+    }
+}
+
+/// Publish properties with nothing set.
+pub fn no_properties() -> PublishProperties {
+    PublishProperties::default()
 }
 
 impl Conn {
-    /// Connects, sends CONNECT (`clean` is its clean-session flag) and
-    /// reads the CONNACK, all within `io_timeout`; returns the
-    /// connection and the CONNACK's session-present flag.
-    pub async fn open(o: &Options, clean: bool) -> Result<(Conn, bool), ConnError> {
+    /// Connects, sends CONNECT (`clean` is its clean-session / clean-start
+    /// flag) and reads the CONNACK, all within `io_timeout`; returns the
+    /// connection and what the CONNACK said.
+    pub async fn open(o: &Options, clean: bool) -> Result<(Conn, Accepted), ConnError> {
         let t = o.io_timeout;
         let within = |what| move |_| ConnError::Timeout(t, what);
         let addr = format!("{}:{}", o.host, o.port);
@@ -88,12 +145,16 @@ impl Conn {
             io,
             read: BytesMut::with_capacity(4096),
             write: BytesMut::with_capacity(4096),
+            proto: o.protocol,
             max_packet: o.max_packet,
+            send_max: o.max_packet,
             io_timeout: t,
+            aliases: Aliases {
+                max: 0,
+                map: HashMap::new(),
+            },
         };
-        let mut connect = o.connect.clone();
-        connect.clean_session = clean;
-        conn.queue(&Packet::Connect(connect))?;
+        conn.queue(&o.connect_packet(clean))?;
         conn.flush().await?;
         let ack = tokio::time::timeout(t, async {
             loop {
@@ -107,7 +168,16 @@ impl Conn {
         .map_err(within("CONNACK"))??;
         match ack {
             Packet::ConnAck(a) if a.code == ConnectReturnCode::Success => {
-                Ok((conn, a.session_present))
+                let limits = Limits::from_connack(a.properties.as_ref());
+                if let Some(m) = limits.max_packet {
+                    conn.send_max = conn.send_max.min(m as usize);
+                }
+                conn.aliases.max = limits.topic_alias_max;
+                let accepted = Accepted {
+                    session_present: a.session_present,
+                    limits,
+                };
+                Ok((conn, accepted))
             }
             Packet::ConnAck(a) => Err(ConnError::Refused(a.code)),
             _ => Err(ConnError::Protocol("the first packet was not a CONNACK")),
@@ -116,23 +186,22 @@ impl Conn {
 
     /// Encodes `p` behind what is waiting to be written.
     pub fn queue(&mut self, p: &Packet) -> Result<(), ConnError> {
-        p.write(&mut self.write, self.max_packet)
-            .map(|_| ())
-            .map_err(ConnError::Codec)
+        if let Packet::Publish(p) = p {
+            return self.queue_publish(p);
+        }
+        wire::write(self.proto, p, &mut self.write, self.send_max).map_err(ConnError::Codec)
     }
 
     /// Encodes a PUBLISH behind what is waiting (without moving it into a
-    /// `Packet`: the session keeps it for resending).
+    /// `Packet`: the session keeps it for resending), with its topic
+    /// alias when the broker allows them.
     pub fn queue_publish(&mut self, p: &Publish) -> Result<(), ConnError> {
-        if p.size() > self.max_packet {
-            return Err(ConnError::Codec(CodecError::OutgoingPacketTooLarge {
-                pkt_size: p.size(),
-                max: self.max_packet,
-            }));
-        }
-        p.write(&mut self.write)
-            .map(|_| ())
-            .map_err(ConnError::Codec)
+        let aliased = match self.proto {
+            Protocol::V5 => self.aliases.apply(p),
+            Protocol::V311 => None,
+        };
+        let p = aliased.as_ref().unwrap_or(p);
+        wire::write_publish(self.proto, p, &mut self.write, self.send_max).map_err(ConnError::Codec)
     }
 
     /// Whether packets wait to be written.
@@ -166,10 +235,10 @@ impl Conn {
         if self.read.is_empty() {
             return Ok(None);
         }
-        match Packet::read(&mut self.read, self.max_packet) {
+        match wire::read(self.proto, &mut self.read, self.max_packet) {
             Ok(p) => Ok(Some(p)),
-            Err(CodecError::InsufficientBytes(_)) => Ok(None),
-            Err(CodecError::PayloadSizeLimitExceeded(size)) => Err(ConnError::TooLarge(size)),
+            Err(WireError::Incomplete) => Ok(None),
+            Err(WireError::TooLarge(size)) => Err(ConnError::TooLarge(size)),
             Err(e) => Err(ConnError::Codec(e)),
         }
     }

@@ -5,16 +5,18 @@
 //! Owns the packet-level protocol of the client side (which packet
 //! answers which). Must not reconnect or back off: that is `mod.rs`.
 
-use rumqttc::QoS;
-use rumqttc::mqttbytes::v4::{
-    Packet, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeFilter, SubscribeReasonCode,
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, Packet, PingReq, PubAck, PubComp, PubRec, PubRel, Subscribe, SubscribeReasonCode,
 };
 use tokio::time::Instant;
 use tracing::warn;
 
 use super::conn::{Conn, ConnError};
 use super::outgoing::PubRecIs;
-use super::{Link, Ping, REQUESTS_PER_WRITE, Report, Request, SUBSCRIBE_PKIDS};
+use super::server::{puback_refusal, pubrec_refusal};
+use super::wire::v5_qos;
+use super::{Link, Ping, REQUESTS_PER_WRITE, Report, Request, SUBSCRIBE_PKIDS, disconnect};
 
 /// What one turn of a live connection gave.
 pub(super) enum Turn {
@@ -60,7 +62,7 @@ impl Link {
             _ = sleep_until(ping_at) => match self.ping {
                 Ping::Waiting { .. } => return Err(ConnError::NoPingResp),
                 Ping::Idle { .. } => {
-                    conn.queue(&Packet::PingReq)?;
+                    conn.queue(&Packet::PingReq(PingReq))?;
                     self.ping = Ping::Waiting { since: Instant::now() };
                 }
             },
@@ -89,21 +91,20 @@ impl Link {
                 } else {
                     pkid + 1
                 };
-                Packet::Subscribe(Subscribe {
-                    pkid,
-                    filters: vec![SubscribeFilter::new(filter, qos)],
-                })
+                let mut s = Subscribe::new(Filter::new(filter, v5_qos(qos)), None);
+                s.pkid = pkid;
+                Packet::Subscribe(s)
             }
             Request::Ack { pkid, qos } => match qos {
                 QoS::AtMostOnce => return Ok(false),
-                QoS::AtLeastOnce => Packet::PubAck(PubAck::new(pkid)),
+                QoS::AtLeastOnce => Packet::PubAck(PubAck::new(pkid, None)),
                 QoS::ExactlyOnce => {
                     self.held.took(pkid);
-                    Packet::PubRec(PubRec::new(pkid))
+                    Packet::PubRec(PubRec::new(pkid, None))
                 }
             },
             Request::Disconnect => {
-                conn.queue(&Packet::Disconnect)?;
+                conn.queue(&disconnect())?;
                 return Ok(true);
             }
         };
@@ -121,48 +122,90 @@ impl Link {
         Ok(match p {
             Packet::Publish(p) if p.qos == QoS::ExactlyOnce && self.held.has_taken(p.pkid) => {
                 // sent again before our PUBREC arrived: not a new command
-                conn.queue(&Packet::PubRec(PubRec::new(p.pkid)))?;
+                conn.queue(&Packet::PubRec(PubRec::new(p.pkid, None)))?;
                 None
             }
-            Packet::Publish(p) => Some(Report::Command(p)),
+            Packet::Publish(p) => Some(Report::Command(Box::new(p))),
             Packet::PubAck(a) => {
                 self.held.done(a.pkid);
-                Some(Report::Acked(a.pkid))
+                let text = a
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.reason_string.as_deref());
+                Some(match puback_refusal(a.reason, text) {
+                    Some(refusal) => Report::Refused {
+                        pkid: a.pkid,
+                        refusal,
+                    },
+                    None => Report::Acked(a.pkid),
+                })
             }
-            Packet::PubRec(r) => match self.held.received(r.pkid) {
-                PubRecIs::News => Some(Report::Received(r.pkid)),
-                PubRecIs::Seen => None,
-                PubRecIs::ReleaseAgain => {
-                    conn.queue(&Packet::PubRel(PubRel::new(r.pkid)))?;
-                    None
+            Packet::PubRec(r) => {
+                let text = r
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.reason_string.as_deref());
+                match pubrec_refusal(r.reason, text) {
+                    // the QoS 2 exchange ends here (MQTT-4.3.3): no PUBREL
+                    Some(refusal) if self.held.done(r.pkid) => Some(Report::Refused {
+                        pkid: r.pkid,
+                        refusal,
+                    }),
+                    Some(_) => None,
+                    None => self.pubrec(conn, r.pkid)?,
                 }
-            },
+            }
             Packet::PubComp(c) => {
                 self.held.done(c.pkid);
                 Some(Report::Completed(c.pkid))
             }
             Packet::PubRel(r) => {
                 self.held.released_by_broker(r.pkid);
-                conn.queue(&Packet::PubComp(PubComp::new(r.pkid)))?;
+                conn.queue(&Packet::PubComp(PubComp::new(r.pkid, None)))?;
                 None
             }
             Packet::SubAck(s) => {
-                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+                if let Some(code) = s
+                    .return_codes
+                    .iter()
+                    .find(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                {
                     warn!(
                         pkid = s.pkid,
+                        reason = ?code,
                         "uplink: the broker refused a command subscription"
                     );
                 }
                 None
             }
-            Packet::PingResp => {
+            Packet::PingResp(_) => {
                 self.ping = Ping::Idle {
                     since: Instant::now(),
                 };
                 None
             }
             Packet::UnsubAck(_) => None,
+            Packet::Disconnect(d) => {
+                let text = d.properties.and_then(|p| p.reason_string);
+                return Err(ConnError::Disconnected(format!(
+                    "{:?}{}",
+                    d.reason_code,
+                    text.map(|t| format!(": {t}")).unwrap_or_default()
+                )));
+            }
             _ => return Err(ConnError::Protocol("a packet a broker must not send")),
+        })
+    }
+
+    /// A PUBREC of success: news for the forwarder, or a PUBREL again.
+    fn pubrec(&mut self, conn: &mut Conn, pkid: u16) -> Result<Option<Report>, ConnError> {
+        Ok(match self.held.received(pkid) {
+            PubRecIs::News => Some(Report::Received(pkid)),
+            PubRecIs::Seen => None,
+            PubRecIs::ReleaseAgain => {
+                conn.queue(&Packet::PubRel(PubRel::new(pkid, None)))?;
+                None
+            }
         })
     }
 }

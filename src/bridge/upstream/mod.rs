@@ -1,7 +1,16 @@
-//! The upstream connection: fieldgate's own MQTT 3.1.1 client on
-//! rumqttc's `mqttbytes` codec, the session it resumes, reconnects after a
-//! backoff with full jitter, the options from `uplink:` and the
+//! The upstream connection: fieldgate's own MQTT client (3.1.1 or 5, one
+//! code path on rumqttc's MQTT 5 packet types, written as 3.1.1 when
+//! asked), the session it resumes, reconnects after a backoff with full
+//! jitter, the options from `uplink:`, the broker's CONNACK limits and the
 //! forwarder's request queue.
+//!
+//! Protocol seam: everything here speaks MQTT 5 packets; `wire.rs`
+//! writes and reads them as 3.1.1 when `uplink.protocol` is 3.1.1, so
+//! neither this file nor the forwarder branches on the version. What
+//! the broker allows (its CONNACK: receive maximum, maximum packet size
+//! and QoS, retain, wildcard and shared subscriptions, topic aliases) is
+//! `server.rs`, handed to the forwarder with [`Report::Up`]; a PUBACK or
+//! PUBREC with a reason code of 0x80 or more is [`Report::Refused`].
 //!
 //! Owns the connection ([`Link`]). Must not touch the outbox: the
 //! forwarder (`forward/`) polls [`next`], chooses every packet id and
@@ -38,8 +47,8 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use rumqttc::QoS;
-use rumqttc::mqttbytes::v4::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Disconnect, DisconnectReasonCode, Packet, Publish};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -52,12 +61,16 @@ mod conn;
 mod live;
 mod options;
 mod outgoing;
+mod server;
+mod wire;
 use backoff::{Backoff, Failure};
 pub use client::{Client, Outgoing, Request, Upstream};
 use conn::{Conn, ConnError};
 use live::Turn;
 pub use options::{Options, SYSTEM_CA_BUNDLE, UpstreamError, options};
 use outgoing::Held;
+pub use server::{Limits, Refusal};
+pub use wire::{Protocol, publish_size};
 
 /// Packet ids of outbox rows: `1..=ROW_PKIDS` ([`row_pkid`]).
 pub const ROW_PKIDS: u16 = 64_511;
@@ -76,8 +89,12 @@ pub fn row_pkid(id: i64) -> u16 {
 /// What the connection reports to the forwarder.
 #[derive(Debug)]
 pub enum Report {
-    /// Connected (the CONNACK of a session the forwarder may use).
-    Up { session_present: bool },
+    /// Connected (the CONNACK of a session the forwarder may use), with
+    /// what the broker allows on this connection.
+    Up {
+        session_present: bool,
+        limits: Limits,
+    },
     /// The connection failed or dropped; a reconnect follows after a backoff.
     Down,
     /// PUBACK: a QoS 1 message is done.
@@ -87,8 +104,12 @@ pub enum Report {
     Received(u16),
     /// PUBCOMP: a QoS 2 message is done.
     Completed(u16),
-    /// A publish from upstream (a command).
-    Command(Publish),
+    /// PUBACK or PUBREC with a reason code ≥ 0x80 (MQTT 5): the broker
+    /// refused that message; it is out of the session.
+    Refused { pkid: u16, refusal: Refusal },
+    /// A publish from upstream (a command; boxed: the other reports are
+    /// a few bytes).
+    Command(Box<Publish>),
 }
 
 /// How the next connection starts (see the module doc).
@@ -137,7 +158,7 @@ pub struct Link {
     next_subscribe: u16,
     backoff: Backoff,
     /// The last refusal logged (a refused CONNACK is logged once per change).
-    refused: Option<rumqttc::mqttbytes::v4::ConnectReturnCode>,
+    refused: Option<rumqttc::v5::mqttbytes::v5::ConnectReturnCode>,
     counters: Arc<super::Counters>,
 }
 
@@ -248,7 +269,8 @@ impl Link {
     /// follows at once).
     async fn connect(&mut self) -> Result<Option<Report>, ConnError> {
         let wipe = self.start == Start::Wipe;
-        let (mut conn, present) = Conn::open(&self.opts, wipe).await?;
+        let (mut conn, accepted) = Conn::open(&self.opts, wipe).await?;
+        let present = accepted.session_present;
         self.backoff.connected(Instant::now());
         if self.refused.take().is_some() {
             info!("uplink: the broker accepts the connection again");
@@ -259,7 +281,7 @@ impl Link {
         if wipe {
             info!("uplink connected; clearing the previous session");
             // closed either way; the next connection resumes nothing
-            let _ = conn.queue(&Packet::Disconnect);
+            let _ = conn.queue(&disconnect());
             let _ = conn.flush().await;
             self.start = Start::Lasting;
             self.held.clear();
@@ -282,6 +304,7 @@ impl Link {
         self.state = State::Up { conn };
         Ok(Some(Report::Up {
             session_present: present,
+            limits: accepted.limits,
         }))
     }
 
@@ -344,4 +367,9 @@ impl Link {
             _ => {}
         }
     }
+}
+
+/// A normal DISCONNECT (the will is not sent).
+fn disconnect() -> Packet {
+    Packet::Disconnect(Disconnect::new(DisconnectReasonCode::NormalDisconnection))
 }

@@ -1,5 +1,7 @@
 //! The upstream client's options from `uplink:` (TLS through rustls,
-//! credentials, keep-alive, last will) and the reconnect backoff.
+//! credentials, keep-alive, last will, the protocol version and, at
+//! MQTT 5, the CONNECT properties: session expiry, our maximum packet
+//! size).
 //!
 //! Owns nothing at run time. Must not touch the connection or the outbox.
 
@@ -7,12 +9,13 @@ use std::io::{BufReader, Cursor};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::QoS;
-use rumqttc::mqttbytes::v4::{Connect, LastWill, Login};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, LastWill, Login, Packet};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+use super::wire::Protocol;
 use crate::bridge::config::{Endpoint, UplinkConfig};
 
 /// The system CA bundle, used when `ca_file` is not given.
@@ -50,8 +53,13 @@ pub struct Options {
     pub port: u16,
     /// For `mqtts://`: the connector and the name the certificate must carry.
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// The CONNECT packet (its `clean_session` is set per connection).
+    /// The CONNECT packet (its clean flag is set per connection).
     pub connect: Connect,
+    pub will: LastWill,
+    pub login: Option<Login>,
+    pub protocol: Protocol,
+    /// MQTT 5 Session Expiry Interval of a lasting session, in seconds.
+    pub session_expiry: u32,
     /// Largest packet read or written (`uplink.max_packet_size`).
     pub max_packet: usize,
     /// Bounds each connect (TCP, TLS, CONNACK) and each write.
@@ -63,21 +71,40 @@ impl Options {
     pub fn keep_alive(&self) -> Option<Duration> {
         (self.connect.keep_alive > 0).then(|| Duration::from_secs(self.connect.keep_alive.into()))
     }
+
+    /// The CONNECT of one connection: `clean` starts a new session (and,
+    /// at MQTT 5, one that ends with the connection: a wipe).
+    pub fn connect_packet(&self, clean: bool) -> Packet {
+        let mut connect = self.connect.clone();
+        connect.clean_start = clean;
+        if self.protocol == Protocol::V5 {
+            let mut props = ConnectProperties::new();
+            props.session_expiry_interval = Some(if clean { 0 } else { self.session_expiry });
+            props.max_packet_size = Some(self.max_packet.min(u32::MAX as usize) as u32);
+            connect.properties = Some(props);
+        }
+        Packet::Connect(connect, Some(self.will.clone()), self.login.clone())
+    }
 }
 
 /// The options from the config; the last will is `offline`, retained,
 /// on the upstream status topic.
 pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<Options, UpstreamError> {
     let ep = Endpoint::parse(&cfg.url).map_err(UpstreamError::Url)?;
-    let mut connect = Connect::new(cfg.client_id(gateway));
-    connect.keep_alive = cfg.keep_alive.get().as_secs().min(u16::MAX.into()) as u16;
-    connect.clean_session = false;
-    connect.last_will = Some(LastWill::new(
+    let connect = Connect {
+        keep_alive: cfg.keep_alive.get().as_secs().min(u16::MAX.into()) as u16,
+        client_id: cfg.client_id(gateway).to_string(),
+        clean_start: false,
+        properties: None,
+    };
+    let will = LastWill::new(
         cfg.status_topic(gateway),
         "offline",
         QoS::AtLeastOnce,
         true,
-    ));
+        None,
+    );
+    let mut login = None;
     if let Some(user) = &cfg.username {
         let password = match cfg.password_source().map_err(UpstreamError::Password)? {
             Some(s) => s
@@ -87,7 +114,7 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<Options, UpstreamErr
                 .to_string(),
             None => String::new(),
         };
-        connect.login = Some(Login::new(user.as_str(), password));
+        login = Some(Login::new(user.as_str(), password));
     }
     let tls = if ep.tls {
         let ca = match &cfg.ca_file {
@@ -114,6 +141,10 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<Options, UpstreamErr
         port: ep.port,
         tls,
         connect,
+        will,
+        login,
+        protocol: cfg.protocol,
+        session_expiry: cfg.session_expiry.get().as_secs().min(u32::MAX.into()) as u32,
         max_packet: cfg.max_packet_size.as_usize(),
         io_timeout: cfg.io_timeout.get(),
     })

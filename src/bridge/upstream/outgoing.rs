@@ -8,11 +8,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rumqttc::mqttbytes::v4::{Packet, PubRel, Publish};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubRel, Publish};
 
 /// Where one outgoing QoS 1/2 message stands. `key` orders resends (the
 /// outbox row id; the forwarder gives messages not from the outbox a key
 /// before every row).
+// most entries are `Sent` (the others live between PUBREC and PUBCOMP):
+// boxing the publish would cost an allocation per message and save nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Out {
     /// PUBLISH sent (or to send), no PUBACK / PUBREC yet.
@@ -81,7 +84,7 @@ impl Held {
     /// released in the outbox).
     pub fn release(&mut self, pkid: u16, key: i64) -> Packet {
         self.out.insert(pkid, Out::Released { key });
-        Packet::PubRel(PubRel::new(pkid))
+        Packet::PubRel(PubRel::new(pkid, None))
     }
 
     /// The forwarder gave up on `pkid`: not sent again.
@@ -125,7 +128,7 @@ impl Held {
                     Some(Packet::Publish(p))
                 }
                 Out::Received { .. } => None,
-                Out::Released { .. } => Some(Packet::PubRel(PubRel::new(*pkid))),
+                Out::Released { .. } => Some(Packet::PubRel(PubRel::new(*pkid, None))),
             })
             .collect()
     }
@@ -139,10 +142,10 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::QoS;
+    use rumqttc::v5::mqttbytes::QoS;
 
     fn publish(pkid: u16) -> Publish {
-        let mut p = Publish::new("t", QoS::ExactlyOnce, vec![1]);
+        let mut p = Publish::new("t", QoS::ExactlyOnce, vec![1], None);
         p.pkid = pkid;
         p
     }
@@ -159,7 +162,7 @@ mod tests {
         assert_eq!(s.received(7), PubRecIs::Seen, "received, not yet released");
         let again = s.resend();
         assert_eq!(again.len(), 2, "{again:?}");
-        assert_eq!(again[0], Packet::PubRel(PubRel::new(4)));
+        assert_eq!(again[0], Packet::PubRel(PubRel::new(4, None)));
         match &again[1] {
             Packet::Publish(p) => assert!(p.dup && p.pkid == 9),
             other => panic!("{other:?}"),

@@ -16,6 +16,7 @@ mod poison;
 mod policies;
 mod qos2;
 mod stop;
+mod v5;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -13,7 +13,7 @@ use crate::upstream::Mosquitto;
 /// A gateway with a 1-hour counter (quiet) and an uplink to `url` that
 /// forwards `gw1/#` under `site/`; `uplink_extra` and `broker_extra` are
 /// added to those sections.
-fn yaml(url: &str, uplink_extra: &str, broker_extra: &str, metrics_port: u16) -> String {
+pub(crate) fn yaml(url: &str, uplink_extra: &str, broker_extra: &str, metrics_port: u16) -> String {
     format!(
         r#"
 gateway:
@@ -42,7 +42,7 @@ uplink:
     )
 }
 
-fn metric(port: u16, name: &str) -> i64 {
+pub(crate) fn metric(port: u16, name: &str) -> i64 {
     let (_, text) = crate::ops::http_get(port, "/metrics");
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
