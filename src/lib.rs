@@ -13,6 +13,7 @@
 //! - [`bridge`]: the store-and-forward uplink (SQLite outbox, own MQTT client);
 //! - [`metrics`]: the metrics leaf: registry, collectors stages register, the log throttle;
 //! - [`ports`]: the leaf ops reaches other stages through: `Watch`, `PasswordCheck`, the point catalogue's types;
+//! - [`sparkplug`]: the Sparkplug B 3.0 edge node (births, data, deaths, commands, history);
 //! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery, systemd;
 //! - [`plan`]: what `fieldgate check` prints.
 //!
@@ -34,6 +35,7 @@ pub mod rules;
 pub mod script;
 pub mod settings;
 pub mod southbound;
+pub mod sparkplug;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +83,8 @@ pub enum RunError {
     PageLogins(#[source] AuthError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
+    #[error(transparent)]
+    Sparkplug(#[from] sparkplug::SparkplugError),
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -149,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         None => (None, pub_rx),
     };
     let (read_tx, read_rx) = reading::batch::channel(READINGS_CAPACITY);
+    let (read_rx, sparkplug) = start_sparkplug(&config, &gateway, &handle, read_rx).await?;
     let queues: Vec<Box<dyn ops::notify::QueueLen>> = vec![
         Box::new(ops::notify::ReadingsQueue {
             name: "readings",
@@ -256,12 +261,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     {
         warn!(deadline = ?SHUTDOWN_DEADLINE, "sources did not stop in time; abandoning them");
     }
-    // The rules stage ends when the last reading sender is dropped.
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, rules)
-        .await
-        .is_err()
-    {
+    // The rules stage (and the Sparkplug node, which sends its NDEATH)
+    // ends when the last reading sender is dropped.
+    let (rules, sparkplug) = tokio::join!(
+        tokio::time::timeout(SHUTDOWN_DEADLINE, rules),
+        tokio::time::timeout(SHUTDOWN_DEADLINE, async move {
+            if let Some(t) = sparkplug {
+                let _ = t.await;
+            }
+        })
+    );
+    if rules.is_err() {
         warn!("rules stage did not drain in time");
+    }
+    if sparkplug.is_err() {
+        warn!("Sparkplug node did not stop in time");
     }
     let offline = reading::status::gateway(&gateway, false);
     if tokio::time::timeout(Duration::from_secs(1), pub_tx.send(offline))
@@ -286,6 +300,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ops_cancel.cancel();
     info!("fieldgate stopped");
     Ok(())
+}
+
+/// The Sparkplug stage: taps the readings on their way to the rules stage
+/// when `sparkplug:` is enabled (the rules stage gets the returned
+/// receiver); its task ends after the sources, with an NDEATH.
+async fn start_sparkplug(
+    config: &Config,
+    gateway: &Arc<str>,
+    handle: &broker::BrokerHandle,
+    readings: reading::batch::ReadingsReceiver,
+) -> Result<
+    (
+        reading::batch::ReadingsReceiver,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    sparkplug::SparkplugError,
+> {
+    sparkplug::start(
+        config.sparkplug.as_ref(),
+        gateway,
+        &config.devices,
+        &config.gateway.data_dir,
+        handle,
+        readings,
+        READINGS_CAPACITY,
+    )
+    .await
 }
 
 /// The password store the status page checks: `http.users` when given,

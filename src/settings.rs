@@ -1,5 +1,6 @@
 //! The whole configuration: assembles the sections every stage owns
-//! (`gateway:`, `broker:`, `devices:`, `rules:`, `metrics:`, `uplink:`)
+//! (`gateway:`, `broker:`, `devices:`, `rules:`, `metrics:`, `uplink:`,
+//! `homeassistant:`, `sparkplug:`)
 //! into [`Config`], loads the file and runs the checks across sections
 //! (the secret files of every section: `settings/secrets.rs`).
 //!
@@ -21,6 +22,7 @@ use crate::ops::homeassistant::HomeAssistantConfig;
 use crate::ops::http::MetricsConfig;
 use crate::rules::RulesConfig;
 use crate::southbound::devices::{self, DeviceConfig};
+use crate::sparkplug::SparkplugConfig;
 
 pub use crate::config::DEFAULT_PATH;
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub uplink: Option<UplinkConfig>,
     /// `homeassistant:`: MQTT discovery; off when absent.
     pub homeassistant: Option<HomeAssistantConfig>,
+    /// `sparkplug:`: the Sparkplug B edge node; off when absent.
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// `gateway:`: identity and where state lives.
@@ -88,6 +92,8 @@ struct RawConfig {
     http: Option<MetricsConfig>,
     #[serde(default)]
     homeassistant: Option<HomeAssistantConfig>,
+    #[serde(default)]
+    sparkplug: Option<SparkplugConfig>,
 }
 
 /// Reads, parses and validates the config file at `path`.
@@ -155,6 +161,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         metrics: raw.http.or(raw.metrics),
         uplink: raw.uplink,
         homeassistant: raw.homeassistant,
+        sparkplug: raw.sparkplug,
     };
     check(&config, &positions, &mut report);
     report.finish(path)?;
@@ -180,6 +187,9 @@ fn check(config: &Config, positions: &[usize], report: &mut Report) {
     if let Some(uplink) = &config.uplink {
         uplink.validate("uplink", report);
         uplink.validate_carries("uplink", config.broker.max_payload.bytes(), report);
+    }
+    if let Some(sp) = &config.sparkplug {
+        sp.validate("sparkplug", config.uplink.is_some(), report);
     }
 }
 

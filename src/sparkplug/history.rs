@@ -1,0 +1,197 @@
+//! The node's history: DDATA produced while the primary host is offline,
+//! kept in `{data_dir}/sparkplug.db` (SQLite, WAL) in the order produced,
+//! each row committed before the next reading is taken, so a SIGKILL
+//! loses nothing stored; a row is deleted only once it was published.
+//!
+//! Owns that file, its schema, and what happens to a broken one (set aside
+//! as `sparkplug.db.corrupt-<secs>`, a fresh one opened, logged). Must not
+//! know topics, seq or pacing: the node and the task do.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use sqlx::Connection;
+use sqlx::Row as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use tracing::warn;
+
+use super::SparkplugError;
+use super::payload::Payload;
+
+/// The history file under `data_dir`.
+pub const FILE: &str = "sparkplug.db";
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    payload BLOB NOT NULL
+)";
+
+/// One stored DDATA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub id: i64,
+    pub device: String,
+    pub payload: Payload,
+}
+
+/// The open history file.
+pub struct History {
+    conn: SqliteConnection,
+    path: PathBuf,
+}
+
+async fn connect(path: &Path) -> Result<SqliteConnection, sqlx::Error> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    let mut conn = SqliteConnection::connect_with(&opts).await?;
+    sqlx::query(SCHEMA).execute(&mut conn).await?;
+    sqlx::query("SELECT count(*) FROM history")
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+fn db_error(path: &Path) -> impl Fn(sqlx::Error) -> SparkplugError + '_ {
+    move |source| SparkplugError::History {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl History {
+    /// Opens (creating) the history in `data_dir`; a file that is not a
+    /// database of this schema is set aside and a new one opened.
+    pub async fn open(data_dir: &Path) -> Result<History, SparkplugError> {
+        let path = data_dir.join(FILE);
+        let conn = match connect(&path).await {
+            Ok(c) => c,
+            Err(sqlx::Error::Database(e)) if is_broken(e.message()) => {
+                match crate::config::files::set_aside(&path) {
+                    Ok(to) => {
+                        warn!(file = %path.display(), set_aside = %to.display(), error = %e, "Sparkplug history file is broken; set aside, starting empty")
+                    }
+                    Err((f, io)) => {
+                        warn!(file = %f.display(), error = %io, "Sparkplug history file is broken and could not be set aside")
+                    }
+                }
+                connect(&path).await.map_err(db_error(&path))?
+            }
+            Err(e) => return Err(db_error(&path)(e)),
+        };
+        Ok(History { conn, path })
+    }
+
+    /// Stores one DDATA of `device` (committed when this returns).
+    pub async fn push(&mut self, device: &str, payload: &Payload) -> Result<(), SparkplugError> {
+        sqlx::query("INSERT INTO history (device, payload) VALUES (?, ?)")
+            .bind(device)
+            .bind(payload.encode_to_vec())
+            .execute(&mut self.conn)
+            .await
+            .map_err(db_error(&self.path))?;
+        Ok(())
+    }
+
+    /// The oldest `n` rows, in the order stored. A row whose payload does
+    /// not decode is deleted and logged.
+    pub async fn oldest(&mut self, n: u32) -> Result<Vec<Stored>, SparkplugError> {
+        let rows = sqlx::query("SELECT id, device, payload FROM history ORDER BY id LIMIT ?")
+            .bind(i64::from(n))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(db_error(&self.path))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(0);
+            let bytes: Vec<u8> = r.get(2);
+            match Payload::decode(bytes.as_slice()) {
+                Ok(payload) => out.push(Stored {
+                    id,
+                    device: r.get(1),
+                    payload,
+                }),
+                Err(e) => {
+                    warn!(id, error = %e, "stored Sparkplug DDATA does not decode; deleted");
+                    self.delete_through(id).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every row up to and including `id` (they were published).
+    pub async fn delete_through(&mut self, id: i64) -> Result<(), SparkplugError> {
+        sqlx::query("DELETE FROM history WHERE id <= ?")
+            .bind(id)
+            .execute(&mut self.conn)
+            .await
+            .map_err(db_error(&self.path))?;
+        Ok(())
+    }
+
+    /// Rows stored now.
+    pub async fn len(&mut self) -> Result<u64, SparkplugError> {
+        let n: i64 = sqlx::query("SELECT count(*) FROM history")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(db_error(&self.path))?
+            .get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+fn is_broken(message: &str) -> bool {
+    message.contains("not a database")
+        || message.contains("malformed")
+        || message.contains("corrupt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sparkplug::payload::Metric;
+
+    fn ddata(ts: u64) -> Payload {
+        Payload {
+            timestamp: Some(ts),
+            metrics: vec![Metric {
+                alias: Some(2),
+                timestamp: Some(ts),
+                ..Metric::default()
+            }],
+            ..Payload::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_come_back_in_order_across_a_reopen_until_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).await.unwrap();
+        for ts in 1..=3 {
+            h.push("plc", &ddata(ts)).await.unwrap();
+        }
+        drop(h);
+        let mut h = History::open(dir.path()).await.unwrap();
+        let rows = h.oldest(2).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].payload, ddata(1));
+        h.delete_through(rows[1].id).await.unwrap();
+        let rest = h.oldest(10).await.unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].payload, ddata(3));
+        assert_eq!(h.len().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), vec![0x5a; 8192]).unwrap();
+        let mut h = History::open(dir.path()).await.unwrap();
+        assert_eq!(h.len().await.unwrap(), 0);
+    }
+}
