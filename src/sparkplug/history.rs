@@ -135,7 +135,7 @@ impl History {
     }
 
     /// Rows stored now.
-    pub async fn len(&mut self) -> Result<u64, SparkplugError> {
+    pub async fn rows(&mut self) -> Result<u64, SparkplugError> {
         let n: i64 = sqlx::query("SELECT count(*) FROM history")
             .fetch_one(&mut self.conn)
             .await
@@ -184,7 +184,7 @@ mod tests {
         let rest = h.oldest(10).await.unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].payload, ddata(3));
-        assert_eq!(h.len().await.unwrap(), 1);
+        assert_eq!(h.rows().await.unwrap(), 1);
     }
 
     #[tokio::test]
@@ -192,6 +192,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), vec![0x5a; 8192]).unwrap();
         let mut h = History::open(dir.path()).await.unwrap();
-        assert_eq!(h.len().await.unwrap(), 0);
+        assert_eq!(h.rows().await.unwrap(), 0);
     }
 }

@@ -158,7 +158,7 @@ impl Node {
     }
 
     fn dbirth(&mut self, i: usize, ts: i64) -> Publish {
-        let seq = self.seq.next();
+        let seq = self.seq.advance();
         let d = &mut self.devices[i];
         d.sent.clear();
         for (k, (v, _)) in d.values.iter().enumerate() {
@@ -247,7 +247,7 @@ impl Node {
             out.push(Out::Store { device, payload });
             return;
         }
-        let p = encode::ddata(metrics, now, Some(self.seq.next()));
+        let p = encode::ddata(metrics, now, Some(self.seq.advance()));
         out.push(Out::Send(
             self.publish(self.ids.device_topic("DDATA", &device), &p),
         ));
@@ -281,7 +281,7 @@ impl Node {
                 if !live {
                     return Vec::new();
                 }
-                let p = encode::ddeath(now, self.seq.next());
+                let p = encode::ddeath(now, self.seq.advance());
                 vec![Out::Send(
                     self.publish(self.ids.device_topic("DDEATH", device), &p),
                 )]
@@ -291,7 +291,7 @@ impl Node {
 
     /// A stored DDATA of `device`, sent now as history.
     pub fn history(&mut self, device: &str, stored: Payload) -> Publish {
-        let p = encode::historical(stored, self.seq.next());
+        let p = encode::historical(stored, self.seq.advance());
         self.publish(self.ids.device_topic("DDATA", device), &p)
     }
 

@@ -29,7 +29,7 @@ impl Seq {
     }
 
     /// The next number (after 255 comes 0).
-    pub fn next(&mut self) -> u64 {
+    pub fn advance(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(1);
         u64::from(self.0)
     }
@@ -116,7 +116,7 @@ mod tests {
     fn seq_wraps_after_255_and_births_start_at_0() {
         let mut s = Seq::default();
         assert_eq!(s.birth(), 0);
-        let all: Vec<u64> = (0..256).map(|_| s.next()).collect();
+        let all: Vec<u64> = (0..256).map(|_| s.advance()).collect();
         assert_eq!(all[0], 1);
         assert_eq!(all[254], 255);
         assert_eq!(all[255], 0);
