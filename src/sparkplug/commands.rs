@@ -98,6 +98,7 @@ mod tests {
             unit: None,
             scale: None,
             writable,
+            deadband: None,
         };
         DeviceModel {
             name: "plc".into(),

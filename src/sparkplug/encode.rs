@@ -179,6 +179,7 @@ mod tests {
                 unit: Some("°C".into()),
                 scale: Some(0.1),
                 writable: true,
+                deadband: None,
             }],
         }
     }

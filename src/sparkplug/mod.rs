@@ -3,15 +3,6 @@
 //! device, each point a metric. See docs/sparkplug.md for the user's view
 //! and docs/design.md ("Sparkplug") for how it sits in the pipeline.
 //!
-//! Files: `config.rs` (the section), `payload.rs` (the generated protobuf
-//! types, values <-> metrics), `topics.rs`, `model.rs` (devices and
-//! metrics from the device configs), `seq.rs` (seq, persisted bdSeq),
-//! `exception.rs` (report by exception), `encode.rs` (the payloads),
-//! `host.rs` (the primary host's STATE), `commands.rs` (NCMD, DCMD),
-//! `node.rs` (the state machine), `history.rs` (DDATA kept while the host
-//! is offline), `task.rs` (the loop), `tap.rs` (its copy of the readings),
-//! `describe.rs` (its part of the plan), `metrics.rs`.
-//!
 //! Owns the Sparkplug topics, payloads and state. Must not talk to devices
 //! (writes go through the `.../set` path of `southbound::commands`) nor
 //! change what the rules stage publishes; it imports southbound only to

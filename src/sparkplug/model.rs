@@ -32,6 +32,8 @@ pub struct MetricDef {
     pub unit: Option<String>,
     pub scale: Option<f64>,
     pub writable: bool,
+    /// The point's own deadband (Modbus `deadband:`), else `None`.
+    pub deadband: Option<f64>,
 }
 
 /// One field device as a Sparkplug device.
@@ -116,6 +118,7 @@ pub fn build(devices: &[DeviceConfig]) -> Vec<DeviceModel> {
                         unit: p.unit.clone(),
                         scale: point.and_then(|m| m.scale),
                         writable: p.writable,
+                        deadband: point.and_then(|m| m.deadband),
                     }
                 })
                 .collect();

@@ -232,6 +232,7 @@ impl Node {
         let mut metrics = Vec::new();
         for &k in touched {
             let (value, at) = &d.values[k];
+            let deadband = d.model.metrics[k].deadband.or(deadband);
             if rbe && !d.sent.changed(k, value, deadband) {
                 continue;
             }

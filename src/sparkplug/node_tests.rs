@@ -10,6 +10,11 @@ use super::topics::Ids;
 use crate::reading::{Quality, Reading, Value};
 
 fn node(rbe: bool, deadband: Option<f64>) -> Node {
+    node_with(rbe, deadband, None)
+}
+
+/// `b_deadband`: the point `b`'s own deadband.
+fn node_with(rbe: bool, deadband: Option<f64>, b_deadband: Option<f64>) -> Node {
     let def = |name: &str, alias| MetricDef {
         name: name.into(),
         alias,
@@ -17,10 +22,17 @@ fn node(rbe: bool, deadband: Option<f64>) -> Node {
         unit: None,
         scale: None,
         writable: false,
+        deadband: None,
     };
     let model = DeviceModel {
         name: "plc".into(),
-        metrics: vec![def("a", 2), def("b", 3)],
+        metrics: vec![
+            def("a", 2),
+            MetricDef {
+                deadband: b_deadband,
+                ..def("b", 3)
+            },
+        ],
     };
     let ids = Ids {
         group: "g".into(),
@@ -178,4 +190,16 @@ fn a_rebirth_command_sends_every_birth_again() {
     );
     let (_, problems) = n.on_command("spBv1.0/g/DCMD/n/plc", &cmd.encode_to_vec(), 21);
     assert!(problems[0].contains("no such metric"), "{problems:?}");
+}
+
+#[test]
+fn a_points_own_deadband_overrides_the_nodes() {
+    let mut n = node_with(true, Some(0.5), Some(5.0));
+    n.births(7, 1);
+    n.on_readings(&[reading("a", 0.0, 10), reading("b", 0.0, 10)], 11);
+    let d = sent(&n.on_readings(&[reading("a", 1.0, 20), reading("b", 4.0, 20)], 21));
+    let aliases: Vec<u64> = d[0].1.metrics.iter().map(|m| m.alias.unwrap()).collect();
+    assert_eq!(aliases, [2], "b moved 4 within its own deadband of 5");
+    let d = sent(&n.on_readings(&[reading("b", 6.0, 30)], 31));
+    assert_eq!(d[0].1.metrics[0].alias, Some(3));
 }

@@ -503,6 +503,7 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
         "setpoint         alias 3    Int16 writable",
         "fixed            alias 4    UInt16",
         "pump             alias 5    Boolean writable",
+        "Sparkplug hosts: whoever may publish to spBv1.0/plant/DCMD/node1/+",
     ] {
         assert!(text.contains(line), "{line:?} not in:\n{text}");
     }
