@@ -319,6 +319,7 @@ async fn start_sparkplug(
 > {
     sparkplug::start(
         config.sparkplug.as_ref(),
+        config.uplink.as_ref(),
         gateway,
         &config.devices,
         &config.gateway.data_dir,

@@ -189,7 +189,11 @@ fn check(config: &Config, positions: &[usize], report: &mut Report) {
         uplink.validate_carries("uplink", config.broker.max_payload.bytes(), report);
     }
     if let Some(sp) = &config.sparkplug {
-        sp.validate("sparkplug", config.uplink.is_some(), report);
+        sp.validate(
+            "sparkplug",
+            config.uplink.as_ref().map(|u| u.url.as_str()),
+            report,
+        );
     }
 }
 

@@ -76,7 +76,8 @@ impl SparkplugConfig {
     }
 
     /// Adds this section's problems to `report`, under `key`.
-    pub(crate) fn validate(&self, key: &str, has_uplink: bool, report: &mut Report) {
+    /// `uplink_url`: `uplink.url`, when there is an uplink.
+    pub(crate) fn validate(&self, key: &str, uplink_url: Option<&str>, report: &mut Report) {
         let ids = [
             ("group_id", Some(&self.group_id)),
             ("edge_node_id", self.edge_node_id.as_ref()),
@@ -92,11 +93,16 @@ impl SparkplugConfig {
                 );
             }
         }
-        if self.target == Target::Uplink && !has_uplink {
-            report.add(
+        match (self.target, uplink_url) {
+            (Target::Uplink, None) => report.add(
                 format!("{key}.target"),
                 "`uplink` needs an `uplink:` section (or use `target: local`)",
-            );
+            ),
+            (Target::Uplink, Some(url)) if url.trim().starts_with("mqtts://") => report.add(
+                format!("{key}.target"),
+                "`uplink` over mqtts:// is not built yet: the node's own upstream session is plain MQTT (use `target: local`, or an mqtt:// uplink)",
+            ),
+            _ => {}
         }
         if self.history_rate == 0 {
             report.add(

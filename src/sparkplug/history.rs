@@ -97,14 +97,17 @@ impl History {
         Ok(())
     }
 
-    /// The oldest `n` rows, in the order stored. A row whose payload does
-    /// not decode is deleted and logged.
-    pub async fn oldest(&mut self, n: u32) -> Result<Vec<Stored>, SparkplugError> {
-        let rows = sqlx::query("SELECT id, device, payload FROM history ORDER BY id LIMIT ?")
-            .bind(i64::from(n))
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(db_error(&self.path))?;
+    /// The oldest `n` rows after row `after` (0: from the first), in the
+    /// order stored. A row whose payload does not decode is deleted and
+    /// logged.
+    pub async fn oldest(&mut self, after: i64, n: u32) -> Result<Vec<Stored>, SparkplugError> {
+        let rows =
+            sqlx::query("SELECT id, device, payload FROM history WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(after)
+                .bind(i64::from(n))
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(db_error(&self.path))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: i64 = r.get(0);
@@ -117,17 +120,18 @@ impl History {
                 }),
                 Err(e) => {
                     warn!(id, error = %e, "stored Sparkplug DDATA does not decode; deleted");
-                    self.delete_through(id).await?;
+                    self.delete(id, id).await?;
                 }
             }
         }
         Ok(out)
     }
 
-    /// Deletes every row up to and including `id` (they were published).
-    pub async fn delete_through(&mut self, id: i64) -> Result<(), SparkplugError> {
-        sqlx::query("DELETE FROM history WHERE id <= ?")
-            .bind(id)
+    /// Deletes the rows `first..=last` (they were published, or acknowledged).
+    pub async fn delete(&mut self, first: i64, last: i64) -> Result<(), SparkplugError> {
+        sqlx::query("DELETE FROM history WHERE id >= ? AND id <= ?")
+            .bind(first)
+            .bind(last)
             .execute(&mut self.conn)
             .await
             .map_err(db_error(&self.path))?;
@@ -177,11 +181,12 @@ mod tests {
         }
         drop(h);
         let mut h = History::open(dir.path()).await.unwrap();
-        let rows = h.oldest(2).await.unwrap();
+        let rows = h.oldest(0, 2).await.unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].payload, ddata(1));
-        h.delete_through(rows[1].id).await.unwrap();
-        let rest = h.oldest(10).await.unwrap();
+        assert_eq!(h.oldest(rows[0].id, 1).await.unwrap()[0].payload, ddata(2));
+        h.delete(rows[0].id, rows[1].id).await.unwrap();
+        let rest = h.oldest(0, 10).await.unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].payload, ddata(3));
         assert_eq!(h.rows().await.unwrap(), 1);

@@ -15,6 +15,7 @@ pub mod encode;
 pub mod exception;
 pub mod history;
 pub mod host;
+pub mod link;
 pub(crate) mod metrics;
 pub mod model;
 pub mod node;
@@ -23,6 +24,7 @@ pub mod seq;
 pub mod tap;
 pub mod task;
 pub mod topics;
+pub mod uplink;
 
 #[cfg(test)]
 mod node_tests;
@@ -35,6 +37,7 @@ use tracing::{Instrument, info_span, warn};
 
 pub use config::{SparkplugConfig, Target};
 
+use crate::bridge::UplinkConfig;
 use crate::broker::BrokerHandle;
 use crate::reading::batch::ReadingsReceiver;
 use crate::southbound::devices::DeviceConfig;
@@ -62,16 +65,18 @@ pub enum SparkplugError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("sparkplug.target: uplink is not built yet; use `target: local`")]
-    UplinkTarget,
+    #[error("sparkplug.target uplink: {0}")]
+    Uplink(String),
 }
 
 /// Starts the edge node when `cfg` is enabled: taps `readings` (the rules
 /// stage gets the returned receiver) and subscribes on the embedded
 /// broker. The task ends after the sources stop (the tap closes), with an
 /// NDEATH. Without it, `readings` comes back as it was.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     cfg: Option<&SparkplugConfig>,
+    uplink: Option<&UplinkConfig>,
     gateway: &Arc<str>,
     devices: &[DeviceConfig],
     data_dir: &Path,
@@ -82,9 +87,6 @@ pub async fn start(
     let Some(cfg) = cfg.filter(|c| c.enabled) else {
         return Ok((readings, None));
     };
-    if cfg.target == Target::Uplink {
-        return Err(SparkplugError::UplinkTarget);
-    }
     let ids = topics::Ids {
         group: cfg.group_id.clone(),
         node: cfg.node_id(gateway).to_string(),
@@ -108,10 +110,26 @@ pub async fn start(
         }
     };
     let state_topic = cfg.primary_host_id.as_deref().map(topics::state_topic);
-    let mut filters: Vec<String> = ids.command_filters().into();
-    filters.push(crate::reading::status::device_topic(gateway, "+"));
-    filters.extend(state_topic.clone());
-    let messages = handle.subscribe("sparkplug", &filters, MESSAGES_QUEUE);
+    // NCMD, DCMD and STATE: on the broker the node publishes on
+    let mut commands: Vec<String> = ids.command_filters().into();
+    commands.extend(state_topic.clone());
+    let mut local = vec![crate::reading::status::device_topic(gateway, "+")];
+    let sink = match (cfg.target, uplink) {
+        (Target::Uplink, Some(up)) => {
+            let endpoint = uplink::Endpoint::of(up, gateway)?;
+            link::Sink::Uplink(Box::new(link::Link::new(endpoint, commands)))
+        }
+        (Target::Uplink, None) => {
+            return Err(SparkplugError::Uplink(
+                "there is no `uplink:` section".into(),
+            ));
+        }
+        (Target::Local, _) => {
+            local.extend(commands);
+            link::Sink::Local(handle.clone())
+        }
+    };
+    let messages = handle.subscribe("sparkplug", &local, MESSAGES_QUEUE);
     let (rules_rx, node_rx) = tap::start(readings, readings_capacity);
     let parts = task::Parts {
         node,
@@ -122,6 +140,7 @@ pub async fn start(
             .map(|_| host::HostWatch::default()),
         history,
         handle: handle.clone(),
+        sink,
         gateway: gateway.clone(),
         state_topic,
         pace: task::Pace {

@@ -123,12 +123,16 @@ impl Node {
         self.bd_seq
     }
 
-    /// The NDEATH of the current session (the will, or the clean stop's).
+    /// The NDEATH of the current session (the clean stop's, or when the
+    /// primary host goes offline).
     pub fn ndeath(&self, ts: i64) -> Publish {
-        self.publish(
-            self.ids.node_topic("NDEATH"),
-            &encode::ndeath(self.bd_seq, ts),
-        )
+        self.ndeath_with(self.bd_seq, ts)
+    }
+
+    /// The NDEATH of the session with `bd_seq` (the will registered at
+    /// its CONNECT).
+    pub fn ndeath_with(&self, bd_seq: u64, ts: i64) -> Publish {
+        self.publish(self.ids.node_topic("NDEATH"), &encode::ndeath(bd_seq, ts))
     }
 
     fn publish(&self, topic: String, p: &Payload) -> Publish {
@@ -177,6 +181,12 @@ impl Node {
         }
         self.phase = Phase::Waiting;
         vec![Out::Send(self.ndeath(ts))]
+    }
+
+    /// The connection to the broker is gone (target uplink): data is
+    /// stored until the next [`Node::births`]; the broker sends the will.
+    pub fn link_down(&mut self) {
+        self.phase = Phase::Waiting;
     }
 
     /// Takes a batch of readings (one device's, in order).

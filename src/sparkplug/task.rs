@@ -1,12 +1,14 @@
-//! The node's task: takes readings (from the tap), device status, STATE
-//! and commands (from its in-process subscription on the embedded broker),
-//! runs them through the [`Node`] and carries out what it asks: publishes
-//! on the target broker, stores history, hands writes to the `.../set`
-//! path, paces the history drain, advances bdSeq per session, and sends
-//! NDEATH when the sources have stopped.
+//! The node's task: takes readings (from the tap), device status (from
+//! its in-process subscription on the embedded broker), STATE and
+//! commands (from that subscription, or from its upstream session with
+//! target uplink), runs them through the [`Node`] and carries out what it
+//! asks: publishes on the [`Sink`], stores history, hands writes to the
+//! `.../set` path, paces the history drain, advances bdSeq per session,
+//! reconnects the upstream session, and sends NDEATH when the sources have
+//! stopped.
 //!
-//! Owns the loop and the drain's pacing. Must not build payloads (the node
-//! and `encode.rs` do) nor talk to devices.
+//! Owns the loop and the drain's pacing and cursor. Must not build
+//! payloads (the node and `encode.rs` do) nor talk to devices.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +18,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::history::History;
+use super::history::{History, Stored};
 use super::host::HostWatch;
+use super::link::{Rows, Sink};
 use super::metrics;
 use super::node::{Node, Out, Phase};
 use super::payload::Payload;
 use super::seq::BdSeq;
+use super::uplink::LinkEvent;
 use crate::broker::{BrokerHandle, Message};
 use crate::metrics::labels;
 use crate::reading::{Publish, Qos, Reading, now_ms};
@@ -42,7 +46,9 @@ pub struct Parts {
     /// `Some` with a primary host: births wait for it.
     pub host: Option<HostWatch>,
     pub history: Option<History>,
+    /// The embedded broker (DCMD writes go there, whatever the sink).
     pub handle: BrokerHandle,
+    pub sink: Sink,
     pub gateway: Arc<str>,
     pub state_topic: Option<String>,
     pub pace: Pace,
@@ -58,7 +64,17 @@ enum Drain {
 struct Task {
     p: Parts,
     drain: Drain,
+    /// The last stored row the drain handed out in this session.
+    cursor: i64,
     status_prefix: String,
+}
+
+/// The next event of the upstream session; never, with target local.
+async fn link_event(sink: &mut Sink) -> Option<LinkEvent> {
+    match sink.link() {
+        Some(l) => l.next_event().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs the node until `readings` closes (the sources have stopped), then
@@ -72,9 +88,10 @@ pub async fn run(
     let mut t = Task {
         p: parts,
         drain: Drain::Idle,
+        cursor: 0,
         status_prefix,
     };
-    if t.p.host.is_none() {
+    if t.p.host.is_none() && t.p.sink.link().is_none() {
         t.go_live().await;
     }
     loop {
@@ -82,6 +99,7 @@ pub async fn run(
             Drain::Due(at) => Some(at),
             Drain::Idle => None,
         };
+        let retry = t.p.sink.link().and_then(|l| l.retry_at());
         tokio::select! {
             batch = readings.recv() => match batch {
                 Some(b) => {
@@ -90,30 +108,44 @@ pub async fn run(
                 }
                 None => break,
             },
-            Some(m) = messages.recv() => t.on_message(m).await,
+            Some(m) = messages.recv() => t.on_message(&m.topic, &m.payload).await,
+            Some(ev) = link_event(&mut t.p.sink) => t.on_link(ev).await,
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                 t.drain_step().await;
             }
+            _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
+                t.connect();
+            }
         }
     }
-    if t.p.node.phase() == Phase::Live {
-        let death = t.p.node.ndeath(now_ms());
-        t.send(death).await;
-        info!(
-            bd_seq = t.p.node.bd_seq(),
-            "Sparkplug NDEATH sent (clean stop)"
-        );
-    }
+    t.stop().await;
 }
 
 impl Task {
     /// Births with this session's bdSeq, then the stored history drains.
     async fn go_live(&mut self) {
+        self.cursor = 0;
         let out = self.p.node.births(self.p.bd_seq.current(), now_ms());
         self.carry_out(out).await;
         info!(bd_seq = self.p.bd_seq.current(), "Sparkplug births sent");
         if self.p.history.is_some() {
             self.drain = Drain::Due(Instant::now());
+        }
+    }
+
+    /// The clean stop: NDEATH when live, then the upstream session ends.
+    async fn stop(&mut self) {
+        if self.p.node.phase() == Phase::Live {
+            let mut death = self.p.node.ndeath(now_ms());
+            death.qos = Qos::AtLeastOnce;
+            self.send(death).await;
+            info!(
+                bd_seq = self.p.node.bd_seq(),
+                "Sparkplug NDEATH sent (clean stop)"
+            );
+        }
+        if let Some(l) = self.p.sink.link() {
+            l.disconnect().await;
         }
     }
 
@@ -146,8 +178,10 @@ impl Task {
 
     async fn send(&self, p: Publish) {
         metrics::sent(&p.topic);
-        if !self.p.handle.publish(p).await {
-            warn!("Sparkplug publish with an invalid topic dropped");
+        if !self.p.sink.publish(p).await {
+            warn!(
+                "a Sparkplug message could not be sent (an invalid topic, or no upstream session)"
+            );
         }
     }
 
@@ -168,22 +202,77 @@ impl Task {
             .inc();
     }
 
-    async fn on_message(&mut self, m: Message) {
+    /// A new upstream session, with its bdSeq's NDEATH as the will.
+    fn connect(&mut self) {
+        let will = self.p.node.ndeath_with(self.p.bd_seq.current(), now_ms());
+        if let Some(l) = self.p.sink.link() {
+            l.connect(will);
+        }
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Connected => {
+                if let Some(l) = self.p.sink.link() {
+                    l.connected();
+                }
+                if self.p.host.is_none() {
+                    self.go_live().await;
+                }
+            }
+            LinkEvent::Message { topic, payload } => self.on_message(&topic, &payload).await,
+            LinkEvent::Sent(pkid) => {
+                if let Some(l) = self.p.sink.link() {
+                    l.sent(pkid);
+                }
+            }
+            LinkEvent::Acked(pkid) => {
+                if let Some(rows) = self.p.sink.link().and_then(|l| l.acked(pkid)) {
+                    self.delete(rows).await;
+                }
+            }
+            LinkEvent::Down(why) => self.link_down(&why),
+        }
+    }
+
+    /// The session ended: data is stored; the next session gets the next
+    /// bdSeq (the broker sent this one's will); history not acknowledged
+    /// is sent again after the next births.
+    fn link_down(&mut self, why: &str) {
+        self.p.node.link_down();
+        self.drain = Drain::Idle;
+        if let Some(l) = self.p.sink.link() {
+            l.down(why);
+        }
+        if let Err(e) = self.p.bd_seq.advance() {
+            warn!(error = %e, "the next bdSeq could not be saved");
+        }
+    }
+
+    async fn delete(&mut self, (first, last): Rows) {
+        if let Some(h) = &mut self.p.history
+            && let Err(e) = h.delete(first, last).await
+        {
+            warn!(error = %e, "sent Sparkplug history could not be deleted; it may be sent again");
+        }
+    }
+
+    async fn on_message(&mut self, topic: &str, payload: &[u8]) {
         let now = now_ms();
-        if let Some(device) = m.topic.strip_prefix(self.status_prefix.as_str()) {
-            let online = serde_json::from_slice::<serde_json::Value>(&m.payload)
+        if let Some(device) = topic.strip_prefix(self.status_prefix.as_str()) {
+            let online = serde_json::from_slice::<serde_json::Value>(payload)
                 .is_ok_and(|v| v["state"] == "online");
             let out = self.p.node.on_status(device, online, now);
             self.carry_out(out).await;
             return;
         }
-        if self.p.state_topic.as_deref() == Some(&*m.topic) {
-            self.on_state(&m.payload).await;
+        if self.p.state_topic.as_deref() == Some(topic) {
+            self.on_state(payload).await;
             return;
         }
-        let (out, problems) = self.p.node.on_command(&m.topic, &m.payload, now);
+        let (out, problems) = self.p.node.on_command(topic, payload, now);
         for p in problems {
-            warn!(topic = %m.topic, "{p}");
+            warn!(topic, "{p}");
             metrics::get()
                 .commands_refused
                 .get_or_create(&labels("reason", "refused"))
@@ -193,7 +282,9 @@ impl Task {
     }
 
     /// The primary host's STATE: online -> births (and the drain); offline
-    /// -> NDEATH, a new bdSeq for the next session, data stored.
+    /// -> NDEATH, data stored, and a new bdSeq for the next session (with
+    /// target uplink: a disconnect, as the specification asks, and a new
+    /// session that waits for the host).
     async fn on_state(&mut self, payload: &[u8]) {
         let Some(watch) = &mut self.p.host else {
             return;
@@ -201,9 +292,19 @@ impl Task {
         match watch.on_state(payload) {
             Some(true) if self.p.node.phase() == Phase::Waiting => self.go_live().await,
             Some(false) if self.p.node.phase() == Phase::Live => {
-                let out = self.p.node.host_offline(now_ms());
+                let mut out = self.p.node.host_offline(now_ms());
+                for o in &mut out {
+                    if let Out::Send(p) = o {
+                        p.qos = Qos::AtLeastOnce;
+                    }
+                }
                 self.carry_out(out).await;
                 self.drain = Drain::Idle;
+                if let Some(l) = self.p.sink.link() {
+                    // the pump reports the end: `link_down` advances bdSeq
+                    l.disconnect().await;
+                    return;
+                }
                 match self.p.bd_seq.advance() {
                     Ok(n) => info!(
                         next_bd_seq = n,
@@ -219,8 +320,9 @@ impl Task {
     }
 
     /// Sends the next messages of stored history (at most `pace.batch`
-    /// metrics each, consecutive rows of one device merged), deletes them,
-    /// and sets the next step after as long as `pace.rate` asks for.
+    /// metrics each, consecutive rows of one device merged) and sets the
+    /// next step after as long as `pace.rate` asks for. Local: a row is
+    /// deleted once published; uplink: once its PUBACK came.
     async fn drain_step(&mut self) {
         self.drain = Drain::Idle;
         if self.p.node.phase() != Phase::Live {
@@ -229,7 +331,7 @@ impl Task {
         let Some(h) = &mut self.p.history else {
             return;
         };
-        let rows = match h.oldest(self.p.pace.batch).await {
+        let rows = match h.oldest(self.cursor, self.p.pace.batch).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "Sparkplug history could not be read; retrying in 1 s");
@@ -237,43 +339,55 @@ impl Task {
                 return;
             }
         };
-        let Some(last) = rows.last().map(|r| r.id) else {
+        if rows.is_empty() {
             info!("Sparkplug history sent");
             return;
-        };
-        let mut metrics_sent = 0usize;
-        for (device, payload) in merge(rows, self.p.pace.batch as usize) {
-            metrics_sent += payload.metrics.len();
-            let p = self.p.node.history(&device, payload);
-            self.send(p).await;
-            metrics::get()
-                .history
-                .get_or_create(&labels("what", "sent"))
-                .inc();
         }
-        if let Some(h) = &mut self.p.history
-            && let Err(e) = h.delete_through(last).await
-        {
-            warn!(error = %e, "sent Sparkplug history could not be deleted; it may be sent again");
+        let mut metrics_sent = 0usize;
+        for (device, rows, payload) in merge(rows, self.p.pace.batch as usize) {
+            metrics_sent += payload.metrics.len();
+            self.cursor = rows.1;
+            self.send_history(&device, rows, payload).await;
         }
         let wait = Duration::from_secs_f64(metrics_sent as f64 / f64::from(self.p.pace.rate));
         self.drain = Drain::Due(Instant::now() + wait);
+    }
+
+    async fn send_history(&mut self, device: &str, rows: Rows, payload: Payload) {
+        let mut p = self.p.node.history(device, payload);
+        metrics::get()
+            .history
+            .get_or_create(&labels("what", "sent"))
+            .inc();
+        match self.p.sink.link() {
+            Some(l) => {
+                // deleted on its PUBACK
+                p.qos = Qos::AtLeastOnce;
+                l.awaiting(rows);
+                self.send(p).await;
+            }
+            None => {
+                self.send(p).await;
+                self.delete(rows).await;
+            }
+        }
     }
 }
 
 /// Consecutive rows of one device merged into messages of at most `batch`
 /// metrics (the payload timestamp of the first row; each metric keeps its
-/// own).
-fn merge(rows: Vec<super::history::Stored>, batch: usize) -> Vec<(String, Payload)> {
-    let mut out: Vec<(String, Payload)> = Vec::new();
+/// own), with the ids of the rows each carries.
+fn merge(rows: Vec<Stored>, batch: usize) -> Vec<(String, Rows, Payload)> {
+    let mut out: Vec<(String, Rows, Payload)> = Vec::new();
     for r in rows {
         match out.last_mut() {
-            Some((d, p))
+            Some((d, ids, p))
                 if *d == r.device && p.metrics.len() + r.payload.metrics.len() <= batch =>
             {
                 p.metrics.extend(r.payload.metrics);
+                ids.1 = r.id;
             }
-            _ => out.push((r.device, r.payload)),
+            _ => out.push((r.device, (r.id, r.id), r.payload)),
         }
     }
     out

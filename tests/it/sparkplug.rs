@@ -529,3 +529,144 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
         assert!(text.contains(&want), "{want:?} not in:\n{text}");
     }
 }
+
+/// Target uplink on a real mosquitto: the node's own session carries its
+/// NDEATH as the will, so a SIGKILL makes mosquitto publish the NDEATH
+/// with the bdSeq of the NBIRTH; the restarted node takes the next bdSeq;
+/// when the primary host goes offline the node sends NDEATH and starts a
+/// new session that waits; when the host returns, births and the stored
+/// DDATA as history (QoS 1, each row deleted on its PUBACK).
+#[tokio::test]
+async fn uplink_target_has_ndeath_as_its_will_and_sends_history() {
+    if !have_tahu() {
+        return;
+    }
+    let up = crate::upstream::Mosquitto::start();
+    let yaml = format!(
+        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{}\"\n  client_id: gw-up\n  forward:\n    - {{ filter: \"gw-up/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: edge\n  primary_host_id: scada\n  target: uplink\n  history_rate: 50\n  history_batch: 5\n",
+        header("gw-up"),
+        up.port
+    );
+    let mut host = Host::connect(up.port).await;
+    host.state("scada", true, now_ms()).await;
+    let gw = Gateway::start(&yaml);
+    let first = host.next("/NBIRTH/edge").await;
+    let bd = metric(&first["payload"], "bdSeq")["value"]
+        .as_i64()
+        .unwrap();
+    host.next("/DBIRTH/edge/sim").await;
+    host.next("/DDATA/edge/sim").await;
+
+    // SIGKILL: mosquitto publishes the will
+    let mut gw = gw;
+    gw.kill();
+    let will = host.next("/NDEATH/edge").await;
+    assert_eq!(metric(&will["payload"], "bdSeq")["value"], bd);
+    let cfg = std::mem::replace(&mut gw.cfg, crate::support::ConfigDir::new(""));
+    let gw = Gateway::spawn(cfg, gw.port, &[]);
+    let second = host.next("/NBIRTH/edge").await;
+    let bd2 = metric(&second["payload"], "bdSeq")["value"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(bd2, (bd + 1) % 256);
+    host.next("/DDATA/edge/sim").await;
+
+    // the host goes away: NDEATH of this session, data stored
+    host.state("scada", false, now_ms()).await;
+    let death = host.next("/NDEATH/edge").await;
+    assert_eq!(metric(&death["payload"], "bdSeq")["value"], bd2);
+    let offline_at = now_ms();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let back_at = now_ms();
+    host.state("scada", true, back_at).await;
+    let third = host.next("/NBIRTH/edge").await;
+    let bd3 = metric(&third["payload"], "bdSeq")["value"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(bd3, (bd2 + 1) % 256, "a new session after the disconnect");
+    host.next("/DBIRTH/edge/sim").await;
+    let mut history = Vec::new();
+    while history.len() < 15 {
+        let d = host.next("/DDATA/edge/sim").await;
+        for m in d["payload"]["metrics"].as_array().unwrap() {
+            if m["isHistorical"] == true {
+                history.push(m["timestamp"].as_i64().unwrap());
+            }
+        }
+    }
+    assert!(history.windows(2).all(|w| w[0] <= w[1]), "{history:?}");
+    assert!(
+        history
+            .iter()
+            .filter(|t| **t > offline_at && **t < back_at)
+            .count()
+            >= 10,
+        "{history:?}"
+    );
+    assert_seq_continuity(&host.seen);
+    drop(gw);
+}
+
+/// Target uplink without a primary host: while the upstream broker is
+/// down, DDATA is stored; when it is back, a new session (the next bdSeq),
+/// births, then the outage's DDATA as history with its timestamps, then
+/// live data.
+#[tokio::test]
+async fn uplink_outage_is_sent_as_history_after_the_births() {
+    if !have_tahu() {
+        return;
+    }
+    let mut up = crate::upstream::Mosquitto::start();
+    let port = up.port;
+    let yaml = format!(
+        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{port}\"\n  client_id: gw-out\n  forward:\n    - {{ filter: \"gw-out/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: out\n  target: uplink\n",
+        header("gw-out")
+    );
+    let gw = Gateway::start(&yaml);
+    let mut host = Host::connect(port).await;
+    host.rebirth("g", "out").await;
+    let first = host.next("/NBIRTH/out").await;
+    let bd = metric(&first["payload"], "bdSeq")["value"]
+        .as_i64()
+        .unwrap();
+    host.next("/DDATA/out/sim").await;
+    drop(host);
+
+    up.kill();
+    let down_at = now_ms();
+    gw.wait_log("Sparkplug upstream session down", SECS);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let up = crate::upstream::Mosquitto::launch(port, None);
+    let mut host = Host::connect(up.port).await;
+    let nbirth = host.next("/NBIRTH/out").await;
+    let up_at = nbirth["payload"]["timestamp"].as_i64().unwrap();
+    assert_ne!(metric(&nbirth["payload"], "bdSeq")["value"], bd);
+    host.next("/DBIRTH/out/sim").await;
+    let mut history = Vec::new();
+    loop {
+        let d = host.next("/DDATA/out/sim").await;
+        let m = &d["payload"]["metrics"][0];
+        if m["isHistorical"] != true {
+            break;
+        }
+        history.extend(d["payload"]["metrics"].as_array().unwrap().iter().map(|m| {
+            (
+                m["value"].as_i64().unwrap(),
+                m["timestamp"].as_i64().unwrap(),
+            )
+        }));
+    }
+    assert!(
+        history
+            .iter()
+            .filter(|h| h.1 > down_at && h.1 < up_at)
+            .count()
+            >= 15,
+        "the outage's data came first, as history: {history:?}"
+    );
+    assert!(
+        history.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "{history:?}"
+    );
+    assert_seq_continuity(&host.seen);
+}
