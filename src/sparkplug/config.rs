@@ -32,6 +32,10 @@ pub struct SparkplugConfig {
     /// Historical metrics per DDATA message while history drains.
     #[serde(default = "default_history_batch")]
     pub history_batch: u32,
+    /// DDATA kept while the host is offline at most (`sparkplug.db`);
+    /// past it the oldest go.
+    #[serde(default = "default_history_max_rows")]
+    pub history_max_rows: u64,
     /// Report by exception: DDATA carries only the metrics that changed.
     #[serde(default = "yes")]
     pub report_by_exception: bool,
@@ -61,6 +65,10 @@ fn default_history_rate() -> u32 {
 
 fn default_history_batch() -> u32 {
     100
+}
+
+fn default_history_max_rows() -> u64 {
+    1_000_000
 }
 
 /// A Sparkplug id element: not empty, none of `/ + #` (topic levels and
@@ -108,6 +116,12 @@ impl SparkplugConfig {
             report.add(
                 format!("{key}.history_rate"),
                 "must be at least 1 (metrics per second)",
+            );
+        }
+        if self.history_max_rows == 0 {
+            report.add(
+                format!("{key}.history_max_rows"),
+                "must be at least 1 (DDATA messages kept)",
             );
         }
         if self.history_batch == 0 {

@@ -37,8 +37,9 @@ pub fn describe(s: &mut String, cfg: &SparkplugConfig, gateway: &str, devices: &
         Some(h) => {
             let _ = writeln!(
                 s,
-                "           births wait for {} online; while it is offline DDATA is stored and sent after the births as history ({} metrics/s, {} per message)",
+                "           births wait for {} online; while it is offline DDATA is stored (at most {}, then the oldest go) and sent after the births as history ({} metrics/s, {} per message)",
                 state_topic(h),
+                cfg.history_max_rows,
                 cfg.history_rate,
                 cfg.history_batch
             );

@@ -3,6 +3,10 @@
 //! each row committed before the next reading is taken, so a SIGKILL
 //! loses nothing stored; a row is deleted only once it was published.
 //!
+//! Bounded: past `sparkplug.history_max_rows` rows the oldest are deleted
+//! (drop oldest, counted in `fieldgate_sparkplug_history_total{what=
+//! "dropped"}` by the task, logged).
+//!
 //! Owns that file, its schema, and what happens to a broken one (set aside
 //! as `sparkplug.db.corrupt-<secs>`, a fresh one opened, logged). Must not
 //! know topics, seq or pacing: the node and the task do.
@@ -39,6 +43,9 @@ pub struct Stored {
 pub struct History {
     conn: SqliteConnection,
     path: PathBuf,
+    /// Rows in the file (counted at open, kept up to date).
+    rows: u64,
+    max_rows: u64,
 }
 
 async fn connect(path: &Path) -> Result<SqliteConnection, sqlx::Error> {
@@ -66,7 +73,7 @@ fn db_error(path: &Path) -> impl Fn(sqlx::Error) -> SparkplugError + '_ {
 impl History {
     /// Opens (creating) the history in `data_dir`; a file that is not a
     /// database of this schema is set aside and a new one opened.
-    pub async fn open(data_dir: &Path) -> Result<History, SparkplugError> {
+    pub async fn open(data_dir: &Path, max_rows: u64) -> Result<History, SparkplugError> {
         let path = data_dir.join(FILE);
         let conn = match connect(&path).await {
             Ok(c) => c,
@@ -83,18 +90,40 @@ impl History {
             }
             Err(e) => return Err(db_error(&path)(e)),
         };
-        Ok(History { conn, path })
+        let mut h = History {
+            conn,
+            path,
+            rows: 0,
+            max_rows: max_rows.max(1),
+        };
+        h.rows = h.count().await?;
+        Ok(h)
     }
 
-    /// Stores one DDATA of `device` (committed when this returns).
-    pub async fn push(&mut self, device: &str, payload: &Payload) -> Result<(), SparkplugError> {
+    /// Stores one DDATA of `device` (committed when this returns). Returns
+    /// how many of the oldest rows were deleted to stay within the bound.
+    pub async fn push(&mut self, device: &str, payload: &Payload) -> Result<u64, SparkplugError> {
         sqlx::query("INSERT INTO history (device, payload) VALUES (?, ?)")
             .bind(device)
             .bind(payload.encode_to_vec())
             .execute(&mut self.conn)
             .await
             .map_err(db_error(&self.path))?;
-        Ok(())
+        self.rows += 1;
+        if self.rows <= self.max_rows {
+            return Ok(0);
+        }
+        let excess = self.rows - self.max_rows;
+        let done = sqlx::query(
+            "DELETE FROM history WHERE id IN (SELECT id FROM history ORDER BY id LIMIT ?)",
+        )
+        .bind(i64::try_from(excess).unwrap_or(i64::MAX))
+        .execute(&mut self.conn)
+        .await
+        .map_err(db_error(&self.path))?
+        .rows_affected();
+        self.rows -= done;
+        Ok(done)
     }
 
     /// The oldest `n` rows after row `after` (0: from the first), in the
@@ -129,17 +158,23 @@ impl History {
 
     /// Deletes the rows `first..=last` (they were published, or acknowledged).
     pub async fn delete(&mut self, first: i64, last: i64) -> Result<(), SparkplugError> {
-        sqlx::query("DELETE FROM history WHERE id >= ? AND id <= ?")
+        let done = sqlx::query("DELETE FROM history WHERE id >= ? AND id <= ?")
             .bind(first)
             .bind(last)
             .execute(&mut self.conn)
             .await
-            .map_err(db_error(&self.path))?;
+            .map_err(db_error(&self.path))?
+            .rows_affected();
+        self.rows = self.rows.saturating_sub(done);
         Ok(())
     }
 
     /// Rows stored now.
-    pub async fn rows(&mut self) -> Result<u64, SparkplugError> {
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    async fn count(&mut self) -> Result<u64, SparkplugError> {
         let n: i64 = sqlx::query("SELECT count(*) FROM history")
             .fetch_one(&mut self.conn)
             .await
@@ -175,12 +210,13 @@ mod tests {
     #[tokio::test]
     async fn rows_come_back_in_order_across_a_reopen_until_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut h = History::open(dir.path()).await.unwrap();
+        let mut h = History::open(dir.path(), 100).await.unwrap();
         for ts in 1..=3 {
             h.push("plc", &ddata(ts)).await.unwrap();
         }
         drop(h);
-        let mut h = History::open(dir.path()).await.unwrap();
+        let mut h = History::open(dir.path(), 100).await.unwrap();
+        assert_eq!(h.rows(), 3);
         let rows = h.oldest(0, 2).await.unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].payload, ddata(1));
@@ -189,14 +225,33 @@ mod tests {
         let rest = h.oldest(0, 10).await.unwrap();
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].payload, ddata(3));
-        assert_eq!(h.rows().await.unwrap(), 1);
+        assert_eq!(h.rows(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_the_oldest_rows_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path(), 3).await.unwrap();
+        let mut dropped = 0;
+        for ts in 1..=5 {
+            dropped += h.push("plc", &ddata(ts)).await.unwrap();
+        }
+        assert_eq!((dropped, h.rows()), (2, 3));
+        let left: Vec<Payload> = h
+            .oldest(0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(left, vec![ddata(3), ddata(4), ddata(5)]);
     }
 
     #[tokio::test]
     async fn a_broken_file_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), vec![0x5a; 8192]).unwrap();
-        let mut h = History::open(dir.path()).await.unwrap();
-        assert_eq!(h.rows().await.unwrap(), 0);
+        let h = History::open(dir.path(), 100).await.unwrap();
+        assert_eq!(h.rows(), 0);
     }
 }

@@ -102,7 +102,7 @@ pub async fn start(
         reporting,
         bd_seq.current(),
     );
-    let history = match history::History::open(data_dir).await {
+    let history = match history::History::open(data_dir, cfg.history_max_rows).await {
         Ok(h) => Some(h),
         Err(e) => {
             warn!(error = %e, "Sparkplug runs without history: data while the primary host is offline is lost");

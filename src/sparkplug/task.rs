@@ -188,7 +188,19 @@ impl Task {
     async fn store(&mut self, device: &str, payload: &Payload) {
         let what = match &mut self.p.history {
             Some(h) => match h.push(device, payload).await {
-                Ok(()) => "stored",
+                Ok(0) => "stored",
+                Ok(dropped) => {
+                    warn!(
+                        dropped,
+                        max = h.rows(),
+                        "Sparkplug history full: the oldest DDATA dropped"
+                    );
+                    metrics::get()
+                        .history
+                        .get_or_create(&labels("what", "dropped"))
+                        .inc_by(dropped);
+                    "stored"
+                }
                 Err(e) => {
                     warn!(error = %e, "Sparkplug history not stored; the DDATA is lost");
                     "lost"
