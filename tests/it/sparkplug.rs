@@ -670,3 +670,63 @@ async fn uplink_outage_is_sent_as_history_after_the_births() {
     );
     assert_seq_continuity(&host.seen);
 }
+
+/// Target uplink: a SIGKILL in the middle of the history drain loses
+/// nothing: rows are deleted only on their PUBACK, so the restarted node
+/// sends what was not acknowledged (at least once). Every counter value of
+/// the killed process reaches the host, live or as history.
+#[tokio::test]
+async fn uplink_history_survives_a_sigkill_during_the_drain() {
+    if !have_tahu() {
+        return;
+    }
+    let up = crate::upstream::Mosquitto::start();
+    let yaml = format!(
+        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{}\"\n  client_id: gw-kd\n  forward:\n    - {{ filter: \"gw-kd/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: kd\n  primary_host_id: scada\n  target: uplink\n  history_rate: 10\n  history_batch: 2\n",
+        header("gw-kd"),
+        up.port
+    );
+    let mut host = Host::connect(up.port).await;
+    host.state("scada", true, now_ms()).await;
+    let mut gw = Gateway::start(&yaml);
+    host.next("/NBIRTH/kd").await;
+    host.next("/DDATA/kd/sim").await;
+    host.state("scada", false, now_ms()).await;
+    host.next("/NDEATH/kd").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    host.state("scada", true, now_ms()).await;
+    host.next("/NBIRTH/kd").await;
+    // two historical messages in, the drain is far from done: SIGKILL
+    let mut historical = 0;
+    while historical < 2 {
+        let d = host.next("/DDATA/kd/sim").await;
+        if d["payload"]["metrics"][0]["isHistorical"] == true {
+            historical += 1;
+        }
+    }
+    let killed_at = now_ms();
+    gw.kill();
+    host.next("/NDEATH/kd").await;
+    let cfg = std::mem::replace(&mut gw.cfg, crate::support::ConfigDir::new(""));
+    let _gw = Gateway::spawn(cfg, gw.port, &[]);
+    host.next("/NBIRTH/kd").await;
+    let mut quiet = 0;
+    while quiet < 20 {
+        let d = host.next("/DDATA/kd/sim").await;
+        if d["payload"]["metrics"][0]["isHistorical"] == true {
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    let mut first_run: Vec<i64> = sim_values(&host.seen)
+        .into_iter()
+        .filter(|v| v.1 < killed_at)
+        .map(|v| v.0)
+        .collect();
+    first_run.sort_unstable();
+    first_run.dedup();
+    let last = *first_run.last().unwrap();
+    assert!(last >= 30, "{first_run:?}");
+    assert_eq!(first_run, (0..=last).collect::<Vec<i64>>());
+}
