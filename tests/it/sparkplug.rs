@@ -466,16 +466,7 @@ async fn history_after_a_primary_host_outage_survives_sigkill() {
     // nothing of the killed process lost: its counter from 0 to its last
     // value, without a gap, live or historical
     got.extend(now);
-    let mut first_run: Vec<i64> = got
-        .iter()
-        .filter(|v| v.1 < killed_at)
-        .map(|v| v.0)
-        .collect();
-    first_run.sort_unstable();
-    first_run.dedup();
-    let last = *first_run.last().unwrap();
-    assert!(last >= 30, "{first_run:?}");
-    assert_eq!(first_run, (0..=last).collect::<Vec<i64>>());
+    assert_nothing_lost(&got, killed_at);
 }
 
 /// `fieldgate check` prints the node's and each device's topics and the
@@ -530,6 +521,30 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
     }
 }
 
+/// A gateway with a simulated counter every 50 ms and a Sparkplug node
+/// `node` on the uplink at `port`; `extra`: more `sparkplug:` keys.
+fn uplink_yaml(gw: &str, node: &str, port: u16, extra: &str) -> String {
+    format!(
+        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{port}\"\n  client_id: {gw}\n  forward:\n    - {{ filter: \"{gw}/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: {node}\n  target: uplink\n{extra}",
+        header(gw)
+    )
+}
+
+/// The counter values of a killed process (metrics stamped before
+/// `killed_at`) run from 0 to their last without a gap: nothing lost.
+fn assert_nothing_lost(values: &[(i64, i64, bool)], killed_at: i64) {
+    let mut first_run: Vec<i64> = values
+        .iter()
+        .filter(|v| v.1 < killed_at)
+        .map(|v| v.0)
+        .collect();
+    first_run.sort_unstable();
+    first_run.dedup();
+    let last = *first_run.last().expect("values of the killed process");
+    assert!(last >= 30, "{first_run:?}");
+    assert_eq!(first_run, (0..=last).collect::<Vec<i64>>());
+}
+
 /// Target uplink on a real mosquitto: the node's own session carries its
 /// NDEATH as the will, so a SIGKILL makes mosquitto publish the NDEATH
 /// with the bdSeq of the NBIRTH; the restarted node takes the next bdSeq;
@@ -542,10 +557,11 @@ async fn uplink_target_has_ndeath_as_its_will_and_sends_history() {
         return;
     }
     let up = crate::upstream::Mosquitto::start();
-    let yaml = format!(
-        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{}\"\n  client_id: gw-up\n  forward:\n    - {{ filter: \"gw-up/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: edge\n  primary_host_id: scada\n  target: uplink\n  history_rate: 50\n  history_batch: 5\n",
-        header("gw-up"),
-        up.port
+    let yaml = uplink_yaml(
+        "gw-up",
+        "edge",
+        up.port,
+        "  primary_host_id: scada\n  history_rate: 50\n  history_batch: 5\n",
     );
     let mut host = Host::connect(up.port).await;
     host.state("scada", true, now_ms()).await;
@@ -618,10 +634,7 @@ async fn uplink_outage_is_sent_as_history_after_the_births() {
     }
     let mut up = crate::upstream::Mosquitto::start();
     let port = up.port;
-    let yaml = format!(
-        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{port}\"\n  client_id: gw-out\n  forward:\n    - {{ filter: \"gw-out/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: out\n  target: uplink\n",
-        header("gw-out")
-    );
+    let yaml = uplink_yaml("gw-out", "out", port, "");
     let gw = Gateway::start(&yaml);
     let mut host = Host::connect(port).await;
     host.rebirth("g", "out").await;
@@ -681,10 +694,11 @@ async fn uplink_history_survives_a_sigkill_during_the_drain() {
         return;
     }
     let up = crate::upstream::Mosquitto::start();
-    let yaml = format!(
-        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nuplink:\n  url: \"mqtt://127.0.0.1:{}\"\n  client_id: gw-kd\n  forward:\n    - {{ filter: \"gw-kd/status\", qos: 1 }}\nsparkplug:\n  group_id: g\n  edge_node_id: kd\n  primary_host_id: scada\n  target: uplink\n  history_rate: 10\n  history_batch: 2\n",
-        header("gw-kd"),
-        up.port
+    let yaml = uplink_yaml(
+        "gw-kd",
+        "kd",
+        up.port,
+        "  primary_host_id: scada\n  history_rate: 10\n  history_batch: 2\n",
     );
     let mut host = Host::connect(up.port).await;
     host.state("scada", true, now_ms()).await;
@@ -719,14 +733,5 @@ async fn uplink_history_survives_a_sigkill_during_the_drain() {
             quiet += 1;
         }
     }
-    let mut first_run: Vec<i64> = sim_values(&host.seen)
-        .into_iter()
-        .filter(|v| v.1 < killed_at)
-        .map(|v| v.0)
-        .collect();
-    first_run.sort_unstable();
-    first_run.dedup();
-    let last = *first_run.last().unwrap();
-    assert!(last >= 30, "{first_run:?}");
-    assert_eq!(first_run, (0..=last).collect::<Vec<i64>>());
+    assert_nothing_lost(&sim_values(&host.seen), killed_at);
 }
