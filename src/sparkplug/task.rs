@@ -30,6 +30,10 @@ use crate::broker::{BrokerHandle, Message};
 use crate::metrics::labels;
 use crate::reading::{Publish, Qos, Reading, now_ms};
 
+/// How long a clean stop waits for the upstream session to write its
+/// NDEATH and close (within the rules stage's shutdown deadline).
+const STOP_FLUSH: Duration = Duration::from_secs(1);
+
 /// How the drain of stored history is paced.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {
@@ -146,6 +150,18 @@ impl Task {
         }
         if let Some(l) = self.p.sink.link() {
             l.disconnect().await;
+            // the NDEATH and the DISCONNECT are written before the process
+            // goes on to stop (the pump reports the end)
+            let closed = async {
+                while let Some(ev) = l.next_event().await {
+                    if matches!(ev, LinkEvent::Down(_)) {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(STOP_FLUSH, closed).await.is_err() {
+                warn!("the upstream session did not close in time after the NDEATH");
+            }
         }
     }
 

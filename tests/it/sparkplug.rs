@@ -626,7 +626,7 @@ async fn uplink_target_has_ndeath_as_its_will_and_sends_history() {
 /// Target uplink without a primary host: while the upstream broker is
 /// down, DDATA is stored; when it is back, a new session (the next bdSeq),
 /// births, then the outage's DDATA as history with its timestamps, then
-/// live data.
+/// live data; after a clean stop the host has that session's NDEATH.
 #[tokio::test]
 async fn uplink_outage_is_sent_as_history_after_the_births() {
     if !have_tahu() {
@@ -682,6 +682,16 @@ async fn uplink_outage_is_sent_as_history_after_the_births() {
         "{history:?}"
     );
     assert_seq_continuity(&host.seen);
+
+    // a clean stop: the NDEATH of this session (the explicit one, or the
+    // will had the DISCONNECT not gone out: the host sees the same bdSeq)
+    let mut gw = gw;
+    gw.terminate(SECS);
+    let death = host.next("/NDEATH/out").await;
+    assert_eq!(
+        metric(&death["payload"], "bdSeq")["value"],
+        metric(&nbirth["payload"], "bdSeq")["value"]
+    );
 }
 
 /// Target uplink: a SIGKILL in the middle of the history drain loses
