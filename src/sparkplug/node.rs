@@ -306,8 +306,9 @@ impl Node {
         self.publish(self.ids.device_topic("DDATA", device), &p)
     }
 
-    /// An NCMD or DCMD on `topic`. `Err` is what to log: a payload that is
-    /// not Sparkplug, a device that does not exist, refused writes.
+    /// An NCMD or DCMD on `topic`: what to do, and the problems to log and
+    /// count (a payload that is not Sparkplug, a device that does not
+    /// exist, refused writes).
     pub fn on_command(&mut self, topic: &str, payload: &[u8], now: i64) -> (Vec<Out>, Vec<String>) {
         let Some(target) = self.ids.command(topic) else {
             return (Vec::new(), Vec::new());

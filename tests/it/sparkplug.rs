@@ -519,6 +519,12 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
         let want = format!("{path} (line {}", line_of(key));
         assert!(text.contains(&want), "{want:?} not in:\n{text}");
     }
+    // the node's own upstream session is plain MQTT only
+    let tls = uplink_yaml("gw-chk", "n", 8883, "").replace("mqtt://", "mqtts://");
+    let (code, text) = crate::config_errors::check(&fill(tls));
+    assert_eq!(code, 78, "{text}");
+    assert!(text.contains("sparkplug.target (line "), "{text}");
+    assert!(text.contains("mqtts:// is not built yet"), "{text}");
 }
 
 /// A gateway with a simulated counter every 50 ms and a Sparkplug node
