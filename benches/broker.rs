@@ -9,7 +9,9 @@
 //! - resident memory (VmRSS) of each broker idle, with 100 idle
 //!   connections, and after a 200,000-message QoS 0 burst;
 //! - throughput: messages delivered per second at the subscribers with
-//!   unthrottled publishers (1→1 at QoS 0 and 1, 10→1, 1→10);
+//!   unthrottled publishers (1→1 at QoS 0 and 1, 10→1, 1→10), each with
+//!   the clients at MQTT 3.1.1 and at MQTT 5, plus a shared subscription of
+//!   4 members at MQTT 5 (QoS 1, each message once among them);
 //! - latency p50/p99 (publish to delivery, from a timestamp in the payload)
 //!   of the same scenarios at a fixed 1,000 published messages/s.
 //!
@@ -88,7 +90,8 @@ fn n(base: usize) -> usize {
     ((base as f64 * scale()) as usize).max(10)
 }
 
-/// The four scenarios; `rate` None for throughput, Some for latency.
+/// The four scenarios, and a shared subscription at MQTT 5; `rate` None
+/// for throughput, Some for latency.
 fn scenarios(kind: Kind, rate: Option<f64>) -> Vec<Spec> {
     let s = |name, pubs, subs, total: usize, qos| Spec {
         name,
@@ -97,22 +100,30 @@ fn scenarios(kind: Kind, rate: Option<f64>) -> Vec<Spec> {
         per_pub: (total / pubs).max(1),
         qos,
         rate,
+        shared: false,
     };
     let (q0, q1) = (QoS::AtMostOnce, QoS::AtLeastOnce);
     let mut qos1 = n(if rate.is_some() { 3_000 } else { 30_000 });
-    if kind == Kind::Cli {
+    if kind.is_cli() {
         qos1 = qos1.min(CLI_QOS1_MAX);
     }
     let (one, fan_in, fan_out) = match rate {
         Some(_) => (n(3_000), n(3_000), n(3_000)),
         None => (n(100_000), n(100_000), n(10_000)),
     };
-    vec![
+    let mut all = vec![
         s("1 -> 1, QoS 0", 1, 1, one, q0),
         s("1 -> 1, QoS 1", 1, 1, qos1, q1),
         s("10 -> 1, QoS 0", 10, 1, fan_in, q0),
         s("1 -> 10, QoS 0", 1, 10, fan_out, q0),
-    ]
+    ];
+    if kind.is_v5() {
+        all.push(Spec {
+            shared: true,
+            ..s("1 -> share of 4", 1, 4, qos1, q1)
+        });
+    }
+    all
 }
 
 async fn settle(ms: u64) {
@@ -147,6 +158,7 @@ async fn memory(mq: &mut BrokerProc, fg: &mut BrokerProc) -> Vec<Verdict> {
             per_pub: burst_n,
             qos: QoS::AtMostOnce,
             rate: None,
+            shared: false,
         };
         let r = run::run(Kind::Rumqttc, b.port, &format!("burst-{}", b.name), spec).await;
         settle(1000).await;
@@ -221,17 +233,17 @@ async fn main() {
         "\nthroughput: messages delivered per second at the subscribers, publishers unthrottled"
     );
     println!(
-        "{:<18} {:<15} {:>22} {:>22} {:>7}  target",
+        "{:<20} {:<16} {:>22} {:>22} {:>7}  target",
         "client", "scenario", "mosquitto msg/s", "fieldgate msg/s", "fg/mq"
     );
-    for kind in [Kind::Cli, Kind::Rumqttc] {
+    for kind in Kind::ALL {
         for (i, s) in scenarios(kind, None).into_iter().enumerate() {
             let m = run::run(kind, mq.port, &format!("t{i}mq"), s).await;
             let f = run::run(kind, fg.port, &format!("t{i}fg"), s).await;
             let ratio = f.rate() / m.rate();
             let v = Verdict::runs(&f, &m, ratio >= 1.0);
             println!(
-                "{:<18} {:<15} {:>22} {:>22} {:>6.2}x  >= 1.00x  {}",
+                "{:<20} {:<16} {:>22} {:>22} {:>6.2}x  >= 1.00x  {}",
                 kind.label(),
                 s.name,
                 format!("{:.0}{}", m.rate(), lost(&m)),
@@ -249,10 +261,10 @@ async fn main() {
         "\nlatency: publish -> delivery in ms, p50 / p99, at {LATENCY_RATE:.0} published msg/s (all publishers together)"
     );
     println!(
-        "{:<18} {:<15} {:>22} {:>22} {:>9}  target",
+        "{:<20} {:<16} {:>22} {:>22} {:>9}  target",
         "client", "scenario", "mosquitto p50 / p99", "fieldgate p50 / p99", "p99 fg/mq"
     );
-    for kind in [Kind::Cli, Kind::Rumqttc] {
+    for kind in Kind::ALL {
         for (i, s) in scenarios(kind, Some(LATENCY_RATE)).into_iter().enumerate() {
             let m = run::run(kind, mq.port, &format!("l{i}mq"), s).await;
             let f = run::run(kind, fg.port, &format!("l{i}fg"), s).await;
@@ -260,7 +272,7 @@ async fn main() {
             let ratio = f.pct_ms(0.99) / m.pct_ms(0.99);
             let v = Verdict::runs(&f, &m, f.pct_ms(0.99) <= m.pct_ms(0.99));
             println!(
-                "{:<18} {:<15} {:>22} {:>22} {:>8.2}x  <= 1.00x  {}",
+                "{:<20} {:<16} {:>22} {:>22} {:>8.2}x  <= 1.00x  {}",
                 kind.label(),
                 s.name,
                 cell(&m),

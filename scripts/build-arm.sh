@@ -9,7 +9,7 @@
 #   scripts/build-arm.sh --install    # ziglang (PyPI), cargo-zigbuild, the Rust targets
 #   scripts/build-arm.sh [TARGET...]  # default: all three below
 # A stripped binary over FG_SIZE_LIMIT bytes (default 10,200,000: the goal of
-# 10,000,000 is missed on ARMv6 since MQTT 5 and the page's history, README)
+# 10,000,000 is missed on ARMv6 since MQTT 5 and the page's history, docs/raspberry-pi.md)
 # fails the build.
 # Targets (binary: target/TARGET/release/fieldgate):
 #   aarch64-unknown-linux-musl       Pi 3/4/5 with a 64-bit OS (arm64)
@@ -65,7 +65,7 @@ build() {
   local bin=${CARGO_TARGET_DIR:-target}/$target/release/fieldgate size
   size=$(stat -c %s "$bin")
   echo "built $bin: $size bytes, $((SECONDS - t0)) s${std:+ (std from rust-src)}"
-  # the size goal of the stripped static binary (README, "Building for the Raspberry Pi")
+  # the size goal of the stripped static binary (docs/raspberry-pi.md, "Building for the Raspberry Pi")
   if [ "$size" -gt "$SIZE_LIMIT" ]; then
     echo "$bin: $size bytes is over the limit of $SIZE_LIMIT bytes (FG_SIZE_LIMIT)" >&2
     exit 1

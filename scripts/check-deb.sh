@@ -19,7 +19,7 @@ dpkg-deb --info "$deb"
 arch=$(dpkg-deb -f "$deb" Architecture)
 [ "$arch" = "$want" ] || fail "Architecture is $arch, expected $want"
 contents=$(dpkg-deb -c "$deb")
-for f in ./usr/bin/fieldgate ./etc/fieldgate/fieldgate.yaml ./usr/share/doc/fieldgate/README \
+for f in ./usr/bin/fieldgate ./etc/fieldgate/fieldgate.yaml ./usr/share/doc/fieldgate/README ./usr/share/doc/fieldgate/docs/configuration.md \
   ./usr/share/doc/fieldgate/examples/configs/demo.yaml ./usr/share/doc/fieldgate/examples/plugins/keyvalue.rhai; do
   grep -q " $f\$" <<<"$contents" || fail "missing $f"
 done

@@ -22,12 +22,13 @@ mkdir -p "$DIST"
 name=fieldgate-$VERSION-$T
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/$name/configs" "$stage/$name/plugins"
+mkdir -p "$stage/$name/configs" "$stage/$name/plugins" "$stage/$name/docs"
 install -m 755 "$BIN" "$stage/$name/fieldgate"
 install -m 644 systemd/fieldgate.service "$stage/$name/"
 install -m 644 configs/*.yaml "$stage/$name/configs/"
 install -m 644 plugins/*.rhai "$stage/$name/plugins/"
-install -m 644 README.md "$stage/$name/"
+install -m 644 README.md CHANGELOG.md "$stage/$name/"
+install -m 644 docs/*.md "$stage/$name/docs/"
 (cd "$stage/$name" && find . -type f ! -name SHA256SUMS -printf '%P\n' | sort | xargs sha256sum >SHA256SUMS)
 tar -C "$stage" --owner=0 --group=0 -czf "$DIST/$name.tar.gz" "$name"
 echo "package: $DIST/$name.tar.gz"

@@ -2,20 +2,8 @@
 //! through rules, publishes them on an embedded broker and forwards them
 //! upstream.
 //!
-//! Module map (see docs/design.md):
-//! - [`settings`]: the whole `Config` (every stage's section), loading and the checks across sections;
-//! - [`config`]: the config leaf: value types, problems with YAML paths and lines;
-//! - [`reading`]: `Reading`, `Value`, `Quality`, `Publish`, the types between stages, and the readings channel (`reading::batch`);
-//! - [`southbound`]: one source per device kind (`simulated`, `modbus-tcp`, one per RTU bus), and the `.../set` command path;
-//! - [`rules`]: readings to publishes (Rhai scripts or the default mapping);
-//! - [`script`]: the sandboxed Rhai engine shared by rules and decoders;
-//! - [`broker`]: fieldgate's own MQTT broker and its in-process API;
-//! - [`bridge`]: the store-and-forward uplink (SQLite outbox, own MQTT client);
-//! - [`metrics`]: the metrics leaf: registry, collectors stages register, the log throttle;
-//! - [`ports`]: the leaf ops reaches other stages through: `Watch`, `PasswordCheck`, the point catalogue's types;
-//! - [`sparkplug`]: the Sparkplug B 3.0 edge node (births, data, deaths, commands, history);
-//! - [`ops`]: status topics, HTTP (metrics, health, status page, JSON API), Home Assistant discovery, systemd;
-//! - [`plan`]: what `fieldgate check` prints.
+//! The map of the modules, their layers and what each owns is
+//! docs/design.md ("Module map"), the one map of the code.
 //!
 //! [`run`] wires the stages together and owns the shutdown order: sources
 //! stop first, the rules stage drains what they sent, the gateway status

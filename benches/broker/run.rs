@@ -36,6 +36,9 @@ pub struct Spec {
     /// Total publish rate in messages/s (spread over the publishers);
     /// None: as fast as the publishers go.
     pub rate: Option<f64>,
+    /// The subscribers share one subscription (`$share/bench/...`): each
+    /// message is delivered once among them.
+    pub shared: bool,
 }
 
 /// Deliveries, measured span and latencies (µs, sorted) of one run.
@@ -153,10 +156,14 @@ async fn publisher(mut p: Pub, idx: usize, n: usize, pace: Option<(Instant, Dura
 pub async fn run(kind: Kind, port: u16, tag: &str, s: Spec) -> Run {
     let topic = format!("bench/{tag}");
     let want = s.pubs * s.per_pub;
+    let filter = match s.shared {
+        true => format!("$share/bench/{topic}"),
+        false => topic.clone(),
+    };
     let ready = Arc::new(AtomicUsize::new(0));
     let mut sub_tasks = Vec::new();
     for i in 0..s.subs {
-        let sub = Sub::connect(kind, port, &format!("s{tag}-{i}"), &topic, s.qos).await;
+        let sub = Sub::connect(kind, port, &format!("s{tag}-{i}"), &filter, s.qos).await;
         sub_tasks.push(tokio::spawn(subscriber(sub, s.pubs, want, ready.clone())));
     }
     let mut pubs: Vec<Pub> = (0..s.pubs)
@@ -206,7 +213,7 @@ pub async fn run(kind: Kind, port: u16, tag: &str, s: Spec) -> Run {
     lat_us.sort_unstable();
     Run {
         delivered,
-        expected: want * s.subs,
+        expected: if s.shared { want } else { want * s.subs },
         elapsed_s: (last - t0) as f64 / 1e9,
         lat_us,
     }

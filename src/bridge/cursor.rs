@@ -18,7 +18,7 @@ use super::config::Drain;
 use super::outbox::Stored;
 
 /// Most rows read from the outbox at a time (the forwarder asks for fewer
-/// when rows are large, see `forward.rs`).
+/// when rows are large, see the `forward` module).
 pub const READ_AHEAD: usize = 512;
 
 /// One read to run: rows with `lo <= id < hi`, at most `limit`.

@@ -3,14 +3,13 @@
 //! the uplink is down; subscribes to command topics upstream and publishes
 //! them locally.
 //!
-//! Owns the outbox (`outbox/`), the upstream client (`upstream/`), the
-//! drain state machine (`forward/`) and its send cursor (`cursor.rs`),
-//! the gateway's own publishes (`own.rs`), the local clients' intake
-//! (`intake.rs`), poison messages (`poison.rs`, `outbox/dead.rs`),
-//! filters (`filters.rs`),
-//! `UplinkConfig` (`config.rs`), its plan for `fieldgate check`
-//! (`describe.rs`) and the `fieldgate outbox` commands (`cli.rs`). Must
-//! not know about devices or rules: it sees [`Publish`]es.
+//! Owns `uplink:` ([`UplinkConfig`]): the outbox, the upstream client, the
+//! drain state machine and its send cursor, the gateway's own publishes,
+//! the local clients' intake, poison messages and dead letters, the
+//! forward and command filters, its part of `fieldgate check` and the
+//! `fieldgate outbox` commands (which file holds what: docs/design.md,
+//! "Files of `src/bridge/`"). Must not know about devices or rules: it
+//! sees [`Publish`]es.
 //!
 //! # What enters the outbox
 //! - The gateway's own publishes (rules, device status) whose local topic
@@ -44,7 +43,7 @@
 //!   unacknowledged row is sent again from the outbox as a new message.
 //! - Crash (SIGKILL, power loss with `synchronous: full`): every committed
 //!   row is still there and is sent after the restart.
-//! - Capacity: see `outbox.rs`; every drop is counted in [`Counters`].
+//! - Capacity: see the `outbox` module; every drop is counted in [`Counters`].
 //! - The gateway never stops because of the bridge: commit failures (full
 //!   disk) are logged and counted and the messages go live if connected.
 

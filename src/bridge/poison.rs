@@ -1,7 +1,7 @@
 //! Poison messages: the size check that keeps a message the uplink can
 //! never carry away from the upstream link (an oversize publish would be
 //! refused on every try, and replayed first on every reconnect, so nothing
-//! behind it would get out). What the forwarder does with failed tries is in `forward.rs`
+//! behind it would get out). What the forwarder does with failed tries is in the `forward` module
 //! (`blame`); the dead-letter table is `outbox/dead.rs`.
 //!
 //! Owns the MQTT size arithmetic. Must not touch the outbox or the network.

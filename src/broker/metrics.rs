@@ -21,6 +21,9 @@ struct BrokerMetrics {
     publish_denied: Gauge,
     store_failed_commits: Gauge,
     store_bytes: Gauge,
+    clients_mqtt5: Gauge,
+    messages_expired: Gauge,
+    shared_redelivered: Gauge,
     limit_hits: GaugeFamily,
 }
 
@@ -55,6 +58,18 @@ static METRICS: LazyLock<BrokerMetrics> = LazyLock::new(|| {
         store_bytes: g(
             "broker_store_bytes",
             "Bytes of persistent sessions' messages and retained messages held in broker.db (counted against max_store_bytes)",
+        ),
+        clients_mqtt5: g(
+            "broker_clients_mqtt5",
+            "Clients connected to the embedded broker at MQTT 5",
+        ),
+        messages_expired: g(
+            "broker_messages_expired",
+            "Messages dropped because their MQTT 5 Message Expiry Interval passed (a count since start)",
+        ),
+        shared_redelivered: g(
+            "broker_shared_redelivered",
+            "Messages a shared subscription member left unacknowledged, handed to another member (a count since start)",
         ),
         limit_hits: m.register(
             "broker_limit_hits",
@@ -94,6 +109,9 @@ impl Collector for Figures {
         m.store_failed_commits.set(gauge(b.store_failed_commits));
         m.store_bytes
             .set(gauge(b.store_bytes.saturating_add(b.retained_bytes)));
+        m.clients_mqtt5.set(gauge(b.clients_v5));
+        m.messages_expired.set(gauge(b.messages_expired));
+        m.shared_redelivered.set(gauge(b.shared_redelivered));
         for (name, hits) in router.stats.limits.all() {
             m.limit_hits
                 .get_or_create(&labels("limit", name))

@@ -10,6 +10,7 @@
 //! [`Intake`].
 
 pub(crate) mod acl;
+mod aliases;
 pub(crate) mod auth;
 mod clients;
 mod config;
@@ -22,6 +23,7 @@ mod message;
 mod metrics;
 mod packet;
 mod passwd;
+mod persist;
 mod router;
 mod session;
 mod stats;

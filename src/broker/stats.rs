@@ -42,6 +42,9 @@ pub struct Stats {
     pub sessions_expired: AtomicU64,
     /// Messages dropped because their Message Expiry Interval passed.
     pub messages_expired: AtomicU64,
+    /// Messages a shared subscription member left unacknowledged when its
+    /// session ended, handed to another member.
+    pub shared_redelivered: AtomicU64,
     /// MQTT 5 clients connected now.
     pub clients_v5: AtomicU64,
     /// Each limit's hits.
@@ -74,6 +77,7 @@ pub struct Snapshot {
     pub retained_bytes: u64,
     pub sessions_expired: u64,
     pub messages_expired: u64,
+    pub shared_redelivered: u64,
     pub clients_v5: u64,
 }
 
@@ -102,6 +106,7 @@ impl Default for Stats {
             retained_bytes: z(),
             sessions_expired: z(),
             messages_expired: z(),
+            shared_redelivered: z(),
             clients_v5: z(),
             limits: Hits::default(),
         }
@@ -149,6 +154,7 @@ impl Stats {
             retained_bytes: g(&self.retained_bytes),
             sessions_expired: g(&self.sessions_expired),
             messages_expired: g(&self.messages_expired),
+            shared_redelivered: g(&self.shared_redelivered),
             clients_v5: g(&self.clients_v5),
         }
     }

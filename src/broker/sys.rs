@@ -47,6 +47,10 @@ fn figures(s: &Snapshot, last: &Snapshot, per: Duration) -> Vec<(&'static str, S
         ("messages/publish/dropped", s.publish_dropped.to_string()),
         ("messages/retained/count", s.retained.to_string()),
         ("messages/expired", s.messages_expired.to_string()),
+        (
+            "messages/shared_redelivered",
+            s.shared_redelivered.to_string(),
+        ),
         ("clients/mqtt5", s.clients_v5.to_string()),
         ("subscriptions/count", s.subscriptions.to_string()),
         ("bytes/received", s.bytes_received.to_string()),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::aliases::{Aliases, TopicRef};
 use super::message::now_ms;
 use super::packet::{self, encode5, props::Properties};
 use super::router::Router;
@@ -30,18 +31,19 @@ const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 const LOAD_ROWS: usize = 256;
 const LOAD_BYTES: usize = 1 << 20;
 
-/// Encodes `o` for a client at 3.1.1 or (`v5`) 5.0; `true` for a PUBLISH.
-fn encode(buf: &mut BytesMut, o: &Outgoing, v5: bool, now_ms: u64) -> bool {
+/// Encodes `o` for a client at 3.1.1 or (`v5`: with its `aliases`) 5.0;
+/// `true` for a PUBLISH.
+fn encode(buf: &mut BytesMut, o: &Outgoing, v5: Option<&mut Aliases>, now_ms: u64) -> bool {
     let none = Properties::default;
     match o {
         Outgoing::Control(Control::Ack(first, pkid)) => packet::write_ack(buf, *first, *pkid),
         Outgoing::Control(Control::AckCode(first, pkid, code)) => match v5 {
-            true => encode5::write_ack(buf, *first, *pkid, *code, &none()),
-            false => packet::write_ack(buf, *first, *pkid),
+            Some(_) => encode5::write_ack(buf, *first, *pkid, *code, &none()),
+            None => packet::write_ack(buf, *first, *pkid),
         },
         Outgoing::Control(Control::SubAck(pkid, codes)) => match v5 {
-            true => encode5::write_suback(buf, *pkid, codes, &none()),
-            false => {
+            Some(_) => encode5::write_suback(buf, *pkid, codes, &none()),
+            None => {
                 let codes: Vec<u8> = codes
                     .iter()
                     .map(|c| if *c >= 0x80 { 0x80 } else { *c })
@@ -50,18 +52,29 @@ fn encode(buf: &mut BytesMut, o: &Outgoing, v5: bool, now_ms: u64) -> bool {
             }
         },
         Outgoing::Control(Control::UnsubAck(pkid, codes)) => match v5 {
-            true => encode5::write_unsuback(buf, *pkid, codes, &none()),
-            false => packet::write_ack(buf, 0xB0, *pkid),
+            Some(_) => encode5::write_unsuback(buf, *pkid, codes, &none()),
+            None => packet::write_ack(buf, 0xB0, *pkid),
         },
         Outgoing::Control(Control::PingResp) => packet::write_pingresp(buf),
         Outgoing::Publish { d, pkid, dup } => {
             let (topic, payload) = (d.msg.topic.as_bytes(), &d.msg.payload);
             match v5 {
-                true => {
-                    let p = d.properties(now_ms);
+                Some(aliases) => {
+                    let mut p = d.properties(now_ms);
+                    let topic = match aliases.refer(&d.msg.topic) {
+                        TopicRef::Name => topic,
+                        TopicRef::NameAndAlias(a) => {
+                            p.topic_alias = Some(a);
+                            topic
+                        }
+                        TopicRef::Alias(a) => {
+                            p.topic_alias = Some(a);
+                            &[][..]
+                        }
+                    };
                     encode5::write_publish(buf, topic, payload, d.qos, d.retain, *dup, *pkid, &p)
                 }
-                false => packet::write_publish(buf, topic, payload, d.qos, d.retain, *dup, *pkid),
+                None => packet::write_publish(buf, topic, payload, d.qos, d.retain, *dup, *pkid),
             }
             return true;
         }
@@ -80,6 +93,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let limits = router.limits;
     let mut out = Vec::new();
     let mut buf = BytesMut::new();
+    // this connection's own aliases (a client's maximum of 0: none)
+    let mut aliases = Aliases::new(cell.lock().peer.topic_alias_max);
     loop {
         let wake = cell.wake.notified();
         tokio::pin!(wake);
@@ -130,6 +145,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let packets = out.len() as u64;
         let now = now_ms();
         for o in out.drain(..) {
+            let v5 = v5.then_some(&mut aliases);
             publishes += encode(&mut buf, &o, v5, now) as u64;
         }
         let stats = &router.stats;

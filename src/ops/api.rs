@@ -2,7 +2,7 @@
 //! page shows) and `/api/v1/devices/{name}` (one device). The page's live
 //! updates carry the same `/api/v1/status` document.
 //!
-//! Owns the document shape (documented in the README) and the rate
+//! Owns the document shape (documented in docs/operations.md) and the rate
 //! sampler. Reads only: the metrics leaf (the broker's and the uplink's
 //! figures among them), [`crate::metrics::readings`], [`super::logring`]
 //! the point catalogue and the broker's [`Clients`] port it is given; must

@@ -4,7 +4,7 @@
 //! (`/api/v1/history`), the uplink's hour (`/api/v1/uplink/history`) and
 //! the broker's clients (`/api/v1/clients`).
 //!
-//! Owns the documents' shapes (documented in the README). Reads the
+//! Owns the documents' shapes (documented in docs/operations.md). Reads the
 //! metrics leaf's history ([`crate::metrics::readings`]), the uplink trend
 //! ([`super::trend`]) and the [`Clients`] port; must not change pipeline
 //! state.

@@ -1,7 +1,10 @@
-//! Operations: what an operator sees of the running gateway: status topics,
-//! metrics and health over HTTP, the status page and its JSON API (with the
+//! Operations: what an operator sees of the running gateway: metrics and
+//! health over HTTP, the status page and its JSON API (with the
 //! points' and the uplink's history and the broker's clients), Home
 //! Assistant discovery, systemd notification and watchdog.
+//!
+//! The status topics (`{gateway}/status`, `{gateway}/status/{device}`)
+//! are not ops': their names and payloads are the `reading::status` leaf's.
 //!
 //! Must not poll devices or own pipeline state: it formats and exports what
 //! other stages report, reading figures only through the `crate::metrics`

@@ -26,9 +26,6 @@ pub mod task;
 pub mod topics;
 pub mod uplink;
 
-#[cfg(test)]
-mod node_tests;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -53,34 +53,119 @@ pub(crate) fn without_test_mods(code: &str) -> String {
 }
 
 /// The text without `//` comments and string literals (so doc links and
-/// messages do not count as imports).
+/// messages do not count as imports). Strings may span lines; raw strings
+/// (`r#"..."#`) end only at their own closing quote and hashes; a char
+/// literal such as `'"'` opens no string. Line breaks are kept.
 pub(crate) fn code_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let mut in_str = false;
-        let mut prev = ' ';
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            if in_str {
-                if c == '"' && prev != '\\' {
-                    in_str = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
                 }
-                prev = if prev == '\\' && c == '\\' { ' ' } else { c };
-                continue;
             }
-            if c == '/' && chars.peek() == Some(&'/') {
-                break;
+            '\'' if skip_char_literal(&mut chars) => {}
+            '"' => skip_string(&mut chars, false, 0, &mut out),
+            'r' if raw_string_start(&out, &mut chars).is_some() => {
+                let hashes = raw_string_start(&out, &mut chars).unwrap_or(0);
+                for _ in 0..=hashes {
+                    chars.next(); // the hashes and the opening quote
+                }
+                skip_string(&mut chars, true, hashes, &mut out);
             }
-            if c == '"' {
-                in_str = true;
-                prev = ' ';
-                continue;
-            }
-            out.push(c);
+            c => out.push(c),
         }
-        out.push('\n');
     }
     out
+}
+
+/// At an `r`: the number of `#` of a raw string that starts here (`r"`,
+/// `r#"`, `br"`), `None` when the `r` ends an identifier or starts one.
+fn raw_string_start(
+    before: &str,
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+) -> Option<usize> {
+    let prev = before.chars().last();
+    if prev.is_some_and(|p| (p.is_alphanumeric() || p == '_') && p != 'b') {
+        return None;
+    }
+    let mut ahead = chars.clone();
+    let mut hashes = 0;
+    loop {
+        match ahead.next() {
+            Some('#') => hashes += 1,
+            Some('"') => return Some(hashes),
+            _ => return None,
+        }
+    }
+}
+
+/// Skips a string body up to its closing quote (followed by `hashes` `#`
+/// for a raw string, where `\` escapes nothing), keeping its line breaks.
+fn skip_string(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    raw: bool,
+    hashes: usize,
+    out: &mut String,
+) {
+    let mut escaped = false;
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            out.push('\n');
+        }
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        if c == '\\' && !raw {
+            escaped = true;
+            continue;
+        }
+        if c == '"' {
+            let mut ahead = chars.clone();
+            if (0..hashes).all(|_| ahead.next() == Some('#')) {
+                for _ in 0..hashes {
+                    chars.next();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// After a `'`: skips a char literal (`'"'`, `'\''`, `'\u{22}'`) and says
+/// so; a lifetime (`'a`) is left alone. Without this a `'"'` would open a
+/// string that hides the rest of its line.
+fn skip_char_literal(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    let mut ahead = chars.clone();
+    let literal_len = match ahead.next() {
+        Some('\\') => {
+            // an escape: the escaped char, then up to the closing quote
+            if ahead.next().is_none() {
+                return false;
+            }
+            let mut n = 2;
+            loop {
+                n += 1;
+                match ahead.next() {
+                    Some('\'') => break n,
+                    Some(_) if n < 12 => {}
+                    _ => return false,
+                }
+            }
+        }
+        Some(_) if ahead.next() == Some('\'') => 2,
+        _ => return false,
+    };
+    for _ in 0..literal_len {
+        chars.next();
+    }
+    true
 }
 
 pub(crate) fn ident_at(s: &str) -> &str {
@@ -135,14 +220,16 @@ pub(crate) fn named_modules(code: &str, prefix: &str) -> BTreeSet<String> {
     found
 }
 
+/// A set of module names, for the tests.
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 #[test]
 fn test_modules_are_left_out() {
     let code = "use crate::reading::Qos;\n#[cfg(test)]\nmod tests {\n    use crate::settings::parse;\n    fn f() { if x { crate::bridge::y(); } }\n}\nfn g() { crate::metrics::get(); }\n#[cfg(test)]\nmod other;\n";
     let named = named_modules(&without_test_mods(code), "crate::");
-    let want: BTreeSet<String> = ["reading", "metrics"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want = names(&["reading", "metrics"]);
     assert_eq!(named, want);
     assert!(is_test_file(Path::new("broker/acl_tests.rs")));
     assert!(is_test_file(Path::new("broker/store/tests/files.rs")));
@@ -158,9 +245,34 @@ fn the_parser_sees_groups_and_skips_comments() {
          use fieldgate::config; notcrate::broker;",
     );
     let named = named_modules(&code, "crate::");
-    let want: BTreeSet<String> = ["config", "reading", "metrics"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let want = names(&["config", "reading", "metrics"]);
     assert_eq!(named, want);
+}
+
+#[test]
+fn a_char_literal_quote_hides_nothing() {
+    let code = code_only(
+        "let q = '\"'; use crate::bridge::x;\n\
+         let e = '\\''; let b = b'\"'; crate::ops::f();\n\
+         fn f<'a>(s: &'a str) -> &'a str { crate::rules::g(s) }\n\
+         let u = '\\u{22}'; crate::broker::h(); let s = \"crate::plan\";",
+    );
+    let named = named_modules(&code, "crate::");
+    let want = names(&["bridge", "ops", "rules", "broker"]);
+    assert_eq!(named, want);
+}
+
+#[test]
+fn strings_over_lines_and_raw_strings_hide_nothing() {
+    let code = code_only(
+        "let a = \"x {\n  y\"; use crate::bridge::x;\n\
+         let b = r#\"{\"k\": \"v\"}\"#; crate::ops::f();\n\
+         let c = r\"\\\"; crate::rules::g();\n\
+         let d = br##\"a\"#b\"##; crate::broker::h(); // crate::plan\n\
+         let e = \"crate::settings\"; let r#type = 1; crate::metrics::m();",
+    );
+    let named = named_modules(&code, "crate::");
+    let want = names(&["bridge", "ops", "rules", "broker", "metrics"]);
+    assert_eq!(named, want);
+    assert_eq!(code.lines().count(), 6);
 }

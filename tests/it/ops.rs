@@ -83,6 +83,9 @@ async fn metrics_move_with_traffic_and_healthz_reports_devices() {
     for name in [
         "fieldgate_broker_dropped",
         "fieldgate_broker_publish_denied",
+        "fieldgate_broker_clients_mqtt5",
+        "fieldgate_broker_messages_expired",
+        "fieldgate_broker_shared_redelivered",
     ] {
         assert!(
             second.contains(&format!("# TYPE {name} ")),

@@ -7,7 +7,7 @@
 use rumqttc::QoS;
 use serde_json::Value as Json;
 
-use crate::modbus_server::{Registers, TcpServer};
+use crate::modbus::server::{Registers, TcpServer};
 use crate::page::get;
 use crate::page_trends::{get_json, poll_json};
 use crate::support::{Gateway, Sub, free_port};

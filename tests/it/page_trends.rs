@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 use serde_json::Value as Json;
 
-use crate::modbus_server::{Registers, TcpServer};
+use crate::modbus::server::{Registers, TcpServer};
 use crate::page::get;
 use crate::page_live::{Killed, LivePage};
 use crate::support::{Gateway, Sub, free_port};

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
+use crate::modbus::server::{Registers, TcpServer};
 use crate::modbus::{SECS, header, reading};
-use crate::modbus_server::{Registers, TcpServer};
 use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
 
 /// Two devices on one server: `plc` (unit 1) whose reads all succeed, and

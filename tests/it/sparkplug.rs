@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::modbus::header;
-use crate::modbus_server::{Registers, TcpServer};
+use crate::modbus::server::{Registers, TcpServer};
 use crate::support::Gateway;
 
 const SECS: Duration = Duration::from_secs(10);

@@ -8,8 +8,8 @@ use rumqttc::QoS;
 use serde_json::{Value, json};
 
 use crate::config_errors::check;
+use crate::modbus::server::{Registers, TcpServer};
 use crate::modbus::{SECS, header, set, status_where};
-use crate::modbus_server::{Registers, TcpServer};
 use crate::support::{Gateway, Sub, free_port};
 
 /// The write requests the server saw at `address` of unit 1.

@@ -16,14 +16,14 @@
 //! time at most `inflight` rows have been sent and are still in the
 //! outbox: after a crash, at most `inflight` messages go upstream again.
 //!
-//! Order: rows are sent in id (commit) order; `cursor.rs` decides which
-//! rows come next (`fifo`, `live_first`); `pace.rs` holds rows back to
+//! Order: rows are sent in id (commit) order; the bridge's cursor decides
+//! which rows come next (`fifo`, `live_first`); the pace holds rows back to
 //! `uplink.drain_rate` (live rows of `live_first` excepted). The outbox is read beside the
 //! connection (one spawned read at a time), so acknowledgements keep
 //! flowing while rows are read.
 //!
 //! Modes ([`window::Mode`]), one per turn of the drain loop; each arrow is
-//! a function of `report.rs`:
+//! a function of the `report` module:
 //!
 //! ```text
 //!                 on_up (CONNACK)
@@ -41,7 +41,7 @@
 //! Rows are sent (`fill`) and read only while connected (`Live`,
 //! `Flushing`). The upstream client sits behind [`upstream::Upstream`] and
 //! the link's session behind [`upstream::Resend`], so the transitions have
-//! unit tests without a broker (`tests.rs`).
+//! unit tests without a broker.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

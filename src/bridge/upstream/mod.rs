@@ -1,9 +1,7 @@
 //! The upstream connection: fieldgate's own MQTT 3.1.1 client on
-//! rumqttc's `mqttbytes` codec (`conn.rs`), the session it resumes
-//! (`outgoing.rs`), reconnects after a backoff with full jitter
-//! (`backoff.rs`); the
-//! options from `uplink:` are in `options.rs`, the forwarder's request
-//! queue in `client.rs`.
+//! rumqttc's `mqttbytes` codec, the session it resumes, reconnects after a
+//! backoff with full jitter, the options from `uplink:` and the
+//! forwarder's request queue.
 //!
 //! Owns the connection ([`Link`]). Must not touch the outbox: the
 //! forwarder (`forward/`) polls [`next`], chooses every packet id and

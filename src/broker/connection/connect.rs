@@ -201,6 +201,7 @@ pub(super) fn attach_of(
             v5,
             receive_maximum: p.receive_maximum.unwrap_or(u16::MAX),
             max_packet: p.maximum_packet_size,
+            topic_alias_max: p.topic_alias_maximum.unwrap_or(0),
         },
         user,
         no_local: connect.bridge,

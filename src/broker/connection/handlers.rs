@@ -156,6 +156,7 @@ impl Conn {
                 retain: true, // MQTT-3.3.1-8
                 seq: 0,
                 sub_ids: id.into_iter().collect(),
+                share: None,
             };
             router.deliver(&cell, d).await;
         }

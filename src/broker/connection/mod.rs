@@ -188,7 +188,8 @@ pub async fn serve<S>(
         encode5::write_disconnect(&mut b, code, None);
         let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
     }
-    ctx.router.disconnect(&a.cell, a.generation);
+    let orphans = ctx.router.disconnect(&a.cell, a.generation);
+    ctx.router.redeliver_shared(orphans).await;
     if end.publishes_will()
         && let Some(w) = a.will
     {
@@ -278,7 +279,8 @@ where
         assigned.then_some(&*client_id),
     );
     if wr.write_all(&ack).await.is_err() {
-        ctx.router.disconnect(&cell, generation);
+        // a CONNACK that could not be written: nothing was delivered yet
+        let _ = ctx.router.disconnect(&cell, generation);
         return None;
     }
     add(&ctx.router.stats.messages_sent, 1);

@@ -5,13 +5,14 @@
 //! subscription in turn. Must not deliver: the router's `deliver` does.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Router, Sub, lock};
 
 /// Shares whose round-robin turn is remembered at most.
 pub const MAX_SHARES: usize = 10_000;
 use crate::broker::message::Message;
-use crate::broker::session::Cell;
+use crate::broker::session::{Cell, Delivery};
 
 /// One session's copy of a message: the matching subscriptions folded
 /// (MQTT-3.3.5-1: one copy at the highest QoS, every identifier).
@@ -20,6 +21,8 @@ pub(super) struct Target {
     pub(super) qos: u8,
     pub(super) retain_as_published: bool,
     pub(super) ids: Vec<u32>,
+    /// The share that picked this session (a copy for it alone).
+    pub(super) share: Option<Arc<str>>,
 }
 
 impl Router {
@@ -50,6 +53,37 @@ impl Router {
             fold(&mut targets, &self.pick_member(&share, members));
         }
         targets
+    }
+
+    /// Hands the unacknowledged QoS 1/2 messages of a share member whose
+    /// session ended to the share's other members, each to the next in
+    /// turn (a new delivery to it: no DUP); dropped and counted when no
+    /// member is left.
+    pub async fn redeliver_shared(&self, orphans: Vec<Delivery>) {
+        for mut d in orphans {
+            let Some(share) = d.share.clone() else {
+                continue;
+            };
+            let mut members = Vec::new();
+            {
+                let tree = self.tree.read().unwrap_or_else(|e| e.into_inner());
+                tree.for_each_match(&d.msg.topic, |s| {
+                    if s.share.as_ref() == Some(&share) {
+                        members.push(s.clone());
+                    }
+                });
+            }
+            if members.is_empty() {
+                crate::broker::stats::add(&self.stats.publish_dropped, 1);
+                continue;
+            }
+            let m = self.pick_member(&share, members);
+            d.qos = d.msg.qos.min(m.opts.qos);
+            d.sub_ids = m.opts.id.into_iter().collect();
+            d.seq = 0;
+            self.stats.shared_redelivered.fetch_add(1, Relaxed);
+            self.deliver(&m.cell, d).await;
+        }
     }
 
     /// One member of a share for the next message: round robin among the
@@ -88,6 +122,7 @@ fn fold(targets: &mut Vec<Target>, s: &Sub) {
                 qos: 0,
                 retain_as_published: false,
                 ids: Vec::new(),
+                share: None,
             });
             targets.len() - 1
         }
@@ -96,6 +131,9 @@ fn fold(targets: &mut Vec<Target>, s: &Sub) {
     t.qos = t.qos.max(s.opts.qos);
     t.retain_as_published |= s.opts.retain_as_published;
     t.ids.extend(s.opts.id);
+    if t.share.is_none() {
+        t.share = s.share.clone();
+    }
 }
 
 #[cfg(test)]

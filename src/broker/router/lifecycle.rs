@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Router, Sub, lock};
 use crate::broker::limits::Limit;
-use crate::broker::message::Message;
-use crate::broker::session::{Attached, Cell, Peer, Session};
+use crate::broker::persist;
+use crate::broker::session::{Attached, Cell, Delivery, Peer, Session};
 use crate::broker::stats::{add, dec};
 use crate::broker::store::{Loaded, StoreOp};
 use crate::broker::subscription::{SubOpts, tree_key};
@@ -40,9 +40,12 @@ impl Router {
     /// Loads persistent sessions and retained messages from the store.
     pub fn restore(&self, loaded: Loaded) {
         let mut retained = lock(&self.retained);
+        let now_ms = crate::broker::message::now_ms();
         for m in loaded.retained {
-            let topic: Arc<str> = m.topic.into();
-            retained.insert(Message::new(topic, m.payload, m.qos, true));
+            let m = persist::message_of(m);
+            if !m.expired(now_ms) {
+                retained.insert(m);
+            }
         }
         self.stats
             .retained
@@ -51,17 +54,21 @@ impl Router {
         drop(retained);
         let mut sessions = lock(&self.sessions);
         let mut tree = self.tree_write();
+        let now = std::time::Instant::now();
         for st in loaded.sessions {
             let id: Arc<str> = st.client_id.into();
             let mut s = Session::new(id.clone(), true);
-            // the expiry is not stored: a restored session gets the cap
-            s.expiry = self.limits.session_expiry;
             s.restore(st.messages, st.total_rows, st.total_bytes);
+            // stored interval (capped) and time away before the restart
+            let (expiry, left) =
+                persist::restored_clock(st.clock, self.limits.session_expiry, now, now_ms);
+            s.expiry = expiry;
+            s.detached_at = Some(left);
             s.inbound.extend(st.inbound_qos2);
             let subs: Vec<(String, SubOpts)> = st
                 .subscriptions
-                .into_iter()
-                .map(|(f, b)| (f, SubOpts::from_byte(b)))
+                .iter()
+                .map(|row| (row.filter.clone(), persist::sub_opts(row)))
                 .collect();
             for (f, o) in &subs {
                 s.subscriptions.insert(f.clone(), *o);
@@ -95,6 +102,8 @@ impl Router {
         let existing = sessions.get(&c.client_id).cloned();
         let kept = existing.and_then(|cell| {
             let mut s = cell.lock();
+            // one past its expiry is over even before the sweep ends it
+            let expired = s.expired(std::time::Instant::now());
             if let Some(old) = s.attached.take() {
                 old.kick.cancel(); // MQTT-3.1.4-2
                 // the old connection's disconnect finds the session taken
@@ -108,7 +117,7 @@ impl Router {
             }
             // a session whose last login was another user is not handed over
             let other_user = s.user.is_some() && s.user != c.user;
-            if c.clean || !s.persistent || other_user {
+            if c.clean || !s.persistent || other_user || expired {
                 drop(s);
                 self.drop_session(&cell);
                 None
@@ -152,6 +161,9 @@ impl Router {
             generation,
             kick: c.kick,
         });
+        if c.persistent {
+            self.store_clock(&s, None);
+        }
         drop(s);
         self.stats.connected();
         Some((cell, present, generation))
@@ -164,12 +176,7 @@ impl Router {
         let mut sessions = lock(&self.sessions);
         let expired: Vec<Arc<Cell>> = sessions
             .values()
-            .filter(|cell| {
-                let s = cell.lock();
-                s.attached.is_none()
-                    && s.detached_at
-                        .is_some_and(|t| now.saturating_duration_since(t) >= s.expiry)
-            })
+            .filter(|cell| cell.lock().expired(now))
             .cloned()
             .collect();
         for cell in &expired {
@@ -181,6 +188,17 @@ impl Router {
             self.drop_session(cell);
         }
         expired.len()
+    }
+
+    /// Stores a persistent session's expiry and when its client left
+    /// (`None`: connected), so a restart keeps counting from there.
+    fn store_clock(&self, s: &Session, gone_ms: Option<u64>) {
+        if let Some(store) = &self.store {
+            store.push(StoreOp::SetClock {
+                client_id: s.client_id.to_string(),
+                clock: persist::clock(s.expiry, gone_ms),
+            });
+        }
     }
 
     /// Removes a session's subscriptions and its stored state.
@@ -213,11 +231,13 @@ impl Router {
         }
     }
 
-    /// The connection of `generation` ended. A clean session ends with it.
-    pub fn disconnect(&self, cell: &Arc<Cell>, generation: u64) {
+    /// The connection of `generation` ended. A clean session ends with it;
+    /// what a share gave it and its client did not acknowledge is returned
+    /// for [`Router::redeliver_shared`].
+    pub fn disconnect(&self, cell: &Arc<Cell>, generation: u64) -> Vec<Delivery> {
         let mut s = cell.lock();
         if s.attached.as_ref().map(|a| a.generation) != Some(generation) {
-            return; // taken over: the new connection owns the session
+            return Vec::new(); // taken over: the new connection owns the session
         }
         let dropped = s.detach();
         add(&self.stats.publish_dropped, dropped as u64);
@@ -227,12 +247,16 @@ impl Router {
         // an MQTT 5 client may resume a stored session with an expiry of
         // 0: it ends with this connection
         let persistent = s.persistent && !s.expiry.is_zero();
+        if persistent {
+            self.store_clock(&s, Some(crate::broker::message::now_ms()));
+        }
         drop(s);
         dec(&self.stats.clients_connected);
         if persistent {
             add(&self.stats.clients_disconnected, 1);
-            return;
+            return Vec::new();
         }
+        let orphans = cell.lock().take_shared();
         let mut sessions = lock(&self.sessions);
         if sessions
             .get(&cell.client_id)
@@ -242,5 +266,6 @@ impl Router {
         }
         drop(sessions);
         self.drop_session(cell);
+        orphans
     }
 }

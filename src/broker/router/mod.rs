@@ -179,6 +179,7 @@ impl Router {
                 retain: msg.retain && t.retain_as_published, // MQTT-3.3.1-12/13
                 seq: 0,
                 sub_ids: t.ids,
+                share: t.share,
             };
             durable |= self.deliver(&t.cell, d).await;
         }

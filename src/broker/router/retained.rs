@@ -11,7 +11,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{Router, lock};
 use crate::broker::limits::Limit;
 use crate::broker::message::Message;
-use crate::broker::store::{StoreOp, StoredMessage};
+use crate::broker::persist;
+use crate::broker::store::StoreOp;
 use crate::broker::subscription::SubOpts;
 use crate::broker::topics::matches;
 
@@ -83,12 +84,7 @@ impl Router {
         {
             store.push(match stored {
                 Some(m) => StoreOp::SetRetained {
-                    msg: StoredMessage {
-                        topic: m.topic.to_string(),
-                        payload: m.payload.clone(),
-                        qos: m.qos,
-                        retain: true,
-                    },
+                    msg: persist::stored_message(m, m.qos, true, &[]),
                 },
                 None => StoreOp::ClearRetained {
                     topic: msg.topic.to_string(),

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::Router;
 use super::Sub;
 use crate::broker::limits::Limit;
+use crate::broker::persist;
 use crate::broker::session::{Cell, Session};
 use crate::broker::store::StoreOp;
 use crate::broker::subscription::{SubOpts, tree_key};
@@ -90,8 +91,7 @@ impl Router {
                 &s,
                 StoreOp::Subscribe {
                     client_id: s.client_id.to_string(),
-                    filter: f.clone(),
-                    qos: q.to_byte(),
+                    sub: persist::stored_sub(f, *q),
                 },
             );
         }

@@ -2,7 +2,7 @@
 //! packets, resends after a reconnect, queued messages within the
 //! in-flight window), packet ids, and the client's acknowledgements
 //! (MQTT-4.3.2, 4.3.3, 4.4.0-1). Must not touch sockets.
-use super::{Control, Flight, Limits, Outgoing, Session, row_bytes};
+use super::{Control, Delivery, Flight, Limits, Outgoing, Session, row_bytes};
 use crate::broker::message::now_ms;
 use crate::broker::store::{OutState, StoreOp};
 
@@ -184,6 +184,27 @@ impl Session {
 
     /// The QoS 0 messages of a session whose connection ended are dropped:
     /// returns how many.
+    /// Takes the QoS 1/2 messages a share gave this session that its
+    /// client has not acknowledged (queued, or sent without PUBACK /
+    /// PUBREC), for the share's other members: the session is ending.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        self.inflight.retain(|(_, f)| match f {
+            Flight::Sent(d) if d.share.is_some() && d.qos > 0 => {
+                out.push(d.clone());
+                false
+            }
+            _ => true,
+        });
+        let (shared, kept): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|d| d.share.is_some() && d.qos > 0);
+        self.queue = kept.into();
+        self.queued_bytes = self.queue.iter().map(|d| d.msg.size()).sum();
+        out.extend(shared);
+        out
+    }
+
     pub fn detach(&mut self) -> usize {
         self.attached = None;
         self.detached_at = Some(std::time::Instant::now());

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::message::Message;
+use super::persist;
 use super::store::{OutState, QueuedRow, StoreOp, StoredMessage};
 use super::subscription::SubOpts;
 
@@ -129,11 +129,21 @@ impl Cell {
 }
 
 fn stored(d: &Delivery) -> StoredMessage {
-    StoredMessage {
-        topic: d.msg.topic.to_string(),
-        payload: d.msg.payload.clone(),
-        qos: d.qos,
-        retain: d.retain,
+    persist::stored_message(&d.msg, d.qos, d.retain, &d.sub_ids)
+}
+
+/// The delivery of a stored row.
+fn delivery_of(seq: u64, row: StoredMessage) -> Delivery {
+    let (qos, retain, sub_ids) = (row.qos, row.retain, row.sub_ids.clone());
+    let mut msg = persist::message_of(row);
+    msg.retain = false;
+    Delivery {
+        msg,
+        qos,
+        retain,
+        seq,
+        sub_ids,
+        share: None,
     }
 }
 
@@ -174,6 +184,15 @@ impl Session {
         }
     }
 
+    /// Whether its client has been away longer than its expiry at `now`
+    /// (never while a connection is attached).
+    pub fn expired(&self, now: std::time::Instant) -> bool {
+        self.attached.is_none()
+            && self
+                .detached_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.expiry)
+    }
+
     /// Restores stored rows (in seq order); `total_*` count all rows on disk.
     pub fn restore(&mut self, rows: Vec<QueuedRow>, total_rows: u64, total_bytes: u64) {
         let mut loaded_bytes = 0u64;
@@ -185,13 +204,7 @@ impl Session {
             loaded_bytes += (r.msg.topic.len() + r.msg.payload.len()) as u64 + per_row;
             self.next_seq = self.next_seq.max(r.seq + 1);
             self.spool_after = self.spool_after.max(r.seq);
-            let d = Delivery {
-                msg: Message::new(r.msg.topic.into(), r.msg.payload, r.msg.qos, false),
-                qos: r.msg.qos,
-                retain: r.msg.retain,
-                seq: r.seq,
-                sub_ids: Vec::new(),
-            };
+            let d = delivery_of(r.seq, r.msg);
             match r.state {
                 OutState::Queued => {
                     self.queued_bytes += d.msg.size();
@@ -323,13 +336,7 @@ impl Session {
             }
             self.spool_after = r.seq;
             self.spooled_rows = self.spooled_rows.saturating_sub(1);
-            let d = Delivery {
-                msg: Message::new(r.msg.topic.into(), r.msg.payload, r.msg.qos, false),
-                qos: r.msg.qos,
-                retain: r.msg.retain,
-                seq: r.seq,
-                sub_ids: Vec::new(),
-            };
+            let d = delivery_of(r.seq, r.msg);
             let disk = row_bytes(&self.client_id, &d.msg);
             self.spooled_bytes = self.spooled_bytes.saturating_sub(disk);
             self.queued_bytes += d.msg.size();

@@ -1,4 +1,5 @@
 use super::*;
+use crate::broker::message::Message;
 use bytes::Bytes;
 
 /// A row of "0123456789" on topic "t" for client "p": 11 bytes of topic
@@ -38,6 +39,7 @@ fn d(qos: u8, payload: &'static str) -> Delivery {
         retain: false,
         seq: 0,
         sub_ids: Vec::new(),
+        share: None,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct Delivery {
     pub seq: u64,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub sub_ids: Vec<u32>,
+    /// The shared subscription it was given to this member by: handed to
+    /// another member if this session ends before it is acknowledged.
+    /// Not stored (a restored row stays with its session).
+    pub share: Option<std::sync::Arc<str>>,
 }
 
 /// Packets a connection owes its client, written before messages.
@@ -93,6 +97,8 @@ pub struct Peer {
     /// Maximum Packet Size: a message that would be larger is dropped for
     /// this client and counted (MQTT-3.1.2-25).
     pub max_packet: Option<u32>,
+    /// Topic Alias Maximum: aliases the broker may use towards it.
+    pub topic_alias_max: u16,
 }
 
 impl Default for Peer {
@@ -101,6 +107,7 @@ impl Default for Peer {
             v5: false,
             receive_maximum: u16::MAX,
             max_packet: None,
+            topic_alias_max: 0,
         }
     }
 }

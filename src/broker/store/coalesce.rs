@@ -97,6 +97,7 @@ pub(super) fn coalesce(batch: Vec<StoreOp>) -> Vec<Op> {
             }
             StoreOp::SaveSession { ref client_id, .. }
             | StoreOp::Subscribe { ref client_id, .. }
+            | StoreOp::SetClock { ref client_id, .. }
             | StoreOp::Unsubscribe { ref client_id, .. }
             | StoreOp::AddInbound { ref client_id, .. }
             | StoreOp::RemoveInbound { ref client_id, .. } => {

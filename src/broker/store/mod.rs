@@ -7,24 +7,32 @@
 //! store and pushes [`StoreOp`]s; this module only applies them in order
 //! and reads them back.
 //!
-//! Schema (`PRAGMA user_version = 1`):
+//! Schema (`PRAGMA user_version = 2`; a version 1 file, from before MQTT
+//! 5, gains the MQTT 5 columns at open, every row kept):
 //!
 //! ```sql
-//! CREATE TABLE sessions      (client_id TEXT PRIMARY KEY);
+//! CREATE TABLE sessions      (client_id TEXT PRIMARY KEY,
+//!                             expiry_s INTEGER,   -- Session Expiry Interval; NULL: the cap
+//!                             gone_ms INTEGER);   -- Unix ms its client left; NULL: connected
 //! CREATE TABLE subscriptions (client_id TEXT NOT NULL, pos INTEGER NOT NULL,
-//!                             filter TEXT NOT NULL, qos INTEGER NOT NULL,
+//!                             filter TEXT NOT NULL,
+//!                             qos INTEGER NOT NULL, -- the options byte: QoS, no local, RAP
+//!                             sub_id INTEGER,       -- Subscription Identifier
 //!                             PRIMARY KEY (client_id, pos));
 //! CREATE TABLE messages      (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
 //!                             state INTEGER NOT NULL,  -- 0 queued, 1 sent, 2 released
 //!                             pkid INTEGER NOT NULL,   -- 0 when queued
 //!                             qos INTEGER NOT NULL, retain INTEGER NOT NULL,
 //!                             size INTEGER NOT NULL,   -- bytes of topic + payload
-//!                             topic TEXT NOT NULL, payload BLOB NOT NULL);
+//!                             topic TEXT NOT NULL, payload BLOB NOT NULL,
+//!                             expires_ms INTEGER,      -- Unix ms; NULL: never
+//!                             props BLOB,              -- MQTT 5 property bytes
+//!                             sub_ids TEXT);           -- identifiers, comma-separated
 //! CREATE UNIQUE INDEX messages_by_seq ON messages (client_id, seq);
 //! CREATE TABLE inbound       (client_id TEXT NOT NULL, pkid INTEGER NOT NULL,
 //!                             PRIMARY KEY (client_id, pkid));
 //! CREATE TABLE retained      (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,
-//!                             payload BLOB NOT NULL);
+//!                             payload BLOB NOT NULL, expires_ms INTEGER, props BLOB);
 //! ```
 //!
 //! Each row of `messages` holds its own payload: a message queued for two
@@ -73,6 +81,7 @@
 //! - reads after open ([`Store::load_messages`]) use their own connections
 //!   and run beside the writer (WAL); they see committed rows only.
 
+mod apply;
 mod coalesce;
 mod open;
 mod read;
@@ -89,7 +98,10 @@ use sqlx::sqlite::SqlitePool;
 use tokio::sync::{Notify, oneshot, watch};
 use tracing::{debug, info, warn};
 
-pub use types::{Loaded, OutState, QueuedRow, StoreError, StoreOp, StoredMessage, StoredSession};
+pub use types::{
+    Loaded, OutState, QueuedRow, SessionClock, StoreError, StoreOp, StoredMessage, StoredSession,
+    StoredSub,
+};
 
 use types::q;
 

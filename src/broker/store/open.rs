@@ -17,7 +17,7 @@ use tracing::{error, warn};
 use super::{FILE, Loaded, StoreError, q, read};
 
 /// `PRAGMA user_version` of the schema below.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 const TABLES: [&str; 5] = [
     "sessions",
@@ -28,12 +28,17 @@ const TABLES: [&str; 5] = [
 ];
 
 const SCHEMA: &str = "BEGIN;
-CREATE TABLE IF NOT EXISTS sessions (client_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS sessions (
+    client_id TEXT PRIMARY KEY,
+    expiry_s  INTEGER,
+    gone_ms   INTEGER
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     client_id TEXT    NOT NULL,
     pos       INTEGER NOT NULL,
     filter    TEXT    NOT NULL,
     qos       INTEGER NOT NULL,
+    sub_id    INTEGER,
     PRIMARY KEY (client_id, pos)
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -45,7 +50,10 @@ CREATE TABLE IF NOT EXISTS messages (
     retain    INTEGER NOT NULL,
     size      INTEGER NOT NULL,
     topic     TEXT    NOT NULL,
-    payload   BLOB    NOT NULL
+    payload   BLOB    NOT NULL,
+    expires_ms INTEGER,
+    props     BLOB,
+    sub_ids   TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_seq ON messages (client_id, seq);
 CREATE TABLE IF NOT EXISTS inbound (
@@ -56,9 +64,25 @@ CREATE TABLE IF NOT EXISTS inbound (
 CREATE TABLE IF NOT EXISTS retained (
     topic   TEXT    PRIMARY KEY,
     qos     INTEGER NOT NULL,
-    payload BLOB    NOT NULL
+    payload BLOB    NOT NULL,
+    expires_ms INTEGER,
+    props   BLOB
 );
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+COMMIT;";
+
+/// From version 1 (before MQTT 5): the columns MQTT 5 added, every row
+/// kept (NULL: no expiry, no properties; a session's expiry the cap).
+const MIGRATE_1_TO_2: &str = "BEGIN;
+ALTER TABLE sessions ADD COLUMN expiry_s INTEGER;
+ALTER TABLE sessions ADD COLUMN gone_ms INTEGER;
+ALTER TABLE subscriptions ADD COLUMN sub_id INTEGER;
+ALTER TABLE messages ADD COLUMN expires_ms INTEGER;
+ALTER TABLE messages ADD COLUMN props BLOB;
+ALTER TABLE messages ADD COLUMN sub_ids TEXT;
+ALTER TABLE retained ADD COLUMN expires_ms INTEGER;
+ALTER TABLE retained ADD COLUMN props BLOB;
+PRAGMA user_version = 2;
 COMMIT;";
 
 fn options(path: &Path) -> SqliteConnectOptions {
@@ -143,6 +167,13 @@ async fn prepare(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreEr
     }
     if version == SCHEMA_VERSION {
         return Ok(());
+    }
+    if version == 1 {
+        return sqlx::raw_sql(MIGRATE_1_TO_2)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+            .map_err(q(path, "migrate schema 1 to 2"));
     }
     // version 0 (or a negative one): a new, empty file gets the schema;
     // tables of someone else's (or a negative version with tables) mean

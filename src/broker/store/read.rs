@@ -9,22 +9,25 @@ use std::path::Path;
 use sqlx::Row as _;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use super::{Loaded, OutState, QueuedRow, StoreError, StoredMessage, StoredSession, q};
+use super::{
+    Loaded, OutState, QueuedRow, SessionClock, StoreError, StoredMessage, StoredSession, StoredSub,
+    q,
+};
 
 // what load_all reads, one SELECT per table
-const SESSIONS: &str = "SELECT client_id FROM sessions";
+const SESSIONS: &str = "SELECT client_id, expiry_s, gone_ms FROM sessions";
 const SUBSCRIPTIONS: &str =
-    "SELECT client_id, filter, qos FROM subscriptions ORDER BY client_id, pos";
+    "SELECT client_id, filter, qos, sub_id FROM subscriptions ORDER BY client_id, pos";
 const INBOUND_IDS: &str = "SELECT client_id, pkid FROM inbound ORDER BY client_id, pkid";
 const MESSAGE_COUNTS: &str =
     "SELECT client_id, COUNT(*), SUM(size) FROM messages GROUP BY client_id";
-const RETAINED: &str = "SELECT topic, payload, qos FROM retained ORDER BY topic";
+const RETAINED: &str = "SELECT topic, payload, qos, expires_ms, props FROM retained ORDER BY topic";
 
 // what page reads: the sizes first when bytes are capped, then the rows
 const PAGE_SIZES: &str =
     "SELECT size FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
-const PAGE_ROWS: &str = "SELECT seq, state, pkid, qos, retain, topic, payload FROM messages \
-     WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+const PAGE_ROWS: &str = "SELECT seq, state, pkid, qos, retain, topic, payload, \
+     expires_ms, props, sub_ids FROM messages WHERE client_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
 /// Column value of a state: `(state, pkid)`.
 pub(super) fn encode_state(s: OutState) -> (i64, i64) {
@@ -87,14 +90,24 @@ pub(super) async fn load_all(
     let op = "load sessions";
     for r in all_rows(conn, path, op, SESSIONS).await? {
         let id: String = r.try_get(0).map_err(q(path, op))?;
-        entry(&mut sessions, id);
+        let expiry: Option<i64> = r.try_get(1).map_err(q(path, op))?;
+        let gone: Option<i64> = r.try_get(2).map_err(q(path, op))?;
+        entry(&mut sessions, id).clock = SessionClock {
+            expiry_s: expiry.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+            gone_ms: gone.map(|v| v.max(0) as u64),
+        };
     }
     let op = "load subscriptions";
     for r in all_rows(conn, path, op, SUBSCRIPTIONS).await? {
         let id: String = r.try_get(0).map_err(q(path, op))?;
         let filter: String = r.try_get(1).map_err(q(path, op))?;
-        let qos = small(path, op, "qos", r.try_get(2).map_err(q(path, op))?)?;
-        entry(&mut sessions, id).subscriptions.push((filter, qos));
+        let opts = small(path, op, "qos", r.try_get(2).map_err(q(path, op))?)?;
+        let sub_id: Option<i64> = r.try_get(3).map_err(q(path, op))?;
+        entry(&mut sessions, id).subscriptions.push(StoredSub {
+            filter,
+            opts,
+            id: sub_id.and_then(|v| u32::try_from(v).ok()),
+        });
     }
     let op = "load inbound ids";
     for r in all_rows(conn, path, op, INBOUND_IDS).await? {
@@ -122,6 +135,9 @@ pub(super) async fn load_all(
             payload: bytes::Bytes::from(r.try_get::<Vec<u8>, _>(1).map_err(q(path, op))?),
             qos: small(path, op, "qos", r.try_get(2).map_err(q(path, op))?)?,
             retain: true,
+            expires_ms: expiry_ms(path, op, &r, 3)?,
+            props: props(path, op, &r, 4)?,
+            sub_ids: Vec::new(),
         });
     }
     Ok(Loaded {
@@ -212,6 +228,44 @@ fn queued_row(path: &Path, r: &SqliteRow) -> Result<QueuedRow, StoreError> {
             retain: r.try_get::<i64, _>(4).map_err(q(path, op))? != 0,
             topic: r.try_get(5).map_err(q(path, op))?,
             payload: bytes::Bytes::from(r.try_get::<Vec<u8>, _>(6).map_err(q(path, op))?),
+            expires_ms: expiry_ms(path, op, r, 7)?,
+            props: props(path, op, r, 8)?,
+            sub_ids: decode_ids(r.try_get::<Option<String>, _>(9).map_err(q(path, op))?),
         },
+    })
+}
+
+/// An `expires_ms` column (NULL: never expires).
+fn expiry_ms(
+    path: &Path,
+    op: &'static str,
+    r: &SqliteRow,
+    col: usize,
+) -> Result<Option<u64>, StoreError> {
+    let v: Option<i64> = r.try_get(col).map_err(q(path, op))?;
+    Ok(v.map(|v| v.max(0) as u64))
+}
+
+/// A `props` column (NULL: none).
+fn props(
+    path: &Path,
+    op: &'static str,
+    r: &SqliteRow,
+    col: usize,
+) -> Result<Option<bytes::Bytes>, StoreError> {
+    let v: Option<Vec<u8>> = r.try_get(col).map_err(q(path, op))?;
+    Ok(v.map(bytes::Bytes::from))
+}
+
+/// The `sub_ids` column: identifiers joined by commas, NULL when none.
+pub(super) fn encode_ids(ids: &[u32]) -> Option<String> {
+    (!ids.is_empty()).then(|| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// The identifiers of a `sub_ids` column; one that does not parse is
+/// left out (an identifier is an extra of the delivery, not the message).
+fn decode_ids(v: Option<String>) -> Vec<u32> {
+    v.map_or_else(Vec::new, |s| {
+        s.split(',').filter_map(|i| i.parse().ok()).collect()
     })
 }

@@ -15,12 +15,12 @@ mod files;
 const CLOSE: Duration = Duration::from_secs(10);
 
 fn msg(topic: &str, payload: &[u8], qos: u8) -> StoredMessage {
-    StoredMessage {
-        topic: topic.to_string(),
-        payload: Bytes::copy_from_slice(payload),
+    StoredMessage::plain(
+        topic.to_string(),
+        Bytes::copy_from_slice(payload),
         qos,
-        retain: false,
-    }
+        false,
+    )
 }
 
 fn add(client: &str, seq: u64, payload: &[u8]) -> StoreOp {
@@ -31,10 +31,18 @@ fn add(client: &str, seq: u64, payload: &[u8]) -> StoreOp {
     }
 }
 
+fn stored_sub(filter: &str, opts: u8) -> StoredSub {
+    StoredSub {
+        filter: filter.to_string(),
+        opts,
+        id: None,
+    }
+}
+
 fn save(id: &str, subs: &[(&str, u8)]) -> StoreOp {
     StoreOp::SaveSession {
         client_id: id.into(),
-        subscriptions: subs.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+        subscriptions: subs.iter().map(|(f, q)| stored_sub(f, *q)).collect(),
     }
 }
 
@@ -131,8 +139,9 @@ async fn every_op(each: bool) {
         vec![
             StoredSession {
                 client_id: c("a"),
-                subscriptions: vec![(c("z/#"), 2), (c("b/c"), 0)],
+                subscriptions: vec![stored_sub("z/#", 2), stored_sub("b/c", 0)],
                 inbound_qos2: vec![],
+                clock: SessionClock::default(),
                 messages: vec![
                     row(2, b"two", OutState::Released { pkid: 7 }),
                     row(3, b"three", OutState::Sent { pkid: 65535 }),
@@ -383,8 +392,7 @@ async fn subscriptions_are_stored_one_by_one_in_their_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sub = |f: &str, qos: u8| StoreOp::Subscribe {
         client_id: "s".into(),
-        filter: f.into(),
-        qos,
+        sub: stored_sub(f, qos),
     };
     let ops = vec![
         save("s", &[]),
@@ -405,7 +413,7 @@ async fn subscriptions_are_stored_one_by_one_in_their_order() {
         let subs: Vec<(&str, u8)> = s
             .subscriptions
             .iter()
-            .map(|(f, q)| (f.as_str(), *q))
+            .map(|sub| (sub.filter.as_str(), sub.opts))
             .collect();
         assert_eq!(
             subs,
@@ -413,4 +421,101 @@ async fn subscriptions_are_stored_one_by_one_in_their_order() {
             "each op alone: {each}"
         );
     }
+}
+
+#[tokio::test]
+async fn mqtt5_extras_survive_close_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = msg("t/x", b"five", 1);
+    m.expires_ms = Some(1_700_000_000_123);
+    m.props = Some(Bytes::from_static(b"\x02\x01\x01"));
+    m.sub_ids = vec![7, 268_435_455];
+    let mut r = m.clone();
+    r.topic = "r/t".into();
+    r.retain = true;
+    r.sub_ids.clear();
+    let clock = SessionClock {
+        expiry_s: Some(3_600),
+        gone_ms: Some(1_700_000_000_000),
+    };
+    let ops = vec![
+        save("a", &[]),
+        StoreOp::Subscribe {
+            client_id: "a".into(),
+            sub: StoredSub {
+                filter: "t/#".into(),
+                opts: 1 | 4,
+                id: Some(42),
+            },
+        },
+        StoreOp::SetClock {
+            client_id: "a".into(),
+            clock,
+        },
+        StoreOp::AddMessage {
+            client_id: "a".into(),
+            seq: 1,
+            msg: m.clone(),
+        },
+        StoreOp::SetRetained { msg: r.clone() },
+    ];
+    for each in [false, true] {
+        let loaded = roundtrip(&dir.path().join(format!("{each}")), ops.clone(), 10, each).await;
+        let s = &loaded.sessions[0];
+        assert_eq!(s.clock, clock);
+        assert_eq!(s.subscriptions[0].id, Some(42));
+        assert_eq!(s.subscriptions[0].opts, 5);
+        assert_eq!(s.messages[0].msg, m);
+        assert_eq!(loaded.retained, vec![r.clone()]);
+    }
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_keeping_every_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(FILE);
+    let mut conn = <sqlx::sqlite::SqliteConnection as sqlx::Connection>::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .expect("create");
+    sqlx::raw_sql(
+        "CREATE TABLE sessions (client_id TEXT PRIMARY KEY);
+         CREATE TABLE subscriptions (client_id TEXT NOT NULL, pos INTEGER NOT NULL,
+             filter TEXT NOT NULL, qos INTEGER NOT NULL, PRIMARY KEY (client_id, pos));
+         CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+             state INTEGER NOT NULL, pkid INTEGER NOT NULL, qos INTEGER NOT NULL,
+             retain INTEGER NOT NULL, size INTEGER NOT NULL, topic TEXT NOT NULL,
+             payload BLOB NOT NULL);
+         CREATE UNIQUE INDEX messages_by_seq ON messages (client_id, seq);
+         CREATE TABLE inbound (client_id TEXT NOT NULL, pkid INTEGER NOT NULL,
+             PRIMARY KEY (client_id, pkid));
+         CREATE TABLE retained (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,
+             payload BLOB NOT NULL);
+         INSERT INTO sessions VALUES ('old');
+         INSERT INTO subscriptions VALUES ('old', 0, 'a/#', 1);
+         INSERT INTO messages VALUES ('old', 1, 0, 0, 1, 0, 4, 'a/b', X'6869');
+         INSERT INTO retained VALUES ('r/t', 0, X'6f6b');
+         PRAGMA user_version = 1;",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("v1 schema");
+    sqlx::Connection::close(conn).await.expect("close");
+    let (store, loaded) = reopen(dir.path(), 10).await;
+    assert_eq!(loaded.set_aside, None, "migrated, not set aside");
+    let s = &loaded.sessions[0];
+    assert_eq!(s.client_id, "old");
+    assert_eq!(s.clock, SessionClock::default());
+    assert_eq!(s.subscriptions, vec![stored_sub("a/#", 1)]);
+    assert_eq!(
+        s.messages[0].msg,
+        StoredMessage::plain("a/b".into(), Bytes::from_static(b"hi"), 1, false)
+    );
+    assert_eq!(&loaded.retained[0].payload[..], b"ok");
+    store.close(CLOSE).await;
+    let (_store, again) = reopen(dir.path(), 10).await;
+    assert_eq!(again.sessions.len(), 1, "version 2 opens as it is");
 }

@@ -12,6 +12,56 @@ pub struct StoredMessage {
     pub payload: bytes::Bytes,
     pub qos: u8,
     pub retain: bool,
+    /// When it expires, Unix time in ms (MQTT 5 Message Expiry Interval).
+    pub expires_ms: Option<u64>,
+    /// Its MQTT 5 properties as the broker core encoded them; opaque here.
+    pub props: Option<bytes::Bytes>,
+    /// The subscription identifiers it is delivered with (queued rows).
+    pub sub_ids: Vec<u32>,
+}
+
+impl StoredMessage {
+    /// Bytes it holds: topic, payload, properties, identifiers.
+    pub(super) fn footprint(&self) -> usize {
+        self.topic.len()
+            + self.payload.len()
+            + self.props.as_ref().map_or(0, |p| p.len())
+            + 4 * self.sub_ids.len()
+    }
+
+    /// A message without MQTT 5 extras.
+    #[cfg(test)]
+    pub fn plain(topic: String, payload: bytes::Bytes, qos: u8, retain: bool) -> StoredMessage {
+        StoredMessage {
+            topic,
+            payload,
+            qos,
+            retain,
+            expires_ms: None,
+            props: None,
+            sub_ids: Vec::new(),
+        }
+    }
+}
+
+/// A stored subscription: its filter, the options byte (see
+/// `broker::subscription`) and its MQTT 5 Subscription Identifier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSub {
+    pub filter: String,
+    pub opts: u8,
+    pub id: Option<u32>,
+}
+
+/// How long a persistent session outlives its connection, as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionClock {
+    /// The Session Expiry Interval in seconds; `None`: a row from before
+    /// it was stored (the broker applies its cap).
+    pub expiry_s: Option<u32>,
+    /// When its last connection ended, Unix time in ms; `None` while a
+    /// client was connected (or never was).
+    pub gone_ms: Option<u64>,
 }
 
 /// Where an outgoing QoS 1/2 message of a session stands.
@@ -40,7 +90,8 @@ pub struct QueuedRow {
 pub struct StoredSession {
     pub client_id: String,
     /// In the order of the last `SaveSession`.
-    pub subscriptions: Vec<(String, u8)>,
+    pub subscriptions: Vec<StoredSub>,
+    pub clock: SessionClock,
     /// Inbound QoS 2 packet ids not yet released, ascending.
     pub inbound_qos2: Vec<u16>,
     /// the first `preload` rows by seq (see open), the rest stays on disk
@@ -67,14 +118,18 @@ pub enum StoreOp {
     /// Upsert: replaces the session's subscription set.
     SaveSession {
         client_id: String,
-        subscriptions: Vec<(String, u8)>,
+        subscriptions: Vec<StoredSub>,
     },
-    /// Adds one subscription (or sets the QoS of an existing one with that
-    /// filter), after the session's others.
+    /// Adds one subscription (or sets the options of an existing one with
+    /// that filter), after the session's others.
     Subscribe {
         client_id: String,
-        filter: String,
-        qos: u8,
+        sub: StoredSub,
+    },
+    /// Sets a session's expiry and when its connection ended.
+    SetClock {
+        client_id: String,
+        clock: SessionClock,
     },
     /// Removes one subscription.
     Unsubscribe {
@@ -126,20 +181,23 @@ impl StoreOp {
                 StoreOp::SaveSession {
                     client_id,
                     subscriptions,
-                } => client_id.len() + subscriptions.iter().map(|s| s.0.len() + 8).sum::<usize>(),
-                StoreOp::AddMessage { client_id, msg, .. } => {
-                    client_id.len() + msg.topic.len() + msg.payload.len()
+                } => {
+                    client_id.len()
+                        + subscriptions
+                            .iter()
+                            .map(|s| s.filter.len() + 16)
+                            .sum::<usize>()
                 }
-                StoreOp::Subscribe {
-                    client_id, filter, ..
-                }
-                | StoreOp::Unsubscribe { client_id, filter } => client_id.len() + filter.len(),
+                StoreOp::AddMessage { client_id, msg, .. } => client_id.len() + msg.footprint(),
+                StoreOp::Subscribe { client_id, sub } => client_id.len() + sub.filter.len(),
+                StoreOp::Unsubscribe { client_id, filter } => client_id.len() + filter.len(),
                 StoreOp::DeleteSession { client_id }
+                | StoreOp::SetClock { client_id, .. }
                 | StoreOp::SetState { client_id, .. }
                 | StoreOp::RemoveMessage { client_id, .. }
                 | StoreOp::AddInbound { client_id, .. }
                 | StoreOp::RemoveInbound { client_id, .. } => client_id.len(),
-                StoreOp::SetRetained { msg } => msg.topic.len() + msg.payload.len(),
+                StoreOp::SetRetained { msg } => msg.footprint(),
                 StoreOp::ClearRetained { topic } => topic.len(),
             }
     }

@@ -1,16 +1,8 @@
 //! The Modbus device kinds `modbus-tcp`, `modbus-rtu` and `modbus-rtu-tcp`
-//! (docs/design.md, README "Modbus"): their config structs and checks, and
-//! the sources that poll them.
-//!
-//! Layout: `config.rs` (config structs), `validate.rs` (their checks),
-//! `ascii.rs` (Modbus ASCII frames),
-//! `points.rs` (register <-> value codec), `plan.rs` (read merging),
-//! `link.rs` (one request with timeout over tokio-modbus), `device.rs` (the
-//! per-device poll state machine: retries, busy devices, backoff, status),
-//! `tcp.rs` (one source per TCP device), `bus.rs` (an RTU bus over any byte
-//! stream), `rtu.rs` (one source per serial port), `rtu_tcp.rs` (one source
-//! per serial-to-Ethernet converter), `writes.rs` (`.../set` commands, bit
-//! writes, broadcasts), `describe.rs` (`fieldgate check` output).
+//! (docs/design.md; for users docs/modbus.md): their config structs and
+//! checks, the register codec, read merging and the limits a device
+//! teaches, the sources that poll them (one per TCP device, one per RTU
+//! bus), `.../set` writes and their part of `fieldgate check`.
 //!
 //! Owns everything Modbus. Must not publish readings itself (they go to the
 //! rules stage through the `SourceContext`) nor touch the broker.

@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::raw::{self, ConnectOutcome, Raw};
 use super::{SECS, mosquitto, yaml};
-use crate::modbus_server::{Registers, TcpServer};
+use crate::modbus::server::{Registers, TcpServer};
 use crate::support::{ConfigDir, Gateway, Sub, fieldgate, free_port};
 
 fn check(yaml: &str) -> (i32, String) {

@@ -7,155 +7,13 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::{QoS, v5 as r};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::client5::{Client5, props};
 use super::raw::{self, Raw};
 use super::{SECS, local_args, mosquitto, mosquitto_spawn, yaml};
 use crate::support::Gateway;
-
-/// A client speaking MQTT 5 through rumqttc's codec.
-struct Client5 {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Client5 {
-    /// Connects with `props`; returns the client and the CONNACK.
-    async fn connect(
-        port: u16,
-        id: &str,
-        clean: bool,
-        props: r::ConnectProperties,
-    ) -> (Client5, r::ConnAck) {
-        let s = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let mut c = Client5 {
-            s,
-            buf: BytesMut::new(),
-        };
-        let connect = r::Connect {
-            keep_alive: 30,
-            client_id: id.into(),
-            clean_start: clean,
-            properties: Some(props),
-        };
-        c.send(r::Packet::Connect(connect, None, None)).await;
-        match c.next(SECS).await {
-            Some(r::Packet::ConnAck(a)) => (c, a),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, p: r::Packet) {
-        let mut b = BytesMut::new();
-        p.write(&mut b, None).expect("rumqttc encodes");
-        self.send_raw(&b).await;
-    }
-
-    async fn send_raw(&mut self, b: &[u8]) {
-        self.s.write_all(b).await.expect("write");
-    }
-
-    /// The next packet; `None` once the broker closed.
-    async fn next(&mut self, within: Duration) -> Option<r::Packet> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match r::Packet::read(&mut self.buf, None) {
-                Ok(p) => return Some(p),
-                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
-                Err(e) => panic!("rumqttc cannot decode what the broker sent: {e:?}"),
-            }
-            match tokio::time::timeout_at(deadline, self.s.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return None,
-                Ok(Ok(_)) => {}
-                Err(_) => panic!("nothing within {within:?}"),
-            }
-        }
-    }
-
-    /// The next PUBLISH (acknowledged at QoS 1).
-    async fn publish_in(&mut self, within: Duration) -> r::Publish {
-        loop {
-            match self.next(within).await {
-                Some(r::Packet::Publish(p)) => {
-                    if p.qos == QoS::AtLeastOnce {
-                        self.send(r::Packet::PubAck(r::PubAck::new(p.pkid, None)))
-                            .await;
-                    }
-                    return p;
-                }
-                Some(_) => {}
-                None => panic!("closed while waiting for a PUBLISH"),
-            }
-        }
-    }
-
-    /// PUBLISHes until `quiet` passes without a packet.
-    async fn publishes_until_quiet(&mut self, quiet: Duration) -> Vec<r::Publish> {
-        let mut out = Vec::new();
-        loop {
-            match tokio::time::timeout(quiet, self.next(SECS)).await {
-                Ok(Some(r::Packet::Publish(p))) => out.push(p),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return out,
-            }
-        }
-    }
-
-    async fn subscribe(
-        &mut self,
-        pkid: u16,
-        filter: r::Filter,
-        id: Option<usize>,
-    ) -> Vec<r::SubscribeReasonCode> {
-        let props = id.map(|id| r::SubscribeProperties {
-            id: Some(id),
-            user_properties: vec![],
-        });
-        let mut s = r::Subscribe::new(filter, props);
-        s.pkid = pkid;
-        self.send(r::Packet::Subscribe(s)).await;
-        loop {
-            match self.next(SECS).await {
-                Some(r::Packet::SubAck(a)) => return a.return_codes,
-                Some(_) => {}
-                None => panic!("closed while waiting for SUBACK"),
-            }
-        }
-    }
-
-    async fn publish(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        qos: QoS,
-        pkid: u16,
-        props: Option<r::PublishProperties>,
-    ) {
-        let mut p = r::Publish::new(topic, qos, Bytes::copy_from_slice(payload), props);
-        p.pkid = pkid;
-        self.send(r::Packet::Publish(p)).await;
-    }
-
-    /// The reason code of the DISCONNECT the broker sent before closing.
-    async fn disconnect_reason(&mut self) -> u8 {
-        loop {
-            match self.next(SECS).await {
-                Some(r::Packet::Disconnect(d)) => return d.reason_code as u8,
-                Some(_) => {}
-                None => panic!("closed without a DISCONNECT"),
-            }
-        }
-    }
-}
-
-fn props() -> r::ConnectProperties {
-    r::ConnectProperties::new()
-}
 
 /// MQTT-3.2.2: CONNACK tells a 5.0 client the broker's limits and the id
 /// it assigned (MQTT-3.2.2-16); a CONNECT with an authentication method
@@ -175,16 +33,7 @@ async fn connack_announces_the_limits_and_an_assigned_id() {
     assert!(p.max_packet_size.is_some_and(|m| m > 256 * 1024));
     let mut auth = props();
     auth.authentication_method = Some("SCRAM-SHA-1".into());
-    let (s, _) = (
-        TcpStream::connect(("127.0.0.1", gw.port))
-            .await
-            .expect("connect"),
-        (),
-    );
-    let mut c = Client5 {
-        s,
-        buf: BytesMut::new(),
-    };
+    let mut c = Client5::open(gw.port).await;
     c.send(r::Packet::Connect(
         r::Connect {
             keep_alive: 30,
@@ -272,6 +121,52 @@ async fn topic_aliases_from_the_client_and_one_too_many() {
     assert_eq!(payloads, [b"one".to_vec(), b"two".to_vec()]);
     c.publish("t", b"x", QoS::AtMostOnce, 0, alias(11)).await;
     assert_eq!(c.disconnect_reason().await, 0x94);
+}
+
+/// Section 3.3.2.3.4 the other way: a client that offers a Topic Alias
+/// Maximum of 2 gets the broker's aliases, the topic once, then an empty
+/// topic and the alias; a third topic goes by name (the maximum is never
+/// passed, MQTT-3.3.2-9); a client that offers none gets none (MQTT-3.3.2-8).
+/// What arrives is decoded by rumqttc's codec.
+#[tokio::test]
+async fn the_broker_uses_the_aliases_a_client_offers() {
+    let gw = Gateway::start(&yaml(""));
+    let mut offered = props();
+    offered.topic_alias_max = Some(2);
+    let (mut sub, _) = Client5::connect(gw.port, "alias-offer", true, offered).await;
+    sub.subscribe(1, r::Filter::new("al/#", QoS::AtMostOnce), None)
+        .await;
+    let (mut plain, _) = Client5::connect(gw.port, "alias-none", true, props()).await;
+    plain
+        .subscribe(1, r::Filter::new("al/#", QoS::AtMostOnce), None)
+        .await;
+    let mut p = Raw::connect(gw.port, "alias-src").await;
+    for t in ["al/first", "al/first", "al/second", "al/third", "al/second"] {
+        p.send(&raw::publish(t, t.as_bytes(), 0, false, 0)).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let m = sub.publish_in(SECS).await;
+        let alias = m.properties.as_ref().and_then(|p| p.topic_alias);
+        seen.push((String::from_utf8_lossy(&m.topic).into_owned(), alias));
+    }
+    let want = [
+        ("al/first", Some(1)),
+        ("", Some(1)),
+        ("al/second", Some(2)),
+        ("al/third", None),
+        ("", Some(2)),
+    ];
+    let want: Vec<(String, Option<u16>)> = want.iter().map(|(t, a)| (t.to_string(), *a)).collect();
+    assert_eq!(seen, want);
+    for _ in 0..5 {
+        let m = plain.publish_in(SECS).await;
+        assert!(
+            !m.topic.is_empty(),
+            "no alias to a client that offered none"
+        );
+        assert_eq!(m.properties.and_then(|p| p.topic_alias), None);
+    }
 }
 
 /// MQTT-3.3.4-7: more QoS 2 PUBLISHes unacknowledged (no PUBREL) than the
@@ -510,5 +405,76 @@ async fn mqtt_js_at_protocol_5_round_trips_properties() {
         "MQTT.js failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Connects `id` with a will on `topic` held back `delay` seconds, a
+/// session of a minute, and closes the socket without DISCONNECT.
+async fn vanish_with_will(port: u16, id: &str, topic: &str, delay: u32) {
+    let mut c = Client5::open(port).await;
+    let mut p = props();
+    p.session_expiry_interval = Some(60);
+    let will = r::LastWill {
+        topic: Bytes::copy_from_slice(topic.as_bytes()),
+        message: Bytes::from_static(b"gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Some(r::LastWillProperties {
+            delay_interval: Some(delay),
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: vec![("why".into(), "vanished".into())],
+        }),
+    };
+    let connect = r::Connect {
+        keep_alive: 30,
+        client_id: id.into(),
+        clean_start: true,
+        properties: Some(p),
+    };
+    c.send(r::Packet::Connect(connect, Some(will), None)).await;
+    assert!(matches!(c.next(SECS).await, Some(r::Packet::ConnAck(_))));
+    drop(c);
+}
+
+/// MQTT-3.1.3-9: the will waits its Will Delay Interval and goes out with
+/// its properties (MQTT-3.1.3-10); a client back within the delay cancels it.
+#[tokio::test]
+async fn a_will_waits_its_delay_and_a_client_back_in_time_cancels_it() {
+    let gw = Gateway::start(&yaml(""));
+    let (mut watch, _) = Client5::connect(gw.port, "will-watch", true, props()).await;
+    watch
+        .subscribe(1, r::Filter::new("wills/#", QoS::AtLeastOnce), None)
+        .await;
+    vanish_with_will(gw.port, "will-late", "wills/late", 2).await;
+    let gone = std::time::Instant::now();
+    vanish_with_will(gw.port, "will-back", "wills/back", 2).await;
+    // back within the delay, resuming its session: no will
+    let mut resume = props();
+    resume.session_expiry_interval = Some(60);
+    let (_back, ack) = Client5::connect(gw.port, "will-back", false, resume).await;
+    assert!(ack.session_present);
+    assert!(
+        watch
+            .publishes_until_quiet(Duration::from_millis(1_000))
+            .await
+            .is_empty(),
+        "a will went out before its delay"
+    );
+    let will = watch.publish_in(Duration::from_secs(5)).await;
+    let waited = gone.elapsed();
+    assert_eq!(&will.topic[..], b"wills/late");
+    assert!(waited >= Duration::from_secs(2), "sent after {waited:?}");
+    let p = will.properties.expect("will properties");
+    assert_eq!(p.user_properties, vec![("why".into(), "vanished".into())]);
+    assert!(
+        watch
+            .publishes_until_quiet(Duration::from_millis(2_500))
+            .await
+            .is_empty(),
+        "the will of the client that came back was sent"
     );
 }

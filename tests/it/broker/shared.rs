@@ -53,3 +53,42 @@ async fn a_share_delivers_each_message_to_one_member_in_turn() {
     // a malformed share is refused, the connection stays
     assert_eq!(a.subscribe(2, "$share/nofilter", 1).await, 0x80);
 }
+
+/// A member that leaves without acknowledging (its session ends with the
+/// connection) does not take its share of the work along: its unacknowledged
+/// QoS 1 messages go to another member (the choice documented in
+/// docs/design.md; MQTT 5 section 4.8.2 leaves it to the server).
+#[tokio::test]
+async fn a_leaving_members_unacknowledged_messages_go_to_another_member() {
+    let gw = Gateway::start(&yaml(""));
+    let mut p = Raw::connect(gw.port, "jobs-pub").await;
+    let mut a = Raw::connect(gw.port, "leaver").await;
+    let mut b = Raw::connect(gw.port, "stayer").await;
+    assert_eq!(a.subscribe(1, "$share/crew/jobs/+", 1).await, 1);
+    assert_eq!(b.subscribe(1, "$share/crew/jobs/+", 1).await, 1);
+    for i in 0..4u16 {
+        let job = format!("job-{i}");
+        p.send(&raw::publish("jobs/x", job.as_bytes(), 1, false, i + 1))
+            .await;
+        p.expect(raw::PUBACK, SECS).await;
+    }
+    let payloads = |c: Vec<raw::Publish>| -> Vec<String> {
+        c.iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect()
+    };
+    let quiet = Duration::from_millis(400);
+    // neither acknowledges
+    let left_with = payloads(a.publishes_until_quiet(quiet).await);
+    let mut stayed = payloads(b.publishes_until_quiet(quiet).await);
+    assert_eq!((left_with.len(), stayed.len()), (2, 2), "in turn");
+    drop(a);
+    let handed = payloads(b.publishes_until_quiet(Duration::from_secs(2)).await);
+    assert_eq!(
+        handed, left_with,
+        "the leaver's jobs, in order, to the one who stayed"
+    );
+    stayed.extend(handed);
+    stayed.sort();
+    assert_eq!(stayed, ["job-0", "job-1", "job-2", "job-3"]);
+}

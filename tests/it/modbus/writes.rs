@@ -5,8 +5,8 @@
 use rumqttc::QoS;
 use serde_json::json;
 
+use crate::modbus::server::{Registers, TcpServer};
 use crate::modbus::{SECS, header, set, status_where};
-use crate::modbus_server::{Registers, TcpServer};
 use crate::support::{Gateway, Sub};
 
 #[tokio::test]

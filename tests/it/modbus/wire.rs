@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_modbus::{Request, Response, SlaveRequest};
 
-use crate::modbus_server::{Registers, crc16};
+use crate::modbus::server::{Registers, crc16};
 
 /// How the server frames its messages.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,8 +9,8 @@ use std::fmt::Write;
 use rumqttc::QoS;
 use tokio_modbus::prelude::Request;
 
+use crate::modbus::server::{Registers, TcpServer};
 use crate::modbus::{SECS, header, reading};
-use crate::modbus_server::{Registers, TcpServer};
 use crate::support::{Gateway, Sub, fieldgate, free_port};
 
 /// Holding 0..=9 and 12..=59 mapped (10 and 11 are not), reads of 16 at most.

@@ -1,7 +1,7 @@
 //! The bridge's policies against a real upstream mosquitto: both
 //! `when_full` policies, `live_first`, local clients' messages, commands
 //! from upstream, mqtts with a test CA. (Outages, SIGKILL, broker restarts:
-//! `bridge.rs`.)
+//! the `bridge` module itself.)
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -71,7 +71,7 @@ async fn qos1_duplicates_after_sigkill_mid_drain_are_bounded_by_the_window() {
     }
     assert_eq!(have, (0..BACKLOG).collect::<BTreeSet<i64>>());
     let dups = got.len() - have.len();
-    // the measurement the README quotes
+    // the measurement docs/uplink.md quotes
     eprintln!(
         "QoS 1 duplicates after a SIGKILL mid-drain: {dups} (window {WINDOW}, {left} rows were left)"
     );

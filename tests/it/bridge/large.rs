@@ -1,5 +1,5 @@
 //! Large messages through an outage: the bridge caps the bytes it reads
-//! ahead and keeps unacknowledged (see forward.rs), and still sends every
+//! ahead and keeps unacknowledged (see src/bridge/forward/), and still sends every
 //! message, in order.
 
 use std::time::Duration;

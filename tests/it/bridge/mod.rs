@@ -2,6 +2,21 @@
 //! outages made by a TCP proxy, SIGKILL of the real binary, a broker
 //! restart, capacity limits, TLS and commands from upstream.
 
+mod ack;
+mod backoff;
+mod behind;
+mod clock;
+mod commands;
+mod crash;
+mod large;
+mod link;
+mod outbox_file;
+mod pace;
+mod poison;
+mod policies;
+mod qos2;
+mod stop;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

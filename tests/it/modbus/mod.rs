@@ -1,15 +1,23 @@
 //! Modbus TCP against a real tokio-modbus server: exact values of every
 //! type and order, merged reads and their split, bad replies and
-//! exceptions, late replies, server restart, the example config. (Writes:
-//! `modbus_writes.rs`; RTU: `modbus_rtu.rs`; config mistakes, converters:
-//! `modbus_rtu_tcp.rs`.)
+//! exceptions, late replies, server restart, the example config; writes,
+//! RTU, converters and config mistakes in the submodules. Shared here: the
+//! config header and the waits the submodules use.
+
+mod faults;
+mod learn;
+mod rtu;
+mod rtu_tcp;
+pub(crate) mod server;
+pub(crate) mod wire;
+mod writes;
 
 use std::time::Duration;
 
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
-use crate::modbus_server::{Fault, Registers, TcpServer};
+use crate::modbus::server::{Fault, Registers, TcpServer};
 use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
 
 pub(crate) const SECS: Duration = Duration::from_secs(10);

@@ -10,9 +10,9 @@ use rumqttc::QoS;
 use serde_json::json;
 use tokio_modbus::ExceptionCode;
 
+use crate::modbus::server::{Fault, Registers, TcpServer};
+use crate::modbus::wire::{Framing, WireServer};
 use crate::modbus::{SECS, header, reading, set, status_where};
-use crate::modbus_server::{Fault, Registers, TcpServer};
-use crate::modbus_wire::{Framing, WireServer};
 use crate::support::{Gateway, Sub};
 
 fn device(name: &str, addr: &str, extra: &str, points: &str) -> String {

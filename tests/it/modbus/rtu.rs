@@ -4,8 +4,8 @@
 use rumqttc::QoS;
 use serde_json::json;
 
+use crate::modbus::server::{RawRtuDevice, Registers, RtuServer};
 use crate::modbus::{header, reading, set, stamps, status_where};
-use crate::modbus_server::{RawRtuDevice, Registers, RtuServer};
 use crate::support::{Gateway, Sub};
 
 #[tokio::test]

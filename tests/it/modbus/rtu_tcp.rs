@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use rumqttc::QoS;
 use serde_json::json;
 
+use crate::modbus::server::Registers;
+use crate::modbus::wire::{Framing, WireServer};
 use crate::modbus::{SECS, header, reading, set, stamps, status_where};
-use crate::modbus_server::Registers;
-use crate::modbus_wire::{Framing, WireServer};
 use crate::support::{ConfigDir, Gateway, Sub, fieldgate};
 
 fn device(name: &str, addr: &str, unit: u8, timeout: &str, points: &str) -> String {
