@@ -6,9 +6,15 @@
 //! Run: `cargo bench --bench modbus` (`FG_BENCH_SECS=N` sets the measured
 //! window, default 10 s).
 //!
-//! The gateway runs twice, one after the other on the same servers: with
-//! `rules.payload: per_point` (one message per reading, the default) and
-//! with `per_device` (one message per device per poll, issue 27).
+//! The gateway runs four times, one after the other on the same servers:
+//! with `rules.payload: per_point` (one message per reading, the default),
+//! with `per_device` (one message per device per poll, issue 27), and
+//! with `per_device` plus the Sparkplug B edge node (`sparkplug:`, target
+//! local, issue 27) with report by exception off (every DDATA carries all
+//! 100 metrics of a poll) and on (only the metrics that changed). A tenth
+//! of the registers change at every poll (register r, r % 10 == 0, reads
+//! r + the request count % 100), the rest keep their value: what report by
+//! exception saves depends on that share.
 //!
 //! Prints: requests per poll cycle seen by the servers beside the merged
 //! plan, readings/s (the gateway's `fieldgate_readings_total`), the CPU
@@ -58,10 +64,20 @@ impl Service for Device {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Exception>> + Send>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        let served = self.0.fetch_add(1, Ordering::Relaxed);
         let r = match req.request {
             Request::ReadHoldingRegisters(a, n) if u32::from(a) + u32::from(n) <= 1000 => {
-                Ok(Some(Response::ReadHoldingRegisters((a..a + n).collect())))
+                // a tenth of the registers change at every poll
+                let moving = |r: u16| {
+                    if r.is_multiple_of(10) {
+                        r + (served % 100) as u16
+                    } else {
+                        r
+                    }
+                };
+                Ok(Some(Response::ReadHoldingRegisters(
+                    (a..a + n).map(moving).collect(),
+                )))
             }
             _ => Err(ExceptionCode::IllegalDataAddress),
         };
@@ -185,13 +201,14 @@ struct Gw {
     cfg: std::path::PathBuf,
 }
 
-fn gateway(dir: &std::path::Path, devices: &str, payload: &str) -> Gw {
+/// `extra`: more sections of the config (`sparkplug:`), before `devices:`.
+fn gateway(dir: &std::path::Path, devices: &str, payload: &str, extra: &str) -> Gw {
     let (port, metrics) = (free_port(), free_port());
     let cfg = dir.join(format!("fieldgate-{port}.yaml"));
     std::fs::write(
         &cfg,
         format!(
-            "gateway:\n  id: bench\n  data_dir: \"{}\"\nbroker:\n  listen: \"127.0.0.1:{port}\"\nmetrics:\n  listen: \"127.0.0.1:{metrics}\"\nrules:\n  payload: {payload}\ndevices:{devices}",
+            "gateway:\n  id: bench\n  data_dir: \"{}\"\nbroker:\n  listen: \"127.0.0.1:{port}\"\nmetrics:\n  listen: \"127.0.0.1:{metrics}\"\nrules:\n  payload: {payload}\n{extra}devices:{devices}",
             dir.join(format!("data-{port}")).display()
         ),
     )
@@ -242,16 +259,33 @@ struct Wire {
     readings: u64,
 }
 
-/// Subscribes to `bench/#` at QoS 0 on a raw socket for `secs` and counts
-/// the PUBLISH packets received (whole packets: fixed header, topic,
-/// payload), leaving out device status messages.
-fn wire(port: u16, metrics: u16, secs: f64) -> Wire {
+/// What a run's subscriber listens to and counts: its filter, and which
+/// topics carry readings (device status and births are left out).
+struct Listen {
+    filter: &'static [u8],
+    counts: fn(&[u8]) -> bool,
+}
+
+const JSON: Listen = Listen {
+    filter: b"bench/#",
+    counts: |t| !t.starts_with(b"bench/status"),
+};
+
+const SPARKPLUG: Listen = Listen {
+    filter: b"spBv1.0/#",
+    counts: |t| t.windows(7).any(|w| w == b"/DDATA/"),
+};
+
+/// Subscribes to `listen.filter` at QoS 0 on a raw socket for `secs` and
+/// counts the PUBLISH packets received (whole packets: fixed header,
+/// topic, payload) on the topics `listen.counts`.
+fn wire(port: u16, metrics: u16, secs: f64, listen: &Listen) -> Wire {
     let mut s = StdStream::connect(("127.0.0.1", port)).expect("connect subscriber");
     let mut connect = vec![0x10];
     let body: &[u8] = b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x0abench-wire";
     remaining_length(body.len(), &mut connect);
     connect.extend_from_slice(body);
-    let filter = b"bench/#";
+    let filter = listen.filter;
     let mut sub = vec![0x82];
     remaining_length(2 + 2 + filter.len() + 1, &mut sub);
     sub.extend_from_slice(&[0, 1, 0, filter.len() as u8]);
@@ -299,7 +333,7 @@ fn wire(port: u16, metrics: u16, secs: f64) -> Wire {
             } else if kind == 3 && subscribed {
                 let tl = usize::from(buf[i]) << 8 | usize::from(buf[i + 1]);
                 let topic = &buf[i + 2..i + 2 + tl];
-                if !topic.starts_with(b"bench/status") {
+                if (listen.counts)(topic) {
                     w.messages += 1;
                     w.bytes += (i + len - at) as u64;
                 }
@@ -392,11 +426,11 @@ struct Run {
 fn run_gateway(
     dir: &std::path::Path,
     devices: &str,
-    payload: &str,
+    (payload, extra, listen): (&str, &str, &Listen),
     counts: &[Arc<AtomicU64>],
     secs: u64,
 ) -> Run {
-    let gw = gateway(dir, devices, payload);
+    let gw = gateway(dir, devices, payload, extra);
     let plan = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
         .args(["check", "-c"])
         .arg(&gw.cfg)
@@ -412,7 +446,7 @@ fn run_gateway(
     let r0 = readings(gw.metrics);
     let window = measure(gw.proc.0.id(), counts, secs);
     let r1 = readings(gw.metrics);
-    let wire = wire(gw.port, gw.metrics, WIRE_SECS);
+    let wire = wire(gw.port, gw.metrics, WIRE_SECS, listen);
     Run {
         planned,
         window,
@@ -439,7 +473,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // the idle gateway: same binary, no devices
-    let idle = gateway(dir.path(), " []\n", "per_point");
+    let idle = gateway(dir.path(), " []\n", "per_point", "");
     std::thread::sleep(Duration::from_secs(3));
     let idle_rss = rss_kib(idle.proc.0.id());
     let idle_anon = status_kib(idle.proc.0.id(), "RssAnon:");
@@ -454,8 +488,13 @@ fn main() {
             devices += &format!("      - {{ name: p{p}, table: holding, address: {p} }}\n");
         }
     }
-    let point = run_gateway(dir.path(), &devices, "per_point", &counts, secs);
-    let device = run_gateway(dir.path(), &devices, "per_device", &counts, secs);
+    let run = |how| run_gateway(dir.path(), &devices, how, &counts, secs);
+    let point = run(("per_point", "", &JSON));
+    let device = run(("per_device", "", &JSON));
+    let sp = |rbe: bool| format!("sparkplug:\n  group_id: bench\n  report_by_exception: {rbe}\n");
+    let (sp_off, sp_on) = (sp(false), sp(true));
+    let sparkplug_all = run(("per_device", &sp_off, &SPARKPLUG));
+    let sparkplug_rbe = run(("per_device", &sp_on, &SPARKPLUG));
 
     let plain = Proc(
         Command::new(std::env::current_exe().expect("own path"))
@@ -490,10 +529,21 @@ fn main() {
         sched_plain * 1e6
     );
     let mut summary = Vec::new();
-    // readings a message carries: one, or a whole device's poll
+    // readings a message carries: one, a whole device's poll, or (0) the
+    // metrics that changed: then bytes are per reading polled
     for (payload, r, per_message) in [
         ("per_point", &point, 1),
         ("per_device", &device, u64::from(POINTS)),
+        (
+            "per_device + Sparkplug DDATA, report by exception off",
+            &sparkplug_all,
+            u64::from(POINTS),
+        ),
+        (
+            "per_device + Sparkplug DDATA, report by exception on",
+            &sparkplug_rbe,
+            0,
+        ),
     ] {
         let g = &r.window;
         let cycles = g.secs / POLL.as_secs_f64();
@@ -545,11 +595,23 @@ fn main() {
             g.threads_ended,
             p.threads_ended
         );
-        let carried = r.wire.messages * per_message;
+        let carried = if per_message == 0 {
+            r.wire.readings
+        } else {
+            r.wire.messages * per_message
+        };
         let per_reading = r.wire.bytes as f64 / carried.max(1) as f64;
+        let filter = if per_message == 0 || payload.contains("Sparkplug") {
+            "spBv1.0/#, DDATA only"
+        } else {
+            "bench/#"
+        };
         println!(
-            "  on the wire (QoS 0 subscriber to bench/#, {WIRE_SECS} s): {} messages, {} bytes, carrying {carried} readings (the gateway counted {} in the window): {per_reading:.1} bytes per reading",
-            r.wire.messages, r.wire.bytes, r.wire.readings,
+            "  on the wire (QoS 0 subscriber to {filter}, {WIRE_SECS} s): {} messages, {} bytes, carrying {carried} readings (the gateway counted {} in the window): {per_reading:.1} bytes per reading{}",
+            r.wire.messages,
+            r.wire.bytes,
+            r.wire.readings,
+            if per_message == 0 { " polled" } else { "" },
         );
         summary.push(format!(
             "{payload} {sched_ratio:.2} ({:.3} µs), {per_reading:.1} B",
@@ -557,7 +619,7 @@ fn main() {
         ));
     }
     println!(
-        "summary, CPU per reading / plain loop (scheduler ns) and bytes on the wire per reading: {}; plain loop {:.3} µs (issue 27 target: per_device ≤ 1.5)",
+        "summary, CPU per reading / plain loop (scheduler ns) and bytes on the wire per reading: {}; plain loop {:.3} µs (issue 27 target: per_device and Sparkplug DDATA ≤ 1.5)",
         summary.join("; "),
         sched_plain * 1e6
     );

@@ -29,6 +29,7 @@ pub mod rules;
 mod script;
 pub mod settings;
 mod southbound;
+mod sparkplug;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,8 @@ pub enum RunError {
     PageLogins(#[source] AuthError),
     #[error(transparent)]
     Bridge(#[from] bridge::BridgeError),
+    #[error(transparent)]
+    Sparkplug(#[from] sparkplug::SparkplugError),
     #[error("startup task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -146,6 +149,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (bridge, pub_rx) = start_bridge(&config, &gateway, pub_rx, &handle).await?;
     let (read_tx, read_rx) = reading::batch::channel(READINGS_CAPACITY);
+    let (read_rx, sparkplug) = start_sparkplug(&config, &gateway, &handle, read_rx).await?;
     let queues = queue_lengths(&read_tx, &pub_tx);
     let publisher =
         tokio::spawn(publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")));
@@ -172,6 +176,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         gateway,
         sources,
         rules: Some(rules),
+        sparkplug,
         publishes: Some(pub_tx),
         bridge,
         publisher: Some(publisher),
@@ -358,6 +363,9 @@ struct Running {
     gateway: Arc<str>,
     sources: Sources,
     rules: Option<JoinHandle<()>>,
+    /// The Sparkplug node, when `sparkplug:` is on: it ends with the rules
+    /// stage (the last reading sender dropped), after its NDEATH.
+    sparkplug: Option<JoinHandle<()>>,
     /// The gateway's own sender of publishes (the rules stage and the
     /// sources hold the others).
     publishes: Option<mpsc::Sender<Publish>>,
@@ -394,10 +402,26 @@ impl Running {
                 }
             }
             Stop::Rules => {
-                if let Some(rules) = self.rules.take()
-                    && timeout(deadline, rules).await.is_err()
-                {
+                // the rules stage and the Sparkplug node, side by side
+                let rules = self.rules.take();
+                let sparkplug = self.sparkplug.take();
+                let (rules, sparkplug) = tokio::join!(
+                    timeout(deadline, async move {
+                        if let Some(t) = rules {
+                            let _ = t.await;
+                        }
+                    }),
+                    timeout(deadline, async move {
+                        if let Some(t) = sparkplug {
+                            let _ = t.await;
+                        }
+                    })
+                );
+                if rules.is_err() {
                     warn!("rules stage did not drain in time");
+                }
+                if sparkplug.is_err() {
+                    warn!("Sparkplug node did not stop in time");
                 }
             }
             Stop::OfflineStatus => {
@@ -430,6 +454,34 @@ impl Running {
             }
         }
     }
+}
+
+/// The Sparkplug stage: taps the readings on their way to the rules stage
+/// when `sparkplug:` is enabled (the rules stage gets the returned
+/// receiver); its task ends after the sources, with an NDEATH.
+async fn start_sparkplug(
+    config: &Config,
+    gateway: &Arc<str>,
+    handle: &broker::BrokerHandle,
+    readings: reading::batch::ReadingsReceiver,
+) -> Result<
+    (
+        reading::batch::ReadingsReceiver,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    sparkplug::SparkplugError,
+> {
+    sparkplug::start(
+        config.sparkplug.as_ref(),
+        config.uplink.as_ref(),
+        gateway,
+        &config.devices,
+        &config.gateway.data_dir,
+        handle,
+        readings,
+        READINGS_CAPACITY,
+    )
+    .await
 }
 
 /// The password store the status page checks: `http.users` when given,

@@ -31,6 +31,9 @@ pub fn render(config: &Config) -> String {
             let _ = writeln!(s, "uplink  none (local gateway)");
         }
     }
+    if let Some(sp) = &config.sparkplug {
+        crate::sparkplug::describe::describe(&mut s, sp, gw, &config.devices);
+    }
     let mut warnings = Vec::new();
     payload_warnings(config, &mut warnings);
     writers::describe(&mut s, config, &mut warnings);

@@ -1,5 +1,6 @@
 //! The whole configuration: assembles the sections every stage owns
-//! (`gateway:`, `broker:`, `devices:`, `rules:`, `http:`, `uplink:`)
+//! (`gateway:`, `broker:`, `devices:`, `rules:`, `http:`, `uplink:`,
+//! `homeassistant:`, `sparkplug:`)
 //! into [`Config`], loads the file and runs the checks across sections
 //! (the secret files of every section: `settings/secrets.rs`).
 //!
@@ -21,6 +22,7 @@ use crate::ops::homeassistant::HomeAssistantConfig;
 use crate::ops::http::HttpConfig;
 use crate::rules::RulesConfig;
 use crate::southbound::devices::{self, DeviceConfig};
+use crate::sparkplug::SparkplugConfig;
 
 pub use crate::config::DEFAULT_PATH;
 
@@ -40,6 +42,8 @@ pub struct Config {
     pub uplink: Option<UplinkConfig>,
     /// `homeassistant:`: MQTT discovery; off when absent.
     pub homeassistant: Option<HomeAssistantConfig>,
+    /// `sparkplug:`: the Sparkplug B edge node; off when absent.
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// `gateway:`: identity and where state lives.
@@ -89,6 +93,8 @@ struct RawConfig {
     http: Option<HttpConfig>,
     #[serde(default)]
     homeassistant: Option<HomeAssistantConfig>,
+    #[serde(default)]
+    sparkplug: Option<SparkplugConfig>,
 }
 
 /// Reads, parses and validates the config file at `path`.
@@ -156,6 +162,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         http: raw.http.or(raw.metrics),
         uplink: raw.uplink,
         homeassistant: raw.homeassistant,
+        sparkplug: raw.sparkplug,
     };
     check(&config, &positions, &mut report);
     report.finish(path)?;
@@ -181,6 +188,13 @@ fn check(config: &Config, positions: &[usize], report: &mut Report) {
     if let Some(uplink) = &config.uplink {
         uplink.validate("uplink", report);
         uplink.validate_carries("uplink", config.broker.max_payload.bytes(), report);
+    }
+    if let Some(sp) = &config.sparkplug {
+        sp.validate(
+            "sparkplug",
+            config.uplink.as_ref().map(|u| u.url.as_str()),
+            report,
+        );
     }
 }
 

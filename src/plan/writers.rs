@@ -1,6 +1,7 @@
 //! The part of the plan that says who may write to the plant: who may
 //! publish on `{gateway}/+/+/set` (anonymous clients, logged-in users, the
-//! `broker.acl` rules that allow it, the uplink's command filters), and
+//! `broker.acl` rules that allow it, the uplink's command filters,
+//! Sparkplug DCMD), and
 //! the warnings when anyone may, or when a password crosses the network in
 //! clear (`mqtt://` uplink).
 //!
@@ -26,6 +27,14 @@ pub(super) fn describe(s: &mut String, config: &Config, warnings: &mut Vec<Strin
             "writes  {writable} writable point(s), commands on {set}; who may write:"
         );
         broker_writers(s, &config.broker, &set, warnings);
+        if let Some(sp) = config.sparkplug.as_ref().filter(|sp| sp.enabled) {
+            let _ = writeln!(
+                s,
+                "        Sparkplug hosts: whoever may publish to spBv1.0/{}/DCMD/{}/+ (DCMD writes take the same path)",
+                sp.group_id,
+                sp.node_id(gw)
+            );
+        }
         for c in config.uplink.iter().flat_map(|u| &u.commands) {
             let local = c.filter.strip_prefix(&c.strip_prefix).unwrap_or(&c.filter);
             if overlaps(local, &set)

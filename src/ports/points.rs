@@ -32,6 +32,11 @@ pub struct PointSpec {
     /// The `min` / `max` a writable point declares: writes outside are
     /// refused (Home Assistant offers this range instead of the type's).
     pub write_range: (Option<f64>, Option<f64>),
+    /// The factor a raw value is multiplied by (Modbus `scale`), for
+    /// consumers that announce it (Sparkplug's `scale` property).
+    pub scale: Option<f64>,
+    /// The point's own report-by-exception deadband (Modbus `deadband`).
+    pub deadband: Option<f64>,
 }
 
 /// One configured device and its points.

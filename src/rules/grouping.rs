@@ -300,6 +300,8 @@ mod tests {
                     kind: PointKind::Float,
                     writable: false,
                     write_range: (None, None),
+                    scale: None,
+                    deadband: None,
                 })
                 .collect(),
         }

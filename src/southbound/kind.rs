@@ -109,6 +109,8 @@ pub fn read_only(name: &str, unit: Option<&String>, kind: PointKind) -> PointSpe
         kind,
         writable: false,
         write_range: (None, None),
+        scale: None,
+        deadband: None,
     }
 }
 

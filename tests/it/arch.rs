@@ -18,7 +18,14 @@ use crate::arch_parse::{code_only, is_test_file, named_modules, without_test_mod
 /// `check` output, which name every stage.
 const WIRING: &[&str] = &["wiring", "settings", "plan"];
 /// The stages of the data flow and the ops endpoints.
-const STAGES: &[&str] = &["southbound", "rules", "broker", "bridge", "ops"];
+const STAGES: &[&str] = &[
+    "southbound",
+    "rules",
+    "broker",
+    "bridge",
+    "sparkplug",
+    "ops",
+];
 /// Shared leaves: value types and errors, the readings, the Rhai engine,
 /// the metrics registry, the last readings and their history, the log
 /// throttle, setting broken files aside, the ports ops reaches the other

@@ -25,6 +25,7 @@ mod rules_payload;
 mod secret_files;
 mod serial;
 mod skeleton;
+mod sparkplug;
 mod support;
 mod upstream;
 mod writes_safety;

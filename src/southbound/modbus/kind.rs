@@ -113,6 +113,8 @@ fn points(points: &[PointConfig]) -> Vec<PointSpec> {
             kind: point_kind(p.data_type(), p.scale.is_some() || p.offset.is_some()),
             writable: p.writable,
             write_range: (p.min, p.max),
+            scale: p.scale,
+            deadband: p.deadband,
         })
         .collect()
 }

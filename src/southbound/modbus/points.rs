@@ -152,6 +152,9 @@ pub struct PointConfig {
     pub max: Option<f64>,
     /// At most this many writes per period; default [`DEFAULT_RATE`].
     pub max_write_rate: Option<WriteRate>,
+    /// Sparkplug report by exception: a change of at most this much is not
+    /// sent (overrides `sparkplug.deadband`; read by `sparkplug/model.rs`).
+    pub deadband: Option<f64>,
 }
 
 /// A validated point, ready to decode and encode.

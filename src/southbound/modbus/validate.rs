@@ -67,6 +67,14 @@ impl Common {
     }
 
     fn validate_point(&self, p: &PointConfig, pp: &str, report: &mut Report) {
+        if let Some(d) = p.deadband
+            && !(d.is_finite() && d >= 0.0)
+        {
+            report.add(
+                format!("{pp}.deadband"),
+                format!("{d} is not a deadband: give a number >= 0"),
+            );
+        }
         let ty = p.data_type();
         let base = u32::from(self.address_base);
         if p.address < base {
