@@ -461,7 +461,7 @@ bob:$6$Vpu5kzgMsu5hUyyF$uoT1n5s6MiOgKkqHW1W5CDTHT5v083TiP8fCvfAQP2RwYAaiUpWxAkUk
     fn an_address_that_fails_too_often_is_refused_even_with_the_right_password() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
-        cfg.login_failures = crate::broker::LoginFailures {
+        cfg.login_failures = crate::broker::config::LoginFailures {
             max: 3,
             per: crate::config::TimeSpan(std::time::Duration::from_secs(60)),
         };
