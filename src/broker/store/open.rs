@@ -237,9 +237,9 @@ pub(super) fn is_broken(e: &StoreError) -> bool {
     }
 }
 
-/// Sets a broken store file aside (see [`crate::config::files::set_aside`]).
+/// Sets a broken store file aside (see [`crate::data_dir::set_aside`]).
 fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    crate::config::files::set_aside(path).map_err(|(to, source)| StoreError::SetAside {
+    crate::data_dir::set_aside(path).map_err(|(to, source)| StoreError::SetAside {
         path: path.to_path_buf(),
         to,
         source,
