@@ -130,8 +130,9 @@ impl End {
     }
 }
 
-/// Serves one client until it leaves. `pending` is the socket's place
-/// among those without CONNECT yet; `deadline` ends the wait for it.
+/// Serves one client until it leaves: admitted at CONNECT, then connected
+/// until an [`End`], then ended. `pending` is the socket's place among
+/// those without CONNECT yet; `deadline` ends the wait for it.
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
@@ -152,13 +153,37 @@ pub async fn serve<S>(
     let Some(a) = admitted.await else {
         return;
     };
+    let end = connected(&mut rd, &mut wr, &mut buf, &ctx, &a).await;
+    log_end(&ctx, peer, &a.client_id, &end);
+    if a.protocol == Protocol::V5
+        && let Some(code) = end.disconnect_reason()
+    {
+        send_disconnect(&mut wr, code).await;
+    }
+    leave(&ctx, a, &end).await;
+    drop(rd);
+}
+
+/// The connected part: the read loop beside the writer until either ends
+/// (the writer ends when the session is taken over or the socket fails).
+async fn connected<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    ctx: &Arc<Ctx>,
+    a: &Admitted,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut conn = Conn {
         ctx: ctx.clone(),
         cell: a.cell.clone(),
-        user: a.user,
+        user: a.user.clone(),
         protocol: a.protocol,
         pending: VecDeque::new(),
-        kick: a.kick,
+        kick: a.kick.clone(),
         overflow: CancellationToken::new(),
         aliases: HashMap::new(),
         unacked: 0,
@@ -166,37 +191,42 @@ pub async fn serve<S>(
     // the two loops boxed too: the task itself then holds a few hundred
     // bytes, and each loop only what it needs (PUBLISH and SUBSCRIBE
     // handling are boxed per packet)
-    let reading = Box::pin(conn.read_loop(&mut rd, &mut buf, a.keep_alive));
+    let reading = Box::pin(conn.read_loop(rd, buf, a.keep_alive));
     let writing = Box::pin(writer::run(
-        &mut wr,
+        wr,
         a.cell.clone(),
         ctx.router.clone(),
         a.generation,
     ));
-    let end = tokio::select! {
+    tokio::select! {
         end = reading => end,
         r = writing => match r {
             Ok(()) => End::TakenOver,
             Err(e) => End::Io(e),
         },
-    };
-    log_end(&ctx, peer, &a.client_id, &end);
-    if a.protocol == Protocol::V5
-        && let Some(code) = end.disconnect_reason()
-    {
-        let mut b = BytesMut::new();
-        encode5::write_disconnect(&mut b, code, None);
-        let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
     }
+}
+
+/// The DISCONNECT with its reason code a 5.0 client gets before the close
+/// (MQTT-4.13.1-1), given 200 ms to leave.
+async fn send_disconnect<W: AsyncWrite + Unpin>(wr: &mut W, code: u8) {
+    let mut b = BytesMut::new();
+    encode5::write_disconnect(&mut b, code, None);
+    let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
+}
+
+/// After the end: the session detached, the shared-subscription messages
+/// it held handed to other members, the will when `end` publishes it, and
+/// the connection slot given back (before the socket closes).
+async fn leave(ctx: &Arc<Ctx>, a: Admitted, end: &End) {
     let orphans = ctx.router.disconnect(&a.cell, a.generation);
     ctx.router.redeliver_shared(orphans).await;
     if end.publishes_will()
         && let Some(w) = a.will
     {
-        Box::pin(publish_will(&ctx, &a.cell, *w)).await;
+        Box::pin(publish_will(ctx, &a.cell, *w)).await;
     }
     drop(a.slot);
-    drop(rd);
 }
 
 /// A connection past its CONNECT: what the connected part keeps of it.
