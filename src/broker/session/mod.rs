@@ -356,9 +356,9 @@ mod tests {
 
     /// A row of "0123456789" on topic "t" for client "p": 11 bytes of topic
     /// and payload, the client id twice (row and index) and the overhead.
-    const ROW: u64 = 11 + 2 + ROW_OVERHEAD;
+    pub(super) const ROW: u64 = 11 + 2 + ROW_OVERHEAD;
 
-    const L: Limits = Limits {
+    pub(super) const L: Limits = Limits {
         max_queued_messages: 4,
         max_queued_bytes: 1 << 20,
         max_spooled_bytes: 7 * ROW,
@@ -379,7 +379,7 @@ mod tests {
         receive_maximum: 100,
     };
 
-    fn d(qos: u8, payload: &'static str) -> Delivery {
+    pub(super) fn d(qos: u8, payload: &'static str) -> Delivery {
         Delivery {
             msg: Message::new(
                 "t".into(),
@@ -395,7 +395,7 @@ mod tests {
         }
     }
 
-    fn attached(persistent: bool) -> Session {
+    pub(super) fn attached(persistent: bool) -> Session {
         let mut s = Session::new("c".into(), persistent);
         s.attach(Attached {
             generation: 1,
@@ -404,7 +404,7 @@ mod tests {
         s
     }
 
-    fn publishes(out: &[Outgoing]) -> Vec<(u16, bool)> {
+    pub(super) fn publishes(out: &[Outgoing]) -> Vec<(u16, bool)> {
         out.iter()
             .filter_map(|o| match o {
                 Outgoing::Publish { pkid, dup, .. } => Some((*pkid, *dup)),
@@ -427,58 +427,6 @@ mod tests {
         assert!(
             matches!(s.offer(d(0, "x"), &L), Offer::Dropped),
             "offline QoS 0 is not queued"
-        );
-    }
-
-    #[test]
-    fn the_in_flight_window_holds_qos_1_back_and_acks_open_it() {
-        let mut s = attached(false);
-        for p in ["1", "2", "3"] {
-            s.offer(d(1, p), &L);
-        }
-        let mut out = Vec::new();
-        s.take(&L, &mut out, 10);
-        assert_eq!(publishes(&out), [(1, false), (2, false)], "window of 2");
-        assert_eq!(s.acked(1, false), AckIs::Done);
-        assert_eq!(
-            s.acked(1, false),
-            AckIs::Unknown,
-            "a second PUBACK finds nothing"
-        );
-        out.clear();
-        s.take(&L, &mut out, 10);
-        assert_eq!(publishes(&out), [(3, false)]);
-    }
-
-    #[test]
-    fn qos_2_goes_sent_released_completed_and_reconnect_resends_with_dup() {
-        let mut s = attached(false);
-        s.offer(d(2, "a"), &L);
-        s.offer(d(1, "b"), &L);
-        let mut out = Vec::new();
-        s.take(&L, &mut out, 10);
-        assert_eq!(s.received(1), AckIs::Done, "PUBREC of the QoS 2 message");
-        assert_eq!(
-            s.acked(1, false),
-            AckIs::WrongKind,
-            "a PUBACK does not complete QoS 2"
-        );
-        s.attach(Attached {
-            generation: 2,
-            kick: CancellationToken::new(),
-        });
-        out.clear();
-        s.take(&L, &mut out, 10);
-        // MQTT-4.4.0-1: PUBREL again for the released one, the other with DUP
-        assert!(matches!(out[0], Outgoing::Control(Control::Ack(0x62, 1))));
-        assert_eq!(publishes(&out), [(2, true)]);
-        assert_eq!(s.acked(1, true), AckIs::Done, "PUBCOMP");
-        assert_eq!(s.acked(2, false), AckIs::Done);
-        out.clear();
-        s.take(&L, &mut out, 10);
-        assert!(
-            out.is_empty() && s.drained(),
-            "all written and acknowledged"
         );
     }
 
@@ -544,19 +492,5 @@ mod tests {
             s.push_control(Control::PingResp, &L),
             "taken packets free the bound"
         );
-    }
-
-    #[test]
-    fn acknowledgements_of_the_wrong_kind_are_told_apart_from_unknown_ids() {
-        let mut s = attached(false);
-        s.offer(d(1, "a"), &L);
-        s.offer(d(2, "b"), &L);
-        let mut out = Vec::new();
-        s.take(&L, &mut out, 10);
-        assert_eq!(s.received(1), AckIs::WrongKind, "PUBREC for QoS 1");
-        assert_eq!(s.acked(1, true), AckIs::WrongKind, "PUBCOMP for QoS 1");
-        assert_eq!(s.acked(2, true), AckIs::WrongKind, "PUBCOMP before PUBREC");
-        assert_eq!(s.acked(9, false), AckIs::Unknown);
-        assert_eq!(s.received(9), AckIs::Unknown);
     }
 }

@@ -327,9 +327,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     //! Unit tests of the broker store: every op across close and reopen, group
-    //! commit, sync, paging. The helpers here are shared with the tests of
-    //! `open.rs` (broken files), `writer.rs` (a failing commit) and
-    //! `coalesce.rs`.
+    //! commit, sync. The helpers here are shared with the tests of `open.rs`
+    //! (broken files, migration), `read.rs` (paging), `writer.rs` (a failing
+    //! commit) and `coalesce.rs`.
     //!
     //! Must not touch anything outside their own temporary folders.
 
@@ -358,7 +358,7 @@ mod tests {
         }
     }
 
-    fn stored_sub(filter: &str, opts: u8) -> StoredSub {
+    pub(super) fn stored_sub(filter: &str, opts: u8) -> StoredSub {
         StoredSub {
             filter: filter.to_string(),
             opts,
@@ -554,76 +554,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn load_messages_pages_by_rows_and_bytes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (store, _) = reopen(dir.path(), 0).await;
-        // 20 rows of 10 bytes (topic "t/x" + 7 bytes), one of another session
-        for seq in 1..=20u64 {
-            store.push(add("p", seq * 2, b"1234567"));
-        }
-        store.push(add("other", 1, b"1234567"));
-        assert!(store.sync().await);
-        let seqs = |rows: &[QueuedRow]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
-
-        let rows = store
-            .load_messages("p", 0, 5, usize::MAX)
-            .await
-            .expect("load");
-        assert_eq!(seqs(&rows), vec![2, 4, 6, 8, 10]);
-        let rows = store
-            .load_messages("p", 10, 3, usize::MAX)
-            .await
-            .expect("load");
-        assert_eq!(seqs(&rows), vec![12, 14, 16]);
-        // after a seq that is not a row
-        let rows = store
-            .load_messages("p", 11, 1, usize::MAX)
-            .await
-            .expect("load");
-        assert_eq!(seqs(&rows), vec![12]);
-        // bytes: 25 bytes take the row that crosses them (3 rows)
-        let rows = store.load_messages("p", 0, 100, 25).await.expect("load");
-        assert_eq!(seqs(&rows), vec![2, 4, 6]);
-        let rows = store.load_messages("p", 0, 100, 30).await.expect("load");
-        assert_eq!(seqs(&rows), vec![2, 4, 6]);
-        // at least one row
-        let rows = store.load_messages("p", 0, 100, 1).await.expect("load");
-        assert_eq!(seqs(&rows), vec![2]);
-        let rows = store.load_messages("p", 0, 100, 0).await.expect("load");
-        assert_eq!(seqs(&rows), vec![2]);
-        // rows bound before bytes
-        let rows = store.load_messages("p", 0, 2, 1000).await.expect("load");
-        assert_eq!(seqs(&rows), vec![2, 4]);
-        // the end, and past it
-        let rows = store.load_messages("p", 36, 100, 1000).await.expect("load");
-        assert_eq!(seqs(&rows), vec![38, 40]);
-        assert!(
-            store
-                .load_messages("p", 40, 100, 1000)
-                .await
-                .expect("load")
-                .is_empty()
-        );
-        assert!(
-            store
-                .load_messages("nobody", 0, 100, 1000)
-                .await
-                .expect("load")
-                .is_empty()
-        );
-        assert!(
-            store
-                .load_messages("p", 0, 0, 1000)
-                .await
-                .expect("load")
-                .is_empty()
-        );
-        assert_eq!(rows[0].msg, msg("t/x", b"1234567", 1));
-        assert_eq!(rows[0].state, OutState::Queued);
-        store.close(CLOSE).await;
-    }
-
-    #[tokio::test]
     async fn delete_session_removes_messages_and_inbound_ids() {
         let dir = tempfile::tempdir().expect("tempdir");
         // committed first, deleted in a later batch
@@ -801,55 +731,5 @@ mod tests {
             assert_eq!(s.messages[0].msg, m);
             assert_eq!(loaded.retained, vec![r.clone()]);
         }
-    }
-
-    #[tokio::test]
-    async fn a_version_1_file_is_migrated_keeping_every_row() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(FILE);
-        let mut conn = <sqlx::sqlite::SqliteConnection as sqlx::Connection>::connect_with(
-            &sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true),
-        )
-        .await
-        .expect("create");
-        sqlx::raw_sql(
-            "CREATE TABLE sessions (client_id TEXT PRIMARY KEY);
-         CREATE TABLE subscriptions (client_id TEXT NOT NULL, pos INTEGER NOT NULL,
-             filter TEXT NOT NULL, qos INTEGER NOT NULL, PRIMARY KEY (client_id, pos));
-         CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
-             state INTEGER NOT NULL, pkid INTEGER NOT NULL, qos INTEGER NOT NULL,
-             retain INTEGER NOT NULL, size INTEGER NOT NULL, topic TEXT NOT NULL,
-             payload BLOB NOT NULL);
-         CREATE UNIQUE INDEX messages_by_seq ON messages (client_id, seq);
-         CREATE TABLE inbound (client_id TEXT NOT NULL, pkid INTEGER NOT NULL,
-             PRIMARY KEY (client_id, pkid));
-         CREATE TABLE retained (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,
-             payload BLOB NOT NULL);
-         INSERT INTO sessions VALUES ('old');
-         INSERT INTO subscriptions VALUES ('old', 0, 'a/#', 1);
-         INSERT INTO messages VALUES ('old', 1, 0, 0, 1, 0, 4, 'a/b', X'6869');
-         INSERT INTO retained VALUES ('r/t', 0, X'6f6b');
-         PRAGMA user_version = 1;",
-        )
-        .execute(&mut conn)
-        .await
-        .expect("v1 schema");
-        sqlx::Connection::close(conn).await.expect("close");
-        let (store, loaded) = reopen(dir.path(), 10).await;
-        assert_eq!(loaded.set_aside, None, "migrated, not set aside");
-        let s = &loaded.sessions[0];
-        assert_eq!(s.client_id, "old");
-        assert_eq!(s.clock, SessionClock::default());
-        assert_eq!(s.subscriptions, vec![stored_sub("a/#", 1)]);
-        assert_eq!(
-            s.messages[0].msg,
-            StoredMessage::plain("a/b".into(), Bytes::from_static(b"hi"), 1, false)
-        );
-        assert_eq!(&loaded.retained[0].payload[..], b"ok");
-        store.close(CLOSE).await;
-        let (_store, again) = reopen(dir.path(), 10).await;
-        assert_eq!(again.sessions.len(), 1, "version 2 opens as it is");
     }
 }

@@ -249,7 +249,7 @@ fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
 #[cfg(test)]
 mod tests {
     //! Unit tests of broken files (garbage, truncated, newer schema, another
-    //! format, zero length).
+    //! format, zero length) and of the migration of a version 1 file.
     //!
     //! Must not touch anything outside their own temporary folders.
 
@@ -258,7 +258,10 @@ mod tests {
     use sqlx::Connection as _;
 
     use super::super::FILE;
-    use super::super::tests::{CLOSE, add, reopen, roundtrip};
+    use bytes::Bytes;
+
+    use super::super::tests::{CLOSE, add, reopen, roundtrip, stored_sub};
+    use super::super::{SessionClock, StoredMessage};
 
     /// A broken `broker.db` is set aside, an empty store opens and works.
     async fn set_aside_and_fresh(dir: &Path, content: &[u8]) {
@@ -336,5 +339,55 @@ mod tests {
         let loaded = roundtrip(dir.path(), vec![add("z", 1, b"z")], 10, false).await;
         assert_eq!(loaded.set_aside, None);
         assert_eq!(loaded.sessions[0].messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_keeping_every_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        let mut conn = <sqlx::sqlite::SqliteConnection as sqlx::Connection>::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .expect("create");
+        sqlx::raw_sql(
+            "CREATE TABLE sessions (client_id TEXT PRIMARY KEY);
+         CREATE TABLE subscriptions (client_id TEXT NOT NULL, pos INTEGER NOT NULL,
+             filter TEXT NOT NULL, qos INTEGER NOT NULL, PRIMARY KEY (client_id, pos));
+         CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+             state INTEGER NOT NULL, pkid INTEGER NOT NULL, qos INTEGER NOT NULL,
+             retain INTEGER NOT NULL, size INTEGER NOT NULL, topic TEXT NOT NULL,
+             payload BLOB NOT NULL);
+         CREATE UNIQUE INDEX messages_by_seq ON messages (client_id, seq);
+         CREATE TABLE inbound (client_id TEXT NOT NULL, pkid INTEGER NOT NULL,
+             PRIMARY KEY (client_id, pkid));
+         CREATE TABLE retained (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,
+             payload BLOB NOT NULL);
+         INSERT INTO sessions VALUES ('old');
+         INSERT INTO subscriptions VALUES ('old', 0, 'a/#', 1);
+         INSERT INTO messages VALUES ('old', 1, 0, 0, 1, 0, 4, 'a/b', X'6869');
+         INSERT INTO retained VALUES ('r/t', 0, X'6f6b');
+         PRAGMA user_version = 1;",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("v1 schema");
+        sqlx::Connection::close(conn).await.expect("close");
+        let (store, loaded) = reopen(dir.path(), 10).await;
+        assert_eq!(loaded.set_aside, None, "migrated, not set aside");
+        let s = &loaded.sessions[0];
+        assert_eq!(s.client_id, "old");
+        assert_eq!(s.clock, SessionClock::default());
+        assert_eq!(s.subscriptions, vec![stored_sub("a/#", 1)]);
+        assert_eq!(
+            s.messages[0].msg,
+            StoredMessage::plain("a/b".into(), Bytes::from_static(b"hi"), 1, false)
+        );
+        assert_eq!(&loaded.retained[0].payload[..], b"ok");
+        store.close(CLOSE).await;
+        let (_store, again) = reopen(dir.path(), 10).await;
+        assert_eq!(again.sessions.len(), 1, "version 2 opens as it is");
     }
 }
