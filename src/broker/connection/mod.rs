@@ -36,7 +36,7 @@ use tracing::info;
 use super::auth::{Auth, Login};
 use super::limits::{Limit, Limits};
 use super::listener::PendingSlot;
-use super::packet::v5::Will;
+use super::packet::v5::{Connect, Will};
 use super::packet::{DecodeError, Protocol, encode5, reason};
 use super::router::{Durable, Router};
 use super::session::{Cell, Control};
@@ -260,28 +260,49 @@ where
     W: AsyncWrite + Unpin,
 {
     let connect = read_connect(rd, wr, buf, peer, ctx, pending, deadline).await?;
-    // answers the CONNECT with a refusal and ends the connection
-    macro_rules! refused {
-        ($why:expr) => {{
-            refuse(wr, peer, $why, &connect, ctx).await;
-            return None;
-        }};
-    }
     if connect.properties.authentication_method.is_some() {
-        refused!(Refusal::BadAuthMethod); // no enhanced authentication
+        // no enhanced authentication
+        refuse(wr, peer, Refusal::BadAuthMethod, &connect, ctx).await;
+        return None;
     }
     // a slot is taken at CONNECT, and given back before the socket closes
     let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
-        refused!(Refusal::Unavailable);
+        refuse(wr, peer, Refusal::Unavailable, &connect, ctx).await;
+        return None;
     };
-    let user = match login(ctx, peer, &connect).await {
+    let who = match identify(ctx, peer, &connect).await {
+        Ok(who) => who,
+        Err(why) => {
+            refuse(wr, peer, why, &connect, ctx).await;
+            return None;
+        }
+    };
+    attach(wr, peer, ctx, connect, who, slot).await
+}
+
+/// Who a CONNECT is: the user its login gave and its client id.
+struct Identity {
+    user: Option<Arc<str>>,
+    client_id: Arc<str>,
+    /// The broker chose the client id (the CONNECT's was empty).
+    assigned: bool,
+}
+
+/// The login (a failure past `login_failures` counted), the client id
+/// (`auto-...` for an empty one) and the will's topic against the ACL.
+async fn identify(
+    ctx: &Arc<Ctx>,
+    peer: SocketAddr,
+    connect: &Connect,
+) -> Result<Identity, Refusal> {
+    let user = match login(ctx, peer, connect).await {
         Login::Accepted { user } => user,
-        Login::BadCredentials => refused!(Refusal::BadCredentials),
-        Login::NotAuthorized => refused!(Refusal::NotAuthorized),
+        Login::BadCredentials => return Err(Refusal::BadCredentials),
+        Login::NotAuthorized => return Err(Refusal::NotAuthorized),
         Login::Throttled => {
             let limits = &ctx.router.stats.limits;
             limits.hit(Limit::LoginFailures, &peer.ip());
-            refused!(Refusal::NotAuthorized);
+            return Err(Refusal::NotAuthorized);
         }
     };
     let assigned = connect.client_id.is_empty();
@@ -292,12 +313,35 @@ where
     if let (Some(acl), Some(w)) = (&ctx.router.acl, &connect.will)
         && !acl.can_write(user.as_deref(), &client_id, &w.topic)
     {
-        refused!(Refusal::NotAuthorized);
+        return Err(Refusal::NotAuthorized);
     }
+    Ok(Identity {
+        user,
+        client_id,
+        assigned,
+    })
+}
+
+/// The session (`max_sessions`: refused with Quota) and the CONNACK;
+/// `None` when refused or the CONNACK cannot be written.
+async fn attach<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    connect: Connect,
+    who: Identity,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Option<Admitted> {
+    let Identity {
+        user,
+        client_id,
+        assigned,
+    } = who;
     let kick = CancellationToken::new();
     let attach = attach_of(ctx, &connect, client_id.clone(), user.clone(), kick.clone());
     let Some((cell, present, generation)) = ctx.router.connect(attach) else {
-        refused!(Refusal::Quota);
+        refuse(wr, peer, Refusal::Quota, &connect, ctx).await;
+        return None;
     };
     super::clients::attached(&cell, peer, connect.protocol);
     let mut ack = BytesMut::new();
