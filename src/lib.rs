@@ -15,7 +15,7 @@
 //! order. Must not hold a stage's own logic.
 
 pub mod bridge;
-pub mod broker;
+mod broker;
 pub mod config;
 mod data_dir;
 mod log_throttle;

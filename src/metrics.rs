@@ -2,7 +2,7 @@
 //! prometheus-client), the device health behind `/healthz`, the
 //! [`Collector`]s stages register. The last reading per point and its
 //! history are the `recent` leaf's; the log throttle is `log_throttle`'s
-//! (re-exported here as [`LogThrottle`] for the callers not moved yet).
+//! (re-exported here as [`LogThrottle`] for `src/bridge/`, not moved yet).
 //!
 //! Owns the registry and the figures health reads ([`Metrics`]). Each
 //! stage creates its own metrics and registers them here at start

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 
 /// At most one log line per limit in this window.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);

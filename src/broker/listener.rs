@@ -187,7 +187,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         info!(listener = kind.name(), listen = %addr, "broker listener ready");
     }
-    let mut accept_failures = crate::metrics::LogThrottle::new(Duration::from_secs(10));
+    let mut accept_failures = crate::log_throttle::LogThrottle::new(Duration::from_secs(10));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = cancel.cancelled() => return,

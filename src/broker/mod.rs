@@ -2,8 +2,11 @@
 //! Node-RED and MQTT tools on the site talk to, and that the gateway
 //! publishes into in-process.
 //!
-//! Its public face is [`Broker`] (start, stop), its in-process
-//! [`BrokerHandle`], its config ([`BrokerConfig`]) and its errors; the files
+//! Its public face is its in-process [`BrokerHandle`], its config
+//! ([`BrokerConfig`], with [`AclRule`] and [`BrokerTls`]) and its errors
+//! ([`BrokerError`]). The rest of the crate also reaches [`Broker`] (start,
+//! stop: the wiring), [`Message`], [`Intake`], `valid_publish_topic` and
+//! the `acl`, `auth` and `topics` modules, all `pub(crate)`. The files
 //! behind it are listed in `docs/design.md` ("Files of `src/broker/`"),
 //! with what it guarantees, drops and limits ("Embedded broker"). Must not
 //! know about devices, rules or the outbox: the bridge plugs in through
@@ -47,11 +50,11 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use stats::add;
 
-pub use config::{AclRule, BrokerConfig, BrokerTls, LoginFailures};
-pub use handle::{BrokerHandle, valid_publish_topic};
-pub use message::Message;
-pub use router::{Durable, Intake};
-pub use tls::acceptor;
+pub use config::{AclRule, BrokerConfig, BrokerTls};
+pub use handle::BrokerHandle;
+pub(crate) use handle::valid_publish_topic;
+pub(crate) use message::Message;
+pub(crate) use router::Intake;
 
 use connection::Ctx;
 use limits::Limits;
@@ -133,7 +136,7 @@ async fn expire_sessions(router: Arc<Router>, cancel: CancellationToken) {
 }
 
 /// The running broker.
-pub struct Broker {
+pub(crate) struct Broker {
     handle: BrokerHandle,
     /// The logins, shared with the status page (one failure count per
     /// address for MQTT and the page).

@@ -11,7 +11,7 @@
 //! and start nothing (see the module graph check, `tests/it/arch.rs`).
 
 /// Setting broken files aside is the `data_dir` leaf's; this path stays
-/// until `broker/store/open.rs` (the broker's owner) imports it from there.
+/// until `sparkplug/seq.rs` and `sparkplug/history.rs` import it from there.
 pub mod files {
     pub use crate::data_dir::set_aside;
 }

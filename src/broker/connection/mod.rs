@@ -36,7 +36,7 @@ use tracing::info;
 use super::auth::{Auth, Login};
 use super::limits::{Limit, Limits};
 use super::listener::PendingSlot;
-use super::packet::v5::Will;
+use super::packet::v5::{Connect, Will};
 use super::packet::{DecodeError, Protocol, encode5, reason};
 use super::router::{Durable, Router};
 use super::session::{Cell, Control};
@@ -130,8 +130,9 @@ impl End {
     }
 }
 
-/// Serves one client until it leaves. `pending` is the socket's place
-/// among those without CONNECT yet; `deadline` ends the wait for it.
+/// Serves one client until it leaves: admitted at CONNECT, then connected
+/// until an [`End`], then ended. `pending` is the socket's place among
+/// those without CONNECT yet; `deadline` ends the wait for it.
 pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
@@ -152,13 +153,37 @@ pub async fn serve<S>(
     let Some(a) = admitted.await else {
         return;
     };
+    let end = connected(&mut rd, &mut wr, &mut buf, &ctx, &a).await;
+    log_end(&ctx, peer, &a.client_id, &end);
+    if a.protocol == Protocol::V5
+        && let Some(code) = end.disconnect_reason()
+    {
+        send_disconnect(&mut wr, code).await;
+    }
+    leave(&ctx, a, &end).await;
+    drop(rd);
+}
+
+/// The connected part: the read loop beside the writer until either ends
+/// (the writer ends when the session is taken over or the socket fails).
+async fn connected<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    ctx: &Arc<Ctx>,
+    a: &Admitted,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut conn = Conn {
         ctx: ctx.clone(),
         cell: a.cell.clone(),
-        user: a.user,
+        user: a.user.clone(),
         protocol: a.protocol,
         pending: VecDeque::new(),
-        kick: a.kick,
+        kick: a.kick.clone(),
         overflow: CancellationToken::new(),
         aliases: HashMap::new(),
         unacked: 0,
@@ -166,37 +191,42 @@ pub async fn serve<S>(
     // the two loops boxed too: the task itself then holds a few hundred
     // bytes, and each loop only what it needs (PUBLISH and SUBSCRIBE
     // handling are boxed per packet)
-    let reading = Box::pin(conn.read_loop(&mut rd, &mut buf, a.keep_alive));
+    let reading = Box::pin(conn.read_loop(rd, buf, a.keep_alive));
     let writing = Box::pin(writer::run(
-        &mut wr,
+        wr,
         a.cell.clone(),
         ctx.router.clone(),
         a.generation,
     ));
-    let end = tokio::select! {
+    tokio::select! {
         end = reading => end,
         r = writing => match r {
             Ok(()) => End::TakenOver,
             Err(e) => End::Io(e),
         },
-    };
-    log_end(&ctx, peer, &a.client_id, &end);
-    if a.protocol == Protocol::V5
-        && let Some(code) = end.disconnect_reason()
-    {
-        let mut b = BytesMut::new();
-        encode5::write_disconnect(&mut b, code, None);
-        let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
     }
+}
+
+/// The DISCONNECT with its reason code a 5.0 client gets before the close
+/// (MQTT-4.13.1-1), given 200 ms to leave.
+async fn send_disconnect<W: AsyncWrite + Unpin>(wr: &mut W, code: u8) {
+    let mut b = BytesMut::new();
+    encode5::write_disconnect(&mut b, code, None);
+    let _ = tokio::time::timeout(Duration::from_millis(200), wr.write_all(&b)).await;
+}
+
+/// After the end: the session detached, the shared-subscription messages
+/// it held handed to other members, the will when `end` publishes it, and
+/// the connection slot given back (before the socket closes).
+async fn leave(ctx: &Arc<Ctx>, a: Admitted, end: &End) {
     let orphans = ctx.router.disconnect(&a.cell, a.generation);
     ctx.router.redeliver_shared(orphans).await;
     if end.publishes_will()
         && let Some(w) = a.will
     {
-        Box::pin(publish_will(&ctx, &a.cell, *w)).await;
+        Box::pin(publish_will(ctx, &a.cell, *w)).await;
     }
     drop(a.slot);
-    drop(rd);
 }
 
 /// A connection past its CONNECT: what the connected part keeps of it.
@@ -230,28 +260,49 @@ where
     W: AsyncWrite + Unpin,
 {
     let connect = read_connect(rd, wr, buf, peer, ctx, pending, deadline).await?;
-    // answers the CONNECT with a refusal and ends the connection
-    macro_rules! refused {
-        ($why:expr) => {{
-            refuse(wr, peer, $why, &connect, ctx).await;
-            return None;
-        }};
-    }
     if connect.properties.authentication_method.is_some() {
-        refused!(Refusal::BadAuthMethod); // no enhanced authentication
+        // no enhanced authentication
+        refuse(wr, peer, Refusal::BadAuthMethod, &connect, ctx).await;
+        return None;
     }
     // a slot is taken at CONNECT, and given back before the socket closes
     let Ok(slot) = ctx.slots.clone().try_acquire_owned() else {
-        refused!(Refusal::Unavailable);
+        refuse(wr, peer, Refusal::Unavailable, &connect, ctx).await;
+        return None;
     };
-    let user = match login(ctx, peer, &connect).await {
+    let who = match identify(ctx, peer, &connect).await {
+        Ok(who) => who,
+        Err(why) => {
+            refuse(wr, peer, why, &connect, ctx).await;
+            return None;
+        }
+    };
+    attach(wr, peer, ctx, connect, who, slot).await
+}
+
+/// Who a CONNECT is: the user its login gave and its client id.
+struct Identity {
+    user: Option<Arc<str>>,
+    client_id: Arc<str>,
+    /// The broker chose the client id (the CONNECT's was empty).
+    assigned: bool,
+}
+
+/// The login (a failure past `login_failures` counted), the client id
+/// (`auto-...` for an empty one) and the will's topic against the ACL.
+async fn identify(
+    ctx: &Arc<Ctx>,
+    peer: SocketAddr,
+    connect: &Connect,
+) -> Result<Identity, Refusal> {
+    let user = match login(ctx, peer, connect).await {
         Login::Accepted { user } => user,
-        Login::BadCredentials => refused!(Refusal::BadCredentials),
-        Login::NotAuthorized => refused!(Refusal::NotAuthorized),
+        Login::BadCredentials => return Err(Refusal::BadCredentials),
+        Login::NotAuthorized => return Err(Refusal::NotAuthorized),
         Login::Throttled => {
             let limits = &ctx.router.stats.limits;
             limits.hit(Limit::LoginFailures, &peer.ip());
-            refused!(Refusal::NotAuthorized);
+            return Err(Refusal::NotAuthorized);
         }
     };
     let assigned = connect.client_id.is_empty();
@@ -262,12 +313,35 @@ where
     if let (Some(acl), Some(w)) = (&ctx.router.acl, &connect.will)
         && !acl.can_write(user.as_deref(), &client_id, &w.topic)
     {
-        refused!(Refusal::NotAuthorized);
+        return Err(Refusal::NotAuthorized);
     }
+    Ok(Identity {
+        user,
+        client_id,
+        assigned,
+    })
+}
+
+/// The session (`max_sessions`: refused with Quota) and the CONNACK;
+/// `None` when refused or the CONNACK cannot be written.
+async fn attach<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    connect: Connect,
+    who: Identity,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Option<Admitted> {
+    let Identity {
+        user,
+        client_id,
+        assigned,
+    } = who;
     let kick = CancellationToken::new();
     let attach = attach_of(ctx, &connect, client_id.clone(), user.clone(), kick.clone());
     let Some((cell, present, generation)) = ctx.router.connect(attach) else {
-        refused!(Refusal::Quota);
+        refuse(wr, peer, Refusal::Quota, &connect, ctx).await;
+        return None;
     };
     super::clients::attached(&cell, peer, connect.protocol);
     let mut ack = BytesMut::new();

@@ -82,3 +82,24 @@ pub(super) fn publish(
     }
     buf.put_slice(payload);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_encoding_round_trips_through_rumqttc() {
+        let mut b = BytesMut::new();
+        write_publish(&mut b, b"t/x", b"payload", 2, true, true, 9);
+        match rumqttc::mqttbytes::v4::Packet::read(&mut b, 1024) {
+            Ok(rumqttc::mqttbytes::v4::Packet::Publish(p)) => {
+                assert_eq!(
+                    (p.topic.as_str(), p.pkid, p.dup, p.retain),
+                    ("t/x", 9, true, true)
+                );
+                assert_eq!(&p.payload[..], b"payload");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -57,11 +57,11 @@ pub trait Intake: Send + Sync {
 
 #[derive(Clone, Debug)]
 pub struct Sub {
-    pub cell: Arc<Cell>,
-    pub opts: SubOpts,
+    pub(super) cell: Arc<Cell>,
+    pub(super) opts: SubOpts,
     /// A shared subscription's whole filter (`$share/{group}/{filter}`):
     /// the members of one share get each message once among them.
-    pub share: Option<Arc<str>>,
+    pub(super) share: Option<Arc<str>>,
 }
 
 impl Sub {
@@ -78,14 +78,14 @@ impl PartialEq for Sub {
 }
 
 pub struct Router {
-    pub limits: Limits,
+    pub(super) limits: Limits,
     tree: RwLock<Tree<Sub>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Cell>>>,
     retained: Mutex<Retained>,
-    pub stats: Stats,
-    pub store: Option<Store>,
+    pub(super) stats: Stats,
+    pub(super) store: Option<Store>,
     intake: RwLock<Option<Arc<dyn Intake>>>,
-    pub acl: Option<Acl>,
+    pub(super) acl: Option<Acl>,
     generation: AtomicU64,
     /// Persistent sessions held (for `max_sessions`).
     persistent: AtomicUsize,

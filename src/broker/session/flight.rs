@@ -215,3 +215,78 @@ impl Session {
         before - self.queue.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::Attached;
+    use super::super::tests::{L, attached, d, publishes};
+    use super::*;
+
+    #[test]
+    fn the_in_flight_window_holds_qos_1_back_and_acks_open_it() {
+        let mut s = attached(false);
+        for p in ["1", "2", "3"] {
+            s.offer(d(1, p), &L);
+        }
+        let mut out = Vec::new();
+        s.take(&L, &mut out, 10);
+        assert_eq!(publishes(&out), [(1, false), (2, false)], "window of 2");
+        assert_eq!(s.acked(1, false), AckIs::Done);
+        assert_eq!(
+            s.acked(1, false),
+            AckIs::Unknown,
+            "a second PUBACK finds nothing"
+        );
+        out.clear();
+        s.take(&L, &mut out, 10);
+        assert_eq!(publishes(&out), [(3, false)]);
+    }
+
+    #[test]
+    fn qos_2_goes_sent_released_completed_and_reconnect_resends_with_dup() {
+        let mut s = attached(false);
+        s.offer(d(2, "a"), &L);
+        s.offer(d(1, "b"), &L);
+        let mut out = Vec::new();
+        s.take(&L, &mut out, 10);
+        assert_eq!(s.received(1), AckIs::Done, "PUBREC of the QoS 2 message");
+        assert_eq!(
+            s.acked(1, false),
+            AckIs::WrongKind,
+            "a PUBACK does not complete QoS 2"
+        );
+        s.attach(Attached {
+            generation: 2,
+            kick: CancellationToken::new(),
+        });
+        out.clear();
+        s.take(&L, &mut out, 10);
+        // MQTT-4.4.0-1: PUBREL again for the released one, the other with DUP
+        assert!(matches!(out[0], Outgoing::Control(Control::Ack(0x62, 1))));
+        assert_eq!(publishes(&out), [(2, true)]);
+        assert_eq!(s.acked(1, true), AckIs::Done, "PUBCOMP");
+        assert_eq!(s.acked(2, false), AckIs::Done);
+        out.clear();
+        s.take(&L, &mut out, 10);
+        assert!(
+            out.is_empty() && s.drained(),
+            "all written and acknowledged"
+        );
+    }
+
+    #[test]
+    fn acknowledgements_of_the_wrong_kind_are_told_apart_from_unknown_ids() {
+        let mut s = attached(false);
+        s.offer(d(1, "a"), &L);
+        s.offer(d(2, "b"), &L);
+        let mut out = Vec::new();
+        s.take(&L, &mut out, 10);
+        assert_eq!(s.received(1), AckIs::WrongKind, "PUBREC for QoS 1");
+        assert_eq!(s.acked(1, true), AckIs::WrongKind, "PUBCOMP for QoS 1");
+        assert_eq!(s.acked(2, true), AckIs::WrongKind, "PUBCOMP before PUBREC");
+        assert_eq!(s.acked(9, false), AckIs::Unknown);
+        assert_eq!(s.received(9), AckIs::Unknown);
+    }
+}

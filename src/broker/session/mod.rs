@@ -349,4 +349,148 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::broker::message::Message;
+    use bytes::Bytes;
+
+    /// A row of "0123456789" on topic "t" for client "p": 11 bytes of topic
+    /// and payload, the client id twice (row and index) and the overhead.
+    pub(super) const ROW: u64 = 11 + 2 + ROW_OVERHEAD;
+
+    pub(super) const L: Limits = Limits {
+        max_queued_messages: 4,
+        max_queued_bytes: 1 << 20,
+        max_spooled_bytes: 7 * ROW,
+        max_inflight: 2,
+        max_client_buffer: 1024,
+        max_topic_levels: 200,
+        max_subscriptions: 10,
+        max_retained_messages: 10,
+        max_retained_bytes: 1 << 20,
+        max_sessions: 10,
+        max_store_bytes: 1 << 20,
+        session_expiry: std::time::Duration::from_secs(60),
+        connect_timeout: std::time::Duration::from_secs(10),
+        max_session_expiry: std::time::Duration::from_secs(60),
+        max_topic_alias: 10,
+        max_keepalive: None,
+        validate_utf8: false,
+        receive_maximum: 100,
+    };
+
+    pub(super) fn d(qos: u8, payload: &'static str) -> Delivery {
+        Delivery {
+            msg: Message::new(
+                "t".into(),
+                Bytes::from_static(payload.as_bytes()),
+                qos,
+                false,
+            ),
+            qos,
+            retain: false,
+            seq: 0,
+            sub_ids: Vec::new(),
+            share: None,
+        }
+    }
+
+    pub(super) fn attached(persistent: bool) -> Session {
+        let mut s = Session::new("c".into(), persistent);
+        s.attach(Attached {
+            generation: 1,
+            kick: CancellationToken::new(),
+        });
+        s
+    }
+
+    pub(super) fn publishes(out: &[Outgoing]) -> Vec<(u16, bool)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Outgoing::Publish { pkid, dup, .. } => Some((*pkid, *dup)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_session_queue_is_bounded_and_full_hands_the_message_back() {
+        let mut s = attached(false);
+        for _ in 0..4 {
+            assert!(matches!(
+                s.offer(d(0, "x"), &L),
+                Offer::Queued { durable: false }
+            ));
+        }
+        assert!(matches!(s.offer(d(0, "x"), &L), Offer::Full(_)));
+        s.detach();
+        assert!(
+            matches!(s.offer(d(0, "x"), &L), Offer::Dropped),
+            "offline QoS 0 is not queued"
+        );
+    }
+
+    #[test]
+    fn a_persistent_session_spills_to_disk_then_drops_past_its_quota() {
+        let mut s = Session::new("p".into(), true);
+        for _ in 0..4 {
+            assert!(matches!(
+                s.offer(d(1, "0123456789"), &L),
+                Offer::Queued { durable: true }
+            ));
+        }
+        // past the memory quota: on disk only, up to the quota of 7 rows (of
+        // topic, payload, client id and overhead) in memory and on disk
+        for _ in 0..3 {
+            assert!(matches!(
+                s.offer(d(1, "0123456789"), &L),
+                Offer::Queued { durable: true }
+            ));
+        }
+        assert!(matches!(s.offer(d(1, "0123456789"), &L), Offer::SpoolFull));
+        assert_eq!(s.disk_bytes(), 7 * ROW, "every stored row counted");
+        let adds = s
+            .ops
+            .iter()
+            .filter(|o| matches!(o, StoreOp::AddMessage { .. }))
+            .count();
+        assert_eq!(adds, 7, "every queued or spooled message is stored");
+        assert_eq!(s.pending(), 7);
+        assert_eq!(s.wants_load(&L), None, "memory queue still full");
+    }
+
+    #[test]
+    fn a_long_client_id_counts_against_the_spool_quota_with_every_row() {
+        let id: String = "x".repeat(60_000);
+        let mut s = Session::new(id.as_str().into(), true);
+        let l = Limits {
+            max_spooled_bytes: 1 << 20,
+            ..L
+        };
+        let mut stored = 0;
+        while let Offer::Queued { .. } = s.offer(d(1, "0123456789"), &l) {
+            stored += 1;
+            assert!(stored < 100, "the quota never bites");
+        }
+        // a row costs the client id twice: 8 rows of ~120 kB fit 1 MiB
+        assert_eq!(stored, 8);
+        assert!(s.disk_bytes() <= 1 << 20);
+    }
+
+    #[test]
+    fn the_control_queue_is_bounded_in_bytes() {
+        let mut s = attached(false);
+        let mut pushed = 0;
+        while s.push_control(Control::PingResp, &L) {
+            pushed += 1;
+            assert!(pushed < 10_000, "never over the bound");
+        }
+        assert!(pushed > 0 && pushed * std::mem::size_of::<Control>() <= 1024);
+        let mut out = Vec::new();
+        s.take(&L, &mut out, 1_000);
+        assert!(
+            s.push_control(Control::PingResp, &L),
+            "taken packets free the bound"
+        );
+    }
+}

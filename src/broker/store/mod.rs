@@ -325,4 +325,411 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    //! Unit tests of the broker store: every op across close and reopen, group
+    //! commit, sync. The helpers here are shared with the tests of `open.rs`
+    //! (broken files, migration), `read.rs` (paging), `writer.rs` (a failing
+    //! commit) and `coalesce.rs`.
+    //!
+    //! Must not touch anything outside their own temporary folders.
+
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    pub(super) const CLOSE: Duration = Duration::from_secs(10);
+
+    pub(super) fn msg(topic: &str, payload: &[u8], qos: u8) -> StoredMessage {
+        StoredMessage::plain(
+            topic.to_string(),
+            Bytes::copy_from_slice(payload),
+            qos,
+            false,
+        )
+    }
+
+    pub(super) fn add(client: &str, seq: u64, payload: &[u8]) -> StoreOp {
+        StoreOp::AddMessage {
+            client_id: client.to_string(),
+            seq,
+            msg: msg("t/x", payload, 1),
+        }
+    }
+
+    pub(super) fn stored_sub(filter: &str, opts: u8) -> StoredSub {
+        StoredSub {
+            filter: filter.to_string(),
+            opts,
+            id: None,
+        }
+    }
+
+    fn save(id: &str, subs: &[(&str, u8)]) -> StoreOp {
+        StoreOp::SaveSession {
+            client_id: id.into(),
+            subscriptions: subs.iter().map(|(f, q)| stored_sub(f, *q)).collect(),
+        }
+    }
+
+    pub(super) fn set_state(id: &str, seq: u64, state: OutState) -> StoreOp {
+        StoreOp::SetState {
+            client_id: id.into(),
+            seq,
+            state,
+        }
+    }
+
+    pub(super) fn remove(id: &str, seq: u64) -> StoreOp {
+        StoreOp::RemoveMessage {
+            client_id: id.into(),
+            seq,
+        }
+    }
+
+    fn inbound(id: &str, pkid: u16, add: bool) -> StoreOp {
+        let client_id = id.into();
+        match add {
+            true => StoreOp::AddInbound { client_id, pkid },
+            false => StoreOp::RemoveInbound { client_id, pkid },
+        }
+    }
+
+    fn row(seq: u64, payload: &[u8], state: OutState) -> QueuedRow {
+        QueuedRow {
+            seq,
+            msg: msg("t/x", payload, 1),
+            state,
+        }
+    }
+
+    pub(super) async fn reopen(dir: &Path, preload: usize) -> (Store, Loaded) {
+        Store::open(dir, preload).await.expect("open")
+    }
+
+    /// Applies `ops` (one batch, or `each` in a batch of its own), closes and
+    /// reopens.
+    pub(super) async fn roundtrip(
+        dir: &Path,
+        ops: Vec<StoreOp>,
+        preload: usize,
+        each: bool,
+    ) -> Loaded {
+        let (store, _) = reopen(dir, preload).await;
+        for op in ops {
+            store.push(op);
+            if each {
+                assert!(store.sync().await);
+            }
+        }
+        assert!(store.sync().await);
+        store.close(CLOSE).await;
+        drop(store);
+        reopen(dir, preload).await.1
+    }
+
+    #[tokio::test]
+    async fn every_op_survives_close_and_reopen() {
+        // in one batch (coalesced) and each op in a transaction of its own
+        for each in [false, true] {
+            every_op(each).await;
+        }
+    }
+
+    async fn every_op(each: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = |s: &str| s.to_string();
+        let mut retained = msg("r/a", b"ra", 1);
+        retained.retain = true;
+        let ops = vec![
+            save("a", &[("x/#", 1), ("a/+", 2)]),
+            save("a", &[("z/#", 2), ("b/c", 0)]), // replaces the set
+            save("b", &[]),
+            add("a", 1, b"one"),
+            add("a", 2, b"two"),
+            add("a", 3, b"three"),
+            set_state("a", 2, OutState::Released { pkid: 7 }),
+            set_state("a", 3, OutState::Sent { pkid: 65535 }),
+            remove("a", 1),
+            inbound("b", 9, true),
+            inbound("b", 3, true),
+            inbound("b", 4, true),
+            inbound("b", 4, false),
+            StoreOp::SetRetained {
+                msg: retained.clone(),
+            },
+            StoreOp::SetRetained {
+                msg: msg("r/b", b"rb", 0),
+            },
+            StoreOp::ClearRetained { topic: c("r/b") },
+        ];
+        let loaded = roundtrip(dir.path(), ops, 100, each).await;
+        assert_eq!(loaded.set_aside, None);
+        assert_eq!(
+            loaded.sessions,
+            vec![
+                StoredSession {
+                    client_id: c("a"),
+                    subscriptions: vec![stored_sub("z/#", 2), stored_sub("b/c", 0)],
+                    inbound_qos2: vec![],
+                    clock: SessionClock::default(),
+                    messages: vec![
+                        row(2, b"two", OutState::Released { pkid: 7 }),
+                        row(3, b"three", OutState::Sent { pkid: 65535 }),
+                    ],
+                    total_rows: 2,
+                    total_bytes: (3 + 3) + (3 + 5),
+                },
+                StoredSession {
+                    client_id: c("b"),
+                    subscriptions: vec![],
+                    inbound_qos2: vec![3, 9],
+                    ..StoredSession::default()
+                },
+            ]
+        );
+        assert_eq!(loaded.retained, vec![retained]);
+    }
+
+    #[tokio::test]
+    async fn group_commit_of_10000_adds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = reopen(dir.path(), 0).await;
+        let before = store.commits();
+        let started = Instant::now();
+        for seq in 1..=10_000u64 {
+            store.push(add("g", seq, &[7u8; 100]));
+        }
+        assert!(store.pending_bytes() > 0);
+        assert!(store.sync().await);
+        let elapsed = started.elapsed();
+        let commits = store.commits() - before;
+        println!("10000 AddMessage + sync: {elapsed:?} in {commits} commits");
+        assert!(commits <= 10, "{commits} transactions");
+        assert_eq!(store.pending_bytes(), 0);
+        assert_eq!(store.failed_commits(), 0);
+        store.close(CLOSE).await;
+        let (_, loaded) = reopen(dir.path(), 5).await;
+        let s = &loaded.sessions[0];
+        assert_eq!(s.total_rows, 10_000);
+        assert_eq!(s.total_bytes, 10_000 * 103);
+        assert_eq!(s.messages.len(), 5);
+        assert_eq!(s.messages[4].seq, 5);
+    }
+
+    #[tokio::test]
+    async fn sync_does_not_wait_for_later_pushes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = reopen(dir.path(), 0).await;
+        // nothing pending: at once
+        assert!(store.sync().await);
+        store.push(add("s", 1, b"x"));
+        let first = store.sync();
+        // keep pushing while waiting: the first sync must still resolve
+        let pusher = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for seq in 2..200_000u64 {
+                    store.push(add("s", seq, &[1u8; 200]));
+                    if seq % 1000 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        };
+        let ok = tokio::time::timeout(Duration::from_secs(30), first)
+            .await
+            .expect("sync waited for later pushes");
+        assert!(ok);
+        pusher.abort();
+        let _ = pusher.await;
+        let rows = store
+            .load_messages("s", 0, 1, usize::MAX)
+            .await
+            .expect("load");
+        assert_eq!(rows[0].seq, 1);
+        store.close(CLOSE).await;
+        assert!(!store.sync().await, "closed");
+    }
+
+    #[tokio::test]
+    async fn delete_session_removes_messages_and_inbound_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // committed first, deleted in a later batch
+        let (store, _) = reopen(dir.path(), 10).await;
+        for id in ["gone", "kept"] {
+            store.push(save(id, &[("a/#", 1)]));
+            store.push(inbound(id, 5, true));
+            store.push(add(id, 1, b"m"));
+        }
+        assert!(store.sync().await);
+        store.push(StoreOp::DeleteSession {
+            client_id: "gone".into(),
+        });
+        // deleted within one batch, then saved again
+        store.push(add("again", 1, b"m"));
+        store.push(inbound("again", 5, true));
+        store.push(StoreOp::DeleteSession {
+            client_id: "again".into(),
+        });
+        store.push(save("again", &[("a/#", 1)]));
+        assert!(store.sync().await);
+        assert!(
+            store
+                .load_messages("gone", 0, 10, 1000)
+                .await
+                .expect("load")
+                .is_empty()
+        );
+        store.close(CLOSE).await;
+        let (_, loaded) = reopen(dir.path(), 10).await;
+        let ids: Vec<_> = loaded
+            .sessions
+            .iter()
+            .map(|s| s.client_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["again", "kept"]);
+        let again = &loaded.sessions[0];
+        assert_eq!(again.subscriptions.len(), 1);
+        assert!(again.inbound_qos2.is_empty() && again.messages.is_empty());
+        assert_eq!(again.total_rows, 0);
+        assert_eq!(loaded.sessions[1].inbound_qos2, vec![5]);
+    }
+
+    #[tokio::test]
+    async fn retained_upsert_and_clear() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = |topic: &str, payload: &[u8], qos| {
+            let mut m = msg(topic, payload, qos);
+            m.retain = true;
+            m
+        };
+        let set = |m: &StoredMessage| StoreOp::SetRetained { msg: m.clone() };
+        let clear = |t: &str| StoreOp::ClearRetained { topic: t.into() };
+        let (store, _) = reopen(dir.path(), 0).await;
+        store.push(set(&r("a", b"1", 0)));
+        store.push(set(&r("b", b"1", 0)));
+        store.push(set(&r("c", b"1", 0)));
+        assert!(store.sync().await);
+        store.push(set(&r("a", b"2", 1))); // upsert of a committed topic
+        store.push(clear("b")); // clear of a committed topic
+        store.push(clear("c"));
+        store.push(set(&r("c", b"3", 2))); // cleared and set again in one batch
+        store.push(set(&r("d", b"4", 0)));
+        store.push(clear("d")); // set and cleared in one batch
+        store.push(clear("never"));
+        assert!(store.sync().await);
+        store.close(CLOSE).await;
+        let (_, loaded) = reopen(dir.path(), 0).await;
+        assert_eq!(loaded.retained, vec![r("a", b"2", 1), r("c", b"3", 2)]);
+    }
+
+    #[tokio::test]
+    async fn room_and_close_after_a_burst() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = reopen(dir.path(), 0).await;
+        let big = vec![0u8; 1 << 20];
+        for seq in 1..=40u64 {
+            store.push(add("big", seq, &big));
+        }
+        assert!(store.pending_bytes() >= Store::HIGH_WATER);
+        tokio::time::timeout(Duration::from_secs(60), store.room())
+            .await
+            .expect("room");
+        assert!(store.pending_bytes() < Store::HIGH_WATER);
+        store.push(add("big", 41, b"last"));
+        store.close(CLOSE).await;
+        store.push(add("big", 42, b"dropped"));
+        assert!(!store.sync().await);
+        let (_, loaded) = reopen(dir.path(), 0).await;
+        assert_eq!(
+            loaded.sessions[0].total_rows, 41,
+            "close committed the last push"
+        );
+    }
+
+    #[tokio::test]
+    async fn subscriptions_are_stored_one_by_one_in_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = |f: &str, qos: u8| StoreOp::Subscribe {
+            client_id: "s".into(),
+            sub: stored_sub(f, qos),
+        };
+        let ops = vec![
+            save("s", &[]),
+            sub("a/#", 1),
+            sub("b/+", 0),
+            sub("c", 2),
+            sub("a/#", 2), // the same filter again: its QoS, its place
+            StoreOp::Unsubscribe {
+                client_id: "s".into(),
+                filter: "b/+".into(),
+            },
+            sub("d", 1),
+        ];
+        for each in [false, true] {
+            let dir = dir.path().join(format!("each-{each}"));
+            let loaded = roundtrip(&dir, ops.clone(), 10, each).await;
+            let s = &loaded.sessions[0];
+            let subs: Vec<(&str, u8)> = s
+                .subscriptions
+                .iter()
+                .map(|sub| (sub.filter.as_str(), sub.opts))
+                .collect();
+            assert_eq!(
+                subs,
+                [("a/#", 2), ("c", 2), ("d", 1)],
+                "each op alone: {each}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn mqtt5_extras_survive_close_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = msg("t/x", b"five", 1);
+        m.expires_ms = Some(1_700_000_000_123);
+        m.props = Some(Bytes::from_static(b"\x02\x01\x01"));
+        m.sub_ids = vec![7, 268_435_455];
+        let mut r = m.clone();
+        r.topic = "r/t".into();
+        r.retain = true;
+        r.sub_ids.clear();
+        let clock = SessionClock {
+            expiry_s: Some(3_600),
+            gone_ms: Some(1_700_000_000_000),
+        };
+        let ops = vec![
+            save("a", &[]),
+            StoreOp::Subscribe {
+                client_id: "a".into(),
+                sub: StoredSub {
+                    filter: "t/#".into(),
+                    opts: 1 | 4,
+                    id: Some(42),
+                },
+            },
+            StoreOp::SetClock {
+                client_id: "a".into(),
+                clock,
+            },
+            StoreOp::AddMessage {
+                client_id: "a".into(),
+                seq: 1,
+                msg: m.clone(),
+            },
+            StoreOp::SetRetained { msg: r.clone() },
+        ];
+        for each in [false, true] {
+            let loaded =
+                roundtrip(&dir.path().join(format!("{each}")), ops.clone(), 10, each).await;
+            let s = &loaded.sessions[0];
+            assert_eq!(s.clock, clock);
+            assert_eq!(s.subscriptions[0].id, Some(42));
+            assert_eq!(s.subscriptions[0].opts, 5);
+            assert_eq!(s.messages[0].msg, m);
+            assert_eq!(loaded.retained, vec![r.clone()]);
+        }
+    }
+}

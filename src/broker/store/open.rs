@@ -237,11 +237,157 @@ pub(super) fn is_broken(e: &StoreError) -> bool {
     }
 }
 
-/// Sets a broken store file aside (see [`crate::config::files::set_aside`]).
+/// Sets a broken store file aside (see [`crate::data_dir::set_aside`]).
 fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
-    crate::config::files::set_aside(path).map_err(|(to, source)| StoreError::SetAside {
+    crate::data_dir::set_aside(path).map_err(|(to, source)| StoreError::SetAside {
         path: path.to_path_buf(),
         to,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of broken files (garbage, truncated, newer schema, another
+    //! format, zero length) and of the migration of a version 1 file.
+    //!
+    //! Must not touch anything outside their own temporary folders.
+
+    use std::path::Path;
+
+    use sqlx::Connection as _;
+
+    use super::super::FILE;
+    use bytes::Bytes;
+
+    use super::super::tests::{CLOSE, add, reopen, roundtrip, stored_sub};
+    use super::super::{SessionClock, StoredMessage};
+
+    /// A broken `broker.db` is set aside, an empty store opens and works.
+    async fn set_aside_and_fresh(dir: &Path, content: &[u8]) {
+        let path = dir.join(FILE);
+        std::fs::write(&path, content).expect("write");
+        let (store, loaded) = reopen(dir, 10).await;
+        let aside = loaded.set_aside.clone().expect("set aside");
+        assert!(aside.exists(), "{aside:?}");
+        assert_eq!(std::fs::read(&aside).expect("read"), content);
+        let name = aside.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(name.starts_with("broker.db.corrupt-"), "{name}");
+        assert!(loaded.sessions.is_empty() && loaded.retained.is_empty());
+        store.push(add("f", 1, b"fresh"));
+        assert!(store.sync().await);
+        store.close(CLOSE).await;
+        let (_, loaded) = reopen(dir, 10).await;
+        assert_eq!(loaded.set_aside, None);
+        assert_eq!(loaded.sessions[0].total_rows, 1);
+    }
+
+    #[tokio::test]
+    async fn garbage_file_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let garbage: Vec<u8> = (0..64 * 1024).map(|_| rand::random::<u8>()).collect();
+        set_aside_and_fresh(dir.path(), &garbage).await;
+    }
+
+    #[tokio::test]
+    async fn truncated_file_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = {
+            let (store, _) = reopen(dir.path(), 0).await;
+            for seq in 1..=2000u64 {
+                store.push(add("t", seq, &[3u8; 300]));
+            }
+            assert!(store.sync().await);
+            store.close(CLOSE).await;
+            std::fs::read(dir.path().join(FILE)).expect("read")
+        };
+        assert!(
+            !dir.path().join("broker.db-wal").exists(),
+            "checkpointed at close"
+        );
+        set_aside_and_fresh(dir.path(), &full[..full.len() / 2]).await;
+    }
+
+    #[tokio::test]
+    async fn newer_schema_and_other_format_are_set_aside() {
+        for sql in [
+            "PRAGMA user_version = 99",
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY)",
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(FILE);
+            {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true);
+                let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&opts)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut conn).await.expect("sql");
+                conn.close().await.expect("close");
+            }
+            let (_, loaded) = reopen(dir.path(), 10).await;
+            assert!(loaded.set_aside.expect(sql).exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn zero_length_file_opens_empty() {
+        // SQLite reads an empty file as an empty database: nothing to set aside
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(FILE), b"").expect("write");
+        let loaded = roundtrip(dir.path(), vec![add("z", 1, b"z")], 10, false).await;
+        assert_eq!(loaded.set_aside, None);
+        assert_eq!(loaded.sessions[0].messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_keeping_every_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(FILE);
+        let mut conn = <sqlx::sqlite::SqliteConnection as sqlx::Connection>::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .expect("create");
+        sqlx::raw_sql(
+            "CREATE TABLE sessions (client_id TEXT PRIMARY KEY);
+         CREATE TABLE subscriptions (client_id TEXT NOT NULL, pos INTEGER NOT NULL,
+             filter TEXT NOT NULL, qos INTEGER NOT NULL, PRIMARY KEY (client_id, pos));
+         CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+             state INTEGER NOT NULL, pkid INTEGER NOT NULL, qos INTEGER NOT NULL,
+             retain INTEGER NOT NULL, size INTEGER NOT NULL, topic TEXT NOT NULL,
+             payload BLOB NOT NULL);
+         CREATE UNIQUE INDEX messages_by_seq ON messages (client_id, seq);
+         CREATE TABLE inbound (client_id TEXT NOT NULL, pkid INTEGER NOT NULL,
+             PRIMARY KEY (client_id, pkid));
+         CREATE TABLE retained (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL,
+             payload BLOB NOT NULL);
+         INSERT INTO sessions VALUES ('old');
+         INSERT INTO subscriptions VALUES ('old', 0, 'a/#', 1);
+         INSERT INTO messages VALUES ('old', 1, 0, 0, 1, 0, 4, 'a/b', X'6869');
+         INSERT INTO retained VALUES ('r/t', 0, X'6f6b');
+         PRAGMA user_version = 1;",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("v1 schema");
+        sqlx::Connection::close(conn).await.expect("close");
+        let (store, loaded) = reopen(dir.path(), 10).await;
+        assert_eq!(loaded.set_aside, None, "migrated, not set aside");
+        let s = &loaded.sessions[0];
+        assert_eq!(s.client_id, "old");
+        assert_eq!(s.clock, SessionClock::default());
+        assert_eq!(s.subscriptions, vec![stored_sub("a/#", 1)]);
+        assert_eq!(
+            s.messages[0].msg,
+            StoredMessage::plain("a/b".into(), Bytes::from_static(b"hi"), 1, false)
+        );
+        assert_eq!(&loaded.retained[0].payload[..], b"ok");
+        store.close(CLOSE).await;
+        let (_store, again) = reopen(dir.path(), 10).await;
+        assert_eq!(again.sessions.len(), 1, "version 2 opens as it is");
+    }
 }

@@ -269,3 +269,79 @@ fn decode_ids(v: Option<String>) -> Vec<u32> {
         s.split(',').filter_map(|i| i.parse().ok()).collect()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{CLOSE, add, msg, reopen};
+    use super::*;
+
+    #[tokio::test]
+    async fn load_messages_pages_by_rows_and_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = reopen(dir.path(), 0).await;
+        // 20 rows of 10 bytes (topic "t/x" + 7 bytes), one of another session
+        for seq in 1..=20u64 {
+            store.push(add("p", seq * 2, b"1234567"));
+        }
+        store.push(add("other", 1, b"1234567"));
+        assert!(store.sync().await);
+        let seqs = |rows: &[QueuedRow]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+
+        let rows = store
+            .load_messages("p", 0, 5, usize::MAX)
+            .await
+            .expect("load");
+        assert_eq!(seqs(&rows), vec![2, 4, 6, 8, 10]);
+        let rows = store
+            .load_messages("p", 10, 3, usize::MAX)
+            .await
+            .expect("load");
+        assert_eq!(seqs(&rows), vec![12, 14, 16]);
+        // after a seq that is not a row
+        let rows = store
+            .load_messages("p", 11, 1, usize::MAX)
+            .await
+            .expect("load");
+        assert_eq!(seqs(&rows), vec![12]);
+        // bytes: 25 bytes take the row that crosses them (3 rows)
+        let rows = store.load_messages("p", 0, 100, 25).await.expect("load");
+        assert_eq!(seqs(&rows), vec![2, 4, 6]);
+        let rows = store.load_messages("p", 0, 100, 30).await.expect("load");
+        assert_eq!(seqs(&rows), vec![2, 4, 6]);
+        // at least one row
+        let rows = store.load_messages("p", 0, 100, 1).await.expect("load");
+        assert_eq!(seqs(&rows), vec![2]);
+        let rows = store.load_messages("p", 0, 100, 0).await.expect("load");
+        assert_eq!(seqs(&rows), vec![2]);
+        // rows bound before bytes
+        let rows = store.load_messages("p", 0, 2, 1000).await.expect("load");
+        assert_eq!(seqs(&rows), vec![2, 4]);
+        // the end, and past it
+        let rows = store.load_messages("p", 36, 100, 1000).await.expect("load");
+        assert_eq!(seqs(&rows), vec![38, 40]);
+        assert!(
+            store
+                .load_messages("p", 40, 100, 1000)
+                .await
+                .expect("load")
+                .is_empty()
+        );
+        assert!(
+            store
+                .load_messages("nobody", 0, 100, 1000)
+                .await
+                .expect("load")
+                .is_empty()
+        );
+        assert!(
+            store
+                .load_messages("p", 0, 0, 1000)
+                .await
+                .expect("load")
+                .is_empty()
+        );
+        assert_eq!(rows[0].msg, msg("t/x", b"1234567", 1));
+        assert_eq!(rows[0].state, OutState::Queued);
+        store.close(CLOSE).await;
+    }
+}

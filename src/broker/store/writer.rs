@@ -125,3 +125,57 @@ impl Writer {
         tx.commit().await.map_err(q(path, "commit"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of a commit that keeps failing.
+    //!
+    //! Must not touch anything outside their own temporary folders.
+
+    use std::time::{Duration, Instant};
+
+    use sqlx::Connection as _;
+
+    use super::super::tests::{CLOSE, add, msg, reopen};
+    use super::super::{FILE, StoreOp};
+
+    #[tokio::test]
+    async fn failed_commit_is_retried_then_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = reopen(dir.path(), 0).await;
+        store.push(add("k", 1, b"kept"));
+        assert!(store.sync().await);
+        // from now on every transaction that sets this retained topic fails
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join(FILE));
+        let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&opts)
+            .await
+            .expect("connect");
+        sqlx::raw_sql(
+            "CREATE TRIGGER fail BEFORE INSERT ON retained WHEN NEW.topic = 'fail' \
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("trigger");
+        conn.close().await.expect("close");
+        store.push(add("k", 2, b"dropped with its batch"));
+        store.push(StoreOp::SetRetained {
+            msg: msg("fail", b"x", 0),
+        });
+        let started = Instant::now();
+        assert!(!store.sync().await);
+        assert!(started.elapsed() >= Duration::from_millis(1000), "backoff");
+        assert_eq!(store.failed_commits(), 1);
+        assert_eq!(store.pending_bytes(), 0);
+        // the writer goes on
+        store.push(add("k", 3, b"next batch"));
+        assert!(store.sync().await);
+        let rows = store
+            .load_messages("k", 0, 10, usize::MAX)
+            .await
+            .expect("load");
+        let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 3]);
+        store.close(CLOSE).await;
+    }
+}
