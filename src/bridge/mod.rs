@@ -18,7 +18,7 @@
 //!   it is durable. The upstream topic is `prefix + topic`, the QoS the
 //!   forward entry's `qos`; a QoS 0 entry sends live and never buffers.
 //! - QoS 1/2 forwarded messages that local clients publish on the embedded
-//!   broker, committed before the broker acknowledges them (`intake.rs`).
+//!   broker, committed before the broker acknowledges them (`clients.rs`).
 //! - Not the gateway status `{gateway}/status`: the bridge says `online`
 //!   upstream on every connect, `offline` on shutdown, and the broker
 //!   publishes the `offline` last will if the gateway vanishes.
@@ -49,17 +49,18 @@
 
 mod behind;
 mod cli;
+mod clients;
 mod command_props;
 pub mod config;
 mod cursor;
 mod describe;
 pub mod filters;
 mod forward;
-mod intake;
 mod metrics;
 pub mod outbox;
 mod own;
 mod poison;
+mod route;
 pub mod upstream;
 
 use std::path::Path;
@@ -143,7 +144,7 @@ pub struct Bridge {
 
 struct Tasks {
     intake: JoinHandle<()>,
-    link: Option<(JoinHandle<()>, CancellationToken, intake::LocalIntake)>,
+    link: Option<(JoinHandle<()>, CancellationToken, clients::ClientPublishes)>,
     forwarder: JoinHandle<()>,
     writer: JoinHandle<()>,
     flush: CancellationToken,
@@ -273,9 +274,8 @@ impl Bridge {
 
         let link = broker.map(|b| {
             let cancel = CancellationToken::new();
-            let (intake, task) = intake::LocalIntake::start(
-                cfg.clone(),
-                status_topic.clone(),
+            let (intake, task) = clients::ClientPublishes::start(
+                route::Route::new(cfg.clone(), status_topic.clone()),
                 write_tx.clone(),
                 live_tx.clone(),
                 counters.clone(),
@@ -285,9 +285,8 @@ impl Bridge {
             (task, cancel, intake)
         });
 
-        let intake = own::Intake {
-            cfg,
-            status_topic,
+        let intake = own::OwnPublishes {
+            route: route::Route::new(cfg, status_topic),
             writer: write_tx,
             live: live_tx,
             local: local_tx,
