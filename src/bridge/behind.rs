@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Counters;
+use super::counters::Counters;
 use super::outbox::{NewMessage, WriteCmd};
 
 /// Messages kept in memory at most; past it the oldest are written.

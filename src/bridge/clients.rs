@@ -30,7 +30,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::Counters;
+use super::counters::Counters;
 use super::outbox::{NewMessage, RowProps, WriteCmd};
 use super::route::Route;
 use crate::broker::Message;

@@ -52,6 +52,7 @@ mod cli;
 mod clients;
 mod command_props;
 pub mod config;
+mod counters;
 mod cursor;
 mod describe;
 pub mod filters;
@@ -75,6 +76,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
+pub use counters::Counters;
 pub use describe::describe;
 
 use crate::reading::Publish;
@@ -91,8 +93,6 @@ pub const STOP_BUDGET: Duration = Duration::from_secs(10);
 const INTAKE_WAIT: Duration = Duration::from_secs(2);
 /// What the stop keeps for the writer's last commit.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
-/// Most publishes the intake commits in one batch.
-const INTAKE_BATCH: usize = 4096;
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,38 +101,6 @@ pub enum BridgeError {
     Outbox(#[from] outbox::OutboxError),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
-}
-
-/// What the bridge counted since start (for logs and metrics).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub committed: AtomicU64,
-    pub dropped_oldest: AtomicU64,
-    pub dropped_newest: AtomicU64,
-    pub expired: AtomicU64,
-    /// Rows past their MQTT 5 `message_expiry` when their turn came: dropped unsent.
-    pub message_expired: AtomicU64,
-    pub io_errors: AtomicU64,
-    pub sent: AtomicU64,
-    pub acked: AtomicU64,
-    pub live_dropped: AtomicU64,
-    pub commands_dropped: AtomicU64,
-    /// Messages moved to the dead-letter table (given up on).
-    pub dead: AtomicU64,
-    pub from_local_clients: AtomicU64,
-    /// Gauges: rows and bytes in the outbox.
-    pub depth: AtomicU64,
-    pub depth_bytes: AtomicU64,
-    /// 1 while the upstream connection is up.
-    pub connected: AtomicU64,
-    /// Commit time (ms since the epoch) of the oldest outbox row; 0 when empty.
-    pub oldest_ms: std::sync::atomic::AtomicI64,
-    /// Dead letters removed past the table's bound or age (`outbox/maintain.rs`).
-    pub dead_pruned: AtomicU64,
-    /// What is wrong with the outbox's disk now (a failing commit), for
-    /// `/healthz` (503), the STATUS line and the log; cleared by the next
-    /// commit that succeeds.
-    pub disk_problem: std::sync::Mutex<Option<String>>,
 }
 
 /// A running bridge.

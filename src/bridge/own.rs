@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::behind::{self, Behind};
+use super::counters::Counters;
 use super::outbox::{Commit, WriteCmd};
 use super::route::Route;
-use super::{Counters, INTAKE_BATCH};
 use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
@@ -34,6 +34,9 @@ pub(super) struct OwnPublishes {
     /// Write-behind: forwarded messages go to memory, not to the writer.
     pub(super) behind: Option<Arc<Behind>>,
 }
+
+/// Most publishes the intake commits in one batch.
+const INTAKE_BATCH: usize = 4096;
 
 /// Batches handed to the writer and not yet committed, at most: the
 /// intake goes on taking publishes while a commit window runs.

@@ -55,12 +55,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::{info, warn};
 
-use super::Counters;
 use super::behind::Behind;
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Client, Link, Report, Upstream};
+use crate::bridge::counters::Counters;
 use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 use pause::ReadPause;

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::window::{Mode, State, Tracked};
 use super::{Forwarder, Upstream};
-use crate::bridge::Counters;
 use crate::bridge::config::{Synchronous, UplinkConfig};
+use crate::bridge::counters::Counters;
 use crate::bridge::cursor::Cursor;
 use crate::bridge::outbox::{self, Progress, Stored, WriteCmd};
 use crate::bridge::upstream::{OTHER_PKIDS, Outgoing, Report, Resend, row_pkid};

@@ -89,8 +89,8 @@ use sqlx::{Connection, Row as _};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
-use super::Counters;
 use super::config::BufferConfig;
+use crate::bridge::counters::Counters;
 use crate::metrics::LogThrottle;
 use crate::reading::Publish;
 
