@@ -21,7 +21,7 @@ use super::behind::{self, Behind};
 use super::counters::Counters;
 use super::outbox::{Commit, WriteCmd};
 use super::route::Route;
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 
 /// The gateway's own publishes: commit (when forwarded), then publish locally.

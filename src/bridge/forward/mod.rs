@@ -61,7 +61,7 @@ use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Client, Link, Report, Upstream};
 use crate::bridge::counters::Counters;
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 use pause::ReadPause;
 use window::{Mode, State};

@@ -20,7 +20,7 @@ use crate::bridge::cursor::{Fetch, READ_AHEAD};
 use crate::bridge::outbox::{self, WriteCmd, dead::Failure};
 use crate::bridge::poison;
 use crate::bridge::upstream::{Outgoing, Report, Resend, Upstream, row_pkid};
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 
 /// The resend order of messages not from the outbox: before every row.

@@ -17,7 +17,7 @@ use crate::bridge::counters::Counters;
 use crate::bridge::cursor::Cursor;
 use crate::bridge::outbox::{self, Progress, Stored, WriteCmd};
 use crate::bridge::upstream::{OTHER_PKIDS, Outgoing, Report, Resend, row_pkid};
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 
 const STATUS: &str = "s/gw/status";
 

@@ -91,7 +91,7 @@ use tracing::warn;
 
 use super::config::BufferConfig;
 use crate::bridge::counters::Counters;
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS outbox (
