@@ -179,16 +179,14 @@ impl<C: Upstream> Forwarder<C> {
                 _ = self.progress.released.changed(), if marking => {}
                 permit = writer.reserve(), if !st.acks.is_empty() && !deleting => {
                     if let Ok(p) = permit {
-                        st.acks_sent += st.acks.len() as u64;
-                        p.send(WriteCmd::Ack(std::mem::take(&mut st.acks)));
+                        st.acks_sent += to_writer::hand(p, &mut st.acks, WriteCmd::Ack);
                     }
                 }
                 // marks the writer had no room for: as soon as it has (the
                 // PUBRELs wait for them, nothing else may wake the loop)
                 permit = writer.reserve(), if !st.marks.is_empty() => {
                     if let Ok(p) = permit {
-                        st.marks_sent += st.marks.len() as u64;
-                        p.send(WriteCmd::Release(std::mem::take(&mut st.marks)));
+                        st.marks_sent += to_writer::hand(p, &mut st.marks, WriteCmd::Release);
                     }
                 }
                 permit = reserve(&local), if !st.commands.is_empty() => {
@@ -299,43 +297,6 @@ impl<C: Upstream> Forwarder<C> {
         }
         info!("uplink stopped");
     }
-
-    /// Hands the acknowledged ids to the writer when its previous delete
-    /// is done or a quarter of the window waits (group commit: one delete
-    /// per commit, not one per turn), if it has room now; else the
-    /// `reserve` branch of the loop does when it has.
-    fn send_acks(&mut self, st: &mut State) {
-        let busy = st.acks_sent > st.acks_done;
-        if st.acks.is_empty() || (busy && st.acks.len() < self.cfg.inflight as usize / 4) {
-            return;
-        }
-        let ids = std::mem::take(&mut st.acks);
-        let n = ids.len() as u64;
-        match self.writer.try_send(WriteCmd::Ack(ids)) {
-            Ok(()) => st.acks_sent += n,
-            Err(mpsc::error::TrySendError::Full(WriteCmd::Ack(ids))) => st.acks = ids,
-            Err(_) => {
-                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
-            }
-        }
-    }
-}
-
-impl<C: Upstream> Forwarder<C> {
-    /// Hands the `released` marks of PUBREC'd rows to the writer (at
-    /// once: a QoS 2 message holds its window slot until PUBCOMP).
-    fn send_marks(&mut self, st: &mut State) {
-        if st.marks.is_empty() {
-            return;
-        }
-        let ids = std::mem::take(&mut st.marks);
-        let n = ids.len() as u64;
-        match self.writer.try_send(WriteCmd::Release(ids)) {
-            Ok(()) => st.marks_sent += n,
-            Err(mpsc::error::TrySendError::Full(WriteCmd::Release(ids))) => st.marks = ids,
-            Err(_) => warn!("uplink: outbox writer gone; QoS 2 messages wait for their PUBREL"),
-        }
-    }
 }
 
 /// The outcome of the read in progress.
@@ -381,4 +342,5 @@ mod report;
 mod server;
 #[cfg(test)]
 mod tests;
+mod to_writer;
 mod window;
