@@ -66,10 +66,10 @@ pub mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -115,8 +115,8 @@ struct Tasks {
     link: Option<(JoinHandle<()>, CancellationToken, clients::ClientPublishes)>,
     forwarder: JoinHandle<()>,
     writer: JoinHandle<()>,
-    flush: CancellationToken,
-    flush_ms: Arc<AtomicU64>,
+    /// Tells the forwarder to flush, and for how long.
+    flush: watch::Sender<Option<Duration>>,
     /// Write-behind's spill task and its stop.
     spill: Option<(JoinHandle<()>, CancellationToken)>,
     /// Publishes MQTT 5 commands with their request/response properties.
@@ -197,8 +197,7 @@ impl Bridge {
         let uplink = upstream::Link::new(opts, requests, cfg.reconnect, counters.clone());
         let (local_tx, local_rx) = mpsc::channel(local_capacity);
         let status_topic = crate::reading::status::gateway_topic(&gateway);
-        let flush = CancellationToken::new();
-        let flush_ms = Arc::new(AtomicU64::new(0));
+        let (flush, flush_rx) = watch::channel(None);
         let behind =
             (cfg.buffer.write_behind).map(|w| behind::Behind::new(w.get(), counters.clone()));
         let spill = behind.clone().map(|b| {
@@ -230,8 +229,7 @@ impl Bridge {
             live: live_rx,
             commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
             counters: counters.clone(),
-            shutdown: flush.clone(),
-            flush_ms: flush_ms.clone(),
+            flush: flush_rx,
             behind: behind.clone(),
         };
         let forwarder = tokio::spawn(
@@ -275,7 +273,6 @@ impl Bridge {
                     forwarder,
                     writer,
                     flush,
-                    flush_ms,
                     spill,
                     command_props: command_props_task,
                 }),
@@ -336,8 +333,8 @@ impl Bridge {
         }
         let reserve = forward::OFFLINE_WAIT + forward::DISCONNECT_WAIT * 2 + WRITER_WAIT;
         let flush = end.saturating_duration_since(now()).saturating_sub(reserve);
-        t.flush_ms.store(flush.as_millis() as u64, Relaxed);
-        t.flush.cancel();
+        // the forwarder may be gone already: nothing to flush then
+        let _ = t.flush.send(Some(flush));
         if tokio::time::timeout_at(end - WRITER_WAIT, t.forwarder)
             .await
             .is_err()

@@ -50,9 +50,9 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use sqlx::SqlitePool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
+use tokio_util::sync::ReusableBoxFuture;
 use tracing::{info, warn};
 
 use super::behind::Behind;
@@ -107,11 +107,9 @@ pub struct Forwarder<C: Upstream = Client> {
     pub command_props: Option<mpsc::Sender<super::command_props::WithProps>>,
     /// Commands published locally on forwarded topics must not come back.
     pub counters: Arc<Counters>,
-    /// Cancelled when the gateway stops: flush, then say `offline`.
-    pub shutdown: CancellationToken,
-    /// How long the flush may take, in ms, read when `shutdown` fires
-    /// (the bridge sets what is left of its stop budget).
-    pub flush_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the gateway stops: how long the flush may take (what is
+    /// left of the bridge's stop budget); then say `offline`.
+    pub flush: watch::Receiver<Option<Duration>>,
     /// The write-behind memory queue (`buffer.write_behind`), when on.
     pub behind: Option<Arc<Behind>>,
 }
@@ -198,10 +196,8 @@ impl<C: Upstream> Forwarder<C> {
                     Some(p) => self.send_live(p, &mut st, &mut live_drops),
                     None => live_open = false,
                 },
-                _ = self.shutdown.cancelled(), if matches!(st.mode, Mode::Live | Mode::Disconnected) => {
-                    let ms = self.flush_ms.load(Relaxed);
-                    let until = tokio::time::Instant::now() + Duration::from_millis(ms);
-                    self.on_shutdown(&mut st, until);
+                flush = flush_asked(&mut self.flush), if matches!(st.mode, Mode::Live | Mode::Disconnected) => {
+                    self.on_shutdown(&mut st, tokio::time::Instant::now() + flush);
                 }
                 _ = sleep_until(st.mode) => expired = true,
                 // write-behind: messages in memory to send
@@ -322,6 +318,19 @@ async fn behind_ready(behind: &Option<Arc<Behind>>) {
     match behind {
         Some(b) => b.ready.notified().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Until the gateway stops: how long the flush may take (for ever if
+/// the bridge is gone without a stop).
+async fn flush_asked(flush: &mut watch::Receiver<Option<Duration>>) -> Duration {
+    let asked = flush
+        .wait_for(Option::is_some)
+        .await
+        .map(|d| d.unwrap_or_default());
+    match asked {
+        Ok(d) => d,
+        Err(_) => std::future::pending().await,
     }
 }
 

@@ -3,12 +3,10 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::QoS;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
 use super::window::{Mode, State, Tracked};
 use super::{Forwarder, Upstream};
@@ -108,8 +106,7 @@ pub(super) async fn rig(extra: &str) -> Rig {
         commands: None,
         command_props: None,
         counters: Arc::new(Counters::default()),
-        shutdown: CancellationToken::new(),
-        flush_ms: Arc::new(AtomicU64::new(0)),
+        flush: tokio::sync::watch::channel(None).1,
         behind: None,
     };
     Rig {
