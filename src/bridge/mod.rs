@@ -62,6 +62,7 @@ pub mod outbox;
 mod own;
 mod poison;
 mod route;
+mod start;
 pub mod upstream;
 
 use std::path::Path;
@@ -72,7 +73,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
@@ -118,7 +119,7 @@ struct Tasks {
     /// Tells the forwarder to flush, and for how long.
     flush: watch::Sender<Option<Duration>>,
     /// Write-behind's spill task and its stop.
-    spill: Option<(JoinHandle<()>, CancellationToken)>,
+    spill: Option<start::Stoppable>,
     /// Publishes MQTT 5 commands with their request/response properties.
     command_props: Option<JoinHandle<()>>,
 }
@@ -152,130 +153,48 @@ impl Bridge {
         self::metrics::get();
         crate::metrics::get().set_collector("bridge", counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
-        let metrics = crate::metrics::get();
-        let outbox::Opened {
-            pool,
-            writer,
-            progress,
-            set_aside,
-        } = match outbox::open_or_set_aside(data_dir, &cfg.buffer, &counters).await {
-            Ok(o) => o,
-            Err(e) => {
-                // local operation goes on; nothing is forwarded
-                error!(error = %e, "uplink off: the outbox cannot be opened; \
-                    local clients and devices keep working, nothing is forwarded upstream");
-                metrics.set_outbox_problem(format!("uplink off: {e}"));
-                return Ok((Bridge::off(counters), from_rules));
-            }
+        let Some(opened) = start::open_outbox(data_dir, &cfg, &counters).await else {
+            return Ok((Bridge::off(counters), from_rules));
         };
-        if let Some((to, why)) = &set_aside {
-            self::metrics::get().outbox_set_aside.inc();
-            error!(moved_to = %to.display(), error = %why,
-                "the outbox file was broken: set aside, a fresh outbox is in use \
-                 (the messages it held are not sent)");
-            metrics.set_outbox_problem(format!(
-                "broken outbox set aside as {} ({why}); a fresh outbox is in use",
-                to.display()
-            ));
-        }
         let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
-        let writer = writer
+        let writer = (opened.writer)
             .with_live(live_tx.clone())
             .with_flush_at(usize::from(cfg.inflight) / 4);
-        info!(
-            path = %outbox::db_path(data_dir).display(),
-            messages = counters.depth.load(Relaxed),
-            bytes = counters.depth_bytes.load(Relaxed),
-            "outbox open"
-        );
+        start::log_opened(data_dir, &counters);
         let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
         let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
-
-        // room for the whole window plus status, subscribe and disconnect
-        // requests: the forwarder never waits for room (see forward/)
-        let (client, requests) = upstream::Client::new(cfg.inflight as usize + 64);
-        let uplink = upstream::Link::new(opts, requests, cfg.reconnect, counters.clone());
         let (local_tx, local_rx) = mpsc::channel(local_capacity);
-        let status_topic = crate::reading::status::gateway_topic(&gateway);
-        let (flush, flush_rx) = watch::channel(None);
-        let behind =
-            (cfg.buffer.write_behind).map(|w| behind::Behind::new(w.get(), counters.clone()));
-        let spill = behind.clone().map(|b| {
-            let stop = CancellationToken::new();
-            let task = tokio::spawn(
-                b.run(write_tx.clone(), stop.clone())
-                    .instrument(info_span!("write_behind")),
-            );
-            (task, stop)
-        });
-
-        // MQTT 5 commands keep their response topic, correlation data and
-        // user properties: published through the broker handle
-        let (command_props, command_props_task) = match &broker {
-            Some(b) if cfg.protocol == config::Protocol::V5 && !cfg.commands.is_empty() => {
-                let (tx, task) = command_props::start(b.clone());
-                (Some(tx), Some(task))
-            }
-            _ => (None, None),
-        };
-        let forwarder = forward::Forwarder {
-            command_props,
-            cfg: cfg.clone(),
-            gateway: gateway.clone(),
-            client,
-            pool,
-            writer: write_tx.clone(),
-            progress,
-            live: live_rx,
-            commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
+        let wiring = start::Wiring {
+            status_topic: crate::reading::status::gateway_topic(&gateway),
+            behind: (cfg.buffer.write_behind)
+                .map(|w| behind::Behind::new(w.get(), counters.clone())),
+            cfg,
+            gateway,
             counters: counters.clone(),
-            flush: flush_rx,
-            behind: behind.clone(),
-        };
-        let forwarder = tokio::spawn(
-            forwarder
-                .run(uplink)
-                .instrument(info_span!("uplink", url = %cfg.url)),
-        );
-
-        let link = broker.map(|b| {
-            let cancel = CancellationToken::new();
-            let (intake, task) = clients::ClientPublishes::start(
-                route::Route::new(cfg.clone(), status_topic.clone()),
-                write_tx.clone(),
-                live_tx.clone(),
-                counters.clone(),
-                cancel.clone(),
-            );
-            b.set_intake(Arc::new(intake.clone()));
-            (task, cancel, intake)
-        });
-
-        let intake = own::OwnPublishes {
-            route: route::Route::new(cfg, status_topic),
             writer: write_tx,
             live: live_tx,
             local: local_tx,
-            counters: counters.clone(),
-            behind,
         };
-        let intake = tokio::spawn(
-            intake
-                .run(from_rules)
-                .instrument(info_span!("bridge_intake")),
-        );
+        let spill = wiring.start_spill();
+        let (flush, flush_rx) = watch::channel(None);
+        let outbox = (opened.pool, opened.progress);
+        let (forwarder, command_props) =
+            wiring.start_forwarder(opts, outbox, live_rx, flush_rx, broker.as_ref());
+        let link = broker.map(|b| wiring.start_clients(&b));
+        let intake = wiring.start_own(from_rules);
+        let tasks = Tasks {
+            intake,
+            link,
+            forwarder,
+            writer,
+            flush,
+            spill,
+            command_props,
+        };
         Ok((
             Bridge {
                 counters,
-                tasks: Some(Tasks {
-                    intake,
-                    link,
-                    forwarder,
-                    writer,
-                    flush,
-                    spill,
-                    command_props: command_props_task,
-                }),
+                tasks: Some(tasks),
             },
             local_rx,
         ))
