@@ -389,8 +389,4 @@ pub use read::{Stats, Stored, fetch, stats};
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
-mod maintain_tests;
-#[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod window_tests;
