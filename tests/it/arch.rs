@@ -399,8 +399,6 @@ fn a_circle_under_bridge_is_reported_like_any_other() {
 const OLD_TEST_LAYOUT: &[&str] = &[
     "bridge/forward/tests",
     "bridge/forward/tests.rs",
-    "bridge/outbox/limits_tests.rs",
-    "bridge/outbox/tests.rs",
     "broker/acl_tests.rs",
     "broker/auth_tests.rs",
     "broker/packet/connect5_tests.rs",
