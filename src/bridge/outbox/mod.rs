@@ -387,13 +387,14 @@ pub use props::RowProps;
 mod read;
 pub use read::{Stats, Stored, fetch, stats};
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::delete::runs;
     use super::*;
     use crate::bridge::config::Synchronous;
     use crate::config::ByteSize;
 
-    pub(super) fn m(i: usize) -> NewMessage {
+    /// A QoS 1 message whose payload is `i` (the bridge's tests share it).
+    pub(in crate::bridge) fn m(i: usize) -> NewMessage {
         NewMessage {
             topic: "t".into(),
             payload: bytes::Bytes::from(format!("{i:09}")),
