@@ -13,7 +13,6 @@
 //! status page, the systemd STATUS line). This module must import no stage
 //! and hold no pipeline state beyond counters and gauges.
 
-pub use crate::log_throttle::LogThrottle;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::gauge::Gauge;
 

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::Counters;
+use super::counters::Counters;
 use super::outbox::{NewMessage, WriteCmd};
 
 /// Messages kept in memory at most; past it the oldest are written.
@@ -230,16 +230,7 @@ pub async fn write(writer: &mpsc::Sender<WriteCmd>, msgs: Vec<NewMessage>, wait:
 mod tests {
     use super::*;
 
-    fn m(i: usize) -> NewMessage {
-        NewMessage {
-            topic: "t".into(),
-            payload: bytes::Bytes::from(format!("{i:09}")),
-            qos: 1,
-            retain: false,
-            expiry_s: 0,
-            props: None,
-        }
-    }
+    use crate::bridge::outbox::tests::m;
 
     #[test]
     fn acknowledged_messages_are_never_due_the_others_by_the_window() {

@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::Counters;
+use super::counters::Counters;
 use crate::metrics::{
     Collector, Counter, CounterFamily, Gauge, Metrics, UplinkFigures, gauge, labels, mirror,
 };

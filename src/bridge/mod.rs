@@ -18,7 +18,7 @@
 //!   it is durable. The upstream topic is `prefix + topic`, the QoS the
 //!   forward entry's `qos`; a QoS 0 entry sends live and never buffers.
 //! - QoS 1/2 forwarded messages that local clients publish on the embedded
-//!   broker, committed before the broker acknowledges them (`intake.rs`).
+//!   broker, committed before the broker acknowledges them (`clients.rs`).
 //! - Not the gateway status `{gateway}/status`: the bridge says `online`
 //!   upstream on every connect, `offline` on shutdown, and the broker
 //!   publishes the `offline` last will if the gateway vanishes.
@@ -49,31 +49,35 @@
 
 mod behind;
 mod cli;
+mod clients;
 mod command_props;
 pub mod config;
+mod counters;
 mod cursor;
 mod describe;
 pub mod filters;
 mod forward;
-mod intake;
 mod metrics;
 pub mod outbox;
 mod own;
 mod poison;
+mod route;
+mod start;
 pub mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 pub use cli::{OutboxCommand, run_cli};
 pub use config::UplinkConfig;
+pub use counters::Counters;
 pub use describe::describe;
 
 use crate::reading::Publish;
@@ -90,8 +94,6 @@ pub const STOP_BUDGET: Duration = Duration::from_secs(10);
 const INTAKE_WAIT: Duration = Duration::from_secs(2);
 /// What the stop keeps for the writer's last commit.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
-/// Most publishes the intake commits in one batch.
-const INTAKE_BATCH: usize = 4096;
 
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,38 +102,6 @@ pub enum BridgeError {
     Outbox(#[from] outbox::OutboxError),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
-}
-
-/// What the bridge counted since start (for logs and metrics).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub committed: AtomicU64,
-    pub dropped_oldest: AtomicU64,
-    pub dropped_newest: AtomicU64,
-    pub expired: AtomicU64,
-    /// Rows past their MQTT 5 `message_expiry` when their turn came: dropped unsent.
-    pub message_expired: AtomicU64,
-    pub io_errors: AtomicU64,
-    pub sent: AtomicU64,
-    pub acked: AtomicU64,
-    pub live_dropped: AtomicU64,
-    pub commands_dropped: AtomicU64,
-    /// Messages moved to the dead-letter table (given up on).
-    pub dead: AtomicU64,
-    pub from_local_clients: AtomicU64,
-    /// Gauges: rows and bytes in the outbox.
-    pub depth: AtomicU64,
-    pub depth_bytes: AtomicU64,
-    /// 1 while the upstream connection is up.
-    pub connected: AtomicU64,
-    /// Commit time (ms since the epoch) of the oldest outbox row; 0 when empty.
-    pub oldest_ms: std::sync::atomic::AtomicI64,
-    /// Dead letters removed past the table's bound or age (`outbox/maintain.rs`).
-    pub dead_pruned: AtomicU64,
-    /// What is wrong with the outbox's disk now (a failing commit), for
-    /// `/healthz` (503), the STATUS line and the log; cleared by the next
-    /// commit that succeeds.
-    pub disk_problem: std::sync::Mutex<Option<String>>,
 }
 
 /// A running bridge.
@@ -143,13 +113,13 @@ pub struct Bridge {
 
 struct Tasks {
     intake: JoinHandle<()>,
-    link: Option<(JoinHandle<()>, CancellationToken, intake::LocalIntake)>,
+    link: Option<(JoinHandle<()>, CancellationToken, clients::ClientPublishes)>,
     forwarder: JoinHandle<()>,
     writer: JoinHandle<()>,
-    flush: CancellationToken,
-    flush_ms: Arc<AtomicU64>,
+    /// Tells the forwarder to flush, and for how long.
+    flush: watch::Sender<Option<Duration>>,
     /// Write-behind's spill task and its stop.
-    spill: Option<(JoinHandle<()>, CancellationToken)>,
+    spill: Option<start::Stoppable>,
     /// Publishes MQTT 5 commands with their request/response properties.
     command_props: Option<JoinHandle<()>>,
 }
@@ -183,135 +153,48 @@ impl Bridge {
         self::metrics::get();
         crate::metrics::get().set_collector("bridge", counters.clone());
         let opts = upstream::options(&cfg, &gateway)?;
-        let metrics = crate::metrics::get();
-        let outbox::Opened {
-            pool,
-            writer,
-            progress,
-            set_aside,
-        } = match outbox::open_or_set_aside(data_dir, &cfg.buffer, &counters).await {
-            Ok(o) => o,
-            Err(e) => {
-                // local operation goes on; nothing is forwarded
-                error!(error = %e, "uplink off: the outbox cannot be opened; \
-                    local clients and devices keep working, nothing is forwarded upstream");
-                metrics.set_outbox_problem(format!("uplink off: {e}"));
-                return Ok((Bridge::off(counters), from_rules));
-            }
+        let Some(opened) = start::open_outbox(data_dir, &cfg, &counters).await else {
+            return Ok((Bridge::off(counters), from_rules));
         };
-        if let Some((to, why)) = &set_aside {
-            self::metrics::get().outbox_set_aside.inc();
-            error!(moved_to = %to.display(), error = %why,
-                "the outbox file was broken: set aside, a fresh outbox is in use \
-                 (the messages it held are not sent)");
-            metrics.set_outbox_problem(format!(
-                "broken outbox set aside as {} ({why}); a fresh outbox is in use",
-                to.display()
-            ));
-        }
         let (live_tx, live_rx) = mpsc::channel(LIVE_CAPACITY);
-        let writer = writer
+        let writer = (opened.writer)
             .with_live(live_tx.clone())
             .with_flush_at(usize::from(cfg.inflight) / 4);
-        info!(
-            path = %outbox::db_path(data_dir).display(),
-            messages = counters.depth.load(Relaxed),
-            bytes = counters.depth_bytes.load(Relaxed),
-            "outbox open"
-        );
+        start::log_opened(data_dir, &counters);
         let (write_tx, write_rx) = mpsc::channel(WRITER_CAPACITY);
         let writer = tokio::spawn(writer.run(write_rx).instrument(info_span!("outbox")));
-
-        // room for the whole window plus status, subscribe and disconnect
-        // requests: the forwarder never waits for room (see forward/)
-        let (client, requests) = upstream::Client::new(cfg.inflight as usize + 64);
-        let uplink = upstream::Link::new(opts, requests, cfg.reconnect, counters.clone());
         let (local_tx, local_rx) = mpsc::channel(local_capacity);
-        let status_topic = crate::reading::status::gateway_topic(&gateway);
-        let flush = CancellationToken::new();
-        let flush_ms = Arc::new(AtomicU64::new(0));
-        let behind =
-            (cfg.buffer.write_behind).map(|w| behind::Behind::new(w.get(), counters.clone()));
-        let spill = behind.clone().map(|b| {
-            let stop = CancellationToken::new();
-            let task = tokio::spawn(
-                b.run(write_tx.clone(), stop.clone())
-                    .instrument(info_span!("write_behind")),
-            );
-            (task, stop)
-        });
-
-        // MQTT 5 commands keep their response topic, correlation data and
-        // user properties: published through the broker handle
-        let (command_props, command_props_task) = match &broker {
-            Some(b) if cfg.protocol == config::Protocol::V5 && !cfg.commands.is_empty() => {
-                let (tx, task) = command_props::start(b.clone());
-                (Some(tx), Some(task))
-            }
-            _ => (None, None),
-        };
-        let forwarder = forward::Forwarder {
-            command_props,
-            cfg: cfg.clone(),
-            gateway: gateway.clone(),
-            client,
-            pool,
-            writer: write_tx.clone(),
-            progress,
-            live: live_rx,
-            commands: (!cfg.commands.is_empty()).then(|| local_tx.clone()),
-            counters: counters.clone(),
-            shutdown: flush.clone(),
-            flush_ms: flush_ms.clone(),
-            behind: behind.clone(),
-        };
-        let forwarder = tokio::spawn(
-            forwarder
-                .run(uplink)
-                .instrument(info_span!("uplink", url = %cfg.url)),
-        );
-
-        let link = broker.map(|b| {
-            let cancel = CancellationToken::new();
-            let (intake, task) = intake::LocalIntake::start(
-                cfg.clone(),
-                status_topic.clone(),
-                write_tx.clone(),
-                live_tx.clone(),
-                counters.clone(),
-                cancel.clone(),
-            );
-            b.set_intake(Arc::new(intake.clone()));
-            (task, cancel, intake)
-        });
-
-        let intake = own::Intake {
+        let wiring = start::Wiring {
+            status_topic: crate::reading::status::gateway_topic(&gateway),
+            behind: (cfg.buffer.write_behind)
+                .map(|w| behind::Behind::new(w.get(), counters.clone())),
             cfg,
-            status_topic,
+            gateway,
+            counters: counters.clone(),
             writer: write_tx,
             live: live_tx,
             local: local_tx,
-            counters: counters.clone(),
-            behind,
         };
-        let intake = tokio::spawn(
-            intake
-                .run(from_rules)
-                .instrument(info_span!("bridge_intake")),
-        );
+        let spill = wiring.start_spill();
+        let (flush, flush_rx) = watch::channel(None);
+        let outbox = (opened.pool, opened.progress);
+        let (forwarder, command_props) =
+            wiring.start_forwarder(opts, outbox, live_rx, flush_rx, broker.as_ref());
+        let link = broker.map(|b| wiring.start_clients(&b));
+        let intake = wiring.start_own(from_rules);
+        let tasks = Tasks {
+            intake,
+            link,
+            forwarder,
+            writer,
+            flush,
+            spill,
+            command_props,
+        };
         Ok((
             Bridge {
                 counters,
-                tasks: Some(Tasks {
-                    intake,
-                    link,
-                    forwarder,
-                    writer,
-                    flush,
-                    flush_ms,
-                    spill,
-                    command_props: command_props_task,
-                }),
+                tasks: Some(tasks),
             },
             local_rx,
         ))
@@ -369,8 +252,8 @@ impl Bridge {
         }
         let reserve = forward::OFFLINE_WAIT + forward::DISCONNECT_WAIT * 2 + WRITER_WAIT;
         let flush = end.saturating_duration_since(now()).saturating_sub(reserve);
-        t.flush_ms.store(flush.as_millis() as u64, Relaxed);
-        t.flush.cancel();
+        // the forwarder may be gone already: nothing to flush then
+        let _ = t.flush.send(Some(flush));
         if tokio::time::timeout_at(end - WRITER_WAIT, t.forwarder)
             .await
             .is_err()

@@ -2,7 +2,8 @@
 //! local broker: those on forwarded topics at QoS 1/2 are committed to the
 //! outbox first (within `buffer.commit_window`, several batches in one
 //! commit), QoS 0 ones are sent live, and every publish then goes on to
-//! the local broker, in order, once its batch is committed. With
+//! the local broker, in order, once its batch is committed (the forward
+//! entry is `route.rs`'s). With
 //! write-behind (`behind.rs`) they go to the memory queue instead and on
 //! to the local broker at once.
 //!
@@ -17,16 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::behind::{self, Behind};
-use super::config::UplinkConfig;
-use super::outbox::{Commit, NewMessage, WriteCmd};
-use super::{Counters, INTAKE_BATCH};
-use crate::metrics::LogThrottle;
+use super::counters::Counters;
+use super::outbox::{Commit, WriteCmd};
+use super::route::Route;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 
 /// The gateway's own publishes: commit (when forwarded), then publish locally.
-pub(super) struct Intake {
-    pub(super) cfg: Arc<UplinkConfig>,
-    pub(super) status_topic: String,
+pub(super) struct OwnPublishes {
+    pub(super) route: Route,
     pub(super) writer: mpsc::Sender<WriteCmd>,
     pub(super) live: mpsc::Sender<Publish>,
     pub(super) local: mpsc::Sender<Publish>,
@@ -34,6 +34,9 @@ pub(super) struct Intake {
     /// Write-behind: forwarded messages go to memory, not to the writer.
     pub(super) behind: Option<Arc<Behind>>,
 }
+
+/// Most publishes the intake commits in one batch.
+const INTAKE_BATCH: usize = 4096;
 
 /// Batches handed to the writer and not yet committed, at most: the
 /// intake goes on taking publishes while a commit window runs.
@@ -43,7 +46,7 @@ const MAX_PENDING: usize = 8;
 /// stored, nothing to wait for) and the publishes for the local broker.
 type Pending = (Option<oneshot::Receiver<bool>>, Vec<Publish>);
 
-impl Intake {
+impl OwnPublishes {
     pub(super) async fn run(self, mut rx: mpsc::Receiver<Publish>) {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut live_log = LogThrottle::new(Duration::from_secs(10));
@@ -92,29 +95,14 @@ impl Intake {
     ) -> Option<oneshot::Receiver<bool>> {
         let mut store = Vec::new();
         for p in batch {
-            let rule = if p.topic == self.status_topic {
-                None
-            } else {
-                self.cfg.forward_rule(&p.topic)
+            // the entry's QoS, whatever the publish's
+            let Some((msg, _)) = self.route.message(&p.topic, &p.payload, 2, p.retain) else {
+                continue;
             };
-            let Some(rule) = rule else { continue };
-            let up = Publish {
-                topic: format!("{}{}", rule.prefix, p.topic),
-                payload: p.payload.clone(),
-                qos: rule.qos,
-                retain: p.retain,
-            };
-            if rule.qos.as_u8() == 0 {
-                self.send_live(up, live_log);
+            if msg.qos == 0 {
+                self.send_live(msg.to_publish(), live_log);
             } else {
-                store.push(NewMessage {
-                    topic: up.topic,
-                    payload: up.payload,
-                    qos: up.qos.as_u8(),
-                    retain: up.retain,
-                    expiry_s: rule.expiry_secs(),
-                    props: None,
-                });
+                store.push(msg);
             }
         }
         if store.is_empty() {

@@ -10,11 +10,6 @@
 //! assembles them into the whole `Config`. This module must import no stage
 //! and start nothing (see the module graph check, `tests/it/arch.rs`).
 
-/// Setting broken files aside is the `data_dir` leaf's; this path stays
-/// until `sparkplug/seq.rs` and `sparkplug/history.rs` import it from there.
-pub mod files {
-    pub use crate::data_dir::set_aside;
-}
 mod locate;
 pub mod secrets;
 pub mod types;

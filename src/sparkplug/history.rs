@@ -78,7 +78,7 @@ impl History {
         let conn = match connect(&path).await {
             Ok(c) => c,
             Err(sqlx::Error::Database(e)) if is_broken(e.message()) => {
-                match crate::config::files::set_aside(&path) {
+                match crate::data_dir::set_aside(&path) {
                     Ok(to) => {
                         warn!(file = %path.display(), set_aside = %to.display(), error = %e, "Sparkplug history file is broken; set aside, starting empty")
                     }

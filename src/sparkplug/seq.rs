@@ -57,7 +57,7 @@ impl BdSeq {
             Ok(text) => match text.trim().parse::<u8>() {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    match crate::config::files::set_aside(&file) {
+                    match crate::data_dir::set_aside(&file) {
                         Ok(to) => {
                             warn!(file = %file.display(), set_aside = %to.display(), "bdSeq file is not a number 0-255; starting at 0")
                         }

@@ -396,14 +396,7 @@ fn a_circle_under_bridge_is_reported_like_any_other() {
 /// `tests.rs`, a `tests/` folder), left in trees other work was changing
 /// when the one layout (an inline `mod tests`, docs/design.md "Where tests
 /// live") was chosen. Moving one inline removes it from this list.
-const OLD_TEST_LAYOUT: &[&str] = &[
-    "bridge/forward/tests",
-    "bridge/forward/tests.rs",
-    "bridge/outbox/limits_tests.rs",
-    "bridge/outbox/maintain_tests.rs",
-    "bridge/outbox/tests.rs",
-    "bridge/outbox/window_tests.rs",
-];
+const OLD_TEST_LAYOUT: &[&str] = &["bridge/forward/tests", "bridge/forward/tests.rs"];
 
 /// Every file and folder below `root` (build output, `.git` and node
 /// modules left out), relative to it.

@@ -50,18 +50,18 @@ use std::time::Duration;
 
 use rumqttc::QoS;
 use sqlx::SqlitePool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
+use tokio_util::sync::ReusableBoxFuture;
 use tracing::{info, warn};
 
-use super::Counters;
 use super::behind::Behind;
 use super::config::UplinkConfig;
 use super::cursor::{Cursor, Fetch};
 use super::outbox::{self, Progress, WriteCmd};
 use super::upstream::{self, Client, Link, Report, Upstream};
-use crate::metrics::LogThrottle;
+use crate::bridge::counters::Counters;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 use pause::ReadPause;
 use window::{Mode, State};
@@ -107,13 +107,32 @@ pub struct Forwarder<C: Upstream = Client> {
     pub command_props: Option<mpsc::Sender<super::command_props::WithProps>>,
     /// Commands published locally on forwarded topics must not come back.
     pub counters: Arc<Counters>,
-    /// Cancelled when the gateway stops: flush, then say `offline`.
-    pub shutdown: CancellationToken,
-    /// How long the flush may take, in ms, read when `shutdown` fires
-    /// (the bridge sets what is left of its stop budget).
-    pub flush_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the gateway stops: how long the flush may take (what is
+    /// left of the bridge's stop budget); then say `offline`.
+    pub flush: watch::Receiver<Option<Duration>>,
     /// The write-behind memory queue (`buffer.write_behind`), when on.
     pub behind: Option<Arc<Behind>>,
+}
+
+/// What the drain loop keeps across its turns beside the window's
+/// [`State`]: the connection's next report, the outbox read in progress
+/// and its pause, the log throttles, the queues still open.
+struct Turns {
+    conn: Next,
+    /// The outbox read in progress, run beside the connection.
+    reading: Option<Reading>,
+    read_pause: ReadPause,
+    read_log: LogThrottle,
+    live_drops: LogThrottle,
+    live_open: bool,
+    status_topic: String,
+}
+
+/// Clones of the forwarder's queues, apart from [`Turns`]: a reserved
+/// permit borrows them (not the forwarder) while an event is handled.
+struct Queues {
+    writer: mpsc::Sender<WriteCmd>,
+    local: Option<mpsc::Sender<Publish>>,
 }
 
 impl<C: Upstream> Forwarder<C> {
@@ -121,120 +140,139 @@ impl<C: Upstream> Forwarder<C> {
         let mut st = State::new(Cursor::new(self.cfg.buffer.drain));
         st.pace =
             (self.cfg.drain_rate).map(|rate| pace::Pace::new(rate, tokio::time::Instant::now()));
-        let mut conn: Next = ReusableBoxFuture::new(upstream::next(Box::new(link)));
-        let mut live_drops = LogThrottle::new(Duration::from_secs(10));
-        let mut read_log = LogThrottle::new(Duration::from_secs(10));
-        let mut read_pause = ReadPause::Clear;
-        let mut live_open = true;
-        let status_topic = self.cfg.status_topic(&self.gateway);
-        // clones, so a reserved permit does not borrow `self`
-        let writer = self.writer.clone();
-        let mut local = self.commands.clone();
-        // the outbox read in progress, run beside the connection
-        let mut reading: Option<Reading> = None;
+        let mut t = Turns {
+            conn: ReusableBoxFuture::new(upstream::next(Box::new(link))),
+            reading: None,
+            read_pause: ReadPause::Clear,
+            read_log: LogThrottle::new(Duration::from_secs(10)),
+            live_drops: LogThrottle::new(Duration::from_secs(10)),
+            live_open: true,
+            status_topic: self.cfg.status_topic(&self.gateway),
+        };
+        let mut q = Queues {
+            writer: self.writer.clone(),
+            local: self.commands.clone(),
+        };
         while !matches!(st.mode, Mode::Stopping { .. }) {
-            let deleting = st.acks_sent > st.acks_done;
-            let marking = st.marks_sent > st.marks_done;
-            let mut expired = false;
-            tokio::select! {
-                (mut link, r) = conn.get_pin() => {
-                    self.on_report(&mut *link, r, &mut st, &status_topic);
-                    conn.set(upstream::next(link));
-                    // take whatever else is ready, so acks and window
-                    // refills are handled in batches
-                    for _ in 0..EVENTS_PER_TURN {
-                        match std::future::poll_fn(|cx| Poll::Ready(conn.poll(cx))).await {
-                            Poll::Ready((mut link, r)) => {
-                                self.on_report(&mut *link, r, &mut st, &status_topic);
-                                conn.set(upstream::next(link));
-                            }
-                            Poll::Pending => break,
-                        }
-                    }
-                }
-                rows = join(&mut reading), if reading.is_some() => {
-                    let (_, fetch, started) = reading.take().expect("polled only while reading");
-                    match rows {
-                        Ok(rows) => {
-                            read_pause.ok();
-                            st.cursor.on_rows(fetch, rows);
-                            let ready = &st.cursor.ready;
-                            self.progress
-                                .in_flight
-                                .forget_gone(started, |id| ready.iter().any(|r| r.id == id));
-                        }
-                        Err(e) => {
-                            self.counters.io_errors.fetch_add(1, Relaxed);
-                            let wait = read_pause.failed();
-                            if let Some(suppressed) = read_log.ready() {
-                                warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
-                                    suppressed_logs = suppressed, "uplink: cannot read the outbox");
-                            }
-                        }
-                    }
-                }
-                _ = read_pause.wait(), if reading.is_none() => {}
-                _ = self.progress.committed.changed(), if st.cursor.caught_up => st.cursor.wake(),
-                _ = self.progress.deleted.changed(), if deleting => {}
-                _ = self.progress.released.changed(), if marking => {}
-                permit = writer.reserve(), if !st.acks.is_empty() && !deleting => {
-                    if let Ok(p) = permit {
-                        st.acks_sent += st.acks.len() as u64;
-                        p.send(WriteCmd::Ack(std::mem::take(&mut st.acks)));
-                    }
-                }
-                // marks the writer had no room for: as soon as it has (the
-                // PUBRELs wait for them, nothing else may wake the loop)
-                permit = writer.reserve(), if !st.marks.is_empty() => {
-                    if let Ok(p) = permit {
-                        st.marks_sent += st.marks.len() as u64;
-                        p.send(WriteCmd::Release(std::mem::take(&mut st.marks)));
-                    }
-                }
-                permit = reserve(&local), if !st.commands.is_empty() => {
-                    if let Some(p) = permit {
-                        self.command_handed_on(&mut st, p);
-                    }
-                }
-                m = self.live.recv(), if live_open => match m {
-                    Some(p) => self.send_live(p, &mut st, &mut live_drops),
-                    None => live_open = false,
-                },
-                _ = self.shutdown.cancelled(), if matches!(st.mode, Mode::Live | Mode::Disconnected) => {
-                    let ms = self.flush_ms.load(Relaxed);
-                    let until = tokio::time::Instant::now() + Duration::from_millis(ms);
-                    self.on_shutdown(&mut st, until);
-                }
-                _ = sleep_until(st.mode) => expired = true,
-                // write-behind: messages in memory to send
-                _ = behind_ready(&self.behind), if st.mode.connected() => {}
-                // drain_rate: a token is due for the row held back
-                _ = pace::ready(&st.pace), if st.mode.connected() => {}
-            }
-            if self.commands.is_none() {
-                // the gateway stops: the local publish queue may close
-                local = None;
-            }
-            st.acks_done = *self.progress.deleted.borrow_and_update();
-            let marked = *self.progress.released.borrow_and_update();
-            self.release_marked(&mut st, marked);
-            self.send_acks(&mut st);
-            self.send_marks(&mut st);
-            self.send_failures(&mut st);
-            self.send_command_acks(&mut st);
-            match st.mode {
-                Mode::Live | Mode::Flushing { .. } => {
-                    self.send_behind(&mut st);
-                    self.fill(&mut st);
-                    if reading.is_none() && read_pause.is_clear() {
-                        reading = self.read(&mut st);
-                    }
-                }
-                Mode::Disconnected | Mode::Stopping { .. } => {}
-            }
-            self.after_turn(&mut st, expired);
+            let expired = self.next_event(&mut st, &mut t, &q).await;
+            self.after_event(&mut st, &mut t, &mut q, expired);
         }
-        self.stop(&mut st, &mut conn, &status_topic).await;
+        self.stop(&mut st, &mut t.conn, &t.status_topic).await;
+    }
+
+    /// Waits for the next event and handles it; `true` when it was the
+    /// flush deadline.
+    async fn next_event(&mut self, st: &mut State, t: &mut Turns, q: &Queues) -> bool {
+        let deleting = st.acks_sent > st.acks_done;
+        let marking = st.marks_sent > st.marks_done;
+        tokio::select! {
+            (link, r) = t.conn.get_pin() => self.on_reports(link, r, st, t).await,
+            rows = join(&mut t.reading), if t.reading.is_some() => self.on_read(rows, st, t),
+            _ = t.read_pause.wait(), if t.reading.is_none() => {}
+            _ = self.progress.committed.changed(), if st.cursor.caught_up => st.cursor.wake(),
+            _ = self.progress.deleted.changed(), if deleting => {}
+            _ = self.progress.released.changed(), if marking => {}
+            permit = q.writer.reserve(), if !st.acks.is_empty() && !deleting => {
+                if let Ok(p) = permit {
+                    st.acks_sent += to_writer::hand(p, &mut st.acks, WriteCmd::Ack);
+                }
+            }
+            // marks the writer had no room for: as soon as it has (the
+            // PUBRELs wait for them, nothing else may wake the loop)
+            permit = q.writer.reserve(), if !st.marks.is_empty() => {
+                if let Ok(p) = permit {
+                    st.marks_sent += to_writer::hand(p, &mut st.marks, WriteCmd::Release);
+                }
+            }
+            permit = reserve(&q.local), if !st.commands.is_empty() => {
+                if let Some(p) = permit {
+                    self.command_handed_on(st, p);
+                }
+            }
+            m = self.live.recv(), if t.live_open => match m {
+                Some(p) => self.send_live(p, st, &mut t.live_drops),
+                None => t.live_open = false,
+            },
+            flush = flush_asked(&mut self.flush), if matches!(st.mode, Mode::Live | Mode::Disconnected) => {
+                self.on_shutdown(st, tokio::time::Instant::now() + flush);
+            }
+            _ = sleep_until(st.mode) => return true,
+            // write-behind: messages in memory to send
+            _ = behind_ready(&self.behind), if st.mode.connected() => {}
+            // drain_rate: a token is due for the row held back
+            _ = pace::ready(&st.pace), if st.mode.connected() => {}
+        }
+        false
+    }
+
+    /// A report of the upstream connection, and whatever else it has
+    /// ready, so acks and window refills are handled in batches.
+    async fn on_reports(&mut self, mut link: Box<Link>, r: Report, st: &mut State, t: &mut Turns) {
+        self.on_report(&mut *link, r, st, &t.status_topic);
+        t.conn.set(upstream::next(link));
+        for _ in 0..EVENTS_PER_TURN {
+            match std::future::poll_fn(|cx| Poll::Ready(t.conn.poll(cx))).await {
+                Poll::Ready((mut link, r)) => {
+                    self.on_report(&mut *link, r, st, &t.status_topic);
+                    t.conn.set(upstream::next(link));
+                }
+                Poll::Pending => break,
+            }
+        }
+    }
+
+    /// A finished outbox read: its rows to the cursor, or a pause before
+    /// the next read.
+    fn on_read(&mut self, rows: Read, st: &mut State, t: &mut Turns) {
+        let Some((_, fetch, started)) = t.reading.take() else {
+            return;
+        };
+        match rows {
+            Ok(rows) => {
+                t.read_pause.ok();
+                st.cursor.on_rows(fetch, rows);
+                let ready = &st.cursor.ready;
+                self.progress
+                    .in_flight
+                    .forget_gone(started, |id| ready.iter().any(|r| r.id == id));
+            }
+            Err(e) => {
+                self.counters.io_errors.fetch_add(1, Relaxed);
+                let wait = t.read_pause.failed();
+                if let Some(suppressed) = t.read_log.ready() {
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                        suppressed_logs = suppressed, "uplink: cannot read the outbox");
+                }
+            }
+        }
+    }
+
+    /// After every event: the writer's progress, what goes to the writer,
+    /// and, while connected, the window refill and the next read; then the
+    /// mode's next step.
+    fn after_event(&mut self, st: &mut State, t: &mut Turns, q: &mut Queues, expired: bool) {
+        if self.commands.is_none() {
+            // the gateway stops: the local publish queue may close
+            q.local = None;
+        }
+        st.acks_done = *self.progress.deleted.borrow_and_update();
+        let marked = *self.progress.released.borrow_and_update();
+        self.release_marked(st, marked);
+        self.send_acks(st);
+        self.send_marks(st);
+        self.send_failures(st);
+        self.send_command_acks(st);
+        match st.mode {
+            Mode::Live | Mode::Flushing { .. } => {
+                self.send_behind(st);
+                self.fill(st);
+                if t.reading.is_none() && t.read_pause.is_clear() {
+                    t.reading = self.read(st);
+                }
+            }
+            Mode::Disconnected | Mode::Stopping { .. } => {}
+        }
+        self.after_turn(st, expired);
     }
 
     /// Says `offline` upstream (when connected), waits for its PUBACK
@@ -299,43 +337,6 @@ impl<C: Upstream> Forwarder<C> {
         }
         info!("uplink stopped");
     }
-
-    /// Hands the acknowledged ids to the writer when its previous delete
-    /// is done or a quarter of the window waits (group commit: one delete
-    /// per commit, not one per turn), if it has room now; else the
-    /// `reserve` branch of the loop does when it has.
-    fn send_acks(&mut self, st: &mut State) {
-        let busy = st.acks_sent > st.acks_done;
-        if st.acks.is_empty() || (busy && st.acks.len() < self.cfg.inflight as usize / 4) {
-            return;
-        }
-        let ids = std::mem::take(&mut st.acks);
-        let n = ids.len() as u64;
-        match self.writer.try_send(WriteCmd::Ack(ids)) {
-            Ok(()) => st.acks_sent += n,
-            Err(mpsc::error::TrySendError::Full(WriteCmd::Ack(ids))) => st.acks = ids,
-            Err(_) => {
-                warn!("uplink: outbox writer gone; acknowledged messages stay in the outbox");
-            }
-        }
-    }
-}
-
-impl<C: Upstream> Forwarder<C> {
-    /// Hands the `released` marks of PUBREC'd rows to the writer (at
-    /// once: a QoS 2 message holds its window slot until PUBCOMP).
-    fn send_marks(&mut self, st: &mut State) {
-        if st.marks.is_empty() {
-            return;
-        }
-        let ids = std::mem::take(&mut st.marks);
-        let n = ids.len() as u64;
-        match self.writer.try_send(WriteCmd::Release(ids)) {
-            Ok(()) => st.marks_sent += n,
-            Err(mpsc::error::TrySendError::Full(WriteCmd::Release(ids))) => st.marks = ids,
-            Err(_) => warn!("uplink: outbox writer gone; QoS 2 messages wait for their PUBREL"),
-        }
-    }
 }
 
 /// The outcome of the read in progress.
@@ -364,6 +365,19 @@ async fn behind_ready(behind: &Option<Arc<Behind>>) {
     }
 }
 
+/// Until the gateway stops: how long the flush may take (for ever if
+/// the bridge is gone without a stop).
+async fn flush_asked(flush: &mut watch::Receiver<Option<Duration>>) -> Duration {
+    let asked = flush
+        .wait_for(Option::is_some)
+        .await
+        .map(|d| d.unwrap_or_default());
+    match asked {
+        Ok(d) => d,
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// Until the flush deadline, in `Flushing`; for ever otherwise.
 async fn sleep_until(mode: Mode) {
     match mode {
@@ -381,4 +395,5 @@ mod report;
 mod server;
 #[cfg(test)]
 mod tests;
+mod to_writer;
 mod window;

@@ -8,7 +8,6 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::QoS;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -17,10 +16,10 @@ use super::window::{Marks, Mode, State, Tracked, off_the_wire, qos};
 use super::{Forwarder, READ_BYTES, Read, WIRE_BYTES};
 use crate::bridge::config::Protocol;
 use crate::bridge::cursor::{Fetch, READ_AHEAD};
-use crate::bridge::outbox::{self, WriteCmd, dead::Failure};
+use crate::bridge::outbox::{self, dead::Failure};
 use crate::bridge::poison;
 use crate::bridge::upstream::{Outgoing, Report, Resend, Upstream, row_pkid};
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 use crate::reading::Publish;
 
 /// The resend order of messages not from the outbox: before every row.
@@ -261,19 +260,6 @@ impl<C: Upstream> Forwarder<C> {
             format!("the upstream connection dropped {attempts} times while it was the oldest message unacknowledged")
         });
         st.failures.push(Failure { id, attempts, dead });
-    }
-
-    /// Hands failed tries to the writer if it has room now (else later).
-    pub(super) fn send_failures(&mut self, st: &mut State) {
-        if st.failures.is_empty() {
-            return;
-        }
-        let f = std::mem::take(&mut st.failures);
-        match self.writer.try_send(WriteCmd::Failed(f)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(WriteCmd::Failed(f))) => st.failures = f,
-            Err(_) => warn!("uplink: outbox writer gone; failed tries not recorded"),
-        }
     }
 
     fn acked(&mut self, st: &mut State, t: Option<Tracked>) {

@@ -3,21 +3,19 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use rumqttc::QoS;
 use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
 
 use super::window::{Mode, State, Tracked};
 use super::{Forwarder, Upstream};
-use crate::bridge::Counters;
 use crate::bridge::config::{Synchronous, UplinkConfig};
+use crate::bridge::counters::Counters;
 use crate::bridge::cursor::Cursor;
 use crate::bridge::outbox::{self, Progress, Stored, WriteCmd};
 use crate::bridge::upstream::{OTHER_PKIDS, Outgoing, Report, Resend, row_pkid};
-use crate::metrics::LogThrottle;
+use crate::log_throttle::LogThrottle;
 
 const STATUS: &str = "s/gw/status";
 
@@ -108,8 +106,7 @@ pub(super) async fn rig(extra: &str) -> Rig {
         commands: None,
         command_props: None,
         counters: Arc::new(Counters::default()),
-        shutdown: CancellationToken::new(),
-        flush_ms: Arc::new(AtomicU64::new(0)),
+        flush: tokio::sync::watch::channel(None).1,
         behind: None,
     };
     Rig {

@@ -7,10 +7,10 @@ use std::collections::{HashMap, VecDeque};
 
 use rumqttc::QoS;
 
-use super::super::cursor::Cursor;
-use super::super::outbox::{self, InFlight, dead::Failure};
-use super::super::upstream::{Limits, OTHER_PKIDS};
 use super::pace::Pace;
+use crate::bridge::cursor::Cursor;
+use crate::bridge::outbox::{self, InFlight, dead::Failure};
+use crate::bridge::upstream::{Limits, OTHER_PKIDS};
 use crate::reading::Publish;
 
 /// The forwarder's mode (see the transition diagram in `forward`).

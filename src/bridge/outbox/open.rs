@@ -21,8 +21,9 @@ use sqlx::sqlite::{
     SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Counters, OutboxError, Progress, SCHEMA, Writer, dead, maintain};
+use super::{OutboxError, Progress, SCHEMA, Writer, dead, maintain};
 use crate::bridge::config::{BufferConfig, Synchronous};
+use crate::bridge::counters::Counters;
 
 pub(super) fn options(path: &Path, sync: Synchronous) -> SqliteConnectOptions {
     SqliteConnectOptions::new()

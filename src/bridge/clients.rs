@@ -1,9 +1,10 @@
-//! The local clients' intake: QoS 1/2 messages that clients of the
+//! The local clients' publishes ([`ClientPublishes`], the bridge's
+//! `Intake` with the broker): QoS 1/2 messages that clients of the
 //! embedded broker publish on forwarded topics are committed to the outbox
 //! *before* the broker acknowledges them (PUBACK / PUBREC), so a SIGKILL at
 //! any moment loses no acknowledged message.
 //!
-//! The broker calls [`LocalIntake::offer`] for every PUBLISH of a client,
+//! The broker calls [`ClientPublishes::offer`] for every PUBLISH of a client,
 //! before it routes it; for QoS 1/2 the returned future resolves when the
 //! row is committed (or, if the commit failed, handed to the live queue),
 //! and the acknowledgement waits for it. Every
@@ -11,7 +12,8 @@
 //! each batch with one insert (group commit). A message that several
 //! `forward` entries match is committed once, under the first entry.
 //!
-//! QoS upstream = min(publisher's QoS, the entry's `qos`); an entry with
+//! The forward entry is `route.rs`'s: QoS upstream = min(publisher's QoS,
+//! the entry's `qos`); an entry with
 //! `qos: 0` sends live and never buffers; the retain flag is the
 //! publisher's. The gateway status topic is not taken (the bridge says
 //! `online`/`offline` upstream itself). The gateway's own publishes never
@@ -28,17 +30,16 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::Counters;
-use super::config::UplinkConfig;
+use super::counters::Counters;
 use super::outbox::{NewMessage, RowProps, WriteCmd};
+use super::route::Route;
 use crate::broker::Message;
 use crate::reading::Publish;
 
 type Waiter = oneshot::Sender<bool>;
 
 struct Inner {
-    cfg: Arc<UplinkConfig>,
-    status_topic: String,
+    route: Route,
     live: mpsc::Sender<Publish>,
     counters: Arc<Counters>,
     batch: Mutex<Vec<(NewMessage, Waiter)>>,
@@ -47,24 +48,22 @@ struct Inner {
     notify: Notify,
 }
 
-/// The intake the bridge registers with the broker.
+/// The local clients' door into the outbox: the broker's `Intake`.
 #[derive(Clone)]
-pub struct LocalIntake(Arc<Inner>);
+pub struct ClientPublishes(Arc<Inner>);
 
-impl LocalIntake {
+impl ClientPublishes {
     /// The intake and its commit task (ends with `cancel`, after
     /// committing what was offered before).
     pub fn start(
-        cfg: Arc<UplinkConfig>,
-        status_topic: String,
+        route: Route,
         writer: mpsc::Sender<WriteCmd>,
         live: mpsc::Sender<Publish>,
         counters: Arc<Counters>,
         cancel: CancellationToken,
-    ) -> (LocalIntake, tokio::task::JoinHandle<()>) {
+    ) -> (ClientPublishes, tokio::task::JoinHandle<()>) {
         let inner = Arc::new(Inner {
-            cfg,
-            status_topic,
+            route,
             live,
             counters,
             batch: Mutex::new(Vec::new()),
@@ -72,7 +71,7 @@ impl LocalIntake {
             notify: Notify::new(),
         });
         let task = tokio::spawn(commit_loop(inner.clone(), writer, cancel));
-        (LocalIntake(inner), task)
+        (ClientPublishes(inner), task)
     }
 
     /// Takes no new message (the gateway stops): an offer from now on
@@ -85,22 +84,12 @@ impl LocalIntake {
     }
 }
 
-impl crate::broker::Intake for LocalIntake {
+impl crate::broker::Intake for ClientPublishes {
     fn offer(&self, m: &Message) -> Option<Pin<Box<dyn Future<Output = bool> + Send>>> {
         let i = &self.0;
-        if *m.topic == *i.status_topic {
-            return None;
-        }
-        let rule = i.cfg.forward_rule(&m.topic)?;
+        let (mut msg, rule) = i.route.message(&m.topic, &m.payload, m.qos, m.retain)?;
         i.counters.from_local_clients.fetch_add(1, Relaxed);
-        let msg = NewMessage {
-            topic: format!("{}{}", rule.prefix, m.topic),
-            payload: m.payload.clone(),
-            qos: m.qos.min(rule.qos.as_u8()),
-            retain: m.retain,
-            expiry_s: rule.expiry_secs(),
-            props: request_props(m, &rule.prefix),
-        };
+        msg.props = request_props(m, &rule.prefix);
         if msg.qos == 0 {
             if i.live.try_send(msg.to_publish()).is_err() {
                 i.counters.live_dropped.fetch_add(1, Relaxed);
