@@ -368,7 +368,16 @@ impl UplinkConfig {
         }
     }
 
+    /// Every check of `uplink:` (at `path`), each problem into `report`.
     pub(crate) fn validate(&self, path: &str, report: &mut Report) {
+        self.validate_login(path, report);
+        self.validate_link(path, report);
+        self.validate_routes(path, report);
+        self.buffer.validate(&format!("{path}.buffer"), report);
+    }
+
+    /// The broker's address, the client id, the credentials and the files.
+    fn validate_login(&self, path: &str, report: &mut Report) {
         if let Err(e) = Endpoint::parse(&self.url) {
             report.add(format!("{path}.url"), e);
         }
@@ -404,6 +413,10 @@ impl UplinkConfig {
         if self.cert_file.is_some() != self.key_file.is_some() {
             report.add(path, "give both cert_file and key_file, or neither");
         }
+    }
+
+    /// The link's timings, window and packet limits.
+    fn validate_link(&self, path: &str, report: &mut Report) {
         if self.keep_alive.get() < std::time::Duration::from_secs(1) {
             report.add(format!("{path}.keep_alive"), "must be at least 1s");
         }
@@ -416,6 +429,35 @@ impl UplinkConfig {
                 "min must be above zero and not above max",
             );
         }
+        if self.drain_rate == Some(0) {
+            report.add(
+                format!("{path}.drain_rate"),
+                "must be at least 1 (messages per second), or null for no limit",
+            );
+        }
+        if self.max_attempts == 0 {
+            report.add(format!("{path}.max_attempts"), "must be at least 1");
+        }
+        let packet = self.max_packet_size.bytes();
+        if !(1024..=256 * 1024 * 1024).contains(&packet) {
+            report.add(
+                format!("{path}.max_packet_size"),
+                "must be between 1KiB and 256MiB",
+            );
+        }
+        if self.session_expiry.get().as_secs() > MAX_SESSION_EXPIRY {
+            report.add(
+                format!("{path}.session_expiry"),
+                "must be at most 136y (MQTT's 32-bit seconds)",
+            );
+        }
+        if self.io_timeout.get() < std::time::Duration::from_secs(1) {
+            report.add(format!("{path}.io_timeout"), "must be at least 1s");
+        }
+    }
+
+    /// The `forward` and `commands` entries.
+    fn validate_routes(&self, path: &str, report: &mut Report) {
         if self.forward.is_empty() && self.commands.is_empty() {
             report.add(path, "give at least one forward or commands entry");
         }
@@ -443,53 +485,34 @@ impl UplinkConfig {
                 report.add(format!("{path}.commands[{i}].filter"), p);
             }
         }
-        if self.drain_rate == Some(0) {
-            report.add(
-                format!("{path}.drain_rate"),
-                "must be at least 1 (messages per second), or null for no limit",
-            );
-        }
-        if self.max_attempts == 0 {
-            report.add(format!("{path}.max_attempts"), "must be at least 1");
-        }
-        let packet = self.max_packet_size.bytes();
-        if !(1024..=256 * 1024 * 1024).contains(&packet) {
-            report.add(
-                format!("{path}.max_packet_size"),
-                "must be between 1KiB and 256MiB",
-            );
-        }
-        if self.session_expiry.get().as_secs() > MAX_SESSION_EXPIRY {
-            report.add(
-                format!("{path}.session_expiry"),
-                "must be at most 136y (MQTT's 32-bit seconds)",
-            );
-        }
-        if self.io_timeout.get() < std::time::Duration::from_secs(1) {
-            report.add(format!("{path}.io_timeout"), "must be at least 1s");
-        }
-        let b = &self.buffer;
+    }
+}
+
+impl BufferConfig {
+    /// The outbox's limits and commit settings (at `path`: `uplink.buffer`).
+    fn validate(&self, path: &str, report: &mut Report) {
+        let b = self;
         if b.max_messages == 0 {
-            report.add(format!("{path}.buffer.max_messages"), "must be at least 1");
+            report.add(format!("{path}.max_messages"), "must be at least 1");
         }
         if b.max_bytes.bytes() < 1024 {
-            report.add(format!("{path}.buffer.max_bytes"), "must be at least 1KiB");
+            report.add(format!("{path}.max_bytes"), "must be at least 1KiB");
         }
         if b.max_age.get() < std::time::Duration::from_secs(1) {
-            report.add(format!("{path}.buffer.max_age"), "must be at least 1s");
+            report.add(format!("{path}.max_age"), "must be at least 1s");
         }
         if let Some(w) = b.write_behind
             && !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(3600))
                 .contains(&w.get())
         {
             report.add(
-                format!("{path}.buffer.write_behind"),
+                format!("{path}.write_behind"),
                 "must be between 100ms and 1h, or null (off)",
             );
         }
         if b.commit_window.get() > MAX_COMMIT_WINDOW {
             report.add(
-                format!("{path}.buffer.commit_window"),
+                format!("{path}.commit_window"),
                 "must be at most 10s (the own readings wait that long before the local broker sees them)",
             );
         }
