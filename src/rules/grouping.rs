@@ -228,7 +228,8 @@ impl Grouping {
 
     fn group_of(&mut self, device: &str) -> usize {
         if let Some(g) = self.groups.get(self.last)
-            && *g.device == *device
+            && (std::ptr::eq(g.device.as_ptr(), device.as_ptr()) && g.device.len() == device.len()
+                || *g.device == *device)
         {
             return self.last;
         }
@@ -254,8 +255,19 @@ impl Grouping {
         let (qos, retain) = (self.qos, self.retain);
         let g = self.group_of(&r.device);
         let g = &mut self.groups[g];
+        if !Arc::ptr_eq(&g.device, &r.device) {
+            // as for points below: found by pointer from now on
+            g.device = r.device.clone();
+        }
         let i = match g.find(&r.point) {
-            Some(i) => i,
+            Some(i) => {
+                // the same name in the reading's allocation: found by
+                // pointer from the next poll on
+                if !Arc::ptr_eq(&g.names[i], &r.point) {
+                    g.names[i] = r.point.clone();
+                }
+                i
+            }
             None if g.names.len() < MAX_POINTS => {
                 g.learning = true;
                 g.add_point(r.point.clone(), None)

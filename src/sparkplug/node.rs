@@ -240,6 +240,12 @@ impl Node {
             let Some(k) = d.metric(&r.point) else {
                 continue;
             };
+            let name = &mut d.model.metrics[k].name;
+            if !Arc::ptr_eq(name, &r.point) {
+                // the same name in the reading's allocation: found by
+                // pointer from the next batch on
+                *name = r.point.clone();
+            }
             d.hint = k + 1;
             let value = (r.quality == Quality::Good).then(|| r.value.clone());
             d.values[k] = (value, r.ts);
