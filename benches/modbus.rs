@@ -4,7 +4,9 @@
 //! process) does the same reads.
 //!
 //! Run: `cargo bench --bench modbus` (`FG_BENCH_SECS=N` sets the measured
-//! window, default 10 s).
+//! window, default 10 s; `FG_BENCH_BASE=/path/to/fieldgate` runs that
+//! build too, before this one for each payload, for a before/after in
+//! the same run).
 //!
 //! The gateway runs four times, one after the other on the same servers:
 //! with `rules.payload: per_point` (one message per reading, the default),
@@ -201,8 +203,15 @@ struct Gw {
     cfg: std::path::PathBuf,
 }
 
-/// `extra`: more sections of the config (`sparkplug:`), before `devices:`.
-fn gateway(dir: &std::path::Path, devices: &str, payload: &str, extra: &str) -> Gw {
+/// `extra`: more sections of the config (`sparkplug:`), before `devices:`;
+/// `bin`: the gateway binary.
+fn gateway(
+    dir: &std::path::Path,
+    bin: &std::path::Path,
+    devices: &str,
+    payload: &str,
+    extra: &str,
+) -> Gw {
     let (port, metrics) = (free_port(), free_port());
     let cfg = dir.join(format!("fieldgate-{port}.yaml"));
     std::fs::write(
@@ -213,7 +222,7 @@ fn gateway(dir: &std::path::Path, devices: &str, payload: &str, extra: &str) -> 
         ),
     )
     .expect("write config");
-    let child = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+    let child = Command::new(bin)
         .args(["run", "-c"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")
@@ -425,13 +434,14 @@ struct Run {
 /// bytes, and stops it.
 fn run_gateway(
     dir: &std::path::Path,
+    bin: &std::path::Path,
     devices: &str,
     (payload, extra, listen): (&str, &str, &Listen),
     counts: &[Arc<AtomicU64>],
     secs: u64,
 ) -> Run {
-    let gw = gateway(dir, devices, payload, extra);
-    let plan = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+    let gw = gateway(dir, bin, devices, payload, extra);
+    let plan = Command::new(bin)
         .args(["check", "-c"])
         .arg(&gw.cfg)
         .output()
@@ -473,7 +483,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // the idle gateway: same binary, no devices
-    let idle = gateway(dir.path(), " []\n", "per_point", "");
+    let this = std::path::PathBuf::from(env!("CARGO_BIN_EXE_fieldgate"));
+    let idle = gateway(dir.path(), &this, " []\n", "per_point", "");
     std::thread::sleep(Duration::from_secs(3));
     let idle_rss = rss_kib(idle.proc.0.id());
     let idle_anon = status_kib(idle.proc.0.id(), "RssAnon:");
@@ -488,13 +499,51 @@ fn main() {
             devices += &format!("      - {{ name: p{p}, table: holding, address: {p} }}\n");
         }
     }
-    let run = |how| run_gateway(dir.path(), &devices, how, &counts, secs);
-    let point = run(("per_point", "", &JSON));
-    let device = run(("per_device", "", &JSON));
+    // FG_BENCH_BASE: another build of the gateway, run before this one for
+    // each payload in the same run (a before/after comparison)
+    let base = std::env::var_os("FG_BENCH_BASE").map(std::path::PathBuf::from);
+    let bins: Vec<(&str, &std::path::Path)> = base
+        .as_deref()
+        .map(|b| (" [FG_BENCH_BASE]", b))
+        .into_iter()
+        .chain([("", this.as_path())])
+        .collect();
     let sp = |rbe: bool| format!("sparkplug:\n  group_id: bench\n  report_by_exception: {rbe}\n");
     let (sp_off, sp_on) = (sp(false), sp(true));
-    let sparkplug_all = run(("per_device", &sp_off, &SPARKPLUG));
-    let sparkplug_rbe = run(("per_device", &sp_on, &SPARKPLUG));
+    // readings a message carries: one, a whole device's poll, or (0) the
+    // metrics that changed: then bytes are per reading polled
+    let payloads: [(&str, &str, &str, &Listen, u64); 4] = [
+        ("per_point", "per_point", "", &JSON, 1),
+        ("per_device", "per_device", "", &JSON, u64::from(POINTS)),
+        (
+            "per_device + Sparkplug DDATA, report by exception off",
+            "per_device",
+            sp_off.as_str(),
+            &SPARKPLUG,
+            u64::from(POINTS),
+        ),
+        (
+            "per_device + Sparkplug DDATA, report by exception on",
+            "per_device",
+            sp_on.as_str(),
+            &SPARKPLUG,
+            0,
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (name, payload, extra, listen, per_message) in payloads {
+        for (label, bin) in &bins {
+            let r = run_gateway(
+                dir.path(),
+                bin,
+                &devices,
+                (payload, extra, listen),
+                &counts,
+                secs,
+            );
+            runs.push((format!("{name}{label}"), r, per_message));
+        }
+    }
 
     let plain = Proc(
         Command::new(std::env::current_exe().expect("own path"))
@@ -529,22 +578,8 @@ fn main() {
         sched_plain * 1e6
     );
     let mut summary = Vec::new();
-    // readings a message carries: one, a whole device's poll, or (0) the
-    // metrics that changed: then bytes are per reading polled
-    for (payload, r, per_message) in [
-        ("per_point", &point, 1),
-        ("per_device", &device, u64::from(POINTS)),
-        (
-            "per_device + Sparkplug DDATA, report by exception off",
-            &sparkplug_all,
-            u64::from(POINTS),
-        ),
-        (
-            "per_device + Sparkplug DDATA, report by exception on",
-            &sparkplug_rbe,
-            0,
-        ),
-    ] {
+    for (payload, r, per_message) in &runs {
+        let (payload, per_message) = (payload.as_str(), *per_message);
         let g = &r.window;
         let cycles = g.secs / POLL.as_secs_f64();
         let per_cycle = g.requests as f64 / cycles;

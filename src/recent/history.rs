@@ -96,6 +96,23 @@ struct Bucket {
     n: u32,
 }
 
+impl Bucket {
+    /// Counts `v` in (a gap, NaN, is not counted).
+    fn add(&mut self, v: f32) {
+        if v.is_nan() {
+            return;
+        }
+        if self.n == 0 {
+            (self.min, self.max, self.avg) = (v, v, v);
+        } else {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+            self.avg += (v - self.avg) / (self.n + 1) as f32;
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
 /// A bucket as the API shows it: start (ms), and min / avg / max unless it
 /// held no good reading.
 pub type BucketOut = (i64, Option<[f64; 3]>);
@@ -189,6 +206,15 @@ impl Series {
     }
 
     fn push_bucket(&mut self, ts: i64, v: f32, shape: Shape) {
+        // most readings land in the newest bucket: no division, nothing to
+        // add or drop
+        if let Some(b) = self.buckets.back_mut() {
+            let start = i64::from(b.idx).saturating_mul(shape.bucket_ms);
+            if ts >= start && ts - start < shape.bucket_ms {
+                b.add(v);
+                return;
+            }
+        }
         if self.buckets.capacity() == 0 {
             self.buckets.reserve_exact(shape.buckets);
         }
@@ -211,20 +237,9 @@ impl Series {
             self.buckets.pop_front();
         }
         // a late reading lands in its own bucket if that is still kept
-        let Some(b) = self.buckets.iter_mut().rev().find(|b| b.idx == idx) else {
-            return;
-        };
-        if v.is_nan() {
-            return;
+        if let Some(b) = self.buckets.iter_mut().rev().find(|b| b.idx == idx) {
+            b.add(v);
         }
-        if b.n == 0 {
-            (b.min, b.max, b.avg) = (v, v, v);
-        } else {
-            b.min = b.min.min(v);
-            b.max = b.max.max(v);
-            b.avg += (v - b.avg) / (b.n + 1) as f32;
-        }
-        b.n = b.n.saturating_add(1);
     }
 
     fn push_text(&mut self, r: &Reading) {

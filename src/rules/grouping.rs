@@ -48,13 +48,20 @@ struct Slot {
 struct Group {
     device: Arc<str>,
     topic: String,
+    /// The payload's start, `{"device":"…","ts":`, written once.
+    head: Box<[u8]>,
     /// Expected points in message order: the configured ones first.
     names: Vec<Arc<str>>,
+    /// Each point's key in the payload, `"name":{`, written once.
+    keys: Vec<Box<[u8]>>,
     /// Configured units (for points listed as bad).
     units: Vec<Option<Arc<str>>>,
     /// `names[..configured]` come from the config: listed as bad when missing.
     configured: usize,
     index: HashMap<Arc<str>, usize>,
+    /// Where the next reading's point probably is: the place after the
+    /// previous one's (a poll's readings come in the same order each time).
+    hint: usize,
     pending: Vec<Option<Slot>>,
     held: usize,
     /// A point was learned during this poll: the expected set is not
@@ -69,13 +76,20 @@ struct Group {
 
 impl Group {
     fn new(device: Arc<str>, topic: String, grace: Duration) -> Self {
+        let mut head = b"{\"device\":".to_vec();
+        // writing a str to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut head, &*device);
+        head.extend_from_slice(b",\"ts\":");
         Group {
             device,
             topic,
+            head: head.into(),
             names: Vec::new(),
+            keys: Vec::new(),
             units: Vec::new(),
             configured: 0,
             index: HashMap::new(),
+            hint: 0,
             pending: Vec::new(),
             held: 0,
             learning: false,
@@ -87,11 +101,30 @@ impl Group {
 
     fn add_point(&mut self, name: Arc<str>, unit: Option<Arc<str>>) -> usize {
         let i = self.names.len();
+        let mut key = Vec::with_capacity(name.len() + 4);
+        // writing a str to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut key, &*name);
+        key.extend_from_slice(b":{");
+        self.keys.push(key.into());
         self.index.insert(name.clone(), i);
         self.names.push(name);
         self.units.push(unit);
         self.pending.push(None);
         i
+    }
+
+    /// The place of `point`: at the hint when it is there (by pointer or
+    /// by name; past the last point the hint is the first), else by name.
+    fn find(&self, point: &Arc<str>) -> Option<usize> {
+        let at = if self.hint < self.names.len() {
+            self.hint
+        } else {
+            0
+        };
+        match self.names.get(at) {
+            Some(n) if Arc::ptr_eq(n, point) || **n == **point => Some(at),
+            _ => self.index.get(&**point).copied(),
+        }
     }
 
     fn due(&self) -> Option<Instant> {
@@ -108,10 +141,8 @@ impl Group {
             .max()
             .unwrap_or(0);
         let mut out = Vec::with_capacity(self.last_len);
-        out.extend_from_slice(b"{\"device\":");
-        // writing these types to a Vec cannot fail
-        let _ = serde_json::to_writer(&mut out, &*self.device);
-        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(&self.head);
+        // writing an integer to a Vec cannot fail
         let _ = serde_json::to_writer(&mut out, &ts);
         // taken before NTP set the clock: `ts` may be far off
         if !clock::synced(ts) {
@@ -128,8 +159,7 @@ impl Group {
                 out.push(b',');
             }
             first = false;
-            let _ = serde_json::to_writer(&mut out, &*self.names[i]);
-            out.extend_from_slice(b":{");
+            out.extend_from_slice(&self.keys[i]);
             match slot {
                 Some(s) => {
                     write_fields(&mut out, Some(&s.value), s.unit.as_deref(), s.ts, s.quality)
@@ -198,7 +228,8 @@ impl Grouping {
 
     fn group_of(&mut self, device: &str) -> usize {
         if let Some(g) = self.groups.get(self.last)
-            && *g.device == *device
+            && (std::ptr::eq(g.device.as_ptr(), device.as_ptr()) && g.device.len() == device.len()
+                || *g.device == *device)
         {
             return self.last;
         }
@@ -224,8 +255,19 @@ impl Grouping {
         let (qos, retain) = (self.qos, self.retain);
         let g = self.group_of(&r.device);
         let g = &mut self.groups[g];
-        let i = match g.index.get(&*r.point) {
-            Some(i) => *i,
+        if !Arc::ptr_eq(&g.device, &r.device) {
+            // as for points below: found by pointer from now on
+            g.device = r.device.clone();
+        }
+        let i = match g.find(&r.point) {
+            Some(i) => {
+                // the same name in the reading's allocation: found by
+                // pointer from the next poll on
+                if !Arc::ptr_eq(&g.names[i], &r.point) {
+                    g.names[i] = r.point.clone();
+                }
+                i
+            }
             None if g.names.len() < MAX_POINTS => {
                 g.learning = true;
                 g.add_point(r.point.clone(), None)
@@ -243,6 +285,7 @@ impl Grouping {
             quality: r.quality,
         });
         g.held += 1;
+        g.hint = i + 1;
         if g.since.is_none() {
             g.since = Some(Instant::now());
         }

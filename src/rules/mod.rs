@@ -4,7 +4,7 @@
 //! `payload: per_device`).
 //!
 //! Owns `RulesConfig`, what scripts can call, their state, reload on
-//! SIGHUP, the stage loop on its own thread and `fieldgate rules test`. Must not talk to devices or the
+//! SIGHUP, the stage loop (on its own thread with scripts) and `fieldgate rules test`. Must not talk to devices or the
 //! broker: it reads one channel and writes another.
 
 pub mod cli;
@@ -161,6 +161,7 @@ impl DefaultMapping {
 ///
 /// Scripts run on a blocking thread (see `stage.rs`); this task forwards
 /// readings in batches and turns SIGHUP into a reload (see `reload.rs`).
+/// Without scripts the default mapping runs on this task.
 pub async fn run(
     gateway: &str,
     cfg: &RulesConfig,
@@ -181,10 +182,15 @@ pub async fn run(
     if engine.has_scripts() {
         let names: Vec<_> = engine.counters().into_iter().map(|(n, _)| n).collect();
         info!(scripts = ?names, "rules: scripts loaded");
-    } else if cfg.groups_by_device() {
-        info!(topic = %device_template(&cfg.topic), "rules: default mapping, one message per device per poll");
     } else {
-        info!(topic = %cfg.topic, "rules: default mapping");
+        if cfg.groups_by_device() {
+            info!(topic = %device_template(&cfg.topic), "rules: default mapping, one message per device per poll");
+        } else {
+            info!(topic = %cfg.topic, "rules: default mapping");
+        }
+        // nothing can block: on this task, no thread to wake per batch
+        stage::mapping_only(engine, &mut readings, &out, &mut hup).await;
+        return;
     }
     let (work_tx, work_rx) = mpsc::channel(WORK_CAPACITY);
     let span = info_span!("rules-worker");

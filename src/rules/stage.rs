@@ -1,10 +1,13 @@
-//! The rules stage's worker: a blocking thread (tokio's blocking pool) that
-//! owns the [`RulesEngine`], so a heavy script never stalls the async
-//! runtime. It takes batches of readings and reload requests from the async
-//! side (`run` in `mod.rs`), sends publishes on with back-pressure, and logs
-//! script errors. With `payload: per_device` it also wakes at the deadline
-//! of a device group still waiting for points (`grouping.rs`), and
-//! publishes the groups left when the stage ends.
+//! The rules stage's worker: with scripts, a blocking thread (tokio's
+//! blocking pool) that owns the [`RulesEngine`], so a heavy script never
+//! stalls the async runtime. It takes batches of readings and reload
+//! requests from the async side (`run` in `mod.rs`), sends publishes on
+//! with back-pressure, and logs script errors. Without scripts the default
+//! mapping (no script, nothing that can block) runs on the stage's own
+//! task instead ([`mapping_only`]): no thread to wake per batch. With
+//! `payload: per_device` either wakes at the deadline of a device group
+//! still waiting for points (`grouping.rs`), and publishes the groups left
+//! when the stage ends.
 //!
 //! Error log policy: every failure is counted (per script, see
 //! [`ScriptCounters`](super::ScriptCounters)); the log gets at most
@@ -20,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::engine::{Failure, RulesEngine};
 use crate::log_throttle::LogThrottle;
+use crate::reading::batch::ReadingsReceiver;
 use crate::reading::{Publish, Reading};
 
 /// Log lines per script per window before errors are only counted.
@@ -108,6 +112,98 @@ fn next_work(
     }
 }
 
+/// Runs the engine on each reading of `batch` in order, appending the
+/// publishes to `pubs`, then publishes the groups due (see
+/// [`RulesEngine::flush_due`]).
+fn process<'a>(
+    engine: &mut RulesEngine,
+    log: &mut ErrorLog,
+    batch: impl Iterator<Item = &'a Reading>,
+    pubs: &mut Vec<Publish>,
+) {
+    for r in batch {
+        let before = pubs.len();
+        // Rhai should never panic; if it does, lose this reading,
+        // not the stage (a dead stage would stop every source).
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.process(r, &mut *pubs)
+        }));
+        match run {
+            Ok(failures) => {
+                for f in failures {
+                    log.report(f.index, &f, r);
+                }
+            }
+            Err(_) => {
+                error!(
+                    device = %r.device,
+                    point = %r.point,
+                    "rules engine panicked on a reading; the reading is dropped"
+                );
+                engine.discard_pending();
+                pubs.truncate(before);
+            }
+        }
+    }
+    // groups that waited past their deadline while other
+    // devices' batches kept the worker busy
+    if engine
+        .next_flush()
+        .is_some_and(|d| d <= std::time::Instant::now())
+    {
+        engine.flush_due(std::time::Instant::now(), pubs);
+    }
+}
+
+/// The default mapping without scripts, on the stage's task: takes each
+/// batch from `readings`, sends its publishes on with back-pressure, wakes
+/// at a device group's deadline, and publishes the groups left once every
+/// sender of `readings` is gone. Returns then, or when `out` closed.
+pub(super) async fn mapping_only(
+    mut engine: RulesEngine,
+    readings: &mut ReadingsReceiver,
+    out: &mpsc::Sender<Publish>,
+    hup: &mut Option<tokio::signal::unix::Signal>,
+) {
+    let mut log = ErrorLog {
+        per_script: Vec::new(),
+    };
+    let mut pubs = Vec::new();
+    loop {
+        let due = engine.next_flush().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            batch = readings.recv() => {
+                let Some(batch) = batch else { break };
+                process(&mut engine, &mut log, batch.iter(), &mut pubs);
+            }
+            () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
+                engine.flush_due(std::time::Instant::now(), &mut pubs);
+            }
+            () = super::reload::next_hangup(hup) => {
+                info!("SIGHUP: reloading rule scripts");
+                engine.reload_and_log();
+            }
+        }
+        if !send_all_async(out, &mut pubs).await {
+            return;
+        }
+    }
+    // the polls under way when the sources stopped
+    engine.flush_all(&mut pubs);
+    send_all_async(out, &mut pubs).await;
+}
+
+/// [`send_all`] on the runtime.
+async fn send_all_async(out: &mpsc::Sender<Publish>, pubs: &mut Vec<Publish>) -> bool {
+    for p in pubs.drain(..) {
+        if out.send(p).await.is_err() {
+            debug!("publish channel closed; rules stage stops");
+            return false;
+        }
+    }
+    true
+}
+
 /// Processes work until the async side closes `work`; returns when every
 /// reading handed over was processed, or when `out` closed.
 pub(super) fn worker(
@@ -126,38 +222,7 @@ pub(super) fn worker(
     while let Some(w) = next_work(&mut engine, &mut work, &out, &mut pubs) {
         match w {
             Work::Batch(batches) => {
-                for r in batches.iter().flatten() {
-                    let before = pubs.len();
-                    // Rhai should never panic; if it does, lose this reading,
-                    // not the stage (a dead stage would stop every source).
-                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.process(r, &mut pubs)
-                    }));
-                    match run {
-                        Ok(failures) => {
-                            for f in failures {
-                                log.report(f.index, &f, r);
-                            }
-                        }
-                        Err(_) => {
-                            error!(
-                                device = %r.device,
-                                point = %r.point,
-                                "rules engine panicked on a reading; the reading is dropped"
-                            );
-                            engine.discard_pending();
-                            pubs.truncate(before);
-                        }
-                    }
-                }
-                // groups that waited past their deadline while other
-                // devices' batches kept the worker busy
-                if engine
-                    .next_flush()
-                    .is_some_and(|d| d <= std::time::Instant::now())
-                {
-                    engine.flush_due(std::time::Instant::now(), &mut pubs);
-                }
+                process(&mut engine, &mut log, batches.iter().flatten(), &mut pubs);
                 if !send_all(&out, &mut pubs) {
                     break;
                 }

@@ -69,6 +69,29 @@ struct Device {
     values: Vec<(Sent, i64)>,
     sent: Exceptions,
     points: HashMap<Arc<str>, usize>,
+    /// Where the next reading's metric probably is: the one after the
+    /// previous reading's (a poll's readings come in the same order).
+    hint: usize,
+    /// Metrics already among a batch's touched ones (all `false` between
+    /// batches).
+    seen: Vec<bool>,
+}
+
+impl Device {
+    /// The metric of `point`: at the hint when it is there (by pointer or
+    /// by name; past the last metric the hint is the first), else by name.
+    fn metric(&self, point: &Arc<str>) -> Option<usize> {
+        let metrics = &self.model.metrics;
+        let at = if self.hint < metrics.len() {
+            self.hint
+        } else {
+            0
+        };
+        match metrics.get(at) {
+            Some(m) if Arc::ptr_eq(&m.name, point) || *m.name == **point => Some(at),
+            _ => self.points.get(point).copied(),
+        }
+    }
 }
 
 /// The edge node.
@@ -96,6 +119,8 @@ impl Node {
                     .enumerate()
                     .map(|(i, m)| (m.name.clone(), i))
                     .collect(),
+                hint: 0,
+                seen: vec![false; model.metrics.len()],
                 model,
             })
             .collect();
@@ -209,16 +234,27 @@ impl Node {
 
     fn device_readings(&mut self, i: usize, readings: &[Reading], now: i64, out: &mut Vec<Out>) {
         let d = &mut self.devices[i];
-        let mut changed = Vec::new();
+        // the metrics touched, each once, in the order they first came
+        let mut changed = Vec::with_capacity(readings.len().min(d.seen.len()));
         for r in readings {
-            let Some(&k) = d.points.get(&r.point) else {
+            let Some(k) = d.metric(&r.point) else {
                 continue;
             };
+            let name = &mut d.model.metrics[k].name;
+            if !Arc::ptr_eq(name, &r.point) {
+                // the same name in the reading's allocation: found by
+                // pointer from the next batch on
+                *name = r.point.clone();
+            }
+            d.hint = k + 1;
             let value = (r.quality == Quality::Good).then(|| r.value.clone());
             d.values[k] = (value, r.ts);
-            if !changed.contains(&k) {
+            if !std::mem::replace(&mut d.seen[k], true) {
                 changed.push(k);
             }
+        }
+        for &k in &changed {
+            d.seen[k] = false;
         }
         let came_online =
             d.life != Life::Online && readings.iter().any(|r| r.quality == Quality::Good);
