@@ -8,8 +8,9 @@
 # Usage:
 #   scripts/build-arm.sh --install    # ziglang (PyPI), cargo-zigbuild, the Rust targets
 #   scripts/build-arm.sh [TARGET...]  # default: all three below
-# A stripped binary over FG_SIZE_LIMIT bytes (default 10,200,000: the goal of
-# 10,000,000 is missed on ARMv6 since MQTT 5 and the page's history, docs/raspberry-pi.md)
+# A stripped binary over FG_SIZE_LIMIT bytes (default 11,300,000: the goal of
+# 10,000,000 is missed on ARMv6 since MQTT 5, the page's history and
+# Sparkplug, docs/raspberry-pi.md)
 # fails the build.
 # Targets (binary: target/TARGET/release/fieldgate):
 #   aarch64-unknown-linux-musl       Pi 3/4/5 with a 64-bit OS (arm64)
@@ -22,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS_ALL=(aarch64-unknown-linux-musl arm-unknown-linux-musleabihf armv7-unknown-linux-musleabihf)
-SIZE_LIMIT=${FG_SIZE_LIMIT:-10200000}
+SIZE_LIMIT=${FG_SIZE_LIMIT:-11300000}
 
 install() {
   python3 -m ziglang version >/dev/null 2>&1 \
