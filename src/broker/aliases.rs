@@ -4,7 +4,9 @@
 //! client's Topic Alias Maximum (from its CONNECT) has room. Aliases are
 //! handed out first come, first served and never replaced: a gateway's
 //! topics are few and steady, and a fixed mapping costs no re-sends. A
-//! client that offers no maximum (or 0) gets none (MQTT-3.3.2-9).
+//! client that offers no maximum (or 0) gets none (MQTT-3.3.2-9). The
+//! writer caps the count at `broker.max_topic_alias` too (each alias keeps
+//! its topic's name in memory for the connection's life).
 //!
 //! Owns one connection's mapping (it lives as long as the connection's
 //! writer: MQTT-3.3.2-7). Must not encode packets.

@@ -93,8 +93,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let limits = router.limits;
     let mut out = Vec::new();
     let mut buf = BytesMut::new();
-    // this connection's own aliases (a client's maximum of 0: none)
-    let mut aliases = Aliases::new(cell.lock().peer.topic_alias_max);
+    // this connection's own aliases (a client's maximum of 0: none), at
+    // most `max_topic_alias` of them: each keeps its topic alive, so a
+    // client offering 65,535 must not make the broker hold 65,535 topics
+    let offered = cell.lock().peer.topic_alias_max;
+    let mut aliases = Aliases::new(offered.min(limits.max_topic_alias));
     loop {
         let wake = cell.wake.notified();
         tokio::pin!(wake);

@@ -478,3 +478,29 @@ async fn a_will_waits_its_delay_and_a_client_back_in_time_cancels_it() {
         "the will of the client that came back was sent"
     );
 }
+
+/// A client that offers the largest Topic Alias Maximum gets at most the
+/// broker's `max_topic_alias` (10) aliases: each keeps a topic name in the
+/// broker's memory for the connection's life; topics past it go by name.
+#[tokio::test]
+async fn the_brokers_aliases_stop_at_its_own_maximum() {
+    let gw = Gateway::start(&yaml(""));
+    let mut greedy = props();
+    greedy.topic_alias_max = Some(u16::MAX);
+    let (mut sub, _) = Client5::connect(gw.port, "alias-greedy", true, greedy).await;
+    sub.subscribe(1, r::Filter::new("many/#", QoS::AtMostOnce), None)
+        .await;
+    let mut p = Raw::connect(gw.port, "alias-many").await;
+    for i in 0..12 {
+        let t = format!("many/t{i}");
+        p.send(&raw::publish(&t, b"x", 0, false, 0)).await;
+    }
+    let mut aliases = Vec::new();
+    for _ in 0..12 {
+        let m = sub.publish_in(SECS).await;
+        assert!(!m.topic.is_empty(), "each topic's first message names it");
+        aliases.push(m.properties.and_then(|p| p.topic_alias));
+    }
+    let want: Vec<Option<u16>> = (1..=10).map(Some).chain([None, None]).collect();
+    assert_eq!(aliases, want);
+}
