@@ -6,7 +6,8 @@
 //! Run: `cargo bench --bench modbus` (`FG_BENCH_SECS=N` sets the measured
 //! window, default 10 s; `FG_BENCH_BASE=/path/to/fieldgate` runs that
 //! build too, before this one for each payload, for a before/after in
-//! the same run).
+//! the same run; `FG_BENCH_ONLY=text` runs only the payloads whose name
+//! contains that text, e.g. `per_device` or `Sparkplug`).
 //!
 //! The gateway runs four times, one after the other on the same servers:
 //! with `rules.payload: per_point` (one message per reading, the default),
@@ -530,8 +531,13 @@ fn main() {
             0,
         ),
     ];
+    // FG_BENCH_ONLY: run only the payloads whose name contains it
+    let only = std::env::var("FG_BENCH_ONLY").unwrap_or_default();
     let mut runs = Vec::new();
     for (name, payload, extra, listen, per_message) in payloads {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         for (label, bin) in &bins {
             let r = run_gateway(
                 dir.path(),
