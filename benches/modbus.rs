@@ -7,7 +7,8 @@
 //! window, default 10 s; `FG_BENCH_BASE=/path/to/fieldgate` runs that
 //! build too, before this one for each payload, for a before/after in
 //! the same run; `FG_BENCH_ONLY=text` runs only the payloads whose name
-//! contains that text, e.g. `per_device` or `Sparkplug`).
+//! contains that text, e.g. `Sparkplug`, and `FG_BENCH_ONLY==per_device`
+//! only the payload of exactly that name).
 //!
 //! The gateway runs four times, one after the other on the same servers:
 //! with `rules.payload: per_point` (one message per reading, the default),
@@ -190,7 +191,19 @@ fn readings(metrics: u16) -> u64 {
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM, as systemd stops the gateway (a profiler wrapping it
+    /// writes its data then), and SIGKILL after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -535,7 +548,11 @@ fn main() {
     let only = std::env::var("FG_BENCH_ONLY").unwrap_or_default();
     let mut runs = Vec::new();
     for (name, payload, extra, listen, per_message) in payloads {
-        if !name.contains(only.as_str()) {
+        let wanted = match only.strip_prefix('=') {
+            Some(exact) => name == exact,
+            None => name.contains(only.as_str()),
+        };
+        if !wanted {
             continue;
         }
         for (label, bin) in &bins {

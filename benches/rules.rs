@@ -112,6 +112,7 @@ fn stage(dir: &std::path::Path, input: Vec<Reading>) -> Duration {
                 &[],
                 read_rx,
                 pub_tx,
+                fieldgate::rules::Onward::nowhere(),
             )
             .await
         });

@@ -149,13 +149,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (bridge, pub_rx) = start_bridge(&config, &gateway, pub_rx, &handle).await?;
     let (read_tx, read_rx) = reading::batch::channel(READINGS_CAPACITY);
-    let (read_rx, sparkplug) = start_sparkplug(&config, &gateway, &handle, read_rx).await?;
+    let (onward, sparkplug) = start_sparkplug(&config, &gateway, &handle).await?;
     let queues = queue_lengths(&read_tx, &pub_tx);
     let publisher =
         tokio::spawn(publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")));
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(reading::status::gateway(&gateway, true)).await;
-    let rules = start_rules(&config, &catalogue, read_rx, pub_tx.clone());
+    let rules = start_rules(&config, &catalogue, read_rx, pub_tx.clone(), onward);
     let sources = start_sources(&config, &gateway, read_tx, &pub_tx, commands, &shutdown);
     if let Some(ha) = &config.homeassistant {
         start_homeassistant(
@@ -260,13 +260,14 @@ fn queue_lengths(
     ]
 }
 
-/// The rules stage: readings in, publishes out; it ends when the last
-/// reading sender is dropped.
+/// The rules stage: readings in, publishes out, each batch on to
+/// `onward` once mapped; it ends when the last reading sender is dropped.
 fn start_rules(
     config: &Arc<Config>,
     catalogue: &[ports::points::DeviceSpec],
     readings: reading::batch::ReadingsReceiver,
     out: mpsc::Sender<Publish>,
+    onward: rules::Onward,
 ) -> JoinHandle<()> {
     let config = config.clone();
     let devices = catalogue.to_vec();
@@ -279,6 +280,7 @@ fn start_rules(
                 &devices,
                 readings,
                 out,
+                onward,
             )
             .await
         }
@@ -456,32 +458,27 @@ impl Running {
     }
 }
 
-/// The Sparkplug stage: taps the readings on their way to the rules stage
-/// when `sparkplug:` is enabled (the rules stage gets the returned
-/// receiver); its task ends after the sources, with an NDEATH.
+/// The Sparkplug stage when `sparkplug:` is enabled: the rules stage
+/// hands it each batch once mapped (the returned [`rules::Onward`]); its
+/// task ends after the rules stage, with an NDEATH.
 async fn start_sparkplug(
     config: &Config,
     gateway: &Arc<str>,
     handle: &broker::BrokerHandle,
-    readings: reading::batch::ReadingsReceiver,
-) -> Result<
-    (
-        reading::batch::ReadingsReceiver,
-        Option<tokio::task::JoinHandle<()>>,
-    ),
-    sparkplug::SparkplugError,
-> {
-    sparkplug::start(
+) -> Result<(rules::Onward, Option<JoinHandle<()>>), sparkplug::SparkplugError> {
+    let started = sparkplug::start(
         config.sparkplug.as_ref(),
         config.uplink.as_ref(),
         gateway,
         &config.devices,
         &config.gateway.data_dir,
         handle,
-        readings,
-        READINGS_CAPACITY,
     )
-    .await
+    .await?;
+    Ok(match started {
+        Some((tx, task)) => (rules::Onward::to(tx), Some(task)),
+        None => (rules::Onward::nowhere(), None),
+    })
 }
 
 /// The password store the status page checks: `http.users` when given,

@@ -156,23 +156,43 @@ pub(crate) fn write_fields(
     ts: i64,
     quality: Quality,
 ) {
-    // writing these types to a Vec cannot fail
     out.extend_from_slice(b"\"value\":");
+    write_value(out, value);
+    write_unit_ts(out, unit);
+    // writing an integer to a Vec cannot fail
+    let _ = serde_json::to_writer(&mut *out, &ts);
+    out.extend_from_slice(quality_end(quality));
+}
+
+/// A value as JSON (`None` and non-finite floats: `null`).
+pub(crate) fn write_value(out: &mut Vec<u8>, value: Option<&Value>) {
     match value {
+        // writing these types to a Vec cannot fail
         Some(v) => {
             let _ = serde_json::to_writer(&mut *out, v);
         }
         None => out.extend_from_slice(b"null"),
     }
+}
+
+/// What [`write_fields`] writes between the value and the ts:
+/// `,"unit":"°C","ts":` (or `,"ts":` without a unit).
+pub(crate) fn write_unit_ts(out: &mut Vec<u8>, unit: Option<&str>) {
     if let Some(unit) = unit {
         out.extend_from_slice(b",\"unit\":");
+        // writing a str to a Vec cannot fail
         let _ = serde_json::to_writer(&mut *out, unit);
     }
     out.extend_from_slice(b",\"ts\":");
-    let _ = serde_json::to_writer(&mut *out, &ts);
-    out.extend_from_slice(b",\"quality\":\"");
-    out.extend_from_slice(quality.as_str().as_bytes());
-    out.push(b'"');
+}
+
+/// What [`write_fields`] writes after the ts: `,"quality":"good"`.
+pub(crate) fn quality_end(quality: Quality) -> &'static [u8] {
+    match quality {
+        Quality::Good => b",\"quality\":\"good\"",
+        Quality::Bad => b",\"quality\":\"bad\"",
+        Quality::Stale => b",\"quality\":\"stale\"",
+    }
 }
 
 thread_local! {

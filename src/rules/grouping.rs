@@ -29,7 +29,9 @@ use bytes::Bytes;
 
 use super::TopicTemplate;
 use crate::ports::points::DeviceSpec;
-use crate::reading::{Publish, Qos, Quality, Reading, Value, clock, write_fields};
+use crate::reading::{
+    Publish, Qos, Quality, Reading, Value, clock, quality_end, write_unit_ts, write_value,
+};
 
 /// Point names one device's group holds at most.
 pub const MAX_POINTS: usize = 4096;
@@ -39,9 +41,63 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(1);
 /// One point's reading in the group.
 struct Slot {
     value: Value,
-    unit: Option<Arc<str>>,
+    unit: SlotUnit,
     ts: i64,
     quality: Quality,
+}
+
+/// A held reading's unit: most often the one its point's [`UnitTs`] was
+/// written for (no copy of the unit kept).
+enum SlotUnit {
+    AsWritten,
+    Other(Option<Arc<str>>),
+}
+
+/// A point's payload bytes between its value and its ts, written once
+/// for the unit they name: `,"unit":"°C","ts":`.
+struct UnitTs {
+    unit: Option<Arc<str>>,
+    bytes: Box<[u8]>,
+}
+
+impl UnitTs {
+    fn new(unit: Option<Arc<str>>) -> Self {
+        let mut bytes = Vec::new();
+        write_unit_ts(&mut bytes, unit.as_deref());
+        UnitTs {
+            unit,
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Whether these bytes name `unit`.
+    fn names(&self, unit: &Option<Arc<str>>) -> bool {
+        match (&self.unit, unit) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
+            _ => false,
+        }
+    }
+}
+
+/// The text of the last ts written in a payload: a poll's readings share
+/// their ts, so it is formatted once per payload, not once per point.
+#[derive(Default)]
+struct TsText {
+    ts: Option<i64>,
+    text: Vec<u8>,
+}
+
+impl TsText {
+    fn write(&mut self, out: &mut Vec<u8>, ts: i64) {
+        if self.ts != Some(ts) {
+            self.text.clear();
+            // writing an integer to a Vec cannot fail
+            let _ = serde_json::to_writer(&mut self.text, &ts);
+            self.ts = Some(ts);
+        }
+        out.extend_from_slice(&self.text);
+    }
 }
 
 /// One device: its expected points and the readings of the poll under way.
@@ -52,8 +108,11 @@ struct Group {
     head: Box<[u8]>,
     /// Expected points in message order: the configured ones first.
     names: Vec<Arc<str>>,
-    /// Each point's key in the payload, `"name":{`, written once.
-    keys: Vec<Box<[u8]>>,
+    /// Each point's key and the start of its fields, `"name":{"value":`,
+    /// written once.
+    heads: Vec<Box<[u8]>>,
+    /// Each point's bytes between value and ts (for its latest unit).
+    unit_ts: Vec<UnitTs>,
     /// Configured units (for points listed as bad).
     units: Vec<Option<Arc<str>>>,
     /// `names[..configured]` come from the config: listed as bad when missing.
@@ -85,7 +144,8 @@ impl Group {
             topic,
             head: head.into(),
             names: Vec::new(),
-            keys: Vec::new(),
+            heads: Vec::new(),
+            unit_ts: Vec::new(),
             units: Vec::new(),
             configured: 0,
             index: HashMap::new(),
@@ -101,11 +161,12 @@ impl Group {
 
     fn add_point(&mut self, name: Arc<str>, unit: Option<Arc<str>>) -> usize {
         let i = self.names.len();
-        let mut key = Vec::with_capacity(name.len() + 4);
+        let mut head = Vec::with_capacity(name.len() + 12);
         // writing a str to a Vec cannot fail
-        let _ = serde_json::to_writer(&mut key, &*name);
-        key.extend_from_slice(b":{");
-        self.keys.push(key.into());
+        let _ = serde_json::to_writer(&mut head, &*name);
+        head.extend_from_slice(b":{\"value\":");
+        self.heads.push(head.into());
+        self.unit_ts.push(UnitTs::new(unit.clone()));
         self.index.insert(name.clone(), i);
         self.names.push(name);
         self.units.push(unit);
@@ -140,7 +201,9 @@ impl Group {
             .map(|s| s.ts)
             .max()
             .unwrap_or(0);
-        let mut out = Vec::with_capacity(self.last_len);
+        // room for the last payload and some growth (a longer value or a
+        // new point): a grown Vec would copy the whole payload
+        let mut out = Vec::with_capacity(self.last_len + self.last_len / 16 + 64);
         out.extend_from_slice(&self.head);
         // writing an integer to a Vec cannot fail
         let _ = serde_json::to_writer(&mut out, &ts);
@@ -150,6 +213,7 @@ impl Group {
         }
         out.extend_from_slice(b",\"points\":{");
         let mut first = true;
+        let mut ts_text = TsText::default();
         for (i, slot) in self.pending.iter_mut().enumerate() {
             let slot = slot.take();
             if slot.is_none() && i >= self.configured {
@@ -159,12 +223,25 @@ impl Group {
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(&self.keys[i]);
+            // the bytes of `write_fields`, with the parts that do not
+            // change from poll to poll written once
+            out.extend_from_slice(&self.heads[i]);
             match slot {
                 Some(s) => {
-                    write_fields(&mut out, Some(&s.value), s.unit.as_deref(), s.ts, s.quality)
+                    write_value(&mut out, Some(&s.value));
+                    if let SlotUnit::Other(unit) = s.unit {
+                        self.unit_ts[i] = UnitTs::new(unit);
+                    }
+                    out.extend_from_slice(&self.unit_ts[i].bytes);
+                    ts_text.write(&mut out, s.ts);
+                    out.extend_from_slice(quality_end(s.quality));
                 }
-                None => write_fields(&mut out, None, self.units[i].as_deref(), ts, Quality::Bad),
+                None => {
+                    write_value(&mut out, None);
+                    write_unit_ts(&mut out, self.units[i].as_deref());
+                    ts_text.write(&mut out, ts);
+                    out.extend_from_slice(quality_end(Quality::Bad));
+                }
             }
             out.push(b'}');
         }
@@ -278,9 +355,14 @@ impl Grouping {
             // the point again: the next poll began
             out.push(g.flush(qos, retain));
         }
+        let unit = if g.unit_ts[i].names(&r.unit) {
+            SlotUnit::AsWritten
+        } else {
+            SlotUnit::Other(r.unit.clone())
+        };
         g.pending[i] = Some(Slot {
             value: r.value.clone(),
-            unit: r.unit.clone(),
+            unit,
             ts: r.ts,
             quality: r.quality,
         });
@@ -327,7 +409,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use crate::ports::points::{DeviceSpec, PointKind, PointSpec};
-    use crate::reading::{Value, clock};
+    use crate::reading::{Quality, Value, clock};
     use crate::rules::*;
 
     fn spec(device: &str, points: &[(&str, Option<&str>)], poll: Duration) -> DeviceSpec {
@@ -438,6 +520,51 @@ mod tests {
                 "b": {"value": null, "unit": "A", "ts": 5, "quality": "bad"},
             }})
         );
+    }
+
+    #[test]
+    fn each_point_reads_as_its_per_point_payload_whatever_its_unit_ts_and_quality() {
+        clock::set_check(false);
+        let dev = spec(
+            "d",
+            &[("a", Some("°C")), ("b", None), ("c", Some("V"))],
+            Duration::from_secs(60),
+        );
+        let mut e = per_device("{gateway}/{device}/{point}", &[dev]);
+        // polls where units change (to another, to none, back), the ts
+        // differs between points and the quality changes
+        let units = [Some("°C"), Some("K"), None, Some("°C"), Some("\"q\"")];
+        let qualities = [Quality::Good, Quality::Stale, Quality::Bad];
+        for poll in 0..15_i64 {
+            let rs: Vec<Reading> = ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let k = poll as usize + i;
+                    Reading {
+                        quality: qualities[k % 3],
+                        ..reading(
+                            "d",
+                            p,
+                            Value::Float(poll as f64 / 3.0),
+                            units[k % units.len()],
+                            1_000 + poll * 10 + (k % 2) as i64,
+                        )
+                    }
+                })
+                .collect();
+            let out = feed(&mut e, &rs);
+            assert_eq!(out.len(), 1, "poll {poll}: one message");
+            let m: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+            for r in &rs {
+                let alone: serde_json::Value = serde_json::from_slice(&r.to_payload()).unwrap();
+                assert_eq!(
+                    m["points"][&*r.point], alone,
+                    "poll {poll}, point {}",
+                    r.point
+                );
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub use grouping::Grouping;
 pub use mapping::{TopicTemplate, device_template};
 pub use reload::Reloaded;
 pub use script_reading::ScriptReading;
+pub use stage::Onward;
 
 use crate::config::Report;
 use crate::ports::points::DeviceSpec;
@@ -161,7 +162,8 @@ impl DefaultMapping {
 ///
 /// Scripts run on a blocking thread (see `stage.rs`); this task forwards
 /// readings in batches and turns SIGHUP into a reload (see `reload.rs`).
-/// Without scripts the default mapping runs on this task.
+/// Without scripts the default mapping runs on this task. Each batch,
+/// once mapped, goes to `onward` (the Sparkplug node's queue).
 pub async fn run(
     gateway: &str,
     cfg: &RulesConfig,
@@ -169,6 +171,7 @@ pub async fn run(
     devices: &[DeviceSpec],
     mut readings: ReadingsReceiver,
     out: mpsc::Sender<Publish>,
+    mut onward: Onward,
 ) {
     // the stage's metric exists from its start
     engine::rule_errors();
@@ -189,13 +192,14 @@ pub async fn run(
             info!(topic = %cfg.topic, "rules: default mapping");
         }
         // nothing can block: on this task, no thread to wake per batch
-        stage::mapping_only(engine, &mut readings, &out, &mut hup).await;
+        stage::mapping_only(engine, &mut readings, &out, &mut onward, &mut hup).await;
         return;
     }
     let (work_tx, work_rx) = mpsc::channel(WORK_CAPACITY);
     let span = info_span!("rules-worker");
-    let worker =
-        tokio::task::spawn_blocking(move || span.in_scope(|| stage::worker(engine, work_rx, out)));
+    let worker = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| stage::worker(engine, work_rx, out, onward))
+    });
     loop {
         tokio::select! {
             batch = readings.recv() => {

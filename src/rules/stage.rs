@@ -7,7 +7,8 @@
 //! task instead ([`mapping_only`]): no thread to wake per batch. With
 //! `payload: per_device` either wakes at the deadline of a device group
 //! still waiting for points (`grouping.rs`), and publishes the groups left
-//! when the stage ends.
+//! when the stage ends. Each batch, once mapped, goes on to the Sparkplug
+//! node when there is one ([`Onward`]).
 //!
 //! Error log policy: every failure is counted (per script, see
 //! [`ScriptCounters`](super::ScriptCounters)); the log gets at most
@@ -29,6 +30,44 @@ use crate::reading::{Publish, Reading};
 /// Log lines per script per window before errors are only counted.
 pub const LOG_BURST: u32 = 5;
 pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Where each batch goes once the stage has mapped it: the Sparkplug
+/// node's queue, when `sparkplug:` is on (the node reads the same readings
+/// without a copy of each batch).
+///
+/// Policy: never drops. A full queue makes the stage wait (and the sources
+/// with it: back-pressure, as a slow rules stage causes); once the
+/// receiver is gone (the node ended) batches are let go.
+pub struct Onward(Option<mpsc::Sender<Vec<Reading>>>);
+
+impl Onward {
+    /// Nothing after the stage.
+    pub fn nowhere() -> Self {
+        Onward(None)
+    }
+
+    /// Each batch to `tx` once mapped.
+    pub fn to(tx: mpsc::Sender<Vec<Reading>>) -> Self {
+        Onward(Some(tx))
+    }
+
+    async fn hand(&mut self, batch: Vec<Reading>) {
+        if let Some(tx) = &self.0
+            && tx.send(batch).await.is_err()
+        {
+            self.0 = None;
+        }
+    }
+
+    /// [`Onward::hand`] from the worker's thread.
+    fn hand_blocking(&mut self, batch: Vec<Reading>) {
+        if let Some(tx) = &self.0
+            && tx.blocking_send(batch).is_err()
+        {
+            self.0 = None;
+        }
+    }
+}
 
 /// What the async side hands the worker.
 pub(super) enum Work {
@@ -163,6 +202,7 @@ pub(super) async fn mapping_only(
     mut engine: RulesEngine,
     readings: &mut ReadingsReceiver,
     out: &mpsc::Sender<Publish>,
+    onward: &mut Onward,
     hup: &mut Option<tokio::signal::unix::Signal>,
 ) {
     let mut log = ErrorLog {
@@ -175,6 +215,7 @@ pub(super) async fn mapping_only(
             batch = readings.recv() => {
                 let Some(batch) = batch else { break };
                 process(&mut engine, &mut log, batch.iter(), &mut pubs);
+                onward.hand(batch).await;
             }
             () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
                 engine.flush_due(std::time::Instant::now(), &mut pubs);
@@ -210,6 +251,7 @@ pub(super) fn worker(
     mut engine: RulesEngine,
     mut work: mpsc::Receiver<Work>,
     out: mpsc::Sender<Publish>,
+    mut onward: Onward,
 ) {
     let mut log = ErrorLog {
         per_script: engine
@@ -225,6 +267,9 @@ pub(super) fn worker(
                 process(&mut engine, &mut log, batches.iter().flatten(), &mut pubs);
                 if !send_all(&out, &mut pubs) {
                     break;
+                }
+                for b in batches {
+                    onward.hand_blocking(b);
                 }
             }
             Work::Reload => engine.reload_and_log(),
@@ -278,6 +323,15 @@ mod tests {
         read_rx: crate::reading::batch::ReadingsReceiver,
         out_tx: mpsc::Sender<Publish>,
     ) -> tokio::task::JoinHandle<()> {
+        spawn_stage_onward(cfg, read_rx, out_tx, Onward::nowhere())
+    }
+
+    fn spawn_stage_onward(
+        cfg: Config,
+        read_rx: crate::reading::batch::ReadingsReceiver,
+        out_tx: mpsc::Sender<Publish>,
+        onward: Onward,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             run(
                 &cfg.gateway.id,
@@ -286,9 +340,51 @@ mod tests {
                 &[],
                 read_rx,
                 out_tx,
+                onward,
             )
             .await
         })
+    }
+
+    /// Every batch reaches `onward` whole and in order, after its
+    /// publishes, with scripts (the worker thread) and without (the
+    /// stage's task); a full onward queue makes the stage wait, not drop.
+    #[tokio::test]
+    async fn every_batch_goes_onward_in_order_once_mapped() {
+        let no_scripts = {
+            let path = std::path::Path::new("/nonexistent/fieldgate.yaml");
+            crate::settings::parse("gateway:\n  id: gw\n", path).expect("valid config")
+        };
+        let (_dir, scripted) = config("fn on_reading(r) { emit(r); }", 1_000_000);
+        for cfg in [no_scripts, scripted] {
+            let (read_tx, read_rx) = crate::reading::batch::channel(1000);
+            let (out_tx, mut out_rx) = mpsc::channel(1000);
+            // room for 2 batches: the rest wait for the receiver
+            let (on_tx, mut on_rx) = mpsc::channel(2);
+            let stage = spawn_stage_onward(cfg, read_rx, out_tx, Onward::to(on_tx));
+            let batches: Vec<Vec<Reading>> = (0..20)
+                .map(|b| {
+                    (0..3)
+                        .map(|i| reading("d", &format!("p{i}"), Value::Int(b), b))
+                        .collect()
+                })
+                .collect();
+            for b in &batches {
+                read_tx.send(b.clone()).await.expect("send");
+            }
+            drop(read_tx);
+            let mut got = Vec::new();
+            while let Some(b) = on_rx.recv().await {
+                got.push(b);
+            }
+            assert_eq!(got, batches);
+            stage.await.expect("stage ends");
+            let mut published = 0;
+            while out_rx.try_recv().is_ok() {
+                published += 1;
+            }
+            assert_eq!(published, 60, "every reading was mapped as well");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -380,7 +476,7 @@ mod tests {
             .try_send(stage::Work::Batch(vec![batch]))
             .expect("room for one batch");
         drop(work_tx);
-        std::thread::spawn(move || stage::worker(engine, work_rx, out_tx))
+        std::thread::spawn(move || stage::worker(engine, work_rx, out_tx, Onward::nowhere()))
             .join()
             .expect("the worker survives the panic");
         let mut got = Vec::new();

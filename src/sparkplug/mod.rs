@@ -21,7 +21,6 @@ pub mod model;
 pub mod node;
 pub mod payload;
 pub mod seq;
-pub mod tap;
 pub mod task;
 pub mod topics;
 pub mod uplink;
@@ -29,6 +28,7 @@ pub mod uplink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span, warn};
 
@@ -36,11 +36,11 @@ pub use config::{SparkplugConfig, Target};
 
 use crate::bridge::UplinkConfig;
 use crate::broker::BrokerHandle;
-use crate::reading::batch::ReadingsReceiver;
+use crate::reading::Reading;
 use crate::southbound::devices::DeviceConfig;
 
 /// Batches of readings the node may have waiting (back-pressure on the
-/// tap, and so on the sources, beyond it; nothing is dropped).
+/// rules stage, and so on the sources, beyond it; nothing is dropped).
 pub const READINGS_QUEUE: usize = 64;
 /// Messages of the node's in-process subscription (status, STATE,
 /// commands) waiting; past it the broker's drop policy for a slow
@@ -66,11 +66,11 @@ pub enum SparkplugError {
     Uplink(String),
 }
 
-/// Starts the edge node when `cfg` is enabled: taps `readings` (the rules
-/// stage gets the returned receiver) and subscribes on the embedded
-/// broker. The task ends after the sources stop (the tap closes), with an
-/// NDEATH. Without it, `readings` comes back as it was.
-#[allow(clippy::too_many_arguments)]
+/// Starts the edge node when `cfg` is enabled and subscribes on the
+/// embedded broker. Returns the sender of the node's readings queue (the
+/// rules stage hands each batch on to it once mapped: `rules::Onward`) and
+/// the task, which ends once every sender is gone (the sources stopped,
+/// then the rules stage), with an NDEATH. `None` when not enabled.
 pub async fn start(
     cfg: Option<&SparkplugConfig>,
     uplink: Option<&UplinkConfig>,
@@ -78,11 +78,9 @@ pub async fn start(
     devices: &[DeviceConfig],
     data_dir: &Path,
     handle: &BrokerHandle,
-    readings: ReadingsReceiver,
-    readings_capacity: usize,
-) -> Result<(ReadingsReceiver, Option<JoinHandle<()>>), SparkplugError> {
+) -> Result<Option<(mpsc::Sender<Vec<Reading>>, JoinHandle<()>)>, SparkplugError> {
     let Some(cfg) = cfg.filter(|c| c.enabled) else {
-        return Ok((readings, None));
+        return Ok(None);
     };
     let ids = topics::Ids {
         group: cfg.group_id.clone(),
@@ -127,7 +125,7 @@ pub async fn start(
         }
     };
     let messages = handle.subscribe("sparkplug", &local, MESSAGES_QUEUE);
-    let (rules_rx, node_rx) = tap::start(readings, readings_capacity);
+    let (node_tx, node_rx) = mpsc::channel(READINGS_QUEUE);
     let parts = task::Parts {
         node,
         bd_seq,
@@ -148,5 +146,5 @@ pub async fn start(
     metrics::get();
     let task =
         tokio::spawn(task::run(parts, node_rx, messages).instrument(info_span!("sparkplug")));
-    Ok((rules_rx, Some(task)))
+    Ok(Some((node_tx, task)))
 }

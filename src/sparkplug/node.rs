@@ -275,7 +275,8 @@ impl Node {
     fn data(&mut self, i: usize, touched: &[usize], now: i64, out: &mut Vec<Out>) {
         let (rbe, deadband) = (self.reporting.report_by_exception, self.reporting.deadband);
         let d = &mut self.devices[i];
-        let mut metrics = Vec::new();
+        // sized once: a Metric is large, and growing the Vec copies them all
+        let mut metrics = Vec::with_capacity(touched.len());
         for &k in touched {
             let (value, at) = &d.values[k];
             let deadband = d.model.metrics[k].deadband.or(deadband);

@@ -1,5 +1,6 @@
-//! The node's task: takes readings (from the tap), device status (from
-//! its in-process subscription on the embedded broker), STATE and
+//! The node's task: takes readings (from the rules stage, once mapped),
+//! device status (from its in-process subscription on the embedded
+//! broker), STATE and
 //! commands (from that subscription, or from its upstream session with
 //! target uplink), runs them through the [`Node`] and carries out what it
 //! asks: publishes on the [`Sink`], stores history, hands writes to the

@@ -11,7 +11,7 @@ use crate::reading::Value;
 use crate::southbound::guard::{DEFAULT_RATE, WriteLimits, WriteRate};
 mod words;
 
-use words::{f32_to_f64, ordered_bytes, range, words_from_bytes, wrong};
+use words::{f32_to_f64, ordered_bytes, ordered_u64, range, words_from_bytes, wrong};
 
 /// The four Modbus data tables.
 #[derive(
@@ -261,14 +261,11 @@ impl Codec {
         if let Some(bit) = self.bit {
             return Ok(Value::Bool(words[0] >> bit & 1 == 1));
         }
-        let bytes = ordered_bytes(words, self.word_order, self.byte_order);
-        let mut be = [0u8; 8];
-        let n = bytes.len().min(8);
-        be[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
-        let raw = u64::from_be_bytes(be);
+        let raw = ordered_u64(words, self.word_order, self.byte_order);
         let value = match self.data_type {
             DataType::Bool => return Ok(Value::Bool(raw != 0)),
             DataType::String => {
+                let bytes = ordered_bytes(words, self.word_order, self.byte_order);
                 let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
                 let s = String::from_utf8_lossy(&bytes[..end]);
                 return Ok(Value::String(s.trim_end().to_string()));

@@ -25,6 +25,27 @@ pub(super) fn ordered_bytes(words: &[u16], word_order: Order, byte_order: Order)
     out
 }
 
+/// The last 8 bytes of [`ordered_bytes`] as a big-endian integer, without
+/// building them: what every numeric type decodes from (at most 4 words),
+/// once per reading.
+pub(super) fn ordered_u64(words: &[u16], word_order: Order, byte_order: Order) -> u64 {
+    let mut raw = 0u64;
+    let mut push = |w: u16| {
+        let w = match byte_order {
+            Order::Big => w,
+            Order::Little => w.swap_bytes(),
+        };
+        // the shift drops the words before the last four, as taking the
+        // last 8 bytes does
+        raw = raw << 16 | u64::from(w);
+    };
+    match word_order {
+        Order::Big => words.iter().copied().for_each(&mut push),
+        Order::Little => words.iter().rev().copied().for_each(&mut push),
+    }
+    raw
+}
+
 /// The inverse of [`ordered_bytes`]: registers in address order.
 pub(super) fn words_from_bytes(bytes: &[u8], word_order: Order, byte_order: Order) -> Vec<u16> {
     let mut words: Vec<u16> = bytes
@@ -73,5 +94,31 @@ pub(super) fn range<A: ToString, B: ToString>(
         ty,
         min: min.to_string(),
         max: max.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_u64_is_the_last_eight_ordered_bytes_for_every_order_and_length() {
+        let words = [0x1234, 0xabcd, 0x0f0e, 0x8001, 0x7fff, 0x00ff];
+        let orders = [Order::Big, Order::Little];
+        for n in 1..=words.len() {
+            for wo in orders {
+                for bo in orders {
+                    let bytes = ordered_bytes(&words[..n], wo, bo);
+                    let mut be = [0u8; 8];
+                    let k = bytes.len().min(8);
+                    be[8 - k..].copy_from_slice(&bytes[bytes.len() - k..]);
+                    assert_eq!(
+                        ordered_u64(&words[..n], wo, bo),
+                        u64::from_be_bytes(be),
+                        "{n} words, {wo:?} word order, {bo:?} byte order"
+                    );
+                }
+            }
+        }
     }
 }
