@@ -94,6 +94,17 @@ impl Device {
     }
 }
 
+/// A message the node sends (QoS 0, not retained: Sparkplug's rule for
+/// everything but NDEATH as a will and STATE).
+fn qos0(topic: String, payload: Vec<u8>) -> Publish {
+    Publish {
+        topic,
+        payload: Bytes::from(payload),
+        qos: Qos::AtMostOnce,
+        retain: false,
+    }
+}
+
 /// The edge node.
 pub struct Node {
     ids: Ids,
@@ -161,12 +172,7 @@ impl Node {
     }
 
     fn publish(&self, topic: String, p: &Payload) -> Publish {
-        Publish {
-            topic,
-            payload: Bytes::from(p.encode_to_vec()),
-            qos: Qos::AtMostOnce,
-            retain: false,
-        }
+        qos0(topic, p.encode_to_vec())
     }
 
     /// Goes live with `bd_seq`: NBIRTH (seq 0), then a DBIRTH per online
@@ -275,30 +281,35 @@ impl Node {
     fn data(&mut self, i: usize, touched: &[usize], now: i64, out: &mut Vec<Out>) {
         let (rbe, deadband) = (self.reporting.report_by_exception, self.reporting.deadband);
         let d = &mut self.devices[i];
-        // sized once: a Metric is large, and growing the Vec copies them all
-        let mut metrics = Vec::with_capacity(touched.len());
+        // the metrics to send, in the order touched
+        let mut chosen = Vec::with_capacity(touched.len());
         for &k in touched {
-            let (value, at) = &d.values[k];
+            let value = &d.values[k].0;
             let deadband = d.model.metrics[k].deadband.or(deadband);
             if rbe && !d.sent.changed(k, value, deadband) {
                 continue;
             }
             d.sent.record(k, value.clone());
-            metrics.push(encode::data_metric(&d.model.metrics[k], value, *at));
+            chosen.push(k);
         }
-        if metrics.is_empty() {
+        if chosen.is_empty() {
             return;
         }
-        let device = d.model.name.clone();
+        let metrics = chosen
+            .iter()
+            .map(|&k| (&d.model.metrics[k], &d.values[k].0, d.values[k].1));
         if self.phase == Phase::Waiting {
+            let metrics = metrics
+                .map(|(def, value, at)| encode::data_metric(def, value, at))
+                .collect();
             let payload = encode::ddata(metrics, now, None);
+            let device = d.model.name.clone();
             out.push(Out::Store { device, payload });
             return;
         }
-        let p = encode::ddata(metrics, now, Some(self.seq.advance()));
-        out.push(Out::Send(
-            self.publish(self.ids.device_topic("DDATA", &device), &p),
-        ));
+        let bytes = encode::ddata_bytes(metrics, now, self.seq.advance());
+        let topic = self.ids.device_topic("DDATA", &d.model.name);
+        out.push(Out::Send(qos0(topic, bytes)));
     }
 
     /// A device's status changed: DDEATH when an online device goes
