@@ -41,6 +41,25 @@ impl LastReading {
             ts: r.ts,
         }
     }
+
+    /// Becomes `r`'s last reading, keeping what it already holds when it
+    /// is the same: the unit `Arc` when it is the same pointer (no atomic
+    /// count on a line another thread may have), a text's allocation.
+    fn set(&mut self, r: &Reading) {
+        match (&mut self.value, &r.value) {
+            (Value::String(held), Value::String(new)) => held.clone_from(new),
+            (held, new) => *held = new.clone(),
+        }
+        let same_unit = match (&self.unit, &r.unit) {
+            (Some(held), Some(new)) => Arc::ptr_eq(held, new),
+            (held, new) => held.is_none() && new.is_none(),
+        };
+        if !same_unit {
+            self.unit = r.unit.clone();
+        }
+        self.quality = r.quality;
+        self.ts = r.ts;
+    }
 }
 
 /// One point: its name, last reading and history.
@@ -79,7 +98,7 @@ impl Points {
             },
         };
         let slot = &mut self.slots[at];
-        slot.last = LastReading::of(r);
+        slot.last.set(r);
         if let Some(shape) = shape {
             slot.series.record(r, shape);
         }

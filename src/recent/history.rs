@@ -12,6 +12,16 @@
 //! per raw reading, 20 per bucket: 3,360 bytes with the defaults), values
 //! kept as 32-bit floats. Nothing is written to disk: a restart starts
 //! empty ([`since_ms`]). Must not import a stage.
+//!
+//! Every reading of every point comes here (10,000 a second in the Modbus
+//! benchmark), so a reading touches only its [`Series`] as a rule: the
+//! newest raw reading (which stands in for its step until a step has
+//! passed) and the open bucket are kept inline, with the times the next
+//! reading needs (the committed reading before the newest, the oldest); the
+//! rings behind them are written only when a raw reading is committed
+//! (about once a second), something expires, a bucket closes or a late
+//! reading lands in a closed bucket. The rings keep their full size above,
+//! one slot of each spare, so what they take stays what is said above.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -120,10 +130,161 @@ pub type BucketOut = (i64, Option<[f64; 3]>);
 /// One point's history.
 #[derive(Debug, Default)]
 pub struct Series {
-    base: i64,
-    raw: VecDeque<Raw>,
-    buckets: VecDeque<Bucket>,
+    raw: RawRing,
+    buckets: BucketRing,
     texts: VecDeque<(i64, Box<str>)>,
+}
+
+/// The raw readings: the ring of committed ones and, inline, the newest
+/// (which stands in for its step until a step has passed) with the times a
+/// reading needs to decide what to do, so that one that only replaces the
+/// newest touches no ring memory.
+#[derive(Debug, Default)]
+struct RawRing {
+    /// The time the `dt`s count from.
+    base: i64,
+    /// The newest reading; `None`: none at all.
+    newest: Option<Raw>,
+    /// `dt` of `kept.back()`, while `kept` is not empty.
+    prev_dt: u32,
+    /// `dt` of the oldest reading (`kept.front()`, else `newest`).
+    oldest_dt: u32,
+    /// The readings before `newest`, oldest first (at most `RAW_MAX - 1`).
+    kept: VecDeque<Raw>,
+}
+
+impl RawRing {
+    fn push(&mut self, ts: i64, v: f32) {
+        let fits = ts >= self.base && ts - self.base <= i64::from(u32::MAX);
+        if self.newest.is_none() || !fits {
+            self.restart(ts);
+        }
+        let raw = Raw {
+            dt: u32::try_from(ts - self.base).unwrap_or(u32::MAX),
+            v,
+        };
+        match self.newest {
+            // thinned: the newest of the step is kept
+            Some(last) if last.v.is_nan() == v.is_nan() && self.closes_step(last) => {}
+            Some(last) => self.commit(last),
+            None => self.oldest_dt = raw.dt,
+        }
+        self.newest = Some(raw);
+        self.expire(ts);
+    }
+
+    /// Starts again from `ts`, empty.
+    fn restart(&mut self, ts: i64) {
+        if self.kept.capacity() == 0 {
+            // the full size, spare slot included: `Series::heap_bytes`
+            self.kept.reserve_exact(RAW_MAX);
+        }
+        self.kept.clear();
+        self.newest = None;
+        self.base = ts;
+    }
+
+    /// Whether `newest` is still within a step of the reading before it.
+    fn closes_step(&self, newest: Raw) -> bool {
+        !self.kept.is_empty() && i64::from(newest.dt) - i64::from(self.prev_dt) < RAW_STEP_MS
+    }
+
+    /// Moves `newest` (still in place) into the ring, dropping the oldest
+    /// when [`RAW_MAX`] would be passed.
+    fn commit(&mut self, newest: Raw) {
+        if self.kept.len() + 1 >= RAW_MAX {
+            self.pop_oldest();
+        }
+        self.kept.push_back(newest);
+        self.prev_dt = newest.dt;
+    }
+
+    fn pop_oldest(&mut self) {
+        self.kept.pop_front();
+        if let Some(oldest) = self.kept.front().or(self.newest.as_ref()) {
+            self.oldest_dt = oldest.dt;
+        }
+    }
+
+    /// Drops the readings older than [`RAW_SPAN_MS`] before `ts` (never
+    /// `newest`, which is at `ts`).
+    fn expire(&mut self, ts: i64) {
+        while !self.kept.is_empty() && ts - (self.base + i64::from(self.oldest_dt)) > RAW_SPAN_MS {
+            self.pop_oldest();
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
+        let at = |r: &Raw| (self.base + i64::from(r.dt), r.v);
+        self.kept.iter().chain(&self.newest).map(at)
+    }
+}
+
+/// The buckets: the ring of closed ones and, inline, the open (newest)
+/// one, which takes most readings.
+#[derive(Debug, Default)]
+struct BucketRing {
+    /// The newest bucket; `None`: none at all.
+    open: Option<Bucket>,
+    /// The buckets before `open`, oldest first (at most `buckets - 1`).
+    kept: VecDeque<Bucket>,
+}
+
+impl BucketRing {
+    fn push(&mut self, ts: i64, v: f32, shape: Shape) {
+        // most readings land in the open bucket: no division, nothing to
+        // add or drop
+        if let Some(b) = &mut self.open {
+            let start = i64::from(b.idx).saturating_mul(shape.bucket_ms);
+            if ts >= start && ts - start < shape.bucket_ms {
+                b.add(v);
+                return;
+            }
+        }
+        if self.kept.capacity() == 0 {
+            // the full size, spare slot included: `Series::heap_bytes`
+            self.kept.reserve_exact(shape.buckets);
+        }
+        let idx = shape.index(ts);
+        if self.open.is_none_or(|b| idx > b.idx) {
+            self.open_new(idx, shape);
+        }
+        let first = idx.saturating_sub(shape.buckets as u32 - 1);
+        while self.kept.front().is_some_and(|b| b.idx < first) {
+            self.kept.pop_front();
+        }
+        // a late reading lands in its own bucket if that is still kept
+        let open = self.open.iter_mut();
+        if let Some(b) = open
+            .chain(self.kept.iter_mut().rev())
+            .find(|b| b.idx == idx)
+        {
+            b.add(v);
+        }
+    }
+
+    /// Closes the open bucket and opens bucket `idx`, dropping the oldest
+    /// when `shape.buckets` would be passed.
+    fn open_new(&mut self, idx: u32, shape: Shape) {
+        let len = self.kept.len() + usize::from(self.open.is_some());
+        if len >= shape.buckets && self.kept.pop_front().is_none() {
+            self.open = None;
+        }
+        if let Some(closed) = self.open.take() {
+            self.kept.push_back(closed);
+        }
+        self.open = Some(Bucket {
+            idx,
+            min: f32::NAN,
+            max: f32::NAN,
+            avg: f32::NAN,
+            n: 0,
+        });
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bucket> {
+        self.kept.iter().chain(&self.open)
+    }
 }
 
 /// The value a reading draws: `None` for text, NaN for a gap.
@@ -151,8 +312,8 @@ impl Series {
     pub fn record(&mut self, r: &Reading, shape: Shape) {
         match plotted(r) {
             Some(v) => {
-                self.push_raw(r.ts, v, shape);
-                self.push_bucket(r.ts, v, shape);
+                self.raw.push(r.ts, v);
+                self.buckets.push(r.ts, v, shape);
             }
             None => self.push_text(r),
         }
@@ -160,85 +321,9 @@ impl Series {
 
     /// Marks a gap now (the device went offline), for numeric points.
     pub fn gap(&mut self, ts: i64, shape: Shape) {
-        if !self.raw.is_empty() || !self.buckets.is_empty() {
-            self.push_raw(ts, f32::NAN, shape);
-            self.push_bucket(ts, f32::NAN, shape);
-        }
-    }
-
-    fn ts_of(&self, r: &Raw) -> i64 {
-        self.base + i64::from(r.dt)
-    }
-
-    fn push_raw(&mut self, ts: i64, v: f32, _shape: Shape) {
-        if self.raw.capacity() == 0 {
-            self.raw.reserve_exact(RAW_MAX);
-        }
-        let fits = ts >= self.base && ts - self.base <= i64::from(u32::MAX);
-        if self.raw.is_empty() || !fits {
-            self.raw.clear();
-            self.base = ts;
-        }
-        let raw = Raw {
-            dt: u32::try_from(ts - self.base).unwrap_or(u32::MAX),
-            v,
-        };
-        let n = self.raw.len();
-        let same_kind = self.raw.back().is_some_and(|b| b.v.is_nan() == v.is_nan());
-        // the newest entry stands in for its step until a step has passed
-        let close =
-            n >= 2 && self.ts_of(&self.raw[n - 1]) - self.ts_of(&self.raw[n - 2]) < RAW_STEP_MS;
-        if same_kind && close {
-            self.raw[n - 1] = raw; // thinned: the newest of the step is kept
-        } else {
-            if n == RAW_MAX {
-                self.raw.pop_front();
-            }
-            self.raw.push_back(raw);
-        }
-        while self
-            .raw
-            .front()
-            .is_some_and(|f| ts - self.ts_of(f) > RAW_SPAN_MS)
-        {
-            self.raw.pop_front();
-        }
-    }
-
-    fn push_bucket(&mut self, ts: i64, v: f32, shape: Shape) {
-        // most readings land in the newest bucket: no division, nothing to
-        // add or drop
-        if let Some(b) = self.buckets.back_mut() {
-            let start = i64::from(b.idx).saturating_mul(shape.bucket_ms);
-            if ts >= start && ts - start < shape.bucket_ms {
-                b.add(v);
-                return;
-            }
-        }
-        if self.buckets.capacity() == 0 {
-            self.buckets.reserve_exact(shape.buckets);
-        }
-        let idx = shape.index(ts);
-        let newest = self.buckets.back().map(|b| b.idx);
-        if newest.is_none_or(|last| idx > last) {
-            if self.buckets.len() == shape.buckets {
-                self.buckets.pop_front();
-            }
-            self.buckets.push_back(Bucket {
-                idx,
-                min: f32::NAN,
-                max: f32::NAN,
-                avg: f32::NAN,
-                n: 0,
-            });
-        }
-        let first = idx.saturating_sub(shape.buckets as u32 - 1);
-        while self.buckets.front().is_some_and(|b| b.idx < first) {
-            self.buckets.pop_front();
-        }
-        // a late reading lands in its own bucket if that is still kept
-        if let Some(b) = self.buckets.iter_mut().rev().find(|b| b.idx == idx) {
-            b.add(v);
+        if self.raw.newest.is_some() || self.buckets.open.is_some() {
+            self.raw.push(ts, f32::NAN);
+            self.buckets.push(ts, f32::NAN, shape);
         }
     }
 
@@ -259,7 +344,7 @@ impl Series {
     pub fn raw(&self) -> Vec<(i64, Option<f64>)> {
         self.raw
             .iter()
-            .map(|r| (self.ts_of(r), (!r.v.is_nan()).then(|| widen(r.v))))
+            .map(|(ts, v)| (ts, (!v.is_nan()).then(|| widen(v))))
             .collect()
     }
 
@@ -285,8 +370,8 @@ impl Series {
 
     /// Bytes this series holds on the heap.
     pub fn heap_bytes(&self) -> usize {
-        self.raw.capacity() * size_of::<Raw>()
-            + self.buckets.capacity() * size_of::<Bucket>()
+        self.raw.kept.capacity() * size_of::<Raw>()
+            + self.buckets.kept.capacity() * size_of::<Bucket>()
             + self
                 .texts
                 .iter()
@@ -543,6 +628,260 @@ mod tests {
         s.record(&num(5_000_000, 1.0), SHAPE);
         s.record(&num(1_000, 2.0), SHAPE);
         assert_eq!(s.raw(), [(1_000, Some(2.0))]);
+    }
+
+    /// The raw readings and buckets kept the plain way, each ring written
+    /// at every reading (the algorithm before the newest raw reading and
+    /// the open bucket moved inline): the oracle [`Series`] must match.
+    #[derive(Default)]
+    struct Plain {
+        base: i64,
+        raw: VecDeque<Raw>,
+        buckets: VecDeque<Bucket>,
+    }
+
+    impl Plain {
+        fn record(&mut self, r: &Reading, shape: Shape) {
+            if let Some(v) = plotted(r) {
+                self.push_raw(r.ts, v);
+                self.push_bucket(r.ts, v, shape);
+            }
+        }
+
+        fn gap(&mut self, ts: i64, shape: Shape) {
+            if !self.raw.is_empty() || !self.buckets.is_empty() {
+                self.push_raw(ts, f32::NAN);
+                self.push_bucket(ts, f32::NAN, shape);
+            }
+        }
+
+        fn ts_of(&self, r: &Raw) -> i64 {
+            self.base + i64::from(r.dt)
+        }
+
+        fn push_raw(&mut self, ts: i64, v: f32) {
+            if self.raw.capacity() == 0 {
+                self.raw.reserve_exact(RAW_MAX);
+            }
+            let fits = ts >= self.base && ts - self.base <= i64::from(u32::MAX);
+            if self.raw.is_empty() || !fits {
+                self.raw.clear();
+                self.base = ts;
+            }
+            let raw = Raw {
+                dt: u32::try_from(ts - self.base).unwrap_or(u32::MAX),
+                v,
+            };
+            let n = self.raw.len();
+            let same_kind = self.raw.back().is_some_and(|b| b.v.is_nan() == v.is_nan());
+            let close =
+                n >= 2 && self.ts_of(&self.raw[n - 1]) - self.ts_of(&self.raw[n - 2]) < RAW_STEP_MS;
+            if same_kind && close {
+                self.raw[n - 1] = raw;
+            } else {
+                if n == RAW_MAX {
+                    self.raw.pop_front();
+                }
+                self.raw.push_back(raw);
+            }
+            while self
+                .raw
+                .front()
+                .is_some_and(|f| ts - self.ts_of(f) > RAW_SPAN_MS)
+            {
+                self.raw.pop_front();
+            }
+        }
+
+        fn push_bucket(&mut self, ts: i64, v: f32, shape: Shape) {
+            if let Some(b) = self.buckets.back_mut() {
+                let start = i64::from(b.idx).saturating_mul(shape.bucket_ms);
+                if ts >= start && ts - start < shape.bucket_ms {
+                    b.add(v);
+                    return;
+                }
+            }
+            if self.buckets.capacity() == 0 {
+                self.buckets.reserve_exact(shape.buckets);
+            }
+            let idx = shape.index(ts);
+            let newest = self.buckets.back().map(|b| b.idx);
+            if newest.is_none_or(|last| idx > last) {
+                if self.buckets.len() == shape.buckets {
+                    self.buckets.pop_front();
+                }
+                self.buckets.push_back(Bucket {
+                    idx,
+                    min: f32::NAN,
+                    max: f32::NAN,
+                    avg: f32::NAN,
+                    n: 0,
+                });
+            }
+            let first = idx.saturating_sub(shape.buckets as u32 - 1);
+            while self.buckets.front().is_some_and(|b| b.idx < first) {
+                self.buckets.pop_front();
+            }
+            if let Some(b) = self.buckets.iter_mut().rev().find(|b| b.idx == idx) {
+                b.add(v);
+            }
+        }
+
+        fn raw(&self) -> Vec<(i64, Option<f64>)> {
+            self.raw
+                .iter()
+                .map(|r| (self.ts_of(r), (!r.v.is_nan()).then(|| widen(r.v))))
+                .collect()
+        }
+
+        fn buckets(&self, shape: Shape) -> Vec<BucketOut> {
+            self.buckets
+                .iter()
+                .map(|b| {
+                    let start = i64::from(b.idx) * shape.bucket_ms;
+                    let vals = (b.n > 0).then(|| [widen(b.min), widen(b.avg), widen(b.max)]);
+                    (start, vals)
+                })
+                .collect()
+        }
+
+        fn heap_bytes(&self) -> usize {
+            self.raw.capacity() * size_of::<Raw>() + self.buckets.capacity() * size_of::<Bucket>()
+        }
+    }
+
+    /// A fixed pseudo-random sequence (Knuth's MMIX LCG).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> i64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) % n) as i64
+        }
+
+        fn one_in(&mut self, n: u64) -> bool {
+            self.below(n) == 0
+        }
+    }
+
+    /// The next reading of the stream at `*t` (moved on), or `None`: a gap
+    /// (the device went offline) at `*t`.
+    fn next_reading(rng: &mut Lcg, mode: i64, t: &mut i64) -> Option<Reading> {
+        *t += match mode {
+            0 => 10 + rng.below(91),       // a fast poll
+            1 => 900 + rng.below(201),     // about a second
+            _ => 1000 + rng.below(19_001), // slow
+        };
+        if rng.one_in(400) {
+            *t += 30_000 + rng.below(1_000_000); // offline a while
+        }
+        if rng.one_in(3000) {
+            *t += 5 * 3_600_000; // every bucket expires
+        }
+        if rng.one_in(4000) {
+            *t += 5_000_000_000; // past what a raw `dt` holds
+        }
+        if rng.one_in(800) {
+            *t -= rng.below(10_000_000); // the clock steps back
+        }
+        if rng.one_in(5000) {
+            *t = 1000; // back to the epoch: late readings go below it
+        }
+        if rng.one_in(100) {
+            return None;
+        }
+        let ts = if rng.one_in(25) {
+            *t - rng.below(200_000) // late
+        } else {
+            *t
+        };
+        let value = match rng.below(40) {
+            0 => Value::Float(f64::NAN),
+            1 => Value::Bool(rng.one_in(2)),
+            2 => Value::Int(rng.below(2000) - 1000),
+            3 => Value::String(format!("s{}", rng.below(3))),
+            _ => Value::Float((rng.below(20_000) - 10_000) as f64 / 10.0),
+        };
+        let quality = if rng.one_in(20) {
+            Quality::Bad
+        } else {
+            Quality::Good
+        };
+        Some(reading(ts, value, quality))
+    }
+
+    #[test]
+    fn the_inline_newest_reading_and_bucket_keep_what_the_plain_rings_kept() {
+        let shapes = [
+            SHAPE,
+            Shape {
+                bucket_ms: 1000,
+                buckets: 5,
+            },
+            Shape {
+                bucket_ms: 1000,
+                buckets: 1,
+            },
+        ];
+        for (seed, shape) in shapes.into_iter().enumerate() {
+            let mut rng = Lcg(seed as u64 + 27);
+            let (mut s, mut plain) = (Series::default(), Plain::default());
+            let mut t = 1_700_000_000_000;
+            let (mut mode, mut full, mut late_in_closed, mut restarts) = (0, 0, 0, 0);
+            let mut before = (Vec::new(), Vec::new());
+            for step in 0..15_000 {
+                if rng.one_in(150) {
+                    mode = rng.below(3);
+                }
+                match next_reading(&mut rng, mode, &mut t) {
+                    Some(r) => {
+                        s.record(&r, shape);
+                        plain.record(&r, shape);
+                    }
+                    None => {
+                        s.gap(t, shape);
+                        plain.gap(t, shape);
+                    }
+                }
+                let (raw, buckets) = (s.raw(), s.buckets(shape));
+                assert_eq!(raw, plain.raw(), "raw, shape {shape:?}, step {step}");
+                assert_eq!(
+                    buckets,
+                    plain.buckets(shape),
+                    "buckets, shape {shape:?}, step {step}"
+                );
+                assert_eq!(s.heap_bytes() - text_bytes(&s), plain.heap_bytes());
+                full += usize::from(raw.len() == RAW_MAX);
+                // a late reading counted in a bucket before the open one
+                let (old_raw, old_buckets) = &before;
+                let n = buckets.len();
+                let start = |b: &[BucketOut]| b.first().map(|b| b.0);
+                late_in_closed += usize::from(
+                    n > 1
+                        && old_buckets.len() == n
+                        && start(old_buckets) == start(&buckets)
+                        && old_buckets[..n - 1] != buckets[..n - 1],
+                );
+                restarts += usize::from(raw.len() == 1 && old_raw.len() > 1);
+                before = (raw, buckets);
+            }
+            // the stream went through each case
+            assert!(full > 0, "the raw ring never full, shape {shape:?}");
+            assert!(restarts > 0, "the raw readings never restarted");
+            if shape.buckets > 1 {
+                assert!(late_in_closed > 0, "no late reading in a closed bucket");
+            }
+        }
+    }
+
+    fn text_bytes(s: &Series) -> usize {
+        s.texts
+            .iter()
+            .map(|(_, t)| t.len() + size_of::<(i64, Box<str>)>())
+            .sum()
     }
 
     #[test]
