@@ -167,6 +167,9 @@ pub(crate) fn write_fields(
 /// A value as JSON (`None` and non-finite floats: `null`).
 pub(crate) fn write_value(out: &mut Vec<u8>, value: Option<&Value>) {
     match value {
+        // what serde_json writes for an integer (it formats with itoa too),
+        // without its serializer around it: this runs once per reading
+        Some(Value::Int(i)) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         // writing these types to a Vec cannot fail
         Some(v) => {
             let _ = serde_json::to_writer(&mut *out, v);
@@ -269,6 +272,32 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_written_as_serde_json_writes_them() {
+        let values = [
+            Value::Int(i64::MIN),
+            Value::Int(-1),
+            Value::Int(0),
+            Value::Int(65_535),
+            Value::Int(i64::MAX),
+            Value::Float(-0.1),
+            Value::Float(f64::INFINITY),
+            Value::Bool(false),
+            Value::String("a\"b\u{e9}".into()),
+        ];
+        for v in &values {
+            let mut out = Vec::new();
+            write_value(&mut out, Some(v));
+            assert_eq!(out, serde_json::to_vec(v).unwrap(), "{v:?}");
+        }
+        let (mut out, qualities) = (Vec::new(), [Quality::Good, Quality::Bad, Quality::Stale]);
+        for q in qualities {
+            out.clear();
+            out.extend_from_slice(quality_end(q));
+            assert_eq!(out, format!(",\"quality\":\"{}\"", q.as_str()).into_bytes());
+        }
+    }
 
     #[test]
     fn payload_omits_missing_unit() {

@@ -80,23 +80,26 @@ impl UnitTs {
     }
 }
 
-/// The text of the last ts written in a payload: a poll's readings share
-/// their ts, so it is formatted once per payload, not once per point.
+/// What ends a point's entry after its unit: `1765…123,"quality":"good"}`.
+/// A poll's readings share their ts and quality, so it is written once
+/// per payload (and again when either changes), not once per point.
 #[derive(Default)]
-struct TsText {
-    ts: Option<i64>,
-    text: Vec<u8>,
+struct Tail {
+    of: Option<(i64, Quality)>,
+    bytes: Vec<u8>,
 }
 
-impl TsText {
-    fn write(&mut self, out: &mut Vec<u8>, ts: i64) {
-        if self.ts != Some(ts) {
-            self.text.clear();
+impl Tail {
+    fn write(&mut self, out: &mut Vec<u8>, ts: i64, quality: Quality) {
+        if self.of != Some((ts, quality)) {
+            self.bytes.clear();
             // writing an integer to a Vec cannot fail
-            let _ = serde_json::to_writer(&mut self.text, &ts);
-            self.ts = Some(ts);
+            let _ = serde_json::to_writer(&mut self.bytes, &ts);
+            self.bytes.extend_from_slice(quality_end(quality));
+            self.bytes.push(b'}');
+            self.of = Some((ts, quality));
         }
-        out.extend_from_slice(&self.text);
+        out.extend_from_slice(&self.bytes);
     }
 }
 
@@ -108,8 +111,9 @@ struct Group {
     head: Box<[u8]>,
     /// Expected points in message order: the configured ones first.
     names: Vec<Arc<str>>,
-    /// Each point's key and the start of its fields, `"name":{"value":`,
-    /// written once.
+    /// Each point's key and the start of its fields after the comma that
+    /// separates it from the point before, `,"name":{"value":`, written
+    /// once.
     heads: Vec<Box<[u8]>>,
     /// Each point's bytes between value and ts (for its latest unit).
     unit_ts: Vec<UnitTs>,
@@ -161,7 +165,8 @@ impl Group {
 
     fn add_point(&mut self, name: Arc<str>, unit: Option<Arc<str>>) -> usize {
         let i = self.names.len();
-        let mut head = Vec::with_capacity(name.len() + 12);
+        let mut head = Vec::with_capacity(name.len() + 13);
+        head.push(b',');
         // writing a str to a Vec cannot fail
         let _ = serde_json::to_writer(&mut head, &*name);
         head.extend_from_slice(b":{\"value\":");
@@ -213,19 +218,17 @@ impl Group {
         }
         out.extend_from_slice(b",\"points\":{");
         let mut first = true;
-        let mut ts_text = TsText::default();
+        let mut tail = Tail::default();
         for (i, slot) in self.pending.iter_mut().enumerate() {
             let slot = slot.take();
             if slot.is_none() && i >= self.configured {
                 continue;
             }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
             // the bytes of `write_fields`, with the parts that do not
             // change from poll to poll written once
-            out.extend_from_slice(&self.heads[i]);
+            let head = &self.heads[i];
+            out.extend_from_slice(if first { &head[1..] } else { head });
+            first = false;
             match slot {
                 Some(s) => {
                     write_value(&mut out, Some(&s.value));
@@ -233,17 +236,14 @@ impl Group {
                         self.unit_ts[i] = UnitTs::new(unit);
                     }
                     out.extend_from_slice(&self.unit_ts[i].bytes);
-                    ts_text.write(&mut out, s.ts);
-                    out.extend_from_slice(quality_end(s.quality));
+                    tail.write(&mut out, s.ts, s.quality);
                 }
                 None => {
                     write_value(&mut out, None);
                     write_unit_ts(&mut out, self.units[i].as_deref());
-                    ts_text.write(&mut out, ts);
-                    out.extend_from_slice(quality_end(Quality::Bad));
+                    tail.write(&mut out, ts, Quality::Bad);
                 }
             }
-            out.push(b'}');
         }
         out.extend_from_slice(b"}}");
         self.last_len = out.len();
