@@ -84,7 +84,7 @@ pub fn component(p: &PointSpec) -> &'static str {
     match (p.kind, p.writable) {
         (PointKind::Bool, false) => "binary_sensor",
         (PointKind::Bool, true) => "switch",
-        (PointKind::Integer { .. } | PointKind::Float, true) => "number",
+        (PointKind::Integer { .. } | PointKind::Float | PointKind::Float32, true) => "number",
         (PointKind::Text, true) => "text",
         (_, false) => "sensor",
     }

@@ -19,6 +19,9 @@ pub enum PointKind {
     },
     /// A float, or an integer with `scale` / `offset`.
     Float,
+    /// A 32-bit float as the device holds it (a Modbus `f32` register
+    /// without `scale` / `offset`): Sparkplug's Float.
+    Float32,
     Text,
 }
 

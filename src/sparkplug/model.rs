@@ -55,12 +55,14 @@ impl DeviceModel {
 }
 
 /// A point's datatype from what the catalogue says of it: an integer's
-/// range names its width and sign (a Modbus register type), a float or a
-/// scaled integer is Double.
+/// range names its width and sign (a Modbus register type), an unscaled
+/// 32-bit float register is Float, any other float or a scaled integer is
+/// Double.
 fn datatype(kind: PointKind) -> DataType {
     match kind {
         PointKind::Bool => DataType::Boolean,
         PointKind::Float => DataType::Double,
+        PointKind::Float32 => DataType::Float,
         PointKind::Text => DataType::String,
         PointKind::Integer { min, max } => {
             let fits = |lo: f64, hi: f64| min >= lo && max <= hi;
@@ -105,4 +107,37 @@ pub fn build(devices: &[DeviceConfig]) -> Vec<DeviceModel> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each Modbus register type is announced as the Sparkplug datatype
+    /// docs/sparkplug.md lists ("Datatypes").
+    #[test]
+    fn a_points_datatype_follows_its_register_type() {
+        let yaml = "gateway:\n  id: gw\ndevices:\n  - name: plc\n    kind: modbus-tcp\n    address: \"127.0.0.1:502\"\n    points:\n      - { name: f, table: holding, address: 0, type: f32 }\n      - { name: fs, table: holding, address: 2, type: f32, scale: 0.1 }\n      - { name: d, table: holding, address: 4, type: f64 }\n      - { name: u, table: holding, address: 8, type: u16 }\n      - { name: i, table: holding, address: 9, type: i16 }\n      - { name: is, table: holding, address: 10, type: i16, scale: 0.1 }\n      - { name: l, table: holding, address: 11, type: i32 }\n      - { name: c, table: coil, address: 0 }\n";
+        let path = std::path::Path::new("/nonexistent/fieldgate.yaml");
+        let cfg = crate::settings::parse(yaml, path).expect("valid config");
+        let models = build(&cfg.devices);
+        let got: Vec<(&str, DataType)> = models[0]
+            .metrics
+            .iter()
+            .map(|m| (&*m.name, m.datatype))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("f", DataType::Float),
+                ("fs", DataType::Double),
+                ("d", DataType::Double),
+                ("u", DataType::UInt16),
+                ("i", DataType::Int16),
+                ("is", DataType::Double),
+                ("l", DataType::Int32),
+                ("c", DataType::Boolean),
+            ]
+        );
+    }
 }

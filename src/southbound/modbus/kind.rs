@@ -99,6 +99,7 @@ fn point_kind(t: DataType, scaled: bool) -> PointKind {
         DataType::I32 => int(-2_147_483_648.0, 2_147_483_647.0),
         DataType::U64 => int(0.0, 1e15),
         DataType::I64 => int(-1e15, 1e15),
+        DataType::F32 if !scaled => PointKind::Float32,
         DataType::F32 | DataType::F64 => PointKind::Float,
         DataType::String => PointKind::Text,
     }
