@@ -24,7 +24,9 @@
 //! plan, readings/s (the gateway's `fieldgate_readings_total`), the CPU
 //! share of one core and the resident memory of the gateway (and of the
 //! idle gateway with no devices), and the plain loop's CPU per reading;
-//! for each payload the CPU per reading and its ratio to the loop, and the
+//! for each payload the CPU per reading and its ratio to the loop (the
+//! loop's window at the end of the run, and the loop's own window run just
+//! before that payload's: the shared machine's load drifts), and the
 //! bytes on the wire per reading: what a QoS 0 subscriber to `bench/#`
 //! receives (whole PUBLISH packets, device status excluded), counted in a
 //! second window after the CPU window, so that the CPU figures stay those
@@ -431,6 +433,33 @@ fn measure(pid: u32, counts: &[Arc<AtomicU64>], secs: u64) -> Window {
     }
 }
 
+/// The plain loop (a child process of this binary) on `addrs`, measured
+/// for `secs` after 2 s to settle.
+fn plain_window(addrs: &[SocketAddr], counts: &[Arc<AtomicU64>], secs: u64) -> Window {
+    let plain = Proc(
+        Command::new(std::env::current_exe().expect("own path"))
+            .env(
+                "FG_MODBUS_PLAIN",
+                addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn plain loop"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    measure(plain.0.id(), counts, secs)
+}
+
+/// The plain loop's CPU per value from the scheduler's nanoseconds.
+fn sched_per_value(p: &Window) -> f64 {
+    let rate = p.requests as f64 * f64::from(POINTS) / p.secs;
+    p.sched_cpu / rate.max(1.0)
+}
+
 /// Length of the window in which a subscriber counts bytes on the wire.
 const WIRE_SECS: f64 = 3.0;
 
@@ -546,6 +575,9 @@ fn main() {
     ];
     // FG_BENCH_ONLY: run only the payloads whose name contains it
     let only = std::env::var("FG_BENCH_ONLY").unwrap_or_default();
+    // each gateway window follows a plain loop window of its own, so that
+    // a ratio can be taken between two adjacent windows as well: the
+    // shared machine's load drifts over a run
     let mut runs = Vec::new();
     for (name, payload, extra, listen, per_message) in payloads {
         let wanted = match only.strip_prefix('=') {
@@ -556,6 +588,7 @@ fn main() {
             continue;
         }
         for (label, bin) in &bins {
+            let before = plain_window(&addrs, &counts, secs);
             let r = run_gateway(
                 dir.path(),
                 bin,
@@ -564,27 +597,11 @@ fn main() {
                 &counts,
                 secs,
             );
-            runs.push((format!("{name}{label}"), r, per_message));
+            runs.push((format!("{name}{label}"), r, per_message, before));
         }
     }
 
-    let plain = Proc(
-        Command::new(std::env::current_exe().expect("own path"))
-            .env(
-                "FG_MODBUS_PLAIN",
-                addrs
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn plain loop"),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let p = measure(plain.0.id(), &counts, secs);
-    drop(plain);
+    let p = plain_window(&addrs, &counts, secs);
 
     let plain_rate = p.requests as f64 * f64::from(POINTS) / p.secs;
     let plain_per = p.cpu / plain_rate.max(1.0);
@@ -601,7 +618,7 @@ fn main() {
         sched_plain * 1e6
     );
     let mut summary = Vec::new();
-    for (payload, r, per_message) in &runs {
+    for (payload, r, per_message, before) in &runs {
         let (payload, per_message) = (payload.as_str(), *per_message);
         let g = &r.window;
         let cycles = g.secs / POLL.as_secs_f64();
@@ -653,6 +670,13 @@ fn main() {
             g.threads_ended,
             p.threads_ended
         );
+        let adjacent = sched_per_value(before);
+        let adjacent_ratio = sched_per / adjacent.max(f64::MIN_POSITIVE);
+        println!(
+            "    against the plain loop's window just before this one: plain loop {:.3} µs, ratio {adjacent_ratio:.2} [{}]",
+            adjacent * 1e6,
+            verdict(adjacent_ratio <= 1.5),
+        );
         let carried = if per_message == 0 {
             r.wire.readings
         } else {
@@ -672,7 +696,7 @@ fn main() {
             if per_message == 0 { " polled" } else { "" },
         );
         summary.push(format!(
-            "{payload} {sched_ratio:.2} ({:.3} µs), {per_reading:.1} B",
+            "{payload} {sched_ratio:.2} ({:.3} µs; {adjacent_ratio:.2} against the adjacent window), {per_reading:.1} B",
             sched_per * 1e6
         ));
     }
