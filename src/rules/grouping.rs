@@ -46,37 +46,88 @@ struct Slot {
     quality: Quality,
 }
 
-/// A held reading's unit: most often the one its point's [`UnitTs`] was
-/// written for (no copy of the unit kept).
+/// A held reading's unit: most often the one its point's [`Frame`] bytes
+/// were written for (no copy of the unit kept).
 enum SlotUnit {
     AsWritten,
     Other(Option<Arc<str>>),
 }
 
-/// A point's payload bytes between its value and its ts, written once
-/// for the unit they name: `,"unit":"°C","ts":`.
-struct UnitTs {
-    unit: Option<Arc<str>>,
-    bytes: Box<[u8]>,
+/// The bytes of the payload that do not change from poll to poll, every
+/// point's in one buffer in message order: point i's key and the start
+/// of its fields, `,"name":{"value":`, then its bytes between value and
+/// ts for the unit they were written for, `,"unit":"°C","ts":`. A flush
+/// reads them front to back, one stream the CPU's prefetcher follows;
+/// two small allocations per point, cold after the 100 ms between two
+/// polls, cost more than the copy itself (docs/benchmarks.md).
+#[derive(Default)]
+struct Frame {
+    bytes: Vec<u8>,
+    at: Vec<FrameSpan>,
+    /// The unit each point's bytes name.
+    units: Vec<Option<Arc<str>>>,
 }
 
-impl UnitTs {
-    fn new(unit: Option<Arc<str>>) -> Self {
-        let mut bytes = Vec::new();
-        write_unit_ts(&mut bytes, unit.as_deref());
-        UnitTs {
-            unit,
-            bytes: bytes.into(),
-        }
+/// Where one point's bytes are in [`Frame::bytes`].
+#[derive(Clone, Copy)]
+struct FrameSpan {
+    head: usize,
+    unit_ts: usize,
+    end: usize,
+}
+
+impl Frame {
+    fn push(&mut self, name: &str, unit: Option<Arc<str>>) {
+        let head = self.bytes.len();
+        self.bytes.push(b',');
+        // writing a str to a Vec cannot fail
+        let _ = serde_json::to_writer(&mut self.bytes, name);
+        self.bytes.extend_from_slice(b":{\"value\":");
+        let unit_ts = self.bytes.len();
+        write_unit_ts(&mut self.bytes, unit.as_deref());
+        self.at.push(FrameSpan {
+            head,
+            unit_ts,
+            end: self.bytes.len(),
+        });
+        self.units.push(unit);
     }
 
-    /// Whether these bytes name `unit`.
-    fn names(&self, unit: &Option<Arc<str>>) -> bool {
-        match (&self.unit, unit) {
+    /// Point `i`'s `,"name":{"value":`.
+    fn head(&self, i: usize) -> &[u8] {
+        let s = self.at[i];
+        &self.bytes[s.head..s.unit_ts]
+    }
+
+    /// Point `i`'s `,"unit":"°C","ts":`.
+    fn unit_ts(&self, i: usize) -> &[u8] {
+        let s = self.at[i];
+        &self.bytes[s.unit_ts..s.end]
+    }
+
+    /// Whether point `i`'s bytes name `unit`.
+    fn names(&self, i: usize, unit: &Option<Arc<str>>) -> bool {
+        match (&self.units[i], unit) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || **a == **b,
             _ => false,
         }
+    }
+
+    /// Rewrites point `i`'s bytes for `unit` (the points after it move).
+    fn set_unit(&mut self, i: usize, unit: Option<Arc<str>>) {
+        let mut new = Vec::new();
+        write_unit_ts(&mut new, unit.as_deref());
+        let s = self.at[i];
+        let grown = new.len() as isize - (s.end - s.unit_ts) as isize;
+        self.bytes.splice(s.unit_ts..s.end, new);
+        self.at[i].end = s.end.saturating_add_signed(grown);
+        for later in &mut self.at[i + 1..] {
+            later.head = later.head.saturating_add_signed(grown);
+            later.unit_ts = later.unit_ts.saturating_add_signed(grown);
+            later.end = later.end.saturating_add_signed(grown);
+        }
+        self.units[i] = unit;
     }
 }
 
@@ -111,12 +162,8 @@ struct Group {
     head: Box<[u8]>,
     /// Expected points in message order: the configured ones first.
     names: Vec<Arc<str>>,
-    /// Each point's key and the start of its fields after the comma that
-    /// separates it from the point before, `,"name":{"value":`, written
-    /// once.
-    heads: Vec<Box<[u8]>>,
-    /// Each point's bytes between value and ts (for its latest unit).
-    unit_ts: Vec<UnitTs>,
+    /// Each point's bytes that do not change from poll to poll.
+    frame: Frame,
     /// Configured units (for points listed as bad).
     units: Vec<Option<Arc<str>>>,
     /// `names[..configured]` come from the config: listed as bad when missing.
@@ -148,8 +195,7 @@ impl Group {
             topic,
             head: head.into(),
             names: Vec::new(),
-            heads: Vec::new(),
-            unit_ts: Vec::new(),
+            frame: Frame::default(),
             units: Vec::new(),
             configured: 0,
             index: HashMap::new(),
@@ -165,13 +211,7 @@ impl Group {
 
     fn add_point(&mut self, name: Arc<str>, unit: Option<Arc<str>>) -> usize {
         let i = self.names.len();
-        let mut head = Vec::with_capacity(name.len() + 13);
-        head.push(b',');
-        // writing a str to a Vec cannot fail
-        let _ = serde_json::to_writer(&mut head, &*name);
-        head.extend_from_slice(b":{\"value\":");
-        self.heads.push(head.into());
-        self.unit_ts.push(UnitTs::new(unit.clone()));
+        self.frame.push(&name, unit.clone());
         self.index.insert(name.clone(), i);
         self.names.push(name);
         self.units.push(unit);
@@ -226,16 +266,16 @@ impl Group {
             }
             // the bytes of `write_fields`, with the parts that do not
             // change from poll to poll written once
-            let head = &self.heads[i];
+            let head = self.frame.head(i);
             out.extend_from_slice(if first { &head[1..] } else { head });
             first = false;
             match slot {
                 Some(s) => {
                     write_value(&mut out, Some(&s.value));
                     if let SlotUnit::Other(unit) = s.unit {
-                        self.unit_ts[i] = UnitTs::new(unit);
+                        self.frame.set_unit(i, unit);
                     }
-                    out.extend_from_slice(&self.unit_ts[i].bytes);
+                    out.extend_from_slice(self.frame.unit_ts(i));
                     tail.write(&mut out, s.ts, s.quality);
                 }
                 None => {
@@ -355,7 +395,7 @@ impl Grouping {
             // the point again: the next poll began
             out.push(g.flush(qos, retain));
         }
-        let unit = if g.unit_ts[i].names(&r.unit) {
+        let unit = if g.frame.names(i, &r.unit) {
             SlotUnit::AsWritten
         } else {
             SlotUnit::Other(r.unit.clone())
