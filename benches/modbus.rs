@@ -433,10 +433,9 @@ fn measure(pid: u32, counts: &[Arc<AtomicU64>], secs: u64) -> Window {
     }
 }
 
-/// The plain loop (a child process of this binary) on `addrs`, measured
-/// for `secs` after 2 s to settle.
-fn plain_window(addrs: &[SocketAddr], counts: &[Arc<AtomicU64>], secs: u64) -> Window {
-    let plain = Proc(
+/// The plain loop: a child process of this binary, polling `addrs`.
+fn spawn_plain(addrs: &[SocketAddr]) -> Proc {
+    Proc(
         Command::new(std::env::current_exe().expect("own path"))
             .env(
                 "FG_MODBUS_PLAIN",
@@ -449,7 +448,12 @@ fn plain_window(addrs: &[SocketAddr], counts: &[Arc<AtomicU64>], secs: u64) -> W
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn plain loop"),
-    );
+    )
+}
+
+/// The plain loop on `addrs`, measured for `secs` after 2 s to settle.
+fn plain_window(addrs: &[SocketAddr], counts: &[Arc<AtomicU64>], secs: u64) -> Window {
+    let plain = spawn_plain(addrs);
     std::thread::sleep(Duration::from_secs(2));
     measure(plain.0.id(), counts, secs)
 }
@@ -531,20 +535,7 @@ fn interleaved(
     (addrs, counts): (&[SocketAddr], &[Arc<AtomicU64>]),
     (secs, rounds): (u64, usize),
 ) {
-    let plain = Proc(
-        Command::new(std::env::current_exe().expect("own path"))
-            .env(
-                "FG_MODBUS_PLAIN",
-                addrs
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn plain loop"),
-    );
+    let plain = spawn_plain(addrs);
     let gws: Vec<(&str, Gw)> = bins
         .iter()
         .map(|(label, bin)| (*label, gateway(dir, bin, devices, payload, extra)))
