@@ -168,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         gateway = %gateway,
         devices = config.devices.len(),
         listen = ?config.broker.listen,
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "fieldgate running"
     );
 

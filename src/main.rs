@@ -253,7 +253,7 @@ fn one_malloc_arena() {}
 fn run(cfg: settings::Config) -> anyhow::Result<()> {
     one_malloc_arena();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cfg.gateway.workers)
         .enable_all()
         .build()?;
     rt.block_on(async move {

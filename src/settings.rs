@@ -58,6 +58,19 @@ pub struct GatewayConfig {
     /// while the kernel says NTP has not set the clock; `off`: never.
     #[serde(default)]
     pub clock_check: ClockCheck,
+    /// Threads of the async runtime that runs every task (polling, rules,
+    /// broker, bridge, status page); 1 to [`MAX_WORKERS`]. One (the
+    /// default) spends the least CPU per reading: no task is woken on
+    /// another thread (docs/benchmarks.md, issue 27).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+/// `gateway.workers` at most.
+pub const MAX_WORKERS: usize = 64;
+
+fn default_workers() -> usize {
+    1
 }
 
 /// `gateway.clock_check`.
@@ -178,6 +191,15 @@ fn check(config: &Config, positions: &[usize], report: &mut Report) {
             format!(
                 "{:?} is not a valid id: use letters, digits, `_` and `-` only",
                 config.gateway.id
+            ),
+        );
+    }
+    if !(1..=MAX_WORKERS).contains(&config.gateway.workers) {
+        report.add(
+            "gateway.workers",
+            format!(
+                "{} is out of range: 1 to {MAX_WORKERS} threads",
+                config.gateway.workers
             ),
         );
     }

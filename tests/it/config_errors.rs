@@ -20,6 +20,10 @@ fn bad_configs_exit_78_with_path_and_line() {
     // (config, expected fragments of the message)
     let cases: &[(&str, &[&str])] = &[
         (
+            "gateway:\n  id: gw\n  workers: 0\n",
+            &["gateway.workers (line 3", "out of range: 1 to 64"],
+        ),
+        (
             "gateway:\n  id: gw\ngatway: 1\n",
             &["gatway", "line 3", "unknown field"],
         ),

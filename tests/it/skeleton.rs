@@ -165,3 +165,26 @@ fn a_taken_broker_port_is_a_clear_error_with_exit_1() {
         "said once: {err}"
     );
 }
+
+#[tokio::test]
+async fn gateway_workers_sets_the_runtimes_threads_default_one() {
+    for (workers, yaml) in [
+        (1, SIM.to_string()),
+        (
+            3,
+            SIM.replace("  id: gw-sk\n", "  id: gw-sk\n  workers: 3\n"),
+        ),
+    ] {
+        let gw = Gateway::start(&yaml);
+        // readings flow whatever the count
+        let mut sub = Sub::connect(gw.port, &["gw-sk/tank/count"], QoS::AtMostOnce).await;
+        sub.wait_topic("gw-sk/tank/count", SECS).await;
+        // the runtime's own count, in the start line
+        let log = std::fs::read_to_string(&gw.log).expect("log");
+        let line = log
+            .lines()
+            .find(|l| l.contains("fieldgate running"))
+            .expect("start line");
+        assert!(line.contains(&format!("workers={workers}")), "{line}");
+    }
+}
