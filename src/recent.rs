@@ -82,8 +82,15 @@ struct Points {
 
 impl Points {
     fn record(&mut self, r: &Reading, shape: Option<history::Shape>) {
-        let at = match self.slots.get(self.hint) {
-            Some(s) if Arc::ptr_eq(&s.name, &r.point) => self.hint,
+        // where the next reading's point probably is: after the previous
+        // one's, and past the last point the first (the next poll)
+        let hint = if self.hint < self.slots.len() {
+            self.hint
+        } else {
+            0
+        };
+        let at = match self.slots.get(hint) {
+            Some(s) if Arc::ptr_eq(&s.name, &r.point) => hint,
             _ => match self.index.get(&*r.point) {
                 Some(&i) => i,
                 None => {
