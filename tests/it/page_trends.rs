@@ -201,9 +201,11 @@ uplink:
     let connected = |up: bool| move |s: &Json| s["uplink"]["connected"] == up;
     wait_status(http, connected(true)).await;
 
-    // the clients, as the API lists them
+    // the clients, as the API lists them: a client is listed from its
+    // CONNECT on, so wait until both have also subscribed
     let clients = poll_json(http, "/api/v1/clients", None, |c| {
-        c["clients"].as_array().unwrap().len() >= 2
+        let listed = c["clients"].as_array().unwrap();
+        listed.len() >= 2 && listed.iter().all(|c| c["subscriptions"].as_u64() > Some(0))
     })
     .await;
     let panel = clients["clients"]
