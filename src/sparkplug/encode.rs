@@ -7,8 +7,6 @@
 //! Owns the payloads' shape. Must not keep state: the sequence numbers are
 //! given by the caller.
 
-use prost::Message;
-
 use super::exception::Sent;
 use super::model::{BD_SEQ, DeviceModel, MetricDef, REBIRTH, REBIRTH_ALIAS};
 use super::payload::{
@@ -20,7 +18,7 @@ pub const PROP_UNIT: &str = "engUnit";
 pub const PROP_SCALE: &str = "scale";
 pub const PROP_WRITABLE: &str = "writable";
 
-fn ms(ts: i64) -> u64 {
+pub(super) fn ms(ts: i64) -> u64 {
     u64::try_from(ts).unwrap_or(0)
 }
 
@@ -146,45 +144,6 @@ pub fn ddata(metrics: Vec<Metric>, ts: i64, seq: Option<u64>) -> Payload {
     }
 }
 
-/// `Payload.metrics` (field 2, length-delimited) as its key byte.
-const METRICS_KEY: u8 = 2 << 3 | 2;
-
-/// The DDATA [`ddata`] builds from `metrics` (each a metric's definition,
-/// its value and when it was read) with `seq`, as the bytes prost encodes
-/// it (a test compares them), but written metric by metric from one
-/// `Metric` refilled for each: no `Vec<Metric>` of large structs built and
-/// dropped for every poll of every device.
-pub fn ddata_bytes<'a>(
-    metrics: impl ExactSizeIterator<Item = (&'a MetricDef, &'a Sent, i64)>,
-    ts: i64,
-    seq: u64,
-) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(16 + metrics.len() * 24);
-    // fields in number order, as prost writes them: timestamp (1),
-    // metrics (2), seq (3). Writing to a Vec cannot fail (it grows).
-    let head = Payload {
-        timestamp: Some(ms(ts)),
-        ..Payload::default()
-    };
-    let _ = head.encode(&mut buf);
-    let mut m = Metric::default();
-    for (def, value, at) in metrics {
-        m.alias = Some(def.alias);
-        m.timestamp = Some(ms(at));
-        m.datatype = Some(def.datatype as u32);
-        m.is_null = None;
-        set_value(&mut m, def, value);
-        buf.push(METRICS_KEY);
-        let _ = m.encode_length_delimited(&mut buf);
-    }
-    let tail = Payload {
-        seq: Some(seq),
-        ..Payload::default()
-    };
-    let _ = tail.encode(&mut buf);
-    buf
-}
-
 /// DDEATH: no metrics.
 pub fn ddeath(ts: i64, seq: u64) -> Payload {
     Payload {
@@ -241,72 +200,6 @@ mod tests {
         assert_eq!(h.seq, Some(9));
         assert_eq!(h.metrics[0].is_historical, Some(true));
         assert_eq!(h.metrics[0].timestamp, Some(12));
-    }
-
-    /// The direct DDATA bytes are prost's encoding of the same payload,
-    /// for every datatype, values of every kind, null values, large and
-    /// zero timestamps and aliases, one metric and many.
-    #[test]
-    fn ddata_bytes_equal_prosts_encoding_of_ddata() {
-        let datatypes = [
-            DataType::Int8,
-            DataType::Int16,
-            DataType::Int32,
-            DataType::UInt16,
-            DataType::UInt32,
-            DataType::Int64,
-            DataType::UInt64,
-            DataType::Float,
-            DataType::Double,
-            DataType::Boolean,
-            DataType::String,
-            DataType::DateTime,
-        ];
-        let values: [Sent; 8] = [
-            None,
-            Some(Value::Int(0)),
-            Some(Value::Int(-70_000)),
-            Some(Value::Int(i64::MAX)),
-            Some(Value::Float(-21.25)),
-            Some(Value::Float(f64::NAN)),
-            Some(Value::Bool(true)),
-            Some(Value::String("ok \u{e9}".into())),
-        ];
-        let defs: Vec<MetricDef> = datatypes
-            .iter()
-            .enumerate()
-            .map(|(i, dt)| MetricDef {
-                name: format!("m{i}").into(),
-                alias: [0, 1, 127, 128, 300, u64::MAX][i % 6],
-                datatype: *dt,
-                unit: None,
-                scale: None,
-                writable: false,
-                deadband: None,
-            })
-            .collect();
-        let mut cases = Vec::new();
-        for (i, def) in defs.iter().enumerate() {
-            for (j, v) in values.iter().enumerate() {
-                cases.push((def, v, [0, 1, 1_765_000_000_123][(i + j) % 3]));
-            }
-        }
-        for n in [1, 2, cases.len()] {
-            for (ts, seq) in [(0, 0), (1_765_000_000_999, 255)] {
-                let chosen = &cases[..n];
-                let by_prost = ddata(
-                    chosen
-                        .iter()
-                        .map(|(def, v, at)| data_metric(def, v, *at))
-                        .collect(),
-                    ts,
-                    Some(seq),
-                )
-                .encode_to_vec();
-                let direct = ddata_bytes(chosen.iter().map(|(d, v, at)| (*d, *v, *at)), ts, seq);
-                assert_eq!(direct, by_prost, "{n} metrics, ts {ts}, seq {seq}");
-            }
-        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::sync::LazyLock;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::metrics::{CounterFamily, labels};
 
 /// Every Sparkplug metric (names prefixed `fieldgate_`).
@@ -42,8 +44,19 @@ pub(crate) fn get() -> &'static SparkplugMetrics {
     &METRICS
 }
 
+/// The DDATA counter, looked up once: one DDATA goes out per poll of
+/// every device, and a lookup by label builds and hashes the label set.
+static DDATA: LazyLock<Counter> = LazyLock::new(|| {
+    get()
+        .messages
+        .get_or_create(&labels("type", "DDATA"))
+        .clone()
+});
+
 /// Counts one published message on `topic` (its type is the third level).
 pub(crate) fn sent(topic: &str) {
-    let kind = topic.split('/').nth(2).unwrap_or("?");
-    get().messages.get_or_create(&labels("type", kind)).inc();
+    match topic.split('/').nth(2).unwrap_or("?") {
+        "DDATA" => DDATA.inc(),
+        kind => get().messages.get_or_create(&labels("type", kind)).inc(),
+    };
 }

@@ -24,6 +24,7 @@ pub mod seq;
 pub mod task;
 pub mod topics;
 pub mod uplink;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

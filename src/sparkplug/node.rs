@@ -228,7 +228,9 @@ impl Node {
             let device = &batch[run].device;
             let end = batch[run..]
                 .iter()
-                .position(|r| &r.device != device)
+                // by pointer first: a run's readings share their device's
+                // name, and comparing the text costs a call per reading
+                .position(|r| !Arc::ptr_eq(&r.device, device) && r.device != *device)
                 .map_or(batch.len(), |n| run + n);
             if let Some(&i) = self.by_name.get(device) {
                 self.device_readings(i, &batch[run..end], now, &mut out);
@@ -284,12 +286,15 @@ impl Node {
         // the metrics to send, in the order touched
         let mut chosen = Vec::with_capacity(touched.len());
         for &k in touched {
-            let value = &d.values[k].0;
-            let deadband = d.model.metrics[k].deadband.or(deadband);
-            if rbe && !d.sent.changed(k, value, deadband) {
-                continue;
+            if rbe {
+                // what was sent is kept for report by exception only
+                let value = &d.values[k].0;
+                let deadband = d.model.metrics[k].deadband.or(deadband);
+                if !d.sent.changed(k, value, deadband) {
+                    continue;
+                }
+                d.sent.record(k, value.clone());
             }
-            d.sent.record(k, value.clone());
             chosen.push(k);
         }
         if chosen.is_empty() {
@@ -307,7 +312,7 @@ impl Node {
             out.push(Out::Store { device, payload });
             return;
         }
-        let bytes = encode::ddata_bytes(metrics, now, self.seq.advance());
+        let bytes = super::wire::ddata_bytes(metrics, now, self.seq.advance());
         let topic = self.ids.device_topic("DDATA", &d.model.name);
         out.push(Out::Send(qos0(topic, bytes)));
     }
