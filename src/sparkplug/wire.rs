@@ -1,11 +1,12 @@
-//! A DDATA's bytes written field by field: the payload [`encode::ddata`]
-//! builds, without building it. A DDATA goes out for every poll of every
-//! device, and prost's path (a `Metric` struct of optional fields for each
-//! reading, each field checked once for the length and once for the
-//! bytes, one byte at a time through `BufMut`) cost about 300
-//! instructions per metric; this writes into one `Vec` reserved up front.
-//! The bytes are prost's, in the same field order (a test compares them
-//! for every datatype and kind of value).
+//! A DDATA's bytes written field by field: the payload
+//! [`encode::ddata`](super::encode::ddata) builds, without building it. A
+//! DDATA goes out for every poll of every device, and prost's path (a
+//! `Metric` struct of optional fields for each reading, each field checked
+//! once for the length and once for the bytes, one byte at a time through
+//! `BufMut`) cost about 300 instructions per metric; this writes each
+//! metric on the stack and appends it at once. The bytes are prost's, in
+//! the same field order (a test compares them for every datatype and kind
+//! of value).
 //!
 //! Owns the protobuf wire format of a DDATA (field numbers, wire types,
 //! varints), taken from the specification's payload definition
