@@ -51,13 +51,11 @@ const STRING_VALUE: u8 = key(15, LEN);
 /// takes 18 to 30.
 const METRIC_ESTIMATE: usize = 32;
 
-/// Appends `v` as a varint: 7 bits per byte, low bits first.
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+/// Appends `v` as a varint ([`Chunk::varint`]).
+fn put_varint(buf: &mut Vec<u8>, v: u64) {
+    let mut c = Chunk::new();
+    c.varint(v);
+    buf.extend_from_slice(c.done());
 }
 
 /// Bytes of `v` as a varint.
@@ -102,6 +100,7 @@ impl Chunk {
         self.len += 1;
     }
 
+    /// `v` as a varint: 7 bits per byte, low bits first (10 bytes at most).
     fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.push(v as u8 | 0x80);
