@@ -18,7 +18,7 @@ use super::commands::{self, NodeCommand, Write};
 use super::encode;
 use super::exception::{Exceptions, Sent};
 use super::model::DeviceModel;
-use super::payload::Payload;
+use super::payload::{DataType, Payload};
 use super::seq::Seq;
 use super::topics::{CommandTopic, Ids};
 use crate::reading::{Publish, Qos, Quality, Reading, Value};
@@ -65,6 +65,9 @@ pub struct Reporting {
 struct Device {
     model: DeviceModel,
     life: Life,
+    /// What a reading and a DDATA need of each metric, packed (the model's
+    /// `MetricDef`s are left for births and commands).
+    keys: Vec<Key>,
     /// The current value of each metric and its timestamp.
     values: Vec<(Sent, i64)>,
     sent: Exceptions,
@@ -72,23 +75,64 @@ struct Device {
     /// Where the next reading's metric probably is: the one after the
     /// previous reading's (a poll's readings come in the same order).
     hint: usize,
-    /// Metrics already among a batch's touched ones (all `false` between
+}
+
+/// One metric as every reading and every DDATA touch it: 48 bytes beside
+/// each other for the metrics of a device, where its `MetricDef` (name,
+/// unit, scale and all) is about twice that. A poll of a device comes
+/// 100 ms after the last, when nothing of it is in the caches.
+struct Key {
+    /// The point's name; once a reading matched it by name, the reading's
+    /// own allocation, so the next polls match by pointer.
+    name: Arc<str>,
+    alias: u64,
+    /// The point's own deadband, else the node's.
+    deadband: Option<f64>,
+    datatype: DataType,
+    /// Already among the current batch's touched metrics (`false` between
     /// batches).
-    seen: Vec<bool>,
+    seen: bool,
 }
 
 impl Device {
+    fn new(model: DeviceModel, node_deadband: Option<f64>) -> Device {
+        let keys = model
+            .metrics
+            .iter()
+            .map(|m| Key {
+                name: m.name.clone(),
+                alias: m.alias,
+                deadband: m.deadband.or(node_deadband),
+                datatype: m.datatype,
+                seen: false,
+            })
+            .collect();
+        Device {
+            life: Life::Unknown,
+            keys,
+            values: vec![(None, 0); model.metrics.len()],
+            sent: Exceptions::new(model.metrics.len()),
+            points: model
+                .metrics
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.name.clone(), i))
+                .collect(),
+            hint: 0,
+            model,
+        }
+    }
+
     /// The metric of `point`: at the hint when it is there (by pointer or
     /// by name; past the last metric the hint is the first), else by name.
     fn metric(&self, point: &Arc<str>) -> Option<usize> {
-        let metrics = &self.model.metrics;
-        let at = if self.hint < metrics.len() {
+        let at = if self.hint < self.keys.len() {
             self.hint
         } else {
             0
         };
-        match metrics.get(at) {
-            Some(m) if Arc::ptr_eq(&m.name, point) || *m.name == **point => Some(at),
+        match self.keys.get(at) {
+            Some(k) if Arc::ptr_eq(&k.name, point) || *k.name == **point => Some(at),
             _ => self.points.get(point).copied(),
         }
     }
@@ -120,20 +164,7 @@ impl Node {
     pub fn new(ids: Ids, models: Vec<DeviceModel>, reporting: Reporting, bd_seq: u64) -> Node {
         let devices: Vec<Device> = models
             .into_iter()
-            .map(|model| Device {
-                life: Life::Unknown,
-                values: vec![(None, 0); model.metrics.len()],
-                sent: Exceptions::new(model.metrics.len()),
-                points: model
-                    .metrics
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (m.name.clone(), i))
-                    .collect(),
-                hint: 0,
-                seen: vec![false; model.metrics.len()],
-                model,
-            })
+            .map(|model| Device::new(model, reporting.deadband))
             .collect();
         let by_name = devices
             .iter()
@@ -243,26 +274,26 @@ impl Node {
     fn device_readings(&mut self, i: usize, readings: &[Reading], now: i64, out: &mut Vec<Out>) {
         let d = &mut self.devices[i];
         // the metrics touched, each once, in the order they first came
-        let mut changed = Vec::with_capacity(readings.len().min(d.seen.len()));
+        let mut changed = Vec::with_capacity(readings.len().min(d.keys.len()));
         for r in readings {
             let Some(k) = d.metric(&r.point) else {
                 continue;
             };
-            let name = &mut d.model.metrics[k].name;
-            if !Arc::ptr_eq(name, &r.point) {
+            let key = &mut d.keys[k];
+            if !Arc::ptr_eq(&key.name, &r.point) {
                 // the same name in the reading's allocation: found by
                 // pointer from the next batch on
-                *name = r.point.clone();
+                key.name = r.point.clone();
+            }
+            if !std::mem::replace(&mut key.seen, true) {
+                changed.push(k);
             }
             d.hint = k + 1;
             let value = (r.quality == Quality::Good).then(|| r.value.clone());
             d.values[k] = (value, r.ts);
-            if !std::mem::replace(&mut d.seen[k], true) {
-                changed.push(k);
-            }
         }
         for &k in &changed {
-            d.seen[k] = false;
+            d.keys[k].seen = false;
         }
         let came_online =
             d.life != Life::Online && readings.iter().any(|r| r.quality == Quality::Good);
@@ -281,7 +312,7 @@ impl Node {
     /// DDATA of the metrics among `touched` that changed (all of them
     /// without report by exception), or history while waiting.
     fn data(&mut self, i: usize, touched: &[usize], now: i64, out: &mut Vec<Out>) {
-        let (rbe, deadband) = (self.reporting.report_by_exception, self.reporting.deadband);
+        let rbe = self.reporting.report_by_exception;
         let d = &mut self.devices[i];
         // the metrics to send, in the order touched
         let mut chosen = Vec::with_capacity(touched.len());
@@ -289,8 +320,7 @@ impl Node {
             if rbe {
                 // what was sent is kept for report by exception only
                 let value = &d.values[k].0;
-                let deadband = d.model.metrics[k].deadband.or(deadband);
-                if !d.sent.changed(k, value, deadband) {
+                if !d.sent.changed(k, value, d.keys[k].deadband) {
                     continue;
                 }
                 d.sent.record(k, value.clone());
@@ -300,18 +330,20 @@ impl Node {
         if chosen.is_empty() {
             return;
         }
-        let metrics = chosen
-            .iter()
-            .map(|&k| (&d.model.metrics[k], &d.values[k].0, d.values[k].1));
         if self.phase == Phase::Waiting {
-            let metrics = metrics
-                .map(|(def, value, at)| encode::data_metric(def, value, at))
+            let metrics = chosen
+                .iter()
+                .map(|&k| encode::data_metric(&d.model.metrics[k], &d.values[k].0, d.values[k].1))
                 .collect();
             let payload = encode::ddata(metrics, now, None);
             let device = d.model.name.clone();
             out.push(Out::Store { device, payload });
             return;
         }
+        let metrics = chosen.iter().map(|&k| {
+            let (key, (value, at)) = (&d.keys[k], &d.values[k]);
+            (key.alias, key.datatype, value, *at)
+        });
         let bytes = super::wire::ddata_bytes(metrics, now, self.seq.advance());
         let topic = self.ids.device_topic("DDATA", &d.model.name);
         out.push(Out::Send(qos0(topic, bytes)));

@@ -16,8 +16,7 @@
 
 use super::encode::ms;
 use super::exception::Sent;
-use super::model::MetricDef;
-use super::payload::{MetricValue, metric_value};
+use super::payload::{DataType, MetricValue, metric_value};
 
 /// Wire types.
 const VARINT: u8 = 0;
@@ -119,11 +118,15 @@ impl Chunk {
     }
 }
 
+/// What a DDATA says of one metric: its alias, its datatype, its value
+/// (null: `None`) and when it was read (ms since the epoch).
+pub type WireMetric<'a> = (u64, DataType, &'a Sent, i64);
+
 /// Appends one DDATA metric (field 2 of the payload): alias, timestamp,
 /// datatype, then the value or `is_null`.
-fn put_metric(buf: &mut Vec<u8>, def: &MetricDef, value: &Sent, at: i64) {
-    let (alias, at, datatype) = (def.alias, ms(at), def.datatype as u64);
-    let value = value.as_ref().and_then(|v| metric_value(def.datatype, v));
+fn put_metric(buf: &mut Vec<u8>, (alias, kind, value, at): WireMetric) {
+    let (at, datatype) = (ms(at), kind as u64);
+    let value = value.as_ref().and_then(|v| metric_value(kind, v));
     let len = 3
         + varint_len(alias)
         + varint_len(at)
@@ -174,18 +177,18 @@ fn put_metric(buf: &mut Vec<u8>, def: &MetricDef, value: &Sent, at: i64) {
 }
 
 /// The DDATA [`encode::ddata`](super::encode::ddata) builds from `metrics`
-/// (each a metric's definition, its value and when it was read) with
+/// (each a metric's alias, datatype, value and when it was read) with
 /// `seq`: timestamp (1), metrics (2), seq (3), as prost orders them.
 pub fn ddata_bytes<'a>(
-    metrics: impl ExactSizeIterator<Item = (&'a MetricDef, &'a Sent, i64)>,
+    metrics: impl ExactSizeIterator<Item = WireMetric<'a>>,
     ts: i64,
     seq: u64,
 ) -> Vec<u8> {
     let mut buf = Vec::with_capacity(2 * 11 + metrics.len() * METRIC_ESTIMATE);
     buf.push(PAYLOAD_TIMESTAMP);
     put_varint(&mut buf, ms(ts));
-    for (def, value, at) in metrics {
-        put_metric(&mut buf, def, value, at);
+    for m in metrics {
+        put_metric(&mut buf, m);
     }
     buf.push(PAYLOAD_SEQ);
     put_varint(&mut buf, seq);
@@ -197,7 +200,7 @@ mod tests {
     use prost::Message;
 
     use super::super::encode::{data_metric, ddata};
-    use super::super::payload::DataType;
+    use super::super::model::MetricDef;
     use super::*;
     use crate::reading::Value;
 
@@ -277,7 +280,10 @@ mod tests {
                     Some(seq),
                 )
                 .encode_to_vec();
-                let direct = ddata_bytes(chosen.iter().map(|(d, v, at)| (*d, *v, *at)), ts, seq);
+                let wire = chosen
+                    .iter()
+                    .map(|(d, v, at)| (d.alias, d.datatype, *v, *at));
+                let direct = ddata_bytes(wire, ts, seq);
                 assert_eq!(direct, by_prost, "{n} metrics, ts {ts}, seq {seq}");
             }
         }
