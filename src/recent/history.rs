@@ -127,11 +127,27 @@ impl Bucket {
 /// held no good reading.
 pub type BucketOut = (i64, Option<[f64; 3]>);
 
-/// One point's history.
+/// One point's history: 64 bytes that a reading touches, inline beside
+/// its last value in [`crate::recent`]; the rings, on the heap behind them,
+/// only when a step or a bucket closes.
 #[derive(Debug, Default)]
 pub struct Series {
     raw: RawRing,
     buckets: BucketRing,
+    rings: Box<Rings>,
+}
+
+/// The rings of a [`Series`]: what a reading that only replaces the newest
+/// raw reading or counts in the open bucket does not touch.
+#[derive(Debug, Default)]
+struct Rings {
+    /// The raw readings before `RawRing::newest`, oldest first (at most
+    /// `RAW_MAX - 1`).
+    raw: VecDeque<Raw>,
+    /// The buckets before `BucketRing::open`, oldest first (at most
+    /// `buckets - 1`).
+    buckets: VecDeque<Bucket>,
+    /// A text point's last changes.
     texts: VecDeque<(i64, Box<str>)>,
 }
 
@@ -149,15 +165,17 @@ struct RawRing {
     prev_dt: u32,
     /// `dt` of the oldest reading (`kept.front()`, else `newest`).
     oldest_dt: u32,
-    /// The readings before `newest`, oldest first (at most `RAW_MAX - 1`).
-    kept: VecDeque<Raw>,
+    /// `kept.len()`, here so that a reading need not look at `kept`.
+    kept_len: u32,
 }
 
 impl RawRing {
-    fn push(&mut self, ts: i64, v: f32) {
+    /// Adds a reading; `kept` is the ring of the readings before `newest`
+    /// (`Rings::raw`).
+    fn push(&mut self, ts: i64, v: f32, kept: &mut VecDeque<Raw>) {
         let fits = ts >= self.base && ts - self.base <= i64::from(u32::MAX);
         if self.newest.is_none() || !fits {
-            self.restart(ts);
+            self.restart(ts, kept);
         }
         let raw = Raw {
             dt: u32::try_from(ts - self.base).unwrap_or(u32::MAX),
@@ -166,57 +184,60 @@ impl RawRing {
         match self.newest {
             // thinned: the newest of the step is kept
             Some(last) if last.v.is_nan() == v.is_nan() && self.closes_step(last) => {}
-            Some(last) => self.commit(last),
+            Some(last) => self.commit(last, kept),
             None => self.oldest_dt = raw.dt,
         }
         self.newest = Some(raw);
-        self.expire(ts);
+        self.expire(ts, kept);
     }
 
     /// Starts again from `ts`, empty.
-    fn restart(&mut self, ts: i64) {
-        if self.kept.capacity() == 0 {
+    fn restart(&mut self, ts: i64, kept: &mut VecDeque<Raw>) {
+        if kept.capacity() == 0 {
             // the full size, spare slot included: `Series::heap_bytes`
-            self.kept.reserve_exact(RAW_MAX);
+            kept.reserve_exact(RAW_MAX);
         }
-        self.kept.clear();
+        kept.clear();
+        self.kept_len = 0;
         self.newest = None;
         self.base = ts;
     }
 
     /// Whether `newest` is still within a step of the reading before it.
     fn closes_step(&self, newest: Raw) -> bool {
-        !self.kept.is_empty() && i64::from(newest.dt) - i64::from(self.prev_dt) < RAW_STEP_MS
+        self.kept_len > 0 && i64::from(newest.dt) - i64::from(self.prev_dt) < RAW_STEP_MS
     }
 
     /// Moves `newest` (still in place) into the ring, dropping the oldest
     /// when [`RAW_MAX`] would be passed.
-    fn commit(&mut self, newest: Raw) {
-        if self.kept.len() + 1 >= RAW_MAX {
-            self.pop_oldest();
+    fn commit(&mut self, newest: Raw, kept: &mut VecDeque<Raw>) {
+        if kept.len() + 1 >= RAW_MAX {
+            self.pop_oldest(kept);
         }
-        self.kept.push_back(newest);
+        kept.push_back(newest);
+        self.kept_len = kept.len() as u32;
         self.prev_dt = newest.dt;
     }
 
-    fn pop_oldest(&mut self) {
-        self.kept.pop_front();
-        if let Some(oldest) = self.kept.front().or(self.newest.as_ref()) {
+    fn pop_oldest(&mut self, kept: &mut VecDeque<Raw>) {
+        kept.pop_front();
+        self.kept_len = kept.len() as u32;
+        if let Some(oldest) = kept.front().or(self.newest.as_ref()) {
             self.oldest_dt = oldest.dt;
         }
     }
 
     /// Drops the readings older than [`RAW_SPAN_MS`] before `ts` (never
     /// `newest`, which is at `ts`).
-    fn expire(&mut self, ts: i64) {
-        while !self.kept.is_empty() && ts - (self.base + i64::from(self.oldest_dt)) > RAW_SPAN_MS {
-            self.pop_oldest();
+    fn expire(&mut self, ts: i64, kept: &mut VecDeque<Raw>) {
+        while self.kept_len > 0 && ts - (self.base + i64::from(self.oldest_dt)) > RAW_SPAN_MS {
+            self.pop_oldest(kept);
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
+    fn iter<'a>(&'a self, kept: &'a VecDeque<Raw>) -> impl Iterator<Item = (i64, f32)> + 'a {
         let at = |r: &Raw| (self.base + i64::from(r.dt), r.v);
-        self.kept.iter().chain(&self.newest).map(at)
+        kept.iter().chain(&self.newest).map(at)
     }
 }
 
@@ -226,12 +247,12 @@ impl RawRing {
 struct BucketRing {
     /// The newest bucket; `None`: none at all.
     open: Option<Bucket>,
-    /// The buckets before `open`, oldest first (at most `buckets - 1`).
-    kept: VecDeque<Bucket>,
 }
 
 impl BucketRing {
-    fn push(&mut self, ts: i64, v: f32, shape: Shape) {
+    /// Counts a reading; `kept` is the ring of the buckets before `open`
+    /// (`Rings::buckets`).
+    fn push(&mut self, ts: i64, v: f32, shape: Shape, kept: &mut VecDeque<Bucket>) {
         // most readings land in the open bucket: no division, nothing to
         // add or drop
         if let Some(b) = &mut self.open {
@@ -241,37 +262,34 @@ impl BucketRing {
                 return;
             }
         }
-        if self.kept.capacity() == 0 {
+        if kept.capacity() == 0 {
             // the full size, spare slot included: `Series::heap_bytes`
-            self.kept.reserve_exact(shape.buckets);
+            kept.reserve_exact(shape.buckets);
         }
         let idx = shape.index(ts);
         if self.open.is_none_or(|b| idx > b.idx) {
-            self.open_new(idx, shape);
+            self.open_new(idx, shape, kept);
         }
         let first = idx.saturating_sub(shape.buckets as u32 - 1);
-        while self.kept.front().is_some_and(|b| b.idx < first) {
-            self.kept.pop_front();
+        while kept.front().is_some_and(|b| b.idx < first) {
+            kept.pop_front();
         }
         // a late reading lands in its own bucket if that is still kept
         let open = self.open.iter_mut();
-        if let Some(b) = open
-            .chain(self.kept.iter_mut().rev())
-            .find(|b| b.idx == idx)
-        {
+        if let Some(b) = open.chain(kept.iter_mut().rev()).find(|b| b.idx == idx) {
             b.add(v);
         }
     }
 
     /// Closes the open bucket and opens bucket `idx`, dropping the oldest
     /// when `shape.buckets` would be passed.
-    fn open_new(&mut self, idx: u32, shape: Shape) {
-        let len = self.kept.len() + usize::from(self.open.is_some());
-        if len >= shape.buckets && self.kept.pop_front().is_none() {
+    fn open_new(&mut self, idx: u32, shape: Shape, kept: &mut VecDeque<Bucket>) {
+        let len = kept.len() + usize::from(self.open.is_some());
+        if len >= shape.buckets && kept.pop_front().is_none() {
             self.open = None;
         }
         if let Some(closed) = self.open.take() {
-            self.kept.push_back(closed);
+            kept.push_back(closed);
         }
         self.open = Some(Bucket {
             idx,
@@ -282,8 +300,8 @@ impl BucketRing {
         });
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Bucket> {
-        self.kept.iter().chain(&self.open)
+    fn iter<'a>(&'a self, kept: &'a VecDeque<Bucket>) -> impl Iterator<Item = &'a Bucket> {
+        kept.iter().chain(&self.open)
     }
 }
 
@@ -312,8 +330,8 @@ impl Series {
     pub fn record(&mut self, r: &Reading, shape: Shape) {
         match plotted(r) {
             Some(v) => {
-                self.raw.push(r.ts, v);
-                self.buckets.push(r.ts, v, shape);
+                self.raw.push(r.ts, v, &mut self.rings.raw);
+                self.buckets.push(r.ts, v, shape, &mut self.rings.buckets);
             }
             None => self.push_text(r),
         }
@@ -322,8 +340,9 @@ impl Series {
     /// Marks a gap now (the device went offline), for numeric points.
     pub fn gap(&mut self, ts: i64, shape: Shape) {
         if self.raw.newest.is_some() || self.buckets.open.is_some() {
-            self.raw.push(ts, f32::NAN);
-            self.buckets.push(ts, f32::NAN, shape);
+            self.raw.push(ts, f32::NAN, &mut self.rings.raw);
+            self.buckets
+                .push(ts, f32::NAN, shape, &mut self.rings.buckets);
         }
     }
 
@@ -331,19 +350,20 @@ impl Series {
         let Value::String(s) = &r.value else {
             return;
         };
-        if self.texts.back().is_some_and(|(_, t)| **t == **s) {
+        let texts = &mut self.rings.texts;
+        if texts.back().is_some_and(|(_, t)| **t == **s) {
             return;
         }
-        if self.texts.len() == TEXT_CHANGES {
-            self.texts.pop_front();
+        if texts.len() == TEXT_CHANGES {
+            texts.pop_front();
         }
-        self.texts.push_back((r.ts, s.as_str().into()));
+        texts.push_back((r.ts, s.as_str().into()));
     }
 
     /// The raw readings, oldest first: (ms, value; `None` a gap).
     pub fn raw(&self) -> Vec<(i64, Option<f64>)> {
         self.raw
-            .iter()
+            .iter(&self.rings.raw)
             .map(|(ts, v)| (ts, (!v.is_nan()).then(|| widen(v))))
             .collect()
     }
@@ -351,7 +371,7 @@ impl Series {
     /// The buckets, oldest first.
     pub fn buckets(&self, shape: Shape) -> Vec<BucketOut> {
         self.buckets
-            .iter()
+            .iter(&self.rings.buckets)
             .map(|b| {
                 let start = i64::from(b.idx) * shape.bucket_ms;
                 let vals = (b.n > 0).then(|| [widen(b.min), widen(b.avg), widen(b.max)]);
@@ -362,17 +382,20 @@ impl Series {
 
     /// A text point's last changes, oldest first.
     pub fn texts(&self) -> Vec<(i64, String)> {
-        self.texts
+        self.rings
+            .texts
             .iter()
             .map(|(t, s)| (*t, s.to_string()))
             .collect()
     }
 
-    /// Bytes this series holds on the heap.
+    /// Bytes this series' buffers hold on the heap: its raw readings,
+    /// buckets and texts (not the rings' own 96 bytes).
     pub fn heap_bytes(&self) -> usize {
-        self.raw.kept.capacity() * size_of::<Raw>()
-            + self.buckets.kept.capacity() * size_of::<Bucket>()
-            + self
+        let rings = &self.rings;
+        rings.raw.capacity() * size_of::<Raw>()
+            + rings.buckets.capacity() * size_of::<Bucket>()
+            + rings
                 .texts
                 .iter()
                 .map(|(_, s)| s.len() + size_of::<(i64, Box<str>)>())
@@ -878,7 +901,8 @@ mod tests {
     }
 
     fn text_bytes(s: &Series) -> usize {
-        s.texts
+        s.rings
+            .texts
             .iter()
             .map(|(_, t)| t.len() + size_of::<(i64, Box<str>)>())
             .sum()
