@@ -3,7 +3,8 @@
 //! gateway's [`Value`]s: which Sparkplug datatype carries which value, in
 //! which field of the `value` oneof.
 //!
-//! Owns [`DataType`] mapping and [`metric_value`] / [`value_of`]. Must not
+//! Owns [`DataType`] mapping and [`metric_value`] (its numbers and bools
+//! as [`Scalar`]) / [`value_of`]. Must not
 //! know topics, sequence numbers or devices.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -26,6 +27,39 @@ use crate::reading::Value;
 /// for an integer metric is rounded); `None` when it cannot be (a string
 /// for a number).
 pub fn metric_value(datatype: DataType, value: &Value) -> Option<MetricValue> {
+    match datatype {
+        DataType::String | DataType::Text => Some(MetricValue::StringValue(value.to_string())),
+        _ => scalar(datatype, value).map(MetricValue::from),
+    }
+}
+
+/// A metric's value when it is not a text: the fields of the `value`
+/// oneof that hold a number or a bool, without an allocation to drop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scalar {
+    Int(u32),
+    Long(u64),
+    Float(f32),
+    Double(f64),
+    Boolean(bool),
+}
+
+impl From<Scalar> for MetricValue {
+    fn from(s: Scalar) -> MetricValue {
+        match s {
+            Scalar::Int(x) => MetricValue::IntValue(x),
+            Scalar::Long(x) => MetricValue::LongValue(x),
+            Scalar::Float(x) => MetricValue::FloatValue(x),
+            Scalar::Double(x) => MetricValue::DoubleValue(x),
+            Scalar::Boolean(x) => MetricValue::BooleanValue(x),
+        }
+    }
+}
+
+/// [`metric_value`] of a datatype that is not a text; `None` for a text
+/// datatype, a datatype a point never has, or a value that cannot be
+/// converted.
+pub fn scalar(datatype: DataType, value: &Value) -> Option<Scalar> {
     use DataType as D;
     let as_f64 = || match value {
         Value::Bool(b) => Some(f64::from(u8::from(*b))),
@@ -42,16 +76,15 @@ pub fn metric_value(datatype: DataType, value: &Value) -> Option<MetricValue> {
     Some(match datatype {
         D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => {
             // two's complement in 32 bits: the specification's encoding
-            MetricValue::IntValue(as_i64()? as i32 as u32)
+            Scalar::Int(as_i64()? as i32 as u32)
         }
-        D::Int64 | D::UInt64 | D::DateTime => MetricValue::LongValue(as_i64()? as u64),
-        D::Float => MetricValue::FloatValue(as_f64()? as f32),
-        D::Double => MetricValue::DoubleValue(as_f64()?),
-        D::Boolean => MetricValue::BooleanValue(match value {
+        D::Int64 | D::UInt64 | D::DateTime => Scalar::Long(as_i64()? as u64),
+        D::Float => Scalar::Float(as_f64()? as f32),
+        D::Double => Scalar::Double(as_f64()?),
+        D::Boolean => Scalar::Boolean(match value {
             Value::Bool(b) => *b,
             _ => as_f64()? != 0.0,
         }),
-        D::String | D::Text => MetricValue::StringValue(value.to_string()),
         _ => return None,
     })
 }

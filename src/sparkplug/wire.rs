@@ -12,11 +12,12 @@
 //! varints), taken from the specification's payload definition
 //! (proto/sparkplug_b.proto). Must not keep state nor decide what a DDATA
 //! carries (the node does), nor how a value becomes a metric's
-//! (`payload::metric_value` does).
+//! (`payload::metric_value` and `payload::scalar` do).
 
 use super::encode::ms;
 use super::exception::Sent;
-use super::payload::{DataType, MetricValue, metric_value};
+use super::payload::{DataType, MetricValue, Scalar, metric_value, scalar};
+use crate::reading::Value;
 
 /// Wire types.
 const VARINT: u8 = 0;
@@ -62,17 +63,14 @@ fn varint_len(v: u64) -> usize {
     (70 - (v | 1).leading_zeros() as usize) / 7
 }
 
-/// Bytes of the value field (key included).
-fn value_len(v: &MetricValue) -> usize {
+/// Bytes of a number's or a bool's value field (key included).
+fn scalar_len(v: Scalar) -> usize {
     match v {
-        MetricValue::IntValue(x) => 1 + varint_len(u64::from(*x)),
-        MetricValue::LongValue(x) => 1 + varint_len(*x),
-        MetricValue::FloatValue(_) => 1 + 4,
-        MetricValue::DoubleValue(_) => 1 + 8,
-        MetricValue::BooleanValue(_) => 1 + 1,
-        MetricValue::StringValue(s) => 1 + varint_len(s.len() as u64) + s.len(),
-        // never made from a reading; prost's own encoding if ever
-        other => other.encoded_len(),
+        Scalar::Int(x) => 1 + varint_len(u64::from(x)),
+        Scalar::Long(x) => 1 + varint_len(x),
+        Scalar::Float(_) => 1 + 4,
+        Scalar::Double(_) => 1 + 8,
+        Scalar::Boolean(_) => 1 + 1,
     }
 }
 
@@ -80,22 +78,24 @@ fn value_len(v: &MetricValue) -> usize {
 /// payload at once: one capacity check per metric instead of one per
 /// byte. The most a metric of a number takes is 46 bytes: key (1),
 /// length (1), alias and timestamp (11 each), datatype (11 at most as
-/// written: a `u64`), value (11).
+/// written: a `u64`), value (11); the array is 64, so that a byte's place
+/// is taken modulo 64 and needs no bounds check.
 struct Chunk {
-    bytes: [u8; 48],
+    bytes: [u8; 64],
     len: usize,
 }
 
 impl Chunk {
     fn new() -> Chunk {
         Chunk {
-            bytes: [0; 48],
+            bytes: [0; 64],
             len: 0,
         }
     }
 
     fn push(&mut self, b: u8) {
-        self.bytes[self.len] = b;
+        debug_assert!(self.len < self.bytes.len());
+        self.bytes[self.len & 63] = b;
         self.len += 1;
     }
 
@@ -118,62 +118,97 @@ impl Chunk {
     }
 }
 
+/// A metric's timestamp field (key and varint), kept from one metric to
+/// the next: the metrics of a poll share their timestamp as a rule, and its
+/// varint (6 bytes for today's milliseconds) is the longest part of a
+/// metric to write.
+struct Stamp {
+    at: Option<u64>,
+    field: Chunk,
+}
+
+impl Stamp {
+    fn new() -> Stamp {
+        Stamp {
+            at: None,
+            field: Chunk::new(),
+        }
+    }
+
+    fn field(&mut self, at: u64) -> &[u8] {
+        if self.at != Some(at) {
+            self.field = Chunk::new();
+            self.field.push(TIMESTAMP);
+            self.field.varint(at);
+            self.at = Some(at);
+        }
+        self.field.done()
+    }
+}
+
 /// What a DDATA says of one metric: its alias, its datatype, its value
 /// (null: `None`) and when it was read (ms since the epoch).
 pub type WireMetric<'a> = (u64, DataType, &'a Sent, i64);
 
 /// Appends one DDATA metric (field 2 of the payload): alias, timestamp,
-/// datatype, then the value or `is_null`.
-fn put_metric(buf: &mut Vec<u8>, (alias, kind, value, at): WireMetric) {
-    let (at, datatype) = (ms(at), kind as u64);
-    let value = value.as_ref().and_then(|v| metric_value(kind, v));
-    let len = 3
-        + varint_len(alias)
-        + varint_len(at)
-        + varint_len(datatype)
-        + value.as_ref().map_or(2, value_len);
+/// datatype, then the value or `is_null` (a value that has no form in the
+/// datatype is null, as [`metric_value`] has it).
+fn put_metric(buf: &mut Vec<u8>, stamp: &mut Stamp, (alias, kind, value, at): WireMetric) {
+    let value = match (value, kind) {
+        (Some(v), DataType::String | DataType::Text) => return put_text(buf, stamp, alias, kind, v, at),
+        (Some(v), _) => scalar(kind, v),
+        (None, _) => None,
+    };
+    let mut c = head(stamp, alias, kind, at, value.map_or(2, scalar_len));
+    match value {
+        None => c.extend(&[IS_NULL, 1]),
+        Some(Scalar::Int(x)) => {
+            c.push(INT_VALUE);
+            c.varint(u64::from(x));
+        }
+        Some(Scalar::Long(x)) => {
+            c.push(LONG_VALUE);
+            c.varint(x);
+        }
+        Some(Scalar::Float(x)) => {
+            c.push(FLOAT_VALUE);
+            c.extend(&x.to_le_bytes());
+        }
+        Some(Scalar::Double(x)) => {
+            c.push(DOUBLE_VALUE);
+            c.extend(&x.to_le_bytes());
+        }
+        Some(Scalar::Boolean(b)) => c.extend(&[BOOLEAN_VALUE, u8::from(b)]),
+    }
+    buf.extend_from_slice(c.done());
+}
+
+/// A metric's key, length, alias, timestamp and datatype, for a value
+/// field of `value_len` bytes.
+fn head(stamp: &mut Stamp, alias: u64, kind: DataType, at: i64, value_len: usize) -> Chunk {
+    let (datatype, stamp) = (kind as u64, stamp.field(ms(at)));
+    let len = 2 + varint_len(alias) + stamp.len() + varint_len(datatype) + value_len;
     let mut c = Chunk::new();
     c.push(PAYLOAD_METRICS);
     c.varint(len as u64);
     c.push(ALIAS);
     c.varint(alias);
-    c.push(TIMESTAMP);
-    c.varint(at);
+    c.extend(stamp);
     c.push(DATATYPE);
     c.varint(datatype);
-    match &value {
-        None => c.extend(&[IS_NULL, 1]),
-        Some(MetricValue::IntValue(x)) => {
-            c.push(INT_VALUE);
-            c.varint(u64::from(*x));
-        }
-        Some(MetricValue::LongValue(x)) => {
-            c.push(LONG_VALUE);
-            c.varint(*x);
-        }
-        Some(MetricValue::FloatValue(x)) => {
-            c.push(FLOAT_VALUE);
-            c.extend(&x.to_le_bytes());
-        }
-        Some(MetricValue::DoubleValue(x)) => {
-            c.push(DOUBLE_VALUE);
-            c.extend(&x.to_le_bytes());
-        }
-        Some(MetricValue::BooleanValue(b)) => c.extend(&[BOOLEAN_VALUE, u8::from(*b)]),
-        Some(MetricValue::StringValue(s)) => {
-            buf.extend_from_slice(c.done());
-            buf.push(STRING_VALUE);
-            put_varint(buf, s.len() as u64);
-            buf.extend_from_slice(s.as_bytes());
-            return;
-        }
-        Some(other) => {
-            buf.extend_from_slice(c.done());
-            other.encode(buf);
-            return;
-        }
-    }
-    buf.extend_from_slice(c.done());
+    c
+}
+
+/// [`put_metric`] of a text metric: the text after the head.
+fn put_text(buf: &mut Vec<u8>, stamp: &mut Stamp, alias: u64, kind: DataType, v: &Value, at: i64) {
+    let Some(MetricValue::StringValue(text)) = metric_value(kind, v) else {
+        return;
+    };
+    let value_len = 1 + varint_len(text.len() as u64) + text.len();
+    buf.extend_from_slice(head(stamp, alias, kind, at, value_len).done());
+    buf.push(STRING_VALUE);
+    put_varint(buf, text.len() as u64);
+    buf.extend_from_slice(text.as_bytes());
 }
 
 /// The DDATA [`encode::ddata`](super::encode::ddata) builds from `metrics`
@@ -187,8 +222,9 @@ pub fn ddata_bytes<'a>(
     let mut buf = Vec::with_capacity(2 * 11 + metrics.len() * METRIC_ESTIMATE);
     buf.push(PAYLOAD_TIMESTAMP);
     put_varint(&mut buf, ms(ts));
+    let mut stamp = Stamp::new();
     for m in metrics {
-        put_metric(&mut buf, m);
+        put_metric(&mut buf, &mut stamp, m);
     }
     buf.push(PAYLOAD_SEQ);
     put_varint(&mut buf, seq);
@@ -263,9 +299,12 @@ mod tests {
             })
             .collect();
         let mut cases = Vec::new();
-        for (i, def) in defs.iter().enumerate() {
-            for (j, v) in values.iter().enumerate() {
-                cases.push((def, v, [0, 1, 1_765_000_000_123][(i + j) % 3]));
+        for def in &defs {
+            for v in &values {
+                // runs of three metrics with the same timestamp (a poll's),
+                // then another: its field is written once and kept
+                let at = [0, 1, 1_765_000_000_123][(cases.len() / 3) % 3];
+                cases.push((def, v, at));
             }
         }
         for n in [1, 2, cases.len()] {
