@@ -171,8 +171,24 @@ struct RawRing {
 
 impl RawRing {
     /// Adds a reading; `kept` is the ring of the readings before `newest`
-    /// (`Rings::raw`).
+    /// (`Rings::raw`). Most readings only replace `newest` (within the
+    /// step of the committed reading before it, nothing expiring): that
+    /// is done here, the rest in [`RawRing::push_other`].
+    #[inline]
     fn push(&mut self, ts: i64, v: f32, kept: &mut VecDeque<Raw>) {
+        if let Some(last) = self.newest {
+            let dt = ts - self.base;
+            let thinned = last.v.is_nan() == v.is_nan() && self.closes_step(last);
+            if thinned && (0..=i64::from(u32::MAX)).contains(&dt) && !self.expires(ts) {
+                self.newest = Some(Raw { dt: dt as u32, v });
+                return;
+            }
+        }
+        self.push_other(ts, v, kept);
+    }
+
+    #[inline(never)]
+    fn push_other(&mut self, ts: i64, v: f32, kept: &mut VecDeque<Raw>) {
         let fits = ts >= self.base && ts - self.base <= i64::from(u32::MAX);
         if self.newest.is_none() || !fits {
             self.restart(ts, kept);
@@ -230,9 +246,14 @@ impl RawRing {
     /// Drops the readings older than [`RAW_SPAN_MS`] before `ts` (never
     /// `newest`, which is at `ts`).
     fn expire(&mut self, ts: i64, kept: &mut VecDeque<Raw>) {
-        while self.kept_len > 0 && ts - (self.base + i64::from(self.oldest_dt)) > RAW_SPAN_MS {
+        while self.expires(ts) {
             self.pop_oldest(kept);
         }
+    }
+
+    /// Whether a kept reading is older than [`RAW_SPAN_MS`] before `ts`.
+    fn expires(&self, ts: i64) -> bool {
+        self.kept_len > 0 && ts - (self.base + i64::from(self.oldest_dt)) > RAW_SPAN_MS
     }
 
     fn iter<'a>(&'a self, kept: &'a VecDeque<Raw>) -> impl Iterator<Item = (i64, f32)> + 'a {
@@ -251,10 +272,11 @@ struct BucketRing {
 
 impl BucketRing {
     /// Counts a reading; `kept` is the ring of the buckets before `open`
-    /// (`Rings::buckets`).
+    /// (`Rings::buckets`). Most readings land in the open bucket: that is
+    /// done here (no division, nothing to add or drop), the rest in
+    /// [`BucketRing::push_other`].
+    #[inline]
     fn push(&mut self, ts: i64, v: f32, shape: Shape, kept: &mut VecDeque<Bucket>) {
-        // most readings land in the open bucket: no division, nothing to
-        // add or drop
         if let Some(b) = &mut self.open {
             let start = i64::from(b.idx).saturating_mul(shape.bucket_ms);
             if ts >= start && ts - start < shape.bucket_ms {
@@ -262,6 +284,11 @@ impl BucketRing {
                 return;
             }
         }
+        self.push_other(ts, v, shape, kept);
+    }
+
+    #[inline(never)]
+    fn push_other(&mut self, ts: i64, v: f32, shape: Shape, kept: &mut VecDeque<Bucket>) {
         if kept.capacity() == 0 {
             // the full size, spare slot included: `Series::heap_bytes`
             kept.reserve_exact(shape.buckets);

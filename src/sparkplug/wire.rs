@@ -155,7 +155,9 @@ pub type WireMetric<'a> = (u64, DataType, &'a Sent, i64);
 /// datatype is null, as [`metric_value`] has it).
 fn put_metric(buf: &mut Vec<u8>, stamp: &mut Stamp, (alias, kind, value, at): WireMetric) {
     let value = match (value, kind) {
-        (Some(v), DataType::String | DataType::Text) => return put_text(buf, stamp, alias, kind, v, at),
+        (Some(v), DataType::String | DataType::Text) => {
+            return put_text(buf, stamp, alias, kind, v, at);
+        }
         (Some(v), _) => scalar(kind, v),
         (None, _) => None,
     };
