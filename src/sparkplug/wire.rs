@@ -161,7 +161,8 @@ fn put_metric(buf: &mut Vec<u8>, stamp: &mut Stamp, (alias, kind, value, at): Wi
         (Some(v), _) => scalar(kind, v),
         (None, _) => None,
     };
-    let mut c = head(stamp, alias, kind, at, value.map_or(2, scalar_len));
+    let mut c = Chunk::new();
+    head(&mut c, stamp, alias, kind, at, value.map_or(2, scalar_len));
     match value {
         None => c.extend(&[IS_NULL, 1]),
         Some(Scalar::Int(x)) => {
@@ -185,12 +186,11 @@ fn put_metric(buf: &mut Vec<u8>, stamp: &mut Stamp, (alias, kind, value, at): Wi
     buf.extend_from_slice(c.done());
 }
 
-/// A metric's key, length, alias, timestamp and datatype, for a value
-/// field of `value_len` bytes.
-fn head(stamp: &mut Stamp, alias: u64, kind: DataType, at: i64, value_len: usize) -> Chunk {
+/// Writes a metric's key, length, alias, timestamp and datatype into `c`,
+/// for a value field of `value_len` bytes.
+fn head(c: &mut Chunk, stamp: &mut Stamp, alias: u64, kind: DataType, at: i64, value_len: usize) {
     let (datatype, stamp) = (kind as u64, stamp.field(ms(at)));
     let len = 2 + varint_len(alias) + stamp.len() + varint_len(datatype) + value_len;
-    let mut c = Chunk::new();
     c.push(PAYLOAD_METRICS);
     c.varint(len as u64);
     c.push(ALIAS);
@@ -198,7 +198,6 @@ fn head(stamp: &mut Stamp, alias: u64, kind: DataType, at: i64, value_len: usize
     c.extend(stamp);
     c.push(DATATYPE);
     c.varint(datatype);
-    c
 }
 
 /// [`put_metric`] of a text metric: the text after the head.
@@ -207,7 +206,9 @@ fn put_text(buf: &mut Vec<u8>, stamp: &mut Stamp, alias: u64, kind: DataType, v:
         return;
     };
     let value_len = 1 + varint_len(text.len() as u64) + text.len();
-    buf.extend_from_slice(head(stamp, alias, kind, at, value_len).done());
+    let mut c = Chunk::new();
+    head(&mut c, stamp, alias, kind, at, value_len);
+    buf.extend_from_slice(c.done());
     buf.push(STRING_VALUE);
     put_varint(buf, text.len() as u64);
     buf.extend_from_slice(text.as_bytes());
