@@ -19,7 +19,8 @@ fn signal(pid: u32, signal: &str) {
 
 /// `FG_BENCH_INTERLEAVED=N`: the plain loop and each build of the gateway
 /// (`FG_BENCH_BASE`'s and this one) are started once, and then measured
-/// in turn, N rounds of one window each: the one measured runs, the
+/// in turn, N rounds of one window each (the loop first, then the builds,
+/// in the other order every second round): the one measured runs, the
 /// others are stopped (SIGSTOP; SIGCONT and 2 s to settle before its
 /// window). A gateway's ratio is taken against the loop's window of the
 /// same round, seconds before, so that a drift of the shared machine's
@@ -72,14 +73,31 @@ pub(super) fn interleaved(
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); gws.len()];
     for round in 0..rounds {
         let plain_per = window(0);
+        // the builds in turn, first to last in even rounds and last to
+        // first in odd ones: a build measured second in a round read
+        // higher than the same binary measured first (an A/A run: median
+        // 1.58 against 1.50, higher in 6 of 8 rounds)
+        let mut order: Vec<usize> = (0..gws.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let mut per = vec![0.0; gws.len()];
+        for &i in &order {
+            per[i] = window(i + 1);
+        }
         let mut line = format!("  round {}: plain loop {plain_per:.3} µs", round + 1);
         for (i, (label, _)) in gws.iter().enumerate() {
-            let g_per = window(i + 1);
-            let ratio = g_per / plain_per.max(f64::MIN_POSITIVE);
+            let ratio = per[i] / plain_per.max(f64::MIN_POSITIVE);
             ratios[i].push(ratio);
+            let g_per = per[i];
             line += &format!("; gateway{label} {g_per:.3} µs, ratio {ratio:.2}");
         }
-        println!("{line}");
+        let first = if order[0] == 0 {
+            ""
+        } else {
+            " (this build first)"
+        };
+        println!("{line}{first}");
     }
     for pid in &pids {
         signal(*pid, "-CONT");

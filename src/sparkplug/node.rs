@@ -272,8 +272,10 @@ impl Node {
     }
 
     fn device_readings(&mut self, i: usize, readings: &[Reading], now: i64, out: &mut Vec<Out>) {
+        let rbe = self.reporting.report_by_exception;
         let d = &mut self.devices[i];
         // the metrics touched, each once, in the order they first came
+        // (with report by exception, those whose value moved)
         let mut changed = Vec::with_capacity(readings.len().min(d.keys.len()));
         for r in readings {
             let Some(k) = d.metric(&r.point) else {
@@ -285,12 +287,18 @@ impl Node {
                 // pointer from the next batch on
                 key.name = r.point.clone();
             }
-            if !std::mem::replace(&mut key.seen, true) {
-                changed.push(k);
-            }
             d.hint = k + 1;
             let value = (r.quality == Quality::Good).then(|| r.value.clone());
-            d.values[k] = (value, r.ts);
+            let current = &mut d.values[k];
+            // the value the metric holds: with report by exception no
+            // exception, whatever was last sent (it was weighed against
+            // that when it came, or a birth sent it), and what was sent
+            // need not be looked at
+            let moved = !rbe || current.0 != value;
+            *current = (value, r.ts);
+            if moved && !std::mem::replace(&mut key.seen, true) {
+                changed.push(k);
+            }
         }
         for &k in &changed {
             d.keys[k].seen = false;
@@ -537,6 +545,24 @@ mod tests {
         assert_eq!(m[0].timestamp, Some(20));
         // nothing changed: nothing sent
         assert!(n.on_readings(&[reading("b", 3.0, 30)], 31).is_empty());
+        // a stays within the deadband of what it last sent (1.0), again
+        // and again; once past it, it goes; then the same value is no news
+        for (v, at) in [(1.4, 40), (1.4, 50), (1.3, 60)] {
+            assert!(n.on_readings(&[reading("a", v, at)], at + 1).is_empty());
+        }
+        let d = sent(&n.on_readings(&[reading("a", 1.6, 70)], 71));
+        assert_eq!(d[0].1.metrics[0].value, Some(MetricValue::DoubleValue(1.6)));
+        assert!(n.on_readings(&[reading("a", 1.6, 80)], 81).is_empty());
+        // a bad reading is news, and a good one after it
+        let bad = Reading {
+            quality: Quality::Bad,
+            ..reading("a", 1.6, 90)
+        };
+        let d = sent(&n.on_readings(&[bad.clone()], 91));
+        assert_eq!(d[0].1.metrics[0].is_null, Some(true));
+        assert!(n.on_readings(&[bad], 101).is_empty());
+        let d = sent(&n.on_readings(&[reading("a", 1.6, 110)], 111));
+        assert_eq!(d[0].1.metrics[0].value, Some(MetricValue::DoubleValue(1.6)));
     }
 
     #[test]

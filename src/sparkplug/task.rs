@@ -109,6 +109,8 @@ pub async fn run(
             batch = readings.recv() => match batch {
                 Some(b) => {
                     let out = t.p.node.on_readings(&b, now_ms());
+                    // dropped while its readings are still in the caches
+                    drop(b);
                     t.carry_out(out).await;
                 }
                 None => break,
