@@ -558,7 +558,7 @@ mod tests {
             quality: Quality::Bad,
             ..reading("a", 1.6, 90)
         };
-        let d = sent(&n.on_readings(&[bad.clone()], 91));
+        let d = sent(&n.on_readings(std::slice::from_ref(&bad), 91));
         assert_eq!(d[0].1.metrics[0].is_null, Some(true));
         assert!(n.on_readings(&[bad], 101).is_empty());
         let d = sent(&n.on_readings(&[reading("a", 1.6, 110)], 111));
