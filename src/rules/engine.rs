@@ -202,6 +202,35 @@ impl RulesEngine {
         }
     }
 
+    /// [`RulesEngine::process`] of a batch without scripts (`false`, and
+    /// nothing done, when there are scripts): with `payload: per_device`
+    /// each device's run of readings joins its group, the group found once
+    /// per run.
+    pub fn process_unscripted(&mut self, batch: &[Reading], out: &mut Vec<Publish>) -> bool {
+        if !self.slots.is_empty() {
+            return false;
+        }
+        let Some(grouping) = &mut self.grouping else {
+            out.extend(batch.iter().map(|r| self.mapping.map(r)));
+            return true;
+        };
+        let mapping = &self.mapping;
+        let mut rest = batch;
+        while let Some(first) = rest.first() {
+            // by pointer first: a run's readings share their device's name
+            let end = rest
+                .iter()
+                .position(|r| !Arc::ptr_eq(&r.device, &first.device) && r.device != first.device)
+                .unwrap_or(rest.len());
+            let (run, after) = rest.split_at(end);
+            let mut refused = Vec::new();
+            grouping.push_run(run, out, |r| refused.push(mapping.map(r)));
+            out.append(&mut refused);
+            rest = after;
+        }
+        true
+    }
+
     /// Runs every script on `r`, appending what they publish to `out`.
     /// Returns the calls that failed. With `payload: per_device` (and no
     /// scripts) `r` joins its device's group, and `out` gets the groups

@@ -200,6 +200,57 @@ impl Group {
     }
 }
 
+impl Group {
+    /// Adds `r`, a reading of this group's device, as
+    /// [`Grouping::push`] says.
+    fn push(&mut self, r: &Reading, (qos, retain): (Qos, bool), out: &mut Vec<Publish>) -> bool {
+        let g = self;
+        if !Arc::ptr_eq(&g.device, &r.device) {
+            // as for points below: found by pointer from now on
+            g.device = r.device.clone();
+        }
+        let i = match g.find(&r.point) {
+            Some(i) => {
+                // the same name in the reading's allocation: found by
+                // pointer from the next poll on
+                if !Arc::ptr_eq(&g.names[i], &r.point) {
+                    g.names[i] = r.point.clone();
+                }
+                i
+            }
+            None if g.names.len() < MAX_POINTS => {
+                g.learning = true;
+                g.add_point(r.point.clone(), None)
+            }
+            None => return false,
+        };
+        if g.pending[i].is_some() {
+            // the point again: the next poll began
+            out.push(g.flush(qos, retain));
+        }
+        let unit = if g.frame.names(i, &r.unit) {
+            SlotUnit::AsWritten
+        } else {
+            SlotUnit::Other(r.unit.clone())
+        };
+        g.pending[i] = Some(Slot {
+            value: r.value.clone(),
+            unit,
+            ts: r.ts,
+            quality: r.quality,
+        });
+        g.held += 1;
+        g.hint = i + 1;
+        if g.since.is_none() {
+            g.since = Some(Instant::now());
+        }
+        if g.held == g.names.len() && !g.learning {
+            out.push(g.flush(qos, retain));
+        }
+        true
+    }
+}
+
 /// Every device's group.
 pub struct Grouping {
     gateway: String,
@@ -272,50 +323,29 @@ impl Grouping {
     pub fn push(&mut self, r: &Reading, out: &mut Vec<Publish>) -> bool {
         let (qos, retain) = (self.qos, self.retain);
         let g = self.group_of(&r.device);
+        self.groups[g].push(r, (qos, retain), out)
+    }
+
+    /// [`Grouping::push`] of a run of readings of one device (a poll's
+    /// reply: its group is looked up once); `refused` gets each reading
+    /// that was not taken.
+    pub fn push_run(
+        &mut self,
+        run: &[Reading],
+        out: &mut Vec<Publish>,
+        mut refused: impl FnMut(&Reading),
+    ) {
+        let Some(first) = run.first() else {
+            return;
+        };
+        let (qos, retain) = (self.qos, self.retain);
+        let g = self.group_of(&first.device);
         let g = &mut self.groups[g];
-        if !Arc::ptr_eq(&g.device, &r.device) {
-            // as for points below: found by pointer from now on
-            g.device = r.device.clone();
-        }
-        let i = match g.find(&r.point) {
-            Some(i) => {
-                // the same name in the reading's allocation: found by
-                // pointer from the next poll on
-                if !Arc::ptr_eq(&g.names[i], &r.point) {
-                    g.names[i] = r.point.clone();
-                }
-                i
+        for r in run {
+            if !g.push(r, (qos, retain), out) {
+                refused(r);
             }
-            None if g.names.len() < MAX_POINTS => {
-                g.learning = true;
-                g.add_point(r.point.clone(), None)
-            }
-            None => return false,
-        };
-        if g.pending[i].is_some() {
-            // the point again: the next poll began
-            out.push(g.flush(qos, retain));
         }
-        let unit = if g.frame.names(i, &r.unit) {
-            SlotUnit::AsWritten
-        } else {
-            SlotUnit::Other(r.unit.clone())
-        };
-        g.pending[i] = Some(Slot {
-            value: r.value.clone(),
-            unit,
-            ts: r.ts,
-            quality: r.quality,
-        });
-        g.held += 1;
-        g.hint = i + 1;
-        if g.since.is_none() {
-            g.since = Some(Instant::now());
-        }
-        if g.held == g.names.len() && !g.learning {
-            out.push(g.flush(qos, retain));
-        }
-        true
     }
 
     /// The earliest deadline of a group still waiting for points.
@@ -398,6 +428,51 @@ mod tests {
             assert!(e.process(r, &mut out).is_empty());
         }
         out
+    }
+
+    #[test]
+    fn a_batch_in_one_call_publishes_what_reading_by_reading_does() {
+        clock::set_check(false);
+        let poll = Duration::from_secs(60);
+        let devices = [
+            spec("a", &[("x", Some("V")), ("y", None)], poll),
+            spec("b", &[("x", None)], poll),
+        ];
+        let (mut one, mut each) = (
+            per_device("{gateway}/{device}", &devices),
+            per_device("{gateway}/{device}", &devices),
+        );
+        // runs of two devices, a learned point, a point over MAX_POINTS
+        let mut batch = vec![
+            reading("a", "x", Value::Int(1), Some("V"), 5),
+            reading("b", "x", Value::Float(2.5), None, 5),
+            reading("a", "y", Value::Bool(true), None, 6),
+            reading("a", "z", Value::String("new".into()), Some("A"), 6),
+            reading("a", "x", Value::Int(3), Some("kV"), 7),
+        ];
+        for i in 0..super::MAX_POINTS {
+            batch.push(reading(
+                "b",
+                &format!("p{i}"),
+                Value::Int(i as i64),
+                None,
+                8,
+            ));
+        }
+        let mut by_batch = Vec::new();
+        assert!(one.process_unscripted(&batch, &mut by_batch));
+        let mut by_reading = feed(&mut each, &batch);
+        assert!(by_batch.len() >= 3, "{} messages", by_batch.len());
+        // the same messages; those of points over MAX_POINTS may come
+        // after their run's group messages
+        let key = |p: &Publish| (p.topic.clone(), p.payload.clone());
+        by_batch.sort_by_key(key);
+        by_reading.sort_by_key(key);
+        assert_eq!(by_batch, by_reading);
+        let (mut rest_one, mut rest_each) = (Vec::new(), Vec::new());
+        one.flush_all(&mut rest_one);
+        each.flush_all(&mut rest_each);
+        assert_eq!(rest_one, rest_each);
     }
 
     #[test]

@@ -154,6 +154,34 @@ fn next_work(
 /// Runs the engine on each reading of `batch` in order, appending the
 /// publishes to `pubs`, then publishes the groups due (see
 /// [`RulesEngine::flush_due`]).
+/// [`process`] of a batch with no scripts to run: in one call for the
+/// whole batch ([`RulesEngine::process_unscripted`]); should that panic,
+/// the batch is lost, not the stage. With scripts (loaded by a SIGHUP
+/// since), reading by reading.
+fn process_unscripted(
+    engine: &mut RulesEngine,
+    log: &mut ErrorLog,
+    batch: &[Reading],
+    pubs: &mut Vec<Publish>,
+) {
+    let before = pubs.len();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.process_unscripted(batch, &mut *pubs)
+    }));
+    match run {
+        Ok(true) => flush_overdue(engine, pubs),
+        Ok(false) => process(engine, log, batch.iter(), pubs),
+        Err(_) => {
+            error!(
+                readings = batch.len(),
+                "rules engine panicked on a batch; its readings are dropped"
+            );
+            engine.discard_pending();
+            pubs.truncate(before);
+        }
+    }
+}
+
 fn process<'a>(
     engine: &mut RulesEngine,
     log: &mut ErrorLog,
@@ -184,8 +212,12 @@ fn process<'a>(
             }
         }
     }
-    // groups that waited past their deadline while other
-    // devices' batches kept the worker busy
+    flush_overdue(engine, pubs);
+}
+
+/// Publishes the groups that waited past their deadline while other
+/// devices' batches kept the worker busy.
+fn flush_overdue(engine: &mut RulesEngine, pubs: &mut Vec<Publish>) {
     if engine
         .next_flush()
         .is_some_and(|d| d <= std::time::Instant::now())
@@ -214,7 +246,7 @@ pub(super) async fn mapping_only(
         tokio::select! {
             batch = readings.recv() => {
                 let Some(batch) = batch else { break };
-                process(&mut engine, &mut log, batch.iter(), &mut pubs);
+                process_unscripted(&mut engine, &mut log, &batch, &mut pubs);
                 onward.hand(batch).await;
             }
             () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
