@@ -165,6 +165,7 @@ pub(crate) fn write_fields(
 }
 
 /// A value as JSON (`None` and non-finite floats: `null`).
+#[inline]
 pub(crate) fn write_value(out: &mut Vec<u8>, value: Option<&Value>) {
     match value {
         // what serde_json writes for an integer (it formats with itoa too),
@@ -181,12 +182,20 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: Option<&Value>) {
 /// What [`write_fields`] writes between the value and the ts:
 /// `,"unit":"°C","ts":` (or `,"ts":` without a unit).
 pub(crate) fn write_unit_ts(out: &mut Vec<u8>, unit: Option<&str>) {
+    write_unit(out, unit);
+    out.extend_from_slice(TS_KEY);
+}
+
+/// The key of the ts field with the comma before it: `,"ts":`.
+pub(crate) const TS_KEY: &[u8] = b",\"ts\":";
+
+/// `,"unit":"°C"` (nothing without a unit).
+pub(crate) fn write_unit(out: &mut Vec<u8>, unit: Option<&str>) {
     if let Some(unit) = unit {
         out.extend_from_slice(b",\"unit\":");
         // writing a str to a Vec cannot fail
         let _ = serde_json::to_writer(&mut *out, unit);
     }
-    out.extend_from_slice(b",\"ts\":");
 }
 
 /// What [`write_fields`] writes after the ts: `,"quality":"good"`.

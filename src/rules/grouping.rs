@@ -33,7 +33,7 @@ use frame::{Frame, Tail};
 
 use super::TopicTemplate;
 use crate::ports::points::DeviceSpec;
-use crate::reading::{Publish, Qos, Quality, Reading, Value, clock, write_unit_ts, write_value};
+use crate::reading::{Publish, Qos, Quality, Reading, Value, clock, write_unit, write_value};
 
 /// Point names one device's group holds at most.
 pub const MAX_POINTS: usize = 4096;
@@ -176,12 +176,15 @@ impl Group {
                     if let SlotUnit::Other(unit) = s.unit {
                         self.frame.set_unit(i, unit);
                     }
-                    out.extend_from_slice(self.frame.unit_ts(i));
+                    let unit = self.frame.unit(i);
+                    if !unit.is_empty() {
+                        out.extend_from_slice(unit);
+                    }
                     tail.write(&mut out, s.ts, s.quality);
                 }
                 None => {
                     write_value(&mut out, None);
-                    write_unit_ts(&mut out, self.units[i].as_deref());
+                    write_unit(&mut out, self.units[i].as_deref());
                     tail.write(&mut out, ts, Quality::Bad);
                 }
             }

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::reading::{Quality, quality_end, write_unit_ts};
+use crate::reading::{Quality, TS_KEY, quality_end, write_unit};
 
 /// The bytes of the payload that do not change from poll to poll, every
 /// point's in one buffer in message order: point i's key and the start
-/// of its fields, `,"name":{"value":`, then its bytes between value and
-/// ts for the unit they were written for, `,"unit":"°C","ts":`. A flush
+/// of its fields, `,"name":{"value":`, then its unit field for the unit
+/// it was written for, `,"unit":"°C"` (nothing without a unit). A flush
 /// reads them front to back, one stream the CPU's prefetcher follows;
 /// two small allocations per point, cold after the 100 ms between two
 /// polls, cost more than the copy itself (docs/benchmarks.md).
@@ -26,7 +26,7 @@ pub(super) struct Frame {
 #[derive(Clone, Copy)]
 struct FrameSpan {
     head: usize,
-    unit_ts: usize,
+    unit: usize,
     end: usize,
 }
 
@@ -37,11 +37,11 @@ impl Frame {
         // writing a str to a Vec cannot fail
         let _ = serde_json::to_writer(&mut self.bytes, name);
         self.bytes.extend_from_slice(b":{\"value\":");
-        let unit_ts = self.bytes.len();
-        write_unit_ts(&mut self.bytes, unit.as_deref());
+        let unit_at = self.bytes.len();
+        write_unit(&mut self.bytes, unit.as_deref());
         self.at.push(FrameSpan {
             head,
-            unit_ts,
+            unit: unit_at,
             end: self.bytes.len(),
         });
         self.units.push(unit);
@@ -50,13 +50,13 @@ impl Frame {
     /// Point `i`'s `,"name":{"value":`.
     pub(super) fn head(&self, i: usize) -> &[u8] {
         let s = self.at[i];
-        &self.bytes[s.head..s.unit_ts]
+        &self.bytes[s.head..s.unit]
     }
 
-    /// Point `i`'s `,"unit":"°C","ts":`.
-    pub(super) fn unit_ts(&self, i: usize) -> &[u8] {
+    /// Point `i`'s `,"unit":"°C"` (empty without a unit).
+    pub(super) fn unit(&self, i: usize) -> &[u8] {
         let s = self.at[i];
-        &self.bytes[s.unit_ts..s.end]
+        &self.bytes[s.unit..s.end]
     }
 
     /// Whether point `i`'s bytes name `unit`.
@@ -71,23 +71,24 @@ impl Frame {
     /// Rewrites point `i`'s bytes for `unit` (the points after it move).
     pub(super) fn set_unit(&mut self, i: usize, unit: Option<Arc<str>>) {
         let mut new = Vec::new();
-        write_unit_ts(&mut new, unit.as_deref());
+        write_unit(&mut new, unit.as_deref());
         let s = self.at[i];
-        let grown = new.len() as isize - (s.end - s.unit_ts) as isize;
-        self.bytes.splice(s.unit_ts..s.end, new);
+        let grown = new.len() as isize - (s.end - s.unit) as isize;
+        self.bytes.splice(s.unit..s.end, new);
         self.at[i].end = s.end.saturating_add_signed(grown);
         for later in &mut self.at[i + 1..] {
             later.head = later.head.saturating_add_signed(grown);
-            later.unit_ts = later.unit_ts.saturating_add_signed(grown);
+            later.unit = later.unit.saturating_add_signed(grown);
             later.end = later.end.saturating_add_signed(grown);
         }
         self.units[i] = unit;
     }
 }
 
-/// What ends a point's entry after its unit: `1765…123,"quality":"good"}`.
-/// A poll's readings share their ts and quality, so it is written once
-/// per payload (and again when either changes), not once per point.
+/// What ends a point's entry after its unit:
+/// `,"ts":1765…123,"quality":"good"}`. A poll's readings share their ts
+/// and quality, so it is written once per payload (and again when either
+/// changes), not once per point.
 #[derive(Default)]
 pub(super) struct Tail {
     of: Option<(i64, Quality)>,
@@ -98,6 +99,7 @@ impl Tail {
     pub(super) fn write(&mut self, out: &mut Vec<u8>, ts: i64, quality: Quality) {
         if self.of != Some((ts, quality)) {
             self.bytes.clear();
+            self.bytes.extend_from_slice(TS_KEY);
             // writing an integer to a Vec cannot fail
             let _ = serde_json::to_writer(&mut self.bytes, &ts);
             self.bytes.extend_from_slice(quality_end(quality));
@@ -129,15 +131,15 @@ mod tests {
             f.set_unit(1, unit.clone());
             assert!(f.names(1, &unit));
             assert_eq!(text(f.head(0)), ",\"a\":{\"value\":");
-            assert_eq!(text(f.unit_ts(0)), ",\"unit\":\"°C\",\"ts\":");
+            assert_eq!(text(f.unit(0)), ",\"unit\":\"°C\"");
             assert_eq!(text(f.head(1)), ",\"b\\\"q\":{\"value\":");
             let want = match &unit {
-                Some(u) => format!(",\"unit\":\"{u}\",\"ts\":"),
-                None => ",\"ts\":".to_string(),
+                Some(u) => format!(",\"unit\":\"{u}\""),
+                None => String::new(),
             };
-            assert_eq!(text(f.unit_ts(1)), want);
+            assert_eq!(text(f.unit(1)), want);
             assert_eq!(text(f.head(2)), ",\"c\":{\"value\":");
-            assert_eq!(text(f.unit_ts(2)), ",\"unit\":\"V\",\"ts\":");
+            assert_eq!(text(f.unit(2)), ",\"unit\":\"V\"");
         }
         assert!(!f.names(2, &None));
         assert!(f.names(2, &Some(Arc::from("V"))));
