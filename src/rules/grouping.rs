@@ -138,6 +138,54 @@ impl Group {
         self.since.map(|s| s + self.grace)
     }
 
+    /// Adds `r`, a reading of this group's device, as
+    /// [`Grouping::push`] says.
+    fn push(&mut self, r: &Reading, (qos, retain): (Qos, bool), out: &mut Vec<Publish>) -> bool {
+        if !Arc::ptr_eq(&self.device, &r.device) {
+            // as for points below: found by pointer from now on
+            self.device = r.device.clone();
+        }
+        let i = match self.find(&r.point) {
+            Some(i) => {
+                // the same name in the reading's allocation: found by
+                // pointer from the next poll on
+                if !Arc::ptr_eq(&self.names[i], &r.point) {
+                    self.names[i] = r.point.clone();
+                }
+                i
+            }
+            None if self.names.len() < MAX_POINTS => {
+                self.learning = true;
+                self.add_point(r.point.clone(), None)
+            }
+            None => return false,
+        };
+        if self.pending[i].is_some() {
+            // the point again: the next poll began
+            out.push(self.flush(qos, retain));
+        }
+        let unit = if self.frame.names(i, &r.unit) {
+            SlotUnit::AsWritten
+        } else {
+            SlotUnit::Other(r.unit.clone())
+        };
+        self.pending[i] = Some(Slot {
+            value: r.value.clone(),
+            unit,
+            ts: r.ts,
+            quality: r.quality,
+        });
+        self.held += 1;
+        self.hint = i + 1;
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        if self.held == self.names.len() && !self.learning {
+            out.push(self.flush(qos, retain));
+        }
+        true
+    }
+
     /// Writes the group's message and empties it.
     fn flush(&mut self, qos: Qos, retain: bool) -> Publish {
         let ts = self
@@ -200,57 +248,6 @@ impl Group {
             qos,
             retain,
         }
-    }
-}
-
-impl Group {
-    /// Adds `r`, a reading of this group's device, as
-    /// [`Grouping::push`] says.
-    fn push(&mut self, r: &Reading, (qos, retain): (Qos, bool), out: &mut Vec<Publish>) -> bool {
-        let g = self;
-        if !Arc::ptr_eq(&g.device, &r.device) {
-            // as for points below: found by pointer from now on
-            g.device = r.device.clone();
-        }
-        let i = match g.find(&r.point) {
-            Some(i) => {
-                // the same name in the reading's allocation: found by
-                // pointer from the next poll on
-                if !Arc::ptr_eq(&g.names[i], &r.point) {
-                    g.names[i] = r.point.clone();
-                }
-                i
-            }
-            None if g.names.len() < MAX_POINTS => {
-                g.learning = true;
-                g.add_point(r.point.clone(), None)
-            }
-            None => return false,
-        };
-        if g.pending[i].is_some() {
-            // the point again: the next poll began
-            out.push(g.flush(qos, retain));
-        }
-        let unit = if g.frame.names(i, &r.unit) {
-            SlotUnit::AsWritten
-        } else {
-            SlotUnit::Other(r.unit.clone())
-        };
-        g.pending[i] = Some(Slot {
-            value: r.value.clone(),
-            unit,
-            ts: r.ts,
-            quality: r.quality,
-        });
-        g.held += 1;
-        g.hint = i + 1;
-        if g.since.is_none() {
-            g.since = Some(Instant::now());
-        }
-        if g.held == g.names.len() && !g.learning {
-            out.push(g.flush(qos, retain));
-        }
-        true
     }
 }
 

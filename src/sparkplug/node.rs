@@ -524,6 +524,11 @@ mod tests {
     }
 
     #[test]
+    fn what_a_reading_touches_of_a_metric_is_48_bytes() {
+        assert_eq!(size_of::<super::Key>(), 48);
+    }
+
+    #[test]
     fn births_then_data_by_exception_with_seq_in_order() {
         let mut n = node(true, Some(0.5));
         let b = sent(&n.births(7, 1));
