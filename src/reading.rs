@@ -106,6 +106,14 @@ impl Reading {
         }
     }
 
+    /// Whether `a` and `b` are of one device: by pointer first (a batch's
+    /// readings share their device's name; comparing the text costs a
+    /// call per reading), else by name. For `slice::chunk_by`: a batch's
+    /// runs of readings per device.
+    pub fn same_device(a: &Reading, b: &Reading) -> bool {
+        Arc::ptr_eq(&a.device, &b.device) || a.device == b.device
+    }
+
     /// The default payload of docs/design.md §4:
     /// `{"value": 21.5, "unit": "°C", "ts": 1763773200123, "quality": "good"}`.
     /// Written straight from the reading (no JSON tree in between, the

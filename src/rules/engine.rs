@@ -215,18 +215,10 @@ impl RulesEngine {
             return true;
         };
         let mapping = &self.mapping;
-        let mut rest = batch;
-        while let Some(first) = rest.first() {
-            // by pointer first: a run's readings share their device's name
-            let end = rest
-                .iter()
-                .position(|r| !Arc::ptr_eq(&r.device, &first.device) && r.device != first.device)
-                .unwrap_or(rest.len());
-            let (run, after) = rest.split_at(end);
+        for run in batch.chunk_by(Reading::same_device) {
             let mut refused = Vec::new();
             grouping.push_run(run, out, |r| refused.push(mapping.map(r)));
             out.append(&mut refused);
-            rest = after;
         }
         true
     }

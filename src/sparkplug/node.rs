@@ -254,19 +254,10 @@ impl Node {
     /// Takes a batch of readings (one device's, in order).
     pub fn on_readings(&mut self, batch: &[Reading], now: i64) -> Vec<Out> {
         let mut out = Vec::new();
-        let mut run = 0;
-        while run < batch.len() {
-            let device = &batch[run].device;
-            let end = batch[run..]
-                .iter()
-                // by pointer first: a run's readings share their device's
-                // name, and comparing the text costs a call per reading
-                .position(|r| !Arc::ptr_eq(&r.device, device) && r.device != *device)
-                .map_or(batch.len(), |n| run + n);
-            if let Some(&i) = self.by_name.get(device) {
-                self.device_readings(i, &batch[run..end], now, &mut out);
+        for run in batch.chunk_by(Reading::same_device) {
+            if let Some(&i) = self.by_name.get(&run[0].device) {
+                self.device_readings(i, run, now, &mut out);
             }
-            run = end;
         }
         out
     }
