@@ -151,9 +151,6 @@ fn next_work(
     }
 }
 
-/// Runs the engine on each reading of `batch` in order, appending the
-/// publishes to `pubs`, then publishes the groups due (see
-/// [`RulesEngine::flush_due`]).
 /// [`process`] of a batch with no scripts to run: in one call for the
 /// whole batch ([`RulesEngine::process_unscripted`]); should that panic,
 /// the batch is lost, not the stage. With scripts (loaded by a SIGHUP
@@ -182,6 +179,9 @@ fn process_unscripted(
     }
 }
 
+/// Runs the engine on each reading of `batch` in order, appending the
+/// publishes to `pubs`, then publishes the groups due (see
+/// [`RulesEngine::flush_due`]).
 fn process<'a>(
     engine: &mut RulesEngine,
     log: &mut ErrorLog,
