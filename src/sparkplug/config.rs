@@ -101,16 +101,11 @@ impl SparkplugConfig {
                 );
             }
         }
-        match (self.target, uplink_url) {
-            (Target::Uplink, None) => report.add(
+        if self.target == Target::Uplink && uplink_url.is_none() {
+            report.add(
                 format!("{key}.target"),
                 "`uplink` needs an `uplink:` section (or use `target: local`)",
-            ),
-            (Target::Uplink, Some(url)) if url.trim().starts_with("mqtts://") => report.add(
-                format!("{key}.target"),
-                "`uplink` over mqtts:// is not built yet: the node's own upstream session is plain MQTT (use `target: local`, or an mqtt:// uplink)",
-            ),
-            _ => {}
+            );
         }
         if self.history_rate == 0 {
             report.add(

@@ -4,22 +4,28 @@
 //! follows), subscribed to the node's NCMD / DCMD and the primary host's
 //! STATE. It is not the bridge's session: Sparkplug asks the node to
 //! disconnect when the primary host goes offline, which must not stop the
-//! bridge's forwarding; it reuses `uplink:`'s URL and credentials.
+//! bridge's forwarding; it reuses `uplink:`'s URL, credentials and, for
+//! `mqtts://`, its TLS certificates (the bridge's rustls config).
 //!
 //! Owns [`Endpoint`], [`Session`] and the [`LinkEvent`]s its pump task
 //! reports (connected, down, messages, the packet ids of QoS 1 publishes
 //! and their PUBACKs). Must not know payloads or history: the task does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use rumqttc::{
+    AsyncClient, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
+use tokio_rustls::rustls::ClientConfig;
 use tracing::{info, warn};
 
 use super::SparkplugError;
 use crate::bridge::UplinkConfig;
 use crate::bridge::config::Endpoint as Url;
+use crate::bridge::upstream::tls_client_config;
 use crate::config::Secret;
 use crate::reading::Publish;
 
@@ -46,21 +52,24 @@ pub struct Endpoint {
     client_id: String,
     login: Option<(String, Secret)>,
     keep_alive: Duration,
+    /// For `mqtts://`: the bridge's rustls config (`uplink:`'s `ca_file`,
+    /// `cert_file`, `key_file`).
+    tls: Option<Arc<ClientConfig>>,
 }
 
 /// Events a pump may have waiting for the task.
 const EVENTS: usize = 256;
 
 impl Endpoint {
-    /// `uplink:`'s broker, as client `{client_id}-sparkplug`. Plain
-    /// `mqtt://` only (the config check refuses `mqtts://` with this target).
+    /// `uplink:`'s broker, as client `{client_id}-sparkplug`, over TLS
+    /// for `mqtts://` with the same certificates as the bridge.
     pub fn of(cfg: &UplinkConfig, gateway: &str) -> Result<Endpoint, SparkplugError> {
         let url = Url::parse(&cfg.url).map_err(SparkplugError::Uplink)?;
-        if url.tls {
-            return Err(SparkplugError::Uplink(
-                "target uplink over mqtts:// is not built yet".into(),
-            ));
-        }
+        let tls = if url.tls {
+            Some(tls_client_config(cfg).map_err(|e| SparkplugError::Uplink(e.to_string()))?)
+        } else {
+            None
+        };
         let password = match cfg.password_source().map_err(SparkplugError::Uplink)? {
             Some(s) => Some(s.resolve().map_err(SparkplugError::Uplink)?),
             None => None,
@@ -75,6 +84,7 @@ impl Endpoint {
             client_id: format!("{}-sparkplug", cfg.client_id(gateway)),
             login,
             keep_alive: cfg.keep_alive.get(),
+            tls,
         })
     }
 }
@@ -106,6 +116,12 @@ impl Session {
             ));
         if let Some((u, p)) = &ep.login {
             opts.set_credentials(u.clone(), p.expose().to_string());
+        }
+        if let Some(tls) = &ep.tls {
+            // rumqttc checks the certificate against the host of the URL
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
         }
         let (client, eventloop) = AsyncClient::new(opts, 64);
         tokio::spawn(pump(eventloop, client.clone(), filters, events));

@@ -101,6 +101,16 @@ impl Host {
         }
     }
 
+    /// Keeps what the host prints for `d` in `seen`.
+    async fn drain_for(&mut self, d: Duration) {
+        let until = tokio::time::Instant::now() + d;
+        while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, self.lines.next_line()).await
+        {
+            self.seen
+                .push(serde_json::from_str(&line).expect("the host prints JSON"));
+        }
+    }
+
     async fn publish(&mut self, msg: Value) {
         let mut line = msg.to_string();
         line.push('\n');
@@ -519,12 +529,61 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
         let want = format!("{path} (line {}", line_of(key));
         assert!(text.contains(&want), "{want:?} not in:\n{text}");
     }
-    // the node's own upstream session is plain MQTT only
+    // the node's own upstream session may be TLS, as the bridge's
     let tls = uplink_yaml("gw-chk", "n", 8883, "").replace("mqtt://", "mqtts://");
     let (code, text) = crate::config_errors::check(&fill(tls));
-    assert_eq!(code, 78, "{text}");
-    assert!(text.contains("sparkplug.target (line "), "{text}");
-    assert!(text.contains("mqtts:// is not built yet"), "{text}");
+    assert_eq!(code, 0, "{text}");
+}
+
+/// `uplink_yaml` over `mqtts://localhost:{port}` trusting `ca`.
+fn uplink_tls_yaml(gw: &str, node: &str, port: u16, ca: &std::path::Path) -> String {
+    uplink_yaml(gw, node, port, "")
+        .replace("mqtt://127.0.0.1", "mqtts://localhost")
+        .replace(
+            "uplink:\n",
+            &format!("uplink:\n  ca_file: \"{}\"\n", ca.display()),
+        )
+}
+
+/// Target uplink over `mqtts://`: the gateway knows only mosquitto's TLS
+/// listener, and its node's own session there carries births and data to
+/// a host on the plain listener (with the uplink's `ca_file`, as the
+/// bridge's session); a node that does not trust the broker's certificate
+/// sends nothing and logs why.
+#[tokio::test]
+async fn uplink_target_over_mqtts_with_the_uplinks_ca() {
+    if !have_tahu() {
+        return;
+    }
+    let (up, pki) = crate::upstream::Mosquitto::start_tls();
+    let tls_port = up.tls_port.expect("tls port");
+    let mut host = Host::connect(up.port).await;
+    let gw = Gateway::start(&uplink_tls_yaml("gw-tls", "edge", tls_port, &pki.ca));
+    host.next("/NBIRTH/edge").await;
+    host.next("/DBIRTH/edge/sim").await;
+    let data = host.next("/DDATA/edge/sim").await;
+    // after the births, DDATA names its metrics by alias only
+    assert!(data["payload"]["metrics"][0]["value"].is_number(), "{data}");
+    drop(gw);
+
+    // a CA that did not sign the broker's certificate
+    let other = tempfile::tempdir().expect("tempdir");
+    let wrong = crate::upstream::make_pki(other.path(), "other");
+    let gw = Gateway::start(&uplink_tls_yaml("gw-bad", "stranger", tls_port, &wrong.ca));
+    let log = gw.wait_log("Sparkplug upstream session down", Duration::from_secs(10));
+    assert!(
+        log.contains("UnknownIssuer"),
+        "not a certificate failure:\n{log}"
+    );
+    host.drain_for(Duration::from_secs(1)).await;
+    assert!(
+        !host
+            .seen
+            .iter()
+            .any(|m| m["topic"].as_str().is_some_and(|t| t.contains("/stranger"))),
+        "a node that does not trust the broker published: {:?}",
+        host.seen
+    );
 }
 
 /// A gateway with a simulated counter every 50 ms and a Sparkplug node

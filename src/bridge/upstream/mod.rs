@@ -67,7 +67,7 @@ use backoff::{Backoff, Failure};
 pub use client::{Client, Outgoing, Request, Upstream};
 use conn::{Conn, ConnError};
 use live::Turn;
-pub use options::{Options, SYSTEM_CA_BUNDLE, UpstreamError, options};
+pub use options::{Options, SYSTEM_CA_BUNDLE, UpstreamError, options, tls_client_config};
 use outgoing::Held;
 pub use server::{Limits, Refusal};
 pub use wire::{Protocol, publish_size};

@@ -117,22 +117,11 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<Options, UpstreamErr
         login = Some(Login::new(user.as_str(), password));
     }
     let tls = if ep.tls {
-        let ca = match &cfg.ca_file {
-            Some(p) => read("ca_file", p)?,
-            None => read(
-                "ca_file (system bundle)",
-                std::path::Path::new(SYSTEM_CA_BUNDLE),
-            )?,
-        };
-        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
-            (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
-            _ => None,
-        };
         let name = ServerName::try_from(ep.host.clone()).map_err(|e| UpstreamError::Tls {
             key: "url",
             reason: format!("{}: {e}", ep.host),
         })?;
-        Some((tls_connector(&ca, client_auth)?, name))
+        Some((TlsConnector::from(tls_client_config(cfg)?), name))
     } else {
         None
     };
@@ -150,12 +139,31 @@ pub fn options(cfg: &UplinkConfig, gateway: &str) -> Result<Options, UpstreamErr
     })
 }
 
+/// The rustls client config of an `mqtts://` uplink: trusting `ca_file`
+/// (else the system bundle), with `cert_file` and `key_file` as the client
+/// certificate when both are given. The bridge's connections and the
+/// Sparkplug node's own session use it.
+pub fn tls_client_config(cfg: &UplinkConfig) -> Result<Arc<ClientConfig>, UpstreamError> {
+    let ca = match &cfg.ca_file {
+        Some(p) => read("ca_file", p)?,
+        None => read(
+            "ca_file (system bundle)",
+            std::path::Path::new(SYSTEM_CA_BUNDLE),
+        )?,
+    };
+    let client_auth = match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => Some((read("cert_file", c)?, read("key_file", k)?)),
+        _ => None,
+    };
+    client_config(&ca, client_auth)
+}
+
 /// A rustls client config trusting the certificates of `ca` (PEM), with
 /// the client certificate and key (PEM) when given.
-fn tls_connector(
+fn client_config(
     ca: &[u8],
     client_auth: Option<(Vec<u8>, Vec<u8>)>,
-) -> Result<TlsConnector, UpstreamError> {
+) -> Result<Arc<ClientConfig>, UpstreamError> {
     let tls = |key: &'static str| {
         move |e: &dyn std::fmt::Display| UpstreamError::Tls {
             key,
@@ -193,5 +201,5 @@ fn tls_connector(
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
