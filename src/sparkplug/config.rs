@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Report;
+use crate::config::{Report, TimeSpan};
 
 /// `sparkplug:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -36,6 +36,11 @@ pub struct SparkplugConfig {
     /// past it the oldest go.
     #[serde(default = "default_history_max_rows")]
     pub history_max_rows: u64,
+    /// Group commit of stored DDATA: how long they gather after the first
+    /// before one commit (`0s`: each at once; at most
+    /// [`MAX_HISTORY_COMMIT_WINDOW`]).
+    #[serde(default = "default_history_commit_window")]
+    pub history_commit_window: TimeSpan,
     /// Report by exception: DDATA carries only the metrics that changed.
     #[serde(default = "yes")]
     pub report_by_exception: bool,
@@ -69,6 +74,14 @@ fn default_history_batch() -> u32 {
 
 fn default_history_max_rows() -> u64 {
     1_000_000
+}
+
+/// The longest `history_commit_window` accepted.
+pub const MAX_HISTORY_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The outbox's default window (`uplink.buffer.commit_window`).
+fn default_history_commit_window() -> TimeSpan {
+    crate::bridge::config::DEFAULT_COMMIT_WINDOW
 }
 
 /// A Sparkplug id element: not empty, none of `/ + #` (topic levels and
@@ -111,6 +124,12 @@ impl SparkplugConfig {
             report.add(
                 format!("{key}.history_rate"),
                 "must be at least 1 (metrics per second)",
+            );
+        }
+        if self.history_commit_window.get() > MAX_HISTORY_COMMIT_WINDOW {
+            report.add(
+                format!("{key}.history_commit_window"),
+                "must be at most 10s (DDATA a SIGKILL or power cut may lose)",
             );
         }
         if self.history_max_rows == 0 {

@@ -98,7 +98,13 @@ pub async fn start(
         reporting,
         bd_seq.current(),
     );
-    let history = match history::History::open(data_dir, cfg.history_max_rows).await {
+    let history = match history::History::open(
+        data_dir,
+        cfg.history_max_rows,
+        cfg.history_commit_window.get(),
+    )
+    .await
+    {
         Ok(h) => Some(h),
         Err(e) => {
             warn!(error = %e, "Sparkplug runs without history: data while the primary host is offline is lost");

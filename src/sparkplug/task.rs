@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::history::{History, Stored};
+use super::history::{Committed, History, Lost, Stored};
 use super::host::HostWatch;
 use super::link::{Rows, Sink};
 use super::metrics;
@@ -105,6 +105,7 @@ pub async fn run(
             Drain::Idle => None,
         };
         let retry = t.p.sink.link().and_then(|l| l.retry_at());
+        let commit = t.p.history.as_ref().and_then(History::due);
         tokio::select! {
             batch = readings.recv() => match batch {
                 Some(b) => {
@@ -123,6 +124,9 @@ pub async fn run(
             _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
                 t.connect();
             }
+            _ = tokio::time::sleep_until(commit.unwrap_or_else(Instant::now)), if commit.is_some() => {
+                t.commit_history().await;
+            }
         }
     }
     t.stop().await;
@@ -131,6 +135,8 @@ pub async fn run(
 impl Task {
     /// Births with this session's bdSeq, then the stored history drains.
     async fn go_live(&mut self) {
+        // what the outage left waiting goes before the births' history
+        self.commit_history().await;
         self.cursor = 0;
         let out = self.p.node.births(self.p.bd_seq.current(), now_ms());
         self.carry_out(out).await;
@@ -142,6 +148,7 @@ impl Task {
 
     /// The clean stop: NDEATH when live, then the upstream session ends.
     async fn stop(&mut self) {
+        self.commit_history().await;
         if self.p.node.phase() == Phase::Live {
             let mut death = self.p.node.ndeath(now_ms());
             death.qos = Qos::AtLeastOnce;
@@ -204,33 +211,46 @@ impl Task {
         }
     }
 
+    /// Keeps a DDATA as history (committed with its window's others).
     async fn store(&mut self, device: &str, payload: &Payload) {
-        let what = match &mut self.p.history {
-            Some(h) => match h.push(device, payload).await {
-                Ok(0) => "stored",
-                Ok(dropped) => {
+        let Some(h) = &mut self.p.history else {
+            count_history("lost", 1);
+            return;
+        };
+        let done = h.add(device, payload).await;
+        if let Some(done) = done.transpose() {
+            self.counted(done);
+        }
+    }
+
+    /// Commits the history waiting (its window ended, or before the drain
+    /// reads the file, or at the stop).
+    async fn commit_history(&mut self) {
+        if let Some(h) = &mut self.p.history {
+            let done = h.commit().await;
+            self.counted(done);
+        }
+    }
+
+    /// Counts (and logs) what a history commit did.
+    fn counted(&self, done: Result<Committed, Lost>) {
+        match done {
+            Ok(c) => {
+                count_history("stored", c.stored);
+                if c.dropped > 0 {
                     warn!(
-                        dropped,
-                        max = h.rows(),
+                        dropped = c.dropped,
+                        max = self.p.history.as_ref().map_or(0, |h| h.rows()),
                         "Sparkplug history full: the oldest DDATA dropped"
                     );
-                    metrics::get()
-                        .history
-                        .get_or_create(&labels("what", "dropped"))
-                        .inc_by(dropped);
-                    "stored"
+                    count_history("dropped", c.dropped);
                 }
-                Err(e) => {
-                    warn!(error = %e, "Sparkplug history not stored; the DDATA is lost");
-                    "lost"
-                }
-            },
-            None => "lost",
-        };
-        metrics::get()
-            .history
-            .get_or_create(&labels("what", what))
-            .inc();
+            }
+            Err(lost) => {
+                warn!(error = %lost, "Sparkplug history not stored; the DDATA are lost");
+                count_history("lost", lost.rows);
+            }
+        }
     }
 
     /// A new upstream session, with its bdSeq's NDEATH as the will.
@@ -359,6 +379,8 @@ impl Task {
         if self.p.node.phase() != Phase::Live {
             return;
         }
+        // DDATA stored since the births (a session that dropped) first
+        self.commit_history().await;
         let Some(h) = &mut self.p.history else {
             return;
         };
@@ -408,6 +430,14 @@ impl Task {
 /// Consecutive rows of one device merged into messages of at most `batch`
 /// metrics (the payload timestamp of the first row; each metric keeps its
 /// own), with the ids of the rows each carries.
+/// `fieldgate_sparkplug_history_total{what}` += `n`.
+fn count_history(what: &str, n: u64) {
+    metrics::get()
+        .history
+        .get_or_create(&labels("what", what))
+        .inc_by(n);
+}
+
 fn merge(rows: Vec<Stored>, batch: usize) -> Vec<(String, Rows, Payload)> {
     let mut out: Vec<(String, Rows, Payload)> = Vec::new();
     for r in rows {

@@ -391,14 +391,16 @@ fn sim_values(seen: &[Value]) -> Vec<(i64, i64, bool)> {
 /// goes offline, NDEATH and data is stored (across a SIGKILL too); when it
 /// is back, births first, then the stored DDATA with `is_historical` and
 /// the original timestamps, in order, paced, while live data goes on live.
-/// Every counter value of the killed process reaches the host.
+/// Every counter value of the killed process reaches the host (each DDATA
+/// committed at once: `history_commit_window: 0s`; the default window's
+/// DDATA are what a SIGKILL may lose).
 #[tokio::test]
 async fn history_after_a_primary_host_outage_survives_sigkill() {
     if !have_tahu() {
         return;
     }
     let yaml = format!(
-        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nsparkplug:\n  group_id: g\n  edge_node_id: edge\n  primary_host_id: scada\n  history_rate: 20\n  history_batch: 4\n",
+        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nsparkplug:\n  group_id: g\n  edge_node_id: edge\n  primary_host_id: scada\n  history_rate: 20\n  history_batch: 4\n  history_commit_window: 0s\n",
         header("gw-hist")
     );
     let gw = Gateway::start(&yaml);
@@ -511,7 +513,7 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
     let bad = fill(plc_yaml(
         "gw-chk",
         "127.0.0.1:1502",
-        "  primary_host_id: \"a/#\"\n  target: uplink\n  deadband: -1\n",
+        "  primary_host_id: \"a/#\"\n  target: uplink\n  deadband: -1\n  history_commit_window: 11s\n",
     ));
     let (code, text) = crate::config_errors::check(&bad);
     assert_eq!(code, 78, "{text}");
@@ -525,6 +527,7 @@ fn check_prints_the_topics_and_metrics_and_names_bad_keys_with_lines() {
         ("sparkplug.primary_host_id", "primary_host_id:"),
         ("sparkplug.target", "target:"),
         ("sparkplug.deadband", "deadband:"),
+        ("sparkplug.history_commit_window", "history_commit_window:"),
     ] {
         let want = format!("{path} (line {}", line_of(key));
         assert!(text.contains(&want), "{want:?} not in:\n{text}");
