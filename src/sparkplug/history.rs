@@ -299,6 +299,12 @@ mod tests {
         }
     }
 
+    /// The payloads in the file, oldest first (up to 10).
+    async fn payloads(h: &mut History) -> Vec<Payload> {
+        let rows = h.oldest(0, 10).await.unwrap();
+        rows.into_iter().map(|r| r.payload).collect()
+    }
+
     #[tokio::test]
     async fn rows_come_back_in_order_across_a_reopen_until_deleted() {
         let dir = tempfile::tempdir().unwrap();
@@ -333,14 +339,7 @@ mod tests {
             dropped += h.add("plc", &ddata(ts)).await.unwrap().unwrap().dropped;
         }
         assert_eq!((dropped, h.rows()), (2, 3));
-        let left: Vec<Payload> = h
-            .oldest(0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.payload)
-            .collect();
-        assert_eq!(left, vec![ddata(3), ddata(4), ddata(5)]);
+        assert_eq!(payloads(&mut h).await, vec![ddata(3), ddata(4), ddata(5)]);
     }
 
     #[tokio::test]
@@ -378,14 +377,10 @@ mod tests {
             }
         );
         assert_eq!((h.rows(), h.due()), (4, None));
-        let kept: Vec<Payload> = reader
-            .oldest(0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.payload)
-            .collect();
-        assert_eq!(kept, (3..=6).map(ddata).collect::<Vec<_>>());
+        assert_eq!(
+            payloads(&mut reader).await,
+            (3..=6).map(ddata).collect::<Vec<_>>()
+        );
 
         let mut full = History::open(dir.path(), 10_000, window).await.unwrap();
         for ts in 1..MAX_PENDING as u64 {
