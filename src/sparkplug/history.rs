@@ -76,9 +76,8 @@ pub struct Committed {
     pub dropped: u64,
 }
 
-/// A commit that failed: its DDATA are lost.
-#[derive(Debug, thiserror::Error)]
-#[error("{rows} DDATA not stored: {error}")]
+/// A commit that failed: how many DDATA it lost, and why.
+#[derive(Debug)]
 pub struct Lost {
     pub rows: u64,
     pub error: SparkplugError,

@@ -223,8 +223,8 @@ impl Task {
         }
     }
 
-    /// Commits the history waiting (its window ended, or before the drain
-    /// reads the file, or at the stop).
+    /// Commits the history waiting: its window ended, a session goes live
+    /// (the drain reads the file), or the node stops.
     async fn commit_history(&mut self) {
         if let Some(h) = &mut self.p.history {
             let done = h.commit().await;
@@ -247,7 +247,7 @@ impl Task {
                 }
             }
             Err(lost) => {
-                warn!(error = %lost, "Sparkplug history not stored; the DDATA are lost");
+                warn!(error = %lost.error, lost = lost.rows, "Sparkplug history not stored; the DDATA are lost");
                 count_history("lost", lost.rows);
             }
         }
@@ -379,8 +379,6 @@ impl Task {
         if self.p.node.phase() != Phase::Live {
             return;
         }
-        // DDATA stored since the births (a session that dropped) first
-        self.commit_history().await;
         let Some(h) = &mut self.p.history else {
             return;
         };
@@ -427,9 +425,6 @@ impl Task {
     }
 }
 
-/// Consecutive rows of one device merged into messages of at most `batch`
-/// metrics (the payload timestamp of the first row; each metric keeps its
-/// own), with the ids of the rows each carries.
 /// `fieldgate_sparkplug_history_total{what}` += `n`.
 fn count_history(what: &str, n: u64) {
     metrics::get()
@@ -438,6 +433,9 @@ fn count_history(what: &str, n: u64) {
         .inc_by(n);
 }
 
+/// Consecutive rows of one device merged into messages of at most `batch`
+/// metrics (the payload timestamp of the first row; each metric keeps its
+/// own), with the ids of the rows each carries.
 fn merge(rows: Vec<Stored>, batch: usize) -> Vec<(String, Rows, Payload)> {
     let mut out: Vec<(String, Rows, Payload)> = Vec::new();
     for r in rows {
