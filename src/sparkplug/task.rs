@@ -82,6 +82,16 @@ async fn link_event(sink: &mut Sink) -> Option<LinkEvent> {
     }
 }
 
+/// Ends at `when`; never without. No timer is made until it is polled
+/// with a time (a batch of readings wakes the loop far more often than
+/// any of its timers is due).
+async fn at(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the node until `readings` closes (the sources have stopped), then
 /// sends NDEATH when births were sent.
 pub async fn run(
@@ -118,15 +128,9 @@ pub async fn run(
             },
             Some(m) = messages.recv() => t.on_message(&m.topic, &m.payload).await,
             Some(ev) = link_event(&mut t.p.sink) => t.on_link(ev).await,
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                t.drain_step().await;
-            }
-            _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {
-                t.connect();
-            }
-            _ = tokio::time::sleep_until(commit.unwrap_or_else(Instant::now)), if commit.is_some() => {
-                t.commit_history().await;
-            }
+            () = at(due) => t.drain_step().await,
+            () = at(retry) => t.connect(),
+            () = at(commit) => t.commit_history().await,
         }
     }
     t.stop().await;
