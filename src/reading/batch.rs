@@ -18,12 +18,6 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::Reading;
 
-/// A batch as it travels: shared, so the rules stage and the Sparkplug
-/// node read the same readings, and a source that keeps its clone can
-/// refill it in place once both have let go (the Modbus poller does: no
-/// allocation and no name count touched per reading).
-pub type Batch = Arc<Vec<Reading>>;
-
 /// The rules stage has stopped: nothing more can be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the readings channel is closed")]
@@ -48,33 +42,23 @@ pub fn channel(capacity: usize) -> (ReadingsSender, ReadingsReceiver) {
 /// The sending side; cheap to clone.
 #[derive(Clone)]
 pub struct ReadingsSender {
-    tx: mpsc::UnboundedSender<Batch>,
+    tx: mpsc::UnboundedSender<Vec<Reading>>,
     room: Arc<Semaphore>,
     capacity: usize,
 }
 
 impl ReadingsSender {
     /// Sends `readings` in order, waiting for room.
-    pub async fn send(&self, readings: Vec<Reading>) -> Result<(), Closed> {
-        self.send_batch(Arc::new(readings)).await
-    }
-
-    /// Sends `batch` in order, waiting for room (a batch larger than the
-    /// channel is copied into pieces).
-    pub async fn send_batch(&self, batch: Batch) -> Result<(), Closed> {
-        if batch.len() <= self.capacity {
-            return self.send_one(batch).await;
-        }
-        let mut readings = Arc::unwrap_or_clone(batch);
+    pub async fn send(&self, mut readings: Vec<Reading>) -> Result<(), Closed> {
         while readings.len() > self.capacity {
             let rest = readings.split_off(self.capacity);
-            self.send_one(Arc::new(readings)).await?;
+            self.send_one(readings).await?;
             readings = rest;
         }
-        self.send_one(Arc::new(readings)).await
+        self.send_one(readings).await
     }
 
-    async fn send_one(&self, readings: Batch) -> Result<(), Closed> {
+    async fn send_one(&self, readings: Vec<Reading>) -> Result<(), Closed> {
         if readings.is_empty() {
             return if self.tx.is_closed() {
                 Err(Closed)
@@ -113,7 +97,7 @@ impl ReadingsSender {
 /// A sender that does not keep the channel open (for queue lengths).
 #[derive(Clone)]
 pub struct WeakReadingsSender {
-    tx: mpsc::WeakUnboundedSender<Batch>,
+    tx: mpsc::WeakUnboundedSender<Vec<Reading>>,
     room: Weak<Semaphore>,
     capacity: usize,
 }
@@ -129,21 +113,21 @@ impl WeakReadingsSender {
 
 /// The receiving side (the rules stage).
 pub struct ReadingsReceiver {
-    rx: mpsc::UnboundedReceiver<Batch>,
+    rx: mpsc::UnboundedReceiver<Vec<Reading>>,
     room: Arc<Semaphore>,
 }
 
 impl ReadingsReceiver {
     /// The next batch, in the order sent; `None` once every sender is gone
     /// and everything sent was taken.
-    pub async fn recv(&mut self) -> Option<Batch> {
+    pub async fn recv(&mut self) -> Option<Vec<Reading>> {
         let batch = self.rx.recv().await?;
         self.room.add_permits(batch.len());
         Some(batch)
     }
 
     /// The next batch if one is queued now.
-    pub fn try_recv(&mut self) -> Option<Batch> {
+    pub fn try_recv(&mut self) -> Option<Vec<Reading>> {
         let batch = self.rx.try_recv().ok()?;
         self.room.add_permits(batch.len());
         Some(batch)

@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use super::engine::{Failure, RulesEngine};
 use crate::log_throttle::LogThrottle;
-use crate::reading::batch::{Batch, ReadingsReceiver};
+use crate::reading::batch::ReadingsReceiver;
 use crate::reading::{Publish, Reading};
 
 /// Log lines per script per window before errors are only counted.
@@ -38,7 +38,7 @@ pub const LOG_WINDOW: Duration = Duration::from_secs(10);
 /// Policy: never drops. A full queue makes the stage wait (and the sources
 /// with it: back-pressure, as a slow rules stage causes); once the
 /// receiver is gone (the node ended) batches are let go.
-pub struct Onward(Option<mpsc::Sender<Batch>>);
+pub struct Onward(Option<mpsc::Sender<Vec<Reading>>>);
 
 impl Onward {
     /// Nothing after the stage.
@@ -47,11 +47,11 @@ impl Onward {
     }
 
     /// Each batch to `tx` once mapped.
-    pub fn to(tx: mpsc::Sender<Batch>) -> Self {
+    pub fn to(tx: mpsc::Sender<Vec<Reading>>) -> Self {
         Onward(Some(tx))
     }
 
-    async fn hand(&mut self, batch: Batch) {
+    async fn hand(&mut self, batch: Vec<Reading>) {
         if let Some(tx) = &self.0
             && tx.send(batch).await.is_err()
         {
@@ -60,7 +60,7 @@ impl Onward {
     }
 
     /// [`Onward::hand`] from the worker's thread.
-    fn hand_blocking(&mut self, batch: Batch) {
+    fn hand_blocking(&mut self, batch: Vec<Reading>) {
         if let Some(tx) = &self.0
             && tx.blocking_send(batch).is_err()
         {
@@ -72,7 +72,7 @@ impl Onward {
 /// What the async side hands the worker.
 pub(super) enum Work {
     /// Batches from the readings channel, in the order received.
-    Batch(Vec<Batch>),
+    Batch(Vec<Vec<Reading>>),
     Reload,
 }
 
@@ -296,12 +296,7 @@ pub(super) fn worker(
     while let Some(w) = next_work(&mut engine, &mut work, &out, &mut pubs) {
         match w {
             Work::Batch(batches) => {
-                process(
-                    &mut engine,
-                    &mut log,
-                    batches.iter().flat_map(|b| b.iter()),
-                    &mut pubs,
-                );
+                process(&mut engine, &mut log, batches.iter().flatten(), &mut pubs);
                 if !send_all(&out, &mut pubs) {
                     break;
                 }
@@ -334,13 +329,11 @@ mod tests {
     //! Tests of the stage loop: scripts run off the async runtime, and the
     //! stage drains every reading before it returns.
 
-    use std::sync::Arc;
     use std::time::Duration;
 
     use tokio::sync::mpsc;
 
     use crate::reading::Value;
-    use crate::reading::batch::Batch;
     use crate::rules::tests::reading;
     use crate::rules::*;
     use crate::settings::Config;
@@ -401,17 +394,15 @@ mod tests {
             // room for 2 batches: the rest wait for the receiver
             let (on_tx, mut on_rx) = mpsc::channel(2);
             let stage = spawn_stage_onward(cfg, read_rx, out_tx, Onward::to(on_tx));
-            let batches: Vec<Batch> = (0..20)
+            let batches: Vec<Vec<Reading>> = (0..20)
                 .map(|b| {
-                    Arc::new(
-                        (0..3)
-                            .map(|i| reading("d", &format!("p{i}"), Value::Int(b), b))
-                            .collect(),
-                    )
+                    (0..3)
+                        .map(|i| reading("d", &format!("p{i}"), Value::Int(b), b))
+                        .collect()
                 })
                 .collect();
             for b in &batches {
-                read_tx.send_batch(b.clone()).await.expect("send");
+                read_tx.send(b.clone()).await.expect("send");
             }
             drop(read_tx);
             let mut got = Vec::new();
@@ -514,7 +505,7 @@ mod tests {
             reading("d", "p", Value::Int(1), 2),
         ];
         work_tx
-            .try_send(stage::Work::Batch(vec![Arc::new(batch)]))
+            .try_send(stage::Work::Batch(vec![batch]))
             .expect("room for one batch");
         drop(work_tx);
         std::thread::spawn(move || stage::worker(engine, work_rx, out_tx, Onward::nowhere()))

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Counter;
-use crate::reading::batch::{Batch, ReadingsSender};
+use crate::reading::batch::ReadingsSender;
 use crate::reading::status;
 use crate::reading::{Publish, Reading};
 use crate::recent::DeviceLast;
@@ -99,12 +99,12 @@ impl SourceContext {
     /// in order: counted and recorded as last values with one lock, sent
     /// with one wait for room. Returns `false` when the pipeline has shut
     /// down (the source should stop).
-    pub async fn send_all(&self, feed: &DeviceFeed, readings: Batch) -> bool {
+    pub async fn send_all(&self, feed: &DeviceFeed, readings: Vec<Reading>) -> bool {
         if readings.is_empty() {
             return true;
         }
         feed.count(&readings);
-        self.readings.send_batch(readings).await.is_ok()
+        self.readings.send(readings).await.is_ok()
     }
 
     /// Publishes a message that is not a reading (a write result).
@@ -186,9 +186,9 @@ mod tests {
             ts: v,
             quality: Quality::Good,
         };
-        let batch = Arc::new(vec![reading("a", 1), reading("b", 2), reading("c", 3)]);
+        let batch = vec![reading("a", 1), reading("b", 2), reading("c", 3)];
         assert!(ctx.send_all(&feed, batch.clone()).await);
-        assert!(ctx.send_all(&feed, Arc::default()).await);
+        assert!(ctx.send_all(&feed, Vec::new()).await);
         assert_eq!(rx.recv().await, Some(batch));
         let text = crate::metrics::get().render();
         assert!(text.contains(&format!("{series} 3")), "{text}");
@@ -196,6 +196,6 @@ mod tests {
         assert_eq!(last.len(), 3);
         assert_eq!(last["c"].value, Value::Int(3));
         drop(rx);
-        assert!(!ctx.send_all(&feed, Arc::new(vec![reading("a", 4)])).await);
+        assert!(!ctx.send_all(&feed, vec![reading("a", 4)]).await);
     }
 }

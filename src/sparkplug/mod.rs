@@ -37,7 +37,7 @@ pub use config::{SparkplugConfig, Target};
 
 use crate::bridge::UplinkConfig;
 use crate::broker::BrokerHandle;
-use crate::reading::batch::Batch;
+use crate::reading::Reading;
 use crate::southbound::devices::DeviceConfig;
 
 /// Batches of readings the node may have waiting (back-pressure on the
@@ -79,7 +79,7 @@ pub async fn start(
     devices: &[DeviceConfig],
     data_dir: &Path,
     handle: &BrokerHandle,
-) -> Result<Option<(mpsc::Sender<Batch>, JoinHandle<()>)>, SparkplugError> {
+) -> Result<Option<(mpsc::Sender<Vec<Reading>>, JoinHandle<()>)>, SparkplugError> {
     let Some(cfg) = cfg.filter(|c| c.enabled) else {
         return Ok(None);
     };

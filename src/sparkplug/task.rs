@@ -29,8 +29,7 @@ use super::seq::BdSeq;
 use super::uplink::LinkEvent;
 use crate::broker::{BrokerHandle, Message};
 use crate::metrics::labels;
-use crate::reading::batch::Batch;
-use crate::reading::{Publish, Qos, now_ms};
+use crate::reading::{Publish, Qos, Reading, now_ms};
 
 /// How long a clean stop waits for the upstream session to write its
 /// NDEATH and close (within the rules stage's shutdown deadline).
@@ -97,7 +96,7 @@ async fn at(when: Option<Instant>) {
 /// sends NDEATH when births were sent.
 pub async fn run(
     parts: Parts,
-    mut readings: mpsc::Receiver<Batch>,
+    mut readings: mpsc::Receiver<Vec<Reading>>,
     mut messages: mpsc::Receiver<Message>,
 ) {
     let status_prefix = format!("{}/status/", parts.gateway);

@@ -21,8 +21,7 @@ use super::learn::{self, Learned};
 use super::link::{self, CallError, Link};
 use super::merge::{Limits, ReadRequest, Span};
 use super::points::Codec;
-use crate::reading::batch::Batch;
-use crate::reading::{Quality, Reading, Value, now_ms};
+use crate::reading::{Reading, Value, now_ms};
 use crate::southbound::{DeviceFeed, SourceContext};
 
 /// What one poll cycle did so far (reported when it completes).
@@ -47,7 +46,7 @@ impl CycleCount {
 /// What one request's answer means for the device's cycle.
 enum Outcome {
     /// The readings of the points it serves: on to the next request.
-    Read(Batch),
+    Read(Vec<Reading>),
     /// An answer that is an error (an exception, a bad value): the error is
     /// the cycle's, and on to the next request.
     Failed(String),
@@ -116,8 +115,6 @@ pub(super) struct Poller {
     limits: Limits,
     learned: Learned,
     data_dir: Option<Arc<Path>>,
-    /// Each request's batch of the last cycle, to fill again.
-    refill: Refill,
     /// Whether the device answered its last request.
     pub online: bool,
     failures: u32,
@@ -186,7 +183,6 @@ impl Poller {
             spans: common.spans(),
             limits: common.limits(),
             data_dir: None,
-            refill: Refill::default(),
             online: true,
             failures: 0,
             next_due: now,
@@ -262,7 +258,7 @@ impl Poller {
         &mut self,
         link: &mut L,
         req: &ReadRequest,
-        r: Result<Batch, CallError>,
+        r: Result<Vec<Reading>, CallError>,
     ) -> Outcome {
         match r {
             Ok(readings) => Outcome::Read(readings),
@@ -372,36 +368,22 @@ impl Poller {
 
     /// The readings of the points a reply serves, in request order,
     /// stamped now.
-    /// The readings of `req`'s points in `resp`, as one batch: written over
-    /// the request's batch of the last cycle when it came back
-    /// ([`Refill`]), else new.
-    fn decode(&mut self, req: &Arc<ReadRequest>, resp: Response) -> Result<Batch, CallError> {
-        let mut out = self.refill.take(req);
+    fn decode(&self, req: &ReadRequest, resp: Response) -> Result<Vec<Reading>, CallError> {
+        let mut out = Vec::with_capacity(req.spans.len());
         let ts = now_ms();
-        let refill = out.len() == req.spans.len();
-        if !refill {
-            out.clear();
-            out.reserve(req.spans.len());
-        }
-        let mut put = |k: usize, point: usize, value: Value| {
-            if refill {
-                // the same request: the same points in the same order
-                let r = &mut out[k];
-                (r.value, r.ts, r.quality) = (value, ts, Quality::Good);
-            } else {
-                let p = &self.points[point];
-                out.push(Reading::good(&self.name, &p.name, value, &p.unit, ts));
-            }
+        let reading = |i: usize, value: Value| {
+            let p = &self.points[i];
+            Reading::good(&self.name, &p.name, value, &p.unit, ts)
         };
         if req.table.is_bits() {
             let bits = link::bits(resp, req.count)?;
-            for (k, s) in req.spans.iter().enumerate() {
+            for s in &req.spans {
                 let b = bits[usize::from(s.start - req.start)];
-                put(k, s.point, self.points[s.point].codec.decode_bit(b));
+                out.push(reading(s.point, self.points[s.point].codec.decode_bit(b)));
             }
         } else {
             let words = link::registers(resp, req.count)?;
-            for (k, s) in req.spans.iter().enumerate() {
+            for s in &req.spans {
                 let at = usize::from(s.start - req.start);
                 let slice = &words[at..at + usize::from(s.count)];
                 let v = self.points[s.point]
@@ -410,12 +392,10 @@ impl Poller {
                     .map_err(|e| {
                         CallError::BadReply(format!("point {}: {e}", self.points[s.point].name))
                     })?;
-                put(k, s.point, v);
+                out.push(reading(s.point, v));
             }
         }
-        let batch = Arc::new(out);
-        self.refill.keep(req, &batch, &self.requests);
-        Ok(batch)
+        Ok(out)
     }
 
     /// Reads one point now (after a write) and hands the value on.
@@ -440,7 +420,7 @@ impl Poller {
         let resp = link.call(self.unit, req.to_request(), self.timeout).await;
         count(&self.name, &resp);
         let resp = resp?;
-        let readings = self.decode(&Arc::new(req), resp)?;
+        let readings = self.decode(&req, resp)?;
         ctx.send_all(&self.feed, readings).await;
         Ok(())
     }
@@ -464,9 +444,6 @@ pub(super) fn count(device: &str, r: &Result<Response, CallError>) {
 }
 
 mod learning;
-mod refill;
-
-use refill::Refill;
 
 #[cfg(test)]
 mod tests {
@@ -502,30 +479,6 @@ mod tests {
             lows[4] >= Duration::from_secs(5),
             "capped at backoff_max: {lows:?}"
         );
-    }
-
-    /// Two replies to a request: the second batch is the first one's
-    /// readings written over (their names kept: a name changed in between
-    /// shows only in a new batch) once the first was let go, with the
-    /// second reply's values; a batch still held elsewhere is left as it
-    /// was and a new one made.
-    #[test]
-    fn a_batch_let_go_is_filled_again_and_one_held_is_not() {
-        let mut p = poller(
-            "{name: d, address: 'h:502', points: [{name: a, table: holding, address: 0}, {name: b, table: holding, address: 1}]}",
-        );
-        let req = p.requests[0].clone();
-        let reply = |a: u16, b: u16| Response::ReadHoldingRegisters(vec![a, b]);
-        let values = |b: &Batch| b.iter().map(|r| r.value.clone()).collect::<Vec<_>>();
-        drop(p.decode(&req, reply(1, 2)).expect("decode"));
-        p.points[0].name = "renamed".into();
-        let second = p.decode(&req, reply(3, 4)).expect("decode");
-        assert_eq!(values(&second), [Value::Int(3), Value::Int(4)]);
-        assert_eq!(&*second[0].point, "a", "the first batch's readings");
-        let third = p.decode(&req, reply(5, 6)).expect("decode");
-        assert_eq!(values(&second), [Value::Int(3), Value::Int(4)]);
-        assert_eq!(values(&third), [Value::Int(5), Value::Int(6)]);
-        assert_eq!(&*third[0].point, "renamed", "a new batch");
     }
 
     #[test]

@@ -355,7 +355,7 @@ mod tests {
                 .await
                 .expect("a reading in time")
                 .expect("channel open");
-            r.pending.extend(batch.iter().cloned());
+            r.pending.extend(batch);
         }
         let got = r.pending.pop_front().expect("a reading");
         assert_eq!(&*got.device, "dev");
