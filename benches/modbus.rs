@@ -11,12 +11,13 @@
 //! only the payload of exactly that name; `FG_BENCH_INTERLEAVED=N` measures
 //! the loop and each build in turn instead, N rounds, see `interleaved`).
 //!
-//! The gateway runs four times, one after the other on the same servers:
+//! The gateway runs six times, one after the other on the same servers:
 //! with `rules.payload: per_point` (one message per reading, the default),
-//! with `per_device` (one message per device per poll, issue 27), and
-//! with `per_device` plus the Sparkplug B edge node (`sparkplug:`, target
-//! local, issue 27) with report by exception off (every DDATA carries all
-//! 100 metrics of a poll) and on (only the metrics that changed). A tenth
+//! with `per_device` (one message per device per poll, issue 27), with
+//! `per_device` plus the Sparkplug B edge node (`sparkplug:`, target
+//! local, issue 27), and with the node alone (`payload: none`: no JSON),
+//! each Sparkplug setting with report by exception off (every DDATA carries
+//! all 100 metrics of a poll) and on (only the metrics that changed). A tenth
 //! of the registers change at every poll (register r, r % 10 == 0, reads
 //! r + the request count % 100), the rest keep their value: what report by
 //! exception saves depends on that share.
@@ -39,7 +40,7 @@
 //! inside the window loses its share, and the line says how many did).
 //! Targets (issue 15): 10,000 readings/s, under 20% of one core, under
 //! 2 MB more RSS than the idle gateway, CPU per reading ≤ 1.5 × the loop's
-//! (issue 27: with `per_device`).
+//! (issue 27: with `per_device`, and with Sparkplug DDATA).
 //! No MQTT client subscribes during the run: the readings go through the
 //! rules stage and into the embedded broker, which has nobody to deliver to.
 
@@ -563,7 +564,7 @@ fn main() {
     let (sp_off, sp_on) = (sp(false), sp(true));
     // readings a message carries: one, a whole device's poll, or (0) the
     // metrics that changed: then bytes are per reading polled
-    let payloads: [(&str, &str, &str, &Listen, u64); 4] = [
+    let payloads: [(&str, &str, &str, &Listen, u64); 6] = [
         ("per_point", "per_point", "", &JSON, 1),
         ("per_device", "per_device", "", &JSON, u64::from(POINTS)),
         (
@@ -576,6 +577,20 @@ fn main() {
         (
             "per_device + Sparkplug DDATA, report by exception on",
             "per_device",
+            sp_on.as_str(),
+            &SPARKPLUG,
+            0,
+        ),
+        (
+            "Sparkplug DDATA only (payload: none), report by exception off",
+            "none",
+            sp_off.as_str(),
+            &SPARKPLUG,
+            u64::from(POINTS),
+        ),
+        (
+            "Sparkplug DDATA only (payload: none), report by exception on",
+            "none",
             sp_on.as_str(),
             &SPARKPLUG,
             0,

@@ -123,7 +123,14 @@ fn rules_lines(s: &mut String, config: &Config) {
 fn device_lines(s: &mut String, config: &Config) {
     let mapping = DefaultMapping::new(&config.gateway.id, &config.rules);
     let _ = writeln!(s, "devices {}", config.devices.len());
-    let topic = |d: &str, p: &str| mapping.topic(d, p);
+    let silent = config.rules.publishes_no_readings();
+    let topic = |d: &str, p: &str| {
+        if silent {
+            "no message (rules.payload: none)".to_string()
+        } else {
+            mapping.topic(d, p)
+        }
+    };
     let plan = PlanContext {
         gateway: &config.gateway.id,
         data_dir: &config.gateway.data_dir,
@@ -148,19 +155,33 @@ fn payload_line(s: &mut String, config: &Config) {
             s,
             "        payload per_device: not applied (rules.scripts are set: emit(r) publishes one message per reading; per_device groups the default mapping only)"
         ),
+        Payload::None if r.publishes_no_readings() => writeln!(
+            s,
+            "        payload none: no message for readings (they go to the Sparkplug node, the status page and /metrics only)"
+        ),
+        Payload::None => writeln!(
+            s,
+            "        payload none: not applied (rules.scripts are set: they publish what they emit)"
+        ),
     };
 }
 
-/// What `rules.payload: per_device` changes for other sections.
+/// What `rules.payload: per_device` or `none` changes for other sections.
 fn payload_warnings(config: &Config, warnings: &mut Vec<String>) {
     let r = &config.rules;
-    if r.payload != Payload::PerDevice {
-        return;
-    }
-    if !r.groups_by_device() {
-        warnings.push(
-            "rules.payload: per_device has no effect while rules.scripts are set (scripts publish per reading)"
-                .to_string(),
-        );
-    }
+    let scripted = !r.scripts.is_empty();
+    let warning = match r.payload {
+        Payload::PerPoint => None,
+        Payload::PerDevice if scripted => Some(
+            "rules.payload: per_device has no effect while rules.scripts are set (scripts publish per reading)",
+        ),
+        Payload::None if scripted => Some(
+            "rules.payload: none has no effect while rules.scripts are set (scripts publish what they emit)",
+        ),
+        Payload::None if config.sparkplug.is_none() => Some(
+            "rules.payload: none and no sparkplug: readings are published nowhere (only the status page and /metrics show them)",
+        ),
+        Payload::PerDevice | Payload::None => None,
+    };
+    warnings.extend(warning.map(str::to_string));
 }

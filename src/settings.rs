@@ -211,6 +211,14 @@ fn check(config: &Config, positions: &[usize], report: &mut Report) {
         uplink.validate("uplink", report);
         uplink.validate_carries("uplink", config.broker.max_payload.bytes(), report);
     }
+    if config.rules.publishes_no_readings()
+        && config.homeassistant.as_ref().is_some_and(|ha| ha.enabled)
+    {
+        report.add(
+            "homeassistant.enabled",
+            "discovery announces the reading topics, and rules.payload: none publishes none: set per_point or per_device, or turn discovery off",
+        );
+    }
     if let Some(sp) = &config.sparkplug {
         sp.validate(
             "sparkplug",

@@ -74,8 +74,19 @@ pub struct RulesEngine {
     pub(super) slots: Vec<Slot>,
     ctx: SharedCtx,
     mapping: DefaultMapping,
-    /// `payload: per_device` without scripts.
-    grouping: Option<Grouping>,
+    /// What the default mapping publishes when there are no scripts
+    /// (with scripts: `PerPoint`, for `emit(r)`).
+    unscripted: Unscripted,
+}
+
+/// `rules.payload` as the engine applies it without scripts.
+enum Unscripted {
+    /// One message per reading ([`DefaultMapping::map`]).
+    PerPoint,
+    /// One message per device per poll.
+    PerDevice(Grouping),
+    /// Nothing (`payload: none`): the batch only goes onward.
+    Nothing,
 }
 
 fn empty_state() -> Dynamic {
@@ -144,14 +155,23 @@ impl RulesEngine {
             })
             .collect();
         script_functions::lock(&ctx).helpers = slots.iter().map(|_| Default::default()).collect();
-        let grouping = (cfg.payload == super::Payload::PerDevice && slots.is_empty())
-            .then(|| Grouping::new(gateway, &device_template(&cfg.topic), cfg.qos, cfg.retain));
+        let unscripted = match cfg.payload {
+            _ if !slots.is_empty() => Unscripted::PerPoint,
+            super::Payload::PerPoint => Unscripted::PerPoint,
+            super::Payload::PerDevice => Unscripted::PerDevice(Grouping::new(
+                gateway,
+                &device_template(&cfg.topic),
+                cfg.qos,
+                cfg.retain,
+            )),
+            super::Payload::None => Unscripted::Nothing,
+        };
         let engine = RulesEngine {
             engine,
             slots,
             ctx,
             mapping: DefaultMapping::new(gateway, cfg),
-            grouping,
+            unscripted,
         };
         (engine, errors)
     }
@@ -171,13 +191,21 @@ impl RulesEngine {
 
     /// Whether readings are grouped per device (`payload: per_device`, no scripts).
     pub fn groups_by_device(&self) -> bool {
-        self.grouping.is_some()
+        matches!(self.unscripted, Unscripted::PerDevice(_))
+    }
+
+    /// The per-device groups, when readings are grouped per device.
+    fn grouping(&mut self) -> Option<&mut Grouping> {
+        match &mut self.unscripted {
+            Unscripted::PerDevice(g) => Some(g),
+            _ => None,
+        }
     }
 
     /// Declares the configured devices (`payload: per_device` expects
     /// their points in every poll; without it this does nothing).
     pub fn set_devices(&mut self, devices: &[DeviceSpec]) {
-        if let Some(g) = &mut self.grouping {
+        if let Some(g) = self.grouping() {
             g.set_devices(devices);
         }
     }
@@ -185,19 +213,22 @@ impl RulesEngine {
     /// When the per-device group waiting longest for missing points is
     /// due ([`Self::flush_due`]); `None` when none waits.
     pub fn next_flush(&self) -> Option<std::time::Instant> {
-        self.grouping.as_ref().and_then(Grouping::next_due)
+        match &self.unscripted {
+            Unscripted::PerDevice(g) => g.next_due(),
+            _ => None,
+        }
     }
 
     /// Publishes the per-device groups due at `now` into `out`.
     pub fn flush_due(&mut self, now: std::time::Instant, out: &mut Vec<Publish>) {
-        if let Some(g) = &mut self.grouping {
+        if let Some(g) = self.grouping() {
             g.flush_due(now, out);
         }
     }
 
     /// Publishes every per-device group that holds readings into `out`.
     pub fn flush_all(&mut self, out: &mut Vec<Publish>) {
-        if let Some(g) = &mut self.grouping {
+        if let Some(g) = self.grouping() {
             g.flush_all(out);
         }
     }
@@ -205,14 +236,18 @@ impl RulesEngine {
     /// [`RulesEngine::process`] of a batch without scripts (`false`, and
     /// nothing done, when there are scripts): with `payload: per_device`
     /// each device's run of readings joins its group, the group found once
-    /// per run.
+    /// per run; with `payload: none` nothing is published.
     pub fn process_unscripted(&mut self, batch: &[Reading], out: &mut Vec<Publish>) -> bool {
         if !self.slots.is_empty() {
             return false;
         }
-        let Some(grouping) = &mut self.grouping else {
-            out.extend(batch.iter().map(|r| self.mapping.map(r)));
-            return true;
+        let grouping = match &mut self.unscripted {
+            Unscripted::PerPoint => {
+                out.extend(batch.iter().map(|r| self.mapping.map(r)));
+                return true;
+            }
+            Unscripted::Nothing => return true,
+            Unscripted::PerDevice(g) => g,
         };
         let mapping = &self.mapping;
         for run in batch.chunk_by(Reading::same_device) {
@@ -226,10 +261,15 @@ impl RulesEngine {
     /// Runs every script on `r`, appending what they publish to `out`.
     /// Returns the calls that failed. With `payload: per_device` (and no
     /// scripts) `r` joins its device's group, and `out` gets the groups
-    /// it completes.
+    /// it completes; with `payload: none` (and no scripts) nothing.
     pub fn process(&mut self, r: &Reading, out: &mut Vec<Publish>) -> Vec<Failure> {
         if self.slots.is_empty() {
-            if !self.grouping.as_mut().is_some_and(|g| g.push(r, out)) {
+            let taken = match &mut self.unscripted {
+                Unscripted::Nothing => true,
+                Unscripted::PerDevice(g) => g.push(r, out),
+                Unscripted::PerPoint => false,
+            };
+            if !taken {
                 out.push(self.mapping.map(r));
             }
             return Vec::new();

@@ -680,7 +680,7 @@ mod tests {
     }
 
     #[test]
-    fn payload_values_other_than_the_two_are_config_errors() {
+    fn payload_values_other_than_the_three_are_config_errors() {
         let path = std::path::Path::new("/tmp/fieldgate.yaml");
         let Err(err) =
             crate::settings::parse("gateway:\n  id: gw\nrules:\n  payload: per_devices\n", path)
@@ -694,6 +694,9 @@ mod tests {
             crate::settings::parse("gateway:\n  id: gw\nrules:\n  payload: per_device\n", path)
                 .expect("valid");
         assert_eq!(cfg.rules.payload, Payload::PerDevice);
+        let cfg = crate::settings::parse("gateway:\n  id: gw\nrules:\n  payload: none\n", path)
+            .expect("valid");
+        assert_eq!(cfg.rules.payload, Payload::None);
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub enum Payload {
     /// One message per device per poll on the device topic
     /// ([`device_template`]), every point in it (`grouping.rs`).
     PerDevice,
+    /// No message for readings: for a gateway whose readings leave as
+    /// Sparkplug B only. Scripts still publish what they emit.
+    None,
 }
 
 impl Default for RulesConfig {
@@ -90,6 +93,13 @@ impl RulesConfig {
     /// applies to the default mapping only, not to what scripts emit.
     pub fn groups_by_device(&self) -> bool {
         self.payload == Payload::PerDevice && self.scripts.is_empty()
+    }
+
+    /// Whether the default mapping publishes nothing: `payload: none`
+    /// and no scripts (scripts publish what they emit, whatever the
+    /// payload setting).
+    pub fn publishes_no_readings(&self) -> bool {
+        self.payload == Payload::None && self.scripts.is_empty()
     }
 
     /// Checks the limits and compiles every script (a compile error names
@@ -480,6 +490,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn payload_none_publishes_no_reading_but_scripts_still_emit() {
+        let none = RulesConfig {
+            payload: Payload::None,
+            ..RulesConfig::default()
+        };
+        let r = reading("d", "p", Value::Float(1.5), 9);
+        let (mut e, errors) = RulesEngine::new("gw", &none, Vec::new());
+        assert!(errors.is_empty(), "{errors:?}");
+        let (out, _) = run(&mut e, &r);
+        assert!(out.is_empty(), "{out:?}");
+        let mut out = Vec::new();
+        assert!(e.process_unscripted(&[r.clone(), r.clone()], &mut out));
+        assert!(out.is_empty(), "{out:?}");
+        assert!(!e.groups_by_device() && e.next_flush().is_none());
+
+        let (_d, p) = script("fn on_reading(r) { emit(r); }");
+        let (mut e, errors) = RulesEngine::new("gw", &none, vec![p]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (out, f) = run(&mut e, &r);
+        assert!(f.is_empty(), "{f:?}");
+        assert_eq!(
+            out,
+            vec![DefaultMapping::new("gw", &RulesConfig::default()).map(&r)]
+        );
+    }
     #[test]
     fn now_and_json_helpers_are_available_to_rules() {
         let r = reading("d", "p", Value::String(r#"{"t":21.5,"h":40}"#.into()), 1);

@@ -1,7 +1,8 @@
 //! `rules.payload: per_device` against a real Modbus TCP server: one
 //! message per device per poll on `{gateway}/{device}` with every point's
 //! value, unit, quality and ts; a point whose read fails listed bad;
-//! `fieldgate check` saying what the setting does; a wrong value exits 78.
+//! `fieldgate check` saying what the setting does (and `none`, Sparkplug
+//! only: tests/it/sparkplug.rs); a wrong value exits 78.
 //! (per_point, the default, is what every other Modbus test subscribes to.)
 
 use std::collections::BTreeSet;
@@ -140,51 +141,76 @@ async fn per_point_stays_one_message_per_reading() {
     );
 }
 
-#[test]
-fn check_says_what_per_device_does_and_a_wrong_value_exits_78() {
-    let yaml = |rules: &str| {
-        crate::support::fill(
-            &format!(
-                "{}  - name: demo\n    kind: simulated\n    points:\n      - {{ name: a, signal: counter }}\nrules:\n{rules}",
-                header("gw-ck")
-            ),
-            1883,
-            std::path::Path::new("/tmp"),
-        )
-    };
-    let cfg = ConfigDir::new(&yaml("  payload: per_device\n"));
-    let out = fieldgate(&["check", "-c", cfg.path_str()]);
-    let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{plan}");
-    assert!(
-        plan.contains(
-            "payload per_device: one message per device per poll on \"{gateway}/{device}\""
+/// `fieldgate check` on a simulated device with this `rules:` body (and
+/// `r.rhai` beside it): its exit code and everything it printed.
+fn check_rules(rules: &str) -> (Option<i32>, String) {
+    let yaml = crate::support::fill(
+        &format!(
+            "{}  - name: demo\n    kind: simulated\n    points:\n      - {{ name: a, signal: counter }}\nrules:\n{rules}",
+            header("gw-ck")
         ),
-        "{plan}"
+        1883,
+        std::path::Path::new("/tmp"),
     );
-    assert!(plan.contains("-> gw-ck/demo\n"), "{plan}");
-
-    let cfg = ConfigDir::new(&yaml("  scripts: [r.rhai]\n  payload: per_device\n"));
+    let cfg = ConfigDir::new(&yaml);
     cfg.write("r.rhai", "fn on_reading(r) { emit(r); }\n");
-    let out = fieldgate(&["check", "-c", cfg.path_str()]);
-    let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{plan}");
-    assert!(plan.contains("payload per_device: not applied"), "{plan}");
-    assert!(
-        plan.contains(
-            "warning: rules.payload: per_device has no effect while rules.scripts are set"
-        ),
-        "{plan}"
-    );
-
-    let cfg = ConfigDir::new(&yaml("  qos: 1\n  payload: grouped\n"));
     let out = fieldgate(&["check", "-c", cfg.path_str()]);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(78), "{text}");
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_says_what_per_device_and_none_do_and_a_wrong_value_exits_78() {
+    let assert_prints = |rules: &str, lines: &[&str]| {
+        let (code, plan) = check_rules(rules);
+        assert_eq!(code, Some(0), "{plan}");
+        for line in lines {
+            assert!(plan.contains(line), "{line:?} not in:\n{plan}");
+        }
+    };
+    assert_prints(
+        "  payload: per_device\n",
+        &[
+            "payload per_device: one message per device per poll on \"{gateway}/{device}\"",
+            "-> gw-ck/demo\n",
+        ],
+    );
+    assert_prints(
+        "  scripts: [r.rhai]\n  payload: per_device\n",
+        &[
+            "payload per_device: not applied",
+            "warning: rules.payload: per_device has no effect while rules.scripts are set",
+        ],
+    );
+    assert_prints(
+        "  payload: none\n",
+        &[
+            "payload none: no message for readings",
+            "-> no message (rules.payload: none)\n",
+            "warning: rules.payload: none and no sparkplug: readings are published nowhere",
+        ],
+    );
+
+    assert_prints(
+        "  scripts: [r.rhai]\n  payload: none\n",
+        &[
+            "payload none: not applied",
+            "warning: rules.payload: none has no effect while rules.scripts are set",
+        ],
+    );
+
+    // discovery would announce topics nothing publishes
+    let (code, text) = check_rules("  payload: none\nhomeassistant:\n  prefix: ha\n");
+    assert_eq!(code, Some(78), "{text}");
+    assert!(text.contains("homeassistant.enabled (line 13"), "{text}");
+    assert!(text.contains("rules.payload: none"), "{text}");
+
+    let (code, text) = check_rules("  qos: 1\n  payload: grouped\n");
+    assert_eq!(code, Some(78), "{text}");
     assert!(text.contains("rules.payload"), "{text}");
     assert!(text.contains("line 13"), "{text}");
     assert!(text.contains("per_device"), "names the values: {text}");

@@ -10,13 +10,14 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use rumqttc::QoS;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::modbus::header;
 use crate::modbus::server::{Registers, TcpServer};
-use crate::support::Gateway;
+use crate::support::{Gateway, Sub};
 
 const SECS: Duration = Duration::from_secs(10);
 const JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js");
@@ -366,6 +367,31 @@ async fn seq_wraps_after_255() {
     }
     assert!(wrapped, "seq came back to 0");
     assert!(assert_seq_continuity(&host.seen) >= 256);
+}
+
+/// `rules.payload: none`: readings leave as Sparkplug only. DDATA arrive
+/// and the device's status is published, but no JSON message on a reading
+/// topic (with `per_point` one would come at every poll).
+#[tokio::test]
+async fn payload_none_sends_sparkplug_only() {
+    let yaml = format!(
+        "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nrules:\n  payload: none\nsparkplug:\n  group_id: g\n",
+        header("gw-none")
+    );
+    let gw = Gateway::start(&yaml);
+    let ddata = "spBv1.0/g/DDATA/gw-none/sim";
+    let mut sub = Sub::connect(gw.port, &["gw-none/#", ddata], QoS::AtMostOnce).await;
+    sub.wait_topic("gw-none/status/sim", SECS).await;
+    for _ in 0..6 {
+        sub.wait_topic(ddata, SECS).await;
+    }
+    let readings: Vec<_> = sub
+        .seen
+        .iter()
+        .filter(|m| m.topic.starts_with("gw-none/sim"))
+        .map(|m| (&m.topic, m.text()))
+        .collect();
+    assert!(readings.is_empty(), "payload none published {readings:?}");
 }
 
 /// `(value, timestamp, historical)` of every metric of `sim` the host got
