@@ -149,13 +149,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (pub_tx, pub_rx) = mpsc::channel::<Publish>(PUBLISH_CAPACITY);
     let (bridge, pub_rx) = start_bridge(&config, &gateway, pub_rx, &handle).await?;
     let (read_tx, read_rx) = reading::batch::channel(READINGS_CAPACITY);
-    let (onward, sparkplug) = start_sparkplug(&config, &gateway, &handle).await?;
+    let (read_rx, onward, sparkplug) = start_sparkplug(&config, &gateway, &handle, read_rx).await?;
     let queues = queue_lengths(&read_tx, &pub_tx);
     let publisher =
         tokio::spawn(publish_all(handle.clone(), pub_rx).instrument(info_span!("publisher")));
     // Cannot fail: the publisher holds the receiver until all senders drop.
     let _ = pub_tx.send(reading::status::gateway(&gateway, true)).await;
-    let rules = start_rules(&config, &catalogue, read_rx, pub_tx.clone(), onward);
+    let rules = match read_rx {
+        Some(rx) => Some(start_rules(&config, &catalogue, rx, pub_tx.clone(), onward)),
+        None => {
+            tokio::spawn(rules::answer_hangups_without_stage(ops_cancel.clone()));
+            None
+        }
+    };
     let sources = start_sources(&config, &gateway, read_tx, &pub_tx, commands, &shutdown);
     if let Some(ha) = &config.homeassistant {
         start_homeassistant(
@@ -176,7 +182,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let running = Running {
         gateway,
         sources,
-        rules: Some(rules),
+        rules,
         sparkplug,
         publishes: Some(pub_tx),
         bridge,
@@ -459,27 +465,52 @@ impl Running {
     }
 }
 
-/// The Sparkplug stage when `sparkplug:` is enabled: the rules stage
-/// hands it each batch once mapped (the returned [`rules::Onward`]); its
-/// task ends after the rules stage, with an NDEATH.
+/// The Sparkplug stage when `sparkplug:` is enabled, and who takes the
+/// sources' `readings`: the rules stage (they are returned for it), which
+/// hands each batch on to the node once mapped (the returned
+/// [`rules::Onward`]); or, with `rules.payload: none` and no scripts, the
+/// node itself, and no rules stage runs. The node's task ends after the
+/// readings end, with an NDEATH.
 async fn start_sparkplug(
     config: &Config,
     gateway: &Arc<str>,
     handle: &broker::BrokerHandle,
-) -> Result<(rules::Onward, Option<JoinHandle<()>>), sparkplug::SparkplugError> {
+    readings: reading::batch::ReadingsReceiver,
+) -> Result<
+    (
+        Option<reading::batch::ReadingsReceiver>,
+        rules::Onward,
+        Option<JoinHandle<()>>,
+    ),
+    sparkplug::SparkplugError,
+> {
+    let Some(sp) = config.sparkplug.as_ref().filter(|s| s.enabled) else {
+        return Ok((Some(readings), rules::Onward::nowhere(), None));
+    };
+    let direct = config.rules.publishes_no_readings();
+    let (rest, feed) = if direct {
+        (None, sparkplug::Feed::Sources(readings))
+    } else {
+        (Some(readings), sparkplug::Feed::AfterRules)
+    };
     let started = sparkplug::start(
-        config.sparkplug.as_ref(),
+        sp,
         config.uplink.as_ref(),
-        gateway,
-        &config.devices,
+        (gateway, &config.devices),
         &config.gateway.data_dir,
         handle,
+        feed,
     )
     .await?;
-    Ok(match started {
-        Some((tx, task)) => (rules::Onward::to(tx), Some(task)),
-        None => (rules::Onward::nowhere(), None),
-    })
+    if direct {
+        info!(
+            "rules: payload none, no scripts: no rules stage; the Sparkplug node takes the readings"
+        );
+    }
+    let onward = started
+        .onward
+        .map_or_else(rules::Onward::nowhere, rules::Onward::to);
+    Ok((rest, onward, Some(started.task)))
 }
 
 /// The password store the status page checks: `http.users` when given,

@@ -26,7 +26,7 @@ use tracing::{error, info, info_span};
 pub use engine::{ENTRY, Failure, RulesEngine, ScriptCounters};
 pub use grouping::Grouping;
 pub use mapping::{TopicTemplate, device_template};
-pub use reload::Reloaded;
+pub use reload::{Reloaded, answer_hangups_without_stage};
 pub use script_reading::ScriptReading;
 pub use stage::Onward;
 

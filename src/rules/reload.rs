@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::engine::{RulesEngine, compile};
@@ -69,6 +70,22 @@ impl RulesEngine {
                     "rule script not reloaded, the previous version keeps running: {error}"
                 ),
             }
+        }
+    }
+}
+
+/// Answers SIGHUP while no rules stage runs (`rules.payload: none`
+/// without scripts: the Sparkplug node reads the sources itself), so that
+/// a reload (`systemctl reload`) is logged instead of ending the gateway
+/// as SIGHUP's default action would. Ends with `cancel`.
+pub async fn answer_hangups_without_stage(cancel: CancellationToken) {
+    let mut hup = hangups();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = next_hangup(&mut hup) => info!(
+                "SIGHUP: no rule scripts configured (rules.payload: none, readings go to the Sparkplug node only), nothing to reload"
+            ),
         }
     }
 }

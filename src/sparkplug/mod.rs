@@ -38,6 +38,7 @@ pub use config::{SparkplugConfig, Target};
 use crate::bridge::UplinkConfig;
 use crate::broker::BrokerHandle;
 use crate::reading::Reading;
+use crate::reading::batch::ReadingsReceiver;
 use crate::southbound::devices::DeviceConfig;
 
 /// Batches of readings the node may have waiting (back-pressure on the
@@ -67,22 +68,35 @@ pub enum SparkplugError {
     Uplink(String),
 }
 
-/// Starts the edge node when `cfg` is enabled and subscribes on the
-/// embedded broker. Returns the sender of the node's readings queue (the
-/// rules stage hands each batch on to it once mapped: `rules::Onward`) and
-/// the task, which ends once every sender is gone (the sources stopped,
-/// then the rules stage), with an NDEATH. `None` when not enabled.
+/// Where the node takes its readings from.
+pub enum Feed {
+    /// From the rules stage, each batch once mapped: [`start`] makes a
+    /// queue and returns its sender (for `rules::Onward`).
+    AfterRules,
+    /// From the sources' channel itself (`rules.payload: none` without
+    /// scripts: no rules stage runs).
+    Sources(ReadingsReceiver),
+}
+
+/// A started node.
+pub struct Started {
+    /// The sender of the node's readings queue with [`Feed::AfterRules`].
+    pub onward: Option<mpsc::Sender<Vec<Reading>>>,
+    /// Ends once its readings end (the sources stopped, then the rules
+    /// stage if any), with an NDEATH.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the edge node (the caller checked `cfg.enabled`) and subscribes
+/// on the embedded broker.
 pub async fn start(
-    cfg: Option<&SparkplugConfig>,
+    cfg: &SparkplugConfig,
     uplink: Option<&UplinkConfig>,
-    gateway: &Arc<str>,
-    devices: &[DeviceConfig],
+    (gateway, devices): (&Arc<str>, &[DeviceConfig]),
     data_dir: &Path,
     handle: &BrokerHandle,
-) -> Result<Option<(mpsc::Sender<Vec<Reading>>, JoinHandle<()>)>, SparkplugError> {
-    let Some(cfg) = cfg.filter(|c| c.enabled) else {
-        return Ok(None);
-    };
+    feed: Feed,
+) -> Result<Started, SparkplugError> {
     let ids = topics::Ids {
         group: cfg.group_id.clone(),
         node: cfg.node_id(gateway).to_string(),
@@ -132,7 +146,13 @@ pub async fn start(
         }
     };
     let messages = handle.subscribe("sparkplug", &local, MESSAGES_QUEUE);
-    let (node_tx, node_rx) = mpsc::channel(READINGS_QUEUE);
+    let (onward, readings) = match feed {
+        Feed::AfterRules => {
+            let (tx, rx) = mpsc::channel(READINGS_QUEUE);
+            (Some(tx), task::Readings::AfterRules(rx))
+        }
+        Feed::Sources(rx) => (None, task::Readings::FromSources(rx)),
+    };
     let parts = task::Parts {
         node,
         bd_seq,
@@ -152,6 +172,6 @@ pub async fn start(
     };
     metrics::get();
     let task =
-        tokio::spawn(task::run(parts, node_rx, messages).instrument(info_span!("sparkplug")));
-    Ok(Some((node_tx, task)))
+        tokio::spawn(task::run(parts, readings, messages).instrument(info_span!("sparkplug")));
+    Ok(Started { onward, task })
 }

@@ -1,4 +1,5 @@
-//! The node's task: takes readings (from the rules stage, once mapped),
+//! The node's task: takes readings (from the rules stage, once mapped, or
+//! from the sources when the rules stage has nothing to do: [`Readings`]),
 //! device status (from its in-process subscription on the embedded
 //! broker), STATE and
 //! commands (from that subscription, or from its upstream session with
@@ -29,6 +30,7 @@ use super::seq::BdSeq;
 use super::uplink::LinkEvent;
 use crate::broker::{BrokerHandle, Message};
 use crate::metrics::labels;
+use crate::reading::batch::ReadingsReceiver;
 use crate::reading::{Publish, Qos, Reading, now_ms};
 
 /// How long a clean stop waits for the upstream session to write its
@@ -92,13 +94,29 @@ async fn at(when: Option<Instant>) {
     }
 }
 
+/// Where the node's readings come from.
+pub enum Readings {
+    /// The rules stage hands on each batch once mapped (`rules::Onward`).
+    AfterRules(mpsc::Receiver<Vec<Reading>>),
+    /// The sources' own channel: with `rules.payload: none` and no
+    /// scripts the rules stage would have nothing to do, so it does not
+    /// run and the node reads the sources (one task hop less per batch).
+    FromSources(ReadingsReceiver),
+}
+
+impl Readings {
+    /// The next batch; `None` once every sender is gone.
+    async fn recv(&mut self) -> Option<Vec<Reading>> {
+        match self {
+            Readings::AfterRules(rx) => rx.recv().await,
+            Readings::FromSources(rx) => rx.recv().await,
+        }
+    }
+}
+
 /// Runs the node until `readings` closes (the sources have stopped), then
 /// sends NDEATH when births were sent.
-pub async fn run(
-    parts: Parts,
-    mut readings: mpsc::Receiver<Vec<Reading>>,
-    mut messages: mpsc::Receiver<Message>,
-) {
+pub async fn run(parts: Parts, mut readings: Readings, mut messages: mpsc::Receiver<Message>) {
     let status_prefix = format!("{}/status/", parts.gateway);
     let mut t = Task {
         p: parts,

@@ -371,16 +371,19 @@ async fn seq_wraps_after_255() {
 
 /// `rules.payload: none`: readings leave as Sparkplug only. DDATA arrive
 /// and the device's status is published, but no JSON message on a reading
-/// topic (with `per_point` one would come at every poll).
+/// topic (with `per_point` one would come at every poll). No rules stage
+/// runs then: SIGHUP is still answered (not SIGHUP's default: the end of
+/// the process), and a clean stop still ends with the node's NDEATH.
 #[tokio::test]
 async fn payload_none_sends_sparkplug_only() {
     let yaml = format!(
         "{}  - name: sim\n    kind: simulated\n    poll: 50ms\n    points:\n      - {{ name: n, signal: counter }}\nrules:\n  payload: none\nsparkplug:\n  group_id: g\n",
         header("gw-none")
     );
-    let gw = Gateway::start(&yaml);
+    let mut gw = Gateway::start(&yaml);
     let ddata = "spBv1.0/g/DDATA/gw-none/sim";
-    let mut sub = Sub::connect(gw.port, &["gw-none/#", ddata], QoS::AtMostOnce).await;
+    let ndeath = "spBv1.0/g/NDEATH/gw-none";
+    let mut sub = Sub::connect(gw.port, &["gw-none/#", ddata, ndeath], QoS::AtMostOnce).await;
     sub.wait_topic("gw-none/status/sim", SECS).await;
     for _ in 0..6 {
         sub.wait_topic(ddata, SECS).await;
@@ -392,6 +395,15 @@ async fn payload_none_sends_sparkplug_only() {
         .map(|m| (&m.topic, m.text()))
         .collect();
     assert!(readings.is_empty(), "payload none published {readings:?}");
+
+    gw.signal(nix::sys::signal::Signal::SIGHUP);
+    gw.wait_log("SIGHUP: no rule scripts configured", SECS);
+    sub.seen.clear();
+    sub.wait_topic(ddata, SECS).await;
+    // the subscriber reads while the gateway stops
+    let stop = tokio::task::spawn_blocking(move || gw.terminate(SECS));
+    sub.wait_topic(ndeath, SECS).await;
+    assert!(stop.await.expect("join").success());
 }
 
 /// `(value, timestamp, historical)` of every metric of `sim` the host got

@@ -19,6 +19,15 @@ pub struct Msg {
 }
 
 impl Msg {
+    fn of(p: &rumqttc::Publish) -> Msg {
+        Msg {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            qos: p.qos,
+            retain: p.retain,
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
             panic!(
@@ -81,13 +90,7 @@ impl Sub {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let m = Msg {
-                            topic: p.topic.clone(),
-                            payload: p.payload.clone(),
-                            qos: p.qos,
-                            retain: p.retain,
-                        };
-                        if tx.send(m).is_err() {
+                        if tx.send(Msg::of(&p)).is_err() {
                             return;
                         }
                     }
@@ -95,6 +98,14 @@ impl Sub {
                     Err(e) => {
                         if let Some(t) = ready_tx.take() {
                             let _ = t.send(Err(e.to_string()));
+                        }
+                        // rumqttc keeps what it read in the same read as
+                        // the close (the last messages before a broker
+                        // stops) in its queue, and returns the error first
+                        for ev in el.state.events.drain(..) {
+                            if let Event::Incoming(Packet::Publish(p)) = ev {
+                                let _ = tx.send(Msg::of(&p));
+                            }
                         }
                         return;
                     }
