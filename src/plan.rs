@@ -178,8 +178,8 @@ fn payload_warnings(config: &Config, warnings: &mut Vec<String>) {
         Payload::None if scripted => Some(
             "rules.payload: none has no effect while rules.scripts are set (scripts publish what they emit)",
         ),
-        Payload::None if config.sparkplug.is_none() => Some(
-            "rules.payload: none and no sparkplug: readings are published nowhere (only the status page and /metrics show them)",
+        Payload::None if !config.sparkplug.as_ref().is_some_and(|s| s.enabled) => Some(
+            "rules.payload: none and no sparkplug (or not enabled): readings are published nowhere (only the status page and /metrics show them)",
         ),
         Payload::PerDevice | Payload::None => None,
     };

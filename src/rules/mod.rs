@@ -516,6 +516,7 @@ mod tests {
             vec![DefaultMapping::new("gw", &RulesConfig::default()).map(&r)]
         );
     }
+
     #[test]
     fn now_and_json_helpers_are_available_to_rules() {
         let r = reading("d", "p", Value::String(r#"{"t":21.5,"h":40}"#.into()), 1);

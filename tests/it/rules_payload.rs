@@ -191,7 +191,7 @@ fn check_says_what_per_device_and_none_do_and_a_wrong_value_exits_78() {
         &[
             "payload none: no message for readings",
             "-> no message (rules.payload: none)\n",
-            "warning: rules.payload: none and no sparkplug: readings are published nowhere",
+            "warning: rules.payload: none and no sparkplug (or not enabled): readings are published nowhere",
         ],
     );
 
