@@ -488,18 +488,20 @@ async fn start_sparkplug(
         return Ok((Some(readings), rules::Onward::nowhere(), None));
     };
     let direct = config.rules.publishes_no_readings();
-    let (rest, feed) = if direct {
-        (None, sparkplug::Feed::Sources(readings))
+    let (rest, onward, readings) = if direct {
+        let from_sources = sparkplug::Readings::FromSources(readings);
+        (None, rules::Onward::nowhere(), from_sources)
     } else {
-        (Some(readings), sparkplug::Feed::AfterRules)
+        let (tx, after_rules) = sparkplug::readings_queue();
+        (Some(readings), rules::Onward::to(tx), after_rules)
     };
-    let started = sparkplug::start(
+    let task = sparkplug::start(
         sp,
         config.uplink.as_ref(),
         (gateway, &config.devices),
         &config.gateway.data_dir,
         handle,
-        feed,
+        readings,
     )
     .await?;
     if direct {
@@ -507,10 +509,7 @@ async fn start_sparkplug(
             "rules: payload none, no scripts: no rules stage; the Sparkplug node takes the readings"
         );
     }
-    let onward = started
-        .onward
-        .map_or_else(rules::Onward::nowhere, rules::Onward::to);
-    Ok((rest, onward, Some(started.task)))
+    Ok((rest, onward, Some(task)))
 }
 
 /// The password store the status page checks: `http.users` when given,

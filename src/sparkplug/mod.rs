@@ -34,11 +34,11 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info_span, warn};
 
 pub use config::{SparkplugConfig, Target};
+pub use task::Readings;
 
 use crate::bridge::UplinkConfig;
 use crate::broker::BrokerHandle;
 use crate::reading::Reading;
-use crate::reading::batch::ReadingsReceiver;
 use crate::southbound::devices::DeviceConfig;
 
 /// Batches of readings the node may have waiting (back-pressure on the
@@ -68,35 +68,24 @@ pub enum SparkplugError {
     Uplink(String),
 }
 
-/// Where the node takes its readings from.
-pub enum Feed {
-    /// From the rules stage, each batch once mapped: [`start`] makes a
-    /// queue and returns its sender (for `rules::Onward`).
-    AfterRules,
-    /// From the sources' channel itself (`rules.payload: none` without
-    /// scripts: no rules stage runs).
-    Sources(ReadingsReceiver),
+/// The node's readings queue when the rules stage feeds it
+/// ([`Readings::AfterRules`]; the sender is for `rules::Onward`).
+pub fn readings_queue() -> (mpsc::Sender<Vec<Reading>>, Readings) {
+    let (tx, rx) = mpsc::channel(READINGS_QUEUE);
+    (tx, Readings::AfterRules(rx))
 }
 
-/// A started node.
-pub struct Started {
-    /// The sender of the node's readings queue with [`Feed::AfterRules`].
-    pub onward: Option<mpsc::Sender<Vec<Reading>>>,
-    /// Ends once its readings end (the sources stopped, then the rules
-    /// stage if any), with an NDEATH.
-    pub task: JoinHandle<()>,
-}
-
-/// Starts the edge node (the caller checked `cfg.enabled`) and subscribes
-/// on the embedded broker.
+/// Starts the edge node (the caller checked `cfg.enabled`) on `readings`
+/// and subscribes on the embedded broker. The task ends once the readings
+/// end (the sources stopped, then the rules stage if any), with an NDEATH.
 pub async fn start(
     cfg: &SparkplugConfig,
     uplink: Option<&UplinkConfig>,
     (gateway, devices): (&Arc<str>, &[DeviceConfig]),
     data_dir: &Path,
     handle: &BrokerHandle,
-    feed: Feed,
-) -> Result<Started, SparkplugError> {
+    readings: Readings,
+) -> Result<JoinHandle<()>, SparkplugError> {
     let ids = topics::Ids {
         group: cfg.group_id.clone(),
         node: cfg.node_id(gateway).to_string(),
@@ -146,13 +135,6 @@ pub async fn start(
         }
     };
     let messages = handle.subscribe("sparkplug", &local, MESSAGES_QUEUE);
-    let (onward, readings) = match feed {
-        Feed::AfterRules => {
-            let (tx, rx) = mpsc::channel(READINGS_QUEUE);
-            (Some(tx), task::Readings::AfterRules(rx))
-        }
-        Feed::Sources(rx) => (None, task::Readings::FromSources(rx)),
-    };
     let parts = task::Parts {
         node,
         bd_seq,
@@ -173,5 +155,5 @@ pub async fn start(
     metrics::get();
     let task =
         tokio::spawn(task::run(parts, readings, messages).instrument(info_span!("sparkplug")));
-    Ok(Started { onward, task })
+    Ok(task)
 }
